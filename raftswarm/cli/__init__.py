@@ -1,0 +1,1 @@
+"""The `raftswarm` command: a client of the node's API, shaped like the docker CLI's swarm commands."""

@@ -1,0 +1,458 @@
+"""Runs a `RaftCore` on asyncio: a clock, a disk, a network and a state machine around the pure core.
+
+Inputs (ticks, peer messages, proposals, reads) step the core as they arrive, on the event loop. Their
+Readies pile up in the open `_Batch`; one flusher task takes a batch, persists it with a single write and
+fsync (group commit), then sends its messages, then applies its committed entries, then answers reads.
+While a batch is being persisted the next one fills up, so fsync cost is shared by everything that
+arrived meanwhile.
+
+Entries carry a 16-byte tag (proposer Raft ID, proposal sequence) before the payload, so the node that
+proposed an entry -- leader or follower, whose proposal the core forwarded -- wakes the right caller when
+it applies the entry. The state machine sees only payloads.
+
+Snapshots wrap the state machine's bytes together with the members' addresses, so a restarted node knows
+whom to talk to before it replays anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgpack
+
+from ..errors import ProposalDropped, RaftswarmError
+from .core import RaftConfig, RaftCore
+from .messages import (
+    NONE,
+    ConfChange,
+    ConfChangeType,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    PersistedState,
+    Ready,
+    ReadState,
+    Role,
+    Snapshot,
+)
+
+log = logging.getLogger(__name__)
+
+_TAG = struct.Struct(">QQ")
+
+
+class StateMachine(Protocol):
+    def apply(self, index: int, payload: bytes) -> Any:
+        """Apply one committed entry; the return value goes to the caller that proposed it (on this node)."""
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+
+class Storage(Protocol):
+    def load(self) -> PersistedState: ...
+
+    def save(self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None) -> None: ...
+
+    def save_snapshot(self, snapshot: Snapshot) -> None: ...
+
+
+class Sender(Protocol):
+    def send(self, messages: list[Message]) -> None: ...
+
+    def add_peer(self, raft_id: int, host: str, port: int) -> None: ...
+
+    def remove_peer(self, raft_id: int) -> None: ...
+
+
+class Timeout(RaftswarmError):
+    """The operation did not complete in time; a write may or may not have been applied."""
+
+
+@dataclass
+class DriverConfig:
+    tick_interval: float = 0.1
+    snapshot_interval: int = 10_000
+    """Take a snapshot and drop old WAL segments every this many applied entries."""
+    proposal_timeout: float = 10.0
+    max_proposal_bytes: int = 4 << 20
+    """Proposals larger than this are refused: every entry must fit a wire frame (see raft.wire)."""
+
+
+@dataclass
+class _Batch:
+    """Readies merged for one group commit. A Ready with a snapshot always starts a new batch, so within a
+    batch the snapshot (if any) comes before every entry."""
+
+    hard_state: HardState | None = None
+    entries: list[Entry] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+    messages: list[Message] = field(default_factory=list)
+    committed: list[Entry] = field(default_factory=list)
+    read_states: list[ReadState] = field(default_factory=list)
+    dropped_reads: list[bytes] = field(default_factory=list)
+
+    def add(self, ready: Ready) -> None:
+        if ready.hard_state is not None:
+            self.hard_state = ready.hard_state
+        if ready.entries:
+            first = ready.entries[0].index
+            while self.entries and self.entries[-1].index >= first:
+                self.entries.pop()  # overwritten by a later Ready of this batch
+            self.entries.extend(ready.entries)
+        self.messages.extend(ready.messages)
+        self.committed.extend(ready.committed_entries)
+        self.read_states.extend(ready.read_states)
+        self.dropped_reads.extend(ready.dropped_reads)
+
+    def needs_persisting(self) -> bool:
+        return bool(self.hard_state or self.entries or self.snapshot)
+
+    def is_empty(self) -> bool:
+        return not (
+            self.needs_persisting() or self.messages or self.committed or self.read_states or self.dropped_reads
+        )
+
+
+def encode_address(host: str, port: int) -> bytes:
+    return f"{host}:{port}".encode()
+
+
+def decode_address(context: bytes) -> tuple[str, int] | None:
+    if not context:
+        return None
+    host, _, port = context.decode().rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class RaftDriver:
+    def __init__(
+        self,
+        raft_config: RaftConfig,
+        storage: Storage,
+        transport: Sender,
+        state_machine: StateMachine,
+        config: DriverConfig | None = None,
+        rng: random.Random | None = None,
+        on_role_change: Callable[[Role, int, int], None] | None = None,
+    ) -> None:
+        self.config = config or DriverConfig()
+        self.id = raft_config.id
+        self._storage = storage
+        self._transport = transport
+        self._state_machine = state_machine
+        self._on_role_change = on_role_change
+        self._peers: dict[int, tuple[str, int]] = {}
+
+        persisted = storage.load()
+        if persisted.snapshot is not None:
+            self._restore_snapshot(persisted.snapshot)
+        self.core = RaftCore(raft_config, persisted, rng or random.Random())
+        self._applied = self.core.applied_index
+
+        self._batches: deque[_Batch] = deque([_Batch()])
+        self._wakeup = asyncio.Event()
+        self._proposal_seq = 0
+        self._proposals: dict[int, asyncio.Future[Any]] = {}
+        self._queued: list[tuple[bytes, int]] = []
+        self._drain_scheduled = False
+        self._conf_waiters: dict[bytes, asyncio.Future[None]] = {}
+        self._reads: dict[bytes, asyncio.Future[None]] = {}
+        self._read_waits: list[tuple[int, asyncio.Future[None]]] = []  # (index, future) until applied
+        self._read_seq = 0
+        self._applied_event = asyncio.Event()
+        self._role = (self.core.role, self.core.term, self.core.leader_id)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        # Entries committed before a restart are re-emitted by the first input: give it one now.
+        self._feed(self.core.tick())
+        self._tasks = [
+            asyncio.create_task(self._run_clock(), name=f"raft-{self.id}-clock"),
+            asyncio.create_task(self._run_flusher(), name=f"raft-{self.id}-flusher"),
+        ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_done)
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._fail_all(ProposalDropped("this node is shutting down"))
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("raft node %x: %s stopped", self.id, task.get_name(), exc_info=task.exception())
+            self._closed = True
+            self._fail_all(ProposalDropped(f"the Raft node stopped: {task.exception()}"))
+
+    # -- views -----------------------------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self.core.role is Role.LEADER
+
+    @property
+    def leader_id(self) -> int:
+        return self.core.leader_id
+
+    @property
+    def applied_index(self) -> int:
+        return self._applied
+
+    def peer_addresses(self) -> dict[int, tuple[str, int]]:
+        return dict(self._peers)
+
+    # -- inputs ----------------------------------------------------------------------------------------
+
+    def receive(self, message: Message) -> None:
+        """Step a message from a peer (the transport calls this)."""
+        if not self._closed:
+            self._feed(self.core.step(message))
+
+    async def propose(self, payload: bytes, timeout: float | None = None) -> Any:
+        """Replicate `payload`; returns what the state machine's apply returned for it, once applied here."""
+        if len(payload) > self.config.max_proposal_bytes:
+            raise ProposalDropped(
+                f"proposal of {len(payload)} bytes is over the {self.config.max_proposal_bytes}-byte limit"
+            )
+        self._check_open()
+        self._proposal_seq += 1
+        seq = self._proposal_seq
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._proposals[seq] = future
+        self._queued.append((_TAG.pack(self.id, seq) + payload, seq))
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain_proposals)
+        return await self._wait(future, timeout, lambda: self._proposals.pop(seq, None))
+
+    def _drain_proposals(self) -> None:
+        """Everything proposed during one loop iteration goes to the core as one batch."""
+        self._drain_scheduled = False
+        queued, self._queued = self._queued, []
+        if not queued or self._closed:
+            return
+        try:
+            self._feed(self.core.propose_batch([data for data, _ in queued]))
+        except ProposalDropped as exc:
+            for _, seq in queued:
+                future = self._proposals.pop(seq, None)
+                if future is not None and not future.done():
+                    future.set_exception(ProposalDropped(str(exc)))
+
+    async def read_barrier(self, timeout: float | None = None) -> int:
+        """Wait until this node's state machine reflects every write acknowledged before the call
+        (ReadIndex); returns the applied index reads may then be served at."""
+        self._check_open()
+        self._read_seq += 1
+        request_id = _TAG.pack(self.id, self._read_seq)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reads[request_id] = future
+        self._feed(self.core.read_index(request_id))
+        await self._wait(future, timeout, lambda: self._reads.pop(request_id, None))
+        return self._applied
+
+    async def change_membership(self, change: ConfChange, timeout: float | None = None) -> None:
+        """Propose a single-server membership change and wait until it is applied here."""
+        self._check_open()
+        key = change.encode()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._conf_waiters[key] = future
+        try:
+            self._feed(self.core.propose_conf_change(change))
+        except ProposalDropped:
+            self._conf_waiters.pop(key, None)
+            raise
+        await self._wait(future, timeout, lambda: self._conf_waiters.pop(key, None))
+
+    async def add_learner(self, raft_id: int, host: str, port: int, timeout: float | None = None) -> None:
+        await self.change_membership(ConfChange(ConfChangeType.ADD_LEARNER, raft_id, encode_address(host, port)), timeout)
+
+    async def promote(self, raft_id: int, timeout: float | None = None) -> None:
+        host, port = self._peers[raft_id]
+        await self.change_membership(ConfChange(ConfChangeType.ADD_VOTER, raft_id, encode_address(host, port)), timeout)
+
+    async def remove(self, raft_id: int, timeout: float | None = None) -> None:
+        await self.change_membership(ConfChange(ConfChangeType.REMOVE, raft_id), timeout)
+
+    async def transfer_leadership(self, target: int, timeout: float | None = None) -> None:
+        """Hand leadership to `target` and wait until this node knows someone else leads."""
+        self._check_open()
+        self._feed(self.core.transfer_leadership(target))
+        deadline = asyncio.get_running_loop().time() + (timeout or self.config.proposal_timeout)
+        while self.core.leader_id in (self.id, NONE):
+            if asyncio.get_running_loop().time() > deadline:
+                raise Timeout(f"leadership did not move to node {target:x} in time")
+            await asyncio.sleep(self.config.tick_interval / 4)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ProposalDropped("this Raft node is stopped")
+
+    async def _wait(self, future: asyncio.Future[Any], timeout: float | None, forget: Callable[[], object]) -> Any:
+        try:
+            return await asyncio.wait_for(future, timeout or self.config.proposal_timeout)
+        except asyncio.TimeoutError:
+            raise Timeout("the operation did not complete in time; a write may or may not have been applied") from None
+        finally:
+            forget()
+
+    # -- the loop --------------------------------------------------------------------------------------
+
+    async def _run_clock(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick_interval)
+            self._feed(self.core.tick())
+
+    def _feed(self, ready: Ready) -> None:
+        if ready.is_empty():
+            self._note_role()
+            return
+        batch = self._batches[-1]
+        if ready.snapshot is not None:
+            if not batch.is_empty():
+                batch = _Batch()
+                self._batches.append(batch)
+            batch.snapshot = ready.snapshot
+        batch.add(ready)
+        self._note_role()
+        self._wakeup.set()
+
+    def _note_role(self) -> None:
+        role = (self.core.role, self.core.term, self.core.leader_id)
+        if role == self._role:
+            return
+        previous_leader = self._role[2]
+        self._role = role
+        if role[2] != previous_leader and self._proposals:
+            # Entries in flight under the old leader may be lost or may still commit: callers must not
+            # wait forever; they get an error saying the outcome is unknown.
+            error = ProposalDropped("leadership changed while the write was in flight; it may or may not be applied")
+            for future in self._proposals.values():
+                if not future.done():
+                    future.set_exception(error)
+        if self._on_role_change is not None:
+            self._on_role_change(*role)
+
+    async def _run_flusher(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while not self._batches[0].is_empty():
+                batch = self._batches.popleft()
+                if not self._batches:
+                    self._batches.append(_Batch())  # the batch that fills while this one is flushed
+                await self._flush(batch)
+
+    async def _flush(self, batch: _Batch) -> None:
+        if batch.needs_persisting():
+            await asyncio.to_thread(self._storage.save, batch.hard_state, batch.entries, batch.snapshot)
+        if batch.messages:
+            self._transport.send(batch.messages)
+        if batch.snapshot is not None:
+            self._restore_snapshot(batch.snapshot)
+            self._applied = batch.snapshot.meta.index
+        for entry in batch.committed:
+            self._apply(entry)
+        if batch.committed:
+            self._applied = batch.committed[-1].index
+        for read in batch.read_states:
+            future = self._reads.pop(read.request_id, None)
+            if future is not None and not future.done():
+                self._read_waits.append((read.index, future))
+        for request_id in batch.dropped_reads:
+            future = self._reads.pop(request_id, None)
+            if future is not None and not future.done():
+                future.set_exception(ProposalDropped("no leader could confirm this read; retry"))
+        self._release_reads()
+        await self._maybe_snapshot()
+
+    def _release_reads(self) -> None:
+        waiting = []
+        for index, future in self._read_waits:
+            if index <= self._applied:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((index, future))
+        self._read_waits = waiting
+
+    def _apply(self, entry: Entry) -> None:
+        if entry.type is EntryType.CONF_CHANGE:
+            self._apply_conf_change(ConfChange.decode(entry.data), entry.data)
+            return
+        if not entry.data:
+            return  # a new leader's empty entry
+        proposer, seq = _TAG.unpack_from(entry.data)
+        result = self._state_machine.apply(entry.index, entry.data[_TAG.size :])
+        if proposer == self.id:
+            future = self._proposals.pop(seq, None)
+            if future is not None and not future.done():
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    def _apply_conf_change(self, change: ConfChange, key: bytes) -> None:
+        if change.type is ConfChangeType.REMOVE:
+            self._peers.pop(change.node_id, None)
+            if change.node_id != self.id:
+                self._transport.remove_peer(change.node_id)
+        else:
+            address = decode_address(change.context)
+            if address is not None:
+                self._peers[change.node_id] = address
+                if change.node_id != self.id:
+                    self._transport.add_peer(change.node_id, *address)
+        waiter = self._conf_waiters.pop(key, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- snapshots -------------------------------------------------------------------------------------
+
+    async def _maybe_snapshot(self) -> None:
+        meta = self.core.snapshot_meta
+        taken_at = meta.index if meta else 0
+        if self._applied - taken_at < self.config.snapshot_interval:
+            return
+        data = msgpack.packb(
+            [{str(k): [h, p] for k, (h, p) in self._peers.items()}, self._state_machine.snapshot()], use_bin_type=True
+        )
+        snapshot = self.core.compact(self._applied, data)
+        await asyncio.to_thread(self._storage.save_snapshot, snapshot)
+
+    def _restore_snapshot(self, snapshot: Snapshot) -> None:
+        peers, state = msgpack.unpackb(snapshot.data, raw=False)
+        for raft_id in list(self._peers):
+            if raft_id != self.id:
+                self._transport.remove_peer(raft_id)
+        self._peers = {int(k): (h, p) for k, (h, p) in peers.items()}
+        for raft_id, (host, port) in self._peers.items():
+            if raft_id != self.id:
+                self._transport.add_peer(raft_id, host, port)
+        self._state_machine.restore(state)
+
+    def _fail_all(self, error: Exception) -> None:
+        for futures in (self._proposals, self._conf_waiters, self._reads):
+            for future in futures.values():
+                if not future.done():
+                    future.set_exception(error)
+            futures.clear()
+        for _, future in self._read_waits:
+            if not future.done():
+                future.set_exception(error)
+        self._read_waits = []
