@@ -1,0 +1,5 @@
+import sys
+from pathlib import Path
+
+# Test helper modules (raft_inprocess, raft_harness, raft_mutants) import as top-level modules.
+sys.path.insert(0, str(Path(__file__).parent))
