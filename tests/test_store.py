@@ -18,6 +18,7 @@ from raftswarm.store import (
     check,
     create,
     delete,
+    put,
     update,
 )
 from raftswarm.store.state import encode_transaction
@@ -128,6 +129,7 @@ operations = st.one_of(
     st.builds(create, st.just("k"), keys, values),
     st.builds(update, st.just("k"), keys, values, st.sampled_from([-1, 0, 1, 2, 3, 4, 5])),
     st.builds(delete, st.just("k"), keys, st.sampled_from([-1, 0, 1, 2, 3])),
+    st.builds(put, st.just("k"), keys, values, st.sampled_from([-1, 0, 1, 2, 3])),
     st.builds(check, st.just("k"), keys, st.sampled_from([-1, ABSENT, 1, 2, 3])),
 )
 
@@ -145,6 +147,8 @@ def test_state_machine_matches_a_simple_model_and_survives_snapshots(transaction
             if op.expect != -1 and version != op.expect:
                 ok = False
             if op.action in (Action.UPDATE, Action.DELETE) and op.id not in model:
+                ok = False
+            if op.action is Action.CREATE and op.id in model:
                 ok = False
         if ok:
             for op in ops:

@@ -1,16 +1,72 @@
 """Entry point of the `raftswarm-node` daemon."""
 
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
 import click
 
 from .. import __version__
+from ..errors import RaftswarmError
+from ..raft.driver import DriverConfig
+from .daemon import NodeConfig, NodeDaemon
+
+
+def _default_state_dir() -> str:
+    return "/var/lib/raftswarm" if os.geteuid() == 0 else str(Path.home() / ".local/share/raftswarm")
+
+
+def _default_socket() -> str:
+    return "/run/raftswarm/raftswarm.sock" if os.geteuid() == 0 else str(Path.home() / ".local/run/raftswarm.sock")
+
+
+def _host_port(value: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        return value, default_port
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="raftswarm-node")
-def main() -> None:
-    """Run a raftswarm node.
-
-    Not yet: the daemon (state dir, 2377/7946/4789 listeners, the client API socket) is built by the
-    node issue. Until then this command says so and exits non-zero, rather than pretend to serve.
-    """
-    raise click.ClickException("the raftswarm node daemon is not built yet; see the README's status section")
+@click.option("--state-dir", default=_default_state_dir, show_default="/var/lib/raftswarm as root", help="Where the node keeps certificates and the Raft log.")
+@click.option("--listen-addr", default="0.0.0.0:2377", show_default=True, help="Address for cluster management (Raft, CA, dispatcher).")
+@click.option("--socket", "socket_path", default=_default_socket, show_default="/run/raftswarm/raftswarm.sock as root", help="Unix socket of the client API.")
+@click.option("--force-new-cluster", is_flag=True, help="On a manager that lost quorum: become a one-manager cluster, keeping all committed state.")
+@click.option("--tick-ms", default=100, show_default=True, help="Raft tick period.")
+@click.option("--election-ticks", default=10, show_default=True, help="Ticks without a leader before an election.")
+@click.option("--heartbeat-ticks", default=1, show_default=True, help="Ticks between leader heartbeats.")
+@click.option("--snapshot-interval", default=10_000, show_default=True, help="Applied entries between Raft snapshots.")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]), show_default=True)
+def main(
+    state_dir: str,
+    listen_addr: str,
+    socket_path: str,
+    force_new_cluster: bool,
+    tick_ms: int,
+    election_ticks: int,
+    heartbeat_ticks: int,
+    snapshot_interval: int,
+    log_level: str,
+) -> None:
+    """Run a raftswarm node: a manager or worker of a swarm, or a standalone node awaiting `swarm init`."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, port = _host_port(listen_addr, 2377)
+    config = NodeConfig(
+        state_dir=Path(state_dir),
+        socket=Path(socket_path),
+        listen_host=host,
+        listen_port=port,
+        force_new_cluster=force_new_cluster,
+        raft={"election_ticks": election_ticks, "heartbeat_ticks": heartbeat_ticks},
+        driver=DriverConfig(tick_interval=tick_ms / 1000, snapshot_interval=snapshot_interval),
+    )
+    try:
+        asyncio.run(NodeDaemon(config).run())
+    except RaftswarmError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -52,6 +52,10 @@ MT = MessageType
 
 # Message types that carry no term: they are requests forwarded to the leader and answered by whoever leads.
 _TERMLESS = frozenset({MT.PROPOSE, MT.READ_INDEX})
+SNAPSHOT_RESEND_HEARTBEATS = 3
+"""Heartbeats an InstallSnapshot chunk may go unanswered before it is sent again: more than one round trip
+on any sane link, few enough that a lost chunk costs little."""
+
 # Message types only a leader of the message's term sends.
 _FROM_LEADER = frozenset({MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT, MT.TIMEOUT_NOW, MT.READ_INDEX_RESP})
 
@@ -444,6 +448,8 @@ class RaftCore:
         self.role = Role.LEADER
         self.leader_id = self.id
         self._sync_progress_with_conf()
+        for pid, progress in self._progress.items():
+            progress.recent_active = pid == self.id  # CheckQuorum counts only peers heard from in this term
         # A leader does not know which entries of earlier terms are committed, so it allows no new
         # membership change until everything it holds now has been applied.
         self._pending_conf_index = self.log.last_index()
@@ -468,10 +474,12 @@ class RaftCore:
             self._lead_transferee = NONE  # a transfer that did not finish in an election timeout is abandoned
         if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
             self._heartbeat_elapsed = 0
-            self._broadcast_heartbeat(b"")
+            # Carry the newest pending read round, so a round whose own heartbeats were lost still completes
+            # (confirming it confirms every earlier round too).
+            self._broadcast_heartbeat(self._reads[-1][0].to_bytes(8, "big") if self._reads else b"")
             for pid, progress in self._progress.items():
                 if pid != self.id and progress.state is ProgressState.SNAPSHOT:
-                    self._send_snapshot_chunk(pid)  # resend an unacknowledged chunk
+                    self._maybe_resend_snapshot_chunk(pid, progress)
 
     def _quorum_recently_active(self) -> bool:
         active = 0
@@ -773,12 +781,23 @@ class RaftCore:
 
     # -- snapshots -------------------------------------------------------------------------------------
 
+    def _maybe_resend_snapshot_chunk(self, to: int, progress: Progress) -> None:
+        """One chunk is in flight per follower; send it again only after it went unanswered for a while, so
+        a round trip longer than a heartbeat does not multiply the chunks in flight."""
+        if progress.snapshot_chunk_in_flight:
+            progress.snapshot_quiet_heartbeats += 1
+            if progress.snapshot_quiet_heartbeats < SNAPSHOT_RESEND_HEARTBEATS:
+                return
+        self._send_snapshot_chunk(to)
+
     def _send_snapshot_chunk(self, to: int) -> None:
         progress = self._progress[to]
         snapshot = self._snapshot
         assert snapshot is not None
         if progress.pending_snapshot != snapshot.meta.index:
             progress.become_snapshot(snapshot.meta.index)  # we compacted again meanwhile: send the newer one
+        progress.snapshot_chunk_in_flight = True
+        progress.snapshot_quiet_heartbeats = 0
         offset = progress.snapshot_offset
         chunk = snapshot.data[offset : offset + self.config.snapshot_chunk_size]
         self._send(
@@ -798,8 +817,13 @@ class RaftCore:
             return  # about a snapshot we no longer send
         if self._snapshot is None or m.index > len(self._snapshot.data):
             return
-        if m.index == progress.snapshot_offset and not m.reject:
-            return  # a duplicate ack
+        if m.reject:
+            # The follower expects another offset: further on (it has more than we thought) or 0 (it lost
+            # what it had, e.g. restarted). Anything else answers a duplicate of an older chunk.
+            if m.index != 0 and m.index <= progress.snapshot_offset:
+                return
+        elif m.index <= progress.snapshot_offset:
+            return  # a duplicate or reordered ack
         progress.snapshot_offset = m.index
         self._send_snapshot_chunk(m.frm)
 

@@ -144,7 +144,11 @@ class RaftDriver:
         config: DriverConfig | None = None,
         rng: random.Random | None = None,
         on_role_change: Callable[[Role, int, int], None] | None = None,
+        known_peers: dict[int, tuple[str, int]] | None = None,
     ) -> None:
+        """`known_peers`: addresses to use until the log says otherwise -- a manager that just joined has an
+        empty log, and must reach the leader to answer it (the join response lists the members, as SwarmKit's
+        JoinResponse does)."""
         self.config = config or DriverConfig()
         self.id = raft_config.id
         self._storage = storage
@@ -156,6 +160,10 @@ class RaftDriver:
         persisted = storage.load()
         if persisted.snapshot is not None:
             self._restore_snapshot(persisted.snapshot)
+        for raft_id, (host, port) in (known_peers or {}).items():
+            if raft_id != self.id and raft_id not in self._peers:
+                self._peers[raft_id] = (host, port)
+                transport.add_peer(raft_id, host, port)
         self.core = RaftCore(raft_config, persisted, rng or random.Random())
         self._applied = self.core.applied_index
 
@@ -281,6 +289,22 @@ class RaftDriver:
 
     async def add_learner(self, raft_id: int, host: str, port: int, timeout: float | None = None) -> None:
         await self.change_membership(ConfChange(ConfChangeType.ADD_LEARNER, raft_id, encode_address(host, port)), timeout)
+
+    async def add_voter(self, raft_id: int, host: str, port: int, timeout: float | None = None) -> None:
+        """Add a manager the safe way: as a learner first, promoted to voter only once its log has caught up
+        with the leader's commit index, so a slow newcomer never counts toward a quorum it cannot serve."""
+        timeout = timeout or self.config.proposal_timeout
+        deadline = asyncio.get_running_loop().time() + timeout
+        if raft_id not in self.core.conf_state.members():
+            await self.add_learner(raft_id, host, port, timeout)
+        while True:
+            match = self.core.progress().get(raft_id, (0,))[0]
+            if self.is_leader and match >= self.core.commit_index:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise Timeout(f"the new manager {raft_id:x} did not catch up in time; it stays a non-voting learner")
+            await asyncio.sleep(self.config.tick_interval / 4)
+        await self.promote(raft_id, max(deadline - asyncio.get_running_loop().time(), 1.0))
 
     async def promote(self, raft_id: int, timeout: float | None = None) -> None:
         host, port = self._peers[raft_id]

@@ -163,7 +163,8 @@ class Role(enum.Enum):
 class Ready:
     """Everything one input produced, in order of obligation.
 
-    1. Persist: `snapshot` (if any; it replaces all log entries up to its index), then `entries` (the first one
+    1. Persist: `snapshot` (if any; the core sends one only when its log did not hold the snapshot's last
+       entry, so it replaces the whole log), then `entries` (the first one
        may overwrite persisted entries from its index on: truncate there first), then `hard_state`.
     2. Send `messages`.
     3. Restore the state machine from `snapshot` (if any), then apply `committed_entries` in order.

@@ -58,6 +58,10 @@ class Progress:
         self.probe_sent = False
         self.pending_snapshot = 0
         self.snapshot_offset = 0
+        """Bytes of the snapshot the follower has acknowledged: the next chunk starts here."""
+        self.snapshot_chunk_in_flight = False
+        self.snapshot_quiet_heartbeats = 0
+        """Heartbeats since the chunk in flight was sent with no answer; at a limit it is sent again."""
         self.recent_active = True
         self.inflights = inflights
         self.is_learner = is_learner
@@ -77,6 +81,8 @@ class Progress:
         self._reset(ProgressState.SNAPSHOT)
         self.pending_snapshot = snapshot_index
         self.snapshot_offset = 0
+        self.snapshot_chunk_in_flight = False
+        self.snapshot_quiet_heartbeats = 0
 
     def _reset(self, state: ProgressState) -> None:
         self.state = state

@@ -20,6 +20,7 @@ from .state import (
     check,
     create,
     delete,
+    put,
     update,
 )
 from .store import ReplicatedStore
@@ -40,5 +41,6 @@ __all__ = [
     "check",
     "create",
     "delete",
+    "put",
     "update",
 ]

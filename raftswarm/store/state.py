@@ -41,8 +41,9 @@ class WatchCompacted(StoreError):
 
 
 class Action(enum.Enum):
-    CREATE = "create"
-    UPDATE = "update"
+    CREATE = "create"  # fails if the object exists
+    UPDATE = "update"  # fails if it does not
+    PUT = "put"  # create or replace
     DELETE = "delete"
 
 
@@ -109,6 +110,10 @@ def create(kind: str, object_id: str, data: Any) -> Operation:
 
 def update(kind: str, object_id: str, data: Any, expect: int = ANY_VERSION) -> Operation:
     return Operation(Action.UPDATE, kind, object_id, data, expect)
+
+
+def put(kind: str, object_id: str, data: Any, expect: int = ANY_VERSION) -> Operation:
+    return Operation(Action.PUT, kind, object_id, data, expect)
 
 
 def delete(kind: str, object_id: str, expect: int = ANY_VERSION) -> Operation:
@@ -217,6 +222,8 @@ class ClusterState:
             current = self.get(op.kind, op.id)
             if op.action in (Action.UPDATE, Action.DELETE) and current is None:
                 raise Conflict(f"{op.kind}/{op.id} does not exist")
+            if op.action is Action.CREATE and current is not None:
+                raise Conflict(f"{op.kind}/{op.id} already exists")
             if op.expect == ANY_VERSION:
                 continue
             actual = current.version if current else ABSENT

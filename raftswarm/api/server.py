@@ -1,0 +1,166 @@
+"""The node's client API server.
+
+Docker-shaped basics (`/_ping`, `/version`) and raftswarm's own endpoints, used by the CLI, the tests, the
+chaos workloads and tools that drive a cluster from outside:
+
+    GET  /raftswarm/raft                       this manager's Raft status
+    POST /raftswarm/raft/members               {"action": "add-voter"|"add-learner"|"promote"|"remove", "raft_id", "addr"}
+    POST /raftswarm/raft/transfer              {"to": raft_id}
+    POST /raftswarm/store/transact             {"operations": [[action|null, kind, id, data, expect], ...]}
+    GET  /raftswarm/store/{kind}               ?consistency=linearizable (default) | local
+    GET  /raftswarm/store/{kind}/{id}          same
+
+Errors are Docker's shape: a status code and `{"message": "..."}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from .. import __version__
+from ..errors import ProposalDropped, RaftswarmError
+from ..raft.driver import Timeout
+from ..store import Conflict, Operation, StoredObject, StoreError
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.50"
+MIN_API_VERSION = "1.24"
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and not exc.text.startswith("{"):
+            return _error(exc.status, exc.reason if exc.status == 404 else exc.text)
+        raise
+    except Conflict as exc:
+        return _error(409, str(exc))
+    except (Timeout, ProposalDropped) as exc:
+        return _error(503, str(exc))
+    except (StoreError, ValueError, KeyError, TypeError) as exc:
+        return _error(400, f"invalid request: {exc}")
+    except RaftswarmError as exc:
+        return _error(500, str(exc))
+    response.headers["Api-Version"] = API_VERSION
+    return response
+
+
+def _object(o: StoredObject) -> dict[str, Any]:
+    return {"kind": o.kind, "id": o.id, "version": o.version, "created": o.created, "data": o.data}
+
+
+class ApiServer:
+    """Serves the API of one node. `manager` is the node's `node.manager.Manager`, or None on a worker or
+    a node not in a swarm (whose store endpoints then answer 503)."""
+
+    def __init__(self, manager: Any | None) -> None:
+        self.manager = manager
+        self.app = web.Application(middlewares=[_errors], client_max_size=8 << 20)
+        self.app.add_routes(
+            [
+                web.get("/_ping", self.ping),
+                web.get("/version", self.version),
+                web.get("/raftswarm/raft", self.raft_status),
+                web.post("/raftswarm/raft/members", self.raft_members),
+                web.post("/raftswarm/raft/transfer", self.raft_transfer),
+                web.post("/raftswarm/store/transact", self.store_transact),
+                web.get("/raftswarm/store/{kind}", self.store_list),
+                web.get("/raftswarm/store/{kind}/{id}", self.store_get),
+            ]
+        )
+        self._runner: web.AppRunner | None = None
+
+    async def start_unix(self, path: str) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        await web.UnixSite(self._runner, path).start()
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- handlers --------------------------------------------------------------------------------------
+
+    async def ping(self, request: web.Request) -> web.Response:
+        return web.Response(text="OK", headers={"Api-Version": API_VERSION, "Swarm": self._swarm_header()})
+
+    def _swarm_header(self) -> str:
+        if self.manager is None:
+            return "inactive"
+        return "active/manager"
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "Platform": {"Name": "raftswarm"},
+                "Version": __version__,
+                "ApiVersion": API_VERSION,
+                "MinAPIVersion": MIN_API_VERSION,
+                "Os": "linux",
+                "Components": [{"Name": "raftswarm", "Version": __version__}],
+            }
+        )
+
+    def _manager(self) -> Any:
+        if self.manager is None or self.manager.driver is None:
+            raise web.HTTPServiceUnavailable(text='{"message": "this node is not a swarm manager"}')
+        return self.manager
+
+    async def raft_status(self, request: web.Request) -> web.Response:
+        return web.json_response(self._manager().status())
+
+    async def raft_members(self, request: web.Request) -> web.Response:
+        driver = self._manager().driver
+        body = await request.json()
+        action, raft_id = body["action"], int(body["raft_id"])
+        if action in ("add-voter", "add-learner"):
+            host, _, port = str(body["addr"]).rpartition(":")
+            add = driver.add_voter if action == "add-voter" else driver.add_learner
+            await add(raft_id, host, int(port))
+        elif action == "promote":
+            await driver.promote(raft_id)
+        elif action == "remove":
+            await driver.remove(raft_id)
+        else:
+            raise ValueError(f"unknown membership action {action!r}")
+        return web.json_response(self._manager().status())
+
+    async def raft_transfer(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        await self._manager().driver.transfer_leadership(int(body["to"]))
+        return web.json_response(self._manager().status())
+
+    async def store_transact(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        operations = [Operation.decode(raw) for raw in body["operations"]]
+        committed = await self._manager().store.transact(operations, timeout=body.get("timeout"))
+        return web.json_response({"version": committed.version})
+
+    def _linearizable(self, request: web.Request) -> bool:
+        consistency = request.query.get("consistency", "linearizable")
+        if consistency not in ("linearizable", "local"):
+            raise ValueError("consistency must be 'linearizable' or 'local'")
+        return consistency == "linearizable"
+
+    async def store_get(self, request: web.Request) -> web.Response:
+        found = await self._manager().store.get(
+            request.match_info["kind"], request.match_info["id"], self._linearizable(request)
+        )
+        if found is None:
+            return _error(404, f"no {request.match_info['kind']} object {request.match_info['id']!r}")
+        return web.json_response(_object(found))
+
+    async def store_list(self, request: web.Request) -> web.Response:
+        found = await self._manager().store.list(request.match_info["kind"], self._linearizable(request))
+        return web.json_response([_object(o) for o in found])
+

@@ -1,0 +1,114 @@
+"""The manager role: Raft over mutual TLS on the listen address, the encrypted log, the replicated store.
+
+`Manager` wires the pieces together -- `RaftStorage` (raft/), `RaftTransport` (raft/), `RaftDriver`
+(raft/) and `ReplicatedStore` (store/) -- and owns their lifecycle. The node daemon starts it when the
+state directory says this node is a manager; the control loops (orchestrator, scheduler, dispatcher) will
+run on top of its store on the leader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+
+from ..ca.certificates import client_ssl_context, server_ssl_context
+from ..raft.core import RaftConfig
+from ..raft.driver import DriverConfig, RaftDriver
+from ..raft.storage import RaftStorage
+from ..raft.transport import RaftTransport, raft_id_of
+from ..store import ReplicatedStore
+from .state_dir import StateDir, StateDirError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ManagerConfig:
+    listen_host: str
+    listen_port: int
+    raft: dict = field(default_factory=dict)
+    """Overrides of RaftConfig fields (election_ticks, heartbeat_ticks, ...)."""
+    driver: DriverConfig = field(default_factory=DriverConfig)
+
+
+class Manager:
+    def __init__(self, state_dir: StateDir, config: ManagerConfig, kek: bytes) -> None:
+        self.state_dir = state_dir
+        self.config = config
+        self._kek = kek
+        self.node_state = state_dir.load_node_state()
+        self.raft_id = raft_id_of(self.node_state.node_id)
+        self.storage: RaftStorage | None = None
+        self.transport: RaftTransport | None = None
+        self.driver: RaftDriver | None = None
+        self.store = ReplicatedStore()
+
+    async def start(self) -> None:
+        if not RaftStorage.exists(self.state_dir.raft):
+            raise StateDirError(f"{self.state_dir.raft} holds no Raft log: this node was never a manager")
+        root, node = self.state_dir.load_certificates()
+        self.storage = RaftStorage.open(self.state_dir.raft, self._kek)
+        self.transport = RaftTransport(
+            node_id=self.node_state.node_id,
+            cluster_id=self.node_state.cluster_id,
+            server_ssl=server_ssl_context(root, node),
+            client_ssl=client_ssl_context(root, node),
+            listen_host=self.config.listen_host,
+            listen_port=self.config.listen_port,
+            on_message=self._on_message,
+        )
+        known_peers = {}
+        for raft_hex, addr in self.node_state.join_peers.items():
+            host, _, port = addr.rpartition(":")
+            known_peers[int(raft_hex, 16)] = (host, int(port))
+        self.driver = RaftDriver(
+            RaftConfig(self.raft_id, **self.config.raft),
+            self.storage,
+            self.transport,
+            self.store,
+            self.config.driver,
+            known_peers=known_peers,
+        )
+        self.store.attach(self.driver)
+        await self.transport.start()
+        await self.driver.start()
+        log.info("manager %s (raft %x) serving Raft on port %d", self.node_state.node_id, self.raft_id, self.transport.port)
+
+    def _on_message(self, message) -> None:
+        if self.driver is not None:
+            self.driver.receive(message)
+
+    async def close(self) -> None:
+        if self.driver is not None:
+            await self.driver.close()
+        if self.transport is not None:
+            await self.transport.close()
+        if self.storage is not None:
+            self.storage.close()
+
+    def status(self) -> dict:
+        """What `cluster status` and the tests show: role, term, commit, applied, members and their progress."""
+        driver = self.driver
+        assert driver is not None
+        core = driver.core
+        return {
+            "node_id": self.node_state.node_id,
+            "raft_id": self.raft_id,
+            "role": core.role.value,
+            "term": core.term,
+            "leader": core.leader_id,
+            "commit": core.commit_index,
+            "applied": driver.applied_index,
+            "voters": sorted(core.conf_state.voters),
+            "learners": sorted(core.conf_state.learners),
+            "progress": {str(k): list(v) for k, v in core.progress().items()},
+            "transport": _plain(dataclasses.asdict(self.transport.stats)) if self.transport else {},
+        }
+
+
+def _plain(value):
+    """Counters keyed by tuples, as JSON: keys joined with '/'."""
+    if isinstance(value, dict):
+        return {"/".join(map(str, k)) if isinstance(k, tuple) else str(k): _plain(v) for k, v in value.items()}
+    return value

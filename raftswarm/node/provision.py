@@ -1,0 +1,62 @@
+"""Writing a manager's state directory: certificates, the Raft KEK, node state and the first Raft log.
+
+These are the offline halves of `swarm init` (a one-member log) and of a manager `swarm join` (an empty
+log the leader then fills): the daemon calls them once it has its certificate. Tests and the local
+cluster harness call them directly to lay out a whole cluster at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+
+from ..ca.certificates import DEFAULT_NODE_CERT_LIFETIME, NodeCertificate, NodeRole, RootCA
+from ..raft.core import RaftCore
+from ..raft.driver import encode_address
+from ..raft.storage import RaftStorage
+from ..raft.transport import raft_id_of
+from .state_dir import NodeState, StateDir
+
+KEK_BYTES = 32
+
+
+def provision_manager(
+    state_dir: StateDir,
+    root: RootCA,
+    *,
+    cluster_id: str,
+    node_id: str,
+    listen: tuple[str, int],
+    advertise: tuple[str, int] | None = None,
+    initial_members: Mapping[str, tuple[str, int]] | None = None,
+    join_peers: Mapping[str, tuple[str, int]] | None = None,
+    cert_lifetime: timedelta = DEFAULT_NODE_CERT_LIFETIME,
+) -> NodeCertificate:
+    """Lay out a manager's state directory. With `initial_members` (node ID -> advertised address, this
+    node included) its log starts as a new cluster of those voters; without, it starts empty and waits for
+    a leader to add it, reaching the managers at `join_peers` (node ID -> address) meanwhile."""
+    advertise = advertise or listen
+    certificate = root.issue(node_id, NodeRole.MANAGER, cluster_id, lifetime=cert_lifetime, ips=[advertise[0]])
+    state_dir.save_certificates(root.certificate, certificate)
+    kek = os.urandom(KEK_BYTES)
+    state_dir.save_kek(kek)
+    storage = RaftStorage.create(state_dir.raft, kek)
+    try:
+        if initial_members:
+            members = {raft_id_of(nid): encode_address(*addr) for nid, addr in initial_members.items()}
+            boot = RaftCore.bootstrap(members, members)
+            storage.save(boot.hard_state, boot.entries, None)
+    finally:
+        storage.close()
+    state_dir.save_node_state(
+        NodeState(
+            node_id=node_id,
+            cluster_id=cluster_id,
+            role="manager",
+            listen_addr=f"{listen[0]}:{listen[1]}",
+            advertise_addr=f"{advertise[0]}:{advertise[1]}",
+            join_peers={f"{raft_id_of(nid):x}": f"{h}:{p}" for nid, (h, p) in (join_peers or {}).items()},
+        )
+    )
+    return certificate

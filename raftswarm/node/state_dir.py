@@ -1,0 +1,100 @@
+"""What a node keeps in its `--state-dir`, and where (names follow Docker's /var/lib/docker/swarm).
+
+    state.json                          node ID, cluster ID, role, addresses (no keys, no secrets)
+    certificates/swarm-root-ca.crt      the cluster root CA certificate
+    certificates/swarm-node.crt|.key    this node's certificate and private key
+    certificates/raft.kek               the key-encryption key of the Raft log, when the swarm is not autolocked
+    raft/                               the encrypted Raft WAL and snapshots (managers only)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+
+from ..ca.certificates import NodeCertificate, cert_from_pem, cert_to_pem
+from ..errors import RaftswarmError
+
+
+class StateDirError(RaftswarmError):
+    """The state directory is missing something the node needs, or holds something it cannot read."""
+
+
+@dataclass
+class NodeState:
+    node_id: str
+    cluster_id: str
+    role: str  # "manager" | "worker"
+    listen_addr: str  # host:port for 2377
+    advertise_addr: str
+    join_peers: dict[str, str] = field(default_factory=dict)
+    """Raft ID (hex) -> "host:port" of the managers when this one joined: whom to answer before its log says."""
+
+
+def write_private(path: Path, content: bytes) -> None:
+    """Write a file readable only by its owner, atomically (temp file, fsync, rename, fsync directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temp = path.with_name(path.name + ".tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, content)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class StateDir:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.certificates = self.root / "certificates"
+        self.root_ca_cert = self.certificates / "swarm-root-ca.crt"
+        self.node_cert = self.certificates / "swarm-node.crt"
+        self.node_key = self.certificates / "swarm-node.key"
+        self.kek = self.certificates / "raft.kek"
+        self.raft = self.root / "raft"
+        self.node_state = self.root / "state.json"
+
+    def has_swarm(self) -> bool:
+        return self.node_state.exists()
+
+    def load_node_state(self) -> NodeState:
+        try:
+            return NodeState(**json.loads(self.node_state.read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise StateDirError(f"cannot read {self.node_state}: {exc}") from None
+
+    def save_node_state(self, state: NodeState) -> None:
+        write_private(self.node_state, json.dumps(asdict(state), indent=2).encode())
+
+    def save_certificates(self, root: x509.Certificate, node: NodeCertificate) -> None:
+        write_private(self.root_ca_cert, cert_to_pem(root))
+        write_private(self.node_key, node.key_pem())
+        write_private(self.node_cert, node.cert_pem())
+
+    def load_certificates(self) -> tuple[x509.Certificate, NodeCertificate]:
+        try:
+            root = cert_from_pem(self.root_ca_cert.read_bytes())
+            node = NodeCertificate.from_pem(self.node_cert.read_bytes(), self.node_key.read_bytes())
+        except OSError as exc:
+            raise StateDirError(f"cannot read the node's certificates in {self.certificates}: {exc}") from None
+        return root, node
+
+    def save_kek(self, kek: bytes) -> None:
+        write_private(self.kek, kek)
+
+    def load_kek(self) -> bytes | None:
+        """The KEK, or None when the swarm is autolocked (the KEK then comes from the unlock key)."""
+        try:
+            return self.kek.read_bytes()
+        except FileNotFoundError:
+            return None

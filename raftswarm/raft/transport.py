@@ -1,0 +1,522 @@
+"""Raft messages between managers: length-prefixed frames (`wire`) over TCP with mutual TLS 1.3.
+
+Connections. Each side sends only on its own outbound connection to a peer and only receives on the
+connections peers open to it, so no connection is ever shared by two writers and ordering per peer is
+simply the order of one TCP stream. The outbound connection is opened lazily, when there is first
+something to send, and re-opened after a failure with a backoff of 50 ms doubling to 2 s; the backoff
+resets once a connection has stayed up for 2 s (a peer that accepts the handshake and then drops us at
+once must not make us reconnect in a tight loop).
+
+Who may speak. TLS verifies both certificates against the cluster root CA (a plaintext client, a
+certificate of another CA or an expired one fails the handshake). After it, the peer's certificate must
+have OU "swarm-manager" and O = our cluster ID, or the connection is closed. The sender's Raft ID comes
+from the certificate (`raft_id_of(CN)`), never from the message: a frame whose `frm` is not the
+certificate's Raft ID, or whose `to` is not ours, is a protocol violation and closes the connection, as a
+malformed or oversized frame does. Outbound, the server must hold a manager certificate (checked as the
+TLS server name) for the node we meant to reach, so a reused address never receives another node's
+messages. Every refusal is logged and counted in `stats`; none of them stops the transport.
+
+Loss. Raft retransmits, so the transport drops instead of blocking: `send` never waits and never raises
+for network trouble. A message for an unknown peer, for a peer in its reconnect backoff, or for a peer
+whose queue is full is dropped and counted. A full queue drops the new message (as etcd's rafthttp
+does): what is queued keeps its order, and the core's flow control and probing recover the rest. When a
+connection is lost, what was queued for it is dropped too; by the time a new connection is up, Raft has
+sent fresher messages.
+
+Writes are coalesced: each wakeup of a peer's sender takes every frame queued since the last one and
+writes them with one `write` and one `drain`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+
+from ..ca.certificates import CertificateError, NodeIdentity, NodeRole
+from ..errors import RaftswarmError
+from .messages import Message
+from .wire import MAX_FRAME_BYTES, FrameDecoder, FrameError, encode_frame
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 2.0
+"""Seconds for TCP connect plus TLS handshake to a peer; longer than any loopback or LAN handshake, short
+enough that a blackholed peer is retried (with backoff) well within an election timeout's multiple."""
+
+HANDSHAKE_TIMEOUT = 5.0
+"""Seconds an inbound connection may take to complete TLS; bounds what an unauthenticated client can hold."""
+
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 2.0
+
+MAX_QUEUED_BYTES = 64 << 20
+"""Per peer. Twice the core's default max_inflight_bytes (32 MiB), so a full replication window plus
+snapshot chunks and heartbeats fit while a dead peer cannot make us buffer without bound."""
+
+MAX_QUEUED_FRAMES = 65_536
+"""Per peer. The core keeps at most 256 APPENDs in flight; the rest of the room absorbs bursts of small
+messages sent without yielding to the loop, while bounding per-frame overhead."""
+
+MAX_INBOUND_CONNECTIONS = 256
+"""Inbound connections at once, authenticated or not. A cluster has a handful of managers, each keeping
+one connection to us; the cap keeps a connection flood from exhausting file descriptors."""
+
+READ_CHUNK = 256 << 10
+"""Bytes per read from a connection; large enough that a burst or a 1 MiB snapshot chunk takes few reads."""
+
+TCP_USER_TIMEOUT_MS = 10_000
+"""Close an outbound connection whose sent data stays unacknowledged this long (a peer host that vanished
+without a FIN), instead of waiting for the kernel's default of about 15 minutes."""
+
+STABLE_CONNECTION = BACKOFF_MAX
+"""A connection that lasted this long counts as a success and resets the reconnect backoff."""
+
+
+def raft_id_of(node_id: str) -> int:
+    """The Raft ID of a node: a stable positive 63-bit integer derived from its node ID (its certificate CN),
+    so a receiver can check a message's `frm` against the certificate of the connection it came on."""
+    raft_id = int.from_bytes(hashlib.sha256(node_id.encode()).digest()[:8], "big") >> 1
+    return raft_id or 1  # 0 means "nobody" to the core
+
+
+class PeerRefused(RaftswarmError):
+    """A TLS-authenticated peer that may not exchange Raft messages with us (`reason` is the stats key)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class TransportStats:
+    """Counters a test or an operator reads to see what the transport did with traffic, good and bad.
+
+    Counts by reason are plain dicts (a reason appears once it has happened), so `dataclasses.asdict` and
+    JSON give them as they are."""
+
+    frames_out: int = 0
+    bytes_out: int = 0
+    writes: int = 0
+    """Socket writes; frames_out / writes shows how well sends are coalesced."""
+    frames_in: int = 0
+    """Messages delivered to `on_message`."""
+    bytes_in: int = 0
+    connections_accepted: int = 0
+    """Inbound connections authenticated as a manager of our cluster."""
+    connections_refused: dict[str, int] = field(default_factory=dict)
+    """Inbound, by reason: tls_handshake, not_manager, other_cluster, bad_certificate, too_many_connections."""
+    frames_rejected: dict[str, int] = field(default_factory=dict)
+    """Inbound, by reason: malformed (including oversized), wrong_sender, wrong_recipient. Each closed its connection."""
+    connects: int = 0
+    """Outbound connections established."""
+    reconnects: int = 0
+    """Outbound connections established after an earlier one to the same peer failed or was lost."""
+    connect_failures: dict[str, int] = field(default_factory=dict)
+    """Outbound, by reason: timeout, tls, network, not_manager, other_cluster, bad_certificate, wrong_peer."""
+    messages_dropped: dict[str, int] = field(default_factory=dict)
+    """Outbound, by reason: unknown_peer, unreachable, queue_full, too_large."""
+    handler_errors: int = 0
+    """Exceptions raised by `on_message` (logged; the connection carries on)."""
+
+
+class _Peer:
+    """One peer we send to: its address, its outbound queue of encoded frames, and the task that drains it."""
+
+    def __init__(self, raft_id: int, host: str, port: int) -> None:
+        self.raft_id = raft_id
+        self.host = host
+        self.port = port
+        self.frames: collections.deque[bytes] = collections.deque()
+        self.queued_bytes = 0
+        self.wake = asyncio.Event()
+        self.retry_at = 0.0
+        """While there is no connection and time.monotonic() is before this, messages are dropped."""
+        self.connected = False
+        self.task: asyncio.Task[None] | None = None
+
+    def take_all(self) -> bytes:
+        data = b"".join(self.frames)
+        self.frames.clear()
+        self.queued_bytes = 0
+        return data
+
+    def discard_queue(self) -> int:
+        dropped = len(self.frames)
+        self.frames.clear()
+        self.queued_bytes = 0
+        return dropped
+
+
+@dataclass(eq=False)
+class _Outbound:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    lost: str | None = None
+    """Why the connection is gone, once it is; set by its watcher."""
+
+
+class RaftTransport:
+    """Sends and receives Raft messages for one manager node over mutual TLS.
+
+    `on_message` is called on the event loop for every accepted inbound message, in the order the peer sent
+    them. Call everything from the event loop; `close()` ends every task and connection it owns.
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        cluster_id: str,
+        server_ssl: ssl.SSLContext,
+        client_ssl: ssl.SSLContext,
+        listen_host: str,
+        listen_port: int,
+        on_message: Callable[[Message], None],
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+    ) -> None:
+        self.node_id = node_id
+        self.raft_id = raft_id_of(node_id)
+        self.port = listen_port
+        self.stats = TransportStats()
+        self._cluster_id = cluster_id
+        self._server_ssl = server_ssl
+        self._client_ssl = client_ssl
+        self._listen_host = listen_host
+        self._on_message = on_message
+        self._max_frame_bytes = max_frame_bytes
+        self._server: asyncio.Server | None = None
+        self._peers: dict[int, _Peer] = {}
+        self._inbound: dict[asyncio.StreamWriter, str | None] = {}
+        """Every inbound connection, with the node ID it authenticated as (None during the handshake)."""
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen for peers. With listen_port 0 the kernel picks a port; `port` gives it afterwards."""
+        self._server = await asyncio.start_server(
+            self._accept, self._listen_host, self.port, limit=READ_CHUNK, backlog=MAX_INBOUND_CONNECTIONS
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("raft transport of node %s listening on %s:%d", self.node_id, self._listen_host, self.port)
+
+    async def close(self) -> None:
+        """Stop listening, close every connection and end every task the transport owns."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        self._peers.clear()
+        while self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        # A connection accepted just before close() may have a task that was cancelled before it first ran,
+        # so its own cleanup never ran either.
+        for writer in list(self._inbound):
+            writer.transport.abort()
+        self._inbound.clear()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # -- peers and sending -------------------------------------------------------------------------------
+
+    def add_peer(self, raft_id: int, host: str, port: int) -> None:
+        """Where to send messages for `raft_id`. The connection is opened when there is something to send."""
+        if self._closed:
+            raise RuntimeError("the raft transport is closed")
+        current = self._peers.get(raft_id)
+        if current is not None:
+            if (current.host, current.port) == (host, port):
+                return
+            self.remove_peer(raft_id)
+        peer = _Peer(raft_id, host, port)
+        peer.task = self._spawn(self._run_peer(peer), f"raft-send-{raft_id:x}")
+        self._peers[raft_id] = peer
+
+    def remove_peer(self, raft_id: int) -> None:
+        """Forget a peer: drop what is queued for it and close the connection to it."""
+        peer = self._peers.pop(raft_id, None)
+        if peer is not None and peer.task is not None:
+            peer.task.cancel()
+
+    def send(self, messages: list[Message]) -> None:
+        """Queue messages for their peers (`to`) and return at once. Never raises for network trouble:
+        what cannot be sent is dropped and counted in `stats.messages_dropped`, and Raft retries."""
+        now = time.monotonic()
+        dropped = self.stats.messages_dropped
+        for message in messages:
+            peer = self._peers.get(message.to)
+            if peer is None:
+                _count(dropped, "unknown_peer")
+                continue
+            if not peer.connected and now < peer.retry_at:
+                _count(dropped, "unreachable")
+                continue
+            if len(peer.frames) >= MAX_QUEUED_FRAMES:
+                _count(dropped, "queue_full")
+                continue
+            try:
+                frame = encode_frame(message)
+            except FrameError as exc:
+                log.error("dropping a %s message to %x: %s", message.type.name, message.to, exc)
+                _count(dropped, "too_large")
+                continue
+            if peer.frames and peer.queued_bytes + len(frame) > MAX_QUEUED_BYTES:
+                _count(dropped, "queue_full")
+                continue
+            peer.frames.append(frame)
+            peer.queued_bytes += len(frame)
+            peer.wake.set()
+
+    async def _run_peer(self, peer: _Peer) -> None:
+        """The sender of one peer: connect when there is something to send, write, reconnect after failures."""
+        delay = BACKOFF_MIN
+        failed_before = False
+        while True:
+            while not peer.frames:
+                peer.wake.clear()
+                await peer.wake.wait()
+            try:
+                outbound = await self._connect(peer)
+            except (OSError, PeerRefused) as exc:  # OSError includes TimeoutError and ssl.SSLError
+                reason = _failure_reason(exc)
+                _count(self.stats.connect_failures, reason)
+                level = logging.DEBUG if failed_before else logging.WARNING
+                log.log(
+                    level,
+                    "cannot connect to raft peer %x at %s:%d (%s): %s",
+                    peer.raft_id,
+                    peer.host,
+                    peer.port,
+                    reason,
+                    exc,
+                )
+            else:
+                self.stats.connects += 1
+                if failed_before:
+                    self.stats.reconnects += 1
+                connected_at = time.monotonic()
+                peer.connected = True
+                watcher = self._spawn(self._watch_outbound(peer, outbound), f"raft-watch-{peer.raft_id:x}")
+                try:
+                    await self._pump(peer, outbound)
+                except OSError as exc:
+                    outbound.lost = f"write failed: {exc}"
+                finally:
+                    peer.connected = False
+                    watcher.cancel()
+                    outbound.writer.transport.abort()
+                log.warning(
+                    "lost connection to raft peer %x at %s:%d: %s", peer.raft_id, peer.host, peer.port, outbound.lost
+                )
+                if time.monotonic() - connected_at >= STABLE_CONNECTION:
+                    delay = BACKOFF_MIN
+            failed_before = True
+            _count(self.stats.messages_dropped, "unreachable", peer.discard_queue())
+            peer.retry_at = time.monotonic() + delay
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _connect(self, peer: _Peer) -> _Outbound:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            reader, writer = await asyncio.open_connection(
+                peer.host,
+                peer.port,
+                ssl=self._client_ssl,
+                server_hostname=NodeRole.MANAGER.value,
+                ssl_handshake_timeout=CONNECT_TIMEOUT,
+                limit=READ_CHUNK,
+            )
+        try:
+            identity = self._authenticate(writer)
+            if raft_id_of(identity.node_id) != peer.raft_id:
+                raise PeerRefused(
+                    f"the server is node {identity.node_id} (raft ID {raft_id_of(identity.node_id):x}), "
+                    f"not the peer we meant to reach",
+                    "wrong_peer",
+                )
+            _tune_socket(writer, user_timeout=True)
+        except BaseException:
+            writer.transport.abort()
+            raise
+        return _Outbound(reader, writer)
+
+    async def _pump(self, peer: _Peer, outbound: _Outbound) -> None:
+        """Write everything queued in one go per wakeup until the connection is lost."""
+        writer = outbound.writer
+        while True:
+            while not peer.frames and outbound.lost is None:
+                peer.wake.clear()
+                await peer.wake.wait()
+            if outbound.lost is not None:
+                return
+            count = len(peer.frames)
+            data = peer.take_all()
+            writer.write(data)
+            self.stats.writes += 1
+            self.stats.frames_out += count
+            self.stats.bytes_out += len(data)
+            await writer.drain()
+
+    async def _watch_outbound(self, peer: _Peer, outbound: _Outbound) -> None:
+        """Notice when the peer ends an outbound connection. The peer never writes on it, so anything it
+        sends is a protocol violation (TLS 1.3 also delivers the server's refusal of our certificate here)."""
+        try:
+            data = await outbound.reader.read(1)
+            outbound.lost = "peer wrote on a send-only connection" if data else "closed by the peer"
+        except OSError as exc:
+            outbound.lost = str(exc) or type(exc).__name__
+        peer.wake.set()
+
+    # -- receiving ---------------------------------------------------------------------------------------
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Called synchronously as the connection is made: stop reading before the first bytes arrive, so the
+        # client's TLS hello is read by the TLS layer start_tls installs rather than into the plain stream.
+        writer.transport.pause_reading()
+        if self._closed or len(self._inbound) >= MAX_INBOUND_CONNECTIONS:
+            self._refuse(writer, "too_many_connections", "inbound connection limit reached")
+            writer.transport.abort()
+            return
+        self._inbound[writer] = None
+        self._spawn(self._serve_inbound(reader, writer), "raft-receive")
+
+    async def _serve_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                await writer.start_tls(self._server_ssl, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+                identity = self._authenticate(writer)
+            except OSError as exc:
+                self._refuse(writer, "tls_handshake", str(exc) or type(exc).__name__)
+                return
+            except PeerRefused as exc:
+                self._refuse(writer, exc.reason, str(exc))
+                return
+            self.stats.connections_accepted += 1
+            # A peer keeps one connection to us; a new one means the old is dead (it reconnected).
+            for other, node_id in list(self._inbound.items()):
+                if node_id == identity.node_id:
+                    other.transport.abort()
+            self._inbound[writer] = identity.node_id
+            _tune_socket(writer, user_timeout=False)
+            await self._receive(reader, identity)
+        finally:
+            writer.transport.abort()
+            self._inbound.pop(writer, None)
+
+    async def _receive(self, reader: asyncio.StreamReader, peer: NodeIdentity) -> None:
+        decoder = FrameDecoder(self._max_frame_bytes)
+        sender = raft_id_of(peer.node_id)
+        stats = self.stats
+        while True:
+            try:
+                data = await reader.read(READ_CHUNK)
+            except OSError as exc:
+                log.info("raft connection from node %s failed: %s", peer.node_id, exc)
+                return
+            if not data:
+                return
+            stats.bytes_in += len(data)
+            try:
+                messages = decoder.feed(data)
+            except FrameError as exc:
+                self._reject(peer, "malformed", str(exc))
+                return
+            for message in messages:
+                if message.frm != sender:
+                    self._reject(
+                        peer, "wrong_sender", f"frame claims sender {message.frm:x}, certificate is {sender:x}"
+                    )
+                    return
+                if message.to != self.raft_id:
+                    self._reject(peer, "wrong_recipient", f"frame for {message.to:x} reached {self.raft_id:x}")
+                    return
+                stats.frames_in += 1
+                try:
+                    self._on_message(message)
+                except Exception:
+                    stats.handler_errors += 1
+                    log.exception("raft message handler failed on a %s from node %s", message.type.name, peer.node_id)
+
+    # -- shared ------------------------------------------------------------------------------------------
+
+    def _authenticate(self, writer: asyncio.StreamWriter) -> NodeIdentity:
+        """The identity in the peer's (already TLS-verified) certificate, if it may speak Raft with us."""
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        try:
+            identity = NodeIdentity.from_certificate(x509.load_der_x509_certificate(der))
+        except (CertificateError, ValueError) as exc:
+            raise PeerRefused(str(exc), "bad_certificate") from None
+        if identity.role is not NodeRole.MANAGER:
+            raise PeerRefused(
+                f"node {identity.node_id} holds a {identity.role} certificate; only managers speak Raft", "not_manager"
+            )
+        if identity.cluster_id != self._cluster_id:
+            raise PeerRefused(
+                f"node {identity.node_id} belongs to cluster {identity.cluster_id}, not {self._cluster_id}",
+                "other_cluster",
+            )
+        return identity
+
+    def _refuse(self, writer: asyncio.StreamWriter, reason: str, detail: str) -> None:
+        _count(self.stats.connections_refused, reason)
+        log.warning("refused raft connection from %s (%s): %s", _address(writer), reason, detail)
+
+    def _reject(self, peer: NodeIdentity, reason: str, detail: str) -> None:
+        _count(self.stats.frames_rejected, reason)
+        log.warning("closing raft connection from node %s (%s): %s", peer.node_id, reason, detail)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("raft transport task %s failed", task.get_name(), exc_info=task.exception())
+
+
+def _count(counts: dict[str, int], reason: str, n: int = 1) -> None:
+    if n:
+        counts[reason] = counts.get(reason, 0) + n
+
+
+def _failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, PeerRefused):
+        return exc.reason
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ssl.SSLError):
+        return "tls"
+    return "network"
+
+
+def _tune_socket(writer: asyncio.StreamWriter, *, user_timeout: bool) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    # asyncio already sets TCP_NODELAY on TCP transports; set it here so latency never depends on that.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if user_timeout and hasattr(socket, "TCP_USER_TIMEOUT"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS)
+
+
+def _address(writer: asyncio.StreamWriter) -> str:
+    peername = writer.get_extra_info("peername")
+    return f"{peername[0]}:{peername[1]}" if peername else "an unknown address"
