@@ -238,6 +238,9 @@ class RaftDriver:
                 f"proposal of {len(payload)} bytes is over the {self.config.max_proposal_bytes}-byte limit"
             )
         self._check_open()
+        timeout = timeout or self.config.proposal_timeout
+        deadline = asyncio.get_running_loop().time() + timeout
+        await self._wait_for_leader(deadline)
         self._proposal_seq += 1
         seq = self._proposal_seq
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -246,7 +249,17 @@ class RaftDriver:
         if not self._drain_scheduled:
             self._drain_scheduled = True
             asyncio.get_running_loop().call_soon(self._drain_proposals)
-        return await self._wait(future, timeout, lambda: self._proposals.pop(seq, None))
+        remaining = max(deadline - asyncio.get_running_loop().time(), 0.001)
+        return await self._wait(future, remaining, lambda: self._proposals.pop(seq, None))
+
+    async def _wait_for_leader(self, deadline: float) -> None:
+        """Right after a restart or during an election no leader is known; wait for one (as etcd's server does)
+        rather than fail a request that could succeed a moment later."""
+        while self.core.leader_id == NONE:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise Timeout("no leader was elected in time; a majority of managers may be unreachable")
+            await asyncio.sleep(self.config.tick_interval / 4)
+            self._check_open()
 
     def _drain_proposals(self) -> None:
         """Everything proposed during one loop iteration goes to the core as one batch."""
@@ -266,13 +279,23 @@ class RaftDriver:
         """Wait until this node's state machine reflects every write acknowledged before the call
         (ReadIndex); returns the applied index reads may then be served at."""
         self._check_open()
-        self._read_seq += 1
-        request_id = _TAG.pack(self.id, self._read_seq)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._reads[request_id] = future
-        self._feed(self.core.read_index(request_id))
-        await self._wait(future, timeout, lambda: self._reads.pop(request_id, None))
-        return self._applied
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout or self.config.proposal_timeout)
+        while True:
+            await self._wait_for_leader(deadline)
+            self._read_seq += 1
+            request_id = _TAG.pack(self.id, self._read_seq)
+            future: asyncio.Future[None] = loop.create_future()
+            self._reads[request_id] = future
+            self._feed(self.core.read_index(request_id))
+            try:
+                remaining = max(deadline - loop.time(), 0.001)
+                await self._wait(future, remaining, lambda: self._reads.pop(request_id, None))
+                return self._applied
+            except ProposalDropped:
+                if loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(self.config.tick_interval / 4)  # leadership moved: ask the new leader
 
     async def change_membership(self, change: ConfChange, timeout: float | None = None) -> None:
         """Propose a single-server membership change and wait until it is applied here."""
