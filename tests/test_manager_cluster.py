@@ -15,6 +15,7 @@ from raftswarm.api.client import ApiError
 from raftswarm.ca.certificates import NodeRole, RootCA, client_ssl_context
 from raftswarm.node.localcluster import LocalCluster, LocalManager
 from raftswarm.node.state_dir import StateDir
+from raftswarm.raft.transport import PREAMBLE_RAFT
 
 pytestmark = pytest.mark.slow
 
@@ -140,7 +141,7 @@ async def test_refused_connections_and_garbage_do_not_stop_the_cluster(local_clu
     cluster = await started(local_cluster(), 3)
     target = cluster.managers[0]
     host, port = "127.0.0.1", target.port
-    frame = struct.pack(">I", 5) + b"hello"
+    frame = PREAMBLE_RAFT + struct.pack(">I", 5) + b"hello"  # a Raft stream carrying a garbage frame
 
     def attempt(context: ssl.SSLContext | None, payload: bytes) -> str:
         with socket.create_connection((host, port), timeout=5) as raw:
@@ -166,9 +167,14 @@ async def test_refused_connections_and_garbage_do_not_stop_the_cluster(local_clu
     assert attempt(None, frame) != "answered"  # plaintext
     assert attempt(trusting(foreign), frame) != "answered"  # certificate from another CA
     assert attempt(trusting(worker), frame) != "answered"  # a worker may not speak Raft
-    assert attempt(trusting(manager_cert), struct.pack(">I", 1 << 31)) != "answered"  # oversized frame
+    assert attempt(trusting(manager_cert), PREAMBLE_RAFT + struct.pack(">I", 1 << 31)) != "answered"  # oversized
     assert attempt(trusting(manager_cert), frame) != "answered"  # garbage from a valid manager
 
+    async with cluster.client(target) as client:
+        status = await client.raft_status()
+    refused = {**status["transport"]["connections_refused"], **status["listener_refused"]}
+    assert refused.get("not_manager") == 1  # the worker
+    assert status["transport"]["frames_rejected"].get("malformed") == 2  # garbage and oversized
     await put(cluster, target, "still-serving", True)
     assert (await read_all(cluster, target))["still-serving"] is True
     assert target.running()

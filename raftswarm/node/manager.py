@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import ssl
 from dataclasses import dataclass, field
 
 from ..ca.certificates import client_ssl_context, server_ssl_context
@@ -18,6 +19,8 @@ from ..raft.driver import DriverConfig, RaftDriver
 from ..raft.storage import RaftStorage
 from ..raft.transport import RaftTransport, raft_id_of
 from ..store import ReplicatedStore
+from .listener import ClusterListener
+from .rpc import RpcServer
 from .state_dir import StateDir, StateDirError
 
 log = logging.getLogger(__name__)
@@ -42,13 +45,17 @@ class Manager:
         self.storage: RaftStorage | None = None
         self.transport: RaftTransport | None = None
         self.driver: RaftDriver | None = None
+        self.listener: ClusterListener | None = None
         self.store = ReplicatedStore()
+        self.rpc = RpcServer()
 
     async def start(self) -> None:
         if not RaftStorage.exists(self.state_dir.raft):
             raise StateDirError(f"{self.state_dir.raft} holds no Raft log: this node was never a manager")
         root, node = self.state_dir.load_certificates()
         self.storage = RaftStorage.open(self.state_dir.raft, self._kek)
+        listener_ssl = server_ssl_context(root, node)
+        listener_ssl.verify_mode = ssl.CERT_OPTIONAL  # a joining node has no certificate yet (node.listener)
         self.transport = RaftTransport(
             node_id=self.node_state.node_id,
             cluster_id=self.node_state.cluster_id,
@@ -71,15 +78,26 @@ class Manager:
             known_peers=known_peers,
         )
         self.store.attach(self.driver)
-        await self.transport.start()
+        self.listener = ClusterListener(
+            host=self.config.listen_host,
+            port=self.config.listen_port,
+            server_ssl=listener_ssl,
+            cluster_id=self.node_state.cluster_id,
+            rpc=self.rpc,
+            raft_inbound=self.transport.accept_stream,
+        )
+        await self.transport.start(listen=False)
+        await self.listener.start()
         await self.driver.start()
-        log.info("manager %s (raft %x) serving Raft on port %d", self.node_state.node_id, self.raft_id, self.transport.port)
+        log.info("manager %s (raft %x) listening on port %d", self.node_state.node_id, self.raft_id, self.listener.port)
 
     def _on_message(self, message) -> None:
         if self.driver is not None:
             self.driver.receive(message)
 
     async def close(self) -> None:
+        if self.listener is not None:
+            await self.listener.close()
         if self.driver is not None:
             await self.driver.close()
         if self.transport is not None:
@@ -103,12 +121,7 @@ class Manager:
             "voters": sorted(core.conf_state.voters),
             "learners": sorted(core.conf_state.learners),
             "progress": {str(k): list(v) for k, v in core.progress().items()},
-            "transport": _plain(dataclasses.asdict(self.transport.stats)) if self.transport else {},
+            "transport": dataclasses.asdict(self.transport.stats) if self.transport else {},
+            "listener_refused": dict(self.listener.refused) if self.listener else {},
         }
 
-
-def _plain(value):
-    """Counters keyed by tuples, as JSON: keys joined with '/'."""
-    if isinstance(value, dict):
-        return {"/".join(map(str, k)) if isinstance(k, tuple) else str(k): _plain(v) for k, v in value.items()}
-    return value

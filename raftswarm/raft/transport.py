@@ -78,6 +78,9 @@ TCP_USER_TIMEOUT_MS = 10_000
 """Close an outbound connection whose sent data stays unacknowledged this long (a peer host that vanished
 without a FIN), instead of waiting for the kernel's default of about 15 minutes."""
 
+PREAMBLE_RAFT = b"RSWRAFT1"
+"""What a Raft stream writes first, after TLS: port 2377 also carries other channels (see node.listener)."""
+
 STABLE_CONNECTION = BACKOFF_MAX
 """A connection that lasted this long counts as a success and resets the reconnect backoff."""
 
@@ -203,8 +206,11 @@ class RaftTransport:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Listen for peers. With listen_port 0 the kernel picks a port; `port` gives it afterwards."""
+    async def start(self, listen: bool = True) -> None:
+        """Listen for peers. With listen_port 0 the kernel picks a port; `port` gives it afterwards. With
+        `listen=False` a shared listener owns the port and hands streams to `accept_stream`."""
+        if not listen:
+            return
         self._server = await asyncio.start_server(
             self._accept, self._listen_host, self.port, limit=READ_CHUNK, backlog=MAX_INBOUND_CONNECTIONS
         )
@@ -350,6 +356,7 @@ class RaftTransport:
                     "wrong_peer",
                 )
             _tune_socket(writer, user_timeout=True)
+            writer.write(PREAMBLE_RAFT)
         except BaseException:
             writer.transport.abort()
             raise
@@ -406,17 +413,42 @@ class RaftTransport:
             except PeerRefused as exc:
                 self._refuse(writer, exc.reason, str(exc))
                 return
-            self.stats.connections_accepted += 1
-            # A peer keeps one connection to us; a new one means the old is dead (it reconnected).
-            for other, node_id in list(self._inbound.items()):
-                if node_id == identity.node_id:
-                    other.transport.abort()
-            self._inbound[writer] = identity.node_id
-            _tune_socket(writer, user_timeout=False)
-            await self._receive(reader, identity)
+            try:
+                preamble = await asyncio.wait_for(reader.readexactly(len(PREAMBLE_RAFT)), HANDSHAKE_TIMEOUT)
+            except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
+                preamble = b""
+            if preamble != PREAMBLE_RAFT:
+                self._refuse(writer, "not_raft", f"expected the Raft preamble, got {preamble!r}")
+                return
+            await self._receive_stream(reader, writer, identity)
         finally:
             writer.transport.abort()
             self._inbound.pop(writer, None)
+
+    async def accept_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: NodeIdentity) -> None:
+        """Receive a Raft stream that a shared listener (node.listener) accepted: TLS done, preamble read.
+        The peer must still be a manager of our cluster."""
+        if peer.role is not NodeRole.MANAGER:
+            self._refuse(writer, "not_manager", f"node {peer.node_id} holds a {peer.role} certificate")
+            return
+        if peer.cluster_id != self._cluster_id:
+            self._refuse(writer, "other_cluster", f"node {peer.node_id} belongs to cluster {peer.cluster_id}")
+            return
+        self._inbound[writer] = None
+        try:
+            await self._receive_stream(reader, writer, peer)
+        finally:
+            self._inbound.pop(writer, None)
+
+    async def _receive_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, identity: NodeIdentity) -> None:
+        self.stats.connections_accepted += 1
+        # A peer keeps one connection to us; a new one means the old is dead (it reconnected).
+        for other, node_id in list(self._inbound.items()):
+            if node_id == identity.node_id and other is not writer:
+                other.transport.abort()
+        self._inbound[writer] = identity.node_id
+        _tune_socket(writer, user_timeout=False)
+        await self._receive(reader, identity)
 
     async def _receive(self, reader: asyncio.StreamReader, peer: NodeIdentity) -> None:
         decoder = FrameDecoder(self._max_frame_bytes)
