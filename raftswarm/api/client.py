@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aiohttp
@@ -81,3 +82,76 @@ class ApiClient:
 
     async def list(self, kind: str, consistency: str = "linearizable") -> list[dict[str, Any]]:
         return await self.request("GET", f"/raftswarm/store/{kind}", params={"consistency": consistency})
+
+    # Docker Engine API, swarm subset. Shapes are Docker's (Swarm, Node, Task, Info); query values are
+    # strings because that is what goes on the wire.
+
+    async def info(self) -> dict[str, Any]:
+        return await self.request("GET", "/info")
+
+    async def version(self) -> dict[str, Any]:
+        return await self.request("GET", "/version")
+
+    async def swarm_init(self, request: dict[str, Any]) -> str:
+        """`request` is Docker's InitRequest; returns the new manager's node ID."""
+        return await self.request("POST", "/swarm/init", request)
+
+    async def swarm_join(self, request: dict[str, Any]) -> None:
+        """`request` is Docker's JoinRequest (ListenAddr, AdvertiseAddr, RemoteAddrs, JoinToken, ...)."""
+        await self.request("POST", "/swarm/join", request)
+
+    async def swarm_leave(self, force: bool = False) -> None:
+        await self.request("POST", "/swarm/leave", params={"force": _flag(force)})
+
+    async def swarm_inspect(self) -> dict[str, Any]:
+        return await self.request("GET", "/swarm")
+
+    async def swarm_update(
+        self,
+        version: int,
+        spec: dict[str, Any],
+        rotate_worker_token: bool = False,
+        rotate_manager_token: bool = False,
+        rotate_manager_unlock_key: bool = False,
+    ) -> None:
+        params = {
+            "version": str(version),
+            "rotateWorkerToken": _flag(rotate_worker_token),
+            "rotateManagerToken": _flag(rotate_manager_token),
+            "rotateManagerUnlockKey": _flag(rotate_manager_unlock_key),
+        }
+        await self.request("POST", "/swarm/update", spec, params=params)
+
+    async def swarm_unlock(self, unlock_key: str) -> None:
+        await self.request("POST", "/swarm/unlock", {"UnlockKey": unlock_key})
+
+    async def swarm_unlock_key(self) -> str:
+        body = await self.request("GET", "/swarm/unlockkey")
+        return body.get("UnlockKey", "")
+
+    async def node_list(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        return await self.request("GET", "/nodes", params=_filters(filters))
+
+    async def node_inspect(self, node_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/nodes/{node_id}")
+
+    async def node_update(self, node_id: str, version: int, spec: dict[str, Any]) -> None:
+        await self.request("POST", f"/nodes/{node_id}/update", spec, params={"version": str(version)})
+
+    async def node_remove(self, node_id: str, force: bool = False) -> None:
+        await self.request("DELETE", f"/nodes/{node_id}", params={"force": _flag(force)})
+
+    async def task_list(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        return await self.request("GET", "/tasks", params=_filters(filters))
+
+    async def service_inspect(self, service_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/services/{service_id}")
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _filters(filters: dict[str, list[str]] | None) -> dict[str, str] | None:
+    """Docker's `filters` query parameter: JSON of {key: [values]}; absent when there are none."""
+    return {"filters": json.dumps(filters)} if filters else None

@@ -23,7 +23,10 @@ from aiohttp import web
 from .. import __version__
 from ..errors import ProposalDropped, RaftswarmError
 from ..raft.driver import Timeout
-from ..store import Conflict, Operation, StoredObject, StoreError
+from ..ca.tokens import JoinTokenError
+from ..manager.controlapi import ControlError
+from ..store import Conflict, Operation, StoredObject, StoreError, WatchCompacted
+from .swarm import SwarmRoutes
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +46,12 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         if exc.status >= 400 and not exc.text.startswith("{"):
             return _error(exc.status, exc.reason if exc.status == 404 else exc.text)
         raise
-    except Conflict as exc:
+    except ControlError as exc:
+        return _error(exc.status, str(exc))
+    except (Conflict, WatchCompacted) as exc:
         return _error(409, str(exc))
+    except JoinTokenError as exc:
+        return _error(400, str(exc))
     except (Timeout, ProposalDropped) as exc:
         return _error(503, str(exc))
     except (StoreError, ValueError, KeyError, TypeError) as exc:
@@ -60,11 +67,11 @@ def _object(o: StoredObject) -> dict[str, Any]:
 
 
 class ApiServer:
-    """Serves the API of one node. `manager` is the node's `node.manager.Manager`, or None on a worker or
-    a node not in a swarm (whose store endpoints then answer 503)."""
+    """Serves the API of one node daemon (`node.daemon.NodeDaemon`); store and Raft endpoints need the node
+    to be a manager and answer 503 otherwise."""
 
-    def __init__(self, manager: Any | None) -> None:
-        self.manager = manager
+    def __init__(self, daemon: Any) -> None:
+        self.daemon = daemon
         self.app = web.Application(middlewares=[_errors], client_max_size=8 << 20)
         self.app.add_routes(
             [
@@ -76,6 +83,7 @@ class ApiServer:
                 web.post("/raftswarm/store/transact", self.store_transact),
                 web.get("/raftswarm/store/{kind}", self.store_list),
                 web.get("/raftswarm/store/{kind}/{id}", self.store_get),
+                *SwarmRoutes(daemon).routes(),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -95,9 +103,10 @@ class ApiServer:
         return web.Response(text="OK", headers={"Api-Version": API_VERSION, "Swarm": self._swarm_header()})
 
     def _swarm_header(self) -> str:
-        if self.manager is None:
-            return "inactive"
-        return "active/manager"
+        state = self.daemon.local_state()
+        if state != "active":
+            return state
+        return "active/manager" if self.daemon.manager is not None else "active/worker"
 
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -112,9 +121,10 @@ class ApiServer:
         )
 
     def _manager(self) -> Any:
-        if self.manager is None or self.manager.driver is None:
-            raise web.HTTPServiceUnavailable(text='{"message": "this node is not a swarm manager"}')
-        return self.manager
+        manager = self.daemon.manager
+        if manager is None or manager.driver is None:
+            raise ControlError("this node is not a swarm manager", 503)
+        return manager
 
     async def raft_status(self, request: web.Request) -> web.Response:
         return web.json_response(self._manager().status())

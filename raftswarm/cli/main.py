@@ -3,19 +3,36 @@
 import click
 
 from .. import __version__
+from .node import node
+from .swarm import swarm
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="raftswarm")
-def main() -> None:
+@click.option(
+    "-H",
+    "--host",
+    "host_flag",
+    metavar="unix://PATH",
+    help="Node API socket to talk to. Otherwise: $RAFTSWARM_HOST, then $DOCKER_HOST if it is unix://, then the "
+    "current cluster recorded by `cluster up` (~/.config/raftswarm/current-host), then the default socket "
+    "(/run/raftswarm/raftswarm.sock as root, ~/.local/run/raftswarm.sock otherwise).",
+)
+@click.pass_context
+def main(ctx: click.Context, host_flag: str | None) -> None:
     """raftswarm: a Docker-swarm-mode cluster written from scratch in Python.
 
-    The consensus core and its simulator are in place (`python -m chaos sim`); the node daemon, the
-    swarm commands and `cluster up` arrive with the node issue.
+    The commands talk to a node (`raftswarm-node`) over its API socket, the way the docker CLI talks to
+    dockerd: `raftswarm swarm init`, `raftswarm node ls`, ...
     """
+    ctx.ensure_object(dict)["host_flag"] = host_flag
 
 
 @main.command()
 def version() -> None:
     """Show the raftswarm version."""
     click.echo(f"raftswarm {__version__}")
+
+
+main.add_command(swarm)
+main.add_command(node)

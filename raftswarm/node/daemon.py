@@ -1,23 +1,46 @@
-"""`NodeDaemon`: one raftswarm node process -- its roles, its API socket, and a clean shutdown on SIGTERM."""
+"""`NodeDaemon`: one raftswarm node process -- its roles, its API socket, and a clean shutdown on SIGTERM.
+
+A node starts standalone, like dockerd: `swarm init` makes it the first manager of a new swarm, `swarm
+join` a worker or manager of an existing one. What it became is in its state directory, so a restart comes
+back in the same role. Every node in a swarm keeps a session with the dispatcher (`agent.session`);
+managers also run the Raft member, the store and the manager services (`node.manager`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import shutil
 import signal
+import socket
+import ssl
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..agent.session import Session
 from ..api.server import ApiServer
+from ..ca.authority import CertificateAuthority
+from ..ca.certificates import NodeCertificate, NodeRole, cert_from_pem, client_ssl_context, new_node_key, node_csr
+from ..ca.tokens import JoinToken, fingerprint_matches
+from ..manager.controlapi import ControlApi, ControlError, new_node_object
+from ..manager.rpc import RpcClient, RpcError
 from ..raft.core import RaftCore
 from ..raft.driver import DriverConfig
 from ..raft.storage import RaftStorage
 from ..raft.transport import raft_id_of
 from .manager import Manager, ManagerConfig
+from .provision import provision_manager, provision_worker
 from .state_dir import StateDir, StateDirError
 
 log = logging.getLogger(__name__)
+
+JOIN_TIMEOUT = 60.0
+DOCKER_DEFAULT_LISTEN = "0.0.0.0:2377"
 
 
 @dataclass
@@ -26,9 +49,16 @@ class NodeConfig:
     socket: Path
     listen_host: str = "0.0.0.0"
     listen_port: int = 2377
+    advertise_addr: str | None = None
     force_new_cluster: bool = False
+    heartbeat_period: float = 5.0
     raft: dict = field(default_factory=dict)
     driver: DriverConfig = field(default_factory=DriverConfig)
+
+
+def _split(addr: str, default_port: int = 2377) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    return (host.strip("[]"), int(port)) if sep else (addr, default_port)
 
 
 class NodeDaemon:
@@ -36,8 +66,13 @@ class NodeDaemon:
         self.config = config
         self.state_dir = StateDir(config.state_dir)
         self.manager: Manager | None = None
+        self.session: Session | None = None
         self.api: ApiServer | None = None
+        self._session_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self._busy = asyncio.Lock()  # init, join and leave one at a time
+
+    # -- lifecycle -------------------------------------------------------------------------------------
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -50,25 +85,47 @@ class NodeDaemon:
             await self._shutdown()
 
     async def _start(self) -> None:
-        if self.state_dir.has_swarm() and self.state_dir.load_node_state().role == "manager":
-            kek = self.state_dir.load_kek()
-            if kek is None:
-                raise StateDirError("this manager is autolocked; unlocking is not supported yet")
-            if self.config.force_new_cluster:
-                self._force_new_cluster(kek)
-            self.manager = Manager(
-                self.state_dir,
-                ManagerConfig(self.config.listen_host, self.config.listen_port, self.config.raft, self.config.driver),
-                kek,
-            )
-            await self.manager.start()
-        self.api = ApiServer(self.manager)
+        if self.state_dir.has_swarm():
+            await self._start_roles(force_new_cluster=self.config.force_new_cluster)
+        self.api = ApiServer(self)
         self.config.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         if self.config.socket.exists():
             self.config.socket.unlink()  # left by a process that did not stop cleanly
         await self.api.start_unix(str(self.config.socket))
         os.chmod(self.config.socket, 0o660)
         log.info("node API listening on unix://%s", self.config.socket)
+
+    async def _start_roles(self, force_new_cluster: bool = False) -> None:
+        state = self.state_dir.load_node_state()
+        if state.role == "manager":
+            kek = self.state_dir.load_kek()
+            if kek is None:
+                raise StateDirError("this manager is autolocked; unlocking is not supported yet")
+            if force_new_cluster:
+                self._force_new_cluster(kek)
+            listen_host, listen_port = _split(state.listen_addr)
+            self.manager = Manager(
+                self.state_dir,
+                ManagerConfig(listen_host, listen_port, self.config.raft, self.config.driver, self.config.heartbeat_period),
+                kek,
+            )
+            await self.manager.start()
+            managers = [state.advertise_addr]
+        else:
+            managers = list(state.join_peers.values())
+        root, node = self.state_dir.load_certificates()
+        self.session = Session(client_ssl_context(root, node), managers, self.config.heartbeat_period)
+        self._session_task = asyncio.create_task(self.session.run(), name="session")
+
+    async def _stop_roles(self) -> None:
+        if self._session_task is not None:
+            self._session_task.cancel()
+            await asyncio.gather(self._session_task, return_exceptions=True)
+            self._session_task = None
+        self.session = None
+        if self.manager is not None:
+            await self.manager.close()
+            self.manager = None
 
     def _force_new_cluster(self, kek: bytes) -> None:
         """Rewrite the log's membership so this manager alone is the cluster, keeping all committed data."""
@@ -84,7 +141,196 @@ class NodeDaemon:
     async def _shutdown(self) -> None:
         if self.api is not None:
             await self.api.close()
-        if self.manager is not None:
-            await self.manager.close()
+        await self._stop_roles()
         if self.config.socket.exists():
             self.config.socket.unlink()
+
+    # -- what the API shows ----------------------------------------------------------------------------
+
+    def node_id(self) -> str:
+        return self.state_dir.load_node_state().node_id if self.state_dir.has_swarm() else ""
+
+    def local_state(self) -> str:
+        if not self.state_dir.has_swarm():
+            return "inactive"
+        return "active" if self.session is not None else "pending"
+
+    def control(self) -> ControlApi:
+        if self.manager is None:
+            if self.state_dir.has_swarm():
+                raise ControlError(
+                    "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster "
+                    "state. Please run this command on a manager node or promote the current node to a manager.",
+                    503,
+                )
+            raise ControlError(
+                'This node is not a swarm manager. Use "raftswarm swarm init" or "raftswarm swarm join" to '
+                "connect this node to swarm and try again.",
+                503,
+            )
+        return ControlApi(self.manager.store)
+
+    def _refuse_if_in_swarm(self) -> None:
+        if self.state_dir.has_swarm():
+            raise ControlError(
+                'This node is already part of a swarm. Use "raftswarm swarm leave" to leave this swarm and join '
+                "another one.",
+                503,
+            )
+
+    def _listen(self, requested: str) -> tuple[str, int]:
+        """The daemon's --listen-addr, unless the request names another address than Docker's default."""
+        if requested and requested != DOCKER_DEFAULT_LISTEN:
+            return _split(requested)
+        return self.config.listen_host, self.config.listen_port
+
+    def _advertise(self, listen: tuple[str, int], advertise_addr: str | None, toward: tuple[str, int] | None = None) -> tuple[str, int]:
+        """What other nodes should dial: as given, else the listen address if it is specific, else (joining)
+        the local address that routes to the manager, as Docker picks it."""
+        if advertise_addr:
+            return _split(advertise_addr, listen[1])
+        if listen[0] not in ("0.0.0.0", "::", ""):
+            return listen
+        if toward is not None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.connect(toward)  # UDP connect sends nothing; it only picks the route
+                return probe.getsockname()[0], listen[1]
+        raise ControlError(
+            "could not choose an IP address to advertise since this node listens on all addresses; "
+            "give --advertise-addr"
+        )
+
+    # -- swarm init / join / leave ---------------------------------------------------------------------
+
+    async def init_swarm(
+        self, listen_addr: str, advertise_addr: str | None, autolock: bool, cert_expiry: timedelta | None
+    ) -> str:
+        async with self._busy:
+            self._refuse_if_in_swarm()
+            if autolock:
+                raise ControlError("autolock is not supported yet", 501)
+            listen = self._listen(listen_addr)
+            advertise = self._advertise(listen, advertise_addr or self.config.advertise_addr)
+            ca = CertificateAuthority.create(**({"node_cert_lifetime": cert_expiry} if cert_expiry else {}))
+            key = new_node_key()
+            enrollment = ca.issue_for_join(ca.join_token(NodeRole.MANAGER), node_csr(key).public_bytes(Encoding.PEM))
+            certificate = NodeCertificate(cert_from_pem(enrollment.cert_pem), key)
+            advertised = f"{advertise[0]}:{advertise[1]}"
+            provision_manager(
+                self.state_dir, ca.trust_bundle(), certificate, listen=listen, advertise=advertise,
+                initial_members={enrollment.node_id: advertise},
+            )
+            await self._start_roles()
+            assert self.manager is not None and self.manager.driver is not None
+            node = new_node_object(enrollment.node_id, NodeRole.MANAGER, advertised, socket.gethostname())
+            await ControlApi(self.manager.store).initialize(ca, node, autolock)
+            return enrollment.node_id
+
+    async def join_swarm(self, remote_addrs: list[str], token: str, listen_addr: str, advertise_addr: str | None) -> None:
+        async with self._busy:
+            self._refuse_if_in_swarm()
+            if not remote_addrs:
+                raise ControlError("give the address of a manager of the swarm to join")
+            parsed = JoinToken.parse(token)  # a malformed token is refused before anything is contacted
+            remote = _split(remote_addrs[0])
+            listen = self._listen(listen_addr)
+            advertise = self._advertise(listen, advertise_addr or self.config.advertise_addr, toward=remote)
+            trust = await self._fetch_pinned_roots(remote, parsed)
+            key = new_node_key()
+            answer = await self._call_pinned(
+                remote, trust, "ca.join",
+                {
+                    "token": token,
+                    "csr": node_csr(key).public_bytes(Encoding.PEM),
+                    "addr": f"{advertise[0]}:{advertise[1]}",
+                    "hostname": socket.gethostname(),
+                },
+            )
+            certificate = NodeCertificate(cert_from_pem(answer["cert"]), key)
+            trust = x509.load_pem_x509_certificates(answer["roots"])
+            managers = {nid: addr for nid, addr in answer["managers"].items()}
+            if answer["role"] == NodeRole.MANAGER.value:
+                peers = {nid: _split(addr) for nid, addr in managers.items()}
+                provision_manager(self.state_dir, trust, certificate, listen=listen, advertise=advertise, join_peers=peers)
+                await self._start_roles()
+                await self._join_raft(certificate, trust, list(managers.values()), f"{advertise[0]}:{advertise[1]}")
+            else:
+                provision_worker(
+                    self.state_dir, trust, certificate, managers=managers, advertise=f"{advertise[0]}:{advertise[1]}"
+                )
+                await self._start_roles()
+
+    async def _fetch_pinned_roots(self, remote: tuple[str, int], token: JoinToken) -> list[x509.Certificate]:
+        """Fetch the swarm's root CA without trusting anything yet, then pin it by the token's digest."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the digest in the token is what authenticates the answer
+        client = await RpcClient.connect(*remote, context)
+        try:
+            answer = await client.call("ca.root")
+        except RpcError as exc:
+            raise ControlError(f"the manager at {remote[0]}:{remote[1]} did not give its root CA: {exc}") from None
+        finally:
+            await client.close()
+        roots = x509.load_pem_x509_certificates(answer["roots"])
+        fingerprint_matches(token, roots[0])  # raises RootCAMismatch: possible man-in-the-middle
+        return roots
+
+    async def _call_pinned(self, remote: tuple[str, int], trust: list[x509.Certificate], method: str, params: dict) -> dict:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.check_hostname = True
+        for root in trust:
+            context.load_verify_locations(cadata=root.public_bytes(Encoding.PEM).decode())
+        client = await RpcClient.connect(*remote, context, server_hostname=NodeRole.MANAGER.value)
+        try:
+            return await client.call(method, params, timeout=JOIN_TIMEOUT)
+        except RpcError as exc:
+            raise ControlError(str(exc), 400 if exc.code in ("failed", "invalid") else 503) from None
+        finally:
+            await client.close()
+
+    async def _join_raft(self, certificate: NodeCertificate, trust: list[x509.Certificate], managers: list[str], advertise: str) -> None:
+        """Ask the leader to add this manager to the Raft membership (it follows `not_leader` answers)."""
+        context = client_ssl_context(trust[0], certificate)
+        targets = list(managers)
+        deadline = asyncio.get_running_loop().time() + JOIN_TIMEOUT
+        while asyncio.get_running_loop().time() < deadline:
+            target = targets[0]
+            try:
+                client = await RpcClient.connect(*_split(target), context, server_hostname=NodeRole.MANAGER.value)
+                try:
+                    await client.call("raft.join", {"addr": advertise}, timeout=JOIN_TIMEOUT)
+                    return
+                finally:
+                    await client.close()
+            except RpcError as exc:
+                if exc.code == "not_leader" and str(exc):
+                    targets.insert(0, str(exc))
+                else:
+                    targets.append(targets.pop(0))
+                    await asyncio.sleep(0.2)
+        raise ControlError("the swarm's leader did not add this manager in time", 503)
+
+    async def update_node(self, node_id: str, version: int, spec: dict) -> None:
+        control = self.control()
+        current = await control.node(node_id)
+        if spec.get("Role", current.data["Spec"]["Role"]) != current.data["Spec"]["Role"]:
+            raise ControlError("changing a node's role (node promote/demote) is not supported yet", 501)
+        await control.update_node(node_id, version, spec)
+
+    async def leave_swarm(self, force: bool) -> None:
+        async with self._busy:
+            if not self.state_dir.has_swarm():
+                raise ControlError("This node is not part of a swarm", 503)
+            if self.manager is not None and not force:
+                raise ControlError(
+                    "You are attempting to leave the swarm on a node that is participating as a manager. "
+                    "Removing this node leaves the swarm's managers with one fewer; demote it first with "
+                    '"raftswarm node demote", or use --force to ignore this message.',
+                    503,
+                )
+            await self._stop_roles()
+            shutil.rmtree(self.state_dir.root, ignore_errors=True)
+

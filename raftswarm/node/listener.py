@@ -25,7 +25,7 @@ from cryptography import x509
 from ..ca.certificates import CertificateError, NodeIdentity
 from ..errors import RaftswarmError
 from ..raft.transport import PREAMBLE_RAFT
-from .rpc import PREAMBLE_BYTES, PREAMBLE_RPC, RpcServer
+from ..manager.rpc import PREAMBLE_BYTES, PREAMBLE_RPC, RpcServer
 
 log = logging.getLogger(__name__)
 

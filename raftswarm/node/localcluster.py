@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..api.client import ApiClient, ApiError
-from ..ca.certificates import RootCA, new_cluster_id, new_node_id
+from ..ca.certificates import NodeCertificate, NodeRole, RootCA, new_cluster_id, new_node_id
 from ..errors import RaftswarmError
 from ..raft.transport import raft_id_of
 from .provision import provision_manager
@@ -82,10 +82,13 @@ class LocalCluster:
         members = {m.node_id: ("127.0.0.1", m.port) for m in fresh}
         for manager in fresh:
             provision_manager(
-                StateDir(manager.state_dir), self.root, cluster_id=self.cluster_id, node_id=manager.node_id,
+                StateDir(manager.state_dir), [self.root.certificate], self._certificate(manager),
                 listen=("127.0.0.1", manager.port), initial_members=members,
             )
             self.managers.append(manager)
+
+    def _certificate(self, manager: LocalManager) -> NodeCertificate:
+        return self.root.issue(manager.node_id, NodeRole.MANAGER, self.cluster_id, ips=["127.0.0.1"])
 
     # -- processes -------------------------------------------------------------------------------------
 
@@ -178,7 +181,7 @@ class LocalCluster:
         """Provision an empty manager, start it, and have the leader add it as a learner, then a voter."""
         manager = self._new_manager()
         provision_manager(
-            StateDir(manager.state_dir), self.root, cluster_id=self.cluster_id, node_id=manager.node_id,
+            StateDir(manager.state_dir), [self.root.certificate], self._certificate(manager),
             listen=("127.0.0.1", manager.port),
             join_peers={m.node_id: ("127.0.0.1", m.port) for m in self.managers},
         )

@@ -36,6 +36,8 @@ def _host_port(value: str, default_port: int) -> tuple[str, int]:
 @click.version_option(__version__, prog_name="raftswarm-node")
 @click.option("--state-dir", default=_default_state_dir, show_default="/var/lib/raftswarm as root", help="Where the node keeps certificates and the Raft log.")
 @click.option("--listen-addr", default="0.0.0.0:2377", show_default=True, help="Address for cluster management (Raft, CA, dispatcher).")
+@click.option("--advertise-addr", default=None, help="Address other nodes reach this one at (HOST[:PORT]); default: the listen address.")
+@click.option("--heartbeat-period", default=5.0, show_default=True, help="Seconds between a node's heartbeats to the dispatcher.")
 @click.option("--socket", "socket_path", default=_default_socket, show_default="/run/raftswarm/raftswarm.sock as root", help="Unix socket of the client API.")
 @click.option("--force-new-cluster", is_flag=True, help="On a manager that lost quorum: become a one-manager cluster, keeping all committed state.")
 @click.option("--tick-ms", default=100, show_default=True, help="Raft tick period.")
@@ -46,6 +48,8 @@ def _host_port(value: str, default_port: int) -> tuple[str, int]:
 def main(
     state_dir: str,
     listen_addr: str,
+    advertise_addr: str | None,
+    heartbeat_period: float,
     socket_path: str,
     force_new_cluster: bool,
     tick_ms: int,
@@ -62,6 +66,8 @@ def main(
         socket=Path(socket_path),
         listen_host=host,
         listen_port=port,
+        advertise_addr=advertise_addr,
+        heartbeat_period=heartbeat_period,
         force_new_cluster=force_new_cluster,
         raft={"election_ticks": election_ticks, "heartbeat_ticks": heartbeat_ticks},
         driver=DriverConfig(tick_interval=tick_ms / 1000, snapshot_interval=snapshot_interval),

@@ -8,6 +8,7 @@ run on top of its store on the leader.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import ssl
@@ -20,7 +21,9 @@ from ..raft.storage import RaftStorage
 from ..raft.transport import RaftTransport, raft_id_of
 from ..store import ReplicatedStore
 from .listener import ClusterListener
-from .rpc import RpcServer
+from ..manager.caserver import CAServer
+from ..manager.dispatcher import DEFAULT_HEARTBEAT_PERIOD, Dispatcher
+from ..manager.rpc import RpcServer
 from .state_dir import StateDir, StateDirError
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,7 @@ class ManagerConfig:
     raft: dict = field(default_factory=dict)
     """Overrides of RaftConfig fields (election_ticks, heartbeat_ticks, ...)."""
     driver: DriverConfig = field(default_factory=DriverConfig)
+    heartbeat_period: float = DEFAULT_HEARTBEAT_PERIOD
 
 
 class Manager:
@@ -48,6 +52,7 @@ class Manager:
         self.listener: ClusterListener | None = None
         self.store = ReplicatedStore()
         self.rpc = RpcServer()
+        self._dispatcher_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if not RaftStorage.exists(self.state_dir.raft):
@@ -86,9 +91,13 @@ class Manager:
             rpc=self.rpc,
             raft_inbound=self.transport.accept_stream,
         )
+        self.ca_server = CAServer(self.store, self.driver, self.rpc)
+        self.dispatcher = Dispatcher(self.store, self.driver, self.rpc, self.config.heartbeat_period)
         await self.transport.start(listen=False)
         await self.listener.start()
         await self.driver.start()
+        self._dispatcher_task = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
+        self._dispatcher_task.add_done_callback(_log_failure)
         log.info("manager %s (raft %x) listening on port %d", self.node_state.node_id, self.raft_id, self.listener.port)
 
     def _on_message(self, message) -> None:
@@ -96,6 +105,9 @@ class Manager:
             self.driver.receive(message)
 
     async def close(self) -> None:
+        if self._dispatcher_task is not None:
+            self._dispatcher_task.cancel()
+            await asyncio.gather(self._dispatcher_task, return_exceptions=True)
         if self.listener is not None:
             await self.listener.close()
         if self.driver is not None:
@@ -125,3 +137,8 @@ class Manager:
             "listener_refused": dict(self.listener.refused) if self.listener else {},
         }
 
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped", task.get_name(), exc_info=task.exception())

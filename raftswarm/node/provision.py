@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from datetime import timedelta
+from cryptography import x509
 
-from ..ca.certificates import DEFAULT_NODE_CERT_LIFETIME, NodeCertificate, NodeRole, RootCA
+from ..ca.certificates import NodeCertificate
 from ..raft.core import RaftCore
 from ..raft.driver import encode_address
 from ..raft.storage import RaftStorage
@@ -23,22 +23,20 @@ KEK_BYTES = 32
 
 def provision_manager(
     state_dir: StateDir,
-    root: RootCA,
+    trust: list[x509.Certificate],
+    certificate: NodeCertificate,
     *,
-    cluster_id: str,
-    node_id: str,
     listen: tuple[str, int],
     advertise: tuple[str, int] | None = None,
     initial_members: Mapping[str, tuple[str, int]] | None = None,
     join_peers: Mapping[str, tuple[str, int]] | None = None,
-    cert_lifetime: timedelta = DEFAULT_NODE_CERT_LIFETIME,
-) -> NodeCertificate:
-    """Lay out a manager's state directory. With `initial_members` (node ID -> advertised address, this
-    node included) its log starts as a new cluster of those voters; without, it starts empty and waits for
+) -> None:
+    """Lay out a manager's state directory for `certificate` (issued by the swarm's CA, whose roots are
+    `trust`). With `initial_members` (node ID -> advertised address, this node included) its log starts as a new cluster of those voters; without, it starts empty and waits for
     a leader to add it, reaching the managers at `join_peers` (node ID -> address) meanwhile."""
     advertise = advertise or listen
-    certificate = root.issue(node_id, NodeRole.MANAGER, cluster_id, lifetime=cert_lifetime, ips=[advertise[0]])
-    state_dir.save_certificates(root.certificate, certificate)
+    identity = certificate.identity
+    state_dir.save_certificates(trust, certificate)
     kek = os.urandom(KEK_BYTES)
     state_dir.save_kek(kek)
     storage = RaftStorage.create(state_dir.raft, kek)
@@ -51,12 +49,29 @@ def provision_manager(
         storage.close()
     state_dir.save_node_state(
         NodeState(
-            node_id=node_id,
-            cluster_id=cluster_id,
+            node_id=identity.node_id,
+            cluster_id=identity.cluster_id,
             role="manager",
             listen_addr=f"{listen[0]}:{listen[1]}",
             advertise_addr=f"{advertise[0]}:{advertise[1]}",
             join_peers={f"{raft_id_of(nid):x}": f"{h}:{p}" for nid, (h, p) in (join_peers or {}).items()},
         )
     )
-    return certificate
+
+
+def provision_worker(
+    state_dir: StateDir, trust: list[x509.Certificate], certificate: NodeCertificate, *, managers: Mapping[str, str], advertise: str
+) -> None:
+    """Lay out a worker's state directory: certificates and whom to reach (never any key of the Raft log)."""
+    identity = certificate.identity
+    state_dir.save_certificates(trust, certificate)
+    state_dir.save_node_state(
+        NodeState(
+            node_id=identity.node_id,
+            cluster_id=identity.cluster_id,
+            role="worker",
+            listen_addr="",
+            advertise_addr=advertise,
+            join_peers={f"{raft_id_of(nid):x}": addr for nid, addr in managers.items()},
+        )
+    )

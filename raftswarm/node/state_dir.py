@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from ..ca.certificates import NodeCertificate, cert_from_pem, cert_to_pem
+from ..ca.certificates import NodeCertificate, cert_to_pem
 from ..errors import RaftswarmError
 
 
@@ -76,14 +76,15 @@ class StateDir:
     def save_node_state(self, state: NodeState) -> None:
         write_private(self.node_state, json.dumps(asdict(state), indent=2).encode())
 
-    def save_certificates(self, root: x509.Certificate, node: NodeCertificate) -> None:
-        write_private(self.root_ca_cert, cert_to_pem(root))
+    def save_certificates(self, trust: list[x509.Certificate], node: NodeCertificate) -> None:
+        write_private(self.root_ca_cert, b"".join(cert_to_pem(root) for root in trust))
         write_private(self.node_key, node.key_pem())
         write_private(self.node_cert, node.cert_pem())
 
     def load_certificates(self) -> tuple[x509.Certificate, NodeCertificate]:
+        """The current root (the first one trusted) and this node's certificate."""
         try:
-            root = cert_from_pem(self.root_ca_cert.read_bytes())
+            root = x509.load_pem_x509_certificates(self.root_ca_cert.read_bytes())[0]
             node = NodeCertificate.from_pem(self.node_cert.read_bytes(), self.node_key.read_bytes())
         except OSError as exc:
             raise StateDirError(f"cannot read the node's certificates in {self.certificates}: {exc}") from None

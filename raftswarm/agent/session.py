@@ -1,0 +1,70 @@
+"""`Session`: a node's connection to the swarm's dispatcher.
+
+It heartbeats the leader at the period the dispatcher asks for. A follower answers `not_leader` with the
+leader's address and the session moves there; a manager that does not answer is skipped for the next one
+it knows, with a backoff, so a node follows failovers without operator help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from ..manager.rpc import RpcClient, RpcError
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MAX = 2.0
+
+
+class Session:
+    def __init__(self, context: ssl.SSLContext, managers: list[str], period: float = 5.0) -> None:
+        if not managers:
+            raise ValueError("a session needs at least one manager address")
+        self._context = context
+        self.managers = list(dict.fromkeys(managers))
+        self.period = period
+        self.connected_to: str | None = None
+        self.heartbeats = 0
+
+    def _remember(self, addr: str) -> None:
+        if addr and addr not in self.managers:
+            self.managers.insert(0, addr)
+
+    async def run(self) -> None:
+        target = self.managers[0]
+        backoff = 0.05
+        client: RpcClient | None = None
+        try:
+            while True:
+                try:
+                    if client is None:
+                        host, _, port = target.rpartition(":")
+                        client = await RpcClient.connect(host, int(port), self._context, server_hostname="swarm-manager")
+                        self.connected_to = target
+                    answer = await client.call("dispatcher.heartbeat", {}, timeout=self.period * 2)
+                    self.heartbeats += 1
+                    self.period = float(answer.get("period", self.period))
+                    backoff = 0.05
+                    await asyncio.sleep(self.period)
+                    continue
+                except RpcError as exc:
+                    if exc.code == "not_leader" and str(exc):
+                        self._remember(str(exc))
+                        next_target = str(exc)
+                    else:
+                        log.info("session with manager %s failed: %s", target, exc)
+                        position = self.managers.index(target) if target in self.managers else -1
+                        next_target = self.managers[(position + 1) % len(self.managers)]
+                    if client is not None:
+                        await client.close()
+                        client = None
+                    self.connected_to = None
+                    if next_target == target or exc.code != "not_leader":
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, BACKOFF_MAX)
+                    target = next_target
+        finally:
+            if client is not None:
+                await client.close()

@@ -1,0 +1,181 @@
+"""Docker's swarm endpoints: `/swarm*`, `/nodes*` and `/info`, answered by the node daemon and, for
+cluster state, by a manager's control API (`manager.controlapi`). Shapes and status codes follow Docker's."""
+
+from __future__ import annotations
+
+import json
+import socket
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+
+from .. import __version__
+from ..manager.controlapi import ControlError
+from ..store import StoredObject
+
+
+def _version(request: web.Request) -> int:
+    try:
+        return int(request.query["version"])
+    except (KeyError, ValueError):
+        raise ControlError("the version query parameter is required and must be an integer") from None
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "false").lower() in ("1", "true")
+
+
+def node_view(node: StoredObject, leader_raft_id: int | None) -> dict[str, Any]:
+    data = dict(node.data)
+    data["Version"] = {"Index": node.version}
+    manager = data.get("ManagerStatus")
+    if manager:
+        data["ManagerStatus"] = {
+            "Leader": manager.get("RaftID") == leader_raft_id,
+            "Reachability": manager.get("Reachability", "reachable"),
+            "Addr": manager.get("Addr", ""),
+        }
+    return data
+
+
+def _filters(request: web.Request) -> dict[str, list[str]]:
+    raw = request.query.get("filters")
+    if not raw:
+        return {}
+    parsed = json.loads(raw)
+    if not isinstance(parsed, dict):
+        raise ControlError("filters must be a JSON object")
+    # Docker accepts {"k": ["v"]} and {"k": {"v": true}}.
+    return {k: list(v) if isinstance(v, list) else [x for x, on in v.items() if on] for k, v in parsed.items()}
+
+
+def _matches(node: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+    for key, values in filters.items():
+        if key == "id" and not any(node["ID"].startswith(v) for v in values):
+            return False
+        if key == "name" and node["Description"]["Hostname"] not in values:
+            return False
+        if key == "role" and node["Spec"]["Role"] not in values:
+            return False
+        if key == "membership" and "accepted" not in values:
+            return False
+        if key in ("label", "node.label"):
+            labels = node["Spec"].get("Labels", {})
+            for value in values:
+                k, _, v = value.partition("=")
+                if k not in labels or (v and labels[k] != v):
+                    return False
+    return True
+
+
+class SwarmRoutes:
+    def __init__(self, daemon: Any) -> None:
+        self.daemon = daemon
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/swarm/init", self.init),
+            web.post("/swarm/join", self.join),
+            web.post("/swarm/leave", self.leave),
+            web.get("/swarm", self.inspect),
+            web.post("/swarm/update", self.update),
+            web.get("/swarm/unlockkey", self.unlock_key),
+            web.get("/nodes", self.nodes),
+            web.get("/nodes/{id}", self.node),
+            web.post("/nodes/{id}/update", self.node_update),
+            web.delete("/nodes/{id}", self.node_remove),
+            web.get("/info", self.info),
+        ]
+
+    async def init(self, request: web.Request) -> web.Response:
+        body = await request.json() if request.can_read_body else {}
+        expiry = body.get("Spec", {}).get("CAConfig", {}).get("NodeCertExpiry")
+        node_id = await self.daemon.init_swarm(
+            body.get("ListenAddr", ""),
+            body.get("AdvertiseAddr") or None,
+            bool(body.get("AutoLockManagers")),
+            timedelta(seconds=expiry / 1e9) if expiry else None,
+        )
+        return web.json_response(node_id)
+
+    async def join(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        await self.daemon.join_swarm(
+            list(body.get("RemoteAddrs") or []),
+            str(body.get("JoinToken", "")),
+            body.get("ListenAddr", ""),
+            body.get("AdvertiseAddr") or None,
+        )
+        return web.Response(status=200)
+
+    async def leave(self, request: web.Request) -> web.Response:
+        await self.daemon.leave_swarm(_flag(request, "force"))
+        return web.Response(status=200)
+
+    async def inspect(self, request: web.Request) -> web.Response:
+        control = self.daemon.control()
+        return web.json_response(control.swarm_view(await control.cluster()))
+
+    async def update(self, request: web.Request) -> web.Response:
+        control = self.daemon.control()
+        await control.rotate_tokens(
+            _version(request), _flag(request, "rotateWorkerToken"), _flag(request, "rotateManagerToken")
+        )
+        return web.Response(status=200)
+
+    async def unlock_key(self, request: web.Request) -> web.Response:
+        self.daemon.control()
+        return web.json_response({"UnlockKey": ""})
+
+    def _leader(self) -> int | None:
+        manager = self.daemon.manager
+        return manager.driver.leader_id if manager and manager.driver else None
+
+    async def nodes(self, request: web.Request) -> web.Response:
+        filters = _filters(request)
+        views = [node_view(n, self._leader()) for n in await self.daemon.control().nodes()]
+        return web.json_response([v for v in views if _matches(v, filters)])
+
+    async def node(self, request: web.Request) -> web.Response:
+        node = await self.daemon.control().node(request.match_info["id"])
+        return web.json_response(node_view(node, self._leader()))
+
+    async def node_update(self, request: web.Request) -> web.Response:
+        spec = await request.json()
+        if not isinstance(spec, dict):
+            raise ControlError("the node spec must be a JSON object")
+        await self.daemon.update_node(request.match_info["id"], _version(request), spec)
+        return web.Response(status=200)
+
+    async def node_remove(self, request: web.Request) -> web.Response:
+        await self.daemon.control().remove_node(request.match_info["id"], _flag(request, "force"))
+        return web.Response(status=200)
+
+    async def info(self, request: web.Request) -> web.Response:
+        daemon = self.daemon
+        swarm: dict[str, Any] = {
+            "NodeID": daemon.node_id(),
+            "NodeAddr": "",
+            "LocalNodeState": daemon.local_state(),
+            "ControlAvailable": daemon.manager is not None,
+            "Error": "",
+            "RemoteManagers": None,
+        }
+        if daemon.manager is not None and daemon.manager.driver is not None:
+            control = daemon.control()
+            nodes = await control.nodes()
+            cluster = await control.cluster(linearizable=False)
+            swarm.update(
+                {
+                    "Nodes": len(nodes),
+                    "Managers": sum(1 for n in nodes if n.data["Spec"]["Role"] == "manager"),
+                    "Cluster": {"ID": cluster.data["ID"], "Spec": cluster.data["Spec"], "Version": {"Index": cluster.version}},
+                    "RemoteManagers": [
+                        {"NodeID": n.id, "Addr": n.data["ManagerStatus"]["Addr"]} for n in nodes if n.data.get("ManagerStatus")
+                    ],
+                }
+            )
+        return web.json_response(
+            {"ID": daemon.node_id(), "Name": socket.gethostname(), "ServerVersion": __version__, "Swarm": swarm}
+        )

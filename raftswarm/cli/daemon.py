@@ -1,0 +1,89 @@
+"""Running one command against the node: an `ApiClient` on the resolved socket, and every failure turned
+into docker's one-line messages with exit status 1.
+
+    Error response from daemon: <the node's message>         the node answered with an error status
+    Cannot connect to the raftswarm daemon at unix://PATH. Is the node running?
+    <message>                                                 the CLI itself refused (CommandError)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, NoReturn, ParamSpec
+
+import aiohttp
+import click
+
+from ..api.client import ApiClient, ApiError
+from .errors import CommandError
+from .host import DaemonAddress, resolve_host
+
+P = ParamSpec("P")
+
+# A swarm call that takes longer than this is stuck (a lost quorum answers 503 well before).
+REQUEST_TIMEOUT = 60.0
+
+
+def daemon_message(exc: ApiError) -> str:
+    return f"Error response from daemon: {exc}"
+
+
+def daemon_address(ctx: click.Context) -> DaemonAddress:
+    """The address chosen by the global options, resolved once per invocation."""
+    root = ctx.find_root()
+    root.ensure_object(dict)
+    if "address" not in root.obj:
+        root.obj["address"] = resolve_host(root.obj.get("host_flag"))
+    return root.obj["address"]
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(message, err=True)
+    raise click.exceptions.Exit(1)
+
+
+def run(ctx: click.Context, command: Callable[[ApiClient], Awaitable[None]]) -> None:
+    """Run `command` with a client of the node; print its failure on stderr and exit 1."""
+    try:
+        address = daemon_address(ctx)
+    except CommandError as exc:
+        fail(str(exc))
+
+    async def with_client() -> None:
+        async with ApiClient(address.socket_path, timeout=REQUEST_TIMEOUT) as api:
+            await command(api)
+
+    try:
+        asyncio.run(with_client())
+    except ApiError as exc:
+        fail(daemon_message(exc))
+    except CommandError as exc:
+        fail(str(exc))
+    except aiohttp.ClientConnectorError as exc:
+        if exc.os_error.errno in (errno.EACCES, errno.EPERM):
+            fail(f"permission denied while trying to connect to the raftswarm daemon socket at {address.url}")
+        fail(f"Cannot connect to the raftswarm daemon at {address.url}. Is the node running?")
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+        fail(f"error during connect: the node at {address.url} closed the connection: {exc}")
+    except TimeoutError:
+        fail(f"error during connect: the node at {address.url} did not answer within {REQUEST_TIMEOUT:.0f}s")
+    except aiohttp.ClientError as exc:
+        fail(f"error during connect: {exc}")
+    except (KeyError, TypeError, AttributeError) as exc:
+        # A response without the fields of Docker's shapes: say so instead of printing a traceback.
+        fail(f"Error: unexpected answer from the node at {address.url} ({type(exc).__name__}: {exc})")
+
+
+def daemon_command(
+    fn: Callable[Concatenate[ApiClient, P], Awaitable[None]],
+) -> Callable[P, None]:
+    """Make an async `fn(api, **options)` the body of a click command (apply under the click decorators)."""
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> None:
+        run(click.get_current_context(), lambda api: fn(api, *args, **kwargs))
+
+    return command  # type: ignore[return-value]

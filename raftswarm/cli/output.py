@@ -1,0 +1,220 @@
+"""How the CLI prints: docker's tables, `--format`, `-q`, and the small value formatters docker uses.
+
+Tables follow docker/cli's formatter: cells are aligned like Go's `text/tabwriter` with minimum width 10
+and padding 3, the last column is not padded, headers are upper-case. `--format json` prints one compact
+JSON object per line with sorted keys (what docker's `{{json .}}` gives). A `--format` template may use
+`{{.Field}}`, `{{json .}}` and `{{json .Field}}`, optionally after `table ` to get aligned columns with
+headers; Go's other template actions are refused with a message rather than printed wrongly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from .errors import CommandError
+
+# docker/cli's formatter.Context: tabwriter.NewWriter(out, 10, 1, 3, ' ', 0).
+TABLE_MIN_WIDTH = 10
+TABLE_PADDING = 3
+
+# docker/cli's formatter.TruncateID: 12 characters, like short container IDs.
+SHORT_ID_LENGTH = 12
+
+
+def display_width(text: str) -> int:
+    """Terminal columns `text` takes (wide East Asian characters count twice, as go-runewidth counts)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def table_lines(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Align rows the way docker's tabwriter does. Every cell but a row's last one belongs to a column and
+    is padded to the column's width; the last cell is written as is."""
+    widths: list[int] = []
+    for row in rows:
+        for index, cell in enumerate(row[:-1]):
+            width = max(TABLE_MIN_WIDTH, display_width(cell) + TABLE_PADDING)
+            if index == len(widths):
+                widths.append(width)
+            else:
+                widths[index] = max(widths[index], width)
+    lines = []
+    for row in rows:
+        padded = [cell + " " * (widths[i] - display_width(cell)) for i, cell in enumerate(row[:-1])]
+        lines.append("".join(padded) + (row[-1] if row else ""))
+    return lines
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    for line in table_lines([header, *rows]):
+        click.echo(line)
+
+
+def json_line(value: Any) -> str:
+    """One value as Go's encoding/json writes it: compact, map keys sorted, UTF-8 kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+_ACTION = re.compile(r"{{-?\s*(.*?)\s*-?}}")
+_FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)")
+
+
+class ListFormat:
+    """A list command's `--format` / `-q` choice, applied to records (dicts keyed like docker's formatter
+    context: `ID`, `Hostname`, ...). `None` and `"table"` mean the command's default table."""
+
+    def __init__(self, spec: str | None, quiet: bool = False) -> None:
+        self.spec = spec or "table"
+        self.quiet = quiet
+        self.is_json = self.spec == "json"
+        self.is_table = self.spec.startswith("table")
+        template = self.spec[len("table") :] if self.is_table else self.spec
+        # Like docker: surrounding spaces dropped, literal \t and \n in a flag value mean tab and newline.
+        self.template = template.strip(" ").replace("\\t", "\t").replace("\\n", "\n")
+        for action in _ACTION.findall(self.template):
+            _check_action(action)
+
+    @property
+    def uses_default_table(self) -> bool:
+        return self.is_table and not self.template and not self.quiet
+
+    def print(self, records: Sequence[Mapping[str, Any]], headers: Mapping[str, str]) -> None:
+        """Print records in any form but the default table (which the command draws itself)."""
+        if self.is_json:
+            for record in records:
+                click.echo(json_line(dict(record)))
+        elif self.is_table and not self.template:
+            # `-q`: docker's quiet format `{{.ID}}`, which is not a table, so no header.
+            for record in records:
+                click.echo(record["ID"])
+        elif self.is_table:
+            cells = [self.template.split("\t")]
+            header = [_ACTION.sub(lambda m: _header(m.group(1), headers), cell) for cell in cells[0]]
+            rows = [self._render(record).split("\t") for record in records]
+            print_table(header, rows)
+        else:
+            for record in records:
+                click.echo(self._render(record))
+
+    def _render(self, record: Mapping[str, Any]) -> str:
+        return _ACTION.sub(lambda m: _evaluate(m.group(1), record), self.template)
+
+
+def _check_action(action: str) -> None:
+    if action == "json ." or _FIELD.fullmatch(action) or re.fullmatch(r"json\s+" + _FIELD.pattern, action):
+        return
+    raise CommandError(
+        f"template parsing error: unsupported action {{{{{action}}}}}: "
+        "raftswarm supports {{.Field}}, {{json .}} and {{json .Field}}"
+    )
+
+
+def _evaluate(action: str, record: Mapping[str, Any]) -> str:
+    if action == "json .":
+        return json_line(dict(record))
+    name = _FIELD.search(action).group(1)  # type: ignore[union-attr]  # _check_action guarantees a field
+    if name not in record:
+        raise CommandError(f'template: executing "" at <.{name}>: can\'t evaluate field {name}')
+    value = record[name]
+    if action.startswith("json"):
+        return json_line(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _header(action: str, headers: Mapping[str, str]) -> str:
+    field = _FIELD.search(action)
+    if field is None:
+        return ""
+    return headers.get(field.group(1), field.group(1).upper())
+
+
+def pretty(value: Any) -> str:
+    """docker's formatter.PrettyPrint: first letter upper-case, the rest lower-case ("ready" -> "Ready")."""
+    text = "" if value is None else str(value)
+    if len(text) <= 1:
+        return text.lower()
+    return text[0].upper() + text[1:].lower()
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort key that orders "node-2" before "node-10" (docker sorts by sortorder.NaturalLess)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text) if part]
+
+
+def parse_timestamp(value: str | None) -> datetime | None:
+    """An RFC 3339 timestamp as Docker's API writes it (nanoseconds, `Z`); None if absent or unreadable."""
+    if not value:
+        return None
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", value)
+    if match is None:
+        return None
+    whole, fraction, zone = match.groups()
+    micro = (fraction or "").ljust(6, "0")[:6]
+    zone = "+00:00" if zone == "Z" else zone
+    return datetime.fromisoformat(f"{whole}.{micro}{zone}")
+
+
+def go_time(value: str | None) -> str:
+    """A timestamp the way Go prints a time.Time (`2024-05-01 10:00:00.123456789 +0000 UTC`), which is
+    what `docker node inspect --pretty` shows for "Joined at"."""
+    when = parse_timestamp(value)
+    if when is None:
+        return value or ""
+    fraction = re.search(r"\.(\d+)", value or "")
+    digits = fraction.group(1).rstrip("0") if fraction else ""
+    offset = when.strftime("%z")
+    zone = "UTC" if when.utcoffset() == UTC.utcoffset(None) else offset
+    return when.strftime("%Y-%m-%d %H:%M:%S") + (f".{digits}" if digits else "") + f" {offset} {zone}"
+
+
+def human_duration(seconds: float) -> str:
+    """go-units HumanDuration: "Less than a second", "About a minute", "3 hours", "2 weeks"."""
+    whole = int(seconds)
+    if whole < 1:
+        return "Less than a second"
+    if whole == 1:
+        return "1 second"
+    if whole < 60:
+        return f"{whole} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+def bytes_size(size: float) -> str:
+    """go-units BytesSize: binary units with four significant digits ("1.944GiB")."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"]
+    index = 0
+    while size >= 1024 and index < len(units) - 1:
+        size /= 1024
+        index += 1
+    return f"{size:.4g}{units[index]}"
+
+
+def ellipsis(text: str, max_length: int) -> str:
+    """docker's formatter.Ellipsis: cut to `max_length` columns, the last one an ellipsis."""
+    if display_width(text) <= max_length:
+        return text
+    return text[: max_length - 1] + "…"

@@ -1,0 +1,213 @@
+"""The swarm's own objects in the store -- the cluster (CA, join tokens, settings) and the nodes -- and the
+operations on them that `swarm ...` and `node ...` commands map to.
+
+Every operation is a read of the store plus one transaction with version checks, so two managers acting
+at once never overwrite each other: the loser gets a Conflict and nothing changes. Objects are kept in
+the shapes of Docker's API (`Swarm`, `Node`), so the API layer returns them as they are.
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..ca.authority import CertificateAuthority
+from ..ca.certificates import NodeRole
+from ..errors import RaftswarmError
+from ..raft.transport import raft_id_of
+from ..store import ReplicatedStore, StoredObject, check, create, delete, update
+
+CLUSTER = "cluster"
+NODES = "nodes"
+CLUSTER_KEY = "default"
+
+
+class ControlError(RaftswarmError):
+    """A swarm or node request that cannot be done as asked; `status` is the HTTP code the API answers with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def role_name(role: NodeRole) -> str:
+    return "manager" if role is NodeRole.MANAGER else "worker"
+
+
+def new_node_object(node_id: str, role: NodeRole, addr: str, hostname: str | None = None) -> dict[str, Any]:
+    stamp = now_iso()
+    node: dict[str, Any] = {
+        "ID": node_id,
+        "CreatedAt": stamp,
+        "UpdatedAt": stamp,
+        "Spec": {"Labels": {}, "Role": role_name(role), "Availability": "active"},
+        "Description": {
+            "Hostname": hostname or socket.gethostname(),
+            "Platform": {"Architecture": "x86_64", "OS": "linux"},
+            "Engine": {"EngineVersion": "raftswarm"},
+        },
+        "Status": {"State": "unknown", "Addr": addr.rpartition(":")[0]},
+    }
+    if role is NodeRole.MANAGER:
+        node["ManagerStatus"] = {"Reachability": "reachable", "Addr": addr, "RaftID": raft_id_of(node_id)}
+    return node
+
+
+def new_cluster_object(ca: CertificateAuthority, autolock: bool) -> dict[str, Any]:
+    stamp = now_iso()
+    return {
+        "ID": ca.cluster_id,
+        "CreatedAt": stamp,
+        "UpdatedAt": stamp,
+        "Spec": {
+            "Name": "default",
+            "Labels": {},
+            "Orchestration": {"TaskHistoryRetentionLimit": 5},
+            "Raft": {"SnapshotInterval": 10000, "ElectionTick": 10, "HeartbeatTick": 1},
+            "Dispatcher": {"HeartbeatPeriod": 5_000_000_000},
+            "CAConfig": {"NodeCertExpiry": int(ca.node_cert_lifetime.total_seconds() * 1e9), "ForceRotate": 0},
+            "EncryptionConfig": {"AutoLockManagers": autolock},
+        },
+        "CA": ca.to_state(),
+    }
+
+
+class ControlApi:
+    """Swarm and node operations over a manager's replicated store."""
+
+    def __init__(self, store: ReplicatedStore) -> None:
+        self.store = store
+
+    # -- the cluster -----------------------------------------------------------------------------------
+
+    async def cluster(self, linearizable: bool = True) -> StoredObject:
+        found = await self.store.get(CLUSTER, CLUSTER_KEY, linearizable)
+        if found is None:
+            raise ControlError("this node is not part of an initialized swarm yet", 503)
+        return found
+
+    async def authority(self, linearizable: bool = True) -> tuple[CertificateAuthority, int]:
+        cluster = await self.cluster(linearizable)
+        return CertificateAuthority.from_state(cluster.data["CA"]), cluster.version
+
+    async def initialize(self, ca: CertificateAuthority, node: dict[str, Any], autolock: bool) -> None:
+        await self.store.transact(
+            [create(CLUSTER, CLUSTER_KEY, new_cluster_object(ca, autolock)), create(NODES, node["ID"], node)]
+        )
+
+    def swarm_view(self, cluster: StoredObject) -> dict[str, Any]:
+        """The `Swarm` object of Docker's `GET /swarm`."""
+        ca = CertificateAuthority.from_state(cluster.data["CA"])
+        data = cluster.data
+        return {
+            "ID": data["ID"],
+            "Version": {"Index": cluster.version},
+            "CreatedAt": data["CreatedAt"],
+            "UpdatedAt": data["UpdatedAt"],
+            "Spec": data["Spec"],
+            "TLSInfo": {"TrustRoot": ca.trust_bundle_pem().decode()},
+            "RootRotationInProgress": ca.rotation is not None,
+            "JoinTokens": {"Worker": ca.join_token(NodeRole.WORKER), "Manager": ca.join_token(NodeRole.MANAGER)},
+        }
+
+    async def rotate_tokens(self, version: int, worker: bool, manager: bool) -> None:
+        cluster = await self.cluster()
+        if cluster.version != version:
+            raise ControlError(
+                f"update out of sequence: the swarm is at version {cluster.version}, not {version}", 409
+            )
+        ca = CertificateAuthority.from_state(cluster.data["CA"])
+        if worker:
+            ca = ca.rotate_join_token(NodeRole.WORKER)
+        if manager:
+            ca = ca.rotate_join_token(NodeRole.MANAGER)
+        data = {**cluster.data, "CA": ca.to_state(), "UpdatedAt": now_iso()}
+        await self.store.transact([update(CLUSTER, CLUSTER_KEY, data, expect=cluster.version)])
+
+    # -- joining ---------------------------------------------------------------------------------------
+
+    async def enroll(self, token: str, csr_pem: bytes, addr: str, hostname: str | None) -> tuple[str, bytes, bytes, NodeRole]:
+        """Certify a joining node and record it. Returns (node ID, certificate PEM, trust bundle PEM, role)."""
+        ca, version = await self.authority()
+        enrollment = ca.issue_for_join(token, csr_pem)
+        role = enrollment.identity.role
+        node = new_node_object(enrollment.node_id, role, addr, hostname)
+        # The CA may have changed (a token rotated) since we read it: then this join is refused, not merged.
+        await self.store.transact([check(CLUSTER, CLUSTER_KEY, version), create(NODES, enrollment.node_id, node)])
+        return enrollment.node_id, enrollment.cert_pem, enrollment.root_pem, role
+
+    # -- nodes -----------------------------------------------------------------------------------------
+
+    async def nodes(self) -> list[StoredObject]:
+        return await self.store.list(NODES)
+
+    async def node(self, node_id: str) -> StoredObject:
+        found = await self.store.get(NODES, node_id)
+        if found is None:
+            for candidate in await self.nodes():
+                if candidate.id.startswith(node_id) or candidate.data["Description"]["Hostname"] == node_id:
+                    return candidate
+            raise ControlError(f"node {node_id} not found", 404)
+        return found
+
+    async def update_node(self, node_id: str, version: int, spec: dict[str, Any]) -> StoredObject:
+        """Docker's `POST /nodes/{id}/update?version=N`: a stale version is refused, not merged."""
+        current = await self.node(node_id)
+        if current.version != version:
+            raise ControlError(
+                f"update out of sequence: node {current.id} is at version {current.version}, not {version}", 409
+            )
+        availability = spec.get("Availability", current.data["Spec"]["Availability"])
+        if availability not in ("active", "pause", "drain"):
+            raise ControlError(f"invalid availability {availability!r}: use active, pause or drain")
+        role = spec.get("Role", current.data["Spec"]["Role"])
+        if role not in ("manager", "worker"):
+            raise ControlError(f"invalid role {role!r}: use manager or worker")
+        labels = spec.get("Labels", current.data["Spec"].get("Labels", {}))
+        if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+            raise ControlError("labels must map strings to strings")
+        data = {
+            **current.data,
+            "Spec": {**current.data["Spec"], **spec, "Availability": availability, "Role": role, "Labels": labels},
+            "UpdatedAt": now_iso(),
+        }
+        await self.store.transact([update(NODES, current.id, data, expect=current.version)])
+        return await self.node(current.id)
+
+    async def set_node_status(self, node_id: str, state: str, message: str = "") -> None:
+        current = await self.store.get(NODES, node_id, linearizable=False)
+        if current is None or current.data["Status"].get("State") == state:
+            return
+        data = {**current.data, "Status": {**current.data["Status"], "State": state, "Message": message}}
+        await self.store.transact([update(NODES, node_id, data, expect=current.version)])
+
+    async def remove_node(self, node_id: str, force: bool) -> StoredObject:
+        """Docker's `DELETE /nodes/{id}`: refused for a manager (demote it first) and, without force, for a
+        node that is still up; the node's certificate is blocked from then on."""
+        node = await self.node(node_id)
+        if node.data["Spec"]["Role"] == "manager":
+            raise ControlError(
+                f"node {node.id} is a cluster manager and is a member of the raft cluster. It must be demoted "
+                "to worker before removal",
+                400,
+            )
+        if not force and node.data["Status"].get("State") == "ready":
+            raise ControlError(
+                f"node {node.id} is not down and can't be removed; use --force to remove it anyway", 400
+            )
+        ca, version = await self.authority()
+        blocked = ca.block(node.id)
+        cluster = await self.cluster()
+        await self.store.transact(
+            [
+                update(CLUSTER, CLUSTER_KEY, {**cluster.data, "CA": blocked.to_state()}, expect=version),
+                delete(NODES, node.id, expect=node.version),
+            ]
+        )
+        return node
+

@@ -1,0 +1,71 @@
+"""The dispatcher: every node keeps a session with the leader, proving it is alive with heartbeats.
+
+Heartbeats are kept in the leader's memory, as SwarmKit does; only a change of a node's state (ready,
+down) is written to the store. A node that misses `DOWN_AFTER_MISSED` heartbeat periods is marked down.
+A follower asked for a heartbeat answers `not_leader` with the leader's address, and the node moves its
+session there. (Task assignments and status reports arrive with orchestration.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ..ca.certificates import NodeIdentity
+from ..raft.driver import RaftDriver
+from ..store import ReplicatedStore
+from .rpc import RpcError, RpcServer
+from .controlapi import ControlApi
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEARTBEAT_PERIOD = 5.0
+DOWN_AFTER_MISSED = 3
+
+
+class Dispatcher:
+    def __init__(self, store: ReplicatedStore, driver: RaftDriver, rpc: RpcServer, period: float = DEFAULT_HEARTBEAT_PERIOD) -> None:
+        self.control = ControlApi(store)
+        self.driver = driver
+        self.period = period
+        self._last_seen: dict[str, float] = {}
+        self._leading_since: float | None = None
+        rpc.register("dispatcher.heartbeat", self.heartbeat, allowed={"worker", "manager"})
+
+    def leader_address(self) -> str:
+        leader = self.driver.peer_addresses().get(self.driver.leader_id)
+        return f"{leader[0]}:{leader[1]}" if leader else ""
+
+    async def heartbeat(self, identity: NodeIdentity | None, params: dict[str, Any]) -> dict[str, Any]:
+        assert identity is not None
+        if not self.driver.is_leader:
+            raise RpcError("not_leader", self.leader_address())
+        first = identity.node_id not in self._last_seen
+        self._last_seen[identity.node_id] = time.monotonic()
+        if first:
+            await self.control.set_node_status(identity.node_id, "ready")
+        return {"period": self.period}
+
+    async def run(self) -> None:
+        """On the leader, mark nodes down once they stop heartbeating; elsewhere, wait to lead."""
+        while True:
+            await asyncio.sleep(self.period)
+            if not self.driver.is_leader:
+                self._leading_since = None
+                self._last_seen.clear()
+                continue
+            now = time.monotonic()
+            if self._leading_since is None:
+                self._leading_since = now  # give every node a full grace period with a new leader
+                continue
+            deadline = self.period * DOWN_AFTER_MISSED
+            for node in await self.control.nodes():
+                seen = self._last_seen.get(node.id, self._leading_since)
+                if node.data["Status"].get("State") != "down" and now - seen > deadline:
+                    self._last_seen.pop(node.id, None)
+                    try:
+                        await self.control.set_node_status(node.id, "down", "heartbeat failure")
+                    except Exception as exc:  # a conflict or lost leadership: the next round retries
+                        log.info("could not mark node %s down: %s", node.id, exc)
