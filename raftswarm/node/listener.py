@@ -22,6 +22,7 @@ from typing import Any
 
 from cryptography import x509
 
+from ..ca.authority import NodeRemoved
 from ..ca.certificates import CertificateError, NodeIdentity
 from ..errors import RaftswarmError
 from ..raft.transport import PREAMBLE_RAFT
@@ -95,6 +96,9 @@ class ClusterListener:
                 preamble = await asyncio.wait_for(reader.readexactly(PREAMBLE_BYTES), HANDSHAKE_TIMEOUT)
             except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
                 self._refuse(writer, "no_preamble", "closed or silent before naming a channel")
+                return
+            except NodeRemoved as exc:
+                self._refuse(writer, "removed", str(exc))
                 return
             except RaftswarmError as exc:
                 self._refuse(writer, "bad_certificate", str(exc))

@@ -14,7 +14,8 @@ import logging
 import ssl
 from dataclasses import dataclass, field
 
-from ..ca.certificates import client_ssl_context, server_ssl_context
+from ..ca.authority import CertificateAuthority
+from ..ca.certificates import NodeIdentity, client_ssl_context, server_ssl_context
 from ..raft.core import RaftConfig
 from ..raft.driver import DriverConfig, RaftDriver
 from ..raft.storage import RaftStorage
@@ -22,6 +23,7 @@ from ..raft.transport import RaftTransport, raft_id_of
 from ..store import ReplicatedStore
 from .listener import ClusterListener
 from ..manager.caserver import CAServer
+from ..manager.controlapi import CLUSTER, CLUSTER_KEY
 from ..manager.dispatcher import DEFAULT_HEARTBEAT_PERIOD, Dispatcher
 from ..manager.rpc import RpcServer
 from .state_dir import StateDir, StateDirError
@@ -90,6 +92,7 @@ class Manager:
             cluster_id=self.node_state.cluster_id,
             rpc=self.rpc,
             raft_inbound=self.transport.accept_stream,
+            check_peer=self._check_peer,
         )
         self.ca_server = CAServer(self.store, self.driver, self.rpc)
         self.dispatcher = Dispatcher(self.store, self.driver, self.rpc, self.config.heartbeat_period)
@@ -99,6 +102,12 @@ class Manager:
         self._dispatcher_task = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
         self._dispatcher_task.add_done_callback(_log_failure)
         log.info("manager %s (raft %x) listening on port %d", self.node_state.node_id, self.raft_id, self.listener.port)
+
+    def _check_peer(self, identity: NodeIdentity) -> None:
+        """Refuse a removed node's certificate on every new connection (the CA's blocked list, as applied here)."""
+        cluster = self.store.state.get(CLUSTER, CLUSTER_KEY)
+        if cluster is not None:
+            CertificateAuthority.from_state(cluster.data["CA"]).check_peer(identity)
 
     def _on_message(self, message) -> None:
         if self.driver is not None:

@@ -1,0 +1,222 @@
+"""Joining a swarm for real: standalone node processes, `swarm init`, token joins, and everything that must
+be refused (rotated tokens, another swarm's token, a worker speaking Raft, a removed node coming back).
+
+Each test starts its own node processes on 127.0.0.1 with ports of its own and ends them by PID.
+"""
+
+import asyncio
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from raftswarm.api.client import ApiClient, ApiError
+from raftswarm.ca.certificates import client_ssl_context
+from raftswarm.manager.rpc import RpcClient, RpcError
+from raftswarm.node.localcluster import free_port
+from raftswarm.node.state_dir import StateDir
+from raftswarm.raft.transport import PREAMBLE_RAFT
+
+pytestmark = pytest.mark.slow
+
+HEARTBEAT = 0.3
+
+
+class Node:
+    def __init__(self, base: Path, name: str) -> None:
+        self.name = name
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.state_dir = base / name / "state"
+        self.socket = base / name / "api.sock"
+        self.log = base / name / "node.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "raftswarm.node", "--state-dir", str(self.state_dir), "--listen-addr", self.addr,
+                 "--socket", str(self.socket), "--heartbeat-period", str(HEARTBEAT), "--tick-ms", "50"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def client(self) -> ApiClient:
+        return ApiClient(str(self.socket), 30.0)
+
+    async def ready(self) -> None:
+        for _ in range(200):
+            if self.socket.exists():
+                try:
+                    async with self.client() as client:
+                        await client.ping()
+                    return
+                except (OSError, ApiError):
+                    pass
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{self.name} did not start: {self.log.read_text()[-2000:]}")
+
+
+@pytest.fixture
+def nodes(tmp_path):
+    started: list[Node] = []
+
+    async def make(count: int) -> list[Node]:
+        fresh = [Node(tmp_path, f"node{len(started) + i + 1}") for i in range(count)]
+        for node in fresh:
+            node.start()
+            started.append(node)
+        for node in fresh:
+            await node.ready()
+        return fresh
+
+    yield make
+    for node in started:
+        node.stop()
+
+
+async def init(node: Node) -> dict:
+    async with node.client() as client:
+        await client.request("POST", "/swarm/init", {"ListenAddr": node.addr, "AdvertiseAddr": node.addr})
+        return (await client.request("GET", "/swarm"))["JoinTokens"]
+
+
+async def join(node: Node, manager: Node, token: str) -> None:
+    async with node.client() as client:
+        await client.request("POST", "/swarm/join", {"RemoteAddrs": [manager.addr], "JoinToken": token, "ListenAddr": node.addr})
+
+
+async def wait_for(predicate, what: str, within: float = 20.0):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        result = await predicate()
+        if result:
+            return result
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def node_list(node: Node) -> list[dict]:
+    async with node.client() as client:
+        return await client.request("GET", "/nodes")
+
+
+async def test_init_and_token_joins_give_managers_and_workers_their_roles(nodes):
+    first, second, third = await nodes(3)
+    tokens = await init(first)
+    await join(second, first, tokens["Manager"])
+    await join(third, first, tokens["Worker"])
+
+    async def all_ready():
+        listed = await node_list(first)
+        return len(listed) == 3 and all(n["Status"]["State"] == "ready" for n in listed) and listed
+
+    listed = await wait_for(all_ready, "three ready nodes")
+    roles = sorted(n["Spec"]["Role"] for n in listed)
+    assert roles == ["manager", "manager", "worker"]
+    assert sum(1 for n in listed if n.get("ManagerStatus", {}).get("Leader")) == 1
+    assert {n["ID"] for n in await node_list(second)} == {n["ID"] for n in listed}  # the other manager agrees
+    async with third.client() as client:
+        with pytest.raises(ApiError, match="Worker nodes can't be used"):
+            await client.request("GET", "/nodes")
+        info = await client.request("GET", "/info")
+    assert info["Swarm"]["LocalNodeState"] == "active" and info["Swarm"]["ControlAvailable"] is False
+    async with second.client() as client:
+        with pytest.raises(ApiError, match="already part of a swarm"):
+            await client.request("POST", "/swarm/join", {"RemoteAddrs": [first.addr], "JoinToken": tokens["Worker"]})
+
+
+async def test_a_rotated_token_and_another_swarms_token_are_refused(nodes):
+    first, other, joiner = await nodes(3)
+    tokens = await init(first)
+    foreign_tokens = await init(other)
+    async with first.client() as client:
+        swarm = await client.request("GET", "/swarm")
+        await client.request(
+            "POST", f"/swarm/update?version={swarm['Version']['Index']}&rotateWorkerToken=true&rotateManagerToken=false"
+        )
+        rotated = (await client.request("GET", "/swarm"))["JoinTokens"]["Worker"]
+    assert rotated != tokens["Worker"]
+    with pytest.raises(ApiError, match="rotated or is invalid"):
+        await join(joiner, first, tokens["Worker"])
+    with pytest.raises(ApiError, match="does not match"):
+        await join(joiner, first, foreign_tokens["Worker"])  # the root CA it fetches is not the token's
+    with pytest.raises(ApiError, match="invalid join token"):
+        await join(joiner, first, "SWMTKN-1-nonsense")
+    assert not StateDir(joiner.state_dir).has_swarm()  # nothing was changed by any refusal
+    await join(joiner, first, rotated)
+    assert StateDir(joiner.state_dir).has_swarm()
+
+
+async def test_a_worker_certificate_cannot_speak_raft_or_manage_the_cluster(nodes):
+    manager, worker = await nodes(2)
+    tokens = await init(manager)
+    await join(worker, manager, tokens["Worker"])
+    root, certificate = StateDir(worker.state_dir).load_certificates()
+    context = client_ssl_context(root, certificate)
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", manager.port, ssl=context, server_hostname="swarm-manager")
+    writer.write(PREAMBLE_RAFT + b"\x00\x00\x00\x05hello")
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed: a worker may not open a Raft stream
+    writer.close()
+
+    client = await RpcClient.connect("127.0.0.1", manager.port, context, server_hostname="swarm-manager")
+    try:
+        with pytest.raises(RpcError, match="may not call raft.join"):
+            await client.call("raft.join", {"addr": worker.addr})
+        assert (await client.call("dispatcher.heartbeat"))["period"] == HEARTBEAT  # what a worker may do
+    finally:
+        await client.close()
+    async with worker.client() as api:
+        with pytest.raises(ApiError, match="not a swarm manager"):
+            await api.request("GET", "/raftswarm/store/nodes")
+
+
+async def test_a_removed_node_is_refused_when_it_comes_back(nodes):
+    manager, worker = await nodes(2)
+    tokens = await init(manager)
+    await join(worker, manager, tokens["Worker"])
+    await wait_for(lambda: _state_of(manager, worker, "ready"), "the worker to be ready")
+    worker_id = (await _find(manager, worker))["ID"]
+    worker.stop()
+    await wait_for(lambda: _state_of(manager, worker_id, "down"), "the worker to be down", within=30)
+    async with manager.client() as client:
+        await client.request("DELETE", f"/nodes/{worker_id}?force=false")
+    root, certificate = StateDir(worker.state_dir).load_certificates()
+    context = client_ssl_context(root, certificate)
+    with pytest.raises((RpcError, ssl.SSLError, ConnectionError)):
+        client = await RpcClient.connect("127.0.0.1", manager.port, context, server_hostname="swarm-manager")
+        try:
+            await client.call("dispatcher.heartbeat")
+        finally:
+            await client.close()
+    assert [n for n in await node_list(manager) if n["ID"] == worker_id] == []
+    async with manager.client() as client:
+        assert (await client.raft_status())["listener_refused"].get("removed", 0) >= 1
+
+
+async def _find(manager: Node, node: Node | str) -> dict | None:
+    for listed in await node_list(manager):
+        if isinstance(node, str):
+            if listed["ID"] == node:
+                return listed
+        elif listed["Status"].get("Addr") == "127.0.0.1" and listed.get("ManagerStatus") is None:
+            return listed
+    return None
+
+
+async def _state_of(manager: Node, node, state: str) -> bool:
+    found = await _find(manager, node)
+    return found is not None and found["Status"]["State"] == state
