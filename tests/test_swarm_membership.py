@@ -220,3 +220,63 @@ async def _find(manager: Node, node: Node | str) -> dict | None:
 async def _state_of(manager: Node, node, state: str) -> bool:
     found = await _find(manager, node)
     return found is not None and found["Status"]["State"] == state
+
+
+async def _roles(manager: Node) -> dict[str, str]:
+    return {n["ID"]: n["Spec"]["Role"] for n in await node_list(manager)}
+
+
+async def _set_role(via: Node, node_id: str, role: str) -> None:
+    async with via.client() as client:
+        node = await client.request("GET", f"/nodes/{node_id}")
+        spec = {**node["Spec"], "Role": role}
+        await client.request("POST", f"/nodes/{node_id}/update?version={node['Version']['Index']}", spec)
+
+
+async def _raft_voters(manager: Node) -> int:
+    async with manager.client() as client:
+        return len((await client.raft_status())["voters"])
+
+
+async def test_promote_and_demote_change_certificates_and_raft_membership(nodes):
+    first, second = await nodes(2)
+    tokens = await init(first)
+    await join(second, first, tokens["Worker"])
+    await wait_for(lambda: _all_ready(first, 2), "both nodes ready")
+    second_id = next(i for i, role in (await _roles(first)).items() if role == "worker")
+
+    await _set_role(first, second_id, "manager")
+
+    async def promoted():
+        try:
+            async with second.client() as client:
+                return len((await client.raft_status())["voters"]) == 2
+        except ApiError:
+            return False
+
+    await wait_for(promoted, "the promoted node to serve as a Raft voter", within=30)
+    assert StateDir(second.state_dir).load_certificates()[1].identity.role.value == "swarm-manager"
+    assert await _raft_voters(first) == 2
+
+    await _set_role(second, StateDir(first.state_dir).load_node_state().node_id, "worker")  # demote the other one
+
+    async def demoted():
+        try:
+            async with first.client() as client:
+                await client.raft_status()
+            return False
+        except ApiError as exc:
+            return "not a swarm manager" in str(exc)
+
+    await wait_for(demoted, "the demoted node to stop its manager role", within=30)
+    assert StateDir(first.state_dir).load_certificates()[1].identity.role.value == "swarm-worker"
+    assert not (first.state_dir / "raft").exists()  # a worker keeps no Raft log
+    assert await _raft_voters(second) == 1
+    async with second.client() as client:
+        with pytest.raises(ApiError, match="last manager"):
+            await _set_role(second, StateDir(second.state_dir).load_node_state().node_id, "worker")
+
+
+async def _all_ready(manager: Node, count: int) -> bool:
+    listed = await node_list(manager)
+    return len(listed) == count and all(n["Status"]["State"] == "ready" for n in listed)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
+from typing import Any
 
 from ..manager.rpc import RpcClient, RpcError
 
@@ -19,7 +21,16 @@ BACKOFF_MAX = 2.0
 
 
 class Session:
-    def __init__(self, context: ssl.SSLContext, managers: list[str], period: float = 5.0) -> None:
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        managers: list[str],
+        period: float = 5.0,
+        on_heartbeat: Callable[[dict[str, Any]], None] | None = None,
+        more_managers: Callable[[], list[str]] | None = None,
+    ) -> None:
+        """`on_heartbeat` sees every dispatcher answer (the role the swarm wants, the managers' addresses);
+        `more_managers` names other managers to try when the known ones fail (a manager knows its Raft peers)."""
         if not managers:
             raise ValueError("a session needs at least one manager address")
         self._context = context
@@ -27,6 +38,8 @@ class Session:
         self.period = period
         self.connected_to: str | None = None
         self.heartbeats = 0
+        self._on_heartbeat = on_heartbeat
+        self._more_managers = more_managers
 
     def _remember(self, addr: str) -> None:
         if addr and addr not in self.managers:
@@ -46,22 +59,31 @@ class Session:
                     answer = await client.call("dispatcher.heartbeat", {}, timeout=self.period * 2)
                     self.heartbeats += 1
                     self.period = float(answer.get("period", self.period))
+                    for addr in (answer.get("managers") or {}).values():
+                        self._remember(addr)
+                    if self._on_heartbeat is not None:
+                        self._on_heartbeat(answer)
                     backoff = 0.05
                     await asyncio.sleep(self.period)
                     continue
                 except RpcError as exc:
-                    if exc.code == "not_leader" and str(exc):
-                        self._remember(str(exc))
-                        next_target = str(exc)
+                    leader = str(exc) if exc.code == "not_leader" else ""
+                    if leader:
+                        self._remember(leader)
+                        next_target = leader
                     else:
-                        log.info("session with manager %s failed: %s", target, exc)
+                        # No leader known (an election), or this manager failed: try the next one, slower each time.
+                        log.info("session with manager %s failed: %s", target, exc or exc.code)
+                        for addr in self._more_managers() if self._more_managers else []:
+                            if addr not in self.managers:
+                                self.managers.append(addr)
                         position = self.managers.index(target) if target in self.managers else -1
                         next_target = self.managers[(position + 1) % len(self.managers)]
                     if client is not None:
                         await client.close()
                         client = None
                     self.connected_to = None
-                    if next_target == target or exc.code != "not_leader":
+                    if not leader or next_target == target:
                         await asyncio.sleep(backoff)
                         backoff = min(backoff * 2, BACKOFF_MAX)
                     target = next_target

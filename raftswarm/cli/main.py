@@ -3,6 +3,7 @@
 import click
 
 from .. import __version__
+from .cluster import cluster
 from .node import node
 from .swarm import swarm
 
@@ -36,3 +37,4 @@ def version() -> None:
 
 main.add_command(swarm)
 main.add_command(node)
+main.add_command(cluster)

@@ -59,4 +59,5 @@ class CAServer:
             raise RpcError("not_leader", f"{leader[0]}:{leader[1]}" if leader else "")
         host, _, port = str(params["addr"]).rpartition(":")
         await self.driver.add_voter(raft_id_of(identity.node_id), host, int(port), MANAGER_JOIN_TIMEOUT)
+        await self.control.set_manager_status(identity.node_id, f"{host}:{port}")
         return {"voters": len(self.driver.core.conf_state.voters)}

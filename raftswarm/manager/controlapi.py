@@ -186,6 +186,16 @@ class ControlApi:
         data = {**current.data, "Status": {**current.data["Status"], "State": state, "Message": message}}
         await self.store.transact([update(NODES, node_id, data, expect=current.version)])
 
+    async def set_manager_status(self, node_id: str, addr: str | None) -> None:
+        """Record that a node joined (`addr`: its Raft address) or left (None) the managers' Raft membership."""
+        current = await self.node(node_id)
+        data = dict(current.data)
+        if addr is None:
+            data.pop("ManagerStatus", None)
+        else:
+            data["ManagerStatus"] = {"Reachability": "reachable", "Addr": addr, "RaftID": raft_id_of(node_id)}
+        await self.store.transact([update(NODES, node_id, data, expect=current.version)])
+
     async def remove_node(self, node_id: str, force: bool) -> StoredObject:
         """Docker's `DELETE /nodes/{id}`: refused for a manager (demote it first) and, without force, for a
         node that is still up; the node's certificate is blocked from then on."""

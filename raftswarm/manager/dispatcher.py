@@ -46,7 +46,14 @@ class Dispatcher:
         self._last_seen[identity.node_id] = time.monotonic()
         if first:
             await self.control.set_node_status(identity.node_id, "ready")
-        return {"period": self.period}
+        node = await self.control.store.get("nodes", identity.node_id, linearizable=False)
+        managers = {
+            n.id: n.data["ManagerStatus"]["Addr"] for n in await self.control.store.list("nodes", linearizable=False)
+            if n.data.get("ManagerStatus")
+        }
+        # The role the swarm wants this node in: a node whose certificate says otherwise renews it and
+        # switches roles (promote/demote), as SwarmKit's agents do.
+        return {"period": self.period, "role": node.data["Spec"]["Role"] if node else None, "managers": managers}
 
     async def run(self) -> None:
         """On the leader, mark nodes down once they stop heartbeating; elsewhere, wait to lead."""

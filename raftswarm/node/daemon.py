@@ -70,7 +70,8 @@ class NodeDaemon:
         self.api: ApiServer | None = None
         self._session_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
-        self._busy = asyncio.Lock()  # init, join and leave one at a time
+        self._busy = asyncio.Lock()  # init, join, leave and role changes one at a time
+        self._role_change: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -110,12 +111,19 @@ class NodeDaemon:
                 kek,
             )
             await self.manager.start()
+            self.manager.rpc.register("node.update", self._rpc_node_update, allowed={"manager"})
             managers = [state.advertise_addr]
         else:
             managers = list(state.join_peers.values())
         root, node = self.state_dir.load_certificates()
-        self.session = Session(client_ssl_context(root, node), managers, self.config.heartbeat_period)
+        self.session = Session(
+            client_ssl_context(root, node), managers, self.config.heartbeat_period, self._on_heartbeat, self._raft_peers
+        )
         self._session_task = asyncio.create_task(self.session.run(), name="session")
+
+    def _raft_peers(self) -> list[str]:
+        driver = self.manager.driver if self.manager is not None else None
+        return [f"{host}:{port}" for host, port in driver.peer_addresses().values()] if driver else []
 
     async def _stop_roles(self) -> None:
         if self._session_task is not None:
@@ -255,9 +263,7 @@ class NodeDaemon:
                 await self._start_roles()
                 await self._join_raft(certificate, trust, list(managers.values()), f"{advertise[0]}:{advertise[1]}")
             else:
-                provision_worker(
-                    self.state_dir, trust, certificate, managers=managers, advertise=f"{advertise[0]}:{advertise[1]}"
-                )
+                provision_worker(self.state_dir, trust, certificate, managers=managers, listen=listen, advertise=advertise)
                 await self._start_roles()
 
     async def _fetch_pinned_roots(self, remote: tuple[str, int], token: JoinToken) -> list[x509.Certificate]:
@@ -314,11 +320,125 @@ class NodeDaemon:
         raise ControlError("the swarm's leader did not add this manager in time", 503)
 
     async def update_node(self, node_id: str, version: int, spec: dict) -> None:
+        """Docker's node update. A demotion takes the manager out of the Raft membership first; the node
+        itself then renews its certificate and stops its manager role when its heartbeat shows the change
+        (a promotion likewise starts one)."""
         control = self.control()
         current = await control.node(node_id)
-        if spec.get("Role", current.data["Spec"]["Role"]) != current.data["Spec"]["Role"]:
-            raise ControlError("changing a node's role (node promote/demote) is not supported yet", 501)
-        await control.update_node(node_id, version, spec)
+        if current.version != version:
+            raise ControlError(
+                f"update out of sequence: node {current.id} is at version {current.version}, not {version}", 409
+            )
+        if current.data["Spec"]["Role"] == "manager" and spec.get("Role") == "worker":
+            if current.id == self.node_id():
+                # Once removed, this manager would never learn that its removal committed: let the leader
+                # (another manager, after a transfer if this one leads) do it.
+                await self._demote_self_through_leader(current.id, version, spec)
+                return
+            await self._remove_manager(control, current.id)
+            current = await control.node(current.id)
+        await control.update_node(current.id, current.version, spec)
+
+    async def _demote_self_through_leader(self, node_id: str, version: int, spec: dict) -> None:
+        assert self.manager is not None and self.manager.driver is not None
+        driver = self.manager.driver
+        others = driver.core.conf_state.voters - {driver.id}
+        if not others:
+            raise ControlError("attempting to demote the last manager of the swarm", 400)
+        if driver.is_leader:
+            await driver.transfer_leadership(max(others))
+        leader = driver.peer_addresses().get(driver.leader_id)
+        if leader is None:
+            raise ControlError("no leader is known to hand the demotion to; retry", 503)
+        trust = x509.load_pem_x509_certificates(self.state_dir.root_ca_cert.read_bytes())
+        _, certificate = self.state_dir.load_certificates()
+        await self._call_as(
+            certificate, trust, [f"{leader[0]}:{leader[1]}"], "node.update", {"node_id": node_id, "version": version, "spec": spec}
+        )
+
+    async def _rpc_node_update(self, identity, params: dict) -> dict:
+        await self.update_node(str(params["node_id"]), int(params["version"]), dict(params["spec"]))
+        return {}
+
+    async def _remove_manager(self, control: ControlApi, node_id: str) -> None:
+        assert self.manager is not None and self.manager.driver is not None
+        driver = self.manager.driver
+        raft_id = raft_id_of(node_id)
+        voters = driver.core.conf_state.voters
+        if raft_id not in voters:
+            return
+        remaining = voters - {raft_id}
+        if not remaining:
+            raise ControlError("attempting to demote the last manager of the swarm", 400)
+        reachable = {
+            raft_id_of(n.id) for n in await control.nodes()
+            if n.data.get("ManagerStatus") and n.data["Status"].get("State") == "ready"
+        } & remaining
+        if len(reachable) < len(remaining) // 2 + 1:
+            raise ControlError(
+                f"can't demote node {node_id}: only {len(reachable)} of the {len(remaining)} managers that would "
+                f"remain are reachable, fewer than the {len(remaining) // 2 + 1} a quorum needs",
+                400,
+            )
+        await driver.remove(raft_id)
+        # If it led, it steps down once the removal commits: wait for its successor before writing more.
+        deadline = asyncio.get_running_loop().time() + JOIN_TIMEOUT
+        while driver.leader_id in (raft_id, 0):
+            if asyncio.get_running_loop().time() > deadline:
+                raise ControlError("no new leader was elected after the demotion; retry", 503)
+            await asyncio.sleep(0.05)
+        await control.set_manager_status(node_id, None)
+
+    def _on_heartbeat(self, answer: dict) -> None:
+        desired = answer.get("role")
+        if desired not in ("manager", "worker") or self._role_change is not None:
+            return
+        if desired != self.state_dir.load_node_state().role:
+            self._role_change = asyncio.create_task(self._change_role(desired, answer.get("managers") or {}))
+            self._role_change.add_done_callback(self._role_changed)
+
+    def _role_changed(self, task: asyncio.Task[None]) -> None:
+        self._role_change = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("could not change this node's role", exc_info=task.exception())
+
+    async def _change_role(self, desired: str, managers: dict[str, str]) -> None:
+        """Become what the swarm says: renew the certificate for the new role, then swap the roles run here."""
+        async with self._busy:
+            state = self.state_dir.load_node_state()
+            trust = x509.load_pem_x509_certificates(self.state_dir.root_ca_cert.read_bytes())
+            _, old = self.state_dir.load_certificates()
+            key = new_node_key()
+            answer = await self._call_as(old, trust, list(managers.values()), "ca.renew", {"csr": node_csr(key).public_bytes(Encoding.PEM)})
+            certificate = NodeCertificate(cert_from_pem(answer["cert"]), key)
+            trust = x509.load_pem_x509_certificates(answer["roots"])
+            listen, advertise = _split(state.listen_addr), _split(state.advertise_addr)
+            await self._stop_roles()
+            shutil.rmtree(self.state_dir.raft, ignore_errors=True)
+            self.state_dir.kek.unlink(missing_ok=True)
+            others = {nid: addr for nid, addr in managers.items() if nid != state.node_id}
+            if desired == "manager":
+                peers = {nid: _split(addr) for nid, addr in others.items()}
+                provision_manager(self.state_dir, trust, certificate, listen=listen, advertise=advertise, join_peers=peers)
+                await self._start_roles()
+                await self._join_raft(certificate, trust, list(others.values()), state.advertise_addr)
+            else:
+                provision_worker(self.state_dir, trust, certificate, managers=others, listen=listen, advertise=advertise)
+                await self._start_roles()
+            log.info("this node is now a %s", desired)
+
+    async def _call_as(self, certificate: NodeCertificate, trust: list[x509.Certificate], managers: list[str], method: str, params: dict) -> dict:
+        context = client_ssl_context(trust[0], certificate)
+        for target in managers:
+            try:
+                client = await RpcClient.connect(*_split(target), context, server_hostname=NodeRole.MANAGER.value)
+            except RpcError:
+                continue
+            try:
+                return await client.call(method, params, timeout=JOIN_TIMEOUT)
+            finally:
+                await client.close()
+        raise ControlError(f"no manager answered {method}", 503)
 
     async def leave_swarm(self, force: bool) -> None:
         async with self._busy:

@@ -20,6 +20,7 @@ from ..api.client import ApiClient, ApiError
 from ..ca.certificates import NodeCertificate, NodeRole, RootCA, new_cluster_id, new_node_id
 from ..errors import RaftswarmError
 from ..raft.transport import raft_id_of
+from .processes import log_tail, spawn, stop_child, wait_for_api
 from .provision import provision_manager
 from .state_dir import StateDir
 
@@ -103,9 +104,7 @@ class LocalCluster:
             "--snapshot-interval", str(self.snapshot_interval),
             *self.extra_args, *extra,
         ]
-        log = open(manager.log_path, "ab")
-        manager.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
+        manager.process = spawn(command, manager.log_path)
 
     def start_all(self) -> None:
         for manager in self.managers:
@@ -123,13 +122,8 @@ class LocalCluster:
             manager.process.wait()
 
     def stop(self, manager: LocalManager, timeout: float = 10.0) -> None:
-        if manager.running():
-            manager.process.terminate()
-            try:
-                manager.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                manager.process.kill()
-                manager.process.wait()
+        if manager.process is not None:
+            stop_child(manager.process, timeout)
 
     def close(self) -> None:
         for manager in self.managers:
@@ -141,21 +135,7 @@ class LocalCluster:
         return ApiClient(str(manager.socket), timeout)
 
     async def wait_ready(self, manager: LocalManager, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not manager.running():
-                raise RaftswarmError(f"{manager.name} exited: {self.log_tail(manager)}")
-            if manager.socket.exists():
-                client = self.client(manager, 2.0)
-                try:
-                    await client.ping()
-                    return
-                except (OSError, ApiError, asyncio.TimeoutError):
-                    pass
-                finally:
-                    await client.close()
-            await asyncio.sleep(0.05)
-        raise RaftswarmError(f"{manager.name} did not answer on {manager.socket}: {self.log_tail(manager)}")
+        await wait_for_api(manager.name, manager.socket, manager.running, manager.log_path, timeout)
 
     async def leader(self, timeout: float = 20.0, among: list[LocalManager] | None = None) -> LocalManager:
         """The manager that a majority of running managers agree leads (waits for one)."""
@@ -194,7 +174,4 @@ class LocalCluster:
         return manager
 
     def log_tail(self, manager: LocalManager, lines: int = 15) -> str:
-        try:
-            return "\n".join(manager.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(manager.log_path, lines)

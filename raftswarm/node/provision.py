@@ -60,7 +60,13 @@ def provision_manager(
 
 
 def provision_worker(
-    state_dir: StateDir, trust: list[x509.Certificate], certificate: NodeCertificate, *, managers: Mapping[str, str], advertise: str
+    state_dir: StateDir,
+    trust: list[x509.Certificate],
+    certificate: NodeCertificate,
+    *,
+    managers: Mapping[str, str],
+    listen: tuple[str, int],
+    advertise: tuple[str, int],
 ) -> None:
     """Lay out a worker's state directory: certificates and whom to reach (never any key of the Raft log)."""
     identity = certificate.identity
@@ -70,8 +76,8 @@ def provision_worker(
             node_id=identity.node_id,
             cluster_id=identity.cluster_id,
             role="worker",
-            listen_addr="",
-            advertise_addr=advertise,
+            listen_addr=f"{listen[0]}:{listen[1]}",  # used if the node is promoted
+            advertise_addr=f"{advertise[0]}:{advertise[1]}",
             join_peers={f"{raft_id_of(nid):x}": addr for nid, addr in managers.items()},
         )
     )

@@ -1,0 +1,803 @@
+"""`SwarmCluster`: `raftswarm cluster up` as a Python API -- a swarm of real `raftswarm-node` processes on this
+machine, formed the way a user forms one: standalone nodes, `swarm init` on the first manager, `swarm join`
+with the swarm's own join tokens on the others, all through the nodes' API sockets.
+
+Network. As root, where network namespaces work, each node runs in a namespace of its own (`rsw-<name>-<n>`)
+with its own hostname and an `eth0` on a private bridge (`rswb-<tag>`), in a /24 that overlaps nothing the
+host routes; the host holds .1 on the bridge, so it reaches every node, and every node listens on its own
+address with the standard ports. Otherwise each node gets its own loopback address (127.0.0.N) with the
+standard ports, and there is no data plane.
+
+Records. Everything lives in one directory per cluster: each node's state dir, log and API socket, and
+`cluster.json`. Every process, namespace and interface is written to `cluster.json` before it is made, so
+`down` -- from this process or, through `SwarmCluster.load`, from another one -- removes all of it, even
+after an `up` that failed or was killed halfway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+from ..api.client import ApiClient, ApiError
+from ..errors import RaftswarmError
+from ..raft.transport import raft_id_of
+from .processes import NodeProcess, NodeStartError, log_tail, spawn, stop_all, wait_for_api
+
+DEFAULT_NAME = "default"
+RECORD_FILE = "cluster.json"
+RECORD_VERSION = 1
+SWARM_PORT = 2377
+
+# Names become file names, namespace names, hostnames and (through `interface_tag`) interface names, so they
+# keep to what is valid in all of them.
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+# Interface names hold at most 15 characters (IFNAMSIZ - 1). The longest is a node's veth,
+# "rswv" + node number (at most 2 digits) + "-" + tag, which leaves 8 for the tag.
+IFNAME_MAX = 15
+TAG_MAX = 8
+MAX_NODES = 99
+# sun_path holds 108 bytes, one of them the terminating NUL.
+SOCKET_PATH_MAX = 107
+
+NETNS = "netns"
+LOOPBACK = "loopback"
+NETWORKS = ("auto", NETNS, LOOPBACK)
+
+# Private /24s for the bridge, tried in order; the first that overlaps no address or route of the host wins.
+# 10.211/16 is far from the low end of 10.0.0.0/8 where swarm's default address pool hands out overlay
+# subnets; 172.30/16 is the fallback (Docker's own bridges, which also live in 172.16/12, show up as routes).
+SUBNET_CANDIDATES = [f"10.211.{x}.0/24" for x in range(256)] + [f"172.30.{x}.0/24" for x in range(256)]
+
+# Waits while the swarm forms. A node's API socket answers within a second or two of its start; joining
+# is bounded by the node's own join timeout (60 s), and the whole `up` by its `timeout` argument.
+API_START_TIMEOUT = 30.0
+POLL_INTERVAL = 0.05
+
+# `ip netns exec` keeps the host's UTS namespace; `unshare --uts` gives the node its own, and this sets the
+# hostname in it before it becomes the node (exec keeps the PID, so the recorded PID is the node's).
+_EXEC_WITH_HOSTNAME = "import os, socket, sys; socket.sethostname(sys.argv[1]); os.execv(sys.argv[2], sys.argv[2:])"
+
+
+class ClusterError(RaftswarmError):
+    """`cluster up/down/...` cannot do what was asked; the message says why and what to do."""
+
+
+class ClusterExists(ClusterError):
+    pass
+
+
+class ClusterNotFound(ClusterError):
+    pass
+
+
+def default_clusters_dir() -> Path:
+    """Where clusters live unless told otherwise (next to the node daemon's own default state dir)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/raftswarm/clusters")
+    return Path.home() / ".local/share/raftswarm/clusters"
+
+
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.fullmatch(name):
+        raise ClusterError(
+            f"invalid cluster name {name!r}: use 1 to 32 lowercase letters, digits and '-', starting with a "
+            "letter or digit"
+        )
+    return name
+
+
+def interface_tag(name: str) -> str:
+    """The part of the cluster's interface names that says which cluster they belong to: the name itself
+    when it fits, else its first letters and a digest of the whole name."""
+    if len(name) <= TAG_MAX:
+        return name
+    return name[:3] + hashlib.sha256(name.encode()).hexdigest()[: TAG_MAX - 3]
+
+
+# -- the `ip` command -------------------------------------------------------------------------------------
+
+
+def _ip(*args: str) -> str:
+    try:
+        result = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise ClusterError("the `ip` command (iproute2) is not installed") from None
+    if result.returncode != 0:
+        raise ClusterError(
+            f"`ip {' '.join(args)}` failed: {result.stderr.strip() or f'exit status {result.returncode}'}"
+        )
+    return result.stdout
+
+
+def network_namespaces() -> set[str]:
+    return {line.split()[0] for line in _ip("netns", "list").splitlines() if line.strip()}
+
+
+def links() -> set[str]:
+    return {link["ifname"] for link in json.loads(_ip("-j", "link", "show") or "[]")}
+
+
+def netns_unavailable_reason() -> str | None:
+    """Why this process cannot give nodes network namespaces, or None if it can."""
+    if os.geteuid() != 0:
+        return "not running as root"
+    if shutil.which("ip") is None:
+        return "the `ip` command (iproute2) is not installed"
+    probe = f"rsw-probe-{os.getpid()}"
+    try:
+        _ip("netns", "add", probe)
+    except ClusterError as exc:
+        return str(exc)
+    _ip("netns", "delete", probe)
+    return None
+
+
+def host_networks() -> list[ipaddress.IPv4Network]:
+    """Every IPv4 network the host has an address in or a route to (the default route aside)."""
+    networks = []
+    for iface in json.loads(_ip("-j", "addr", "show") or "[]"):
+        for info in iface.get("addr_info", []):
+            if info.get("family") == "inet":
+                networks.append(ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}").network)
+    for route in json.loads(_ip("-j", "-4", "route", "show", "table", "all") or "[]"):
+        dst = route.get("dst", "default")
+        if dst != "default":
+            networks.append(ipaddress.ip_network(dst, strict=False))
+    return networks
+
+
+def choose_subnet(taken: Sequence[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    for candidate in map(ipaddress.IPv4Network, SUBNET_CANDIDATES):
+        if not any(candidate.overlaps(network) for network in taken):
+            return candidate
+    raise ClusterError("every candidate subnet (10.211.0.0/16, 172.30.0.0/16) overlaps a network of this host")
+
+
+def _port_free(ip: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the node binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
+def bridge_netfilter_hint() -> str:
+    """Bridged traffic that goes through iptables may be dropped by a FORWARD policy (Docker sets one)."""
+    try:
+        if Path("/proc/sys/net/bridge/bridge-nf-call-iptables").read_text().strip() == "1":
+            return (
+                "\nnote: bridged traffic passes through iptables on this host (net.bridge.bridge-nf-call-iptables=1); "
+                "if the FORWARD chain drops it, as on a host running Docker, use `--network loopback`"
+            )
+    except OSError:
+        pass
+    return ""
+
+
+# -- the cluster ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClusterNode:
+    """One node of the cluster: `manager1`, ..., `worker1`, ...; `number` counts from 1 across both."""
+
+    name: str
+    role: str
+    number: int
+    addr: str
+    directory: Path
+    namespace: str | None = None
+    hostname: str | None = None
+    node_id: str = ""
+    argv: list[str] = field(default_factory=list)
+    process: NodeProcess | None = None
+
+    @property
+    def ip(self) -> str:
+        return self.addr.rpartition(":")[0]
+
+    @property
+    def state_dir(self) -> Path:
+        return self.directory / "state"
+
+    @property
+    def socket(self) -> Path:
+        return self.directory / "api.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "node.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def raft_id(self) -> int | None:
+        return raft_id_of(self.node_id) if self.node_id else None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.running()
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "number": self.number,
+            "addr": self.addr,
+            "namespace": self.namespace,
+            "hostname": self.hostname,
+            "node_id": self.node_id,
+            "argv": self.argv,
+            "pid": self.process.pid if self.process else None,
+            "start_time": self.process.start_time if self.process else None,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], cluster_dir: Path) -> ClusterNode:
+        process = NodeProcess(record["pid"], record["start_time"]) if record.get("pid") else None
+        return cls(
+            record["name"],
+            record["role"],
+            record["number"],
+            record["addr"],
+            cluster_dir / record["name"],
+            record.get("namespace"),
+            record.get("hostname"),
+            record.get("node_id", ""),
+            record.get("argv", []),
+            process,
+        )
+
+
+@dataclass
+class ManagerState:
+    """A manager as `cluster status` shows it. `lag`: committed entries it does not have yet, by the
+    leader's account (so it is known for a manager that is down, too)."""
+
+    node: ClusterNode
+    raft_role: str | None = None
+    term: int | None = None
+    commit: int | None = None
+    applied: int | None = None
+    lag: int | None = None
+    error: str = ""
+
+
+@dataclass
+class WorkerState:
+    node: ClusterNode
+    state: str | None = None
+    availability: str | None = None
+    error: str = ""
+
+
+@dataclass
+class ClusterStatus:
+    managers: list[ManagerState]
+    workers: list[WorkerState]
+    leader: ClusterNode | None
+
+
+@dataclass
+class SwarmCluster:
+    name: str
+    directory: Path
+    network: str
+    nodes: list[ClusterNode] = field(default_factory=list)
+    subnet: str | None = None
+    bridge: str | None = None
+    resources: list[dict[str, str]] = field(default_factory=list)
+    state: str = "creating"
+    created: str = ""
+    up_seconds: float | None = None
+    note: str = ""
+
+    # -- making one ------------------------------------------------------------------------------------
+
+    @classmethod
+    async def up(
+        cls,
+        name: str = DEFAULT_NAME,
+        managers: int = 3,
+        workers: int = 2,
+        base_dir: Path | str | None = None,
+        network: str = "auto",
+        heartbeat_period: float | None = None,
+        node_args: Mapping[str, Sequence[str]] | None = None,
+        keep_on_failure: bool = False,
+        timeout: float = 120.0,
+    ) -> SwarmCluster:
+        """Start a swarm of `managers` + `workers` nodes and wait until every node is Ready.
+
+        `network`: "netns" (root: a namespace per node), "loopback" (127.0.0.N per node) or "auto" (netns
+        where possible; the reason it was not is in `.note`). `node_args` adds arguments to named nodes'
+        command lines. If anything fails, everything made so far is removed, unless `keep_on_failure`
+        (then `down()` removes it). Refuses a name that already exists under `base_dir`.
+        """
+        check_name(name)
+        if network not in NETWORKS:
+            raise ClusterError(f"unknown network {network!r}: use one of {', '.join(NETWORKS)}")
+        if managers < 1:
+            raise ClusterError("a swarm needs at least one manager")
+        if workers < 0 or managers + workers > MAX_NODES:
+            raise ClusterError(f"a local cluster holds 1 to {MAX_NODES} nodes")
+        base = Path(base_dir) if base_dir is not None else default_clusters_dir()
+        base.mkdir(parents=True, exist_ok=True)
+        directory = base / name
+        socket_path = directory / f"manager{managers}" / "api.sock"
+        if len(str(socket_path).encode()) > SOCKET_PATH_MAX:
+            raise ClusterError(
+                f"the API socket path {socket_path} is longer than a unix socket address can hold "
+                f"({SOCKET_PATH_MAX} bytes); use a shorter clusters directory"
+            )
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            raise ClusterExists(
+                f"a cluster named {name!r} already exists in {base}; remove it with "
+                f"`raftswarm cluster down --name {name}`, or choose another name with --name"
+            ) from None
+        started = time.monotonic()
+        cluster = cls(name, directory, LOOPBACK, created=datetime.now(UTC).isoformat(timespec="seconds"))
+        cluster.save()
+        try:
+            others = [c for c in cls.existing(base) if c.name != name]
+            await cluster._create(managers, workers, network, others, heartbeat_period, node_args or {}, timeout)
+        except BaseException as failure:
+            if keep_on_failure:
+                cluster.state = "failed"
+                cluster.save()
+            else:
+                try:
+                    cluster.down()
+                except ClusterError as cleanup:
+                    failure.add_note(str(cleanup))
+            raise
+        cluster.state = "up"
+        cluster.up_seconds = round(time.monotonic() - started, 2)
+        cluster.save()
+        return cluster
+
+    async def _create(
+        self,
+        managers: int,
+        workers: int,
+        network: str,
+        others: list[SwarmCluster],
+        heartbeat_period: float | None,
+        node_args: Mapping[str, Sequence[str]],
+        timeout: float,
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        names = [f"manager{i}" for i in range(1, managers + 1)] + [f"worker{i}" for i in range(1, workers + 1)]
+        unknown = set(node_args) - set(names)
+        if unknown:
+            raise ClusterError(f"node_args names nodes this cluster does not have: {', '.join(sorted(unknown))}")
+        if network != LOOPBACK:
+            reason = netns_unavailable_reason()
+            if reason is None:
+                self.network = NETNS
+            elif network == NETNS:
+                raise ClusterError(f"cannot give nodes network namespaces: {reason}")
+            else:
+                self.note = (
+                    f"network namespaces are not available ({reason}): nodes use loopback addresses, no data plane"
+                )
+        if self.network == NETNS:
+            taken = host_networks() + [ipaddress.IPv4Network(c.subnet) for c in others if c.subnet]
+            subnet = choose_subnet(taken)
+            self.subnet = str(subnet)
+            hosts = list(subnet.hosts())
+            addresses = [str(ip) for ip in hosts[1 : len(names) + 1]]  # .1 is the host's, on the bridge
+        else:
+            taken_ips = {n.ip for c in others for n in c.nodes}
+            addresses = _loopback_addresses(len(names), taken_ips)
+        for number, (node_name, ip) in enumerate(zip(names, addresses, strict=True), start=1):
+            node = ClusterNode(
+                node_name,
+                "manager" if node_name.startswith("manager") else "worker",
+                number,
+                f"{ip}:{SWARM_PORT}",
+                self.directory / node_name,
+            )
+            if self.network == NETNS:
+                node.namespace = f"rsw-{self.name}-{number}"
+                if shutil.which("unshare"):
+                    node.hostname = f"{self.name}-{node_name}"
+            node.argv = self._node_argv(node, heartbeat_period, node_args.get(node_name, ()))
+            self.nodes.append(node)
+        self.save()
+        if self.network == NETNS:
+            self._create_network(subnet)
+        for node in self.nodes:
+            node.directory.mkdir()
+            self.start(node)
+        await _concurrently(self.wait_ready(node, min(API_START_TIMEOUT, _left(deadline))) for node in self.nodes)
+        await self._form_swarm(deadline)
+        await self._wait_until_all_ready(deadline)
+
+    def _node_argv(self, node: ClusterNode, heartbeat_period: float | None, extra: Sequence[str]) -> list[str]:
+        argv = [
+            sys.executable,
+            "-m",
+            "raftswarm.node",
+            "--state-dir",
+            str(node.state_dir),
+            "--listen-addr",
+            node.addr,
+            "--advertise-addr",
+            node.addr,
+            "--socket",
+            str(node.socket),
+        ]
+        if heartbeat_period is not None:
+            argv += ["--heartbeat-period", str(heartbeat_period)]
+        argv += list(extra)
+        if node.namespace:
+            prefix = ["ip", "netns", "exec", node.namespace]
+            if node.hostname:
+                prefix += ["unshare", "--uts", sys.executable, "-c", _EXEC_WITH_HOSTNAME, node.hostname]
+            argv = prefix + argv
+        return argv
+
+    def _create_network(self, subnet: ipaddress.IPv4Network) -> None:
+        """The bridge with the host's address, then per node: namespace, veth pair with `eth0` inside."""
+        tag = interface_tag(self.name)
+        self.bridge = f"rswb-{tag}"
+        gateway = f"{next(subnet.hosts())}/{subnet.prefixlen}"
+        existing_links, existing_namespaces = links(), network_namespaces()
+        self._make("bridge", self.bridge, existing_links)
+        _ip("link", "add", self.bridge, "type", "bridge")
+        _ip("addr", "add", gateway, "dev", self.bridge)
+        _ip("link", "set", self.bridge, "up")
+        for node in self.nodes:
+            assert node.namespace is not None
+            veth = f"rswv{node.number}-{tag}"
+            self._make("netns", node.namespace, existing_namespaces)
+            _ip("netns", "add", node.namespace)
+            self._make("veth", veth, existing_links)
+            _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", node.namespace)
+            _ip("link", "set", veth, "master", self.bridge, "up")
+            _ip("-n", node.namespace, "addr", "add", f"{node.ip}/{subnet.prefixlen}", "dev", "eth0")
+            _ip("-n", node.namespace, "link", "set", "eth0", "up")
+            _ip("-n", node.namespace, "link", "set", "lo", "up")
+
+    def _make(self, kind: str, name: str, existing: set[str]) -> None:
+        """Record a resource before making it, refusing one that exists already (it is someone else's)."""
+        if name in existing:
+            raise ClusterError(
+                f"the {kind} {name} already exists: it belongs to another cluster named {self.name!r} (in another "
+                "clusters directory?) or to something else; remove that first, or choose another name"
+            )
+        self.resources.append({"kind": kind, "name": name})
+        self.save()
+
+    async def _form_swarm(self, deadline: float) -> None:
+        """`swarm init` on the first manager, then `swarm join` on every other node with the real tokens.
+        Managers join one at a time (each is a Raft membership change); workers join meanwhile."""
+        first, *rest = self.nodes
+        async with self.client(first, _left(deadline)) as api:
+            first.node_id = await api.swarm_init({"ListenAddr": first.addr, "AdvertiseAddr": first.addr})
+            tokens = (await api.swarm_inspect())["JoinTokens"]
+        self.save()
+
+        async def join(node: ClusterNode) -> None:
+            request = {
+                "ListenAddr": node.addr,
+                "AdvertiseAddr": node.addr,
+                "RemoteAddrs": [first.addr],
+                "JoinToken": tokens["Manager" if node.role == "manager" else "Worker"],
+            }
+            try:
+                async with self.client(node, _left(deadline)) as api:
+                    await api.swarm_join(request)
+                    node.node_id = (await api.info())["Swarm"]["NodeID"]
+            except (ApiError, OSError, TimeoutError) as exc:
+                hint = bridge_netfilter_hint() if self.network == NETNS else ""
+                raise ClusterError(
+                    f"{node.name} could not join the swarm at {first.addr}: {exc or type(exc).__name__}\n"
+                    f"{node.name}'s log:\n{log_tail(node.log_path)}{hint}"
+                ) from None
+            self.save()
+
+        async def join_managers() -> None:
+            for node in rest:
+                if node.role == "manager":
+                    await join(node)
+
+        await _concurrently([join_managers(), *(join(node) for node in rest if node.role == "worker")])
+
+    async def _wait_until_all_ready(self, deadline: float) -> None:
+        """Until `node ls` on the first manager shows every node Ready, each manager reachable, one leader."""
+        first = self.nodes[0]
+        wanted = {node.node_id for node in self.nodes}
+        seen: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            try:
+                async with self.client(first, 5.0) as api:
+                    seen = await api.node_list()
+            except (ApiError, OSError, TimeoutError):
+                seen = []
+            if _swarm_ready(seen, wanted):
+                return
+            await asyncio.sleep(POLL_INTERVAL)
+        shown = {n["ID"]: n for n in seen}
+        late = [n for n in self.nodes if n.node_id not in shown or not _node_ready(shown[n.node_id])] or self.managers
+        raise ClusterError(
+            f"the swarm was not ready in time (not Ready, or no leader): {', '.join(n.name for n in late)}\n"
+            + "\n".join(f"{n.name}'s log:\n{log_tail(n.log_path)}" for n in late)
+        )
+
+    # -- finding one again -----------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, name: str = DEFAULT_NAME, base_dir: Path | str | None = None) -> SwarmCluster:
+        """The cluster as recorded in its `cluster.json` (by this process or another)."""
+        check_name(name)
+        base = Path(base_dir) if base_dir is not None else default_clusters_dir()
+        directory = base / name
+        try:
+            record = json.loads((directory / RECORD_FILE).read_text())
+        except FileNotFoundError:
+            if directory.is_dir():
+                # `up` died between making the directory and writing the record: there is nothing else.
+                return cls(name, directory, LOOPBACK, state="failed")
+            raise ClusterNotFound(f"there is no cluster named {name!r} in {base}") from None
+        except (OSError, ValueError) as exc:
+            raise ClusterError(f"cannot read {directory / RECORD_FILE}: {exc}") from None
+        return cls(
+            record["name"],
+            directory,
+            record["network"],
+            [ClusterNode.from_record(n, directory) for n in record["nodes"]],
+            record.get("subnet"),
+            record.get("bridge"),
+            record.get("resources", []),
+            record.get("state", "up"),
+            record.get("created", ""),
+            record.get("up_seconds"),
+            record.get("note", ""),
+        )
+
+    @classmethod
+    def existing(cls, base_dir: Path | str | None = None) -> list[SwarmCluster]:
+        """Every cluster recorded under `base_dir`, by name."""
+        base = Path(base_dir) if base_dir is not None else default_clusters_dir()
+        if not base.is_dir():
+            return []
+        found = []
+        for directory in sorted(base.iterdir()):
+            if directory.is_dir() and NAME_PATTERN.fullmatch(directory.name):
+                try:
+                    found.append(cls.load(directory.name, base))
+                except ClusterError:
+                    continue  # unreadable record: `cluster down --name` on it says why
+        return found
+
+    def save(self) -> None:
+        """Write `cluster.json` atomically (a reader never sees half a record)."""
+        record = {
+            "version": RECORD_VERSION,
+            "name": self.name,
+            "network": self.network,
+            "subnet": self.subnet,
+            "bridge": self.bridge,
+            "state": self.state,
+            "created": self.created,
+            "up_seconds": self.up_seconds,
+            "note": self.note,
+            "resources": self.resources,
+            "nodes": [node.record() for node in self.nodes],
+        }
+        staging = self.directory / (RECORD_FILE + ".tmp")
+        staging.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(staging, self.directory / RECORD_FILE)
+
+    # -- its nodes -------------------------------------------------------------------------------------
+
+    @property
+    def managers(self) -> list[ClusterNode]:
+        return [node for node in self.nodes if node.role == "manager"]
+
+    @property
+    def workers(self) -> list[ClusterNode]:
+        return [node for node in self.nodes if node.role == "worker"]
+
+    def node(self, name: str) -> ClusterNode:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise ClusterError(f"cluster {self.name!r} has no node {name!r}")
+
+    def client(self, node: ClusterNode, timeout: float = 30.0) -> ApiClient:
+        return ApiClient(str(node.socket), timeout)
+
+    def start(self, node: ClusterNode) -> None:
+        """Start the node's process (it comes back in the role its state dir records)."""
+        if node.running():
+            return
+        node.process = NodeProcess.started(spawn(node.argv, node.log_path, detach=True))
+        self.save()
+
+    async def wait_ready(self, node: ClusterNode, timeout: float = API_START_TIMEOUT) -> None:
+        """Until the node's API socket answers."""
+        try:
+            await wait_for_api(node.name, node.socket, node.running, node.log_path, timeout)
+        except NodeStartError as exc:
+            raise ClusterError(str(exc)) from None
+
+    def stop(self, node: ClusterNode) -> None:
+        """SIGTERM (a clean shutdown), SIGKILL after the grace period."""
+        if node.process is not None:
+            stop_all([node.process])
+
+    def kill(self, node: ClusterNode) -> None:
+        """kill -9: no clean shutdown, nothing flushed that was not already fsynced."""
+        if node.process is not None:
+            node.process.kill()
+
+    async def restart(self, node: ClusterNode) -> None:
+        """Stop the node cleanly if it runs, start it again and wait until its API answers."""
+        await asyncio.to_thread(self.stop, node)
+        self.start(node)
+        await self.wait_ready(node)
+
+    def log_tail(self, node: ClusterNode, lines: int = 15) -> str:
+        return log_tail(node.log_path, lines)
+
+    async def status(self) -> ClusterStatus:
+        """Each manager's Raft state (from its own /raftswarm/raft) and each worker's node state (from /nodes
+        on a manager that answers, the leader if it does)."""
+
+        async def raft(node: ClusterNode) -> tuple[ClusterNode, dict[str, Any] | str]:
+            if not node.running():
+                return node, "not running"
+            try:
+                async with self.client(node, 3.0) as api:
+                    return node, await api.raft_status()
+            except (ApiError, OSError, TimeoutError) as exc:
+                return node, str(exc) or type(exc).__name__
+
+        answers = await asyncio.gather(*(raft(m) for m in self.managers))
+        statuses = {node.name: answer for node, answer in answers if isinstance(answer, dict)}
+        leaders = [s for s in statuses.values() if s["role"] == "leader"]
+        leader_status = max(leaders, key=lambda s: s["term"]) if leaders else None
+        leader = next((m for m in self.managers if statuses.get(m.name) is leader_status), None)
+        managers = []
+        for node, answer in answers:
+            state = ManagerState(node)
+            if isinstance(answer, dict):
+                state.raft_role, state.term = answer["role"], answer["term"]
+                state.commit, state.applied = answer["commit"], answer["applied"]
+            else:
+                state.error = answer
+            if leader_status is not None and node.raft_id is not None:
+                match = leader_status["progress"].get(str(node.raft_id))
+                if match is not None:
+                    state.lag = max(0, leader_status["commit"] - match[0])
+            managers.append(state)
+        nodes_by_id: dict[str, dict[str, Any]] = {}
+        error = "no manager answered"
+        for manager in ([leader] if leader else []) + [m for m in self.managers if m.name in statuses]:
+            try:
+                async with self.client(manager, 3.0) as api:
+                    nodes_by_id = {n["ID"]: n for n in await api.node_list()}
+                break
+            except (ApiError, OSError, TimeoutError) as exc:
+                error = str(exc) or type(exc).__name__
+        workers = []
+        for node in self.workers:
+            found = nodes_by_id.get(node.node_id)
+            if found is None:
+                workers.append(WorkerState(node, error=error if not nodes_by_id else "not in the swarm"))
+            else:
+                workers.append(WorkerState(node, found["Status"]["State"], found["Spec"].get("Availability")))
+        return ClusterStatus(managers, workers, leader)
+
+    # -- removing it -----------------------------------------------------------------------------------
+
+    def down(self, keep_state: bool = False) -> None:
+        """End every process by PID, remove every namespace and interface, then the directory (unless
+        `keep_state`). What could not be removed stays recorded, and the error lists it; `down` again retries."""
+        failures = []
+        stuck = stop_all([node.process for node in self.nodes if node.process is not None])
+        for node in self.nodes:
+            if node.process is not None and node.process in stuck:
+                failures.append(f"{node.name} (PID {node.pid}) did not exit after SIGKILL")
+            else:
+                node.process = None
+        remaining = []
+        if self.resources:
+            existing_links, existing_namespaces = links(), network_namespaces()
+            for resource in reversed(self.resources):
+                try:
+                    _remove(resource, existing_links, existing_namespaces)
+                except ClusterError as exc:
+                    failures.append(str(exc))
+                    remaining.insert(0, resource)
+        self.resources = remaining
+        self.state = "down"
+        if failures or keep_state:
+            self.save()
+        if failures:
+            raise ClusterError(
+                f"cluster {self.name!r} is not completely down:\n"
+                + "\n".join(failures)
+                + f"\nwhat remains is recorded in {self.directory / RECORD_FILE}; `raftswarm cluster down` retries"
+            )
+        if not keep_state:
+            shutil.rmtree(self.directory)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+
+def _remove(resource: dict[str, str], existing_links: set[str], existing_namespaces: set[str]) -> None:
+    kind, name = resource["kind"], resource["name"]
+    if kind in ("veth", "bridge"):
+        if name in existing_links:
+            _ip("link", "delete", name)  # a veth's peer in the namespace goes with it
+    elif kind == "netns":
+        if name in existing_namespaces:
+            _ip("netns", "delete", name)
+    else:
+        raise ClusterError(f"{RECORD_FILE} lists a {kind} {name!r} that this version of raftswarm cannot remove")
+
+
+def _loopback_addresses(count: int, taken: set[str]) -> list[str]:
+    """127.0.0.2, .3, ...: skipping those other clusters recorded and those where something holds port 2377."""
+    found = []
+    for host in range(2, 255):
+        ip = f"127.0.0.{host}"
+        if ip not in taken and _port_free(ip, SWARM_PORT):
+            found.append(ip)
+            if len(found) == count:
+                return found
+    raise ClusterError(f"fewer than {count} loopback addresses 127.0.0.N have port {SWARM_PORT} free")
+
+
+def _node_ready(node: dict[str, Any]) -> bool:
+    manager = node.get("ManagerStatus")
+    return node["Status"]["State"] == "ready" and (not manager or manager.get("Reachability") == "reachable")
+
+
+def _swarm_ready(nodes: list[dict[str, Any]], wanted: set[str]) -> bool:
+    """Exactly the wanted nodes, every one Ready (and reachable, for managers), and one leader."""
+    leaders = sum(bool((n.get("ManagerStatus") or {}).get("Leader")) for n in nodes)
+    return {n["ID"] for n in nodes} == wanted and all(map(_node_ready, nodes)) and leaders == 1
+
+
+async def _concurrently(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run them in a task group; the first failure cancels the others and is raised as itself (the others
+    are usually its echoes)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coroutine in coroutines:
+                group.create_task(coroutine)
+    except BaseExceptionGroup as failures:
+        raise failures.exceptions[0] from None
+
+
+def _left(deadline: float) -> float:
+    return max(0.1, deadline - time.monotonic())
