@@ -15,6 +15,8 @@ from raftswarm.api.client import ApiError
 from raftswarm.ca.certificates import NodeRole, RootCA, client_ssl_context
 from raftswarm.node.localcluster import LocalCluster, LocalManager
 from raftswarm.node.state_dir import StateDir
+from raftswarm.raft.messages import Entry, EntryType
+from raftswarm.raft.storage import RaftStorage
 from raftswarm.raft.transport import PREAMBLE_RAFT
 
 pytestmark = pytest.mark.slow
@@ -186,11 +188,16 @@ async def test_a_flipped_byte_mid_wal_stops_the_node_and_a_torn_tail_is_repaired
         await put(cluster, cluster.managers[0], f"k{i}", i)
     victim = cluster.managers[2]
     cluster.stop(victim)
-    segments = sorted((victim.state_dir / "raft").rglob("*.wal"))
-    last = segments[-1]
-    original = last.read_bytes()
-
-    last.write_bytes(original[:-7])  # a crash mid-write: the last record is cut short
+    # A crash mid-write: this node starts appending an entry it never got to acknowledge, and only part of
+    # the record reaches the disk. (Cutting an older record would destroy an entry it had acknowledged,
+    # which only corruption, not a crash, can do.)
+    state_dir = StateDir(victim.state_dir)
+    with RaftStorage.open(state_dir.raft, state_dir.load_kek()) as storage:
+        persisted = storage.load()
+        last_entry = persisted.entries[-1]
+        storage.save(None, [Entry(last_entry.index + 1, last_entry.term, EntryType.NORMAL, b"x" * 64)], None)
+    last = sorted((victim.state_dir / "raft").rglob("*.wal"))[-1]
+    last.write_bytes(last.read_bytes()[:-7])
     cluster.start(victim)
     await cluster.wait_ready(victim)
     await put(cluster, cluster.managers[0], "after-repair", 1)

@@ -165,24 +165,28 @@ class RaftCore:
 
     @staticmethod
     def force_new_cluster(persisted: PersistedState, node_id: int) -> tuple[PersistedState, list[Entry]]:
-        """Recover from lost quorum on a surviving voter (`--force-new-cluster`): keep every committed
-        entry, drop the uncommitted tail, and commit membership changes that remove every other member, so
-        this node alone is a quorum. Returns the new state and the entries to append (after truncating the
-        persisted log at their first index)."""
+        """Recover from lost quorum on a surviving voter (`--force-new-cluster`): commit membership changes
+        that remove every other member, so this node alone is a quorum. Returns the new state and the
+        entries to append after the persisted log.
+
+        Every entry this node holds is kept, and becomes committed. The persisted commit index may lag the
+        cluster's (it is not synced on its own, see raft.driver), so dropping the tail after it, as etcd
+        does, could drop writes that were acknowledged; keeping it can at worst keep a write whose client
+        was told its outcome is unknown."""
         probe = RaftCore(RaftConfig(node_id), persisted, random.Random(0))
+        probe.log.commit_to(probe.last_index)
+        probe._apply_conf_changes_up_to(probe.last_index)
         conf = probe.conf_state
         if node_id not in conf.voters:
             raise ProposalDropped(f"node {node_id} is not a voting member; only a manager can force a new cluster")
-        last = probe.commit_index
-        term = probe.term_at(last) or 0
-        term = max(term, persisted.hard_state.term)
+        last = probe.last_index
+        term = max(probe.term_at(last) or 0, persisted.hard_state.term)
         removals = [
             Entry(last + i, term, EntryType.CONF_CHANGE, ConfChange(ConfChangeType.REMOVE, other).encode())
             for i, other in enumerate(sorted(conf.members() - {node_id}), start=1)
         ]
-        kept = [e for e in persisted.entries if e.index <= last]
         commit = removals[-1].index if removals else last
-        state = PersistedState(HardState(term, NONE, commit), persisted.snapshot, kept + removals)
+        state = PersistedState(HardState(term, NONE, commit), persisted.snapshot, list(persisted.entries) + removals)
         return state, removals
 
     # -- read-only views -------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from .messages import (
     EntryType,
     HardState,
     Message,
+    MessageType,
     PersistedState,
     Ready,
     ReadState,
@@ -47,6 +48,19 @@ from .messages import (
 log = logging.getLogger(__name__)
 
 _TAG = struct.Struct(">QQ")
+
+_SENDABLE_BEFORE_PERSIST = frozenset(
+    {
+        MessageType.APPEND,
+        MessageType.HEARTBEAT,
+        MessageType.SNAPSHOT,
+        MessageType.TIMEOUT_NOW,
+        MessageType.READ_INDEX_RESP,
+        MessageType.PROPOSE,
+        MessageType.READ_INDEX,
+    }
+)
+"""Messages that claim nothing about what the sender has on disk (see RaftDriver._may_send_before_persisting)."""
 
 
 class StateMachine(Protocol):
@@ -168,6 +182,8 @@ class RaftDriver:
         self._applied = self.core.applied_index
 
         self._batches: deque[_Batch] = deque([_Batch()])
+        self._persisted_hard_state = persisted.hard_state
+        self._carried_commit: HardState | None = None
         self._wakeup = asyncio.Event()
         self._proposal_seq = 0
         self._proposals: dict[int, asyncio.Future[Any]] = {}
@@ -406,9 +422,15 @@ class RaftDriver:
                 await self._flush(batch)
 
     async def _flush(self, batch: _Batch) -> None:
-        if batch.needs_persisting():
-            await asyncio.to_thread(self._storage.save, batch.hard_state, batch.entries, batch.snapshot)
-        if batch.messages:
+        send_early = self._may_send_before_persisting(batch)
+        if send_early and batch.messages:
+            self._transport.send(batch.messages)
+        if self._must_sync(batch):
+            hard_state = batch.hard_state or self._carried_commit
+            await asyncio.to_thread(self._storage.save, hard_state, batch.entries, batch.snapshot)
+            self._persisted_hard_state = hard_state or self._persisted_hard_state
+            self._carried_commit = None
+        if batch.messages and not send_early:
             self._transport.send(batch.messages)
         if batch.snapshot is not None:
             self._restore_snapshot(batch.snapshot)
@@ -427,6 +449,35 @@ class RaftDriver:
                 future.set_exception(ProposalDropped("no leader could confirm this read; retry"))
         self._release_reads()
         await self._maybe_snapshot()
+
+    def _must_sync(self, batch: _Batch) -> bool:
+        """Persist only what Raft needs durable: entries, snapshots, term and vote (etcd's MustSync). A moved
+        commit index alone is volatile state (Raft paper, Figure 2): it rides along with the next save."""
+        if batch.entries or batch.snapshot is not None:
+            return True
+        hard_state, persisted = batch.hard_state, self._persisted_hard_state
+        if hard_state is None:
+            return False
+        if (hard_state.term, hard_state.vote) != (persisted.term, persisted.vote):
+            return True
+        batch.hard_state = None
+        self._carried_commit = hard_state
+        return False
+
+    def _may_send_before_persisting(self, batch: _Batch) -> bool:
+        """A leader may send its APPENDs while its own copy is still being written (Raft thesis §10.2.1).
+        It is safe here because whatever depends on the leader's copy being durable -- applying, answering
+        clients, announcing the commit index -- happens only in later batches, which the flusher handles
+        after this one's write returns. Replies that promise durability (votes, acks) always wait."""
+        hard_state = batch.hard_state
+        if batch.snapshot is not None:
+            return False
+        if hard_state is not None and (hard_state.term, hard_state.vote) != (
+            self._persisted_hard_state.term,
+            self._persisted_hard_state.vote,
+        ):
+            return False
+        return all(m.type in _SENDABLE_BEFORE_PERSIST for m in batch.messages)
 
     def _release_reads(self) -> None:
         waiting = []

@@ -1,0 +1,25 @@
+"""`python -m bench <benchmark> [options]`: each benchmark is a module with `main(argv) -> int`.
+
+Modules are imported only when chosen, so one benchmark's extra dependencies never stop another.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "raft": ("bench.raft", "Raft write latency and throughput, raftswarm against pysyncobj"),
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in BENCHMARKS:
+        usage = "\n".join(f"  {name:10} {summary}" for name, (_, summary) in BENCHMARKS.items())
+        print(f"usage: python -m bench <benchmark> [--help | options]\n\nbenchmarks:\n{usage}", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module_name, _ = BENCHMARKS[argv[0]]
+    return importlib.import_module(module_name).main(argv[1:])
+
+
+raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,125 @@
+"""One raftswarm manager of the benchmark cluster: `python -m bench.raft_member --state-dir D --port P ...`.
+
+It runs the real manager code path -- `Manager` with Raft over mutual TLS 1.3, the AES-GCM encrypted WAL
+with an fdatasync per group commit, and the replicated store -- from a state directory the parent laid out.
+The member that the first elected leader turns out to be runs the workloads in-process, writing through
+`ReplicatedStore.transact` as the control loops will, and reports on stdout (see `bench.workload`); the
+others only serve. Every member runs until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from raftswarm.errors import RaftswarmError
+from raftswarm.node.manager import Manager, ManagerConfig
+from raftswarm.node.state_dir import StateDir
+from raftswarm.raft.messages import NONE
+from raftswarm.store.state import put
+from raftswarm.store.store import ReplicatedStore
+
+from .workload import PAYLOAD_BYTES, WRITE_TIMEOUT, Measurement, WorkloadPlan, emit, key_of
+
+SYSTEM = "raftswarm"
+KIND = "bench"
+
+LEADER_POLL = 0.01
+"""Seconds between looks at who leads while the cluster elects its first leader."""
+
+
+async def serve(state_dir: Path, port: int, plan: WorkloadPlan) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    directory = StateDir(state_dir)
+    manager = Manager(directory, ManagerConfig("127.0.0.1", port), directory.load_kek())
+    await manager.start()
+    try:
+        driver = manager.driver
+        while driver.leader_id == NONE and not stop.is_set():
+            await asyncio.sleep(LEADER_POLL)
+        if driver.is_leader:
+            try:
+                for measurement in await run_workloads(manager.store, plan):
+                    emit(measurement.record())
+                emit({"done": True})
+            except* RaftswarmError as failed:  # a failed write makes the run invalid: say why, let the parent stop
+                first = failed.exceptions[0]  # the pipelined writers all fail alike; one says why
+                emit({"error": f"{type(first).__name__}: {first}"})
+        await stop.wait()
+    finally:
+        await manager.close()
+
+
+async def run_workloads(store: ReplicatedStore, plan: WorkloadPlan) -> list[Measurement]:
+    value = os.urandom(PAYLOAD_BYTES)
+    await sequential(store, "warmup", plan.warmup, value, plan.max_seconds)
+    return [
+        await sequential(store, "sequential", plan.writes, value, plan.max_seconds),
+        await pipelined(store, plan.pipelined_writes, plan.in_flight, value, plan.max_seconds),
+    ]
+
+
+async def sequential(
+    store: ReplicatedStore, scenario: str, writes: int, value: bytes, max_seconds: float
+) -> Measurement:
+    latencies = []
+    start = time.perf_counter()
+    deadline = start + max_seconds
+    for i in range(writes):
+        issued = time.perf_counter()
+        await store.transact([put(KIND, key_of(scenario, i), value)], WRITE_TIMEOUT)
+        committed = time.perf_counter()
+        latencies.append(committed - issued)
+        if committed > deadline:
+            break
+    return Measurement(SYSTEM, scenario, latencies, time.perf_counter() - start, 1)
+
+
+async def pipelined(
+    store: ReplicatedStore, writes: int, in_flight: int, value: bytes, max_seconds: float
+) -> Measurement:
+    """`in_flight` writers share one sequence of writes, so exactly that many are outstanding until the end."""
+    latencies = []
+    indexes = iter(range(writes))
+    outstanding = peak = 0
+    start = time.perf_counter()
+    deadline = start + max_seconds
+
+    async def writer() -> None:
+        nonlocal outstanding, peak
+        for i in indexes:
+            issued = time.perf_counter()
+            if issued > deadline:
+                return
+            outstanding += 1
+            peak = max(peak, outstanding)
+            await store.transact([put(KIND, key_of("pipelined", i), value)], WRITE_TIMEOUT)
+            outstanding -= 1
+            latencies.append(time.perf_counter() - issued)
+
+    async with asyncio.TaskGroup() as writers:
+        for _ in range(min(in_flight, writes)):
+            writers.create_task(writer())
+    return Measurement(SYSTEM, "pipelined", latencies, time.perf_counter() - start, peak)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.raft_member", description=__doc__.splitlines()[0])
+    parser.add_argument("--state-dir", type=Path, required=True, help="laid out by raftswarm.node.provision")
+    parser.add_argument("--port", type=int, required=True, help="Raft port on 127.0.0.1, as provisioned")
+    WorkloadPlan.add_arguments(parser)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(args.state_dir, args.port, WorkloadPlan.from_args(args)))
+
+
+if __name__ == "__main__":
+    main()
