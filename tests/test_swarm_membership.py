@@ -280,3 +280,32 @@ async def test_promote_and_demote_change_certificates_and_raft_membership(nodes)
 async def _all_ready(manager: Node, count: int) -> bool:
     listed = await node_list(manager)
     return len(listed) == count and all(n["Status"]["State"] == "ready" for n in listed)
+
+
+async def test_certificates_are_renewed_before_they_expire(nodes):
+    manager, worker = await nodes(2)
+    async with manager.client() as client:
+        spec = {"CAConfig": {"NodeCertExpiry": 60 * 10**9}}  # one minute, the shortest allowed
+        await client.request("POST", "/swarm/init", {"ListenAddr": manager.addr, "AdvertiseAddr": manager.addr, "Spec": spec})
+        tokens = (await client.request("GET", "/swarm"))["JoinTokens"]
+    await join(worker, manager, tokens["Worker"])
+    first = StateDir(worker.state_dir).load_certificates()[1].certificate
+    lifetime = first.not_valid_after_utc - first.not_valid_before_utc
+    assert lifetime.total_seconds() <= 60 + 3600  # backdated by an hour, valid for a minute from issue
+
+    async def renewed():
+        current = StateDir(worker.state_dir).load_certificates()[1].certificate
+        return current.serial_number != first.serial_number and current
+
+    # Renewal is due between 50% and 80% of the lifetime: 30 to 48 seconds after issue.
+    current = await wait_for(renewed, "the worker's certificate to be renewed", within=60)
+    assert current.not_valid_after_utc > first.not_valid_after_utc
+    root, certificate = StateDir(worker.state_dir).load_certificates()
+    client = await RpcClient.connect(
+        "127.0.0.1", manager.port, client_ssl_context(root, certificate), server_hostname="swarm-manager"
+    )
+    try:
+        assert (await client.call("dispatcher.heartbeat"))["role"] == "worker"  # the new certificate is honoured
+    finally:
+        await client.close()
+    await wait_for(lambda: _all_ready(manager, 2), "both nodes ready after the renewal")

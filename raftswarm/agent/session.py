@@ -33,7 +33,7 @@ class Session:
         `more_managers` names other managers to try when the known ones fail (a manager knows its Raft peers)."""
         if not managers:
             raise ValueError("a session needs at least one manager address")
-        self._context = context
+        self.context = context
         self.managers = list(dict.fromkeys(managers))
         self.period = period
         self.connected_to: str | None = None
@@ -54,7 +54,7 @@ class Session:
                 try:
                     if client is None:
                         host, _, port = target.rpartition(":")
-                        client = await RpcClient.connect(host, int(port), self._context, server_hostname="swarm-manager")
+                        client = await RpcClient.connect(host, int(port), self.context, server_hostname="swarm-manager")
                         self.connected_to = target
                     answer = await client.call("dispatcher.heartbeat", {}, timeout=self.period * 2)
                     self.heartbeats += 1

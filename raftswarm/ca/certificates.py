@@ -377,6 +377,11 @@ def _configure_mutual_tls(context: ssl.SSLContext, root: x509.Certificate, node:
     _load_node_certificate(context, node)
 
 
+def reload_node_certificate(context: ssl.SSLContext, node: NodeCertificate) -> None:
+    """Put a renewed certificate into a live context: connections made from now on present it."""
+    _load_node_certificate(context, node)
+
+
 def _load_node_certificate(context: ssl.SSLContext, node: NodeCertificate) -> None:
     """Hand the certificate and key to OpenSSL, which in Python's ssl module only reads them from a path.
 

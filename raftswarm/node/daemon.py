@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
 import ssl
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -24,10 +25,19 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..agent.session import Session
 from ..api.server import ApiServer
-from ..ca.authority import CertificateAuthority
-from ..ca.certificates import NodeCertificate, NodeRole, cert_from_pem, client_ssl_context, new_node_key, node_csr
+from ..ca.authority import CertificateAuthority, renewal_time
+from ..ca.certificates import (
+    NodeCertificate,
+    NodeRole,
+    cert_from_pem,
+    client_ssl_context,
+    new_node_key,
+    node_csr,
+    reload_node_certificate,
+)
 from ..ca.tokens import JoinToken, fingerprint_matches
 from ..manager.controlapi import ControlApi, ControlError, new_node_object
+from ..errors import RaftswarmError
 from ..manager.rpc import RpcClient, RpcError
 from ..raft.core import RaftCore
 from ..raft.driver import DriverConfig
@@ -72,6 +82,8 @@ class NodeDaemon:
         self._stop = asyncio.Event()
         self._busy = asyncio.Lock()  # init, join, leave and role changes one at a time
         self._role_change: asyncio.Task[None] | None = None
+        self._renewal_task: asyncio.Task[None] | None = None
+        self.certificate_renewals = 0
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -120,12 +132,50 @@ class NodeDaemon:
             client_ssl_context(root, node), managers, self.config.heartbeat_period, self._on_heartbeat, self._raft_peers
         )
         self._session_task = asyncio.create_task(self.session.run(), name="session")
+        self._renewal_task = asyncio.create_task(self._renew_certificate_when_due(), name="certificate-renewal")
+        self._renewal_task.add_done_callback(_log_failure)
+
+    async def _renew_certificate_when_due(self) -> None:
+        """Renew at a random point between 50% and 80% of the certificate's lifetime (so a swarm's nodes do
+        not all come at once), and again for each new certificate."""
+        rng = random.Random()
+        while True:
+            _, node = self.state_dir.load_certificates()
+            due = renewal_time(node.certificate, rng)
+            await asyncio.sleep(max((due - datetime.now(UTC)).total_seconds(), 1.0))
+            try:
+                await self._renew_certificate()
+            except (RaftswarmError, OSError) as exc:
+                log.warning("could not renew this node's certificate (retrying in 10 s): %s", exc)
+                await asyncio.sleep(10)
+
+    async def _renew_certificate(self) -> None:
+        async with self._busy:
+            trust = x509.load_pem_x509_certificates(self.state_dir.root_ca_cert.read_bytes())
+            _, old = self.state_dir.load_certificates()
+            key = new_node_key()
+            managers = (self.session.managers if self.session else []) + self._raft_peers()
+            answer = await self._call_as(old, trust, managers, "ca.renew", {"csr": node_csr(key).public_bytes(Encoding.PEM)})
+            renewed = NodeCertificate(cert_from_pem(answer["cert"]), key)
+            if renewed.identity.role is not old.identity.role:
+                return  # the swarm wants another role: the role change (on the next heartbeat) renews for it
+            trust = x509.load_pem_x509_certificates(answer["roots"])
+            self.state_dir.save_certificates(trust, renewed)
+            contexts = ([self.session.context] if self.session else []) + (self.manager.tls_contexts if self.manager else [])
+            for context in contexts:
+                reload_node_certificate(context, renewed)
+            self.certificate_renewals += 1
+            log.info("renewed this node's certificate; the new one expires at %s", renewed.certificate.not_valid_after_utc)
 
     def _raft_peers(self) -> list[str]:
         driver = self.manager.driver if self.manager is not None else None
         return [f"{host}:{port}" for host, port in driver.peer_addresses().values()] if driver else []
 
     async def _stop_roles(self) -> None:
+        if self._renewal_task is not None:
+            self._renewal_task.cancel()
+            await asyncio.gather(self._renewal_task, return_exceptions=True)
+            self._renewal_task = None
         if self._session_task is not None:
             self._session_task.cancel()
             await asyncio.gather(self._session_task, return_exceptions=True)
@@ -454,3 +504,8 @@ class NodeDaemon:
             await self._stop_roles()
             shutil.rmtree(self.state_dir.root, ignore_errors=True)
 
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped", task.get_name(), exc_info=task.exception())

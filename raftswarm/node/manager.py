@@ -54,6 +54,8 @@ class Manager:
         self.listener: ClusterListener | None = None
         self.store = ReplicatedStore()
         self.rpc = RpcServer()
+        self.tls_contexts: list[ssl.SSLContext] = []
+        """Contexts presenting this node's certificate, reloaded in place when it is renewed."""
         self._dispatcher_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -63,11 +65,13 @@ class Manager:
         self.storage = RaftStorage.open(self.state_dir.raft, self._kek)
         listener_ssl = server_ssl_context(root, node)
         listener_ssl.verify_mode = ssl.CERT_OPTIONAL  # a joining node has no certificate yet (node.listener)
+        raft_client_ssl = client_ssl_context(root, node)
+        self.tls_contexts = [listener_ssl, raft_client_ssl]
         self.transport = RaftTransport(
             node_id=self.node_state.node_id,
             cluster_id=self.node_state.cluster_id,
-            server_ssl=server_ssl_context(root, node),
-            client_ssl=client_ssl_context(root, node),
+            server_ssl=server_ssl_context(root, node),  # unused: the listener owns the port
+            client_ssl=raft_client_ssl,
             listen_host=self.config.listen_host,
             listen_port=self.config.listen_port,
             on_message=self._on_message,
