@@ -15,6 +15,7 @@ import pytest
 
 from raftswarm.api.client import ApiClient, ApiError
 from raftswarm.ca.certificates import client_ssl_context
+from raftswarm.ca.unlockkey import unlock_key_kek
 from raftswarm.manager.rpc import RpcClient, RpcError
 from raftswarm.node.localcluster import free_port
 from raftswarm.node.state_dir import StateDir
@@ -309,3 +310,46 @@ async def test_certificates_are_renewed_before_they_expire(nodes):
     finally:
         await client.close()
     await wait_for(lambda: _all_ready(manager, 2), "both nodes ready after the renewal")
+
+
+async def test_an_autolocked_manager_restarts_locked_until_unlocked(nodes):
+    (manager,) = await nodes(1)
+    async with manager.client() as client:
+        await client.request("POST", "/swarm/init", {"ListenAddr": manager.addr, "AdvertiseAddr": manager.addr, "AutoLockManagers": True})
+        key = (await client.request("GET", "/swarm/unlockkey"))["UnlockKey"]
+        await client.transact([["put", "kv", "before-restart", "kept", -1]])
+    assert key.startswith("SWMKEY-1-")
+    assert not StateDir(manager.state_dir).kek.exists()
+    raw_key = unlock_key_kek(key)
+    for path in manager.state_dir.rglob("*"):  # the unlock key never touches the disk
+        if path.is_file():
+            assert key.encode() not in path.read_bytes() and raw_key not in path.read_bytes(), path
+
+    manager.stop()
+    manager.start()
+    await manager.ready()
+    async with manager.client() as client:
+        assert (await client.request("GET", "/info"))["Swarm"]["LocalNodeState"] == "locked"
+        with pytest.raises(ApiError, match="needs to be unlocked"):
+            await client.request("GET", "/nodes")
+        wrong = "SWMKEY-1-" + "A" * 43
+        with pytest.raises(ApiError, match="invalid unlock key"):
+            await client.request("POST", "/swarm/unlock", {"UnlockKey": wrong})
+        await client.request("POST", "/swarm/unlock", {"UnlockKey": key})
+        assert (await client.request("GET", "/info"))["Swarm"]["LocalNodeState"] == "active"
+        assert (await client.get("kv", "before-restart"))["data"] == "kept"
+
+        swarm = await client.request("GET", "/swarm")
+        spec = {**swarm["Spec"], "EncryptionConfig": {"AutoLockManagers": False}}
+        await client.request("POST", f"/swarm/update?version={swarm['Version']['Index']}", spec)
+    await wait_for(lambda: _exists(StateDir(manager.state_dir).kek), "the KEK to be back on disk")
+    manager.stop()
+    manager.start()
+    await manager.ready()
+    async with manager.client() as client:
+        assert (await client.request("GET", "/info"))["Swarm"]["LocalNodeState"] == "active"
+        assert (await client.get("kv", "before-restart"))["data"] == "kept"
+
+
+async def _exists(path: Path) -> bool:
+    return path.exists()

@@ -24,6 +24,7 @@ from .. import __version__
 from ..errors import ProposalDropped, RaftswarmError
 from ..raft.driver import Timeout
 from ..ca.tokens import JoinTokenError
+from ..ca.unlockkey import InvalidUnlockKey
 from ..manager.controlapi import ControlError
 from ..store import Conflict, Operation, StoredObject, StoreError, WatchCompacted
 from .swarm import SwarmRoutes
@@ -50,7 +51,7 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return _error(exc.status, str(exc))
     except (Conflict, WatchCompacted) as exc:
         return _error(409, str(exc))
-    except JoinTokenError as exc:
+    except (JoinTokenError, InvalidUnlockKey) as exc:
         return _error(400, str(exc))
     except (Timeout, ProposalDropped) as exc:
         return _error(503, str(exc))

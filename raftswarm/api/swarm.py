@@ -81,6 +81,7 @@ class SwarmRoutes:
             web.get("/swarm", self.inspect),
             web.post("/swarm/update", self.update),
             web.get("/swarm/unlockkey", self.unlock_key),
+            web.post("/swarm/unlock", self.unlock),
             web.get("/nodes", self.nodes),
             web.get("/nodes/{id}", self.node),
             web.post("/nodes/{id}/update", self.node_update),
@@ -119,14 +120,25 @@ class SwarmRoutes:
 
     async def update(self, request: web.Request) -> web.Response:
         control = self.daemon.control()
-        await control.rotate_tokens(
-            _version(request), _flag(request, "rotateWorkerToken"), _flag(request, "rotateManagerToken")
+        spec = await request.json() if request.can_read_body else None
+        if spec is not None and not isinstance(spec, dict):
+            raise ControlError("the swarm spec must be a JSON object")
+        await control.update_swarm(
+            _version(request),
+            spec,
+            _flag(request, "rotateWorkerToken"),
+            _flag(request, "rotateManagerToken"),
+            _flag(request, "rotateManagerUnlockKey"),
         )
         return web.Response(status=200)
 
     async def unlock_key(self, request: web.Request) -> web.Response:
-        self.daemon.control()
-        return web.json_response({"UnlockKey": ""})
+        return web.json_response({"UnlockKey": await self.daemon.control().unlock_key()})
+
+    async def unlock(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        await self.daemon.unlock(str(body.get("UnlockKey", "")))
+        return web.Response(status=200)
 
     def _leader(self) -> int | None:
         manager = self.daemon.manager

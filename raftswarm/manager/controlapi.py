@@ -8,12 +8,14 @@ the shapes of Docker's API (`Swarm`, `Node`), so the API layer returns them as t
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..ca.authority import CertificateAuthority
 from ..ca.certificates import NodeRole
+from ..ca.unlockkey import generate_unlock_key
 from ..errors import RaftswarmError
 from ..raft.transport import raft_id_of
 from ..store import ReplicatedStore, StoredObject, check, create, delete, update
@@ -95,10 +97,11 @@ class ControlApi:
         cluster = await self.cluster(linearizable)
         return CertificateAuthority.from_state(cluster.data["CA"]), cluster.version
 
-    async def initialize(self, ca: CertificateAuthority, node: dict[str, Any], autolock: bool) -> None:
-        await self.store.transact(
-            [create(CLUSTER, CLUSTER_KEY, new_cluster_object(ca, autolock)), create(NODES, node["ID"], node)]
-        )
+    async def initialize(self, ca: CertificateAuthority, node: dict[str, Any], unlock_key: str | None) -> None:
+        cluster = new_cluster_object(ca, unlock_key is not None)
+        if unlock_key is not None:
+            cluster["UnlockKey"] = unlock_key
+        await self.store.transact([create(CLUSTER, CLUSTER_KEY, cluster), create(NODES, node["ID"], node)])
 
     def swarm_view(self, cluster: StoredObject) -> dict[str, Any]:
         """The `Swarm` object of Docker's `GET /swarm`."""
@@ -115,19 +118,47 @@ class ControlApi:
             "JoinTokens": {"Worker": ca.join_token(NodeRole.WORKER), "Manager": ca.join_token(NodeRole.MANAGER)},
         }
 
-    async def rotate_tokens(self, version: int, worker: bool, manager: bool) -> None:
+    async def update_swarm(
+        self,
+        version: int,
+        spec: dict[str, Any] | None,
+        rotate_worker: bool = False,
+        rotate_manager: bool = False,
+        rotate_unlock_key: bool = False,
+    ) -> None:
+        """Docker's `POST /swarm/update`: a new spec (autolock, certificate lifetime, ...) and rotations.
+        A stale version is refused, not merged."""
         cluster = await self.cluster()
         if cluster.version != version:
             raise ControlError(
                 f"update out of sequence: the swarm is at version {cluster.version}, not {version}", 409
             )
         ca = CertificateAuthority.from_state(cluster.data["CA"])
-        if worker:
+        if rotate_worker:
             ca = ca.rotate_join_token(NodeRole.WORKER)
-        if manager:
+        if rotate_manager:
             ca = ca.rotate_join_token(NodeRole.MANAGER)
-        data = {**cluster.data, "CA": ca.to_state(), "UpdatedAt": now_iso()}
+        merged = dict(cluster.data["Spec"])
+        for section, value in (spec or {}).items():
+            merged[section] = {**merged.get(section, {}), **value} if isinstance(value, dict) else value
+        autolock = merged.get("EncryptionConfig", {}).get("AutoLockManagers", False)
+        if not isinstance(autolock, bool):
+            raise ControlError("EncryptionConfig.AutoLockManagers must be true or false")
+        expiry = merged.get("CAConfig", {}).get("NodeCertExpiry")
+        if expiry and expiry != cluster.data["Spec"]["CAConfig"].get("NodeCertExpiry"):
+            try:
+                ca = dataclasses.replace(ca, node_cert_lifetime=timedelta(seconds=int(expiry) / 1e9))
+            except RaftswarmError as exc:
+                raise ControlError(str(exc)) from None
+        data = {**cluster.data, "Spec": merged, "CA": ca.to_state(), "UpdatedAt": now_iso()}
+        if autolock and (rotate_unlock_key or not data.get("UnlockKey")):
+            data["UnlockKey"] = generate_unlock_key()
+        elif not autolock:
+            data.pop("UnlockKey", None)
         await self.store.transact([update(CLUSTER, CLUSTER_KEY, data, expect=cluster.version)])
+
+    async def unlock_key(self) -> str:
+        return (await self.cluster()).data.get("UnlockKey", "")
 
     # -- joining ---------------------------------------------------------------------------------------
 

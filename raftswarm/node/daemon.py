@@ -37,7 +37,8 @@ from ..ca.certificates import (
 )
 from ..ca.tokens import JoinToken, fingerprint_matches
 from ..manager.controlapi import ControlApi, ControlError, new_node_object
-from ..errors import RaftswarmError
+from ..ca.unlockkey import generate_unlock_key, unlock_key_kek
+from ..errors import RaftswarmError, WrongKey
 from ..manager.rpc import RpcClient, RpcError
 from ..raft.core import RaftCore
 from ..raft.driver import DriverConfig
@@ -45,7 +46,7 @@ from ..raft.storage import RaftStorage
 from ..raft.transport import raft_id_of
 from .manager import Manager, ManagerConfig
 from .provision import provision_manager, provision_worker
-from .state_dir import StateDir, StateDirError
+from .state_dir import StateDir
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class NodeDaemon:
         self._role_change: asyncio.Task[None] | None = None
         self._renewal_task: asyncio.Task[None] | None = None
         self.certificate_renewals = 0
+        self.locked = False
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -108,21 +110,34 @@ class NodeDaemon:
         os.chmod(self.config.socket, 0o660)
         log.info("node API listening on unix://%s", self.config.socket)
 
-    async def _start_roles(self, force_new_cluster: bool = False) -> None:
+    async def _start_roles(self, force_new_cluster: bool = False, unlock_kek: bytes | None = None) -> None:
         state = self.state_dir.load_node_state()
         if state.role == "manager":
-            kek = self.state_dir.load_kek()
+            kek = unlock_kek or self.state_dir.load_kek()
             if kek is None:
-                raise StateDirError("this manager is autolocked; unlocking is not supported yet")
+                self.locked = True  # autolocked: nothing is served until `swarm unlock`
+                log.warning("this manager is locked; unlock it with `raftswarm swarm unlock`")
+                return
             if force_new_cluster:
                 self._force_new_cluster(kek)
             listen_host, listen_port = _split(state.listen_addr)
-            self.manager = Manager(
+            manager = Manager(
                 self.state_dir,
                 ManagerConfig(listen_host, listen_port, self.config.raft, self.config.driver, self.config.heartbeat_period),
                 kek,
+                kek_on_disk=unlock_kek is None,
             )
-            await self.manager.start()
+            try:
+                await manager.start()
+            except WrongKey:
+                await manager.close()
+                if unlock_kek is not None:
+                    raise ControlError("invalid unlock key: it does not open this manager's Raft log", 400) from None
+                self.locked = True  # a crash while autolock was being turned on: the key on disk is stale
+                log.warning("this manager's Raft log is locked by the swarm's unlock key; run `raftswarm swarm unlock`")
+                return
+            self.manager = manager
+            self.locked = False
             self.manager.rpc.register("node.update", self._rpc_node_update, allowed={"manager"})
             managers = [state.advertise_addr]
         else:
@@ -211,9 +226,17 @@ class NodeDaemon:
     def local_state(self) -> str:
         if not self.state_dir.has_swarm():
             return "inactive"
+        if self.locked:
+            return "locked"
         return "active" if self.session is not None else "pending"
 
     def control(self) -> ControlApi:
+        if self.locked:
+            raise ControlError(
+                "Swarm is encrypted and needs to be unlocked before it can be used. Please use "
+                '"raftswarm swarm unlock" to unlock it.',
+                503,
+            )
         if self.manager is None:
             if self.state_dir.has_swarm():
                 raise ControlError(
@@ -265,8 +288,6 @@ class NodeDaemon:
     ) -> str:
         async with self._busy:
             self._refuse_if_in_swarm()
-            if autolock:
-                raise ControlError("autolock is not supported yet", 501)
             listen = self._listen(listen_addr)
             advertise = self._advertise(listen, advertise_addr or self.config.advertise_addr)
             ca = CertificateAuthority.create(**({"node_cert_lifetime": cert_expiry} if cert_expiry else {}))
@@ -274,14 +295,16 @@ class NodeDaemon:
             enrollment = ca.issue_for_join(ca.join_token(NodeRole.MANAGER), node_csr(key).public_bytes(Encoding.PEM))
             certificate = NodeCertificate(cert_from_pem(enrollment.cert_pem), key)
             advertised = f"{advertise[0]}:{advertise[1]}"
+            unlock_key = generate_unlock_key() if autolock else None
+            unlock_kek = unlock_key_kek(unlock_key) if unlock_key else None
             provision_manager(
                 self.state_dir, ca.trust_bundle(), certificate, listen=listen, advertise=advertise,
-                initial_members={enrollment.node_id: advertise},
+                initial_members={enrollment.node_id: advertise}, unlock_kek=unlock_kek,
             )
-            await self._start_roles()
+            await self._start_roles(unlock_kek=unlock_kek)
             assert self.manager is not None and self.manager.driver is not None
             node = new_node_object(enrollment.node_id, NodeRole.MANAGER, advertised, socket.gethostname())
-            await ControlApi(self.manager.store).initialize(ca, node, autolock)
+            await ControlApi(self.manager.store).initialize(ca, node, unlock_key)
             return enrollment.node_id
 
     async def join_swarm(self, remote_addrs: list[str], token: str, listen_addr: str, advertise_addr: str | None) -> None:
@@ -368,6 +391,13 @@ class NodeDaemon:
                     targets.append(targets.pop(0))
                     await asyncio.sleep(0.2)
         raise ControlError("the swarm's leader did not add this manager in time", 503)
+
+    async def unlock(self, key: str) -> None:
+        """`swarm unlock`: the swarm's unlock key opens this manager's Raft log; then it serves again."""
+        async with self._busy:
+            if not self.locked:
+                raise ControlError("swarm is not locked!", 503)
+            await self._start_roles(unlock_kek=unlock_key_kek(key))
 
     async def update_node(self, node_id: str, version: int, spec: dict) -> None:
         """Docker's node update. A demotion takes the manager out of the Raft membership first; the node

@@ -25,6 +25,7 @@ from .listener import ClusterListener
 from ..manager.caserver import CAServer
 from ..manager.controlapi import CLUSTER, CLUSTER_KEY
 from ..manager.dispatcher import DEFAULT_HEARTBEAT_PERIOD, Dispatcher
+from ..manager.keymanager import KeyManager
 from ..manager.rpc import RpcServer
 from .state_dir import StateDir, StateDirError
 
@@ -42,10 +43,11 @@ class ManagerConfig:
 
 
 class Manager:
-    def __init__(self, state_dir: StateDir, config: ManagerConfig, kek: bytes) -> None:
+    def __init__(self, state_dir: StateDir, config: ManagerConfig, kek: bytes, kek_on_disk: bool = True) -> None:
         self.state_dir = state_dir
         self.config = config
         self._kek = kek
+        self._kek_on_disk = kek_on_disk
         self.node_state = state_dir.load_node_state()
         self.raft_id = raft_id_of(self.node_state.node_id)
         self.storage: RaftStorage | None = None
@@ -56,7 +58,7 @@ class Manager:
         self.rpc = RpcServer()
         self.tls_contexts: list[ssl.SSLContext] = []
         """Contexts presenting this node's certificate, reloaded in place when it is renewed."""
-        self._dispatcher_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         if not RaftStorage.exists(self.state_dir.raft):
@@ -103,9 +105,20 @@ class Manager:
         await self.transport.start(listen=False)
         await self.listener.start()
         await self.driver.start()
-        self._dispatcher_task = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
-        self._dispatcher_task.add_done_callback(_log_failure)
+        self.key_manager = KeyManager(self.store, self.driver, self._kek, self._kek_on_disk, self._save_kek)
+        self._tasks = [
+            asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
+            asyncio.create_task(self.key_manager.run(), name="key-manager"),
+        ]
+        for task in self._tasks:
+            task.add_done_callback(_log_failure)
         log.info("manager %s (raft %x) listening on port %d", self.node_state.node_id, self.raft_id, self.listener.port)
+
+    def _save_kek(self, kek: bytes | None) -> None:
+        if kek is None:
+            self.state_dir.remove_kek()
+        else:
+            self.state_dir.save_kek(kek)
 
     def _check_peer(self, identity: NodeIdentity) -> None:
         """Refuse a removed node's certificate on every new connection (the CA's blocked list, as applied here)."""
@@ -118,9 +131,9 @@ class Manager:
             self.driver.receive(message)
 
     async def close(self) -> None:
-        if self._dispatcher_task is not None:
-            self._dispatcher_task.cancel()
-            await asyncio.gather(self._dispatcher_task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.listener is not None:
             await self.listener.close()
         if self.driver is not None:

@@ -30,6 +30,7 @@ def provision_manager(
     advertise: tuple[str, int] | None = None,
     initial_members: Mapping[str, tuple[str, int]] | None = None,
     join_peers: Mapping[str, tuple[str, int]] | None = None,
+    unlock_kek: bytes | None = None,
 ) -> None:
     """Lay out a manager's state directory for `certificate` (issued by the swarm's CA, whose roots are
     `trust`). With `initial_members` (node ID -> advertised address, this node included) its log starts as a new cluster of those voters; without, it starts empty and waits for
@@ -37,8 +38,10 @@ def provision_manager(
     advertise = advertise or listen
     identity = certificate.identity
     state_dir.save_certificates(trust, certificate)
-    kek = os.urandom(KEK_BYTES)
-    state_dir.save_kek(kek)
+    # With autolock the KEK is the swarm's unlock key and never touches the disk.
+    kek = unlock_kek or os.urandom(KEK_BYTES)
+    if unlock_kek is None:
+        state_dir.save_kek(kek)
     storage = RaftStorage.create(state_dir.raft, kek)
     try:
         if initial_members:

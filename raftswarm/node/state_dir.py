@@ -93,6 +93,9 @@ class StateDir:
     def save_kek(self, kek: bytes) -> None:
         write_private(self.kek, kek)
 
+    def remove_kek(self) -> None:
+        self.kek.unlink(missing_ok=True)
+
     def load_kek(self) -> bytes | None:
         """The KEK, or None when the swarm is autolocked (the KEK then comes from the unlock key)."""
         try:

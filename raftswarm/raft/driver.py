@@ -183,6 +183,7 @@ class RaftDriver:
 
         self._batches: deque[_Batch] = deque([_Batch()])
         self._persisted_hard_state = persisted.hard_state
+        self._storage_calls: deque[tuple[Callable[[Storage], Any], asyncio.Future[Any]]] = deque()
         self._carried_commit: HardState | None = None
         self._wakeup = asyncio.Event()
         self._proposal_seq = 0
@@ -411,10 +412,26 @@ class RaftDriver:
         if self._on_role_change is not None:
             self._on_role_change(*role)
 
+    async def storage_call(self, call: Callable[[Storage], Any]) -> Any:
+        """Run `call(storage)` (e.g. re-wrap the data key) in the flusher's sequence: never during a save."""
+        self._check_open()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._storage_calls.append((call, future))
+        self._wakeup.set()
+        return await future
+
     async def _run_flusher(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            while self._storage_calls:
+                call, future = self._storage_calls.popleft()
+                try:
+                    result = await asyncio.to_thread(call, self._storage)
+                except Exception as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
             while not self._batches[0].is_empty():
                 batch = self._batches.popleft()
                 if not self._batches:
