@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from raftswarm.api.client import ApiClient, ApiError
-from raftswarm.ca.certificates import client_ssl_context
+from raftswarm.ca.certificates import certificate_issuer_key_id, client_ssl_context, subject_key_id
 from raftswarm.ca.unlockkey import unlock_key_kek
 from raftswarm.manager.rpc import RpcClient, RpcError
 from raftswarm.node.localcluster import free_port
@@ -353,3 +354,31 @@ async def test_an_autolocked_manager_restarts_locked_until_unlocked(nodes):
 
 async def _exists(path: Path) -> bool:
     return path.exists()
+
+
+async def test_root_ca_rotation_moves_every_node_to_the_new_root_without_downtime(nodes):
+    manager, worker, newcomer = await nodes(3)
+    old_tokens = await init(manager)
+    await join(worker, manager, old_tokens["Worker"])
+    await wait_for(lambda: _all_ready(manager, 2), "both nodes ready")
+    async with manager.client() as client:
+        swarm = await client.request("GET", "/swarm")
+        old_root = x509.load_pem_x509_certificates(swarm["TLSInfo"]["TrustRoot"].encode())[0]
+        spec = {**swarm["Spec"], "CAConfig": {**swarm["Spec"]["CAConfig"], "ForceRotate": 1}}
+        await client.request("POST", f"/swarm/update?version={swarm['Version']['Index']}", spec)
+
+    async def rotated():
+        async with manager.client() as client:
+            current = await client.request("GET", "/swarm")
+        return not current["RootRotationInProgress"] and current["TLSInfo"]["TrustRoot"] != swarm["TLSInfo"]["TrustRoot"] and current
+
+    current = await wait_for(rotated, "the rotation to finish", within=30)
+    new_root = x509.load_pem_x509_certificates(current["TLSInfo"]["TrustRoot"].encode())[0]
+    assert subject_key_id(new_root) != subject_key_id(old_root)
+    for node in (manager, worker):
+        leaf = StateDir(node.state_dir).load_certificates()[1].certificate
+        assert certificate_issuer_key_id(leaf) == subject_key_id(new_root), node.name
+    with pytest.raises(ApiError, match="does not match"):  # old tokens pin the old root
+        await join(newcomer, manager, old_tokens["Worker"])
+    await join(newcomer, manager, current["JoinTokens"]["Worker"])
+    await wait_for(lambda: _all_ready(manager, 3), "all three nodes ready after the rotation")

@@ -28,6 +28,7 @@ class Session:
         period: float = 5.0,
         on_heartbeat: Callable[[dict[str, Any]], None] | None = None,
         more_managers: Callable[[], list[str]] | None = None,
+        heartbeat_params: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         """`on_heartbeat` sees every dispatcher answer (the role the swarm wants, the managers' addresses);
         `more_managers` names other managers to try when the known ones fail (a manager knows its Raft peers)."""
@@ -40,6 +41,7 @@ class Session:
         self.heartbeats = 0
         self._on_heartbeat = on_heartbeat
         self._more_managers = more_managers
+        self._heartbeat_params = heartbeat_params
 
     def _remember(self, addr: str) -> None:
         if addr and addr not in self.managers:
@@ -56,7 +58,8 @@ class Session:
                         host, _, port = target.rpartition(":")
                         client = await RpcClient.connect(host, int(port), self.context, server_hostname="swarm-manager")
                         self.connected_to = target
-                    answer = await client.call("dispatcher.heartbeat", {}, timeout=self.period * 2)
+                    params = self._heartbeat_params() if self._heartbeat_params else {}
+                    answer = await client.call("dispatcher.heartbeat", params, timeout=self.period * 2)
                     self.heartbeats += 1
                     self.period = float(answer.get("period", self.period))
                     for addr in (answer.get("managers") or {}).values():

@@ -91,6 +91,23 @@ def node_csr(key: ec.EllipticCurvePrivateKey) -> x509.CertificateSigningRequest:
     return x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(key, hashes.SHA256())
 
 
+def certificate_issuer_key_id(certificate: x509.Certificate) -> str:
+    """The key identifier of the CA that signed `certificate` (hex): which root a node's certificate is from."""
+    try:
+        extension = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+    except x509.ExtensionNotFound:
+        return ""
+    return (extension.value.key_identifier or b"").hex()
+
+
+def subject_key_id(certificate: x509.Certificate) -> str:
+    """A CA certificate's own key identifier (hex), as its issued certificates name it."""
+    try:
+        return certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+    except x509.ExtensionNotFound:
+        return ""
+
+
 def root_digest(root: x509.Certificate) -> str:
     """SHA-256 of the root certificate's DER, in hex: what a join token pins the root CA by."""
     return hashlib.sha256(root.public_bytes(serialization.Encoding.DER)).hexdigest()
@@ -137,10 +154,12 @@ def _single_attribute(cert: x509.Certificate, oid: x509.ObjectIdentifier, what: 
 
 @dataclass(frozen=True, slots=True)
 class NodeCertificate:
-    """A node's certificate and its private key."""
+    """A node's certificate, its private key, and the certificates that chain it to a root its peers trust
+    (during a root rotation: the new root cross-signed by the old one)."""
 
     certificate: x509.Certificate
     key: ec.EllipticCurvePrivateKey
+    chain: tuple[x509.Certificate, ...] = ()
 
     def __post_init__(self) -> None:
         if self.certificate.public_key() != self.key.public_key():
@@ -151,14 +170,24 @@ class NodeCertificate:
         return NodeIdentity.from_certificate(self.certificate)
 
     def cert_pem(self) -> bytes:
-        return cert_to_pem(self.certificate)
+        """The certificate followed by its chain, as a TLS peer is sent them."""
+        return b"".join(cert_to_pem(c) for c in (self.certificate, *self.chain))
 
     def key_pem(self) -> bytes:
         return key_to_pem(self.key)
 
     @classmethod
     def from_pem(cls, cert_pem: bytes, key_pem: bytes) -> NodeCertificate:
-        return cls(cert_from_pem(cert_pem), key_from_pem(key_pem))
+        return cls.with_key(cert_pem, key_from_pem(key_pem))
+
+    @classmethod
+    def with_key(cls, cert_pem: bytes, key: ec.EllipticCurvePrivateKey) -> NodeCertificate:
+        """From PEM holding the certificate and then its chain."""
+        try:
+            certificates = x509.load_pem_x509_certificates(cert_pem)
+        except ValueError as exc:
+            raise CertificateError(f"not a PEM certificate chain: {exc}") from None
+        return cls(certificates[0], key, tuple(certificates[1:]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +378,7 @@ def key_from_pem(data: bytes) -> ec.EllipticCurvePrivateKey:
 # -- TLS ---------------------------------------------------------------------------------------------------
 
 
-def server_ssl_context(root: x509.Certificate, node: NodeCertificate) -> ssl.SSLContext:
+def server_ssl_context(root: x509.Certificate | list[x509.Certificate], node: NodeCertificate) -> ssl.SSLContext:
     """TLS 1.3 server side: presents `node`'s certificate and requires a client certificate chained to `root`.
 
     The caller still decides what the client's identity may do (`NodeIdentity` of the peer certificate)."""
@@ -359,7 +388,7 @@ def server_ssl_context(root: x509.Certificate, node: NodeCertificate) -> ssl.SSL
     return context
 
 
-def client_ssl_context(root: x509.Certificate, node: NodeCertificate) -> ssl.SSLContext:
+def client_ssl_context(root: x509.Certificate | list[x509.Certificate], node: NodeCertificate) -> ssl.SSLContext:
     """TLS 1.3 client side: presents `node`'s certificate and trusts only servers chained to `root`.
 
     Hostname checking stays on: connect with `server_hostname=NodeRole.MANAGER` (as SwarmKit does) and
@@ -369,12 +398,20 @@ def client_ssl_context(root: x509.Certificate, node: NodeCertificate) -> ssl.SSL
     return context
 
 
-def _configure_mutual_tls(context: ssl.SSLContext, root: x509.Certificate, node: NodeCertificate) -> None:
+def _configure_mutual_tls(
+    context: ssl.SSLContext, root: x509.Certificate | list[x509.Certificate], node: NodeCertificate
+) -> None:
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.verify_mode = ssl.CERT_REQUIRED
     context.verify_flags |= ssl.VERIFY_X509_STRICT
-    context.load_verify_locations(cadata=cert_to_pem(root).decode("ascii"))
+    trust_roots(context, root if isinstance(root, list) else [root])
     _load_node_certificate(context, node)
+
+
+def trust_roots(context: ssl.SSLContext, roots: list[x509.Certificate]) -> None:
+    """Trust these roots too (a live context learns the new root of a rotation this way)."""
+    for root in roots:
+        context.load_verify_locations(cadata=cert_to_pem(root).decode("ascii"))
 
 
 def reload_node_certificate(context: ssl.SSLContext, node: NodeCertificate) -> None:
@@ -396,7 +433,7 @@ def _load_node_certificate(context: ssl.SSLContext, node: NodeCertificate) -> No
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(password),
     )
-    with _private_file(cert_to_pem(node.certificate) + encrypted_key) as path:
+    with _private_file(node.cert_pem() + encrypted_key) as path:
         context.load_cert_chain(path, password=password)
 
 

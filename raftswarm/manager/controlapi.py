@@ -144,6 +144,9 @@ class ControlApi:
         autolock = merged.get("EncryptionConfig", {}).get("AutoLockManagers", False)
         if not isinstance(autolock, bool):
             raise ControlError("EncryptionConfig.AutoLockManagers must be true or false")
+        force_rotate = merged.get("CAConfig", {}).get("ForceRotate", 0)
+        if force_rotate != cluster.data["Spec"].get("CAConfig", {}).get("ForceRotate", 0):
+            ca = ca.begin_root_rotation()  # `swarm ca --rotate`: nodes move to the new root, then it takes over
         expiry = merged.get("CAConfig", {}).get("NodeCertExpiry")
         if expiry and expiry != cluster.data["Spec"]["CAConfig"].get("NodeCertExpiry"):
             try:

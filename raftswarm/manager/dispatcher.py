@@ -17,7 +17,9 @@ from ..ca.certificates import NodeIdentity
 from ..raft.driver import RaftDriver
 from ..store import ReplicatedStore
 from .rpc import RpcError, RpcServer
-from .controlapi import ControlApi
+from ..ca.certificates import subject_key_id
+from ..store import update
+from .controlapi import CLUSTER, CLUSTER_KEY, ControlApi
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,8 @@ class Dispatcher:
         self.period = period
         self._last_seen: dict[str, float] = {}
         self._leading_since: float | None = None
+        self._issuers: dict[str, str] = {}
+        """Node ID -> key ID of the root that issued the certificate it last heartbeated with."""
         rpc.register("dispatcher.heartbeat", self.heartbeat, allowed={"worker", "manager"})
 
     def leader_address(self) -> str:
@@ -44,6 +48,7 @@ class Dispatcher:
             raise RpcError("not_leader", self.leader_address())
         first = identity.node_id not in self._last_seen
         self._last_seen[identity.node_id] = time.monotonic()
+        self._issuers[identity.node_id] = str(params.get("issuer", ""))
         if first:
             await self.control.set_node_status(identity.node_id, "ready")
         node = await self.control.store.get("nodes", identity.node_id, linearizable=False)
@@ -51,9 +56,30 @@ class Dispatcher:
             n.id: n.data["ManagerStatus"]["Addr"] for n in await self.control.store.list("nodes", linearizable=False)
             if n.data.get("ManagerStatus")
         }
+        ca, _ = await self.control.authority(linearizable=False)
         # The role the swarm wants this node in: a node whose certificate says otherwise renews it and
-        # switches roles (promote/demote), as SwarmKit's agents do.
-        return {"period": self.period, "role": node.data["Spec"]["Role"] if node else None, "managers": managers}
+        # switches roles (promote/demote), as SwarmKit's agents do. During a root rotation, the root every
+        # node should move to.
+        return {
+            "period": self.period,
+            "role": node.data["Spec"]["Role"] if node else None,
+            "managers": managers,
+            "rotation": subject_key_id(ca.rotation.pending_root.certificate) if ca.rotation else None,
+        }
+
+    async def _maybe_finish_root_rotation(self) -> None:
+        """Once every node that is up holds a certificate from the new root, the old root is retired."""
+        ca, version = await self.control.authority(linearizable=False)
+        if ca.rotation is None:
+            return
+        pending = subject_key_id(ca.rotation.pending_root.certificate)
+        for node in await self.control.nodes():
+            if node.data["Status"].get("State") != "down" and self._issuers.get(node.id) != pending:
+                return
+        cluster = await self.control.cluster()
+        data = {**cluster.data, "CA": ca.finish_root_rotation().to_state()}
+        await self.control.store.transact([update(CLUSTER, CLUSTER_KEY, data, expect=version)])
+        log.info("root CA rotation finished: every node holds a certificate from the new root")
 
     async def run(self) -> None:
         """On the leader, mark nodes down once they stop heartbeating; elsewhere, wait to lead."""
@@ -67,6 +93,7 @@ class Dispatcher:
             if self._leading_since is None:
                 self._leading_since = now  # give every node a full grace period with a new leader
                 continue
+            await self._maybe_finish_root_rotation()
             deadline = self.period * DOWN_AFTER_MISSED
             for node in await self.control.nodes():
                 seen = self._last_seen.get(node.id, self._leading_since)

@@ -29,11 +29,12 @@ from ..ca.authority import CertificateAuthority, renewal_time
 from ..ca.certificates import (
     NodeCertificate,
     NodeRole,
-    cert_from_pem,
+    certificate_issuer_key_id,
     client_ssl_context,
     new_node_key,
     node_csr,
     reload_node_certificate,
+    trust_roots,
 )
 from ..ca.tokens import JoinToken, fingerprint_matches
 from ..manager.controlapi import ControlApi, ControlError, new_node_object
@@ -86,6 +87,7 @@ class NodeDaemon:
         self._renewal_task: asyncio.Task[None] | None = None
         self.certificate_renewals = 0
         self.locked = False
+        self._rotation_renewal: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -142,9 +144,14 @@ class NodeDaemon:
             managers = [state.advertise_addr]
         else:
             managers = list(state.join_peers.values())
-        root, node = self.state_dir.load_certificates()
+        _, node = self.state_dir.load_certificates()
         self.session = Session(
-            client_ssl_context(root, node), managers, self.config.heartbeat_period, self._on_heartbeat, self._raft_peers
+            client_ssl_context(self.state_dir.load_trust(), node),
+            managers,
+            self.config.heartbeat_period,
+            self._on_heartbeat,
+            self._raft_peers,
+            self._heartbeat_params,
         )
         self._session_task = asyncio.create_task(self.session.run(), name="session")
         self._renewal_task = asyncio.create_task(self._renew_certificate_when_due(), name="certificate-renewal")
@@ -171,13 +178,14 @@ class NodeDaemon:
             key = new_node_key()
             managers = (self.session.managers if self.session else []) + self._raft_peers()
             answer = await self._call_as(old, trust, managers, "ca.renew", {"csr": node_csr(key).public_bytes(Encoding.PEM)})
-            renewed = NodeCertificate(cert_from_pem(answer["cert"]), key)
+            renewed = NodeCertificate.with_key(answer["cert"], key)
             if renewed.identity.role is not old.identity.role:
                 return  # the swarm wants another role: the role change (on the next heartbeat) renews for it
             trust = x509.load_pem_x509_certificates(answer["roots"])
             self.state_dir.save_certificates(trust, renewed)
             contexts = ([self.session.context] if self.session else []) + (self.manager.tls_contexts if self.manager else [])
             for context in contexts:
+                trust_roots(context, trust)  # a rotation's new root
                 reload_node_certificate(context, renewed)
             self.certificate_renewals += 1
             log.info("renewed this node's certificate; the new one expires at %s", renewed.certificate.not_valid_after_utc)
@@ -293,7 +301,7 @@ class NodeDaemon:
             ca = CertificateAuthority.create(**({"node_cert_lifetime": cert_expiry} if cert_expiry else {}))
             key = new_node_key()
             enrollment = ca.issue_for_join(ca.join_token(NodeRole.MANAGER), node_csr(key).public_bytes(Encoding.PEM))
-            certificate = NodeCertificate(cert_from_pem(enrollment.cert_pem), key)
+            certificate = NodeCertificate.with_key(enrollment.cert_pem, key)
             advertised = f"{advertise[0]}:{advertise[1]}"
             unlock_key = generate_unlock_key() if autolock else None
             unlock_kek = unlock_key_kek(unlock_key) if unlock_key else None
@@ -327,7 +335,7 @@ class NodeDaemon:
                     "hostname": socket.gethostname(),
                 },
             )
-            certificate = NodeCertificate(cert_from_pem(answer["cert"]), key)
+            certificate = NodeCertificate.with_key(answer["cert"], key)
             trust = x509.load_pem_x509_certificates(answer["roots"])
             managers = {nid: addr for nid, addr in answer["managers"].items()}
             if answer["role"] == NodeRole.MANAGER.value:
@@ -372,7 +380,7 @@ class NodeDaemon:
 
     async def _join_raft(self, certificate: NodeCertificate, trust: list[x509.Certificate], managers: list[str], advertise: str) -> None:
         """Ask the leader to add this manager to the Raft membership (it follows `not_leader` answers)."""
-        context = client_ssl_context(trust[0], certificate)
+        context = client_ssl_context(trust, certificate)
         targets = list(managers)
         deadline = asyncio.get_running_loop().time() + JOIN_TIMEOUT
         while asyncio.get_running_loop().time() < deadline:
@@ -469,13 +477,28 @@ class NodeDaemon:
             await asyncio.sleep(0.05)
         await control.set_manager_status(node_id, None)
 
+    def _heartbeat_params(self) -> dict:
+        """What the dispatcher learns from each heartbeat: which root CA issued this node's certificate."""
+        _, node = self.state_dir.load_certificates()
+        return {"issuer": certificate_issuer_key_id(node.certificate)}
+
     def _on_heartbeat(self, answer: dict) -> None:
+        rotation = answer.get("rotation")
+        if rotation and self._rotation_renewal is None and rotation != self._heartbeat_params()["issuer"]:
+            # A root rotation is under way: move to a certificate from the new root now, not at renewal time.
+            self._rotation_renewal = asyncio.create_task(self._renew_certificate(), name="rotation-renewal")
+            self._rotation_renewal.add_done_callback(self._rotation_renewed)
         desired = answer.get("role")
         if desired not in ("manager", "worker") or self._role_change is not None:
             return
         if desired != self.state_dir.load_node_state().role:
             self._role_change = asyncio.create_task(self._change_role(desired, answer.get("managers") or {}))
             self._role_change.add_done_callback(self._role_changed)
+
+    def _rotation_renewed(self, task: asyncio.Task[None]) -> None:
+        self._rotation_renewal = None
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not renew for the root rotation (retrying at the next heartbeat): %s", task.exception())
 
     def _role_changed(self, task: asyncio.Task[None]) -> None:
         self._role_change = None
@@ -490,7 +513,7 @@ class NodeDaemon:
             _, old = self.state_dir.load_certificates()
             key = new_node_key()
             answer = await self._call_as(old, trust, list(managers.values()), "ca.renew", {"csr": node_csr(key).public_bytes(Encoding.PEM)})
-            certificate = NodeCertificate(cert_from_pem(answer["cert"]), key)
+            certificate = NodeCertificate.with_key(answer["cert"], key)
             trust = x509.load_pem_x509_certificates(answer["roots"])
             listen, advertise = _split(state.listen_addr), _split(state.advertise_addr)
             await self._stop_roles()
@@ -508,7 +531,7 @@ class NodeDaemon:
             log.info("this node is now a %s", desired)
 
     async def _call_as(self, certificate: NodeCertificate, trust: list[x509.Certificate], managers: list[str], method: str, params: dict) -> dict:
-        context = client_ssl_context(trust[0], certificate)
+        context = client_ssl_context(trust, certificate)
         for target in managers:
             try:
                 client = await RpcClient.connect(*_split(target), context, server_hostname=NodeRole.MANAGER.value)

@@ -63,7 +63,8 @@ class Manager:
     async def start(self) -> None:
         if not RaftStorage.exists(self.state_dir.raft):
             raise StateDirError(f"{self.state_dir.raft} holds no Raft log: this node was never a manager")
-        root, node = self.state_dir.load_certificates()
+        _, node = self.state_dir.load_certificates()
+        root = self.state_dir.load_trust()
         self.storage = RaftStorage.open(self.state_dir.raft, self._kek)
         listener_ssl = server_ssl_context(root, node)
         listener_ssl.verify_mode = ssl.CERT_OPTIONAL  # a joining node has no certificate yet (node.listener)

@@ -90,6 +90,13 @@ class StateDir:
             raise StateDirError(f"cannot read the node's certificates in {self.certificates}: {exc}") from None
         return root, node
 
+    def load_trust(self) -> list[x509.Certificate]:
+        """Every root CA this node trusts (two during a root rotation)."""
+        try:
+            return x509.load_pem_x509_certificates(self.root_ca_cert.read_bytes())
+        except OSError as exc:
+            raise StateDirError(f"cannot read {self.root_ca_cert}: {exc}") from None
+
     def save_kek(self, kek: bytes) -> None:
         write_private(self.kek, kek)
 
