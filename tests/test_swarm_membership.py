@@ -382,3 +382,31 @@ async def test_root_ca_rotation_moves_every_node_to_the_new_root_without_downtim
         await join(newcomer, manager, old_tokens["Worker"])
     await join(newcomer, manager, current["JoinTokens"]["Worker"])
     await wait_for(lambda: _all_ready(manager, 3), "all three nodes ready after the rotation")
+
+
+async def test_joining_through_an_unreachable_manager_fails_cleanly(nodes):
+    manager, joiner = await nodes(2)
+    tokens = await init(manager)
+    nobody = f"127.0.0.1:{free_port()}"
+    async with joiner.client() as client:
+        with pytest.raises(ApiError, match="cannot reach the manager"):
+            await client.request("POST", "/swarm/join", {"RemoteAddrs": [nobody], "JoinToken": tokens["Worker"], "ListenAddr": joiner.addr})
+        assert (await client.request("GET", "/info"))["Swarm"]["LocalNodeState"] == "inactive"
+    assert not StateDir(joiner.state_dir).has_swarm()
+
+
+async def test_leaving_the_swarm(nodes):
+    manager, worker = await nodes(2)
+    tokens = await init(manager)
+    await join(worker, manager, tokens["Worker"])
+    await wait_for(lambda: _all_ready(manager, 2), "both nodes ready")
+    worker_id = next(i for i, role in (await _roles(manager)).items() if role == "worker")
+    async with manager.client() as client:
+        with pytest.raises(ApiError, match="participating as a manager"):
+            await client.request("POST", "/swarm/leave?force=false")
+        assert (await client.request("GET", "/info"))["Swarm"]["LocalNodeState"] == "active"
+    async with worker.client() as client:
+        await client.request("POST", "/swarm/leave?force=false")
+        assert (await client.request("GET", "/info"))["Swarm"]["LocalNodeState"] == "inactive"
+    assert not worker.state_dir.exists()  # certificates and all: nothing of the swarm is left on the worker
+    await wait_for(lambda: _state_of(manager, worker_id, "down"), "the departed worker to be down", within=30)
