@@ -307,7 +307,7 @@ class RaftDriver:
             self._feed(self.core.read_index(request_id))
             try:
                 remaining = max(deadline - loop.time(), 0.001)
-                await self._wait(future, remaining, lambda: self._reads.pop(request_id, None))
+                await self._wait(future, remaining, lambda rid=request_id: self._reads.pop(rid, None))
                 return self._applied
             except ProposalDropped:
                 if loop.time() >= deadline:
