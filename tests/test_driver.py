@@ -4,7 +4,6 @@ import asyncio
 
 import pytest
 
-from raft_inprocess import cluster  # noqa: F401  (fixture)
 from raftswarm.errors import ProposalDropped
 
 async def test_proposals_on_leader_and_follower_are_applied_everywhere_in_one_order(cluster):

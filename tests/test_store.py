@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from raft_inprocess import cluster  # noqa: F401  (fixture)
 from raftswarm.store import (
     ABSENT,
     Action,
