@@ -3,7 +3,6 @@ still leader with a round of heartbeats acknowledged by a majority, and only the
 leader first commits an entry of its term; a follower forwards its reads to the leader (§6.4.1).
 """
 
-import pytest
 from raft_harness import MT, Network, messages_of, new_core
 
 from raftswarm.raft.messages import Message, ReadState, Role
