@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Self, TextIO
 
+from chaos.driver import DRIVER, PERSISTENCE_MODES
 from chaos.sim import TRACE_LEN, Result, run_seed
 from raftswarm.raft.core import RaftCore
 
@@ -35,6 +36,7 @@ STATS_SHOWN = (
     "transfers",
     "reads_served",
     "proposals_dropped",
+    "writes_lost_after_send",
 )
 
 
@@ -56,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="seeds per size, 0..N-1 (default %(default)s)")
     sim.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="chaos steps per seed (default %(default)s)")
     sim.add_argument("--seed", type=int, help="run exactly this seed (to replay a failure)")
+    sim.add_argument(
+        "--persistence",
+        choices=PERSISTENCE_MODES,
+        default=DRIVER,
+        help="how nodes persist: 'driver' runs the production driver's batched, asynchronous writes; 'sync' "
+        "writes each Ready before acting on it (default %(default)s)",
+    )
     sim.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU count)")
     sim.add_argument("--verbose", action="store_true", help="a line per seed; with --seed, the whole trace")
     sim.set_defaults(command=run_sim)
@@ -67,7 +76,13 @@ def run_sim(args: argparse.Namespace, core_cls: type[RaftCore], out: TextIO) -> 
     seeds = [args.seed] if args.seed is not None else list(range(args.seeds))
     replay = args.seed is not None
     full_trace = replay and args.verbose
-    run = functools.partial(_run_one, steps=args.steps, core_cls=core_cls, trace_len=None if full_trace else TRACE_LEN)
+    run = functools.partial(
+        _run_one,
+        steps=args.steps,
+        core_cls=core_cls,
+        trace_len=None if full_trace else TRACE_LEN,
+        persistence=args.persistence,
+    )
     started = time.perf_counter()
     failures: list[Result] = []
     checks = 0
@@ -90,16 +105,19 @@ def run_sim(args: argparse.Namespace, core_cls: type[RaftCore], out: TextIO) -> 
     seconds = time.perf_counter() - started
     verdict = f"{len(failures)} FAILED" if failures else "all checks held"
     print(
-        f"\nchaos sim: sizes {','.join(map(str, sizes))}, {len(seeds)} seeds, {args.steps} steps: {verdict}; "
+        f"\nchaos sim, {args.persistence} persistence: sizes {','.join(map(str, sizes))}, {len(seeds)} seeds, "
+        f"{args.steps} steps: {verdict}; "
         f"{seconds:.1f}s, {checks:,} checks",
         file=out,
     )
     return 1 if failures else 0
 
 
-def _run_one(task: tuple[int, int], steps: int, core_cls: type[RaftCore], trace_len: int | None) -> Result:
+def _run_one(
+    task: tuple[int, int], steps: int, core_cls: type[RaftCore], trace_len: int | None, persistence: str
+) -> Result:
     size, seed = task
-    return run_seed(seed, size, steps, core_cls, trace_len)
+    return run_seed(seed, size, steps, core_cls, trace_len, persistence)
 
 
 def _seed_of(result: Result) -> int:

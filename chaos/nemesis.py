@@ -6,6 +6,10 @@ isolated node or leader, a split, one-way links, a flapping link); slow nodes; f
 member). Timed faults cut a leader off at the two moments where losing it hurts most (ELECTED, COMMITTED),
 which is what makes leader churn with divergent logs -- and so Figure 8 -- common.
 
+With the driver's pipeline (persistence mode `driver`), writes take time, and three more faults aim at the
+writes in progress: slow disks, correlated crashes of several nodes at once, and a crash timed to the moment
+a node has sent a batch's messages ahead of its write (which the crash then loses).
+
 The nemesis keeps the cluster repairable: it takes down at most a minority of the voters (a majority in
 scenarios that allow it, until the downed nodes restart), never removes below MIN_VOTERS voters, and never
 grows the cluster by more than MAX_EXTRA_NODES.
@@ -33,6 +37,9 @@ FLAP_MS = (10, 60)
 SLOW_MS = (100, 1000)
 SLOW_TICK_FACTORS = (2, 3, 5)
 SLOW_EXTRA_DELAY_MS = (0, 5, 20, 50)
+SLOW_DISK_WRITE_MS = (30, 300)
+"""A write on a slow disk (a saturated or failing volume) takes longer than several network round trips: a
+node that sends before its write returns has a long window in which to crash with the write lost."""
 
 ELECTED, COMMITTED = "as it is elected", "as it commits entries of earlier terms"
 """The most dangerous moments to lose a leader: before its first APPEND of the term lands (its log diverges
@@ -40,7 +47,9 @@ from everyone's), and when it alone knows that entries of earlier terms are comm
 
 BEFORE_PERSIST, BEFORE_SEND, BEFORE_APPLY = "before persist", "before send", "before apply"
 CRASH_STAGES = (BEFORE_PERSIST, BEFORE_SEND, BEFORE_APPLY)
-"""Where a torn crash interrupts the handling of a Ready."""
+"""Where a torn crash interrupts the handling of the next Ready (persistence `sync`) or batch (`driver`) that
+has something to write. With the driver, BEFORE_PERSIST comes after the messages it may send early, and the
+write is lost; BEFORE_SEND and BEFORE_APPLY come after the write returns."""
 
 
 class Nemesis:
@@ -51,6 +60,7 @@ class Nemesis:
         self._rng = rng
         self._isolate_elected = scenario.isolate_elected
         self._isolate_committing = scenario.isolate_committing
+        self._crash_unwritten = scenario.crash_unwritten
         self._faults = [getattr(self, name) for name, _ in scenario.faults]
         self._cum_weights = list(accumulate(weight for _, weight in scenario.faults))
         self._majority_loss = scenario.majority_loss
@@ -78,7 +88,28 @@ class Nemesis:
         if node is None or not self._may_take_down():
             return self._skip("torn_crash")
         node.crash_stage = self._rng.choice(CRASH_STAGES)
-        self._sim.record("fault", f"node {node.id} will crash {node.crash_stage} of its next Ready")
+        self._sim.record("fault", f"node {node.id} will crash {node.crash_stage} of its next write")
+
+    def sent_before_written(self, node: SimNode) -> None:
+        """`node` (persistence mode `driver`) has just sent a batch's messages and started the write they go
+        with: maybe crash it now, so the messages are out and the write is lost."""
+        if self._crash_unwritten and self._rng.random() < self._crash_unwritten and self._may_take_down():
+            self._sim.crash(node, "after sending, before its write returned")
+
+    def crash_many(self) -> None:
+        """A rack loses power: as many nodes as the scenario lets go down crash at the same instant, those with a
+        write in progress first -- correlated crashes are what turn writes lost on several nodes into data loss."""
+        live = self._sim.live_nodes()
+        self._rng.shuffle(live)
+        live.sort(key=lambda node: node.pipeline is None or node.pipeline.writing is None)
+        crashed = 0
+        for node in live:
+            if not self._may_take_down():
+                break
+            self._sim.crash(node, "in a power loss")
+            crashed += 1
+        if not crashed:
+            self._skip("crash_many")
 
     def _may_take_down(self) -> bool:
         voters = len(self._sim.membership().voters)
@@ -191,6 +222,24 @@ class Nemesis:
         self._sim.record("speed", f"node {node.id} back to normal speed")
         return True
 
+    def slow_disk(self) -> None:
+        """Every write of one node takes SLOW_DISK_WRITE_MS for a while (persistence mode `driver` only)."""
+        node = self._pick_live()
+        if node is None:
+            return self._skip("slow_disk")
+        node.disk_episode += 1
+        node.disk_write_ms = SLOW_DISK_WRITE_MS
+        duration = self._rng.randint(*SLOW_MS)
+        self._sim.record("fault", f"node {node.id}'s disk slow for {duration}ms: writes take {SLOW_DISK_WRITE_MS}ms")
+        self._sim.schedule(duration, self._restore_disk, node, node.disk_episode)
+
+    def _restore_disk(self, node: SimNode, episode: int) -> bool:
+        if node.disk_episode != episode:
+            return False
+        node.disk_write_ms = self._sim.scenario.disk_write_ms
+        self._sim.record("speed", f"node {node.id}'s disk back to normal speed")
+        return True
+
     def transfer_leadership(self) -> None:
         leader = self._sim.leader()
         targets = sorted(leader.core.conf_state.voters - {leader.id}) if leader is not None else []
@@ -209,11 +258,10 @@ class Nemesis:
         node = self._pick_live()
         if node is None:
             return self._skip("compact")
-        first = node.disk.snapshot_index + 1
-        applied = min(node.app.applied_index, node.core.applied_index)
-        if applied < first:
+        first, last = self._sim.compactable(node)
+        if last < first:
             return self._skip("compact")
-        self._sim.compact(node, self._rng.randint(first, applied))
+        self._sim.compact(node, self._rng.randint(first, last))
 
     # --- membership ---------------------------------------------------------------------------------------
 

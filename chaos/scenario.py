@@ -8,9 +8,11 @@ the current term" rule matters), some send snapshots in 64-byte chunks.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
+from chaos.driver import DRIVER
 from raftswarm.raft.core import RaftConfig
 
 TICK_MS = 10
@@ -37,6 +39,19 @@ FAULTS = {
     "promote_learner": 5,
     "remove_member": 4,
 }
+
+DRIVER_FAULTS = {
+    # Faults aimed at writes in progress, drawn only in persistence mode `driver` (see with_driver_knobs).
+    "slow_disk": 1,
+    "crash_many": 2,
+}
+
+CRASH_UNWRITTEN = (0.0, 0.005, 0.02, 0.05)
+"""A leader sends ahead of its write many times a second: a small chance per batch already crashes often."""
+
+DISK_WRITE_MS = ((0, 1), (1, 4), (2, 12), (5, 30))
+"""Ranges of one write's latency (write + fsync): a fast SSD, a slower one, a cloud volume, a busy disk.
+The busiest overlaps the network's delays, so a peer often hears a leader before the leader's write returns."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +83,14 @@ class Scenario:
     max_inflight_bytes: int
     pre_vote: bool
     check_quorum: bool
+    disk_write_ms: tuple[int, int] = (0, 0)
+    """How long one write takes at normal speed (persistence mode `driver`; `sync` writes take no time)."""
+    crash_unwritten: float = 0.0
+    """Chance that a node which has just sent a batch's messages ahead of its write crashes before the write
+    returns (persistence mode `driver`)."""
 
     @classmethod
-    def draw(cls, rng: random.Random) -> Scenario:
+    def draw(cls, rng: random.Random, persistence: str = DRIVER) -> Scenario:
         min_delay = rng.randint(1, 3)
         fault_gap = rng.choice((10, 30, 60))
         return cls(
@@ -94,6 +114,18 @@ class Scenario:
             max_inflight_bytes=rng.choice((512, 8192, 32 << 20)),
             pre_vote=rng.random() < 0.8,
             check_quorum=rng.random() < 0.8,
+        ).with_driver_knobs(rng, persistence)
+
+    def with_driver_knobs(self, rng: random.Random, persistence: str) -> Scenario:
+        """Draw the knobs of persistence mode `driver` last, so that a seed in mode `sync` draws exactly what
+        it drew before that mode existed (a replay command from then replays with `--persistence sync`)."""
+        if persistence != DRIVER:
+            return self
+        disk_write_ms = rng.choice(DISK_WRITE_MS)
+        crash_unwritten = rng.choice(CRASH_UNWRITTEN)
+        faults = tuple((name, weight * rng.choice((0.5, 1, 2))) for name, weight in DRIVER_FAULTS.items())
+        return dataclasses.replace(
+            self, disk_write_ms=disk_write_ms, crash_unwritten=crash_unwritten, faults=self.faults + faults
         )
 
     def raft_config(self, node_id: int) -> RaftConfig:

@@ -1,10 +1,18 @@
 """Deterministic discrete-event simulation of a Raft cluster of `RaftCore`s under faults.
 
-One seeded random.Random drives a run: the scenario, message delays and losses, faults, client operations,
-and the seed of every core's own random.Random. Events wait in a priority queue ordered by virtual time and
-then by a sequence number, so a seed replays exactly. A step is one event processed: a node tick, one
-message delivered, one fault, one client operation. Every Ready is handled as a driver must (persist, send,
-apply, serve reads), and the checks in `chaos.checks` run on what each step changed.
+One seeded random.Random drives a run: the scenario, message delays and losses, disk write latencies,
+faults, client operations, and the seed of every core's own random.Random. Events wait in a priority queue
+ordered by virtual time and then by a sequence number, so a seed replays exactly. A step is one event
+processed: a node tick, one message delivered, one disk write returning, one fault, one client operation.
+The checks in `chaos.checks` run on what each step changed.
+
+Each node handles its Readies in one of two persistence modes (`chaos.driver`):
+- `driver` (the default, what runs in production): the driver's pipeline. Readies pile up into batches;
+  a batch's write takes simulated time (a disk-write event, later still on a slow disk), and only when it
+  returns does the node send the batch's remaining messages, apply its entries and serve its reads, batch
+  after batch in order. Some batches send before their write returns, some are not written at all. A crash
+  loses every write that has not returned, including one whose messages are already out.
+- `sync`: each Ready is written, then its messages sent, then its entries applied, all within the step.
 
 After the chaos steps the simulator heals everything (and stops compacting) and requires the cluster to
 elect a leader and to commit and apply a fresh write on every member within a bound: LIVENESS_TIMEOUTS
@@ -24,13 +32,17 @@ from dataclasses import dataclass
 
 from chaos.checks import (
     APPLY_ORDER,
+    COMMIT_WITHIN_DISK,
     CORE_ERROR,
     LIVENESS,
+    NOTHING_UNWRITTEN,
+    PERSIST_BEFORE_APPLY,
     PERSIST_BEFORE_SEND,
     READY_CONTRACT,
     InvariantViolation,
     SafetyChecker,
 )
+from chaos.driver import DRIVER, PERSISTENCE_MODES, Batch, Pipeline
 from chaos.nemesis import BEFORE_APPLY, BEFORE_PERSIST, BEFORE_SEND, COMMITTED, ELECTED, Nemesis
 from chaos.network import SimNetwork
 from chaos.scenario import ELECTION_TICKS, TICK_MS, Scenario
@@ -44,6 +56,7 @@ from raftswarm.raft.messages import (
     ConfState,
     Entry,
     EntryType,
+    HardState,
     Message,
     PersistedState,
     ReadState,
@@ -66,6 +79,7 @@ class Result:
     size: int
     seed: int
     steps: int
+    persistence: str
     violation: InvariantViolation | None
     trace: list[str]
     stats: Counter[str]
@@ -78,14 +92,26 @@ class Result:
         return self.violation is None
 
     def replay_command(self) -> str:
-        return f"python -m chaos sim --nodes {self.size} --steps {self.steps} --seed {self.seed}"
+        return (
+            f"python -m chaos sim --nodes {self.size} --steps {self.steps} --seed {self.seed} "
+            f"--persistence {self.persistence}"
+        )
 
 
 def run_seed(
-    seed: int, size: int, steps: int, core_cls: type[RaftCore] = RaftCore, trace_len: int | None = TRACE_LEN
+    seed: int,
+    size: int,
+    steps: int,
+    core_cls: type[RaftCore] = RaftCore,
+    trace_len: int | None = TRACE_LEN,
+    persistence: str = DRIVER,
+    pipeline_cls: type[Pipeline] = Pipeline,
 ) -> Result:
-    """Simulate `size` nodes for `steps` chaos steps from `seed`, then heal and check liveness."""
-    return Simulator(seed, size, core_cls, trace_len).run(steps)
+    """Simulate `size` nodes for `steps` chaos steps from `seed`, then heal and check liveness.
+
+    `persistence` is one of PERSISTENCE_MODES; `pipeline_cls` (mode `driver` only) lets tests run a driver
+    that breaks its rules on purpose."""
+    return Simulator(seed, size, core_cls, trace_len, persistence, pipeline_cls).run(steps)
 
 
 class SimNode:
@@ -98,17 +124,21 @@ class SimNode:
         "crash_stage",
         "delay_ms",
         "disk",
+        "disk_episode",
+        "disk_write_ms",
         "id",
         "incarnation",
         "pending_reads",
+        "pipeline",
         "removed",
         "role",
+        "sent_before_written",
         "slow_episode",
         "tick_ms",
         "up",
     )
 
-    def __init__(self, node_id: int, config: RaftConfig, disk: SimDisk) -> None:
+    def __init__(self, node_id: int, config: RaftConfig, disk: SimDisk, disk_write_ms: tuple[int, int]) -> None:
         self.id = node_id
         self.config = config
         self.disk = disk
@@ -121,20 +151,38 @@ class SimNode:
         self.tick_ms = TICK_MS
         self.delay_ms = 0
         self.slow_episode = 0
+        self.disk_write_ms = disk_write_ms
+        self.disk_episode = 0
         self.crash_stage: str | None = None
         self.pending_reads: list[ReadState] = []
         self.role = Role.FOLLOWER
+        self.pipeline: Pipeline | None = None
+        """Persistence mode `driver`: the batches and flush rules of this incarnation (None in mode `sync`)."""
+        self.sent_before_written = False
+        """Whether the write in progress belongs to a batch whose messages went out before it (for the stats)."""
 
 
 class Simulator:
     """One run: the cluster, the event queue, the network, the nemesis, the clients and the checker."""
 
-    def __init__(self, seed: int, size: int, core_cls: type[RaftCore], trace_len: int | None) -> None:
+    def __init__(
+        self,
+        seed: int,
+        size: int,
+        core_cls: type[RaftCore],
+        trace_len: int | None,
+        persistence: str = DRIVER,
+        pipeline_cls: type[Pipeline] = Pipeline,
+    ) -> None:
+        if persistence not in PERSISTENCE_MODES:
+            raise ValueError(f"persistence must be one of {', '.join(PERSISTENCE_MODES)}, not {persistence!r}")
         self.seed = seed
         self.size = size
         self.core_cls = core_cls
+        self.persistence = persistence
+        self._pipeline_cls = pipeline_cls if persistence == DRIVER else None
         self.rng = random.Random(f"raftswarm-sim/{size}/{seed}")
-        self.scenario = Scenario.draw(self.rng)
+        self.scenario = Scenario.draw(self.rng, persistence)
         self.network = SimNetwork(
             self.rng,
             self.scenario.loss,
@@ -170,7 +218,7 @@ class Simulator:
         violation = None
         try:
             self._run_chaos(steps)
-            self._heal()
+            self.heal()
             self._await_liveness()
             self.checker.check_durability((n.id, n.app.entries) for n in self.nodes.values() if n.up)
         except InvariantViolation as broken:
@@ -181,6 +229,7 @@ class Simulator:
             size=self.size,
             seed=self.seed,
             steps=steps,
+            persistence=self.persistence,
             violation=violation,
             trace=[_format_step(item) for item in self.trace],
             stats=self._final_stats(),
@@ -196,7 +245,7 @@ class Simulator:
             if handler(*args):
                 self.step += 1
 
-    def _heal(self) -> None:
+    def heal(self) -> None:
         """No more faults: perfect network, normal speed, every member that is down comes back."""
         self.chaos_on = False
         self.network.heal()
@@ -206,6 +255,8 @@ class Simulator:
             node.tick_ms = TICK_MS
             node.delay_ms = 0
             node.slow_episode += 1
+            node.disk_write_ms = self.scenario.disk_write_ms
+            node.disk_episode += 1
             if not node.up and not node.removed:
                 self._boot(node)
 
@@ -226,14 +277,30 @@ class Simulator:
                 self.step += 1
 
     def _liveness_budget_ms(self) -> int:
-        """LIVENESS_TIMEOUTS election timeouts, plus one slow round trip for every entry of the backlog and
-        every chunk of the biggest snapshot: a lagging member may need all of them, one at a time."""
+        """LIVENESS_TIMEOUTS election timeouts, plus one slow round trip (with a write at each end) for every
+        entry of the backlog and every chunk of the biggest snapshot: a lagging member may need all of them,
+        one at a time."""
         live = self.live_nodes()
         backlog = max(n.core.last_index for n in live) - min(n.app.applied_index for n in live)
         biggest = max((len(n.disk.snapshot.data) for n in live if n.disk.snapshot), default=0)
         chunks = -(-biggest // self.scenario.snapshot_chunk_size)
-        round_trip = 2 * self.scenario.max_delay_ms + TICK_MS
+        round_trip = 2 * self.scenario.max_delay_ms + TICK_MS + 2 * self.scenario.disk_write_ms[1]
         return LIVENESS_TIMEOUTS * ELECTION_TICKS * TICK_MS + (backlog + chunks) * round_trip
+
+    def run_until(self, done: Callable[[], bool], within_ms: int) -> bool:
+        """Process events until `done()` holds (True) or `within_ms` of virtual time have passed (False).
+
+        For tests that script a run move by move: with `chaos_on` False, no fault or client acts on its own."""
+        deadline = self.now + within_ms
+        queue = self._queue
+        while not done():
+            if queue[0][0] > deadline:
+                return False
+            time, _, handler, args = heapq.heappop(queue)
+            self.now = time
+            if handler(*args):
+                self.step += 1
+        return True
 
     def schedule(self, delay_ms: int, handler: Callable[..., bool], *args) -> None:
         """Run `handler(*args)` after `delay_ms`; it returns whether it did something (counts as a step)."""
@@ -320,9 +387,16 @@ class Simulator:
     def _client_gap(self) -> int:
         return self.rng.randint(*self.scenario.client_gap_ms)
 
-    # --- handling a Ready, as the driver does -------------------------------------------------------------
+    # --- handling a Ready: persistence mode `sync` -------------------------------------------------------
 
     def _handle(self, node: SimNode, ready: Ready) -> None:
+        """Hand the Ready of the input `node` just took to its persistence mode."""
+        if self._pipeline_cls is None:
+            self._handle_sync(node, ready)
+        else:
+            self._feed(node, ready)
+
+    def _handle_sync(self, node: SimNode, ready: Ready) -> None:
         """Persist, send, apply, serve reads -- unless a torn crash cuts the handling short."""
         persists = ready.hard_state is not None or bool(ready.entries) or ready.snapshot is not None
         torn = node.crash_stage if persists else None
@@ -330,27 +404,127 @@ class Simulator:
             self.crash(node, torn)
             return
         if persists:
-            prev_term = node.disk.save(ready)
-            self.checker.entries_persisted(node.id, ready.entries, prev_term)
+            self._persist(node, ready.hard_state, ready.entries, ready.snapshot)
         if torn == BEFORE_SEND:
             self.crash(node, torn)
             return
         for msg in ready.messages:
             self._send(node, msg)
         elected = self._check_node(node)
+        self._check_disk_holds_core(node, PERSIST_BEFORE_SEND, "sent its messages")
         if self.chaos_on and node.role is Role.LEADER:
             self._leader_moment(node, elected, ready.committed_entries)
         if torn == BEFORE_APPLY:
             self.crash(node, torn)
             return
-        if ready.snapshot is not None:
-            self._restore(node, ready.snapshot)
-        if ready.committed_entries:
-            self._apply(node, ready.committed_entries)
-        if ready.read_states or node.pending_reads:
-            self._serve_reads(node, ready.read_states)
-        if ready.dropped_reads:
-            self.stats["reads_dropped"] += len(ready.dropped_reads)
+        self._apply_batch(node, ready.snapshot, ready.committed_entries, ready.read_states, ready.dropped_reads)
+
+    # --- handling a Ready: persistence mode `driver` (the names are RaftDriver's) ------------------------
+
+    def _feed(self, node: SimNode, ready: Ready) -> None:
+        """The driver's `_feed`: the Ready joins the open batch; an idle flusher takes it at once."""
+        pipeline = node.pipeline
+        if not ready.is_empty():
+            pipeline.feed(ready)
+        elected = self._check_node(node)
+        if self.chaos_on and node.role is Role.LEADER:
+            self._leader_moment(node, elected, ready.committed_entries)
+        if pipeline.writing is None:
+            self._run_flusher(node)
+
+    def _run_flusher(self, node: SimNode) -> None:
+        """The driver's `_run_flusher`: flush batches strictly in order, until one waits for its write."""
+        pipeline = node.pipeline
+        while node.up and (batch := pipeline.take_batch()) is not None:
+            self._flush(node, batch)
+        if node.up and pipeline.is_idle():
+            self._check_disk_holds_core(node, NOTHING_UNWRITTEN, "has nothing left to write")
+
+    def _flush(self, node: SimNode, batch: Batch) -> None:
+        """The driver's `_flush` up to its write: send early if allowed, then start the write (if one is due)
+        and let `_on_written` finish the batch when it returns."""
+        pipeline = node.pipeline
+        send_early = pipeline.may_send_before_persisting(batch)
+        if send_early:
+            for msg in batch.messages:
+                self._send(node, msg)
+        hard_state = batch.hard_state
+        if not pipeline.must_sync(batch):
+            self.stats["commits_carried"] += hard_state is not None
+            self._finish_flush(node, batch, send_early)
+            return
+        node.sent_before_written = send_early and bool(batch.messages)
+        self.stats["writes"] += 1
+        self.stats["sent_before_written"] += node.sent_before_written
+        if node.crash_stage == BEFORE_PERSIST:
+            self.crash(node, BEFORE_PERSIST)
+            return
+        hard_state = pipeline.start_write(batch)
+        delay = self.rng.randint(*node.disk_write_ms)
+        self.schedule(delay, self._on_written, node, node.incarnation, batch, hard_state, send_early)
+        if node.sent_before_written and self.chaos_on:
+            self.nemesis.sent_before_written(node)
+
+    def _on_written(
+        self, node: SimNode, incarnation: int, batch: Batch, hard_state: HardState | None, send_early: bool
+    ) -> bool:
+        """A write returned: the rest of the driver's `_flush`, then the flusher takes the next batch."""
+        if node.incarnation != incarnation:
+            return False  # the node crashed while writing: the write never reached the disk
+        self.trace.append((self.step, self.now, "written", (node.id, batch, hard_state)))
+        self._persist(node, hard_state, batch.entries, batch.snapshot)
+        node.pipeline.written(hard_state)
+        torn = node.crash_stage
+        if torn == BEFORE_SEND:
+            self.crash(node, torn)
+            return True
+        self._finish_flush(node, batch, send_early, torn)
+        if node.up:
+            self._run_flusher(node)
+        return True
+
+    def _finish_flush(self, node: SimNode, batch: Batch, sent: bool, torn: str | None = None) -> None:
+        """The end of the driver's `_flush`: the messages not sent early, then apply, then serve reads."""
+        if not sent:
+            for msg in batch.messages:
+                self._send(node, msg)
+        if torn == BEFORE_APPLY:
+            self.crash(node, torn)
+            return
+        self._apply_batch(node, batch.snapshot, batch.committed, batch.read_states, batch.dropped_reads)
+
+    # --- what both modes do -------------------------------------------------------------------------------
+
+    def _persist(
+        self, node: SimNode, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None
+    ) -> None:
+        disk = node.disk
+        prev_term = disk.save(hard_state, entries, snapshot)
+        self.checker.entries_persisted(node.id, entries, prev_term)
+        if disk.hard_state.commit > disk.last_index:
+            raise InvariantViolation(
+                COMMIT_WITHIN_DISK,
+                f"node {node.id}'s disk holds commit index {disk.hard_state.commit} but entries only up to "
+                f"{disk.last_index}: a restart would start from a commit index past its log",
+            )
+
+    def _apply_batch(
+        self,
+        node: SimNode,
+        snapshot: Snapshot | None,
+        committed: list[Entry],
+        read_states: list[ReadState],
+        dropped_reads: list[bytes],
+    ) -> None:
+        """Restore the snapshot, apply the committed entries, serve the reads: what follows a write."""
+        if snapshot is not None:
+            self._restore(node, snapshot)
+        if committed:
+            self._apply(node, committed)
+        if read_states or node.pending_reads:
+            self._serve_reads(node, read_states)
+        if dropped_reads:
+            self.stats["reads_dropped"] += len(dropped_reads)
 
     def _leader_moment(self, leader: SimNode, elected: bool, committed: list[Entry]) -> None:
         """Tell the nemesis when a leader is at one of the moments it may strike."""
@@ -378,14 +552,17 @@ class Simulator:
             elected = core.role is Role.LEADER
             self.stats["leaders_elected"] += elected
         self.checker.node_stepped(node.id, core)
-        disk = node.disk
+        return elected
+
+    def _check_disk_holds_core(self, node: SimNode, invariant: str, moment: str) -> None:
+        """At `moment`, everything the core would need after a restart -- term, vote, log -- is on disk."""
+        core, disk = node.core, node.disk
         if disk.last_index != core.last_index or disk.hard_state.term != core.term or disk.hard_state.vote != core.vote:
             raise InvariantViolation(
-                PERSIST_BEFORE_SEND,
-                f"node {node.id} is at term {core.term}, vote {core.vote}, last index {core.last_index}, but its "
-                f"disk holds term {disk.hard_state.term}, vote {disk.hard_state.vote}, last index {disk.last_index}",
+                invariant,
+                f"node {node.id} {moment} at term {core.term}, vote {core.vote}, last index {core.last_index}, but "
+                f"its disk holds term {disk.hard_state.term}, vote {disk.hard_state.vote}, last index {disk.last_index}",
             )
-        return elected
 
     def _restore(self, node: SimNode, snapshot: Snapshot) -> None:
         meta = snapshot.meta
@@ -394,12 +571,26 @@ class Simulator:
                 APPLY_ORDER,
                 f"node {node.id} was told to restore a snapshot at {meta.index} after applying {node.app.applied_index}",
             )
+        if node.disk.snapshot_index < meta.index:
+            raise InvariantViolation(
+                PERSIST_BEFORE_APPLY,
+                f"node {node.id} restored a snapshot at {meta.index} before writing it (its disk's is at "
+                f"{node.disk.snapshot_index})",
+            )
         entries = AppliedLog.decode(snapshot.data)
         self.checker.snapshot_restored(node.id, meta, entries)
         node.app = AppliedLog(entries)
         self.stats["snapshots_installed"] += 1
 
     def _apply(self, node: SimNode, committed: list[Entry]) -> None:
+        disk, last = node.disk, committed[-1]
+        if last.index > disk.last_index or (last.index > disk.snapshot_index and disk.term_at(last.index) != last.term):
+            # By log matching (checked on every write), the disk then holds the entries before `last` too.
+            raise InvariantViolation(
+                PERSIST_BEFORE_APPLY,
+                f"node {node.id} was given {last.index} (term {last.term}) to apply, but its disk holds entries up "
+                f"to {disk.last_index}" + ("" if last.index > disk.last_index else " with another term there"),
+            )
         app = node.app
         for entry in committed:
             if entry.index != app.applied_index + 1:
@@ -411,8 +602,10 @@ class Simulator:
             self.checker.entry_applied(node.id, entry)
             if entry.type is EntryType.CONF_CHANGE:
                 self._membership_changed(ConfChange.decode(entry.data))
-        if self.chaos_on and node.up and app.applied_index - node.disk.snapshot_index >= self.scenario.compact_every:
-            self.compact(node, min(app.applied_index, node.core.applied_index))
+        if self.chaos_on and node.up:
+            first, last = self.compactable(node)
+            if app.applied_index - first + 1 >= self.scenario.compact_every and last >= first:
+                self.compact(node, last)
 
     def _serve_reads(self, node: SimNode, read_states: list[ReadState]) -> None:
         applied = node.app.applied_index
@@ -463,11 +656,16 @@ class Simulator:
         return max(live, key=lambda node: node.core.commit_index).core.conf_state
 
     def crash(self, node: SimNode, stage: str = "") -> None:
-        """Stop a node: everything not on its disk is gone, messages on their way to it are lost."""
+        """Stop a node: everything not on its disk is gone (a write in progress too), messages on their way to
+        it are lost."""
+        if node.pipeline is not None and (node.pipeline.writing is not None or stage == BEFORE_PERSIST):
+            self.stats["writes_lost"] += 1
+            self.stats["writes_lost_after_send"] += node.sent_before_written
         node.up = False
         node.incarnation += 1
         node.crash_stage = None
         node.pending_reads = []
+        node.pipeline = None
         self.record("crash", f"node {node.id} {stage}".rstrip())
         self.stats["crashes"] += 1
         self.schedule(self.rng.randint(*RESTART_DELAY_MS), self._on_restart, node)
@@ -517,6 +715,12 @@ class Simulator:
         self.stats["campaigns"] += 1
         self._handle(node, node.core.campaign())
 
+    def compactable(self, node: SimNode) -> tuple[int, int]:
+        """The first and last index `node` may compact at: after its core's snapshot (in mode `driver`, one
+        received may still be waiting for its write), up to what both core and application have applied."""
+        meta = node.core.snapshot_meta
+        return (meta.index if meta is not None else 0) + 1, min(node.app.applied_index, node.core.applied_index)
+
     def compact(self, node: SimNode, index: int) -> None:
         """Snapshot the application at `index` and let the core drop the log up to there."""
         self.record("compact", f"node {node.id} at {index}")
@@ -529,7 +733,9 @@ class Simulator:
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     def _add_node(self, node_id: int, persisted: PersistedState) -> None:
-        node = SimNode(node_id, self.scenario.raft_config(node_id), SimDisk(node_id, persisted))
+        node = SimNode(
+            node_id, self.scenario.raft_config(node_id), SimDisk(node_id, persisted), self.scenario.disk_write_ms
+        )
         self.nodes[node_id] = node
         self._boot(node)
 
@@ -542,6 +748,8 @@ class Simulator:
         node.incarnation += 1
         node.pending_reads = []
         node.role = node.core.role
+        if self._pipeline_cls is not None:
+            node.pipeline = self._pipeline_cls(disk.hard_state)
         self.checker.node_restarted(node.id)
         self.schedule(self.rng.randint(1, node.tick_ms), self._on_tick, node, node.incarnation)
 
@@ -556,6 +764,7 @@ class Simulator:
             lines.append(
                 f"  node {node.id}: {state} {core.role.value} term {core.term} leader {core.leader_id} "
                 f"commit {core.commit_index} applied {node.app.applied_index} last {core.last_index} "
+                f"written {node.disk.last_index} "
                 f"voters {sorted(core.conf_state.voters)} learners {sorted(core.conf_state.learners)}"
             )
         return "\n".join(lines)
@@ -571,7 +780,12 @@ class Simulator:
 
 def _format_step(item: tuple) -> str:
     step, now, kind, detail = item
-    text = _format_delivery(*detail) if kind == "deliver" else str(detail)
+    if kind == "deliver":
+        text = _format_delivery(*detail)
+    elif kind == "written":
+        text = _format_write(*detail)
+    else:
+        text = str(detail)
     return f"{step:>6} {now:>7}ms {kind:<11} {text}"
 
 
@@ -592,6 +806,17 @@ def _format_delivery(frm: int, to: int, msg: Message) -> str:
         parts.append(f"snapshot=({msg.snapshot_meta.index},{msg.snapshot_meta.term}) chunk={len(msg.chunk)}B")
     if msg.done:
         parts.append("done")
+    return " ".join(parts)
+
+
+def _format_write(node_id: int, batch: Batch, hard_state: HardState | None) -> str:
+    parts = [f"node {node_id}"]
+    if batch.snapshot is not None:
+        parts.append(f"snapshot=({batch.snapshot.meta.index},{batch.snapshot.meta.term})")
+    if batch.entries:
+        parts.append(f"entries={batch.entries[0].index}..{batch.entries[-1].index}")
+    if hard_state is not None:
+        parts.append(f"term={hard_state.term} vote={hard_state.vote} commit={hard_state.commit}")
     return " ".join(parts)
 
 

@@ -1,7 +1,7 @@
 """What a simulated node keeps: its Raft disk (`SimDisk`) and its application state (`AppliedLog`).
 
-The disk holds exactly what the driver persisted from each Ready, so a crash loses everything else and a
-restart rebuilds the core from `SimDisk.persisted_state()`. The application is deliberately the simplest one
+The disk holds exactly what the driver's completed writes persisted, so a crash loses everything else (a
+write still in progress included) and a restart rebuilds the core from `SimDisk.persisted_state()`. The application is deliberately the simplest one
 that can be checked: the list of every entry applied, in order; its snapshot is that list as JSON.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from chaos.checks import READY_CONTRACT, InvariantViolation
-from raftswarm.raft.messages import Entry, EntryType, HardState, PersistedState, Ready, Snapshot
+from raftswarm.raft.messages import Entry, EntryType, HardState, PersistedState, Snapshot
 
 
 class SimDisk:
@@ -39,19 +39,19 @@ class SimDisk:
             return self.snapshot.meta.term if self.snapshot is not None else 0
         return self.entries[index - offset - 1].term
 
-    def save(self, ready: Ready) -> int:
-        """Persist a Ready's snapshot, entries and hard state, in that order.
+    def save(self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None) -> int:
+        """One write: a snapshot, entries and a hard state (from a Ready or a batch of them), in that order.
 
-        Returns the term of the entry before `ready.entries` (for the log matching check).
+        Returns the term of the entry before `entries` (for the log matching check).
         """
-        if ready.snapshot is not None:
-            self.snapshot = ready.snapshot
+        if snapshot is not None:
+            self.snapshot = snapshot
             self.entries = []
         prev_term = 0
-        if ready.entries:
-            prev_term = self._append(ready.entries)
-        if ready.hard_state is not None:
-            self.hard_state = ready.hard_state
+        if entries:
+            prev_term = self._append(entries)
+        if hard_state is not None:
+            self.hard_state = hard_state
         return prev_term
 
     def _append(self, entries: list[Entry]) -> int:

@@ -1,9 +1,11 @@
-"""Deliberately broken Raft cores, each breaking one safety rule, to show the simulator's checks bite.
+"""Deliberately broken Raft cores and drivers, each breaking one safety rule, to show the simulator's checks bite.
 
 Used only by tests/test_simulator.py: a checker that passes these would be vacuous.
 """
 
+from chaos.driver import SENDABLE_BEFORE_PERSIST, Pipeline
 from raftswarm.raft.core import RaftCore
+from raftswarm.raft.messages import MessageType
 
 
 class VotesForAnyLog(RaftCore):
@@ -18,3 +20,11 @@ class CommitsOldTerms(RaftCore):
 
     def _can_commit_at(self, index: int) -> bool:
         return True
+
+
+class AcksBeforeWriting(Pipeline):
+    """Breaks "replies that promise durability wait for the write" in the driver's pipeline: a follower's
+    APPEND_RESP -- "I hold your entries up to here" -- leaves before its write returns, so a leader may count a
+    copy that a crash then loses."""
+
+    sendable_before_persist = SENDABLE_BEFORE_PERSIST | {MessageType.APPEND_RESP}

@@ -71,7 +71,7 @@ def _points_into(cluster: SwarmCluster, url: str) -> bool:
     return url in {UNIX_SCHEME + str(node.socket) for node in cluster.nodes}
 
 
-@cluster.command()
+@cluster.command(short_help="Start a cluster and make it the CLI's current target.")
 @name_option
 @click.option("--managers", type=click.IntRange(min=1), default=3, show_default=True, help="Number of managers")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Number of workers")
@@ -119,7 +119,7 @@ def _print_nodes(made: SwarmCluster) -> None:
     )
 
 
-@cluster.command()
+@cluster.command(short_help="Stop a cluster and remove everything it made.")
 @name_option
 @click.option("--keep-state", is_flag=True, help="Keep the nodes' state directories and logs")
 def down(name: str, keep_state: bool) -> None:
@@ -139,7 +139,7 @@ def down(name: str, keep_state: bool) -> None:
     click.echo(f'Cluster "{name}" is down: stopped {running} node process(es){removed}{kept}.')
 
 
-@cluster.command("ls")
+@cluster.command("ls", short_help="List the clusters on this machine.")
 def list_clusters() -> None:
     """List the clusters on this machine (the current target of the CLI is marked with *)."""
     current = _current_host()
@@ -175,7 +175,7 @@ def _age(created: str) -> str:
     return output.human_duration((datetime.now(UTC) - then).total_seconds()) + " ago"
 
 
-@cluster.command()
+@cluster.command(short_help="Show the managers' Raft state and the workers' state.")
 @name_option
 def status(name: str) -> None:
     """Show each manager's Raft state (role, term, commit index, lag behind the leader) and each worker's state."""
@@ -226,7 +226,7 @@ def _number(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-@cluster.command()
+@cluster.command(short_help="Print exports that point clients at a cluster.")
 @name_option
 def env(name: str) -> None:
     """Print shell commands that point docker and raftswarm clients at the cluster's first manager."""

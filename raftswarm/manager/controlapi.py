@@ -213,12 +213,15 @@ class ControlApi:
         await self.store.transact([update(NODES, current.id, data, expect=current.version)])
         return await self.node(current.id)
 
-    async def set_node_status(self, node_id: str, state: str, message: str = "") -> None:
+    async def set_node_status(self, node_id: str, state: str, message: str = "") -> bool:
+        """Record a node's state; False if the node is not (yet) in the store, so the caller tries again."""
         current = await self.store.get(NODES, node_id, linearizable=False)
-        if current is None or current.data["Status"].get("State") == state:
-            return
-        data = {**current.data, "Status": {**current.data["Status"], "State": state, "Message": message}}
-        await self.store.transact([update(NODES, node_id, data, expect=current.version)])
+        if current is None:
+            return False
+        if current.data["Status"].get("State") != state:
+            data = {**current.data, "Status": {**current.data["Status"], "State": state, "Message": message}}
+            await self.store.transact([update(NODES, node_id, data, expect=current.version)])
+        return True
 
     async def set_manager_status(self, node_id: str, addr: str | None) -> None:
         """Record that a node joined (`addr`: its Raft address) or left (None) the managers' Raft membership."""

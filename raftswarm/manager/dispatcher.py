@@ -17,6 +17,7 @@ from ..ca.certificates import NodeIdentity
 from ..raft.driver import RaftDriver
 from ..store import ReplicatedStore
 from .rpc import RpcError, RpcServer
+from ..ca.authority import CertificateAuthority
 from ..ca.certificates import subject_key_id
 from ..store import update
 from .controlapi import CLUSTER, CLUSTER_KEY, ControlApi
@@ -46,17 +47,19 @@ class Dispatcher:
         assert identity is not None
         if not self.driver.is_leader:
             raise RpcError("not_leader", self.leader_address())
-        first = identity.node_id not in self._last_seen
-        self._last_seen[identity.node_id] = time.monotonic()
+        # Remembered only once recorded: a write lost to a concurrent update (say, the node's own Raft join
+        # changing its object), or a node not in the store yet (`swarm init` still writing it), is retried
+        # at the next heartbeat.
+        if identity.node_id in self._last_seen or await self.control.set_node_status(identity.node_id, "ready"):
+            self._last_seen[identity.node_id] = time.monotonic()
         self._issuers[identity.node_id] = str(params.get("issuer", ""))
-        if first:
-            await self.control.set_node_status(identity.node_id, "ready")
         node = await self.control.store.get("nodes", identity.node_id, linearizable=False)
+        cluster = await self.control.store.get(CLUSTER, CLUSTER_KEY, linearizable=False)
+        rotation = CertificateAuthority.from_state(cluster.data["CA"]).rotation if cluster else None
         managers = {
             n.id: n.data["ManagerStatus"]["Addr"] for n in await self.control.store.list("nodes", linearizable=False)
             if n.data.get("ManagerStatus")
         }
-        ca, _ = await self.control.authority(linearizable=False)
         # The role the swarm wants this node in: a node whose certificate says otherwise renews it and
         # switches roles (promote/demote), as SwarmKit's agents do. During a root rotation, the root every
         # node should move to.
@@ -64,11 +67,13 @@ class Dispatcher:
             "period": self.period,
             "role": node.data["Spec"]["Role"] if node else None,
             "managers": managers,
-            "rotation": subject_key_id(ca.rotation.pending_root.certificate) if ca.rotation else None,
+            "rotation": subject_key_id(rotation.pending_root.certificate) if rotation else None,
         }
 
     async def _maybe_finish_root_rotation(self) -> None:
         """Once every node that is up holds a certificate from the new root, the old root is retired."""
+        if await self.control.store.get(CLUSTER, CLUSTER_KEY, linearizable=False) is None:
+            return  # not initialized yet
         ca, version = await self.control.authority(linearizable=False)
         if ca.rotation is None:
             return

@@ -1,9 +1,9 @@
-"""`LocalCluster`: a real cluster of `raftswarm-node` processes on this machine, as a Python API.
+"""`LocalCluster`: a real cluster of `raftswarm-node` manager processes on this machine, as a Python API.
 
-Tests, `chaos/` and `bench/` use it; `raftswarm cluster up` will too. For now it lays out manager state
-directories offline (`node.provision`) with one root CA, gives each manager its own loopback port, and
-starts, kills, restarts and adds managers. Everything it makes lives under `base_dir`, and every process it
-starts is ended by PID in `close()`.
+Raft tests and `bench/` use it: it lays out manager state directories offline (`node.provision`) with one
+root CA, gives each manager its own loopback port, and starts, kills, restarts and adds managers. (A whole
+swarm formed through the API with join tokens, as `raftswarm cluster up` makes it, is `node.swarmcluster`.)
+Everything it makes lives under `base_dir`, and every process it starts is ended by PID in `close()`.
 """
 
 from __future__ import annotations

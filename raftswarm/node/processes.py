@@ -3,7 +3,8 @@ in a log file, waited for until their API answers, and ended by PID.
 
 A `SwarmCluster` may be brought down by another process than the one that started it (`raftswarm cluster
 down`), so a `NodeProcess` is a PID together with the process's start time as the kernel records it: a PID
-that has since been given to some other process is never signalled.
+that has since been given to some other process is never signalled. The child writes both to its pidfile
+itself, between fork and exec, so a node is on record even if whoever started it dies the moment after.
 """
 
 from __future__ import annotations
@@ -31,13 +32,34 @@ class NodeStartError(RaftswarmError):
     """A node process exited, or did not answer on its API socket in time; the message ends with its log."""
 
 
-def spawn(argv: Sequence[str], log_path: Path, detach: bool = False) -> subprocess.Popen:
+def spawn(argv: Sequence[str], log_path: Path, detach: bool = False, pidfile: Path | None = None) -> subprocess.Popen:
     """Start `argv` with stdout and stderr appended to `log_path`. `detach` puts it in a session of its own,
-    so a Ctrl-C in the terminal that started it does not reach it."""
+    so a Ctrl-C in the terminal that started it does not reach it; `pidfile` gets "PID START_TIME"."""
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=detach,
+            preexec_fn=_pidfile_writer(str(pidfile)) if pidfile is not None else None,  # noqa: PLW1509 (see there)
         )
+
+
+def _pidfile_writer(path: str) -> Callable[[], None]:
+    """What the child runs between fork and exec (exec keeps PID and start time). Only system calls and no
+    locks: the forked child must not wait on a lock some other thread of the parent held."""
+
+    def write() -> None:
+        fd = os.open("/proc/self/stat", os.O_RDONLY)
+        stat = os.read(fd, 4096)
+        os.close(fd)
+        start_time = stat[stat.rindex(b")") + 2 :].split()[19]
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, b"%d %s\n" % (os.getpid(), start_time))
+        os.close(fd)
+
+    return write
 
 
 def stop_child(process: subprocess.Popen, timeout: float = STOP_GRACE) -> None:
@@ -106,6 +128,14 @@ class NodeProcess:
         # A child that already exited: -1 matches no live process, so it counts as not running.
         return cls(child.pid, start_time if start_time is not None else -1, child)
 
+    @classmethod
+    def from_pidfile(cls, path: Path) -> NodeProcess | None:
+        try:
+            pid, start_time = path.read_text().split()
+        except (OSError, ValueError):
+            return None
+        return cls(int(pid), int(start_time))
+
     def running(self) -> bool:
         if self.child is not None and self.child.poll() is not None:
             return False
@@ -134,15 +164,18 @@ class NodeProcess:
 
 
 def stop_all(processes: Iterable[NodeProcess], grace: float = STOP_GRACE) -> list[NodeProcess]:
-    """SIGTERM every process at once, SIGKILL those still running after `grace`. Returns those that are still
-    running even then (stuck in the kernel)."""
-    processes = [p for p in processes if p.running()]
+    """SIGTERM every process at once, SIGKILL those still running after `grace`. Returns those still running
+    even then: stuck in the kernel, or another user's (signalling them is not permitted)."""
+    processes, signalled = list(processes), []
     for process in processes:
-        process.signal(signal.SIGTERM)
+        try:
+            process.signal(signal.SIGTERM)
+        except PermissionError:
+            continue
+        signalled.append(process)
     deadline = time.monotonic() + grace
-    for process in processes:
+    for process in signalled:
         process.wait(max(0.0, deadline - time.monotonic()))
-    for process in processes:
         if process.running():
             process.kill()
     return [p for p in processes if p.running()]

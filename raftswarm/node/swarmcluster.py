@@ -8,10 +8,11 @@ host routes; the host holds .1 on the bridge, so it reaches every node, and ever
 address with the standard ports. Otherwise each node gets its own loopback address (127.0.0.N) with the
 standard ports, and there is no data plane.
 
-Records. Everything lives in one directory per cluster: each node's state dir, log and API socket, and
-`cluster.json`. Every process, namespace and interface is written to `cluster.json` before it is made, so
-`down` -- from this process or, through `SwarmCluster.load`, from another one -- removes all of it, even
-after an `up` that failed or was killed halfway.
+Records. Everything lives in one directory per cluster: each node's state dir, log, API socket and pidfile,
+and `cluster.json`. Every node, namespace and interface is written to `cluster.json` before it is made, and
+every node process writes its pidfile itself before it becomes the node, so `down` -- from this process or,
+through `SwarmCluster.load`, from another one -- removes all of it, even after an `up` that failed or was
+killed halfway.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ SWARM_PORT = 2377
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 # Interface names hold at most 15 characters (IFNAMSIZ - 1). The longest is a node's veth,
 # "rswv" + node number (at most 2 digits) + "-" + tag, which leaves 8 for the tag.
-IFNAME_MAX = 15
 TAG_MAX = 8
 MAX_NODES = 99
 # sun_path holds 108 bytes, one of them the terminating NUL.
@@ -63,9 +63,12 @@ NETWORKS = ("auto", NETNS, LOOPBACK)
 # subnets; 172.30/16 is the fallback (Docker's own bridges, which also live in 172.16/12, show up as routes).
 SUBNET_CANDIDATES = [f"10.211.{x}.0/24" for x in range(256)] + [f"172.30.{x}.0/24" for x in range(256)]
 
-# Waits while the swarm forms. A node's API socket answers within a second or two of its start; joining
-# is bounded by the node's own join timeout (60 s), and the whole `up` by its `timeout` argument.
+# Waits while the swarm forms. A node's API socket answers within a second or two of its start, and a 3+2
+# cluster is Ready within 3-5 s; the default bound of the whole `up` leaves ample room on a loaded machine
+# (every node is a Python process that has to start, and managers join one at a time).
 API_START_TIMEOUT = 30.0
+UP_TIMEOUT_BASE = 30.0
+UP_TIMEOUT_PER_NODE = 3.0
 POLL_INTERVAL = 0.05
 
 # `ip netns exec` keeps the host's UTS namespace; `unshare --uts` gives the node its own, and this sets the
@@ -78,11 +81,11 @@ class ClusterError(RaftswarmError):
 
 
 class ClusterExists(ClusterError):
-    pass
+    """`up` with a name that is taken (by a running cluster, or the state `down --keep-state` kept)."""
 
 
 class ClusterNotFound(ClusterError):
-    pass
+    """No cluster of that name in the clusters directory."""
 
 
 def default_clusters_dir() -> Path:
@@ -194,7 +197,7 @@ def bridge_netfilter_hint() -> str:
 # -- the cluster ------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)  # a handle on a live node: equal only to itself, usable in sets and as a key
 class ClusterNode:
     """One node of the cluster: `manager1`, ..., `worker1`, ...; `number` counts from 1 across both."""
 
@@ -226,6 +229,10 @@ class ClusterNode:
         return self.directory / "node.log"
 
     @property
+    def pidfile(self) -> Path:
+        return self.directory / "node.pid"
+
+    @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
@@ -252,7 +259,11 @@ class ClusterNode:
 
     @classmethod
     def from_record(cls, record: dict[str, Any], cluster_dir: Path) -> ClusterNode:
-        process = NodeProcess(record["pid"], record["start_time"]) if record.get("pid") else None
+        """The node's pidfile, written by the node's process itself, wins over the record: whoever started
+        the process may have died before recording it."""
+        process = NodeProcess.from_pidfile(cluster_dir / record["name"] / "node.pid")
+        if process is None and record.get("pid"):
+            process = NodeProcess(record["pid"], record["start_time"])
         return cls(
             record["name"],
             record["role"],
@@ -296,7 +307,7 @@ class ClusterStatus:
     leader: ClusterNode | None
 
 
-@dataclass
+@dataclass(eq=False)
 class SwarmCluster:
     name: str
     directory: Path
@@ -323,14 +334,15 @@ class SwarmCluster:
         heartbeat_period: float | None = None,
         node_args: Mapping[str, Sequence[str]] | None = None,
         keep_on_failure: bool = False,
-        timeout: float = 120.0,
+        timeout: float | None = None,
     ) -> SwarmCluster:
         """Start a swarm of `managers` + `workers` nodes and wait until every node is Ready.
 
         `network`: "netns" (root: a namespace per node), "loopback" (127.0.0.N per node) or "auto" (netns
         where possible; the reason it was not is in `.note`). `node_args` adds arguments to named nodes'
-        command lines. If anything fails, everything made so far is removed, unless `keep_on_failure`
-        (then `down()` removes it). Refuses a name that already exists under `base_dir`.
+        command lines. `timeout` bounds the whole `up` (default: 30 s + 3 s per node). If anything fails,
+        everything made so far is removed, unless `keep_on_failure` (then `down()` removes it). Refuses a
+        name that already exists under `base_dir`.
         """
         check_name(name)
         if network not in NETWORKS:
@@ -339,15 +351,21 @@ class SwarmCluster:
             raise ClusterError("a swarm needs at least one manager")
         if workers < 0 or managers + workers > MAX_NODES:
             raise ClusterError(f"a local cluster holds 1 to {MAX_NODES} nodes")
+        names = [f"manager{i}" for i in range(1, managers + 1)] + [f"worker{i}" for i in range(1, workers + 1)]
+        unknown = set(node_args or {}) - set(names)
+        if unknown:
+            raise ClusterError(f"node_args names nodes this cluster does not have: {', '.join(sorted(unknown))}")
         base = Path(base_dir) if base_dir is not None else default_clusters_dir()
         base.mkdir(parents=True, exist_ok=True)
         directory = base / name
-        socket_path = directory / f"manager{managers}" / "api.sock"
+        socket_path = directory / max(names, key=len) / "api.sock"
         if len(str(socket_path).encode()) > SOCKET_PATH_MAX:
             raise ClusterError(
                 f"the API socket path {socket_path} is longer than a unix socket address can hold "
                 f"({SOCKET_PATH_MAX} bytes); use a shorter clusters directory"
             )
+        if timeout is None:
+            timeout = UP_TIMEOUT_BASE + UP_TIMEOUT_PER_NODE * len(names)
         try:
             directory.mkdir()
         except FileExistsError:
@@ -360,7 +378,18 @@ class SwarmCluster:
         cluster.save()
         try:
             others = [c for c in cls.existing(base) if c.name != name]
-            await cluster._create(managers, workers, network, others, heartbeat_period, node_args or {}, timeout)
+            cluster._plan(
+                names, cluster._choose_network(network, others, len(names)), heartbeat_period, node_args or {}
+            )
+            if cluster.network == NETNS:
+                cluster._create_network()
+            for node in cluster.nodes:
+                node.directory.mkdir()
+                cluster.start(node)
+            deadline = started + timeout
+            await _concurrently(cluster.wait_ready(n, min(API_START_TIMEOUT, _left(deadline))) for n in cluster.nodes)
+            await cluster._form_swarm(deadline)
+            await cluster._wait_until_all_ready(deadline)
         except BaseException as failure:
             if keep_on_failure:
                 cluster.state = "failed"
@@ -376,21 +405,8 @@ class SwarmCluster:
         cluster.save()
         return cluster
 
-    async def _create(
-        self,
-        managers: int,
-        workers: int,
-        network: str,
-        others: list[SwarmCluster],
-        heartbeat_period: float | None,
-        node_args: Mapping[str, Sequence[str]],
-        timeout: float,
-    ) -> None:
-        deadline = time.monotonic() + timeout
-        names = [f"manager{i}" for i in range(1, managers + 1)] + [f"worker{i}" for i in range(1, workers + 1)]
-        unknown = set(node_args) - set(names)
-        if unknown:
-            raise ClusterError(f"node_args names nodes this cluster does not have: {', '.join(sorted(unknown))}")
+    def _choose_network(self, network: str, others: list[SwarmCluster], count: int) -> list[str]:
+        """Settle `self.network` (and the subnet) and return `count` node addresses."""
         if network != LOOPBACK:
             reason = netns_unavailable_reason()
             if reason is None:
@@ -402,14 +418,19 @@ class SwarmCluster:
                     f"network namespaces are not available ({reason}): nodes use loopback addresses, no data plane"
                 )
         if self.network == NETNS:
-            taken = host_networks() + [ipaddress.IPv4Network(c.subnet) for c in others if c.subnet]
-            subnet = choose_subnet(taken)
+            subnet = choose_subnet(host_networks() + [ipaddress.IPv4Network(c.subnet) for c in others if c.subnet])
             self.subnet = str(subnet)
-            hosts = list(subnet.hosts())
-            addresses = [str(ip) for ip in hosts[1 : len(names) + 1]]  # .1 is the host's, on the bridge
-        else:
-            taken_ips = {n.ip for c in others for n in c.nodes}
-            addresses = _loopback_addresses(len(names), taken_ips)
+            return [str(ip) for ip in list(subnet.hosts())[1 : count + 1]]  # .1 is the host's, on the bridge
+        return _loopback_addresses(count, {n.ip for c in others for n in c.nodes})
+
+    def _plan(
+        self,
+        names: list[str],
+        addresses: list[str],
+        heartbeat_period: float | None,
+        node_args: Mapping[str, Sequence[str]],
+    ) -> None:
+        """Record every node (name, address, namespace, command line) before anything is made for it."""
         for number, (node_name, ip) in enumerate(zip(names, addresses, strict=True), start=1):
             node = ClusterNode(
                 node_name,
@@ -425,14 +446,6 @@ class SwarmCluster:
             node.argv = self._node_argv(node, heartbeat_period, node_args.get(node_name, ()))
             self.nodes.append(node)
         self.save()
-        if self.network == NETNS:
-            self._create_network(subnet)
-        for node in self.nodes:
-            node.directory.mkdir()
-            self.start(node)
-        await _concurrently(self.wait_ready(node, min(API_START_TIMEOUT, _left(deadline))) for node in self.nodes)
-        await self._form_swarm(deadline)
-        await self._wait_until_all_ready(deadline)
 
     def _node_argv(self, node: ClusterNode, heartbeat_period: float | None, extra: Sequence[str]) -> list[str]:
         argv = [
@@ -458,8 +471,10 @@ class SwarmCluster:
             argv = prefix + argv
         return argv
 
-    def _create_network(self, subnet: ipaddress.IPv4Network) -> None:
+    def _create_network(self) -> None:
         """The bridge with the host's address, then per node: namespace, veth pair with `eth0` inside."""
+        assert self.subnet is not None
+        subnet = ipaddress.IPv4Network(self.subnet)
         tag = interface_tag(self.name)
         self.bridge = f"rswb-{tag}"
         gateway = f"{next(subnet.hosts())}/{subnet.prefixlen}"
@@ -494,9 +509,15 @@ class SwarmCluster:
         """`swarm init` on the first manager, then `swarm join` on every other node with the real tokens.
         Managers join one at a time (each is a Raft membership change); workers join meanwhile."""
         first, *rest = self.nodes
-        async with self.client(first, _left(deadline)) as api:
-            first.node_id = await api.swarm_init({"ListenAddr": first.addr, "AdvertiseAddr": first.addr})
-            tokens = (await api.swarm_inspect())["JoinTokens"]
+        try:
+            async with self.client(first, _left(deadline)) as api:
+                first.node_id = await api.swarm_init({"ListenAddr": first.addr, "AdvertiseAddr": first.addr})
+                tokens = (await api.swarm_inspect())["JoinTokens"]
+        except (ApiError, OSError, TimeoutError) as exc:
+            raise ClusterError(
+                f"{first.name} could not init the swarm: {exc or type(exc).__name__}\n"
+                f"{first.name}'s log:\n{log_tail(first.log_path)}"
+            ) from None
         self.save()
 
         async def join(node: ClusterNode) -> None:
@@ -634,7 +655,7 @@ class SwarmCluster:
         """Start the node's process (it comes back in the role its state dir records)."""
         if node.running():
             return
-        node.process = NodeProcess.started(spawn(node.argv, node.log_path, detach=True))
+        node.process = NodeProcess.started(spawn(node.argv, node.log_path, detach=True, pidfile=node.pidfile))
         self.save()
 
     async def wait_ready(self, node: ClusterNode, timeout: float = API_START_TIMEOUT) -> None:
@@ -721,9 +742,10 @@ class SwarmCluster:
         stuck = stop_all([node.process for node in self.nodes if node.process is not None])
         for node in self.nodes:
             if node.process is not None and node.process in stuck:
-                failures.append(f"{node.name} (PID {node.pid}) did not exit after SIGKILL")
+                failures.append(f"{node.name} (PID {node.pid}) is still running: not permitted to end it, or stuck")
             else:
                 node.process = None
+                node.pidfile.unlink(missing_ok=True)
         remaining = []
         if self.resources:
             existing_links, existing_namespaces = links(), network_namespaces()

@@ -204,6 +204,8 @@ class RaftDriver:
     async def start(self) -> None:
         # Entries committed before a restart are re-emitted by the first input: give it one now.
         self._feed(self.core.tick())
+        if self.core.conf_state.voters == {self.id}:
+            self._feed(self.core.campaign())  # alone, there is no one to wait for: lead at once
         self._tasks = [
             asyncio.create_task(self._run_clock(), name=f"raft-{self.id}-clock"),
             asyncio.create_task(self._run_flusher(), name=f"raft-{self.id}-flusher"),
@@ -489,6 +491,8 @@ class RaftDriver:
         hard_state = batch.hard_state
         if batch.snapshot is not None:
             return False
+        if batch.entries and hard_state is not None and hard_state.commit >= batch.entries[0].index:
+            return False  # the core counted this batch's own unwritten entries (a lone voter commits alone)
         if hard_state is not None and (hard_state.term, hard_state.vote) != (
             self._persisted_hard_state.term,
             self._persisted_hard_state.vote,
