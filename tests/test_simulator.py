@@ -25,10 +25,9 @@ from chaos.checks import (
     SafetyChecker,
 )
 from chaos.cli import main
-from chaos.driver import DRIVER, PERSISTENCE_MODES, SENDABLE_BEFORE_PERSIST, SYNC, Pipeline
+from chaos.driver import DRIVER, PERSISTENCE_MODES, SYNC, Pipeline
 from chaos.nemesis import BEFORE_PERSIST
 from chaos.sim import Simulator, run_seed
-from raftswarm.raft import driver as raft_driver
 from raftswarm.raft.core import RaftCore
 from raftswarm.raft.messages import (
     ConfChange,
@@ -160,11 +159,6 @@ def test_a_leader_sends_appends_before_its_write_but_votes_and_acks_wait():
     assert not _sends_before_writing(ack)
     assert not _sends_before_writing(new_term)
     assert _sends_before_writing(ack, AcksBeforeWriting)
-
-
-def test_the_simulated_pipeline_sends_early_exactly_what_the_driver_sends_early():
-    """chaos.driver mirrors the asyncio driver's rules; if the driver's list changes, the mirror must follow."""
-    assert SENDABLE_BEFORE_PERSIST == raft_driver._SENDABLE_BEFORE_PERSIST
 
 
 def test_a_moved_commit_index_alone_is_not_written_but_rides_with_the_next_write():

@@ -1,10 +1,10 @@
 """Runs a `RaftCore` on asyncio: a clock, a disk, a network and a state machine around the pure core.
 
 Inputs (ticks, peer messages, proposals, reads) step the core as they arrive, on the event loop. Their
-Readies pile up in the open `_Batch`; one flusher task takes a batch, persists it with a single write and
-fsync (group commit), then sends its messages, then applies its committed entries, then answers reads.
-While a batch is being persisted the next one fills up, so fsync cost is shared by everything that
-arrived meanwhile.
+Readies go into the persistence pipeline (`raft.pipeline`, whose rules say what must be written and what
+may be sent before); one flusher task takes a batch, persists it with a single write and fsync (group
+commit), then sends its messages, then applies its committed entries, then answers reads. While a batch is
+being persisted the next one fills up, so fsync cost is shared by everything that arrived meanwhile.
 
 Entries carry a 16-byte tag (proposer Raft ID, proposal sequence) before the payload, so the node that
 proposed an entry -- leader or follower, whose proposal the core forwarded -- wakes the right caller when
@@ -22,13 +22,14 @@ import random
 import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgpack
 
 from ..errors import ProposalDropped, RaftswarmError
 from .core import RaftConfig, RaftCore
+from .pipeline import Batch, Pipeline
 from .messages import (
     NONE,
     ConfChange,
@@ -37,10 +38,8 @@ from .messages import (
     EntryType,
     HardState,
     Message,
-    MessageType,
     PersistedState,
     Ready,
-    ReadState,
     Role,
     Snapshot,
 )
@@ -49,18 +48,6 @@ log = logging.getLogger(__name__)
 
 _TAG = struct.Struct(">QQ")
 
-_SENDABLE_BEFORE_PERSIST = frozenset(
-    {
-        MessageType.APPEND,
-        MessageType.HEARTBEAT,
-        MessageType.SNAPSHOT,
-        MessageType.TIMEOUT_NOW,
-        MessageType.READ_INDEX_RESP,
-        MessageType.PROPOSE,
-        MessageType.READ_INDEX,
-    }
-)
-"""Messages that claim nothing about what the sender has on disk (see RaftDriver._may_send_before_persisting)."""
 
 
 class StateMachine(Protocol):
@@ -100,41 +87,6 @@ class DriverConfig:
     proposal_timeout: float = 10.0
     max_proposal_bytes: int = 4 << 20
     """Proposals larger than this are refused: every entry must fit a wire frame (see raft.wire)."""
-
-
-@dataclass
-class _Batch:
-    """Readies merged for one group commit. A Ready with a snapshot always starts a new batch, so within a
-    batch the snapshot (if any) comes before every entry."""
-
-    hard_state: HardState | None = None
-    entries: list[Entry] = field(default_factory=list)
-    snapshot: Snapshot | None = None
-    messages: list[Message] = field(default_factory=list)
-    committed: list[Entry] = field(default_factory=list)
-    read_states: list[ReadState] = field(default_factory=list)
-    dropped_reads: list[bytes] = field(default_factory=list)
-
-    def add(self, ready: Ready) -> None:
-        if ready.hard_state is not None:
-            self.hard_state = ready.hard_state
-        if ready.entries:
-            first = ready.entries[0].index
-            while self.entries and self.entries[-1].index >= first:
-                self.entries.pop()  # overwritten by a later Ready of this batch
-            self.entries.extend(ready.entries)
-        self.messages.extend(ready.messages)
-        self.committed.extend(ready.committed_entries)
-        self.read_states.extend(ready.read_states)
-        self.dropped_reads.extend(ready.dropped_reads)
-
-    def needs_persisting(self) -> bool:
-        return bool(self.hard_state or self.entries or self.snapshot)
-
-    def is_empty(self) -> bool:
-        return not (
-            self.needs_persisting() or self.messages or self.committed or self.read_states or self.dropped_reads
-        )
 
 
 def encode_address(host: str, port: int) -> bytes:
@@ -181,8 +133,7 @@ class RaftDriver:
         self.core = RaftCore(raft_config, persisted, rng or random.Random())
         self._applied = self.core.applied_index
 
-        self._batches: deque[_Batch] = deque([_Batch()])
-        self._persisted_hard_state = persisted.hard_state
+        self._pipeline = Pipeline(persisted.hard_state)
         self._storage_calls: deque[tuple[Callable[[Storage], Any], asyncio.Future[Any]]] = deque()
         self._carried_commit: HardState | None = None
         self._wakeup = asyncio.Event()
@@ -385,18 +336,10 @@ class RaftDriver:
             self._feed(self.core.tick())
 
     def _feed(self, ready: Ready) -> None:
-        if ready.is_empty():
-            self._note_role()
-            return
-        batch = self._batches[-1]
-        if ready.snapshot is not None:
-            if not batch.is_empty():
-                batch = _Batch()
-                self._batches.append(batch)
-            batch.snapshot = ready.snapshot
-        batch.add(ready)
+        if not ready.is_empty():
+            self._pipeline.feed(ready)
+            self._wakeup.set()
         self._note_role()
-        self._wakeup.set()
 
     def _note_role(self) -> None:
         role = (self.core.role, self.core.term, self.core.leader_id)
@@ -434,21 +377,20 @@ class RaftDriver:
                     future.set_exception(exc)
                 else:
                     future.set_result(result)
-            while not self._batches[0].is_empty():
-                batch = self._batches.popleft()
-                if not self._batches:
-                    self._batches.append(_Batch())  # the batch that fills while this one is flushed
+            while (batch := self._pipeline.take_batch()) is not None:
                 await self._flush(batch)
 
-    async def _flush(self, batch: _Batch) -> None:
-        send_early = self._may_send_before_persisting(batch)
+    async def _flush(self, batch: Batch) -> None:
+        pipeline = self._pipeline
+        send_early = pipeline.may_send_before_persisting(batch)
         if send_early and batch.messages:
             self._transport.send(batch.messages)
-        if self._must_sync(batch):
-            hard_state = batch.hard_state or self._carried_commit
-            await asyncio.to_thread(self._storage.save, hard_state, batch.entries, batch.snapshot)
-            self._persisted_hard_state = hard_state or self._persisted_hard_state
-            self._carried_commit = None
+        if pipeline.must_sync(batch):
+            hard_state = pipeline.start_write(batch)
+            try:
+                await asyncio.to_thread(self._storage.save, hard_state, batch.entries, batch.snapshot)
+            finally:
+                pipeline.written(hard_state)
         if batch.messages and not send_early:
             self._transport.send(batch.messages)
         if batch.snapshot is not None:
@@ -468,37 +410,6 @@ class RaftDriver:
                 future.set_exception(ProposalDropped("no leader could confirm this read; retry"))
         self._release_reads()
         await self._maybe_snapshot()
-
-    def _must_sync(self, batch: _Batch) -> bool:
-        """Persist only what Raft needs durable: entries, snapshots, term and vote (etcd's MustSync). A moved
-        commit index alone is volatile state (Raft paper, Figure 2): it rides along with the next save."""
-        if batch.entries or batch.snapshot is not None:
-            return True
-        hard_state, persisted = batch.hard_state, self._persisted_hard_state
-        if hard_state is None:
-            return False
-        if (hard_state.term, hard_state.vote) != (persisted.term, persisted.vote):
-            return True
-        batch.hard_state = None
-        self._carried_commit = hard_state
-        return False
-
-    def _may_send_before_persisting(self, batch: _Batch) -> bool:
-        """A leader may send its APPENDs while its own copy is still being written (Raft thesis §10.2.1).
-        It is safe here because whatever depends on the leader's copy being durable -- applying, answering
-        clients, announcing the commit index -- happens only in later batches, which the flusher handles
-        after this one's write returns. Replies that promise durability (votes, acks) always wait."""
-        hard_state = batch.hard_state
-        if batch.snapshot is not None:
-            return False
-        if batch.entries and hard_state is not None and hard_state.commit >= batch.entries[0].index:
-            return False  # the core counted this batch's own unwritten entries (a lone voter commits alone)
-        if hard_state is not None and (hard_state.term, hard_state.vote) != (
-            self._persisted_hard_state.term,
-            self._persisted_hard_state.vote,
-        ):
-            return False
-        return all(m.type in _SENDABLE_BEFORE_PERSIST for m in batch.messages)
 
     def _release_reads(self) -> None:
         waiting = []
