@@ -418,10 +418,15 @@ class NodeDaemon:
                 f"update out of sequence: node {current.id} is at version {current.version}, not {version}", 409
             )
         if current.data["Spec"]["Role"] == "manager" and spec.get("Role") == "worker":
+            assert self.manager is not None and self.manager.driver is not None
             if current.id == self.node_id():
                 # Once removed, this manager would never learn that its removal committed: let the leader
                 # (another manager, after a transfer if this one leads) do it.
                 await self._demote_self_through_leader(current.id, version, spec)
+                return
+            if raft_id_of(current.id) == self.manager.driver.leader_id:
+                # Demoting the leader: it hands leadership over first, so the swarm never waits out an election.
+                await self._hand_to_leader(current.id, version, spec)
                 return
             await self._remove_manager(control, current.id)
             current = await control.node(current.id)
@@ -434,7 +439,13 @@ class NodeDaemon:
         if not others:
             raise ControlError("attempting to demote the last manager of the swarm", 400)
         if driver.is_leader:
-            await driver.transfer_leadership(max(others))
+            progress = driver.core.progress()
+            await driver.transfer_leadership(max(others, key=lambda voter: progress.get(voter, (0,))[0]))
+        await self._hand_to_leader(node_id, version, spec)
+
+    async def _hand_to_leader(self, node_id: str, version: int, spec: dict) -> None:
+        assert self.manager is not None and self.manager.driver is not None
+        driver = self.manager.driver
         leader = driver.peer_addresses().get(driver.leader_id)
         if leader is None:
             raise ControlError("no leader is known to hand the demotion to; retry", 503)
