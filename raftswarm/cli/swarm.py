@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import sys
 from typing import Any
 
 import click
@@ -250,7 +251,7 @@ async def unlock(api: ApiClient) -> None:
 
 
 def read_unlock_key() -> str:
-    stdin = click.get_text_stream("stdin")
+    stdin = sys.stdin  # CliRunner swaps sys.stdin, so tests feed it like a pipe
     if stdin.isatty():
         return click.prompt("Enter unlock key", hide_input=True, prompt_suffix=": ", default="", show_default=False)
     return stdin.readline().strip()
