@@ -15,7 +15,6 @@ import random
 import shutil
 import signal
 import socket
-import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,22 +35,21 @@ from ..ca.certificates import (
     reload_node_certificate,
     trust_roots,
 )
-from ..ca.tokens import JoinToken, fingerprint_matches
-from ..manager.controlapi import ControlApi, ControlError, new_node_object
+from ..ca.tokens import JoinToken
 from ..ca.unlockkey import generate_unlock_key, unlock_key_kek
 from ..errors import RaftswarmError, WrongKey
-from ..manager.rpc import RpcClient, RpcError
+from ..manager.controlapi import ControlApi, ControlError, new_node_object
 from ..raft.core import RaftCore
 from ..raft.driver import DriverConfig
 from ..raft.storage import RaftStorage
 from ..raft.transport import raft_id_of
 from .manager import Manager, ManagerConfig
+from .manager_client import JOIN_TIMEOUT, call_as, call_pinned, fetch_pinned_roots, join_raft, split_addr
 from .provision import provision_manager, provision_worker
 from .state_dir import StateDir
 
 log = logging.getLogger(__name__)
 
-JOIN_TIMEOUT = 60.0
 DOCKER_DEFAULT_LISTEN = "0.0.0.0:2377"
 
 
@@ -66,11 +64,6 @@ class NodeConfig:
     heartbeat_period: float = 5.0
     raft: dict = field(default_factory=dict)
     driver: DriverConfig = field(default_factory=DriverConfig)
-
-
-def _split(addr: str, default_port: int = 2377) -> tuple[str, int]:
-    host, sep, port = addr.rpartition(":")
-    return (host.strip("[]"), int(port)) if sep else (addr, default_port)
 
 
 class NodeDaemon:
@@ -122,7 +115,7 @@ class NodeDaemon:
                 return
             if force_new_cluster:
                 self._force_new_cluster(kek)
-            listen_host, listen_port = _split(state.listen_addr)
+            listen_host, listen_port = split_addr(state.listen_addr)
             manager = Manager(
                 self.state_dir,
                 ManagerConfig(listen_host, listen_port, self.config.raft, self.config.driver, self.config.heartbeat_period),
@@ -177,7 +170,7 @@ class NodeDaemon:
             _, old = self.state_dir.load_certificates()
             key = new_node_key()
             managers = (self.session.managers if self.session else []) + self._raft_peers()
-            answer = await self._call_as(old, trust, managers, "ca.renew", {"csr": node_csr(key).public_bytes(Encoding.PEM)})
+            answer = await call_as(old, trust, managers, "ca.renew", {"csr": node_csr(key).public_bytes(Encoding.PEM)})
             renewed = NodeCertificate.with_key(answer["cert"], key)
             if renewed.identity.role is not old.identity.role:
                 return  # the swarm wants another role: the role change (on the next heartbeat) renews for it
@@ -270,14 +263,14 @@ class NodeDaemon:
     def _listen(self, requested: str) -> tuple[str, int]:
         """The daemon's --listen-addr, unless the request names another address than Docker's default."""
         if requested and requested != DOCKER_DEFAULT_LISTEN:
-            return _split(requested)
+            return split_addr(requested)
         return self.config.listen_host, self.config.listen_port
 
     def _advertise(self, listen: tuple[str, int], advertise_addr: str | None, toward: tuple[str, int] | None = None) -> tuple[str, int]:
         """What other nodes should dial: as given, else the listen address if it is specific, else (joining)
         the local address that routes to the manager, as Docker picks it."""
         if advertise_addr:
-            return _split(advertise_addr, listen[1])
+            return split_addr(advertise_addr, listen[1])
         if listen[0] not in ("0.0.0.0", "::", ""):
             return listen
         if toward is not None:
@@ -321,12 +314,12 @@ class NodeDaemon:
             if not remote_addrs:
                 raise ControlError("give the address of a manager of the swarm to join")
             parsed = JoinToken.parse(token)  # a malformed token is refused before anything is contacted
-            remote = _split(remote_addrs[0])
+            remote = split_addr(remote_addrs[0])
             listen = self._listen(listen_addr)
             advertise = self._advertise(listen, advertise_addr or self.config.advertise_addr, toward=remote)
-            trust = await self._fetch_pinned_roots(remote, parsed)
+            trust = await fetch_pinned_roots(remote, parsed)
             key = new_node_key()
-            answer = await self._call_pinned(
+            answer = await call_pinned(
                 remote, trust, "ca.join",
                 {
                     "token": token,
@@ -339,66 +332,13 @@ class NodeDaemon:
             trust = x509.load_pem_x509_certificates(answer["roots"])
             managers = {nid: addr for nid, addr in answer["managers"].items()}
             if answer["role"] == NodeRole.MANAGER.value:
-                peers = {nid: _split(addr) for nid, addr in managers.items()}
+                peers = {nid: split_addr(addr) for nid, addr in managers.items()}
                 provision_manager(self.state_dir, trust, certificate, listen=listen, advertise=advertise, join_peers=peers)
                 await self._start_roles()
-                await self._join_raft(certificate, trust, list(managers.values()), f"{advertise[0]}:{advertise[1]}")
+                await join_raft(certificate, trust, list(managers.values()), f"{advertise[0]}:{advertise[1]}")
             else:
                 provision_worker(self.state_dir, trust, certificate, managers=managers, listen=listen, advertise=advertise)
                 await self._start_roles()
-
-    async def _fetch_pinned_roots(self, remote: tuple[str, int], token: JoinToken) -> list[x509.Certificate]:
-        """Fetch the swarm's root CA without trusting anything yet, then pin it by the token's digest."""
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.minimum_version = ssl.TLSVersion.TLSv1_3
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # the digest in the token is what authenticates the answer
-        client = await RpcClient.connect(*remote, context)
-        try:
-            answer = await client.call("ca.root")
-        except RpcError as exc:
-            raise ControlError(f"the manager at {remote[0]}:{remote[1]} did not give its root CA: {exc}") from None
-        finally:
-            await client.close()
-        roots = x509.load_pem_x509_certificates(answer["roots"])
-        fingerprint_matches(token, roots[0])  # raises RootCAMismatch: possible man-in-the-middle
-        return roots
-
-    async def _call_pinned(self, remote: tuple[str, int], trust: list[x509.Certificate], method: str, params: dict) -> dict:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.minimum_version = ssl.TLSVersion.TLSv1_3
-        context.check_hostname = True
-        for root in trust:
-            context.load_verify_locations(cadata=root.public_bytes(Encoding.PEM).decode())
-        client = await RpcClient.connect(*remote, context, server_hostname=NodeRole.MANAGER.value)
-        try:
-            return await client.call(method, params, timeout=JOIN_TIMEOUT)
-        except RpcError as exc:
-            raise ControlError(str(exc), 400 if exc.code in ("failed", "invalid") else 503) from None
-        finally:
-            await client.close()
-
-    async def _join_raft(self, certificate: NodeCertificate, trust: list[x509.Certificate], managers: list[str], advertise: str) -> None:
-        """Ask the leader to add this manager to the Raft membership (it follows `not_leader` answers)."""
-        context = client_ssl_context(trust, certificate)
-        targets = list(managers)
-        deadline = asyncio.get_running_loop().time() + JOIN_TIMEOUT
-        while asyncio.get_running_loop().time() < deadline:
-            target = targets[0]
-            try:
-                client = await RpcClient.connect(*_split(target), context, server_hostname=NodeRole.MANAGER.value)
-                try:
-                    await client.call("raft.join", {"addr": advertise}, timeout=JOIN_TIMEOUT)
-                    return
-                finally:
-                    await client.close()
-            except RpcError as exc:
-                if exc.code == "not_leader" and str(exc):
-                    targets.insert(0, str(exc))
-                else:
-                    targets.append(targets.pop(0))
-                    await asyncio.sleep(0.2)
-        raise ControlError("the swarm's leader did not add this manager in time", 503)
 
     async def unlock(self, key: str) -> None:
         """`swarm unlock`: the swarm's unlock key opens this manager's Raft log; then it serves again."""
@@ -451,7 +391,7 @@ class NodeDaemon:
             raise ControlError("no leader is known to hand the demotion to; retry", 503)
         trust = x509.load_pem_x509_certificates(self.state_dir.root_ca_cert.read_bytes())
         _, certificate = self.state_dir.load_certificates()
-        await self._call_as(
+        await call_as(
             certificate, trust, [f"{leader[0]}:{leader[1]}"], "node.update", {"node_id": node_id, "version": version, "spec": spec}
         )
 
@@ -523,36 +463,23 @@ class NodeDaemon:
             trust = x509.load_pem_x509_certificates(self.state_dir.root_ca_cert.read_bytes())
             _, old = self.state_dir.load_certificates()
             key = new_node_key()
-            answer = await self._call_as(old, trust, list(managers.values()), "ca.renew", {"csr": node_csr(key).public_bytes(Encoding.PEM)})
+            answer = await call_as(old, trust, list(managers.values()), "ca.renew", {"csr": node_csr(key).public_bytes(Encoding.PEM)})
             certificate = NodeCertificate.with_key(answer["cert"], key)
             trust = x509.load_pem_x509_certificates(answer["roots"])
-            listen, advertise = _split(state.listen_addr), _split(state.advertise_addr)
+            listen, advertise = split_addr(state.listen_addr), split_addr(state.advertise_addr)
             await self._stop_roles()
             shutil.rmtree(self.state_dir.raft, ignore_errors=True)
             self.state_dir.kek.unlink(missing_ok=True)
             others = {nid: addr for nid, addr in managers.items() if nid != state.node_id}
             if desired == "manager":
-                peers = {nid: _split(addr) for nid, addr in others.items()}
+                peers = {nid: split_addr(addr) for nid, addr in others.items()}
                 provision_manager(self.state_dir, trust, certificate, listen=listen, advertise=advertise, join_peers=peers)
                 await self._start_roles()
-                await self._join_raft(certificate, trust, list(others.values()), state.advertise_addr)
+                await join_raft(certificate, trust, list(others.values()), state.advertise_addr)
             else:
                 provision_worker(self.state_dir, trust, certificate, managers=others, listen=listen, advertise=advertise)
                 await self._start_roles()
             log.info("this node is now a %s", desired)
-
-    async def _call_as(self, certificate: NodeCertificate, trust: list[x509.Certificate], managers: list[str], method: str, params: dict) -> dict:
-        context = client_ssl_context(trust, certificate)
-        for target in managers:
-            try:
-                client = await RpcClient.connect(*_split(target), context, server_hostname=NodeRole.MANAGER.value)
-            except RpcError:
-                continue
-            try:
-                return await client.call(method, params, timeout=JOIN_TIMEOUT)
-            finally:
-                await client.close()
-        raise ControlError(f"no manager answered {method}", 503)
 
     async def leave_swarm(self, force: bool) -> None:
         async with self._busy:

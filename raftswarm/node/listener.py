@@ -25,8 +25,8 @@ from cryptography import x509
 from ..ca.authority import NodeRemoved
 from ..ca.certificates import CertificateError, NodeIdentity
 from ..errors import RaftswarmError
-from ..raft.transport import PREAMBLE_RAFT
 from ..manager.rpc import PREAMBLE_BYTES, PREAMBLE_RPC, RpcServer
+from ..raft.transport import PREAMBLE_RAFT
 
 log = logging.getLogger(__name__)
 

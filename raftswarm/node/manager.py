@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 
 from ..ca.authority import CertificateAuthority
 from ..ca.certificates import NodeIdentity, client_ssl_context, server_ssl_context
+from ..manager.caserver import CAServer
+from ..manager.controlapi import CLUSTER, CLUSTER_KEY
+from ..manager.dispatcher import DEFAULT_HEARTBEAT_PERIOD, Dispatcher
+from ..manager.keymanager import KeyManager
+from ..manager.rpc import RpcServer
 from ..raft.core import RaftConfig
 from ..raft.driver import DriverConfig, RaftDriver
 from ..raft.storage import RaftStorage
 from ..raft.transport import RaftTransport, raft_id_of
 from ..store import ReplicatedStore
 from .listener import ClusterListener
-from ..manager.caserver import CAServer
-from ..manager.controlapi import CLUSTER, CLUSTER_KEY
-from ..manager.dispatcher import DEFAULT_HEARTBEAT_PERIOD, Dispatcher
-from ..manager.keymanager import KeyManager
-from ..manager.rpc import RpcServer
 from .state_dir import StateDir, StateDirError
 
 log = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+
 from cryptography import x509
 
 from ..ca.certificates import NodeCertificate
