@@ -34,8 +34,9 @@ from __future__ import annotations
 import heapq
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import RaftswarmError
 
@@ -87,7 +88,7 @@ class Constraint:
         """("field", name) for node.id and friends, ("label", label name) for node.labels.<name>."""
         lowered = self.key.lower()
         if lowered.startswith(_NODE_LABEL_PREFIX):
-            return "label", self.key[len(_NODE_LABEL_PREFIX):]
+            return "label", self.key[len(_NODE_LABEL_PREFIX) :]
         return "field", lowered
 
     def __str__(self) -> str:
@@ -130,7 +131,7 @@ def parse_constraint(text: str) -> Constraint:
 class _NodeState:
     """A node as the scheduler sees it: static facts and what its tasks already use."""
 
-    __slots__ = ("id", "ready", "fields", "labels", "free_cpus", "free_memory", "ports", "tasks", "by_service")
+    __slots__ = ("by_service", "fields", "free_cpus", "free_memory", "id", "labels", "ports", "ready", "tasks")
 
     def __init__(self, node: dict[str, Any]) -> None:
         spec = node.get("Spec") or {}
@@ -231,7 +232,7 @@ class _Placement:
 def _spread_label(preference: dict[str, Any]) -> str:
     descriptor = (preference.get("Spread") or {}).get("SpreadDescriptor", "")
     if descriptor.lower().startswith(_NODE_LABEL_PREFIX) and len(descriptor) > len(_NODE_LABEL_PREFIX):
-        return descriptor[len(_NODE_LABEL_PREFIX):]
+        return descriptor[len(_NODE_LABEL_PREFIX) :]
     raise InvalidPlacement(
         f"invalid placement preference {preference!r}: only spread over node.labels.<name> is supported,"
         " e.g. {'Spread': {'SpreadDescriptor': 'node.labels.zone'}}"
@@ -265,7 +266,7 @@ def _task_order(task: dict[str, Any]) -> tuple[int, str]:
 class _Branch:
     """One value of a spread preference (or the whole cluster): its subtrees or, at a leaf, a node heap."""
 
-    __slots__ = ("tasks", "children", "heap")
+    __slots__ = ("children", "heap", "tasks")
 
     def __init__(self) -> None:
         self.tasks = 0
@@ -389,7 +390,7 @@ def schedule(
             decisions[task["ID"]] = Assignment(task["ID"], node.id)
         if len(chosen) < len(unplaced):
             reason = placement.no_suitable_node(ordered_states)
-            for task in unplaced[len(chosen):]:
+            for task in unplaced[len(chosen) :]:
                 decisions[task["ID"]] = Pending(task["ID"], reason)
 
     return [decisions[task["ID"]] for task in tasks_to_place]
