@@ -409,3 +409,36 @@ async def test_leaving_the_swarm(nodes):
         assert (await client.request("GET", "/info"))["Swarm"]["LocalNodeState"] == "inactive"
     assert not worker.state_dir.exists()  # certificates and all: nothing of the swarm is left on the worker
     await wait_for(lambda: _state_of(manager, worker_id, "down"), "the departed worker to be down", within=30)
+
+
+async def test_malformed_requests_get_a_clear_400_and_change_nothing(nodes):
+    (node,) = await nodes(1)
+    await init(node)
+    bad = [
+        ("POST", "/swarm/join", "not json"),
+        ("POST", "/swarm/join", {"RemoteAddrs": "127.0.0.1:2377", "JoinToken": "x"}),
+        ("POST", "/swarm/unlock", ["a", "list"]),
+        ("POST", "/raftswarm/store/transact", {"operations": "nope"}),
+        ("POST", "/raftswarm/store/transact", {"operations": [["put", "k", "a", 1, -1]], "timeout": "soon"}),
+        ("POST", "/raftswarm/raft/members", {"action": "add-voter", "raft_id": True, "addr": "x:1"}),
+        ("POST", "/raftswarm/raft/members", {"action": "add-voter", "raft_id": 7, "addr": "no-port"}),
+        ("GET", "/nodes?filters=%7Bbroken", None),
+        ("GET", "/raftswarm/store/k?consistency=eventually", None),
+    ]
+    async with node.client() as client:
+        before = await client.request("GET", "/nodes")
+        for method, path, body in bad:
+            if isinstance(body, str):
+                async with client._session.request(method, f"http://raftswarm{path}", data=body) as response:
+                    assert response.status == 400, path
+                    assert (await response.json())["message"]
+                continue
+            with pytest.raises(ApiError) as refused:
+                await client.request(method, path, body)
+            assert refused.value.status == 400, (path, body, str(refused.value))
+            assert str(refused.value), path
+        swarm = await client.request("GET", "/swarm")
+        with pytest.raises(ApiError, match="NodeCertExpiry"):
+            await client.request("POST", f"/swarm/update?version={swarm['Version']['Index']}", {"CAConfig": {"NodeCertExpiry": "1h"}})
+        assert await client.request("GET", "/nodes") == before  # nothing changed, and the node still answers
+        assert (await client.request("GET", "/swarm"))["Version"] == swarm["Version"]

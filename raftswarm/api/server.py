@@ -21,12 +21,13 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
-from ..errors import ProposalDropped, RaftswarmError
-from ..raft.driver import Timeout
 from ..ca.tokens import JoinTokenError
 from ..ca.unlockkey import InvalidUnlockKey
+from ..errors import ProposalDropped, RaftswarmError
 from ..manager.controlapi import ControlError
+from ..raft.driver import Timeout
 from ..store import Conflict, Operation, StoredObject, StoreError, WatchCompacted
+from .bodies import field, json_object
 from .swarm import SwarmRoutes
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return _error(400, str(exc))
     except (Timeout, ProposalDropped) as exc:
         return _error(503, str(exc))
-    except (StoreError, ValueError, KeyError, TypeError) as exc:
+    except StoreError as exc:
         return _error(400, f"invalid request: {exc}")
     except RaftswarmError as exc:
         return _error(500, str(exc))
@@ -132,10 +133,12 @@ class ApiServer:
 
     async def raft_members(self, request: web.Request) -> web.Response:
         driver = self._manager().driver
-        body = await request.json()
-        action, raft_id = body["action"], int(body["raft_id"])
+        body = await json_object(request)
+        action, raft_id = field(body, "action", str), field(body, "raft_id", int)
         if action in ("add-voter", "add-learner"):
-            host, _, port = str(body["addr"]).rpartition(":")
+            host, _, port = field(body, "addr", str).rpartition(":")
+            if not host or not port.isdigit():
+                raise ControlError("field 'addr' must be HOST:PORT")
             add = driver.add_voter if action == "add-voter" else driver.add_learner
             await add(raft_id, host, int(port))
         elif action == "promote":
@@ -143,24 +146,25 @@ class ApiServer:
         elif action == "remove":
             await driver.remove(raft_id)
         else:
-            raise ValueError(f"unknown membership action {action!r}")
+            raise ControlError(f"unknown membership action {action!r}: use add-voter, add-learner, promote or remove")
         return web.json_response(self._manager().status())
 
     async def raft_transfer(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        await self._manager().driver.transfer_leadership(int(body["to"]))
+        body = await json_object(request)
+        await self._manager().driver.transfer_leadership(field(body, "to", int))
         return web.json_response(self._manager().status())
 
     async def store_transact(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        operations = [Operation.decode(raw) for raw in body["operations"]]
-        committed = await self._manager().store.transact(operations, timeout=body.get("timeout"))
+        body = await json_object(request)
+        operations = [Operation.decode(raw) for raw in field(body, "operations", list)]
+        timeout = field(body, "timeout", (int, float), None)
+        committed = await self._manager().store.transact(operations, timeout=timeout)
         return web.json_response({"version": committed.version})
 
     def _linearizable(self, request: web.Request) -> bool:
         consistency = request.query.get("consistency", "linearizable")
         if consistency not in ("linearizable", "local"):
-            raise ValueError("consistency must be 'linearizable' or 'local'")
+            raise ControlError("consistency must be 'linearizable' or 'local'")
         return consistency == "linearizable"
 
     async def store_get(self, request: web.Request) -> web.Response:

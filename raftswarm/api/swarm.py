@@ -13,6 +13,7 @@ from aiohttp import web
 from .. import __version__
 from ..manager.controlapi import ControlError
 from ..store import StoredObject
+from .bodies import field, json_object
 
 
 def _version(request: web.Request) -> int:
@@ -43,9 +44,12 @@ def _filters(request: web.Request) -> dict[str, list[str]]:
     raw = request.query.get("filters")
     if not raw:
         return {}
-    parsed = json.loads(raw)
-    if not isinstance(parsed, dict):
-        raise ControlError("filters must be a JSON object")
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        raise ControlError(f"invalid filters: {raw!r} is not JSON") from None
+    if not isinstance(parsed, dict) or not all(isinstance(v, (list, dict)) for v in parsed.values()):
+        raise ControlError('filters must be a JSON object such as {"role": ["manager"]}')
     # Docker accepts {"k": ["v"]} and {"k": {"v": true}}.
     return {k: list(v) if isinstance(v, list) else [x for x, on in v.items() if on] for k, v in parsed.items()}
 
@@ -90,23 +94,27 @@ class SwarmRoutes:
         ]
 
     async def init(self, request: web.Request) -> web.Response:
-        body = await request.json() if request.can_read_body else {}
-        expiry = body.get("Spec", {}).get("CAConfig", {}).get("NodeCertExpiry")
+        body = await json_object(request, optional=True)
+        ca_config = field(field(body, "Spec", dict, {}), "CAConfig", dict, {})
+        expiry = field(ca_config, "NodeCertExpiry", int, 0)
         node_id = await self.daemon.init_swarm(
-            body.get("ListenAddr", ""),
-            body.get("AdvertiseAddr") or None,
-            bool(body.get("AutoLockManagers")),
+            field(body, "ListenAddr", str, ""),
+            field(body, "AdvertiseAddr", str, "") or None,
+            field(body, "AutoLockManagers", bool, False),
             timedelta(seconds=expiry / 1e9) if expiry else None,
         )
         return web.json_response(node_id)
 
     async def join(self, request: web.Request) -> web.Response:
-        body = await request.json()
+        body = await json_object(request)
+        remote = field(body, "RemoteAddrs", list, [])
+        if not all(isinstance(addr, str) for addr in remote):
+            raise ControlError("field 'RemoteAddrs' must be a list of HOST:PORT strings")
         await self.daemon.join_swarm(
-            list(body.get("RemoteAddrs") or []),
-            str(body.get("JoinToken", "")),
-            body.get("ListenAddr", ""),
-            body.get("AdvertiseAddr") or None,
+            remote,
+            field(body, "JoinToken", str),
+            field(body, "ListenAddr", str, ""),
+            field(body, "AdvertiseAddr", str, "") or None,
         )
         return web.Response(status=200)
 
@@ -120,9 +128,7 @@ class SwarmRoutes:
 
     async def update(self, request: web.Request) -> web.Response:
         control = self.daemon.control()
-        spec = await request.json() if request.can_read_body else None
-        if spec is not None and not isinstance(spec, dict):
-            raise ControlError("the swarm spec must be a JSON object")
+        spec = await json_object(request, optional=True) or None
         await control.update_swarm(
             _version(request),
             spec,
@@ -136,8 +142,8 @@ class SwarmRoutes:
         return web.json_response({"UnlockKey": await self.daemon.control().unlock_key()})
 
     async def unlock(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        await self.daemon.unlock(str(body.get("UnlockKey", "")))
+        body = await json_object(request)
+        await self.daemon.unlock(field(body, "UnlockKey", str))
         return web.Response(status=200)
 
     def _leader(self) -> int | None:
@@ -154,9 +160,7 @@ class SwarmRoutes:
         return web.json_response(node_view(node, self._leader()))
 
     async def node_update(self, request: web.Request) -> web.Response:
-        spec = await request.json()
-        if not isinstance(spec, dict):
-            raise ControlError("the node spec must be a JSON object")
+        spec = await json_object(request)
         await self.daemon.update_node(request.match_info["id"], _version(request), spec)
         return web.Response(status=200)
 

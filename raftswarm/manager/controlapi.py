@@ -148,6 +148,8 @@ class ControlApi:
         if force_rotate != cluster.data["Spec"].get("CAConfig", {}).get("ForceRotate", 0):
             ca = ca.begin_root_rotation()  # `swarm ca --rotate`: nodes move to the new root, then it takes over
         expiry = merged.get("CAConfig", {}).get("NodeCertExpiry")
+        if expiry is not None and (type(expiry) is not int or expiry < 0):
+            raise ControlError("CAConfig.NodeCertExpiry must be a duration in nanoseconds")
         if expiry and expiry != cluster.data["Spec"]["CAConfig"].get("NodeCertExpiry"):
             try:
                 ca = dataclasses.replace(ca, node_cert_lifetime=timedelta(seconds=int(expiry) / 1e9))

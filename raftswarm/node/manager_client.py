@@ -19,8 +19,13 @@ JOIN_TIMEOUT = 60.0
 
 
 def split_addr(addr: str, default_port: int = 2377) -> tuple[str, int]:
+    """HOST[:PORT] -> (host, port); a clear error for anything else."""
     host, sep, port = addr.rpartition(":")
-    return (host.strip("[]"), int(port)) if sep else (addr, default_port)
+    if not sep:
+        return addr, default_port
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ControlError(f"invalid address {addr!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
 
 
 async def fetch_pinned_roots(remote: tuple[str, int], token: JoinToken) -> list[x509.Certificate]:

@@ -1,0 +1,383 @@
+"""The orchestrator: decides which tasks a service should have. Pure functions, as SwarmKit's are at heart.
+
+SwarmKit's manager/orchestrator keeps each service at its desired task count; this module holds the
+decisions and a control loop elsewhere watches the store and writes them back. Everything here takes plain
+Docker-API-shaped dicts and returns plans; nothing does I/O, reads the clock or draws random numbers (task
+IDs and the time come from the caller).
+
+- `reconcile_replicated(service, tasks)`: one live task per slot 1..n for Mode.Replicated.Replicas = n.
+- `reconcile_global(service, nodes, tasks)`: one live task per eligible node.
+- `restart_decision(task, policy, previous_restarts, now)`: whether, and when, a task that ended is replaced.
+- `tasks_to_reap(tasks)`: the old terminal tasks to delete so each slot keeps a short history.
+
+A task is *live* when its observed state is not terminal and its desired state is at most running: it
+holds its slot (or node). Terminal tasks and tasks already told to shut down are history, and their slot
+is free to be filled again, as SwarmKit reuses "dead slots".
+
+Reconciliation runs on service events (create, update, scale) and node events, as in SwarmKit. A task
+ending goes through `restart_decision` instead, so with restart condition none a failed replica's slot
+stays empty until the service is next reconciled.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import Any
+
+from ..errors import RaftswarmError
+from .scheduler import parse_constraint
+
+__all__ = [
+    "InvalidRestartPolicy",
+    "Plan",
+    "RestartDecision",
+    "TaskState",
+    "WrongServiceMode",
+    "can_move",
+    "is_terminal",
+    "new_task",
+    "node_matches_constraints",
+    "reconcile_global",
+    "reconcile_replicated",
+    "restart_decision",
+    "tasks_to_reap",
+]
+
+# Docker's defaults (docker service create --help): restart condition any, delay 5 s, no attempt limit;
+# task history retention 5 (docker swarm init --task-history-limit).
+DEFAULT_RESTART_CONDITION = "any"
+DEFAULT_RESTART_DELAY_NS = 5_000_000_000
+DEFAULT_TASK_HISTORY_LIMIT = 5
+_RESTART_CONDITIONS = ("none", "on-failure", "any")
+_NANOSECONDS = 1_000_000_000
+
+
+class WrongServiceMode(RaftswarmError):
+    """A replicated reconcile was asked of a global service, or the other way round."""
+
+
+class InvalidRestartPolicy(RaftswarmError):
+    """A service's RestartPolicy cannot be understood."""
+
+
+class TaskState(IntEnum):
+    """A task's observed state, in SwarmKit's order. States only move forward; COMPLETE and after are
+    terminal. The Docker API spells each as the lower-case name (`TaskState.RUNNING.api == "running"`)."""
+
+    NEW = 0
+    PENDING = 1
+    ASSIGNED = 2
+    ACCEPTED = 3
+    PREPARING = 4
+    READY = 5
+    STARTING = 6
+    RUNNING = 7
+    COMPLETE = 8
+    SHUTDOWN = 9
+    FAILED = 10
+    REJECTED = 11
+    REMOVE = 12
+    ORPHANED = 13
+
+    @property
+    def api(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def of(cls, state: TaskState | str) -> TaskState:
+        """The state named by a Docker API string such as "running" (or the state itself)."""
+        if isinstance(state, TaskState):
+            return state
+        try:
+            return cls[state.upper()]
+        except KeyError:
+            raise ValueError(f"unknown task state {state!r}; expected one of {', '.join(s.api for s in cls)}") from None
+
+
+def can_move(from_state: TaskState | str, to_state: TaskState | str) -> bool:
+    """Whether a task may go from `from_state` to `to_state`: only strictly forward."""
+    return TaskState.of(to_state) > TaskState.of(from_state)
+
+
+def is_terminal(state: TaskState | str) -> bool:
+    """Whether a task in `state` has finished for good (COMPLETE or any later state)."""
+    return TaskState.of(state) >= TaskState.COMPLETE
+
+
+def _observed(task: dict[str, Any]) -> TaskState:
+    return TaskState.of((task.get("Status") or {}).get("State") or "new")
+
+
+def _desired(task: dict[str, Any]) -> TaskState:
+    return TaskState.of(task.get("DesiredState") or "running")
+
+
+def _is_live(task: dict[str, Any]) -> bool:
+    return not is_terminal(_observed(task)) and _desired(task) <= TaskState.RUNNING
+
+
+def _rfc3339(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
+
+
+# Docker writes nanoseconds; Python 3.11's fromisoformat reads at most microseconds.
+_EXCESS_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def _timestamp(task: dict[str, Any]) -> datetime:
+    text = (task.get("Status") or {}).get("Timestamp")
+    if not text:
+        return datetime.min.replace(tzinfo=UTC)
+    return datetime.fromisoformat(_EXCESS_FRACTION.sub(r"\1", text))
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to write back: new tasks to store, and IDs of tasks whose DesiredState becomes "shutdown"."""
+
+    create: tuple[dict[str, Any], ...] = ()
+    shutdown: tuple[str, ...] = ()
+
+
+def new_task(
+    service: dict[str, Any],
+    slot: int | None = None,
+    node_id: str | None = None,
+    *,
+    task_id: str,
+    now: float,
+) -> dict[str, Any]:
+    """A new task of `service`: for slot `slot` (replicated) or pinned to node `node_id` (global).
+
+    `now` is Unix time in seconds, written as the RFC 3339 Status.Timestamp. Version is the store's to set.
+    """
+    if (slot is None) == (node_id is None):
+        raise ValueError("a task belongs to exactly one of a slot (replicated) or a node (global)")
+    spec = service.get("Spec") or {}
+    task: dict[str, Any] = {
+        "ID": task_id,
+        "ServiceID": service["ID"],
+        "Spec": copy.deepcopy(spec.get("TaskTemplate") or {}),
+        "ServiceAnnotations": {"Name": spec.get("Name", "")},
+        "DesiredState": TaskState.RUNNING.api,
+        "Status": {"State": TaskState.NEW.api, "Timestamp": _rfc3339(now), "Message": "created"},
+    }
+    if slot is not None:
+        task["Slot"] = slot
+    else:
+        task["NodeID"] = node_id
+    return task
+
+
+def _keep_order(task: dict[str, Any]) -> tuple[int, datetime, str]:
+    """Sorts the task most worth keeping last: furthest along, then newest, then largest ID."""
+    return _observed(task), _timestamp(task), task["ID"]
+
+
+def _one_per_key(live: dict[Any, list[dict[str, Any]]]) -> tuple[dict[Any, dict[str, Any]], list[str]]:
+    """Keep one task per slot or node (the one furthest along); the extras are to shut down."""
+    kept: dict[Any, dict[str, Any]] = {}
+    extras: list[str] = []
+    for key, group in live.items():
+        *rest, best = sorted(group, key=_keep_order)
+        kept[key] = best
+        extras.extend(task["ID"] for task in rest)
+    return kept, extras
+
+
+def _service_tasks(service: dict[str, Any], tasks: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [task for task in tasks if task.get("ServiceID") == service["ID"]]
+
+
+def reconcile_replicated(
+    service: dict[str, Any], tasks: Iterable[dict[str, Any]], *, new_id: Callable[[], str], now: float
+) -> Plan:
+    """Plan the tasks that bring a replicated service to Mode.Replicated.Replicas live tasks, one per slot.
+
+    Terminal tasks and tasks already told to shut down are ignored. A slot with several live tasks keeps
+    the one furthest along. Missing replicas get the lowest free slot numbers. On scale down the slots to
+    remove are picked one at a time, SwarmKit-like: first tasks not yet running (they serve nobody), then
+    tasks on the node holding most of the service's remaining tasks (to keep the spread), then the highest
+    slot. `new_id` names each new task; `now` (Unix seconds) stamps it.
+    """
+    mode = (service.get("Spec") or {}).get("Mode") or {"Replicated": {}}
+    if "Replicated" not in mode:
+        raise WrongServiceMode(f"service {service['ID']} is not replicated; reconcile it with reconcile_global")
+    replicas = (mode["Replicated"] or {}).get("Replicas", 1)
+
+    by_slot: dict[int, list[dict[str, Any]]] = {}
+    for task in _service_tasks(service, tasks):
+        if _is_live(task):
+            by_slot.setdefault(task.get("Slot") or 0, []).append(task)
+    kept, shutdown = _one_per_key(by_slot)
+
+    load: dict[str, int] = {}
+    for task in kept.values():
+        node = task.get("NodeID") or ""
+        load[node] = load.get(node, 0) + 1
+
+    def removal_order(slot: int) -> tuple[bool, int, int]:
+        task = kept[slot]
+        return _observed(task) == TaskState.RUNNING, -load.get(task.get("NodeID") or "", 0), -slot
+
+    while len(kept) > replicas:
+        slot = min(kept, key=removal_order)
+        task = kept.pop(slot)
+        load[task.get("NodeID") or ""] -= 1
+        shutdown.append(task["ID"])
+
+    create = []
+    slot = 0
+    for _ in range(replicas - len(kept)):
+        slot += 1
+        while slot in kept:
+            slot += 1
+        create.append(new_task(service, slot=slot, task_id=new_id(), now=now))
+    return Plan(tuple(create), tuple(sorted(shutdown)))
+
+
+def node_matches_constraints(node: dict[str, Any], constraints: Iterable[str]) -> bool:
+    """Whether `node` satisfies every placement constraint text, with the scheduler's syntax and rules.
+
+    A thin wrapper over `scheduler.parse_constraint`, which has no public matcher: values compare
+    case-insensitively and whole, label names are case-sensitive. Raises `InvalidPlacement` on bad text.
+    """
+    spec = node.get("Spec") or {}
+    description = node.get("Description") or {}
+    platform = description.get("Platform") or {}
+    fields = {
+        "node.id": node["ID"],
+        "node.hostname": description.get("Hostname") or "",
+        "node.role": spec.get("Role") or "",
+        "node.platform.os": platform.get("OS") or "",
+        "node.platform.arch": platform.get("Architecture") or "",
+    }
+    labels = spec.get("Labels") or {}
+    for text in constraints:
+        constraint = parse_constraint(text)
+        if constraint.key.lower().startswith("node.labels."):
+            actual = labels.get(constraint.key[len("node.labels.") :], "")
+        else:
+            actual = fields[constraint.key.lower()]
+        if (actual.casefold() == constraint.value.casefold()) != (constraint.operator == "=="):
+            return False
+    return True
+
+
+def reconcile_global(
+    service: dict[str, Any],
+    nodes: Iterable[dict[str, Any]],
+    tasks: Iterable[dict[str, Any]],
+    *,
+    new_id: Callable[[], str],
+    now: float,
+) -> Plan:
+    """Plan the tasks that give a global service one live task on every eligible node.
+
+    Per node, by its Spec.Availability and Status.State:
+
+    - active and ready, matching Placement.Constraints: keep one task, or create one;
+    - drain, constraints no longer matched, or node removed from the swarm: shut its tasks down;
+    - pause, or not ready (down, disconnected): keep existing tasks, add none; the dispatcher decides the
+      fate of tasks on a node that stopped reporting.
+
+    New tasks are created in node ID order; `new_id` names each one, `now` (Unix seconds) stamps it.
+    """
+    spec = service.get("Spec") or {}
+    if "Global" not in (spec.get("Mode") or {}):
+        raise WrongServiceMode(f"service {service['ID']} is not global; reconcile it with reconcile_replicated")
+    constraints = ((spec.get("TaskTemplate") or {}).get("Placement") or {}).get("Constraints") or ()
+
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for task in _service_tasks(service, tasks):
+        if _is_live(task):
+            by_node.setdefault(task.get("NodeID") or "", []).append(task)
+    kept, shutdown = _one_per_key(by_node)
+
+    create = []
+    nodes_by_id = {node["ID"]: node for node in nodes}
+    for node_id in sorted(nodes_by_id):
+        node = nodes_by_id[node_id]
+        availability = (node.get("Spec") or {}).get("Availability") or "active"
+        ready = (node.get("Status") or {}).get("State") == "ready"
+        matches = node_matches_constraints(node, constraints)
+        if availability == "drain" or not matches:
+            if node_id in kept:
+                shutdown.append(kept[node_id]["ID"])
+        elif availability == "active" and ready and node_id not in kept:
+            create.append(new_task(service, node_id=node_id, task_id=new_id(), now=now))
+    shutdown.extend(task["ID"] for node_id, task in kept.items() if node_id not in nodes_by_id)
+    return Plan(tuple(create), tuple(sorted(shutdown)))
+
+
+@dataclass(frozen=True, slots=True)
+class RestartDecision:
+    """Whether to replace a task that ended; if so, the earliest Unix time (`not_before`) its replacement
+    may start. `reason` says why, in words fit for `docker service ps`."""
+
+    restart: bool
+    not_before: float | None
+    reason: str
+
+
+def restart_decision(
+    task: dict[str, Any], policy: dict[str, Any] | None, previous_restarts: Sequence[float], now: float
+) -> RestartDecision:
+    """Apply a service's TaskTemplate.RestartPolicy to `task`, which has ended.
+
+    `policy` is Docker-shaped: Condition none|on-failure|any (default any), Delay and Window in
+    nanoseconds (Delay defaults to 5 s), MaxAttempts (0: unlimited). `previous_restarts` are the Unix
+    times of the slot's (or node's) earlier restarts; with a Window only those within the last Window
+    seconds count against MaxAttempts, without one all do. Failure means state failed or rejected.
+    A task the orchestrator itself shut down (desired state past running) is never restarted.
+    """
+    policy = policy or {}
+    condition = policy.get("Condition") or DEFAULT_RESTART_CONDITION
+    if condition not in _RESTART_CONDITIONS:
+        raise InvalidRestartPolicy(
+            f"restart condition {condition!r} is not one of {', '.join(_RESTART_CONDITIONS)};"
+            " fix the service's --restart-condition"
+        )
+    delay_ns = policy.get("Delay")
+    delay = (DEFAULT_RESTART_DELAY_NS if delay_ns is None else delay_ns) / _NANOSECONDS
+    max_attempts = policy.get("MaxAttempts") or 0
+    window = (policy.get("Window") or 0) / _NANOSECONDS
+
+    state = _observed(task)
+    if not is_terminal(state):
+        return RestartDecision(False, None, f"task is still {state.api}; only a task that ended is restarted")
+    if _desired(task) > TaskState.RUNNING:
+        return RestartDecision(False, None, "task was shut down by the orchestrator; not restarting")
+    failed = state in (TaskState.FAILED, TaskState.REJECTED)
+    if condition == "none":
+        return RestartDecision(False, None, f"task {state.api}; restart condition is none")
+    if condition == "on-failure" and not failed:
+        return RestartDecision(False, None, f"task {state.api} without failing; restart condition is on-failure")
+    if max_attempts:
+        counted = [when for when in previous_restarts if not window or when > now - window]
+        if len(counted) >= max_attempts:
+            within = f" within {window:g}s" if window else ""
+            return RestartDecision(
+                False, None, f"task {state.api}; restart policy max attempts ({max_attempts}) reached{within}"
+            )
+    return RestartDecision(True, now + delay, f"task {state.api}; restarting after {delay:g}s delay")
+
+
+def tasks_to_reap(tasks: Iterable[dict[str, Any]], history_limit: int = DEFAULT_TASK_HISTORY_LIMIT) -> list[str]:
+    """IDs of terminal tasks to delete: per service slot (or node, for a global service's tasks) the
+    newest `history_limit` terminal tasks are kept, by Status.Timestamp; live tasks are never reaped."""
+    history: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    for task in tasks:
+        if is_terminal(_observed(task)):
+            place = task.get("Slot") or task.get("NodeID") or ""
+            history.setdefault((task.get("ServiceID", ""), place), []).append(task)
+    reaped: list[str] = []
+    for group in history.values():
+        newest_first = sorted(group, key=lambda task: (_timestamp(task), task["ID"]), reverse=True)
+        reaped.extend(task["ID"] for task in newest_first[max(history_limit, 0) :])
+    return sorted(reaped)
