@@ -112,7 +112,7 @@ class Cluster:
     async def stop(self, raft_id: int) -> None:
         await self.network.drivers.pop(raft_id).close()
 
-    async def leader(self, timeout: float = 5.0) -> RaftDriver:
+    async def leader(self, timeout: float = 20.0) -> RaftDriver:
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
             leaders = [d for i, d in self.network.drivers.items() if d.is_leader and i not in self.network.down]
