@@ -13,6 +13,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+from ..addresses import parse_host_port
 from ..manager.rpc import RpcClient, RpcError
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,8 @@ class Session:
             while True:
                 try:
                     if client is None:
-                        host, _, port = target.rpartition(":")
-                        client = await RpcClient.connect(host, int(port), self.context, server_hostname="swarm-manager")
+                        host, port = parse_host_port(target)
+                        client = await RpcClient.connect(host, port, self.context, server_hostname="swarm-manager")
                         self.connected_to = target
                     params = self._heartbeat_params() if self._heartbeat_params else {}
                     answer = await client.call("dispatcher.heartbeat", params, timeout=self.period * 2)

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
+from ..addresses import InvalidAddress, parse_host_port
 from ..ca.tokens import JoinTokenError
 from ..ca.unlockkey import InvalidUnlockKey
 from ..errors import ProposalDropped, RaftswarmError
@@ -52,7 +53,7 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return _error(exc.status, str(exc))
     except (Conflict, WatchCompacted) as exc:
         return _error(409, str(exc))
-    except (JoinTokenError, InvalidUnlockKey) as exc:
+    except (JoinTokenError, InvalidUnlockKey, InvalidAddress) as exc:
         return _error(400, str(exc))
     except (Timeout, ProposalDropped) as exc:
         return _error(503, str(exc))
@@ -136,11 +137,9 @@ class ApiServer:
         body = await json_object(request)
         action, raft_id = field(body, "action", str), field(body, "raft_id", int)
         if action in ("add-voter", "add-learner"):
-            host, _, port = field(body, "addr", str).rpartition(":")
-            if not host or not port.isdigit():
-                raise ControlError("field 'addr' must be HOST:PORT")
+            host, port = parse_host_port(field(body, "addr", str))
             add = driver.add_voter if action == "add-voter" else driver.add_learner
-            await add(raft_id, host, int(port))
+            await add(raft_id, host, port)
         elif action == "promote":
             await driver.promote(raft_id)
         elif action == "remove":

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..addresses import parse_host_port
 from ..ca.certificates import NodeIdentity, NodeRole
 from ..raft.driver import RaftDriver
 from ..raft.transport import raft_id_of
 from ..store import ReplicatedStore
-from .rpc import RpcError, RpcServer
 from .controlapi import ControlApi
+from .rpc import RpcError, RpcServer
 
 MANAGER_JOIN_TIMEOUT = 60.0
 """Seconds a new manager may take to catch up before it is made a voter."""
@@ -57,7 +58,7 @@ class CAServer:
         if not self.driver.is_leader:
             leader = self.driver.peer_addresses().get(self.driver.leader_id)
             raise RpcError("not_leader", f"{leader[0]}:{leader[1]}" if leader else "")
-        host, _, port = str(params["addr"]).rpartition(":")
-        await self.driver.add_voter(raft_id_of(identity.node_id), host, int(port), MANAGER_JOIN_TIMEOUT)
+        host, port = parse_host_port(str(params["addr"]))
+        await self.driver.add_voter(raft_id_of(identity.node_id), host, port, MANAGER_JOIN_TIMEOUT)
         await self.control.set_manager_status(identity.node_id, f"{host}:{port}")
         return {"voters": len(self.driver.core.conf_state.voters)}

@@ -13,6 +13,7 @@ import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..addresses import parse_host_port
 from ..ca.authority import CertificateAuthority
 from ..ca.certificates import NodeRole
 from ..ca.unlockkey import generate_unlock_key
@@ -53,7 +54,7 @@ def new_node_object(node_id: str, role: NodeRole, addr: str, hostname: str | Non
             "Platform": {"Architecture": "x86_64", "OS": "linux"},
             "Engine": {"EngineVersion": "raftswarm"},
         },
-        "Status": {"State": "unknown", "Addr": addr.rpartition(":")[0]},
+        "Status": {"State": "unknown", "Addr": parse_host_port(addr)[0]},
     }
     if role is NodeRole.MANAGER:
         node["ManagerStatus"] = {"Reachability": "reachable", "Addr": addr, "RaftID": raft_id_of(node_id)}

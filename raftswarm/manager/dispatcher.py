@@ -13,14 +13,12 @@ import logging
 import time
 from typing import Any
 
-from ..ca.certificates import NodeIdentity
-from ..raft.driver import RaftDriver
-from ..store import ReplicatedStore
-from .rpc import RpcError, RpcServer
 from ..ca.authority import CertificateAuthority
-from ..ca.certificates import subject_key_id
-from ..store import update
-from .controlapi import CLUSTER, CLUSTER_KEY, ControlApi
+from ..ca.certificates import NodeIdentity, subject_key_id
+from ..raft.driver import RaftDriver
+from ..store import ReplicatedStore, update
+from .controlapi import CLUSTER, CLUSTER_KEY, NODES, ControlApi
+from .rpc import RpcError, RpcServer
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +33,8 @@ class Dispatcher:
         self.period = period
         self._last_seen: dict[str, float] = {}
         self._leading_since: float | None = None
+        self._view: tuple[dict[str, str], str | None] = ({}, None)
+        self._view_version = -1
         self._issuers: dict[str, str] = {}
         """Node ID -> key ID of the root that issued the certificate it last heartbeated with."""
         rpc.register("dispatcher.heartbeat", self.heartbeat, allowed={"worker", "manager"})
@@ -53,13 +53,8 @@ class Dispatcher:
         if identity.node_id in self._last_seen or await self.control.set_node_status(identity.node_id, "ready"):
             self._last_seen[identity.node_id] = time.monotonic()
         self._issuers[identity.node_id] = str(params.get("issuer", ""))
-        node = await self.control.store.get("nodes", identity.node_id, linearizable=False)
-        cluster = await self.control.store.get(CLUSTER, CLUSTER_KEY, linearizable=False)
-        rotation = CertificateAuthority.from_state(cluster.data["CA"]).rotation if cluster else None
-        managers = {
-            n.id: n.data["ManagerStatus"]["Addr"] for n in await self.control.store.list("nodes", linearizable=False)
-            if n.data.get("ManagerStatus")
-        }
+        node = self.control.store.state.get(NODES, identity.node_id)
+        managers, rotation = self._swarm_view()
         # The role the swarm wants this node in: a node whose certificate says otherwise renews it and
         # switches roles (promote/demote), as SwarmKit's agents do. During a root rotation, the root every
         # node should move to.
@@ -67,8 +62,21 @@ class Dispatcher:
             "period": self.period,
             "role": node.data["Spec"]["Role"] if node else None,
             "managers": managers,
-            "rotation": subject_key_id(rotation.pending_root.certificate) if rotation else None,
+            "rotation": rotation,
         }
+
+    def _swarm_view(self) -> tuple[dict[str, str], str | None]:
+        """The managers' addresses and the pending root's key ID, as of this manager's applied state. Every
+        heartbeat needs them, so they are derived again only when the store has changed since (scanning all
+        nodes and parsing the CA for each of thousands of heartbeats a second would not scale)."""
+        state = self.control.store.state
+        if self._view_version != state.version:
+            managers = {n.id: n.data["ManagerStatus"]["Addr"] for n in state.list(NODES) if n.data.get("ManagerStatus")}
+            cluster = state.get(CLUSTER, CLUSTER_KEY)
+            rotation = CertificateAuthority.from_state(cluster.data["CA"]).rotation if cluster else None
+            self._view = (managers, subject_key_id(rotation.pending_root.certificate) if rotation else None)
+            self._view_version = state.version
+        return self._view
 
     async def _maybe_finish_root_rotation(self) -> None:
         """Once every node that is up holds a certificate from the new root, the old root is retired."""

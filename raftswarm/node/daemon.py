@@ -22,6 +22,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..addresses import parse_host_port
 from ..agent.session import Session
 from ..api.server import ApiServer
 from ..ca.authority import CertificateAuthority, renewal_time
@@ -270,7 +271,7 @@ class NodeDaemon:
         """What other nodes should dial: as given, else the listen address if it is specific, else (joining)
         the local address that routes to the manager, as Docker picks it."""
         if advertise_addr:
-            return split_addr(advertise_addr, listen[1])
+            return parse_host_port(advertise_addr, listen[1])
         if listen[0] not in ("0.0.0.0", "::", ""):
             return listen
         if toward is not None:

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+
 from ..api.client import ApiClient, ApiError
 from ..ca.certificates import NodeCertificate, NodeRole, RootCA, new_cluster_id, new_node_id
 from ..errors import RaftswarmError
@@ -148,7 +150,7 @@ class LocalCluster:
                 client = self.client(manager, 2.0)
                 try:
                     status = await client.raft_status()
-                except (OSError, ApiError, asyncio.TimeoutError, Exception):
+                except (OSError, ApiError, asyncio.TimeoutError, aiohttp.ClientError):  # down or starting
                     continue
                 finally:
                     await client.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
+from ..addresses import InvalidAddress, parse_host_port
 from ..errors import RaftswarmError
 from ..raft.driver import DriverConfig
 from .daemon import NodeConfig, NodeDaemon
@@ -24,12 +25,10 @@ def _default_socket() -> str:
 
 
 def _host_port(value: str, default_port: int) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        return value, default_port
-    if not port.isdigit() or not 0 <= int(port) < 65536:
-        raise click.BadParameter(f"{value!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
+    try:
+        return parse_host_port(value, default_port)
+    except InvalidAddress as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

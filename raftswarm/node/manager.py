@@ -14,6 +14,7 @@ import logging
 import ssl
 from dataclasses import dataclass, field
 
+from ..addresses import parse_host_port
 from ..ca.authority import CertificateAuthority
 from ..ca.certificates import NodeIdentity, client_ssl_context, server_ssl_context
 from ..manager.caserver import CAServer
@@ -81,8 +82,7 @@ class Manager:
         )
         known_peers = {}
         for raft_hex, addr in self.node_state.join_peers.items():
-            host, _, port = addr.rpartition(":")
-            known_peers[int(raft_hex, 16)] = (host, int(port))
+            known_peers[int(raft_hex, 16)] = parse_host_port(addr)
         self.driver = RaftDriver(
             RaftConfig(self.raft_id, **self.config.raft),
             self.storage,

@@ -10,22 +10,19 @@ import ssl
 
 from cryptography import x509
 
+from ..addresses import parse_host_port
 from ..ca.certificates import NodeCertificate, NodeRole, client_ssl_context, trust_roots
 from ..ca.tokens import JoinToken, fingerprint_matches
 from ..manager.controlapi import ControlError
 from ..manager.rpc import RpcClient, RpcError
 
 JOIN_TIMEOUT = 60.0
+SWARM_PORT = 2377
 
 
-def split_addr(addr: str, default_port: int = 2377) -> tuple[str, int]:
-    """HOST[:PORT] -> (host, port); a clear error for anything else."""
-    host, sep, port = addr.rpartition(":")
-    if not sep:
-        return addr, default_port
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ControlError(f"invalid address {addr!r}: expected HOST:PORT")
-    return host.strip("[]"), int(port)
+def split_addr(addr: str) -> tuple[str, int]:
+    """A manager's address; the port defaults to 2377 as in `raftswarm swarm join HOST`."""
+    return parse_host_port(addr, SWARM_PORT)
 
 
 async def fetch_pinned_roots(remote: tuple[str, int], token: JoinToken) -> list[x509.Certificate]:

@@ -27,9 +27,9 @@ from typing import Any, Protocol
 
 import msgpack
 
+from ..addresses import parse_host_port
 from ..errors import ProposalDropped, RaftswarmError
 from .core import RaftConfig, RaftCore
-from .pipeline import Batch, Pipeline
 from .messages import (
     NONE,
     ConfChange,
@@ -43,6 +43,7 @@ from .messages import (
     Role,
     Snapshot,
 )
+from .pipeline import Batch, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,7 @@ def encode_address(host: str, port: int) -> bytes:
 
 
 def decode_address(context: bytes) -> tuple[str, int] | None:
-    if not context:
-        return None
-    host, _, port = context.decode().rpartition(":")
-    return host.strip("[]"), int(port)
+    return parse_host_port(context.decode()) if context else None
 
 
 class RaftDriver:
