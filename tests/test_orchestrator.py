@@ -277,6 +277,76 @@ def test_applied_replicated_plan_leaves_exactly_one_live_task_per_wanted_slot(re
     assert reconcile(replicated(replicas), after) == Plan()
 
 
+# --- during a rolling update ----------------------------------------------------------------------------
+
+
+def of_spec(image: str, created: dict) -> dict:
+    """`created` (a task) made from a TaskTemplate running `image`; "nginx" is `replicated`'s current one."""
+    return {**created, "Spec": {"ContainerSpec": {"Image": image}}}
+
+
+def test_start_first_pair_in_a_slot_is_left_to_the_updater():
+    tasks = [of_spec("nginx:old", task("old", slot=1)), of_spec("nginx", task("new", slot=1, state="starting"))]
+    assert reconcile(replicated(1), tasks) == Plan()
+
+
+def test_start_first_pair_keeps_the_new_task_once_it_runs():
+    tasks = [of_spec("nginx:old", task("old", slot=1)), of_spec("nginx", task("new", slot=1))]
+    assert reconcile(replicated(1), tasks) == Plan(shutdown=("old",))
+
+
+def test_slot_keeps_a_current_spec_task_over_a_dirty_one_further_along():
+    tasks = [
+        of_spec("nginx:old", task("old", slot=1)),
+        of_spec("nginx", task("a", slot=1, state="pending")),
+        of_spec("nginx", task("b", slot=1, state="assigned")),
+    ]
+    assert reconcile(replicated(1), tasks) == Plan(shutdown=("a", "old"))
+
+
+def test_scale_down_removes_both_tasks_of_a_start_first_slot():
+    tasks = [
+        of_spec("nginx", task("a", slot=1, node="n1")),
+        of_spec("nginx:old", task("old", slot=2, node="n2")),
+        of_spec("nginx", task("new", slot=2, node="n1", state="pending")),
+    ]
+    assert reconcile(replicated(1), tasks) == Plan(shutdown=("new", "old"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    replicas=st.integers(0, 5),
+    existing=st.lists(
+        st.tuples(st.integers(1, 6), LIVE_OR_NOT, st.sampled_from(["running", "shutdown"]), st.booleans()),
+        max_size=16,
+    ),
+)
+def test_applied_plan_leaves_one_task_or_a_start_first_pair_per_wanted_slot(replicas, existing):
+    tasks = [
+        of_spec("nginx" if current else "nginx:old", task(f"t{index}", slot=slot, state=state, desired=desired))
+        for index, (slot, state, desired, current) in enumerate(existing)
+    ]
+    plan = reconcile(replicated(replicas), tasks)
+    for existing_task in tasks:
+        if existing_task["ID"] in plan.shutdown:
+            existing_task["DesiredState"] = "shutdown"
+    after = tasks + list(plan.create)
+
+    live_per_slot: dict[int, list[dict]] = {}
+    for candidate in after:
+        if (
+            not is_terminal(candidate["Status"]["State"])
+            and TaskState.of(candidate["DesiredState"]) <= TaskState.RUNNING
+        ):
+            live_per_slot.setdefault(candidate["Slot"], []).append(candidate)
+    assert len(live_per_slot) == replicas
+    for live in live_per_slot.values():
+        current = [candidate for candidate in live if candidate["Spec"]["ContainerSpec"]["Image"] == "nginx"]
+        pair = len(current) == 1 and TaskState.of(current[0]["Status"]["State"]) < TaskState.RUNNING
+        assert len(live) == 1 or pair
+    assert reconcile(replicated(replicas), after) == Plan()
+
+
 # --- global services -----------------------------------------------------------------------------------
 
 
@@ -362,6 +432,21 @@ def test_global_plan_is_deterministic():
     first = reconcile_g(global_service(), nodes, tasks)
     assert reconcile_g(global_service(), list(reversed(nodes)), list(reversed(tasks))) == first
     assert first.shutdown == ("b",)
+
+
+def test_global_start_first_pair_on_a_node_is_left_to_the_updater():
+    tasks = [of_spec("agent:old", g_task("old", "n1")), of_spec("agent", g_task("new", "n1", state="pending"))]
+    assert reconcile_g(global_service(), [node("n1")], tasks) == Plan()
+
+
+def test_global_node_keeps_its_current_spec_task_once_it_runs():
+    tasks = [of_spec("agent:old", g_task("old", "n1")), of_spec("agent", g_task("new", "n1"))]
+    assert reconcile_g(global_service(), [node("n1")], tasks) == Plan(shutdown=("old",))
+
+
+def test_drained_node_loses_both_tasks_of_a_start_first_pair():
+    tasks = [of_spec("agent:old", g_task("old", "n1")), of_spec("agent", g_task("new", "n1", state="pending"))]
+    assert reconcile_g(global_service(), [node("n1", availability="drain")], tasks) == Plan(shutdown=("new", "old"))
 
 
 # --- restart supervision -------------------------------------------------------------------------------

@@ -147,6 +147,49 @@ class ApiClient:
     async def service_inspect(self, service_id: str) -> dict[str, Any]:
         return await self.request("GET", f"/services/{service_id}")
 
+    async def service_create(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """`spec` is Docker's ServiceSpec; returns {"ID": ..., "Warnings": [...]}."""
+        return await self.request("POST", "/services/create", spec)
+
+    async def service_list(
+        self, filters: dict[str, list[str]] | None = None, status: bool = False
+    ) -> list[dict[str, Any]]:
+        """With `status`, each service carries ServiceStatus (running and desired task counts)."""
+        params = _filters(filters) or {}
+        if status:
+            params["status"] = "true"
+        return await self.request("GET", "/services", params=params or None)
+
+    async def service_update(
+        self, service_id: str, version: int, spec: dict[str, Any], rollback: bool = False
+    ) -> dict[str, Any]:
+        """Write the whole `spec` at `version` (a stale version is refused); with `rollback` the node goes back
+        to the service's previous spec instead. Returns {"Warnings": [...]}."""
+        params = {"version": str(version)}
+        if rollback:
+            params["rollback"] = "previous"
+        return await self.request("POST", f"/services/{service_id}/update", spec, params=params) or {}
+
+    async def service_remove(self, service_id: str) -> None:
+        await self.request("DELETE", f"/services/{service_id}")
+
+    async def secret_create(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """`spec` is Docker's SecretSpec (Name, Labels, Data in base64); returns {"ID": ...}."""
+        return await self.request("POST", "/secrets/create", spec)
+
+    async def secret_list(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        return await self.request("GET", "/secrets", params=_filters(filters))
+
+    async def secret_inspect(self, ref: str) -> dict[str, Any]:
+        return await self.request("GET", f"/secrets/{ref}")
+
+    async def secret_update(self, secret_id: str, version: int, spec: dict[str, Any]) -> None:
+        """Only the labels of a secret may change."""
+        await self.request("POST", f"/secrets/{secret_id}/update", spec, params={"version": str(version)})
+
+    async def secret_remove(self, ref: str) -> None:
+        await self.request("DELETE", f"/secrets/{ref}")
+
 
 def _flag(value: bool) -> str:
     return "true" if value else "false"

@@ -9,6 +9,8 @@ chaos workloads and tools that drive a cluster from outside:
     POST /raftswarm/store/transact             {"operations": [[action|null, kind, id, data, expect], ...]}
     GET  /raftswarm/store/{kind}               ?consistency=linearizable (default) | local
     GET  /raftswarm/store/{kind}/{id}          same
+    GET  /raftswarm/agent                      what this node's agent holds: task IDs and states, secret IDs
+                                               and names (never secret data)
 
 Errors are Docker's shape: a status code and `{"message": "..."}`.
 """
@@ -29,6 +31,7 @@ from ..manager.controlapi import ControlError
 from ..raft.driver import Timeout
 from ..store import Conflict, Operation, StoredObject, StoreError, WatchCompacted
 from .bodies import field, json_object
+from .services import ServiceRoutes
 from .swarm import SwarmRoutes
 
 log = logging.getLogger(__name__)
@@ -86,7 +89,9 @@ class ApiServer:
                 web.post("/raftswarm/store/transact", self.store_transact),
                 web.get("/raftswarm/store/{kind}", self.store_list),
                 web.get("/raftswarm/store/{kind}/{id}", self.store_get),
+                web.get("/raftswarm/agent", self.agent_status),
                 *SwarmRoutes(daemon).routes(),
+                *ServiceRoutes(daemon).routes(),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -128,6 +133,12 @@ class ApiServer:
         if manager is None or manager.driver is None:
             raise ControlError("this node is not a swarm manager", 503)
         return manager
+
+    async def agent_status(self, request: web.Request) -> web.Response:
+        agent = self.daemon.agent
+        if agent is None:
+            raise ControlError("this node is not part of a swarm", 503)
+        return web.json_response(agent.status())
 
     async def raft_status(self, request: web.Request) -> web.Response:
         return web.json_response(self._manager().status())

@@ -16,7 +16,8 @@ from ..store import StoredObject
 from .bodies import field, json_object
 
 
-def _version(request: web.Request) -> int:
+def query_version(request: web.Request) -> int:
+    """The `version` query parameter of an update: the object version the client read."""
     try:
         return int(request.query["version"])
     except (KeyError, ValueError):
@@ -40,7 +41,8 @@ def node_view(node: StoredObject, leader_raft_id: int | None) -> dict[str, Any]:
     return data
 
 
-def _filters(request: web.Request) -> dict[str, list[str]]:
+def query_filters(request: web.Request) -> dict[str, list[str]]:
+    """Docker's `filters` query parameter as {key: [values]}."""
     raw = request.query.get("filters")
     if not raw:
         return {}
@@ -130,7 +132,7 @@ class SwarmRoutes:
         control = self.daemon.control()
         spec = await json_object(request, optional=True) or None
         await control.update_swarm(
-            _version(request),
+            query_version(request),
             spec,
             _flag(request, "rotateWorkerToken"),
             _flag(request, "rotateManagerToken"),
@@ -151,7 +153,7 @@ class SwarmRoutes:
         return manager.driver.leader_id if manager and manager.driver else None
 
     async def nodes(self, request: web.Request) -> web.Response:
-        filters = _filters(request)
+        filters = query_filters(request)
         views = [node_view(n, self._leader()) for n in await self.daemon.control().nodes()]
         return web.json_response([v for v in views if _matches(v, filters)])
 
@@ -161,7 +163,7 @@ class SwarmRoutes:
 
     async def node_update(self, request: web.Request) -> web.Response:
         spec = await json_object(request)
-        await self.daemon.update_node(request.match_info["id"], _version(request), spec)
+        await self.daemon.update_node(request.match_info["id"], query_version(request), spec)
         return web.Response(status=200)
 
     async def node_remove(self, request: web.Request) -> web.Response:

@@ -87,3 +87,17 @@ def daemon_command(
         run(click.get_current_context(), lambda api: fn(api, *args, **kwargs))
 
     return command  # type: ignore[return-value]
+
+
+async def remove_each(refs: tuple[str, ...], remove: Callable[[str], Awaitable[Any]]) -> None:
+    """docker's `rm` for several objects: try each, print the ones removed, then fail with every error."""
+    errors = []
+    for ref in refs:
+        try:
+            await remove(ref)
+        except ApiError as exc:
+            errors.append(daemon_message(exc))
+            continue
+        click.echo(ref)
+    if errors:
+        raise CommandError("\n".join(errors))

@@ -5,6 +5,8 @@ import click
 from .. import __version__
 from .cluster import cluster
 from .node import node
+from .secret import secret
+from .service import service
 from .swarm import swarm
 
 
@@ -38,3 +40,5 @@ def version() -> None:
 main.add_command(swarm)
 main.add_command(node)
 main.add_command(cluster)
+main.add_command(service)
+main.add_command(secret)

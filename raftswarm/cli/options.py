@@ -1,10 +1,12 @@
-"""Flag values parsed the way docker parses them: Go durations, node addresses, `key=value` filters and labels.
-A bad value is a click usage error (exit status 2), like any other bad flag."""
+"""Flag values parsed the way docker parses them: Go durations, node addresses, `key=value` filters and labels,
+CPU counts and memory sizes. A bad value is a click usage error (exit status 2), like any other bad flag."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
+from fractions import Fraction
 from typing import Any
 
 import click
@@ -99,3 +101,88 @@ def parse_labels(values: Iterable[str]) -> dict[str, str]:
         key, _, label = value.partition("=")
         labels[key] = label
     return labels
+
+
+def parse_cpus(text: str) -> int:
+    """docker's opts.ParseCPUs: a decimal or ratio number of CPUs ("1.5", "3/2") -> NanoCPUs."""
+    try:
+        cpus = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"failed to parse {text} as a rational number") from None
+    nano = cpus * 10**9
+    if nano.denominator != 1:
+        raise ValueError("value is too precise")
+    return int(nano)
+
+
+class NanoCPUs(click.ParamType):
+    """A decimal CPU count flag (`--limit-cpu 0.5`); the value is in NanoCPUs."""
+
+    name = "decimal"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_cpus(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+# go-units' binary multipliers: RAMInBytes reads "k", "m", "g", "t", "p" as powers of 1024.
+_RAM_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
+_GO_FLOAT = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def ram_in_bytes(text: str) -> int:
+    """go-units RAMInBytes: "64MiB", "1g", "512k", "1.5GB", "100" -> bytes. Units are case-insensitive, binary,
+    and may end in "b" or "ib"."""
+    sep = max(text.rfind(ch) for ch in "0123456789. ")
+    if sep == -1:
+        raise ValueError(f"invalid size: '{text}'")
+    number, suffix = (text[:sep], text[sep + 1 :]) if text[sep] == " " else (text[: sep + 1], text[sep + 1 :])
+    if not _GO_FLOAT.fullmatch(number):
+        raise ValueError(f"invalid size: '{text}'")
+    size = float(number)
+    if not suffix:
+        return int(size)
+    lowered = suffix.lower()
+    if lowered == "b":
+        return int(size)
+    if len(lowered) > 3 or lowered[0] not in _RAM_UNITS or lowered[1:] not in ("", "b", "ib"):
+        raise ValueError(f"invalid suffix: '{suffix}'")
+    return int(size * _RAM_UNITS[lowered[0]])
+
+
+class MemoryBytes(click.ParamType):
+    """A memory size flag (`--reserve-memory 64MiB`); the value is in bytes."""
+
+    name = "bytes"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return ram_in_bytes(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def check_labels(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Callback for `--label key=value` flags (docker's ValidateLabel): a label needs a name."""
+    for value in values:
+        if not value.partition("=")[0].strip():
+            raise click.BadParameter(f"invalid label '{value}': empty name", ctx, param)
+    return values
+
+
+def check_env(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Callback for `--env KEY=value` flags (docker's ValidateEnv): a bare `KEY` takes the value KEY has in
+    this environment, if it has one."""
+    checked = []
+    for value in values:
+        key, sep, _ = value.partition("=")
+        if not key:
+            raise click.BadParameter(f"invalid environment variable: {value}", ctx, param)
+        checked.append(value if sep or key not in os.environ else f"{key}={os.environ[key]}")
+    return tuple(checked)

@@ -218,3 +218,37 @@ def ellipsis(text: str, max_length: int) -> str:
     if display_width(text) <= max_length:
         return text
     return text[: max_length - 1] + "…"
+
+
+def go_duration(nanoseconds: int) -> str:
+    """A duration the way Go's time.Duration prints it: "0s", "500ms", "10s", "1m30s", "1h0m0s"."""
+    sign = "-" if nanoseconds < 0 else ""
+    left = abs(int(nanoseconds))
+    if left < 10**9:
+        if left == 0:
+            return "0s"
+        if left < 10**3:
+            return f"{sign}{left}ns"
+        if left < 10**6:
+            return f"{sign}{_decimal(left, 3)}µs"
+        return f"{sign}{_decimal(left, 6)}ms"
+    text = f"{_decimal(left % (60 * 10**9), 9)}s"
+    minutes = left // (60 * 10**9)
+    if minutes:
+        text = f"{minutes % 60}m{text}"
+        if minutes >= 60:
+            text = f"{minutes // 60}h{text}"
+    return sign + text
+
+
+def _decimal(value: int, digits: int) -> str:
+    """`value` / 10**digits with the fraction's trailing zeros dropped, as Go's fmtFrac writes it."""
+    whole, fraction = divmod(value, 10**digits)
+    fraction_text = str(fraction).rjust(digits, "0").rstrip("0")
+    return f"{whole}.{fraction_text}" if fraction_text else str(whole)
+
+
+def go_float(value: float) -> str:
+    """A number as Go's %v prints a float: "0", "0.5", "2" (no trailing ".0")."""
+    number = float(value)
+    return str(int(number)) if number.is_integer() else repr(number)

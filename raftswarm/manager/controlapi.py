@@ -9,6 +9,8 @@ the shapes of Docker's API (`Swarm`, `Node`), so the API layer returns them as t
 from __future__ import annotations
 
 import dataclasses
+import os
+import platform
 import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,6 +44,10 @@ def role_name(role: NodeRole) -> str:
     return "manager" if role is NodeRole.MANAGER else "worker"
 
 
+def _memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def new_node_object(node_id: str, role: NodeRole, addr: str, hostname: str | None = None) -> dict[str, Any]:
     stamp = now_iso()
     node: dict[str, Any] = {
@@ -51,7 +57,8 @@ def new_node_object(node_id: str, role: NodeRole, addr: str, hostname: str | Non
         "Spec": {"Labels": {}, "Role": role_name(role), "Availability": "active"},
         "Description": {
             "Hostname": hostname or socket.gethostname(),
-            "Platform": {"Architecture": "x86_64", "OS": "linux"},
+            "Platform": {"Architecture": platform.machine() or "x86_64", "OS": "linux"},
+            "Resources": {"NanoCPUs": (os.cpu_count() or 1) * 1_000_000_000, "MemoryBytes": _memory_bytes()},
             "Engine": {"EngineVersion": "raftswarm"},
         },
         "Status": {"State": "unknown", "Addr": parse_host_port(addr)[0]},

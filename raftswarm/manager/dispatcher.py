@@ -1,9 +1,18 @@
-"""The dispatcher: every node keeps a session with the leader, proving it is alive with heartbeats.
+"""The dispatcher: every node keeps a session with the leader, proving it is alive with heartbeats,
+receiving its assignments and reporting its tasks' progress.
 
 Heartbeats are kept in the leader's memory, as SwarmKit does; only a change of a node's state (ready,
 down) is written to the store. A node that misses `DOWN_AFTER_MISSED` heartbeat periods is marked down.
-A follower asked for a heartbeat answers `not_leader` with the leader's address, and the node moves its
-session there. (Task assignments and status reports arrive with orchestration.)
+A follower asked for anything answers `not_leader` with the leader's address, and the node moves its
+session there.
+
+Assignments are a long-poll stream per node (`dispatcher.assignments`): the first answer of a session is
+the complete set, each later one the changes since the previous answer, sent as soon as there are any.
+A node gets only its own tasks (from ASSIGNED to RUNNING; a task leaves the set once it has ended) and
+exactly the secrets those tasks reference, with their data; a secret no task of the node references any
+more is sent as a removal. Status reports (`dispatcher.update_task_status`) are accepted only for the
+caller's own tasks and only forward, and are written in batches: one transaction for all the reports
+that arrive while the previous one commits.
 """
 
 from __future__ import annotations
@@ -15,15 +24,74 @@ from typing import Any
 
 from ..ca.authority import CertificateAuthority
 from ..ca.certificates import NodeIdentity, subject_key_id
+from ..errors import RaftswarmError
 from ..raft.driver import RaftDriver
-from ..store import ReplicatedStore, update
-from .controlapi import CLUSTER, CLUSTER_KEY, NODES, ControlApi
+from ..store import Conflict, ReplicatedStore, StoredObject, WatchCompacted, update
+from .controlapi import CLUSTER, CLUSTER_KEY, NODES, ControlApi, now_iso
+from .orchestrator import TaskState
 from .rpc import RpcError, RpcServer
+from .serviceapi import MAX_OPERATIONS_PER_TRANSACTION, SECRETS, TASKS, api_view, new_object_id, secret_data
+from .specs import referenced_secrets
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HEARTBEAT_PERIOD = 5.0
 DOWN_AFTER_MISSED = 3
+MAX_ASSIGNMENT_WAIT = 30.0
+"""Longest an assignments call waits for a change before answering with none (the caller asks again)."""
+MAX_STATUS_TEXT = 1024
+"""Longest Message or Err an agent may report (a task's error is a line, not a log)."""
+_STATUS_RETRIES = 5
+
+
+def _delivered(task: StoredObject) -> bool:
+    """Whether a task belongs in its node's assignment set: assigned and not yet ended."""
+    return TaskState.ASSIGNED <= TaskState.of(task.data["Status"]["State"]) <= TaskState.RUNNING
+
+
+class _AssignmentSession:
+    """What one node's assignment stream has been sent: task versions and secret IDs."""
+
+    def __init__(self) -> None:
+        self.id = new_object_id()
+        self.tasks: dict[str, int] = {}
+        self.secrets: set[str] = set()
+
+
+class _StatusReport:
+    def __init__(self, node_id: str, task_id: str, status: dict[str, Any]) -> None:
+        self.node_id = node_id
+        self.task_id = task_id
+        self.status = status
+        self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+
+def _checked_status(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise RpcError("invalid", "a status report needs a Status map")
+    try:
+        state = TaskState.of(str(raw.get("State", "")))
+    except ValueError as exc:
+        raise RpcError("invalid", str(exc)) from None
+    if state < TaskState.ACCEPTED:
+        raise RpcError("invalid", f"an agent cannot report state {state.api}; it reports from accepted on")
+    status: dict[str, Any] = {"State": state.api, "Timestamp": now_iso()}
+    for key in ("Message", "Err"):
+        value = raw.get(key)
+        if value is not None:
+            if not isinstance(value, str):
+                raise RpcError("invalid", f"Status.{key} must be a string")
+            status[key] = value[:MAX_STATUS_TEXT]
+    container = raw.get("ContainerStatus")
+    if container is not None:
+        if not isinstance(container, dict):
+            raise RpcError("invalid", "Status.ContainerStatus must be a map")
+        status["ContainerStatus"] = {
+            key: container[key]
+            for key, kind in (("ContainerID", str), ("PID", int), ("ExitCode", int))
+            if isinstance(container.get(key), kind) and not isinstance(container.get(key), bool)
+        }
+    return status
 
 
 class Dispatcher:
@@ -37,7 +105,17 @@ class Dispatcher:
         self._view_version = -1
         self._issuers: dict[str, str] = {}
         """Node ID -> key ID of the root that issued the certificate it last heartbeated with."""
+        self._assigned: dict[str, dict[str, StoredObject]] = {}
+        """Node ID -> its delivered tasks, kept current from a store watch."""
+        self._node_of: dict[str, str] = {}
+        """Task ID -> the node it is delivered to, for the tasks in `_assigned`."""
+        self._assigned_changed: dict[str, asyncio.Event] = {}
+        self._assignment_sessions: dict[str, _AssignmentSession] = {}
+        self._reports: list[_StatusReport] = []
+        self._reports_waiting = asyncio.Event()
         rpc.register("dispatcher.heartbeat", self.heartbeat, allowed={"worker", "manager"})
+        rpc.register("dispatcher.assignments", self.assignments, allowed={"worker", "manager"})
+        rpc.register("dispatcher.update_task_status", self.update_task_status, allowed={"worker", "manager"})
 
     def leader_address(self) -> str:
         leader = self.driver.peer_addresses().get(self.driver.leader_id)
@@ -94,7 +172,171 @@ class Dispatcher:
         await self.control.store.transact([update(CLUSTER, CLUSTER_KEY, data, expect=version)])
         log.info("root CA rotation finished: every node holds a certificate from the new root")
 
+    # -- assignments -----------------------------------------------------------------------------------
+
+    async def assignments(self, identity: NodeIdentity | None, params: dict[str, Any]) -> dict[str, Any]:
+        """The caller's assignments: all of them for a new session, else what changed since the last answer
+        (waiting up to `timeout` seconds for a change)."""
+        assert identity is not None
+        if not self.driver.is_leader:
+            raise RpcError("not_leader", self.leader_address())
+        node_id = identity.node_id
+        timeout = min(max(float(params.get("timeout", MAX_ASSIGNMENT_WAIT)), 0.0), MAX_ASSIGNMENT_WAIT)
+        session = self._assignment_sessions.get(node_id)
+        complete = session is None or params.get("session") != session.id
+        if complete:
+            session = self._assignment_sessions[node_id] = _AssignmentSession()
+        assert session is not None
+        deadline = asyncio.get_running_loop().time() + timeout
+        event = self._assigned_changed.setdefault(node_id, asyncio.Event())
+        while True:
+            event.clear()
+            answer = self._assignment_changes(node_id, session, complete)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if complete or answer["tasks"] or answer["removed_tasks"] or answer["secrets"] or answer["removed_secrets"] or remaining <= 0:
+                return answer
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                pass
+            if not self.driver.is_leader or self._assignment_sessions.get(node_id) is not session:
+                raise RpcError("not_leader" if not self.driver.is_leader else "session_replaced", self.leader_address())
+
+    def _assignment_changes(self, node_id: str, session: _AssignmentSession, complete: bool) -> dict[str, Any]:
+        tasks = self._assigned.get(node_id, {})
+        wanted_secrets: set[str] = set()
+        for task in tasks.values():
+            wanted_secrets.update(referenced_secrets({"TaskTemplate": task.data.get("Spec") or {}}))
+        changed = [task for task_id, task in tasks.items() if session.tasks.get(task_id) != task.version]
+        removed = sorted(set(session.tasks) - set(tasks))
+        state = self.control.store.state
+        new_secrets = []
+        for secret_id in sorted(wanted_secrets - session.secrets):
+            secret = state.get(SECRETS, secret_id)
+            if secret is not None:
+                new_secrets.append({"ID": secret.id, "Spec": secret.data["Spec"], "Data": secret_data(secret)})
+        removed_secrets = sorted(session.secrets - wanted_secrets)
+        session.tasks = {task_id: task.version for task_id, task in tasks.items()}
+        session.secrets = {secret["ID"] for secret in new_secrets} | (session.secrets & wanted_secrets)
+        return {
+            "session": session.id,
+            "type": "complete" if complete else "incremental",
+            "tasks": [api_view(task) for task in changed],
+            "removed_tasks": removed,
+            "secrets": new_secrets,
+            "removed_secrets": removed_secrets,
+        }
+
+    def _index(self, task: StoredObject, removed: bool = False) -> None:
+        """Keep `_assigned` current for one changed task and wake its node's (old and new) streams."""
+        before = self._node_of.pop(task.id, None)
+        if before is not None:
+            del self._assigned[before][task.id]
+            self._wake(before)
+        node_id = task.data.get("NodeID")
+        if not removed and node_id and _delivered(task):
+            self._assigned.setdefault(node_id, {})[task.id] = task
+            self._node_of[task.id] = node_id
+            self._wake(node_id)
+
+    def _wake(self, node_id: str) -> None:
+        event = self._assigned_changed.get(node_id)
+        if event is not None:
+            event.set()
+
+    async def _follow_tasks(self) -> None:
+        """Keep the per-node index of delivered tasks current, from the store's watch."""
+        while True:
+            state = self.control.store.state
+            self._assigned, self._node_of = {}, {}
+            for task in state.list(TASKS):
+                self._index(task)
+            for event in self._assigned_changed.values():
+                event.set()
+            try:
+                async for change in self.control.store.watch(state.version):
+                    if change.object.kind == TASKS:
+                        self._index(change.object, removed=change.action.value == "delete")
+            except WatchCompacted:
+                continue
+
+    # -- status reports --------------------------------------------------------------------------------
+
+    async def update_task_status(self, identity: NodeIdentity | None, params: dict[str, Any]) -> dict[str, Any]:
+        """Record the caller's reports on its tasks. Answers, per task ID, "ok" or why it was not recorded."""
+        assert identity is not None
+        if not self.driver.is_leader:
+            raise RpcError("not_leader", self.leader_address())
+        updates = params.get("updates")
+        if not isinstance(updates, list):
+            raise RpcError("invalid", "updates must be a list of {ID, Status}")
+        reports = []
+        for item in updates:
+            if not isinstance(item, dict) or not isinstance(item.get("ID"), str):
+                raise RpcError("invalid", "each update needs a task ID and a Status")
+            reports.append(_StatusReport(identity.node_id, item["ID"], _checked_status(item.get("Status"))))
+        self._reports.extend(reports)
+        self._reports_waiting.set()
+        results = await asyncio.gather(*(report.done for report in reports))
+        return {report.task_id: result for report, result in zip(reports, results, strict=True)}
+
+    async def _write_reports(self) -> None:
+        """Write the queued status reports, all that are waiting in one transaction."""
+        while True:
+            await self._reports_waiting.wait()
+            self._reports_waiting.clear()
+            batch, self._reports = self._reports, []
+            try:
+                await self._write_batch(batch)
+            except RaftswarmError as exc:  # lost leadership, a timeout: the agents report again
+                for report in batch:
+                    if not report.done.done():
+                        report.done.set_result(f"not recorded: {exc}")
+
+    async def _write_batch(self, batch: list[_StatusReport]) -> None:
+        for _ in range(_STATUS_RETRIES):
+            state = self.control.store.state
+            operations, written = [], {}
+            for report in batch:
+                if report.done.done():
+                    continue
+                task = written.get(report.task_id) or state.get(TASKS, report.task_id)
+                if task is None:
+                    report.done.set_result("unknown task")
+                    continue
+                if task.data.get("NodeID") != report.node_id:
+                    report.done.set_result("not this node's task")
+                    continue
+                current = TaskState.of(task.data["Status"]["State"])
+                if TaskState.of(report.status["State"]) <= current:
+                    report.done.set_result("ok")  # already there (a retried report) or an old one
+                    continue
+                data = {**task.data, "Status": report.status, "UpdatedAt": report.status["Timestamp"]}
+                written[task.id] = StoredObject(task.kind, task.id, task.version, task.created, data)
+            for task in written.values():
+                operations.append(update(TASKS, task.id, task.data, expect=task.version))
+            try:
+                for start in range(0, len(operations), MAX_OPERATIONS_PER_TRANSACTION):
+                    await self.control.store.transact(operations[start : start + MAX_OPERATIONS_PER_TRANSACTION])
+            except Conflict:
+                continue  # the reconciler changed one of these tasks meanwhile: read again
+            for report in batch:
+                if not report.done.done():
+                    report.done.set_result("ok")
+            return
+        for report in batch:
+            if not report.done.done():
+                report.done.set_result("not recorded: the task kept changing; report again")
+
+    # -- the loops -------------------------------------------------------------------------------------
+
     async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._follow_tasks(), name="dispatcher-index")
+            group.create_task(self._write_reports(), name="dispatcher-reports")
+            group.create_task(self._mark_down(), name="dispatcher-heartbeats")
+
+    async def _mark_down(self) -> None:
         """On the leader, mark nodes down once they stop heartbeating; elsewhere, wait to lead."""
         while True:
             await asyncio.sleep(self.period)

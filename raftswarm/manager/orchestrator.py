@@ -12,7 +12,10 @@ IDs and the time come from the caller).
 
 A task is *live* when its observed state is not terminal and its desired state is at most running: it
 holds its slot (or node). Terminal tasks and tasks already told to shut down are history, and their slot
-is free to be filled again, as SwarmKit reuses "dead slots".
+is free to be filled again, as SwarmKit reuses "dead slots". A live task is *dirty* when its Spec is not
+the service's current TaskTemplate: a rolling update (`updater.py`) is replacing it. During a start-first
+update a slot briefly holds two live tasks, the dirty one and its replacement; the reconcilers leave that
+pair alone until the replacement runs (SwarmKit's updater owns such slots too).
 
 Reconciliation runs on service events (create, update, scale) and node events, as in SwarmKit. A task
 ending goes through `restart_decision` instead, so with restart condition none a failed replica's slot
@@ -174,19 +177,37 @@ def new_task(
     return task
 
 
+def _is_current(task: dict[str, Any], template: dict[str, Any]) -> bool:
+    """Whether `task` was made from `template`, the service's current TaskTemplate (compared whole, so a
+    bumped ForceUpdate makes every older task dirty)."""
+    return (task.get("Spec") or {}) == (template or {})
+
+
 def _keep_order(task: dict[str, Any]) -> tuple[int, datetime, str]:
     """Sorts the task most worth keeping last: furthest along, then newest, then largest ID."""
     return _observed(task), _timestamp(task), task["ID"]
 
 
-def _one_per_key(live: dict[Any, list[dict[str, Any]]]) -> tuple[dict[Any, dict[str, Any]], list[str]]:
-    """Keep one task per slot or node (the one furthest along); the extras are to shut down."""
-    kept: dict[Any, dict[str, Any]] = {}
+def _one_per_key(
+    live: dict[Any, list[dict[str, Any]]], template: dict[str, Any]
+) -> tuple[dict[Any, list[dict[str, Any]]], list[str]]:
+    """Per slot or node, the live tasks to keep (furthest along first) and the extras to shut down.
+
+    Normally one task is kept: one of the current spec if there is any, else the one furthest along. A
+    start-first update in progress keeps all: exactly one current-spec task not yet running beside dirty
+    ones; the updater retires the dirty ones once the new one runs.
+    """
+    kept: dict[Any, list[dict[str, Any]]] = {}
     extras: list[str] = []
     for key, group in live.items():
-        *rest, best = sorted(group, key=_keep_order)
-        kept[key] = best
-        extras.extend(task["ID"] for task in rest)
+        group = sorted(group, key=_keep_order, reverse=True)
+        current = [task for task in group if _is_current(task, template)]
+        if len(current) == 1 and len(group) > 1 and _observed(current[0]) < TaskState.RUNNING:
+            kept[key] = group
+            continue
+        best = current[0] if current else group[0]
+        kept[key] = [best]
+        extras.extend(task["ID"] for task in group if task is not best)
     return kept, extras
 
 
@@ -200,10 +221,12 @@ def reconcile_replicated(
     """Plan the tasks that bring a replicated service to Mode.Replicated.Replicas live tasks, one per slot.
 
     Terminal tasks and tasks already told to shut down are ignored. A slot with several live tasks keeps
-    the one furthest along. Missing replicas get the lowest free slot numbers. On scale down the slots to
-    remove are picked one at a time, SwarmKit-like: first tasks not yet running (they serve nobody), then
-    tasks on the node holding most of the service's remaining tasks (to keep the spread), then the highest
-    slot. `new_id` names each new task; `now` (Unix seconds) stamps it.
+    one of the current spec, else the one furthest along; but a slot in a start-first update (one
+    current-spec task not yet running beside dirty ones) is left as it is. Missing replicas get the lowest
+    free slot numbers. On scale down the slots to remove are picked one at a time, SwarmKit-like: first
+    tasks not yet running (they serve nobody), then tasks on the node holding most of the service's
+    remaining tasks (to keep the spread), then the highest slot; a slot's tasks all go together. `new_id`
+    names each new task; `now` (Unix seconds) stamps it.
     """
     mode = (service.get("Spec") or {}).get("Mode") or {"Replicated": {}}
     if "Replicated" not in mode:
@@ -214,22 +237,23 @@ def reconcile_replicated(
     for task in _service_tasks(service, tasks):
         if _is_live(task):
             by_slot.setdefault(task.get("Slot") or 0, []).append(task)
-    kept, shutdown = _one_per_key(by_slot)
+    kept, shutdown = _one_per_key(by_slot, (service.get("Spec") or {}).get("TaskTemplate") or {})
 
+    # A slot counts once, on the node of its task furthest along (the old one, in a start-first pair).
     load: dict[str, int] = {}
-    for task in kept.values():
-        node = task.get("NodeID") or ""
+    for first, *_ in kept.values():
+        node = first.get("NodeID") or ""
         load[node] = load.get(node, 0) + 1
 
     def removal_order(slot: int) -> tuple[bool, int, int]:
-        task = kept[slot]
-        return _observed(task) == TaskState.RUNNING, -load.get(task.get("NodeID") or "", 0), -slot
+        first = kept[slot][0]
+        return _observed(first) == TaskState.RUNNING, -load.get(first.get("NodeID") or "", 0), -slot
 
     while len(kept) > replicas:
         slot = min(kept, key=removal_order)
-        task = kept.pop(slot)
-        load[task.get("NodeID") or ""] -= 1
-        shutdown.append(task["ID"])
+        removed = kept.pop(slot)
+        load[removed[0].get("NodeID") or ""] -= 1
+        shutdown.extend(task["ID"] for task in removed)
 
     create = []
     slot = 0
@@ -281,7 +305,8 @@ def reconcile_global(
 
     Per node, by its Spec.Availability and Status.State:
 
-    - active and ready, matching Placement.Constraints: keep one task, or create one;
+    - active and ready, matching Placement.Constraints: keep one task (as `reconcile_replicated` keeps
+      one per slot, a start-first pair included), or create one;
     - drain, constraints no longer matched, or node removed from the swarm: shut its tasks down;
     - pause, or not ready (down, disconnected): keep existing tasks, add none; the dispatcher decides the
       fate of tasks on a node that stopped reporting.
@@ -297,7 +322,7 @@ def reconcile_global(
     for task in _service_tasks(service, tasks):
         if _is_live(task):
             by_node.setdefault(task.get("NodeID") or "", []).append(task)
-    kept, shutdown = _one_per_key(by_node)
+    kept, shutdown = _one_per_key(by_node, spec.get("TaskTemplate") or {})
 
     create = []
     nodes_by_id = {node["ID"]: node for node in nodes}
@@ -307,11 +332,10 @@ def reconcile_global(
         ready = (node.get("Status") or {}).get("State") == "ready"
         matches = node_matches_constraints(node, constraints)
         if availability == "drain" or not matches:
-            if node_id in kept:
-                shutdown.append(kept[node_id]["ID"])
+            shutdown.extend(task["ID"] for task in kept.get(node_id, ()))
         elif availability == "active" and ready and node_id not in kept:
             create.append(new_task(service, node_id=node_id, task_id=new_id(), now=now))
-    shutdown.extend(task["ID"] for node_id, task in kept.items() if node_id not in nodes_by_id)
+    shutdown.extend(task["ID"] for node_id, group in kept.items() if node_id not in nodes_by_id for task in group)
     return Plan(tuple(create), tuple(sorted(shutdown)))
 
 

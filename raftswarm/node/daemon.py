@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..addresses import parse_host_port
 from ..agent.session import Session
+from ..agent.worker import Agent
 from ..api.server import ApiServer
 from ..ca.authority import CertificateAuthority, renewal_time
 from ..ca.certificates import (
@@ -73,6 +74,8 @@ class NodeDaemon:
         self.state_dir = StateDir(config.state_dir)
         self.manager: Manager | None = None
         self.session: Session | None = None
+        self.agent: Agent | None = None
+        self._agent_task: asyncio.Task[None] | None = None
         self.api: ApiServer | None = None
         self._session_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -148,6 +151,9 @@ class NodeDaemon:
             self._heartbeat_params,
         )
         self._session_task = asyncio.create_task(self.session.run(), name="session")
+        self.agent = Agent(self.session, self.session.context)
+        self._agent_task = asyncio.create_task(self.agent.run(), name="agent")
+        self._agent_task.add_done_callback(_log_failure)
         self._renewal_task = asyncio.create_task(self._renew_certificate_when_due(), name="certificate-renewal")
         self._renewal_task.add_done_callback(_log_failure)
 
@@ -198,6 +204,13 @@ class NodeDaemon:
             await asyncio.gather(self._session_task, return_exceptions=True)
             self._session_task = None
         self.session = None
+        if self._agent_task is not None:
+            self._agent_task.cancel()
+            await asyncio.gather(self._agent_task, return_exceptions=True)
+            self._agent_task = None
+        if self.agent is not None:
+            await self.agent.close()
+            self.agent = None
         if self.manager is not None:
             await self.manager.close()
             self.manager = None

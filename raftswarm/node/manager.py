@@ -2,8 +2,8 @@
 
 `Manager` wires the pieces together -- `RaftStorage` (raft/), `RaftTransport` (raft/), `RaftDriver`
 (raft/) and `ReplicatedStore` (store/) -- and owns their lifecycle. The node daemon starts it when the
-state directory says this node is a manager; the control loops (orchestrator, scheduler, dispatcher) will
-run on top of its store on the leader.
+state directory says this node is a manager; the control loops (`manager.reconciler`: orchestrators,
+updater, scheduler, reaper; `manager.dispatcher`) run on top of its store on the leader.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..manager.caserver import CAServer
 from ..manager.controlapi import CLUSTER, CLUSTER_KEY
 from ..manager.dispatcher import DEFAULT_HEARTBEAT_PERIOD, Dispatcher
 from ..manager.keymanager import KeyManager
+from ..manager.reconciler import Reconciler
 from ..manager.rpc import RpcServer
 from ..raft.core import RaftConfig
 from ..raft.driver import DriverConfig, RaftDriver
@@ -107,8 +108,10 @@ class Manager:
         await self.listener.start()
         await self.driver.start()
         self.key_manager = KeyManager(self.store, self.driver, self._kek, self._kek_on_disk, self._save_kek)
+        self.reconciler = Reconciler(self.store, self.driver)
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
+            asyncio.create_task(self.reconciler.run(), name="reconciler"),
             asyncio.create_task(self.key_manager.run(), name="key-manager"),
         ]
         for task in self._tasks:

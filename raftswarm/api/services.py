@@ -1,0 +1,196 @@
+"""Docker's `/services*`, `/tasks*` and `/secrets*` endpoints, answered by a manager's service API
+(`manager.serviceapi`). Shapes, filters and status codes follow Docker's Engine API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..manager.controlapi import ControlError
+from ..manager.orchestrator import TaskState
+from ..manager.serviceapi import ServiceApi, api_view
+from .bodies import json_object
+from .swarm import query_filters, query_version
+
+
+def _labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
+    for value in wanted:
+        key, has_value, expected = value.partition("=")
+        if key not in labels or (has_value and labels[key] != expected):
+            return False
+    return True
+
+
+def _check_filters(filters: dict[str, list[str]], allowed: tuple[str, ...]) -> None:
+    for key in filters:
+        if key not in allowed:
+            raise ControlError(f"invalid filter '{key}'", 400)
+
+
+def _service_matches(service: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+    spec = service["Spec"]
+    if "id" in filters and not any(service["ID"].startswith(v) for v in filters["id"]):
+        return False
+    if "name" in filters and not any(spec["Name"].startswith(v) for v in filters["name"]):
+        return False
+    if "label" in filters and not _labels_match(spec.get("Labels") or {}, filters["label"]):
+        return False
+    mode = "global" if "Global" in (spec.get("Mode") or {}) else "replicated"
+    return "mode" not in filters or mode in filters["mode"]
+
+
+class ServiceRoutes:
+    def __init__(self, daemon: Any) -> None:
+        self.daemon = daemon
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/services", self.services),
+            web.post("/services/create", self.service_create),
+            web.get("/services/{id}", self.service),
+            web.post("/services/{id}/update", self.service_update),
+            web.delete("/services/{id}", self.service_remove),
+            web.get("/tasks", self.tasks),
+            web.get("/tasks/{id}", self.task),
+            web.get("/secrets", self.secrets),
+            web.post("/secrets/create", self.secret_create),
+            web.get("/secrets/{id}", self.secret),
+            web.post("/secrets/{id}/update", self.secret_update),
+            web.delete("/secrets/{id}", self.secret_remove),
+        ]
+
+    def _api(self) -> ServiceApi:
+        return ServiceApi(self.daemon.control().store)
+
+    # -- services --------------------------------------------------------------------------------------
+
+    async def services(self, request: web.Request) -> web.Response:
+        filters = query_filters(request)
+        _check_filters(filters, ("id", "name", "label", "mode"))
+        api = self._api()
+        views = [api_view(s) for s in await api.services()]
+        views = [v for v in views if _service_matches(v, filters)]
+        if request.query.get("status", "false").lower() in ("1", "true"):
+            tasks = [t.data for t in await api.tasks()]
+            for view in views:
+                view["ServiceStatus"] = _service_status(view, tasks)
+        return web.json_response(views)
+
+    async def service(self, request: web.Request) -> web.Response:
+        return web.json_response(api_view(await self._api().service(request.match_info["id"])))
+
+    async def service_create(self, request: web.Request) -> web.Response:
+        service_id = await self._api().create_service(await json_object(request))
+        return web.json_response({"ID": service_id, "Warnings": []}, status=201)
+
+    async def service_update(self, request: web.Request) -> web.Response:
+        rollback = request.query.get("rollback", "")
+        if rollback not in ("", "previous"):
+            raise ControlError(f"invalid rollback value {rollback!r}: only 'previous' is supported", 400)
+        spec = await json_object(request, optional=bool(rollback))
+        await self._api().update_service(request.match_info["id"], query_version(request), spec, rollback=bool(rollback))
+        return web.json_response({"Warnings": []})
+
+    async def service_remove(self, request: web.Request) -> web.Response:
+        await self._api().remove_service(request.match_info["id"])
+        return web.Response(status=200)
+
+    # -- tasks -----------------------------------------------------------------------------------------
+
+    async def tasks(self, request: web.Request) -> web.Response:
+        filters = query_filters(request)
+        _check_filters(filters, ("id", "name", "service", "node", "label", "desired-state"))
+        api = self._api()
+        services = await api.services()
+        service_names = {s.id: s.data["Spec"]["Name"] for s in services}
+        if "service" in filters:
+            wanted = set()
+            for ref in filters["service"]:
+                wanted.add((await api.service(ref)).id)
+            filters = {**filters, "service": sorted(wanted)}
+        if "node" in filters:
+            control = self.daemon.control()
+            filters = {**filters, "node": [(await control.node(ref)).id for ref in filters["node"]]}
+        views = [api_view(t) for t in await api.tasks()]
+        return web.json_response([v for v in views if _task_matches(v, filters, service_names)])
+
+    async def task(self, request: web.Request) -> web.Response:
+        return web.json_response(api_view(await self._api().task(request.match_info["id"])))
+
+    # -- secrets ---------------------------------------------------------------------------------------
+
+    async def secrets(self, request: web.Request) -> web.Response:
+        filters = query_filters(request)
+        _check_filters(filters, ("id", "name", "label", "names"))
+        views = [api_view(s) for s in await self._api().secrets()]
+        return web.json_response([v for v in views if _secret_matches(v, filters)])
+
+    async def secret(self, request: web.Request) -> web.Response:
+        return web.json_response(api_view(await self._api().secret(request.match_info["id"])))
+
+    async def secret_create(self, request: web.Request) -> web.Response:
+        secret_id = await self._api().create_secret(await json_object(request))
+        return web.json_response({"ID": secret_id}, status=201)
+
+    async def secret_update(self, request: web.Request) -> web.Response:
+        await self._api().update_secret(request.match_info["id"], query_version(request), await json_object(request))
+        return web.Response(status=200)
+
+    async def secret_remove(self, request: web.Request) -> web.Response:
+        await self._api().remove_secret(request.match_info["id"])
+        return web.Response(status=204)
+
+
+def _task_matches(task: dict[str, Any], filters: dict[str, list[str]], service_names: dict[str, str]) -> bool:
+    if "id" in filters and not any(task["ID"].startswith(v) for v in filters["id"]):
+        return False
+    if "service" in filters and task.get("ServiceID") not in filters["service"]:
+        return False
+    if "node" in filters and task.get("NodeID") not in filters["node"]:
+        return False
+    if "name" in filters:
+        name = f"{service_names.get(task.get('ServiceID', ''), '')}.{task.get('Slot') or task.get('NodeID', '')}"
+        if not any(name.startswith(v) for v in filters["name"]):
+            return False
+    if "label" in filters and not _labels_match((task.get("Spec") or {}).get("Labels") or {}, filters["label"]):
+        return False
+    if "desired-state" in filters:
+        desired = TaskState.of(task.get("DesiredState", "running"))
+        for value in filters["desired-state"]:
+            if value not in ("running", "shutdown", "accepted"):
+                raise ControlError(f"invalid filter 'desired-state={value}'", 400)
+        # Docker: "running" also covers tasks about to run; "shutdown" every state past running.
+        matches = {
+            "running": desired <= TaskState.RUNNING,
+            "shutdown": desired > TaskState.RUNNING,
+            "accepted": desired == TaskState.ACCEPTED,
+        }
+        if not any(matches[v] for v in filters["desired-state"]):
+            return False
+    return True
+
+
+def _secret_matches(secret: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+    name = secret["Spec"]["Name"]
+    if "id" in filters and not any(secret["ID"].startswith(v) for v in filters["id"]):
+        return False
+    if "name" in filters and not any(name.startswith(v) for v in filters["name"]):
+        return False
+    if "names" in filters and name not in filters["names"]:
+        return False
+    return "label" not in filters or _labels_match(secret["Spec"].get("Labels") or {}, filters["label"])
+
+
+def _service_status(service: dict[str, Any], tasks: list[dict[str, Any]]) -> dict[str, int]:
+    """Docker's ServiceStatus (`GET /services?status=true`), as `docker service ls` shows REPLICAS."""
+    own = [t for t in tasks if t.get("ServiceID") == service["ID"]]
+    running = sum(1 for t in own if t["Status"]["State"] == "running" and TaskState.of(t["DesiredState"]) <= TaskState.RUNNING)
+    completed = sum(1 for t in own if t["Status"]["State"] == "complete")
+    mode = service["Spec"].get("Mode") or {}
+    if "Global" in mode:
+        desired = sum(1 for t in own if TaskState.of(t["DesiredState"]) <= TaskState.RUNNING)
+    else:
+        desired = (mode.get("Replicated") or {}).get("Replicas", 1)
+    return {"RunningTasks": running, "DesiredTasks": desired, "CompletedTasks": completed}
+

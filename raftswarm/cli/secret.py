@@ -1,0 +1,152 @@
+"""`raftswarm secret ...`: create, ls, inspect, rm.
+
+A SECRET argument goes to the node as given (ID, unique ID prefix or name). The node never answers with a
+secret's data, so neither `inspect` nor `ls` can show it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from ..api.client import ApiClient, ApiError
+from . import output
+from .daemon import daemon_command, daemon_message, remove_each
+from .errors import CommandError
+from .options import check_labels, parse_filters, parse_labels
+from .service import DockerGroup
+
+SECRET_HEADERS = {
+    "ID": "ID",
+    "Name": "NAME",
+    "Driver": "DRIVER",
+    "CreatedAt": "CREATED",
+    "UpdatedAt": "UPDATED",
+    "Labels": "LABELS",
+}
+SECRET_COLUMNS = ["ID", "Name", "Driver", "CreatedAt", "UpdatedAt"]
+
+
+@click.group(cls=DockerGroup)
+def secret() -> None:
+    """Manage Swarm secrets."""
+
+
+def read_secret_data(source: str) -> bytes:
+    """The secret's content: a file, or standard input for `-` (docker's readSecretData)."""
+    if source == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(source, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        # Go's wording: `open NAME: no such file or directory`, `read NAME: is a directory`.
+        operation = "read" if isinstance(exc, IsADirectoryError) else "open"
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise CommandError(
+            f'Error reading content from "{source}": {operation} {source}: {reason[:1].lower()}{reason[1:]}'
+        ) from None
+
+
+@secret.command()
+@click.option("-l", "--label", multiple=True, callback=check_labels, metavar="list", help="Secret labels")
+@click.argument("name", metavar="SECRET")
+@click.argument("source", required=False, metavar="[file|-]")
+@daemon_command
+async def create(api: ApiClient, label: tuple[str, ...], name: str, source: str | None) -> None:
+    """Create a secret from a file or STDIN as content."""
+    spec: dict[str, Any] = {"Name": name, "Labels": parse_labels(label)}
+    if source is not None:
+        spec["Data"] = base64.b64encode(read_secret_data(source)).decode("ascii")
+    response = await api.secret_create(spec)
+    click.echo(response["ID"])
+
+
+def secret_record(s: dict[str, Any], now: float) -> dict[str, Any]:
+    """The fields docker's secret formatter offers (`--format`)."""
+    spec = s.get("Spec") or {}
+    return {
+        "ID": s["ID"],
+        "Name": spec.get("Name", ""),
+        "Driver": (spec.get("Driver") or {}).get("Name", ""),
+        "CreatedAt": _ago(s.get("CreatedAt"), now),
+        "UpdatedAt": _ago(s.get("UpdatedAt"), now),
+        "Labels": ",".join(f"{k}={v}" for k, v in sorted((spec.get("Labels") or {}).items())),
+    }
+
+
+def _ago(stamp: str | None, now: float) -> str:
+    when = output.parse_timestamp(stamp)
+    return f"{output.human_duration(now - when.timestamp())} ago" if when else ""
+
+
+@secret.command("ls")
+@click.option(
+    "-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided (name=value)"
+)
+@click.option("--format", "format_spec", help="Format output: table (default), json, or a {{.Field}} template")
+@click.option("-q", "--quiet", is_flag=True, help="Only display IDs")
+@daemon_command
+async def list_secrets(api: ApiClient, filters: tuple[str, ...], format_spec: str | None, quiet: bool) -> None:
+    """List secrets."""
+    fmt = output.ListFormat(format_spec, quiet)
+    secrets = await api.secret_list(parse_filters(filters))
+    secrets.sort(key=lambda s: output.natural_key((s.get("Spec") or {}).get("Name", "")))
+    now = time.time()
+    records = [secret_record(s, now) for s in secrets]
+    if fmt.uses_default_table:
+        output.print_table(
+            [SECRET_HEADERS[c] for c in SECRET_COLUMNS], [[r[c] for c in SECRET_COLUMNS] for r in records]
+        )
+    else:
+        fmt.print(records, SECRET_HEADERS)
+
+
+@secret.command()
+@click.option("--pretty", is_flag=True, help="Print the information in a human friendly format")
+@click.argument("refs", nargs=-1, required=True, metavar="SECRET [SECRET...]")
+@daemon_command
+async def inspect(api: ApiClient, pretty: bool, refs: tuple[str, ...]) -> None:
+    """Display detailed information on one or more secrets."""
+    if pretty:
+        for ref in refs:
+            click.echo(pretty_secret(await api.secret_inspect(ref)))
+        return
+    found, errors = [], []
+    for ref in refs:
+        try:
+            found.append(await api.secret_inspect(ref))
+        except ApiError as exc:
+            errors.append(daemon_message(exc))
+    click.echo(json.dumps(found, indent=4))
+    if errors:
+        raise CommandError("\n".join(errors))
+
+
+def pretty_secret(s: dict[str, Any]) -> str:
+    """docker's secretInspectPrettyTemplate."""
+    spec = s.get("Spec") or {}
+    lines = [f"ID:              {s['ID']}", f"Name:              {spec.get('Name', '')}"]
+    if spec.get("Labels"):
+        lines.append("Labels:")
+        lines += [f" - {k}" + (f"={v}" if v else "") for k, v in sorted(spec["Labels"].items())]
+    lines += [
+        f"Driver:            {(spec.get('Driver') or {}).get('Name', '')}",
+        f"Created at:        {output.pretty(output.go_time(s.get('CreatedAt')))}",
+        f"Updated at:        {output.pretty(output.go_time(s.get('UpdatedAt')))}",
+    ]
+    return "\n".join(lines)
+
+
+@secret.command("rm")
+@click.argument("refs", nargs=-1, required=True, metavar="SECRET [SECRET...]")
+@daemon_command
+async def remove(api: ApiClient, refs: tuple[str, ...]) -> None:
+    """Remove one or more secrets."""
+    await remove_each(refs, api.secret_remove)

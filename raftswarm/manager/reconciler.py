@@ -1,0 +1,485 @@
+"""The leader's control loop: from the store's state, the transaction that moves the swarm toward its specs.
+
+`reconcile(view, ...)` is pure: it takes a snapshot of services, tasks and nodes and returns the
+operations to commit (each with the version it read, so a concurrent agent report makes it fail and be
+recomputed rather than overwritten) and when to run again if nothing changes before. It composes the
+decisions of `orchestrator` (replicated and global), the restart supervisor, `updater`, `scheduler` and
+the task reaper, in SwarmKit's order:
+
+1. delayed restarts whose delay has passed are released (DesiredState ready -> running);
+2. tasks on nodes that are down, drained or gone are shut down; their services are reconciled;
+3. tasks that ended on their own go through the restart policy (SwarmKit's restart supervisor): the old
+   task is marked shut down and, if the policy says so, a replacement takes its slot after the delay;
+4. rolling updates and rollbacks advance (`updater.plan_update`);
+5. services whose spec changed since they were last reconciled, or all services after a node change,
+   are reconciled (`reconcile_replicated` / `reconcile_global`);
+6. tasks without a node are scheduled (`scheduler.schedule`): ASSIGNED, or PENDING with the reason;
+7. old tasks are reaped: beyond the history limit per slot, and those of removed services once stopped.
+
+`Reconciler` runs it on the elected leader only: after each batch of store changes and at the wake-up
+times it returns, starting over whenever this manager becomes leader again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import ProposalDropped
+from ..raft.driver import RaftDriver, Timeout
+from ..store import (
+    ClusterState,
+    Conflict,
+    Operation,
+    ReplicatedStore,
+    StoredObject,
+    WatchCompacted,
+    create,
+    delete,
+    update,
+)
+from .controlapi import CLUSTER, CLUSTER_KEY, NODES
+from .orchestrator import (
+    DEFAULT_TASK_HISTORY_LIMIT,
+    TaskState,
+    is_terminal,
+    new_task,
+    reconcile_global,
+    reconcile_replicated,
+    restart_decision,
+    tasks_to_reap,
+)
+from .scheduler import Assignment, schedule
+from .serviceapi import MAX_OPERATIONS_PER_TRANSACTION, SERVICES, TASKS, new_object_id
+from .specs import restart_policy
+from .updater import plan_update
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ClusterView", "Reconciler", "Round", "reconcile", "view_of"]
+
+_WATCHED_KINDS = frozenset({SERVICES, TASKS, NODES, CLUSTER})
+_DEBOUNCE = 0.005
+"""After a change, wait this long for more before planning: agents report in bursts and one round can
+answer them all."""
+_LEADERSHIP_CHECK = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """What a round reads: services, tasks and nodes as stored (with versions), and the history limit."""
+
+    services: Mapping[str, StoredObject]
+    tasks: Mapping[str, StoredObject]
+    nodes: Mapping[str, StoredObject]
+    history_limit: int = DEFAULT_TASK_HISTORY_LIMIT
+
+
+def view_of(state: ClusterState) -> ClusterView:
+    cluster = state.get(CLUSTER, CLUSTER_KEY)
+    limit = DEFAULT_TASK_HISTORY_LIMIT
+    if cluster is not None:
+        limit = ((cluster.data.get("Spec") or {}).get("Orchestration") or {}).get("TaskHistoryRetentionLimit", limit)
+    return ClusterView(
+        services={o.id: o for o in state.list(SERVICES)},
+        tasks={o.id: o for o in state.list(TASKS)},
+        nodes={o.id: o for o in state.list(NODES)},
+        history_limit=limit,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """One round's outcome: the operations to commit, when to run again at the latest (None: only on a
+    change), and the spec fingerprints of the services it reconciled, for the next round's `reconciled`."""
+
+    operations: list[Operation]
+    wake_at: float | None
+    reconciled: dict[str, str]
+
+
+def spec_fingerprint(service: dict[str, Any]) -> str:
+    return json.dumps(service.get("Spec"), sort_keys=True)
+
+
+def _rfc3339(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _observed(task: dict[str, Any]) -> TaskState:
+    return TaskState.of(task["Status"]["State"])
+
+
+def _desired(task: dict[str, Any]) -> TaskState:
+    return TaskState.of(task["DesiredState"])
+
+
+def _is_live(task: dict[str, Any]) -> bool:
+    return not is_terminal(_observed(task)) and _desired(task) <= TaskState.RUNNING
+
+
+def _node_usable(node: dict[str, Any]) -> bool:
+    return node["Spec"].get("Availability") == "active" and node["Status"].get("State") == "ready"
+
+
+@dataclass
+class _Working:
+    """The round's copy of the tasks and services, with what it changed."""
+
+    view: ClusterView
+    now: float
+    new_id: Callable[[], str]
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    created: set[str] = field(default_factory=set)
+    changed: set[str] = field(default_factory=set)
+    deleted: set[str] = field(default_factory=set)
+    changed_services: set[str] = field(default_factory=set)
+    wake_at: float | None = None
+
+    def __post_init__(self) -> None:
+        self.tasks = {task_id: o.data for task_id, o in self.view.tasks.items()}
+        self.services = {service_id: o.data for service_id, o in self.view.services.items()}
+
+    def wake(self, when: float | None) -> None:
+        if when is not None and (self.wake_at is None or when < self.wake_at):
+            self.wake_at = when
+
+    def edit(self, task_id: str) -> dict[str, Any]:
+        """The task's data, copied on first change so the view stays untouched."""
+        if task_id not in self.changed and task_id not in self.created:
+            task = copy.deepcopy(self.tasks[task_id])
+            self.tasks[task_id] = task
+            self.changed.add(task_id)
+        task = self.tasks[task_id]
+        task["UpdatedAt"] = _rfc3339(self.now)
+        return task
+
+    def add(self, task: dict[str, Any]) -> None:
+        task.setdefault("CreatedAt", task["Status"]["Timestamp"])
+        task.setdefault("UpdatedAt", task["Status"]["Timestamp"])
+        self.tasks[task["ID"]] = task
+        self.created.add(task["ID"])
+
+    def remove(self, task_id: str) -> None:
+        del self.tasks[task_id]
+        if task_id in self.created:
+            self.created.discard(task_id)
+        else:
+            self.changed.discard(task_id)
+            self.deleted.add(task_id)
+
+    def shut_down(self, task_id: str, message: str | None = None) -> None:
+        task = self.tasks[task_id]
+        if _desired(task) <= TaskState.RUNNING:
+            task = self.edit(task_id)
+            task["DesiredState"] = TaskState.SHUTDOWN.api
+            if message:
+                task["Status"] = {**task["Status"], "Message": message}
+
+    def set_status(self, task_id: str, state: TaskState, message: str, err: str = "") -> None:
+        task = self.edit(task_id)
+        status = {"State": state.api, "Message": message, "Timestamp": _rfc3339(self.now)}
+        if err:
+            status["Err"] = err
+        task["Status"] = status
+
+    def by_service(self) -> dict[str, list[dict[str, Any]]]:
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for task in self.tasks.values():
+            grouped.setdefault(task.get("ServiceID", ""), []).append(task)
+        return grouped
+
+    def operations(self) -> list[Operation]:
+        view = self.view
+        ops = [create(TASKS, task_id, self.tasks[task_id]) for task_id in sorted(self.created)]
+        ops += [update(TASKS, task_id, self.tasks[task_id], expect=view.tasks[task_id].version) for task_id in sorted(self.changed)]
+        ops += [delete(TASKS, task_id, expect=view.tasks[task_id].version) for task_id in sorted(self.deleted)]
+        ops += [
+            update(SERVICES, service_id, self.services[service_id], expect=view.services[service_id].version)
+            for service_id in sorted(self.changed_services)
+        ]
+        return ops
+
+
+def reconcile(
+    view: ClusterView,
+    *,
+    reconciled: Mapping[str, str],
+    nodes_changed: bool,
+    now: float,
+    new_id: Callable[[], str],
+) -> Round:
+    """One round of the control loop over `view` (see the module docstring for the steps).
+
+    `reconciled` maps service IDs to the spec fingerprint they were last reconciled at; a service whose
+    spec differs (or every service, when `nodes_changed`) is reconciled this round. A task that ended is
+    not replaced by reconciliation but by its restart policy, so with condition none its slot stays empty
+    until the service is next updated, as in Docker.
+    """
+    work = _Working(view, now, new_id)
+    nodes = {node_id: o.data for node_id, o in view.nodes.items()}
+    to_reconcile = {
+        service_id
+        for service_id, service in work.services.items()
+        if nodes_changed or reconciled.get(service_id) != spec_fingerprint(service)
+    }
+
+    _release_delayed_starts(work)
+    to_reconcile |= _leave_unavailable_nodes(work, nodes)
+    _restart_ended_tasks(work, nodes)
+    to_reconcile |= _advance_updates(work)
+
+    grouped = work.by_service()
+    fingerprints = dict(reconciled)
+    for service_id in sorted(to_reconcile):
+        service = work.services[service_id]
+        tasks = grouped.get(service_id, [])
+        if "Global" in (service["Spec"].get("Mode") or {}):
+            plan = reconcile_global(service, nodes.values(), tasks, new_id=new_id, now=now)
+        else:
+            plan = reconcile_replicated(service, tasks, new_id=new_id, now=now)
+        for task_id in plan.shutdown:
+            work.shut_down(task_id)
+        for task in plan.create:
+            work.add(task)
+        fingerprints[service_id] = spec_fingerprint(service)
+    for service_id in set(fingerprints) - set(work.services):
+        del fingerprints[service_id]
+
+    _schedule(work, nodes)
+    _stop_unassigned(work)
+    _reap(work, nodes)
+    return Round(work.operations(), work.wake_at, fingerprints)
+
+
+def _release_delayed_starts(work: _Working) -> None:
+    for task_id, task in list(work.tasks.items()):
+        if task["DesiredState"] != TaskState.READY.api or "_StartAfter" not in task:
+            continue
+        if task["_StartAfter"] <= work.now:
+            edited = work.edit(task_id)
+            edited["DesiredState"] = TaskState.RUNNING.api
+            del edited["_StartAfter"]
+        else:
+            work.wake(task["_StartAfter"])
+
+
+def _leave_unavailable_nodes(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> set[str]:
+    """Shut down the live tasks of nodes that are down, drained or removed; their services need new ones."""
+    affected = set()
+    for task_id, task in list(work.tasks.items()):
+        node_id = task.get("NodeID")
+        if not node_id or not _is_live(task) or task.get("ServiceID") not in work.services:
+            continue
+        node = nodes.get(node_id)
+        if node is None:
+            reason = "node removed from the swarm"
+        elif node["Status"].get("State") == "down":
+            reason = "node is down"
+        elif node["Spec"].get("Availability") == "drain":
+            reason = "node is drained"
+        else:
+            continue
+        work.shut_down(task_id, f"task shut down: {reason}")
+        affected.add(task["ServiceID"])
+    return affected
+
+
+def _restart_ended_tasks(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
+    """SwarmKit's restart supervisor: each task that ended while meant to run is handled once (its desired
+    state becomes shutdown) and replaced in its slot if the restart policy says so."""
+    for task_id, task in list(work.tasks.items()):
+        if not is_terminal(_observed(task)) or _desired(task) > TaskState.RUNNING:
+            continue
+        service = work.services.get(task.get("ServiceID", ""))
+        work.shut_down(task_id)
+        if service is None:
+            continue
+        history = list(task.get("_Restarts") or [])
+        decision = restart_decision(task, restart_policy(service["Spec"]), history, work.now)
+        if not decision.restart:
+            continue
+        if "Slot" in task:
+            replacement = new_task(service, slot=task["Slot"], task_id=work.new_id(), now=work.now)
+        else:
+            node = nodes.get(task.get("NodeID", ""))
+            if node is None or not _node_usable(node):
+                continue  # the global reconciler places one when the node is usable again
+            replacement = new_task(service, node_id=node["ID"], task_id=work.new_id(), now=work.now)
+        replacement["_Restarts"] = [*history, work.now][-64:]
+        assert decision.not_before is not None
+        if decision.not_before > work.now:
+            replacement["DesiredState"] = TaskState.READY.api
+            replacement["_StartAfter"] = decision.not_before
+            work.wake(decision.not_before)
+        work.add(replacement)
+
+
+def _advance_updates(work: _Working) -> set[str]:
+    """Let the updater move each rolling update on. A service under update is reconciled every round: the
+    slots the updater frees (stop-first) are refilled with the new spec, and an automatic rollback changes
+    the spec itself."""
+    respec = set()
+    grouped = work.by_service()
+    for service_id in sorted(work.services):
+        service = work.services[service_id]
+        if (service.get("UpdateStatus") or {}).get("State") not in ("updating", "rollback_started"):
+            continue
+        plan = plan_update({**service, "ID": service_id}, grouped.get(service_id, []), new_id=work.new_id, now=work.now)
+        respec.add(service_id)
+        for task_id in plan.shutdown:
+            work.shut_down(task_id)
+        for task in plan.create:
+            work.add(task)
+        if plan.service is not None:
+            work.services[service_id] = plan.service
+            work.changed_services.add(service_id)
+        work.wake(plan.wake_at)
+    return respec
+
+
+def _host_ports(service: dict[str, Any]) -> list[dict[str, Any]]:
+    ports = ((service["Spec"].get("EndpointSpec") or {}).get("Ports")) or []
+    return [
+        {"Protocol": p.get("Protocol", "tcp"), "PublishedPort": p.get("PublishedPort", 0)}
+        for p in ports
+        if p.get("PublishMode") == "host"
+    ]
+
+
+def _schedule(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
+    to_place, running = [], []
+    for task in work.tasks.values():
+        service = work.services.get(task.get("ServiceID", ""))
+        if service is None or not _is_live(task):
+            continue
+        placed = {**task, "HostPorts": _host_ports(service)}
+        (to_place if _observed(task) <= TaskState.PENDING else running).append(placed)
+    if not to_place:
+        return
+    for decision in schedule(nodes.values(), to_place, running):
+        task = work.tasks[decision.task_id]
+        if isinstance(decision, Assignment):
+            work.set_status(decision.task_id, TaskState.ASSIGNED, "scheduler assigned task to node")
+            work.tasks[decision.task_id]["NodeID"] = decision.node_id
+        elif task["Status"]["State"] != TaskState.PENDING.api or task["Status"].get("Err") != decision.reason:
+            work.set_status(decision.task_id, TaskState.PENDING, "pending task scheduling", decision.reason)
+
+
+def _stop_unassigned(work: _Working) -> None:
+    """A task told to stop before it reached a node never runs: it is shut down on the spot."""
+    for task_id, task in list(work.tasks.items()):
+        if _desired(task) > TaskState.RUNNING and _observed(task) < TaskState.ASSIGNED:
+            work.set_status(task_id, TaskState.SHUTDOWN, "shut down before it was assigned to a node")
+
+
+def _reap(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
+    orphans = []
+    for task_id, task in work.tasks.items():
+        if task.get("ServiceID") in work.services:
+            continue
+        node = nodes.get(task.get("NodeID") or "")
+        if is_terminal(_observed(task)) or node is None or node["Status"].get("State") == "down":
+            orphans.append(task_id)
+    for task_id in orphans:
+        work.remove(task_id)
+    for task_id in tasks_to_reap(list(work.tasks.values()), work.view.history_limit):
+        work.remove(task_id)
+
+
+class Reconciler:
+    """Runs `reconcile` on the leader: after store changes (debounced) and at the wake-up times rounds ask
+    for, committing each round's operations in transactions of bounded size. A round that loses a race
+    (Conflict) is simply computed again from the newer state."""
+
+    def __init__(
+        self,
+        store: ReplicatedStore,
+        driver: RaftDriver,
+        *,
+        new_id: Callable[[], str] = new_object_id,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.driver = driver
+        self._new_id = new_id
+        self._clock = clock
+        self._changed = asyncio.Event()
+        self.rounds = 0
+
+    async def run(self) -> None:
+        while True:
+            while not self.driver.is_leader:
+                await asyncio.sleep(_LEADERSHIP_CHECK / 5)
+            try:
+                await self._lead()
+            except (ProposalDropped, Timeout) as exc:
+                log.info("reconciler paused: %s", exc)
+                await asyncio.sleep(_LEADERSHIP_CHECK / 5)
+
+    async def _lead(self) -> None:
+        """Reconcile until this manager stops leading."""
+        await self.driver.read_barrier()  # everything committed before this term is applied here
+        async with asyncio.TaskGroup() as group:
+            watcher = group.create_task(self._watch(), name="reconciler-watch")
+            try:
+                await self._rounds()
+            finally:
+                watcher.cancel()
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                async for change in self.store.watch(self.store.state.version):
+                    if change.object.kind in _WATCHED_KINDS:
+                        self._changed.set()
+            except WatchCompacted:
+                self._changed.set()
+
+    async def _rounds(self) -> None:
+        reconciled: dict[str, str] = {}
+        nodes_seen: str | None = None
+        while self.driver.is_leader:
+            self._changed.clear()
+            view = view_of(self.store.state)
+            nodes_now = _nodes_fingerprint(view.nodes.values())
+            outcome = reconcile(
+                view, reconciled=reconciled, nodes_changed=nodes_now != nodes_seen, now=self._clock(), new_id=self._new_id
+            )
+            self.rounds += 1
+            try:
+                for start in range(0, len(outcome.operations), MAX_OPERATIONS_PER_TRANSACTION):
+                    await self.store.transact(outcome.operations[start : start + MAX_OPERATIONS_PER_TRANSACTION])
+            except Conflict as exc:
+                log.debug("reconcile round lost a race, planning again: %s", exc)
+                await asyncio.sleep(_DEBOUNCE)
+                continue
+            reconciled, nodes_seen = outcome.reconciled, nodes_now
+            await self._wait(outcome.wake_at)
+
+    async def _wait(self, wake_at: float | None) -> None:
+        timeout = _LEADERSHIP_CHECK
+        if wake_at is not None:
+            timeout = min(timeout, max(0.0, wake_at - self._clock()))
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+            await asyncio.sleep(_DEBOUNCE)
+        except TimeoutError:
+            pass
+
+
+def _nodes_fingerprint(nodes: Iterable[StoredObject]) -> str:
+    """What about the nodes matters to placement: which exist, their spec (role, availability, labels)
+    and whether they are up."""
+    return json.dumps(
+        [[n.id, n.data.get("Spec"), n.data["Status"].get("State"), n.data.get("Description")] for n in nodes],
+        sort_keys=True,
+    )

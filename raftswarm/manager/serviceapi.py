@@ -1,0 +1,301 @@
+"""Services, tasks and secrets in the store, and the operations `service ...` and `secret ...` commands map to.
+
+Like `controlapi`, every operation is a read plus one transaction with version checks, so concurrent
+requests never overwrite each other. Names are unique per kind through name index objects
+(`service-names/<name>`, `secret-names/<name>`) created in the same transaction as the object, so two
+managers creating `web` at once cannot both succeed.
+
+Stored objects keep Docker's API shapes. Keys starting with "_" are raftswarm's bookkeeping (a secret's
+data, a task's restart history) and never leave the manager through the API (`api_view`).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import secrets as random_source
+from typing import Any
+
+from ..store import Conflict, Operation, ReplicatedStore, StoredObject, check, create, delete, update
+from .controlapi import ControlError, now_iso
+from .orchestrator import TaskState, is_terminal
+from .specs import referenced_secrets, validate_secret_spec, validate_service_spec
+
+SERVICES = "services"
+TASKS = "tasks"
+SECRETS = "secrets"
+SERVICE_NAMES = "service-names"
+SECRET_NAMES = "secret-names"
+
+_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+_ID_LENGTH = 25
+MAX_OPERATIONS_PER_TRANSACTION = 500
+"""Bulk changes (removing a service with thousands of tasks) go in several transactions of at most this
+many operations, so no Raft entry comes near the transport's frame limit."""
+
+
+def new_object_id() -> str:
+    """A random object ID in Docker's format: 25 lowercase base-36 characters."""
+    return "".join(random_source.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
+
+
+_NAME_ADJECTIVES = ("admiring", "brave", "clever", "eager", "focused", "gifted", "jolly", "keen", "lucid", "nifty",
+                    "quirky", "serene", "vibrant", "wizardly", "zealous")
+_NAME_SCIENTISTS = ("lamport", "liskov", "lovelace", "hopper", "dijkstra", "ongaro", "ousterhout", "shamir",
+                    "turing", "knuth", "hamilton", "noether", "babbage", "curie", "feynman")
+
+
+def random_service_name() -> str:
+    """A name like dockerd gives a service created without one: adjective_scientist."""
+    return f"{random_source.choice(_NAME_ADJECTIVES)}_{random_source.choice(_NAME_SCIENTISTS)}"
+
+
+def api_view(stored: StoredObject) -> dict[str, Any]:
+    """A stored object as Docker's API shows it: with Version.Index, without raftswarm's "_" keys."""
+    view = {key: value for key, value in stored.data.items() if not key.startswith("_")}
+    view["Version"] = {"Index": stored.version}
+    return view
+
+
+def secret_data(stored: StoredObject) -> bytes:
+    return stored.data["_Data"]
+
+
+def _resolve(objects: list[StoredObject], ref: str, kind: str, name_of) -> StoredObject:
+    """Docker's lookup order: full ID, then exact name, then a unique ID prefix."""
+    for o in objects:
+        if o.id == ref:
+            return o
+    named = [o for o in objects if name_of(o) == ref]
+    if len(named) == 1:
+        return named[0]
+    prefixed = [o for o in objects if o.id.startswith(ref)]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    if len(prefixed) > 1:
+        raise ControlError(f"{kind} {ref} is ambiguous ({len(prefixed)} matches found)", 400)
+    raise ControlError(f"{kind} {ref} not found", 404)
+
+
+def _spec_name(o: StoredObject) -> str:
+    return o.data["Spec"]["Name"]
+
+
+class ServiceApi:
+    """Service, task and secret operations over a manager's replicated store."""
+
+    def __init__(self, store: ReplicatedStore) -> None:
+        self.store = store
+
+    # -- secrets ---------------------------------------------------------------------------------------
+
+    async def secrets(self) -> list[StoredObject]:
+        return await self.store.list(SECRETS)
+
+    async def secret(self, ref: str) -> StoredObject:
+        return _resolve(await self.secrets(), ref, "secret", _spec_name)
+
+    async def create_secret(self, spec: Any) -> str:
+        """Docker's `POST /secrets/create`: the data is kept only in the (encrypted) Raft log."""
+        checked, data = validate_secret_spec(spec)
+        secret_id = new_object_id()
+        stamp = now_iso()
+        obj = {"ID": secret_id, "CreatedAt": stamp, "UpdatedAt": stamp, "Spec": checked, "_Data": data}
+        try:
+            await self.store.transact(
+                [create(SECRET_NAMES, checked["Name"], {"ID": secret_id}), create(SECRETS, secret_id, obj)]
+            )
+        except Conflict:
+            raise ControlError(f"secret {checked['Name']} already exists", 409) from None
+        return secret_id
+
+    async def update_secret(self, ref: str, version: int, spec: Any) -> None:
+        """Docker's `POST /secrets/{id}/update`: only Labels may change; the data is immutable."""
+        current = await self.secret(ref)
+        _check_version("secret", current, version)
+        if not isinstance(spec, dict):
+            raise ControlError("the secret spec must be a JSON object")
+        old = current.data["Spec"]
+        renamed = spec.get("Name", old["Name"]) != old["Name"]
+        if renamed or (spec.get("Data") and _decode(spec["Data"]) != secret_data(current)):
+            raise ControlError("only updates to Labels are allowed", 400)
+        labels = spec.get("Labels") or {}
+        if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+            raise ControlError("Labels: must map strings to strings")
+        data = {**current.data, "Spec": {**old, "Labels": labels}, "UpdatedAt": now_iso()}
+        await self.store.transact([update(SECRETS, current.id, data, expect=current.version)])
+
+    async def remove_secret(self, ref: str) -> None:
+        """Docker's `DELETE /secrets/{id}`: refused while a service references the secret."""
+        current = await self.secret(ref)
+        users = sorted(
+            s.data["Spec"]["Name"] for s in await self.services() if current.id in referenced_secrets(s.data["Spec"])
+        )
+        if users:
+            plural = "s" if len(users) > 1 else ""
+            raise ControlError(
+                f"secret '{current.data['Spec']['Name']}' is in use by the following service{plural}: {', '.join(users)}",
+                400,
+            )
+        # The services were read at some version; one created since may reference the secret. Its create
+        # checks the secret's version, and this delete checks no name index changed: one of the two fails.
+        await self.store.transact(
+            [delete(SECRETS, current.id, expect=current.version), delete(SECRET_NAMES, _spec_name(current))]
+        )
+
+    async def _secret_checks(self, spec: dict[str, Any]) -> list[Operation]:
+        """Version checks pinning every secret the spec references (so a concurrent `secret rm` loses)."""
+        operations = []
+        for reference in (spec["TaskTemplate"].get("ContainerSpec") or {}).get("Secrets") or []:
+            found = await self.store.get(SECRETS, reference["SecretID"])
+            if found is None:
+                raise ControlError(f"secret not found: {reference['SecretID']} ({reference.get('SecretName', '')})", 404)
+            if found.data["Spec"]["Name"] != reference["SecretName"]:
+                raise ControlError(
+                    f"secret name {reference['SecretName']!r} does not match secret {found.id}, "
+                    f"which is named {found.data['Spec']['Name']!r}",
+                    400,
+                )
+            operations.append(check(SECRETS, found.id, found.version))
+        return operations
+
+    # -- services --------------------------------------------------------------------------------------
+
+    async def services(self) -> list[StoredObject]:
+        return await self.store.list(SERVICES)
+
+    async def service(self, ref: str) -> StoredObject:
+        return _resolve(await self.services(), ref, "service", _spec_name)
+
+    async def create_service(self, spec: Any) -> str:
+        """Docker's `POST /services/create`; the orchestrator makes its tasks once this commits."""
+        if isinstance(spec, dict) and not spec.get("Name"):
+            spec = {**spec, "Name": random_service_name()}  # as dockerd does for `service create` without --name
+        checked = _with_mode(validate_service_spec(spec))
+        service_id = new_object_id()
+        stamp = now_iso()
+        obj = {
+            "ID": service_id,
+            "CreatedAt": stamp,
+            "UpdatedAt": stamp,
+            "Spec": checked,
+            "Endpoint": _endpoint(checked),
+        }
+        operations = await self._secret_checks(checked)
+        try:
+            await self.store.transact(
+                [*operations, create(SERVICE_NAMES, checked["Name"], {"ID": service_id}), create(SERVICES, service_id, obj)]
+            )
+        except Conflict as exc:
+            if await self.store.get(SERVICE_NAMES, checked["Name"]) is not None:
+                raise ControlError(f"service {checked['Name']} already exists", 409) from None
+            raise ControlError(f"a secret the service references changed meanwhile; retry: {exc}", 409) from None
+        return service_id
+
+    async def update_service(self, ref: str, version: int, spec: Any, rollback: bool = False) -> StoredObject:
+        """Docker's `POST /services/{id}/update?version=N[&rollback=previous]`. A stale version is refused,
+        not merged. A change of the task template starts a rolling update (the updater carries it out);
+        `rollback` returns to the previous spec, itself as a rolling update."""
+        current = await self.service(ref)
+        _check_version("service", current, version)
+        old = current.data["Spec"]
+        if rollback:
+            if "PreviousSpec" not in current.data:
+                raise ControlError(f"service {old['Name']} does not have a previous spec", 400)
+            checked = copy.deepcopy(current.data["PreviousSpec"])
+        else:
+            checked = _with_mode(validate_service_spec(spec))
+        if checked["Name"] != old["Name"]:
+            raise ControlError("renaming services is not supported", 400)
+        if set(checked["Mode"]) != set(old.get("Mode") or {"Replicated": {}}):
+            raise ControlError("service mode change is not allowed", 400)
+        data = {**current.data, "Spec": checked, "PreviousSpec": old, "UpdatedAt": now_iso(), "Endpoint": _endpoint(checked)}
+        # As SwarmKit: a rollback always starts one; an update starts one if the tasks must change, and
+        # otherwise clears the status of the previous one.
+        if rollback:
+            data["UpdateStatus"] = {"State": "rollback_started", "Message": "manually requested rollback", "StartedAt": now_iso()}
+        elif checked.get("TaskTemplate") != old.get("TaskTemplate"):
+            data["UpdateStatus"] = {"State": "updating", "Message": "update in progress", "StartedAt": now_iso()}
+        else:
+            data.pop("UpdateStatus", None)
+        operations = await self._secret_checks(checked)
+        await self.store.transact([*operations, update(SERVICES, current.id, data, expect=current.version)])
+        return await self.store.get(SERVICES, current.id, linearizable=False) or current
+
+    async def remove_service(self, ref: str) -> None:
+        """Docker's `DELETE /services/{id}`: the service goes at once; its tasks are told to stop and are
+        deleted by the reaper once they have."""
+        current = await self.service(ref)
+        await self.store.transact(
+            [delete(SERVICES, current.id, expect=current.version), delete(SERVICE_NAMES, _spec_name(current))]
+        )
+        await self._remove_tasks(current.id)
+
+    async def _remove_tasks(self, service_id: str) -> None:
+        while True:
+            operations = []
+            for task in await self.store.list(TASKS):
+                data = task.data
+                if data.get("ServiceID") == service_id and TaskState.of(data["DesiredState"]) < TaskState.REMOVE:
+                    changed = {**data, "DesiredState": TaskState.REMOVE.api, "UpdatedAt": now_iso()}
+                    if not data.get("NodeID") or is_terminal(data["Status"]["State"]):
+                        operations.append(delete(TASKS, task.id, expect=task.version))
+                    else:
+                        operations.append(update(TASKS, task.id, changed, expect=task.version))
+            if not operations:
+                return
+            try:
+                for start in range(0, len(operations), MAX_OPERATIONS_PER_TRANSACTION):
+                    await self.store.transact(operations[start : start + MAX_OPERATIONS_PER_TRANSACTION])
+                return
+            except Conflict:
+                continue  # a task changed under us (an agent's report): read again
+
+    # -- tasks -----------------------------------------------------------------------------------------
+
+    async def tasks(self) -> list[StoredObject]:
+        return await self.store.list(TASKS)
+
+    async def task(self, task_id: str) -> StoredObject:
+        tasks = await self.tasks()
+        return _resolve(tasks, task_id, "task", lambda o: "")
+
+
+def _decode(text: Any) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True) if isinstance(text, str) else None
+    except ValueError:
+        return None
+
+
+def _with_mode(spec: dict[str, Any]) -> dict[str, Any]:
+    """Docker's default mode: replicated, one replica (a Go client sends `"Mode": {}` for it)."""
+    mode = spec.get("Mode") or {}
+    if "Global" not in mode:
+        replicated = mode.get("Replicated") or {}
+        spec["Mode"] = {"Replicated": {**replicated, "Replicas": replicated.get("Replicas", 1)}}
+    return spec
+
+
+def _check_version(kind: str, current: StoredObject, version: int) -> None:
+    if current.version != version:
+        raise ControlError(
+            f"update out of sequence: {kind} {current.id} is at version {current.version}, not {version}", 409
+        )
+
+
+def _endpoint(spec: dict[str, Any]) -> dict[str, Any]:
+    endpoint_spec = spec.get("EndpointSpec") or {"Mode": "vip"}
+    ports = [
+        {
+            "Protocol": p.get("Protocol", "tcp"),
+            "TargetPort": p["TargetPort"],
+            "PublishedPort": p.get("PublishedPort", 0),
+            "PublishMode": p.get("PublishMode", "ingress"),
+        }
+        for p in endpoint_spec.get("Ports") or []
+    ]
+    endpoint: dict[str, Any] = {"Spec": endpoint_spec}
+    if ports:
+        endpoint["Ports"] = ports
+    return endpoint

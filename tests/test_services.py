@@ -1,0 +1,299 @@
+"""Services on a real swarm: node processes (3 managers, 2 workers on loopback addresses) running real task
+processes, driven through the API the CLI uses, checked as `docker service ps` / `inspect` would show them.
+
+One cluster serves the module; each test makes services and secrets of its own and removes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from raftswarm.api.client import ApiClient, ApiError
+from raftswarm.node.swarmcluster import SwarmCluster
+
+pytestmark = pytest.mark.slow
+
+HEARTBEAT = 0.5
+SECOND = 1_000_000_000
+SLEEP = ["sleep", "1000"]
+
+
+@pytest.fixture(scope="module")
+def swarm(tmp_path_factory):
+    base = tmp_path_factory.mktemp("clusters")
+    cluster = asyncio.run(
+        SwarmCluster.up("svc", managers=3, workers=2, base_dir=base, network="loopback", heartbeat_period=HEARTBEAT)
+    )
+    yield cluster
+    cluster.down()
+
+
+def api(swarm: SwarmCluster, name: str = "manager1") -> ApiClient:
+    return swarm.client(swarm.node(name))
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], what: str, within: float = 30.0) -> Any:
+    deadline = time.monotonic() + within
+    last = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def spec(name: str, args: list[str] | None = None, replicas: int | None = 1, **template: Any) -> dict:
+    mode = {"Global": {}} if replicas is None else {"Replicated": {"Replicas": replicas}}
+    return {
+        "Name": name,
+        "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Args": args or SLEEP}, **template},
+        "Mode": mode,
+    }
+
+
+async def live_tasks(client: ApiClient, service: str) -> list[dict]:
+    return await client.task_list({"service": [service], "desired-state": ["running"]})
+
+
+async def converged(client: ApiClient, service: str, count: int) -> list[dict] | None:
+    tasks = await live_tasks(client, service)
+    running = [t for t in tasks if t["Status"]["State"] == "running"]
+    return running if len(running) == count == len(tasks) else None
+
+
+async def ids_by_name(swarm: SwarmCluster) -> dict[str, str]:
+    """Node name in the local cluster (manager1, worker2, ...) -> node ID, from each node's own /info."""
+    names = {}
+    for node in swarm.nodes:
+        async with swarm.client(node) as client:
+            names[node.name] = (await client.info())["Swarm"]["NodeID"]
+    return names
+
+
+async def test_a_replicated_service_runs_its_replicas_spread_over_the_nodes_and_scales(swarm):
+    async with api(swarm) as client:
+        created = await client.service_create(spec("web", replicas=3))
+        running = await eventually(lambda: converged(client, "web", 3), "3 running replicas")
+        assert sorted(t["Slot"] for t in running) == [1, 2, 3]
+        assert len({t["NodeID"] for t in running}) == 3  # fewest tasks of the service first
+        assert all(t["Status"]["ContainerStatus"]["PID"] > 0 for t in running)
+
+        service = await client.service_inspect("web")
+        assert service["ID"] == created["ID"] and service["Spec"]["Mode"] == {"Replicated": {"Replicas": 3}}
+        await client.service_update(service["ID"], service["Version"]["Index"], {**service["Spec"], "Mode": {"Replicated": {"Replicas": 5}}})
+        await eventually(lambda: converged(client, "web", 5), "5 running replicas")
+        service = await client.service_inspect("web")
+        await client.service_update(service["ID"], service["Version"]["Index"], {**service["Spec"], "Mode": {"Replicated": {"Replicas": 2}}})
+        await eventually(lambda: converged(client, "web", 2), "2 running replicas")
+
+        await client.service_remove("web")
+        await eventually(lambda: _no_tasks(client, created["ID"]), "the removed service's tasks to go")
+
+
+async def _no_tasks(client: ApiClient, service_id: str) -> bool:
+    return not [t for t in await client.task_list() if t["ServiceID"] == service_id]
+
+
+async def test_a_global_service_runs_one_task_on_every_node_and_leaves_a_drained_one(swarm):
+    ids = await ids_by_name(swarm)
+    async with api(swarm) as client:
+        await client.service_create(spec("everywhere", replicas=None))
+        running = await eventually(lambda: converged(client, "everywhere", 5), "a task on each of the 5 nodes")
+        assert sorted(t["NodeID"] for t in running) == sorted(ids.values())
+
+        node = await client.node_inspect(ids["worker2"])
+        await client.node_update(node["ID"], node["Version"]["Index"], {**node["Spec"], "Availability": "drain"})
+        try:
+            running = await eventually(lambda: converged(client, "everywhere", 4), "the drained node's task to stop")
+            assert ids["worker2"] not in {t["NodeID"] for t in running}
+        finally:
+            node = await client.node_inspect(ids["worker2"])
+            await client.node_update(node["ID"], node["Version"]["Index"], {**node["Spec"], "Availability": "active"})
+        await eventually(lambda: converged(client, "everywhere", 5), "a task again on the reactivated node")
+        await client.service_remove("everywhere")
+
+
+async def test_draining_a_node_moves_its_replicas_to_other_nodes(swarm):
+    ids = await ids_by_name(swarm)
+    async with api(swarm) as client:
+        await client.service_create(spec("movable", replicas=5))
+        await eventually(lambda: converged(client, "movable", 5), "5 running replicas")
+        node = await client.node_inspect(ids["worker1"])
+        await client.node_update(node["ID"], node["Version"]["Index"], {**node["Spec"], "Availability": "drain"})
+        try:
+            running = await eventually(
+                lambda: _converged_off(client, "movable", 5, ids["worker1"]), "the replicas to leave the drained node"
+            )
+            assert len(running) == 5
+        finally:
+            node = await client.node_inspect(ids["worker1"])
+            await client.node_update(node["ID"], node["Version"]["Index"], {**node["Spec"], "Availability": "active"})
+        await client.service_remove("movable")
+
+
+async def _converged_off(client: ApiClient, service: str, count: int, node_id: str) -> list[dict] | None:
+    running = await converged(client, service, count)
+    return running if running and node_id not in {t["NodeID"] for t in running} else None
+
+
+async def test_a_constraint_no_node_meets_leaves_the_task_pending_and_says_why(swarm):
+    async with api(swarm) as client:
+        await client.service_create(spec("nowhere", Placement={"Constraints": ["node.labels.zone==mars"]}))
+
+        async def pending():
+            tasks = await live_tasks(client, "nowhere")
+            return tasks and tasks[0]["Status"]["State"] == "pending" and tasks[0]
+
+        task = await eventually(pending, "a pending task")
+        assert task["Status"]["Err"].startswith("no suitable node (")
+        assert task["Status"]["Err"] == "no suitable node (scheduling constraints not satisfied on 5 nodes)"
+        await client.service_remove("nowhere")
+
+
+async def test_a_failing_update_rolls_back_automatically_to_the_previous_spec(swarm):
+    async with api(swarm) as client:
+        await client.service_create(
+            {
+                **spec("flaky", replicas=2),
+                "UpdateConfig": {"Parallelism": 1, "FailureAction": "rollback", "Monitor": 2 * SECOND},
+                "RollbackConfig": {"Parallelism": 0, "Monitor": 1 * SECOND},
+            }
+        )
+        await eventually(lambda: converged(client, "flaky", 2), "2 running replicas")
+        service = await client.service_inspect("flaky")
+        broken = {**service["Spec"], "TaskTemplate": {**service["Spec"]["TaskTemplate"], "ContainerSpec": {"Image": "busybox:2", "Args": ["sh", "-c", "exit 3"]}}}
+        await client.service_update(service["ID"], service["Version"]["Index"], broken)
+
+        async def rolled_back():
+            current = await client.service_inspect("flaky")
+            return (current.get("UpdateStatus") or {}).get("State") == "rollback_completed" and current
+
+        service = await eventually(rolled_back, "the automatic rollback to complete", within=60)
+        assert service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "busybox"
+        assert service["PreviousSpec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "busybox:2"
+        running = await eventually(lambda: converged(client, "flaky", 2), "2 replicas running the old spec")
+        assert all(t["Spec"]["ContainerSpec"]["Image"] == "busybox" for t in running)
+        failed = [t for t in await client.task_list({"service": ["flaky"]}) if t["Status"]["State"] == "failed"]
+        assert failed and failed[0]["Status"]["Err"] == "task: non-zero exit (3)"
+        await client.service_remove("flaky")
+
+
+async def test_a_secret_reaches_only_the_node_running_a_task_that_uses_it(swarm):
+    ids = await ids_by_name(swarm)
+    async with api(swarm) as client:
+        secret = await client.secret_create({"Name": "db-password", "Data": base64.b64encode(b"hunter2").decode()})
+        reference = {"SecretID": secret["ID"], "SecretName": "db-password", "File": {"Name": "db", "UID": "0", "GID": "0", "Mode": 0o400}}
+        await client.service_create(
+            {
+                **spec("uses-secret"),
+                "TaskTemplate": {
+                    "ContainerSpec": {"Image": "busybox", "Args": SLEEP, "Secrets": [reference]},
+                    "Placement": {"Constraints": [f"node.id=={ids['worker1']}"]},
+                },
+            }
+        )
+        await eventually(lambda: converged(client, "uses-secret", 1), "the task using the secret to run")
+
+        async def holders() -> dict[str, dict]:
+            held = {}
+            for node in swarm.nodes:
+                async with swarm.client(node) as node_client:
+                    held[node.name] = (await node_client.request("GET", "/raftswarm/agent"))["secrets"]
+            return held
+
+        held = await holders()
+        assert held["worker1"] == {secret["ID"]: "db-password"}
+        assert all(not secrets for name, secrets in held.items() if name != "worker1")
+
+        listed = await client.secret_inspect("db-password")
+        assert "Data" not in listed["Spec"] and "_Data" not in listed
+
+        with pytest.raises(ApiError) as refused:
+            await client.secret_remove("db-password")
+        assert refused.value.status == 400 and "in use by the following service: uses-secret" in str(refused.value)
+
+        await client.service_remove("uses-secret")
+
+        async def dropped():
+            return not (await holders())["worker1"]
+
+        await eventually(dropped, "the secret to leave worker1 with the last task using it")
+        await client.secret_remove("db-password")
+
+
+async def test_oversized_and_empty_secrets_are_refused_and_nothing_is_created(swarm):
+    async with api(swarm) as client:
+        before = await client.secret_list()
+        for size in (0, 500 * 1024, 501 * 1024):
+            with pytest.raises(ApiError) as refused:
+                await client.secret_create({"Name": f"big{size}", "Data": base64.b64encode(b"x" * size).decode()})
+            assert refused.value.status == 400
+            assert "500" in str(refused.value)
+        assert await client.secret_list() == before
+        # Docker's limit is exclusive: under 500 KiB.
+        fits = await client.secret_create({"Name": "just-fits", "Data": base64.b64encode(b"x" * (500 * 1024 - 1)).decode()})
+        await client.secret_remove(fits["ID"])
+
+
+async def test_an_update_at_a_stale_version_is_refused_not_merged(swarm):
+    async with api(swarm) as client:
+        await client.service_create(spec("versioned"))
+        service = await client.service_inspect("versioned")
+        stale = service["Version"]["Index"]
+        await client.service_update(service["ID"], stale, {**service["Spec"], "Labels": {"first": "yes"}})
+        with pytest.raises(ApiError) as refused:
+            await client.service_update(service["ID"], stale, {**service["Spec"], "Labels": {"second": "yes"}})
+        assert refused.value.status == 409 and "out of sequence" in str(refused.value)
+        assert (await client.service_inspect("versioned"))["Spec"]["Labels"] == {"first": "yes"}
+        await client.service_remove("versioned")
+
+
+async def test_invalid_service_specs_are_refused_and_nothing_is_created(swarm):
+    async with api(swarm) as client:
+        before = await client.service_list()
+        for bad in (
+            {"Name": "x"},
+            spec("bad name!"),
+            spec("neg", replicas=-1),
+            spec("cond", RestartPolicy={"Condition": "sometimes"}),
+            spec("cons", Placement={"Constraints": ["node.labels.zone=a"]}),
+        ):
+            with pytest.raises(ApiError) as refused:
+                await client.service_create(bad)
+            assert refused.value.status == 400
+        with pytest.raises(ApiError) as duplicate:
+            await client.service_create(spec("dup"))
+            await client.service_create(spec("dup"))
+        assert duplicate.value.status == 409
+        after = {s["Spec"]["Name"] for s in await client.service_list()}
+        assert after == {s["Spec"]["Name"] for s in before} | {"dup"}
+        await client.service_remove("dup")
+
+
+async def test_the_tasks_of_a_killed_worker_are_started_on_other_nodes(swarm):
+    """Last in the module: it kills worker2 (and starts it again afterwards)."""
+    ids = await ids_by_name(swarm)
+    worker = swarm.node("worker2")
+    async with api(swarm) as client:
+        await client.service_create(spec("survivor", replicas=5))
+        running = await eventually(lambda: converged(client, "survivor", 5), "5 running replicas")
+        assert ids["worker2"] in {t["NodeID"] for t in running}
+        swarm.kill(worker)
+        try:
+            running = await eventually(
+                lambda: _converged_off(client, "survivor", 5, ids["worker2"]), "the lost replicas to run elsewhere"
+            )
+            node = await client.node_inspect(ids["worker2"])
+            assert node["Status"]["State"] == "down"
+            lost = [t for t in await client.task_list({"service": ["survivor"], "node": [ids["worker2"]]})]
+            assert lost and all(t["DesiredState"] == "shutdown" for t in lost)
+        finally:
+            await swarm.restart(worker)
+        await client.service_remove("survivor")

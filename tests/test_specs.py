@@ -1,0 +1,613 @@
+"""Spec validation, as a user of `docker service create` / `docker secret create` notices it: a bad spec is
+refused with a message naming the field, a good one is stored exactly as sent. Pure: no I/O."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raftswarm.manager.controlapi import ControlError
+from raftswarm.manager.specs import (
+    MAX_SECRET_SIZE,
+    InvalidSpec,
+    referenced_secrets,
+    restart_policy,
+    update_config,
+    validate_secret_spec,
+    validate_service_spec,
+)
+
+SECOND = 1_000_000_000
+MIB = 1024 * 1024
+DIGEST = "sha256:" + "ab" * 32
+
+
+def full_spec() -> dict:
+    """A service spec using every field raftswarm checks."""
+    return {
+        "Name": "web_front-1",
+        "Labels": {"team": "shop"},
+        "TaskTemplate": {
+            "ContainerSpec": {
+                "Image": f"registry.example.com:5000/shop/web:1.2@{DIGEST}",
+                "Labels": {"tier": "front"},
+                "Command": ["nginx"],
+                "Args": ["-g", "daemon off;"],
+                "Env": ["MODE=prod", "EMPTY=", "PASSTHROUGH"],
+                "Dir": "/srv",
+                "User": "www-data",
+                "Hostname": "web",
+                "StopGracePeriod": 10 * SECOND,
+                "Mounts": [{"Type": "volume", "Source": "data", "Target": "/data"}],
+                "Secrets": [
+                    {
+                        "SecretID": "s1",
+                        "SecretName": "db_password",
+                        "File": {"Name": "db_password", "UID": "0", "GID": "0", "Mode": 0o444},
+                    },
+                    {"SecretID": "s2", "SecretName": "tls.key", "File": {"Name": "/etc/tls/key.pem"}},
+                ],
+            },
+            "Resources": {
+                "Limits": {"NanoCPUs": 2 * SECOND, "MemoryBytes": 512 * MIB, "Pids": 100},
+                "Reservations": {"NanoCPUs": SECOND // 2, "MemoryBytes": 64 * MIB},
+            },
+            "RestartPolicy": {"Condition": "on-failure", "Delay": 2 * SECOND, "MaxAttempts": 3, "Window": 60 * SECOND},
+            "Placement": {
+                "Constraints": ["node.role==worker", "node.labels.zone != eu-1"],
+                "Preferences": [{"Spread": {"SpreadDescriptor": "node.labels.zone"}}],
+                "MaxReplicas": 2,
+            },
+            "Networks": [{"Target": "backend", "Aliases": ["web", "www"]}],
+            "ForceUpdate": 1,
+        },
+        "Mode": {"Replicated": {"Replicas": 3}},
+        "UpdateConfig": {
+            "Parallelism": 2,
+            "Delay": SECOND,
+            "FailureAction": "rollback",
+            "Monitor": 10 * SECOND,
+            "MaxFailureRatio": 0.25,
+            "Order": "start-first",
+        },
+        "RollbackConfig": {
+            "Parallelism": 0,
+            "Delay": 0,
+            "FailureAction": "continue",
+            "Monitor": SECOND,
+            "MaxFailureRatio": 1,
+            "Order": "stop-first",
+        },
+        "Networks": [{"Target": "legacy"}],
+        "EndpointSpec": {
+            "Mode": "vip",
+            "Ports": [
+                {"Name": "http", "Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"},
+                {"Protocol": "udp", "TargetPort": 53, "PublishedPort": 8080, "PublishMode": "host"},
+                {"Protocol": "sctp", "TargetPort": 9000},
+                {"TargetPort": 9001, "PublishedPort": 0},
+                {"TargetPort": 9002, "PublishedPort": 0},
+            ],
+        },
+    }
+
+
+def minimal_spec() -> dict:
+    return {"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "nginx"}}}
+
+
+DELETE = object()
+
+
+def changed(spec: dict, path: str, value: object) -> dict:
+    """A copy of `spec` with the field at dotted `path` (list items as Ports.0) set to `value`, or removed."""
+    spec = copy.deepcopy(spec)
+    *parents, last = path.split(".")
+    node = spec
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+    key = int(last) if isinstance(node, list) else last
+    if value is DELETE:
+        del node[key]
+    else:
+        node[key] = value
+    return spec
+
+
+def refusal(spec: object) -> str:
+    with pytest.raises(InvalidSpec) as info:
+        validate_service_spec(spec)
+    return str(info.value)
+
+
+# -- accepted specs ----------------------------------------------------------------------------------------
+
+
+def test_a_spec_using_every_field_is_stored_exactly_as_sent():
+    spec = full_spec()
+    assert validate_service_spec(spec) == full_spec()
+
+
+def test_nothing_is_defaulted_and_unknown_fields_are_kept():
+    spec = minimal_spec()
+    spec["TaskTemplate"]["ContainerSpec"]["Healthcheck"] = {"Test": ["CMD", "true"]}
+    spec["TaskTemplate"]["LogDriver"] = {"Name": "json-file"}
+    spec["FutureField"] = [1, {"x": None}]
+    assert validate_service_spec(spec) == spec
+    assert "Mode" not in validate_service_spec(minimal_spec())
+
+
+def test_the_returned_spec_is_a_copy():
+    spec = full_spec()
+    checked = validate_service_spec(spec)
+    checked["TaskTemplate"]["ContainerSpec"]["Env"].append("INJECTED=1")
+    checked["Labels"]["team"] = "other"
+    assert spec == full_spec()
+
+
+def test_a_refused_spec_is_left_as_it_was():
+    spec = changed(full_spec(), "UpdateConfig.Order", "random")
+    before = copy.deepcopy(spec)
+    refusal(spec)
+    assert spec == before
+
+
+def test_refusals_are_400_control_errors():
+    with pytest.raises(ControlError) as info:
+        validate_service_spec({"Name": "web"})
+    assert isinstance(info.value, InvalidSpec)
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("Mode", {}),  # Docker's default: one replica
+        ("Mode", {"Replicated": {}}),
+        ("Mode", {"Replicated": {"Replicas": 0}}),
+        ("Labels", None),  # what Go clients send for "no labels"
+        ("Name", "a" * 63),
+        ("Name", "web__api--v2"),
+        ("Name", "7"),
+        ("TaskTemplate.ContainerSpec.Image", "nginx:1.27"),
+        ("TaskTemplate.ContainerSpec.Image", "library/nginx:latest"),
+        ("TaskTemplate.ContainerSpec.Image", "localhost:5000/team/app_x:v1.0-rc1"),
+        ("TaskTemplate.ContainerSpec.Image", "MyRegistry.io/app"),  # a registry host may have capitals
+        ("TaskTemplate.ContainerSpec.Image", f"nginx@{DIGEST}"),
+        ("TaskTemplate.ContainerSpec.Image", "[::1]:5000/app"),
+        ("TaskTemplate.ContainerSpec.Env", ["ONLY_NAME"]),
+        ("TaskTemplate.ContainerSpec.Secrets", []),
+        # A limit of 0 is no limit, so any reservation fits.
+        ("TaskTemplate.Resources", {"Limits": {"NanoCPUs": 0}, "Reservations": {"NanoCPUs": 4 * SECOND}}),
+        ("TaskTemplate.Resources.Reservations.MemoryBytes", 512 * MIB),  # equal to the limit
+        ("TaskTemplate.RestartPolicy", {}),
+        ("TaskTemplate.Placement.Preferences.0.Spread.SpreadDescriptor", "NODE.LABELS.rack"),
+        ("EndpointSpec", {"Mode": "dnsrr"}),
+        ("EndpointSpec", {"Mode": "dnsrr", "Ports": [{"TargetPort": 80, "PublishedPort": 80, "PublishMode": "host"}]}),
+        ("EndpointSpec.Ports", [{"TargetPort": 1, "PublishedPort": 65535}, {"TargetPort": 65535}]),
+        ("UpdateConfig", {}),
+        ("UpdateConfig.MaxFailureRatio", 0),
+    ],
+)
+def test_docker_accepts_these_and_so_does_raftswarm(path, value):
+    spec = changed(full_spec(), path, value)
+    assert validate_service_spec(spec) == spec
+
+
+def test_a_global_service_without_max_replicas_is_accepted():
+    spec = changed(changed(full_spec(), "Mode", {"Global": {}}), "TaskTemplate.Placement.MaxReplicas", DELETE)
+    assert validate_service_spec(spec) == spec
+    spec = changed(spec, "TaskTemplate.Placement.MaxReplicas", 0)
+    assert validate_service_spec(spec) == spec
+
+
+# -- refused specs: each rule, and the field it names ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "words"),
+    [
+        # The name is a DNS label, as in SwarmKit.
+        ("Name", DELETE, "Name", "required"),
+        ("Name", "", "Name", "must be provided"),
+        ("Name", 7, "Name", "must be a string"),
+        ("Name", "a" * 64, "Name", "63 characters or fewer"),
+        ("Name", "web.app", "Name", "DNS name component"),
+        ("Name", "-web", "Name", "DNS name component"),
+        ("Name", "web_", "Name", "DNS name component"),
+        ("Name", "web app", "Name", "DNS name component"),
+        ("Name", "web\n", "Name", "DNS name component"),
+        ("Labels", {"team": 1}, "Labels.team", "must be a string"),
+        ("Labels", ["team=shop"], "Labels", "must be a JSON object"),
+        # The task template and its container.
+        ("TaskTemplate", DELETE, "TaskTemplate", "required"),
+        ("TaskTemplate", "nginx", "TaskTemplate", "must be a JSON object"),
+        ("TaskTemplate.ContainerSpec", DELETE, "TaskTemplate.ContainerSpec", "required"),
+        ("TaskTemplate.ContainerSpec.Image", DELETE, "TaskTemplate.ContainerSpec.Image", "required"),
+        ("TaskTemplate.ContainerSpec.Image", "", "TaskTemplate.ContainerSpec.Image", "image reference must be"),
+        ("TaskTemplate.ContainerSpec.Image", "NGINX", "TaskTemplate.ContainerSpec.Image", "not a valid repository"),
+        ("TaskTemplate.ContainerSpec.Image", "nginx:", "TaskTemplate.ContainerSpec.Image", "not a valid repository"),
+        ("TaskTemplate.ContainerSpec.Image", "ngi nx", "TaskTemplate.ContainerSpec.Image", "not a valid repository"),
+        ("TaskTemplate.ContainerSpec.Image", "nginx@sha256:1", "TaskTemplate.ContainerSpec.Image", "not a valid"),
+        ("TaskTemplate.ContainerSpec.Image", "ab" * 32, "TaskTemplate.ContainerSpec.Image", "64-byte hexadecimal"),
+        ("TaskTemplate.ContainerSpec.Image", "a/" * 128 + "a", "TaskTemplate.ContainerSpec.Image", "not a valid"),
+        ("TaskTemplate.ContainerSpec.Command", "nginx -g", "TaskTemplate.ContainerSpec.Command", "JSON array"),
+        ("TaskTemplate.ContainerSpec.Args", ["-g", 1], "TaskTemplate.ContainerSpec.Args[1]", "must be a string"),
+        ("TaskTemplate.ContainerSpec.Env", ["A=1", "=x"], "TaskTemplate.ContainerSpec.Env[1]", "KEY=VALUE"),
+        ("TaskTemplate.ContainerSpec.Env", [{"A": "1"}], "TaskTemplate.ContainerSpec.Env[0]", "must be a string"),
+        ("TaskTemplate.ContainerSpec.Dir", 1, "TaskTemplate.ContainerSpec.Dir", "must be a string"),
+        ("TaskTemplate.ContainerSpec.User", 0, "TaskTemplate.ContainerSpec.User", "must be a string"),
+        ("TaskTemplate.ContainerSpec.Hostname", None, "TaskTemplate.ContainerSpec.Hostname", "got null"),
+        ("TaskTemplate.ContainerSpec.StopGracePeriod", -1, "TaskTemplate.ContainerSpec.StopGracePeriod", ">= 0"),
+        ("TaskTemplate.ContainerSpec.StopGracePeriod", 1.5, "TaskTemplate.ContainerSpec.StopGracePeriod", "integer"),
+        ("TaskTemplate.ContainerSpec.StopGracePeriod", "10s", "TaskTemplate.ContainerSpec.StopGracePeriod", "nanosec"),
+        ("TaskTemplate.ContainerSpec.Labels", {"a": None}, "TaskTemplate.ContainerSpec.Labels.a", "must be a string"),
+        (
+            "TaskTemplate.ContainerSpec.Mounts",
+            [{"Target": "/data"}, {"Target": "/data"}],
+            "TaskTemplate.ContainerSpec.Mounts[1].Target",
+            "duplicate mount point: /data",
+        ),
+        # Secret references: SwarmKit's validateSecretRefsSpec.
+        ("TaskTemplate.ContainerSpec.Secrets", {}, "TaskTemplate.ContainerSpec.Secrets", "JSON array"),
+        ("TaskTemplate.ContainerSpec.Secrets.0", "s1", "TaskTemplate.ContainerSpec.Secrets[0]", "JSON object"),
+        ("TaskTemplate.ContainerSpec.Secrets.1.SecretID", "", "TaskTemplate.ContainerSpec.Secrets[1].SecretID", "mal"),
+        ("TaskTemplate.ContainerSpec.Secrets.0.SecretID", DELETE, "ContainerSpec.Secrets[0].SecretID", "required"),
+        ("TaskTemplate.ContainerSpec.Secrets.0.SecretName", 5, "ContainerSpec.Secrets[0].SecretName", "string"),
+        ("TaskTemplate.ContainerSpec.Secrets.0.File", DELETE, "ContainerSpec.Secrets[0].File", "no target provided"),
+        ("TaskTemplate.ContainerSpec.Secrets.0.File.Name", "", "Secrets[0].File.Name", "invalid target file name"),
+        ("TaskTemplate.ContainerSpec.Secrets.0.File.UID", 0, "Secrets[0].File.UID", "must be a string"),
+        ("TaskTemplate.ContainerSpec.Secrets.0.File.GID", 0, "Secrets[0].File.GID", "must be a string"),
+        ("TaskTemplate.ContainerSpec.Secrets.0.File.Mode", 0o1000, "Secrets[0].File.Mode", "from 0 to 511"),
+        ("TaskTemplate.ContainerSpec.Secrets.0.File.Mode", "0444", "Secrets[0].File.Mode", "integer"),
+        (
+            "TaskTemplate.ContainerSpec.Secrets.1.File.Name",
+            "db_password",
+            "TaskTemplate.ContainerSpec.Secrets[1].File.Name",
+            "secret references 'db_password' and 'tls.key' have a conflicting target: 'db_password'",
+        ),
+        # Resources.
+        ("TaskTemplate.Resources.Limits.NanoCPUs", -1, "TaskTemplate.Resources.Limits.NanoCPUs", ">= 0"),
+        ("TaskTemplate.Resources.Limits.NanoCPUs", 999_999, "Resources.Limits.NanoCPUs", "at least 0.001 CPU"),
+        ("TaskTemplate.Resources.Limits.MemoryBytes", "1g", "Resources.Limits.MemoryBytes", "integer"),
+        ("TaskTemplate.Resources.Limits.MemoryBytes", 4 * MIB - 1, "Resources.Limits.MemoryBytes", "at least 4MiB"),
+        ("TaskTemplate.Resources.Limits.Pids", -5, "TaskTemplate.Resources.Limits.Pids", ">= 0"),
+        ("TaskTemplate.Resources.Reservations.NanoCPUs", True, "Resources.Reservations.NanoCPUs", "integer"),
+        ("TaskTemplate.Resources.Reservations.MemoryBytes", 1024, "Resources.Reservations.MemoryBytes", "4MiB"),
+        (
+            "TaskTemplate.Resources.Reservations.NanoCPUs",
+            3 * SECOND,
+            "TaskTemplate.Resources.Reservations.NanoCPUs",
+            "larger than the limit",
+        ),
+        (
+            "TaskTemplate.Resources.Reservations.MemoryBytes",
+            513 * MIB,
+            "TaskTemplate.Resources.Reservations.MemoryBytes",
+            "larger than the limit",
+        ),
+        ("TaskTemplate.Resources.Limits", None, "TaskTemplate.Resources.Limits", "got null"),
+        # Restart policy.
+        ("TaskTemplate.RestartPolicy.Condition", "always", "TaskTemplate.RestartPolicy.Condition", "none, on-failure"),
+        ("TaskTemplate.RestartPolicy.Condition", "", "TaskTemplate.RestartPolicy.Condition", "one of"),
+        ("TaskTemplate.RestartPolicy.Delay", -1, "TaskTemplate.RestartPolicy.Delay", "nanoseconds"),
+        ("TaskTemplate.RestartPolicy.Window", -1, "TaskTemplate.RestartPolicy.Window", "nanoseconds"),
+        ("TaskTemplate.RestartPolicy.MaxAttempts", -1, "TaskTemplate.RestartPolicy.MaxAttempts", ">= 0"),
+        ("TaskTemplate.RestartPolicy", None, "TaskTemplate.RestartPolicy", "got null"),
+        # Placement: the scheduler's own constraint and preference rules.
+        ("TaskTemplate.Placement.Constraints", "node.role==worker", "Placement.Constraints", "JSON array"),
+        ("TaskTemplate.Placement.Constraints.1", "node.role=manager", "Placement.Constraints[1]", "operator"),
+        ("TaskTemplate.Placement.Constraints.0", "node.lables.zone==a", "Placement.Constraints[0]", "unsupported"),
+        ("TaskTemplate.Placement.Constraints.0", 5, "TaskTemplate.Placement.Constraints[0]", "must be a string"),
+        (
+            "TaskTemplate.Placement.Preferences.0.Spread.SpreadDescriptor",
+            "node.id",
+            "TaskTemplate.Placement.Preferences[0].Spread.SpreadDescriptor",
+            "node.labels.<name>",
+        ),
+        ("TaskTemplate.Placement.Preferences.0", {"Pack": {}}, "Placement.Preferences[0].Spread", "required"),
+        ("TaskTemplate.Placement.Preferences.0.Spread", "zone", "Placement.Preferences[0].Spread", "JSON object"),
+        ("TaskTemplate.Placement.Preferences.0.Spread.SpreadDescriptor", 1, "Spread.SpreadDescriptor", "string"),
+        ("TaskTemplate.Placement.MaxReplicas", -1, "TaskTemplate.Placement.MaxReplicas", ">= 0"),
+        # Networks, in the task template and at the top level (the legacy place).
+        ("TaskTemplate.Networks.0.Target", "", "TaskTemplate.Networks[0].Target", "must not be empty"),
+        ("TaskTemplate.Networks.0.Aliases", ["web", 1], "TaskTemplate.Networks[0].Aliases[1]", "must be a string"),
+        ("TaskTemplate.Networks", {"Target": "x"}, "TaskTemplate.Networks", "JSON array"),
+        ("Networks.0.Target", 5, "Networks[0].Target", "must be a string"),
+        ("Networks.0", {"Aliases": []}, "Networks[0].Target", "required"),
+        ("TaskTemplate.ForceUpdate", -1, "TaskTemplate.ForceUpdate", ">= 0"),
+        # Mode.
+        ("Mode", {"ReplicatedJob": {}}, "Mode.ReplicatedJob", "not supported by raftswarm"),
+        ("Mode", {"GlobalJob": {}}, "Mode.GlobalJob", "not supported by raftswarm"),
+        ("Mode", {"Replicated": {"Replicas": 1}, "Global": {}}, "Mode", "not both"),
+        ("Mode", "replicated", "Mode", "JSON object"),
+        ("Mode", None, "Mode", "got null"),
+        ("Mode.Replicated.Replicas", -1, "Mode.Replicated.Replicas", ">= 0"),
+        ("Mode.Replicated.Replicas", 2**63, "Mode.Replicated.Replicas", ">= 0"),
+        ("Mode.Replicated.Replicas", 2.0, "Mode.Replicated.Replicas", "integer"),
+        ("Mode.Replicated.Replicas", None, "Mode.Replicated.Replicas", "got null"),
+        ("Mode", {"Global": None}, "Mode.Global", "JSON object"),
+        # A global service already runs one task per node.
+        ("Mode", {"Global": {}}, "TaskTemplate.Placement.MaxReplicas", "only be used with replicated mode"),
+        # Update and rollback configs.
+        ("UpdateConfig.Parallelism", -1, "UpdateConfig.Parallelism", ">= 0"),
+        ("UpdateConfig.Delay", -1, "UpdateConfig.Delay", "nanoseconds"),
+        ("UpdateConfig.FailureAction", "stop", "UpdateConfig.FailureAction", "pause, continue, rollback"),
+        ("UpdateConfig.Monitor", -SECOND, "UpdateConfig.Monitor", "nanoseconds"),
+        ("UpdateConfig.MaxFailureRatio", 1.5, "UpdateConfig.MaxFailureRatio", "from 0 to 1"),
+        ("UpdateConfig.MaxFailureRatio", -0.1, "UpdateConfig.MaxFailureRatio", "from 0 to 1"),
+        ("UpdateConfig.MaxFailureRatio", math.nan, "UpdateConfig.MaxFailureRatio", "from 0 to 1"),
+        ("UpdateConfig.MaxFailureRatio", "0.5", "UpdateConfig.MaxFailureRatio", "number"),
+        ("UpdateConfig.Order", "random", "UpdateConfig.Order", "stop-first, start-first"),
+        ("UpdateConfig", [], "UpdateConfig", "JSON object"),
+        ("RollbackConfig.FailureAction", "rollback", "RollbackConfig.FailureAction", "one of pause, continue;"),
+        ("RollbackConfig.Parallelism", True, "RollbackConfig.Parallelism", "integer"),
+        # Endpoint and published ports.
+        ("EndpointSpec.Mode", "round-robin", "EndpointSpec.Mode", "vip, dnsrr"),
+        ("EndpointSpec.Ports", {"80": 8080}, "EndpointSpec.Ports", "JSON array"),
+        ("EndpointSpec.Ports.0.Name", 80, "EndpointSpec.Ports[0].Name", "must be a string"),
+        ("EndpointSpec.Ports.0.Protocol", "icmp", "EndpointSpec.Ports[0].Protocol", "tcp, udp, sctp"),
+        ("EndpointSpec.Ports.0.TargetPort", DELETE, "EndpointSpec.Ports[0].TargetPort", "required"),
+        ("EndpointSpec.Ports.0.TargetPort", 0, "EndpointSpec.Ports[0].TargetPort", "from 1 to 65535"),
+        ("EndpointSpec.Ports.0.TargetPort", 65536, "EndpointSpec.Ports[0].TargetPort", "from 1 to 65535"),
+        ("EndpointSpec.Ports.0.PublishedPort", -1, "EndpointSpec.Ports[0].PublishedPort", "from 0 to 65535"),
+        ("EndpointSpec.Ports.0.PublishedPort", 70000, "EndpointSpec.Ports[0].PublishedPort", "from 0 to 65535"),
+        ("EndpointSpec.Ports.0.PublishMode", "bridge", "EndpointSpec.Ports[0].PublishMode", "ingress, host"),
+        (
+            "EndpointSpec.Ports.2",
+            {"TargetPort": 81, "PublishedPort": 8080},  # tcp, like port 0
+            "EndpointSpec.Ports[2].PublishedPort",
+            "duplicate published ports provided: 8080/tcp",
+        ),
+        ("EndpointSpec.Mode", "dnsrr", "EndpointSpec.Ports[0].PublishMode", "can't be used with dnsrr mode"),
+    ],
+)
+def test_a_violation_is_refused_naming_the_field(path, value, field, words):
+    message = refusal(changed(full_spec(), path, value))
+    assert message.split(":")[0].endswith(field), message
+    assert words in message
+
+
+def test_dnsrr_refuses_ports_left_in_the_default_ingress_mode():
+    spec = changed(minimal_spec(), "EndpointSpec", {"Mode": "dnsrr", "Ports": [{"TargetPort": 80}]})
+    assert refusal(spec).startswith("EndpointSpec.Ports[0].PublishMode: port published with ingress mode")
+
+
+@pytest.mark.parametrize("spec", [None, [], "web", 3, True])
+def test_a_spec_that_is_not_an_object_is_refused(spec):
+    assert "service spec must be a JSON object" in refusal(spec)
+
+
+# -- effective values --------------------------------------------------------------------------------------
+
+DOCKER_UPDATE_DEFAULTS = {
+    "Parallelism": 1,
+    "Delay": 0,
+    "FailureAction": "pause",
+    "Monitor": 5 * SECOND,
+    "MaxFailureRatio": 0.0,
+    "Order": "stop-first",
+}
+
+
+@pytest.mark.parametrize("rollback", [False, True])
+def test_update_and_rollback_default_to_docker_values(rollback):
+    assert update_config(validate_service_spec(minimal_spec()), rollback=rollback) == DOCKER_UPDATE_DEFAULTS
+
+
+def test_given_update_values_win_and_the_rest_are_defaulted():
+    spec = changed(minimal_spec(), "UpdateConfig", {"Parallelism": 0, "Order": "start-first"})
+    assert update_config(validate_service_spec(spec)) == {
+        **DOCKER_UPDATE_DEFAULTS,
+        "Parallelism": 0,
+        "Order": "start-first",
+    }
+    assert update_config(spec, rollback=True) == DOCKER_UPDATE_DEFAULTS
+
+
+def test_update_and_rollback_configs_are_read_separately():
+    spec = validate_service_spec(full_spec())
+    assert update_config(spec) == full_spec()["UpdateConfig"]
+    assert update_config(spec, rollback=True) == full_spec()["RollbackConfig"]
+
+
+def test_a_monitor_of_zero_means_dockers_default_of_5s():
+    spec = changed(minimal_spec(), "UpdateConfig", {"Monitor": 0, "Delay": 0})
+    assert update_config(validate_service_spec(spec))["Monitor"] == 5 * SECOND
+
+
+def test_restart_policy_defaults_to_docker_values():
+    assert restart_policy(validate_service_spec(minimal_spec())) == {
+        "Condition": "any",
+        "Delay": 5 * SECOND,
+        "MaxAttempts": 0,
+        "Window": 0,
+    }
+
+
+def test_given_restart_values_win_even_when_zero():
+    spec = changed(minimal_spec(), "TaskTemplate.RestartPolicy", {"Condition": "on-failure", "Delay": 0})
+    assert restart_policy(validate_service_spec(spec)) == {
+        "Condition": "on-failure",
+        "Delay": 0,
+        "MaxAttempts": 0,
+        "Window": 0,
+    }
+    assert restart_policy(validate_service_spec(full_spec())) == full_spec()["TaskTemplate"]["RestartPolicy"]
+
+
+def test_referenced_secrets_in_order_without_duplicates():
+    secrets = [
+        {"SecretID": sid, "SecretName": f"n{index}", "File": {"Name": f"f{index}"}}
+        for index, sid in enumerate(["b", "a", "b", "c", "a"])
+    ]
+    spec = validate_service_spec(changed(minimal_spec(), "TaskTemplate.ContainerSpec.Secrets", secrets))
+    assert referenced_secrets(spec) == ["b", "a", "c"]
+    assert referenced_secrets(validate_service_spec(full_spec())) == ["s1", "s2"]
+    assert referenced_secrets(validate_service_spec(minimal_spec())) == []
+
+
+# -- secrets -----------------------------------------------------------------------------------------------
+
+
+def secret_spec(data: bytes = b"hunter2", **fields) -> dict:
+    return {"Name": "db_password", "Labels": {"env": "prod"}, "Data": base64.b64encode(data).decode(), **fields}
+
+
+def secret_refusal(spec: object) -> str:
+    with pytest.raises(InvalidSpec) as info:
+        validate_secret_spec(spec)
+    return str(info.value)
+
+
+def test_a_secret_is_returned_without_its_data_and_the_data_decoded():
+    spec = secret_spec(b"\x00\xffpassword\n", Templating={"Name": "golang"})
+    checked, data = validate_secret_spec(spec)
+    assert checked == {"Name": "db_password", "Labels": {"env": "prod"}, "Templating": {"Name": "golang"}}
+    assert data == b"\x00\xffpassword\n"
+    assert spec == secret_spec(b"\x00\xffpassword\n", Templating={"Name": "golang"})  # the input keeps its Data
+    checked["Labels"]["env"] = "dev"
+    assert spec["Labels"] == {"env": "prod"}
+
+
+@pytest.mark.parametrize("size", [1, MAX_SECRET_SIZE - 1])
+def test_secret_sizes_docker_accepts(size):
+    assert len(validate_secret_spec(secret_spec(b"x" * size))[1]) == size
+
+
+@pytest.mark.parametrize("size", [0, MAX_SECRET_SIZE, MAX_SECRET_SIZE + 1])
+def test_secret_sizes_docker_refuses(size):
+    message = secret_refusal(secret_spec(b"x" * size))
+    assert message.startswith("Data: secret data must be larger than 0 and less than 512000 bytes")
+
+
+def test_the_secret_size_limit_is_500_kib():
+    assert MAX_SECRET_SIZE == 500 * 1024
+
+
+def test_base64_with_line_breaks_is_accepted_as_docker_does():
+    wrapped = base64.encodebytes(b"y" * 200).decode()  # 76-character lines
+    assert "\n" in wrapped
+    assert validate_secret_spec({"Name": "s", "Data": wrapped})[1] == b"y" * 200
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"Name": DELETE}, "Name", "required"),
+        ({"Name": ""}, "Name", "name must be provided"),
+        ({"Name": "a" * 65}, "Name", "only 64 [a-zA-Z0-9-_.] characters allowed"),
+        ({"Name": "-secret"}, "Name", "start and end character must be [a-zA-Z0-9]"),
+        ({"Name": "secret."}, "Name", "start and end character"),
+        ({"Name": "my secret"}, "Name", "only 64"),
+        ({"Name": ["s"]}, "Name", "must be a string"),
+        ({"Labels": {"env": 1}}, "Labels.env", "must be a string"),
+        ({"Data": DELETE}, "Data", "larger than 0"),
+        ({"Data": "not base64!"}, "Data", "not valid base64"),
+        ({"Data": "aGk"}, "Data", "not valid base64"),  # missing padding
+        ({"Data": "-_-_"}, "Data", "not valid base64"),  # the URL-safe alphabet, which Docker refuses too
+        ({"Data": "aGk=é"}, "Data", "not valid base64"),
+        ({"Data": [104, 105]}, "Data", "base64 string"),
+        ({"Data": None}, "Data", "base64 string"),
+        ({"Driver": {"Name": "vault"}}, "Driver", "secret drivers are not supported by raftswarm"),
+        ({"Templating": "golang"}, "Templating", "JSON object"),
+        ({"Templating": {"Name": ""}}, "Templating.Name", "must not be empty"),
+    ],
+)
+def test_a_bad_secret_is_refused_naming_the_field(change, field, words):
+    spec = secret_spec()
+    for key, value in change.items():
+        if value is DELETE:
+            del spec[key]
+        else:
+            spec[key] = value
+    message = secret_refusal(spec)
+    assert message.split(":")[0] == field, message
+    assert words in message
+
+
+@pytest.mark.parametrize("name", ["s", "a" * 64, "my.secret_v-1", "0"])
+def test_secret_names_docker_accepts(name):
+    assert validate_secret_spec(secret_spec(Name=name))[0]["Name"] == name
+
+
+# -- junk never escapes as anything but InvalidSpec --------------------------------------------------------
+
+FIELD_NAMES = sorted(
+    {
+        *full_spec(),
+        *full_spec()["TaskTemplate"],
+        *full_spec()["TaskTemplate"]["ContainerSpec"],
+        *full_spec()["TaskTemplate"]["Resources"]["Limits"],
+        *full_spec()["EndpointSpec"]["Ports"][0],
+        *full_spec()["UpdateConfig"],
+        *full_spec()["TaskTemplate"]["RestartPolicy"],
+        *full_spec()["TaskTemplate"]["Placement"],
+        "Global",
+        "Replicated",
+        "Replicas",
+        "File",
+        "SecretID",
+        "SecretName",
+        "Spread",
+        "SpreadDescriptor",
+        "Target",
+        "Data",
+        "Driver",
+        "Templating",
+    }
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=8), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+def paths_of(value: object, prefix: str = "") -> list[str]:
+    found = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += paths_of(child, f"{prefix}.{key}" if prefix else key)
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += paths_of(child, f"{prefix}.{index}")
+    return found
+
+
+FULL_SPEC_PATHS = paths_of(full_spec())
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_junk_specs_raise_only_invalid_spec(junk):
+    for validate in (validate_service_spec, validate_secret_spec):
+        try:
+            validate(junk)
+        except InvalidSpec:
+            pass
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(FULL_SPEC_PATHS), json_values)
+def test_junk_anywhere_in_a_valid_spec_is_refused_or_kept_exactly(path, junk):
+    spec = changed(full_spec(), path, junk)
+    try:
+        checked = validate_service_spec(spec)
+    except InvalidSpec as exc:
+        assert str(exc).split(":")[0]  # names a field
+        return
+    assert checked == spec
+    update_config(checked)
+    update_config(checked, rollback=True)
+    restart_policy(checked)
+    referenced_secrets(checked)
