@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,6 +16,9 @@ from typing import Any
 import pytest
 
 from raftswarm.api.client import ApiClient, ApiError
+from raftswarm.ca.certificates import client_ssl_context
+from raftswarm.manager.rpc import RpcClient, RpcError
+from raftswarm.node.state_dir import StateDir
 from raftswarm.node.swarmcluster import SwarmCluster
 
 pytestmark = pytest.mark.slow
@@ -275,6 +279,79 @@ async def test_invalid_service_specs_are_refused_and_nothing_is_created(swarm):
         after = {s["Spec"]["Name"] for s in await client.service_list()}
         assert after == {s["Spec"]["Name"] for s in before} | {"dup"}
         await client.service_remove("dup")
+
+
+async def _leader_rpc(swarm: SwarmCluster, as_node: str) -> RpcClient:
+    """An RPC connection to the leader with `as_node`'s own certificate."""
+    root, certificate = StateDir(swarm.node(as_node).state_dir).load_certificates()
+    context = client_ssl_context(root, certificate)
+    for manager in swarm.managers:
+        host, port = manager.addr.rsplit(":", 1)
+        client = await RpcClient.connect(host, int(port), context, server_hostname="swarm-manager")
+        try:
+            await client.call("dispatcher.assignments", {"timeout": 0})
+            return client
+        except RpcError as exc:
+            await client.close()
+            if exc.code != "not_leader":
+                raise
+    raise AssertionError("no manager answered as leader")
+
+
+async def test_a_worker_receives_only_its_own_tasks_and_cannot_report_on_other_nodes_tasks(swarm):
+    ids = await ids_by_name(swarm)
+    async with api(swarm) as client:
+        secret = await client.secret_create({"Name": "w2-only", "Data": base64.b64encode(b"not for worker1").decode()})
+        reference = {"SecretID": secret["ID"], "SecretName": "w2-only", "File": {"Name": "s", "UID": "0", "GID": "0", "Mode": 0o444}}
+        await client.service_create(
+            {
+                **spec("pinned", replicas=2),
+                "TaskTemplate": {
+                    "ContainerSpec": {"Image": "busybox", "Args": SLEEP, "Secrets": [reference]},
+                    "Placement": {"Constraints": [f"node.id=={ids['worker2']}"]},
+                },
+            }
+        )
+        running = await eventually(lambda: converged(client, "pinned", 2), "2 replicas on worker2")
+        rpc = await _leader_rpc(swarm, "worker1")
+        try:
+            answer = await rpc.call("dispatcher.assignments", {"timeout": 0})
+            assert answer["type"] == "complete"
+            assert {t["NodeID"] for t in answer["tasks"]} <= {ids["worker1"]}
+            assert all(t["ServiceID"] != running[0]["ServiceID"] for t in answer["tasks"])
+            assert answer["secrets"] == []  # worker1 runs nothing that references the secret
+
+            forged = await rpc.call(
+                "dispatcher.update_task_status",
+                {"updates": [{"ID": running[0]["ID"], "Status": {"State": "failed", "Err": "forged"}}]},
+            )
+            assert forged == {running[0]["ID"]: "not this node's task"}
+            with pytest.raises(RpcError) as refused:
+                await rpc.call("dispatcher.update_task_status", {"updates": [{"ID": running[0]["ID"], "Status": {"State": "pending"}}]})
+            assert refused.value.code == "invalid"
+        finally:
+            await rpc.close()
+        task = (await client.task_list({"id": [running[0]["ID"]]}))[0]
+        assert task["Status"]["State"] == "running" and "Err" not in task["Status"]
+        await client.service_remove("pinned")
+        await eventually(lambda: _no_tasks(client, running[0]["ServiceID"]), "the service's tasks to go")
+        await client.secret_remove("w2-only")
+
+
+async def test_no_file_of_any_node_holds_a_secret_in_plaintext(swarm):
+    marker = b"plaintext-marker-" + base64.b16encode(os.urandom(8))
+    async with api(swarm) as client:
+        secret = await client.secret_create({"Name": "needle", "Data": base64.b64encode(marker).decode()})
+        reference = {"SecretID": secret["ID"], "SecretName": "needle", "File": {"Name": "needle", "UID": "0", "GID": "0", "Mode": 0o444}}
+        await client.service_create(
+            {**spec("holder", replicas=5), "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Args": SLEEP, "Secrets": [reference]}}}
+        )
+        await eventually(lambda: converged(client, "holder", 5), "5 replicas holding the secret")
+        for path in swarm.directory.rglob("*"):
+            if path.is_file() and not path.is_socket():
+                assert marker not in path.read_bytes(), f"{path} holds the secret in plaintext"
+        await client.service_remove("holder")
+        await client.secret_remove("needle")
 
 
 async def test_the_tasks_of_a_killed_worker_are_started_on_other_nodes(swarm):
