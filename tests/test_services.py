@@ -338,6 +338,24 @@ async def test_a_worker_receives_only_its_own_tasks_and_cannot_report_on_other_n
         await client.secret_remove("w2-only")
 
 
+async def test_the_swarms_dispatcher_heartbeat_setting_reaches_every_node_and_bad_values_are_refused(swarm):
+    async with api(swarm) as client:
+        current = await client.swarm_inspect()
+        spec_ = current["Spec"]
+        with pytest.raises(ApiError) as refused:
+            await client.swarm_update(current["Version"]["Index"], {**spec_, "Dispatcher": {"HeartbeatPeriod": 1000}})
+        assert refused.value.status == 400 and "HeartbeatPeriod" in str(refused.value)
+        await client.swarm_update(current["Version"]["Index"], {**spec_, "Dispatcher": {"HeartbeatPeriod": 300_000_000}})
+        rpc = await _leader_rpc(swarm, "worker1")
+        try:
+            assert (await rpc.call("dispatcher.heartbeat", {}))["period"] == 0.3
+            current = await client.swarm_inspect()
+            await client.swarm_update(current["Version"]["Index"], {**spec_, "Dispatcher": {"HeartbeatPeriod": 5 * SECOND}})
+            assert (await rpc.call("dispatcher.heartbeat", {}))["period"] == HEARTBEAT  # back to the nodes' flag
+        finally:
+            await rpc.close()
+
+
 async def test_no_file_of_any_node_holds_a_secret_in_plaintext(swarm):
     marker = b"plaintext-marker-" + base64.b16encode(os.urandom(8))
     async with api(swarm) as client:

@@ -26,6 +26,8 @@ from ..store import ReplicatedStore, StoredObject, check, create, delete, update
 CLUSTER = "cluster"
 NODES = "nodes"
 CLUSTER_KEY = "default"
+MIN_HEARTBEAT_PERIOD_NS = 100_000_000
+"""Shorter heartbeats would have thousands of nodes flood the leader; 100 ms is plenty for tests."""
 
 
 class ControlError(RaftswarmError):
@@ -155,6 +157,12 @@ class ControlApi:
         force_rotate = merged.get("CAConfig", {}).get("ForceRotate", 0)
         if force_rotate != cluster.data["Spec"].get("CAConfig", {}).get("ForceRotate", 0):
             ca = ca.begin_root_rotation()  # `swarm ca --rotate`: nodes move to the new root, then it takes over
+        heartbeat = merged.get("Dispatcher", {}).get("HeartbeatPeriod")
+        if heartbeat is not None and (type(heartbeat) is not int or heartbeat < MIN_HEARTBEAT_PERIOD_NS):
+            raise ControlError("Dispatcher.HeartbeatPeriod must be a duration in nanoseconds of at least 100ms")
+        limit = merged.get("Orchestration", {}).get("TaskHistoryRetentionLimit")
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise ControlError("Orchestration.TaskHistoryRetentionLimit must be a whole number of tasks, 0 or more")
         expiry = merged.get("CAConfig", {}).get("NodeCertExpiry")
         if expiry is not None and (type(expiry) is not int or expiry < 0):
             raise ControlError("CAConfig.NodeCertExpiry must be a duration in nanoseconds")

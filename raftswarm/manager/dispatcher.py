@@ -98,7 +98,8 @@ class Dispatcher:
     def __init__(self, store: ReplicatedStore, driver: RaftDriver, rpc: RpcServer, period: float = DEFAULT_HEARTBEAT_PERIOD) -> None:
         self.control = ControlApi(store)
         self.driver = driver
-        self.period = period
+        self.default_period = period
+        """The node's --heartbeat-period; the swarm's Dispatcher.HeartbeatPeriod wins when an operator set it."""
         self._last_seen: dict[str, float] = {}
         self._leading_since: float | None = None
         self._view: tuple[dict[str, str], str | None] = ({}, None)
@@ -116,6 +117,16 @@ class Dispatcher:
         rpc.register("dispatcher.heartbeat", self.heartbeat, allowed={"worker", "manager"})
         rpc.register("dispatcher.assignments", self.assignments, allowed={"worker", "manager"})
         rpc.register("dispatcher.update_task_status", self.update_task_status, allowed={"worker", "manager"})
+
+    @property
+    def period(self) -> float:
+        """Seconds between heartbeats: the swarm's `--dispatcher-heartbeat` if set to other than Docker's
+        default (5 s), else this node's --heartbeat-period."""
+        cluster = self.control.store.state.get(CLUSTER, CLUSTER_KEY)
+        configured = ((cluster.data["Spec"].get("Dispatcher") or {}).get("HeartbeatPeriod") if cluster else None) or 0
+        if configured and configured != int(DEFAULT_HEARTBEAT_PERIOD * 1e9):
+            return configured / 1e9
+        return self.default_period
 
     def leader_address(self) -> str:
         leader = self.driver.peer_addresses().get(self.driver.leader_id)
