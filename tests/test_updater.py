@@ -13,10 +13,10 @@ import pytest
 
 from raftswarm.manager.orchestrator import (
     TaskState,
-    _rfc3339,
     is_terminal,
     reconcile_global,
     reconcile_replicated,
+    rfc3339,
 )
 from raftswarm.manager.updater import InvalidUpdateConfig, UpdatePlan, plan_update
 
@@ -48,7 +48,7 @@ def service(
     }
     result = {"ID": "svc", "Spec": spec, "PreviousSpec": {**copy.deepcopy(spec), "TaskTemplate": copy.deepcopy(OLD)}}
     if state is not None:
-        result["UpdateStatus"] = {"State": state, "StartedAt": _rfc3339(START), "Message": "update in progress"}
+        result["UpdateStatus"] = {"State": state, "StartedAt": rfc3339(START), "Message": "update in progress"}
     return result
 
 
@@ -68,8 +68,8 @@ def task(
         "ServiceID": "svc",
         "Spec": copy.deepcopy(spec),
         "DesiredState": desired,
-        "CreatedAt": _rfc3339(at if created is None else created),
-        "Status": {"State": state, "Timestamp": _rfc3339(at)},
+        "CreatedAt": rfc3339(at if created is None else created),
+        "Status": {"State": state, "Timestamp": rfc3339(at)},
     }
     if slot is not None:
         result["Slot"] = slot
@@ -116,7 +116,7 @@ class Swarm:
         return plan
 
     def write(self, create: tuple[dict, ...], shutdown: tuple[str, ...]) -> None:
-        self.tasks.extend({**created, "CreatedAt": _rfc3339(self.now)} for created in create)
+        self.tasks.extend({**created, "CreatedAt": rfc3339(self.now)} for created in create)
         for existing in self.tasks:
             if existing["ID"] in shutdown:
                 existing["DesiredState"] = "shutdown"
@@ -125,7 +125,7 @@ class Swarm:
         return next(existing for existing in self.tasks if existing["ID"] == task_id)
 
     def report(self, task_id: str, state: str) -> None:
-        self.get(task_id)["Status"] = {"State": state, "Timestamp": _rfc3339(self.now)}
+        self.get(task_id)["Status"] = {"State": state, "Timestamp": rfc3339(self.now)}
 
     def settle(self) -> None:
         """Well-behaved agents: tasks told to stop stop, new tasks run."""
@@ -307,7 +307,7 @@ def test_new_task_ending_within_monitor_pauses_the_update(ending, marked_by_rest
     assert plan.create == () and plan.shutdown == ()
     assert swarm.service["UpdateStatus"] == {
         "State": "paused",
-        "StartedAt": _rfc3339(START),
+        "StartedAt": rfc3339(START),
         "Message": f"update paused due to failure or early termination of task {replacement}",
     }
     assert swarm.step() == UpdatePlan()
@@ -355,8 +355,8 @@ def test_update_completes_once_every_new_task_ran_for_monitor():
     plan = swarm.step()
     assert plan.service["UpdateStatus"] == {
         "State": "completed",
-        "StartedAt": _rfc3339(START),
-        "CompletedAt": _rfc3339(last_started + 5),
+        "StartedAt": rfc3339(START),
+        "CompletedAt": rfc3339(last_started + 5),
         "Message": "update completed",
     }
     assert swarm.step() == UpdatePlan()
@@ -417,14 +417,14 @@ def test_failure_action_rollback_restores_the_previous_spec_and_rolls_back_with_
     assert swarm.service["PreviousSpec"]["TaskTemplate"] == NEW
     assert swarm.service["UpdateStatus"] == {
         "State": "rollback_started",
-        "StartedAt": _rfc3339(swarm.now),
+        "StartedAt": rfc3339(swarm.now),
         "Message": f"update rolled back due to failure or early termination of task {new3}",
     }
     # RollbackConfig's parallelism of 1, not UpdateConfig's 3; slot 3 was refilled with the old spec.
     assert swarm.drive() == [(new1,), (new2,)]
     assert swarm.service["UpdateStatus"]["State"] == "rollback_completed"
     assert swarm.service["UpdateStatus"]["Message"] == "rollback completed"
-    assert swarm.service["UpdateStatus"]["CompletedAt"] == _rfc3339(swarm.now)
+    assert swarm.service["UpdateStatus"]["CompletedAt"] == rfc3339(swarm.now)
     assert [existing["Spec"] for existing in swarm.live()] == [OLD] * 4
 
 

@@ -42,12 +42,17 @@ __all__ = [
     "TaskState",
     "WrongServiceMode",
     "can_move",
+    "desired_state",
+    "is_current",
+    "is_live",
     "is_terminal",
     "new_task",
     "node_matches_constraints",
+    "observed_state",
     "reconcile_global",
     "reconcile_replicated",
     "restart_decision",
+    "rfc3339",
     "tasks_to_reap",
 ]
 
@@ -112,19 +117,23 @@ def is_terminal(state: TaskState | str) -> bool:
     return TaskState.of(state) >= TaskState.COMPLETE
 
 
-def _observed(task: dict[str, Any]) -> TaskState:
+def observed_state(task: dict[str, Any]) -> TaskState:
+    """The task's Status.State (new when it has none)."""
     return TaskState.of((task.get("Status") or {}).get("State") or "new")
 
 
-def _desired(task: dict[str, Any]) -> TaskState:
+def desired_state(task: dict[str, Any]) -> TaskState:
+    """The task's DesiredState (running when it has none)."""
     return TaskState.of(task.get("DesiredState") or "running")
 
 
-def _is_live(task: dict[str, Any]) -> bool:
-    return not is_terminal(_observed(task)) and _desired(task) <= TaskState.RUNNING
+def is_live(task: dict[str, Any]) -> bool:
+    """Whether the task holds its slot (or node): not ended, and not told to stop."""
+    return not is_terminal(observed_state(task)) and desired_state(task) <= TaskState.RUNNING
 
 
-def _rfc3339(now: float) -> str:
+def rfc3339(now: float) -> str:
+    """Unix time as Docker writes timestamps."""
     return datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -168,7 +177,7 @@ def new_task(
         "Spec": copy.deepcopy(spec.get("TaskTemplate") or {}),
         "ServiceAnnotations": {"Name": spec.get("Name", "")},
         "DesiredState": TaskState.RUNNING.api,
-        "Status": {"State": TaskState.NEW.api, "Timestamp": _rfc3339(now), "Message": "created"},
+        "Status": {"State": TaskState.NEW.api, "Timestamp": rfc3339(now), "Message": "created"},
     }
     if slot is not None:
         task["Slot"] = slot
@@ -177,7 +186,7 @@ def new_task(
     return task
 
 
-def _is_current(task: dict[str, Any], template: dict[str, Any]) -> bool:
+def is_current(task: dict[str, Any], template: dict[str, Any]) -> bool:
     """Whether `task` was made from `template`, the service's current TaskTemplate (compared whole, so a
     bumped ForceUpdate makes every older task dirty)."""
     return (task.get("Spec") or {}) == (template or {})
@@ -185,7 +194,7 @@ def _is_current(task: dict[str, Any], template: dict[str, Any]) -> bool:
 
 def _keep_order(task: dict[str, Any]) -> tuple[int, datetime, str]:
     """Sorts the task most worth keeping last: furthest along, then newest, then largest ID."""
-    return _observed(task), _timestamp(task), task["ID"]
+    return observed_state(task), _timestamp(task), task["ID"]
 
 
 def _one_per_key(
@@ -201,8 +210,8 @@ def _one_per_key(
     extras: list[str] = []
     for key, group in live.items():
         group = sorted(group, key=_keep_order, reverse=True)
-        current = [task for task in group if _is_current(task, template)]
-        if len(current) == 1 and len(group) > 1 and _observed(current[0]) < TaskState.RUNNING:
+        current = [task for task in group if is_current(task, template)]
+        if len(current) == 1 and len(group) > 1 and observed_state(current[0]) < TaskState.RUNNING:
             kept[key] = group
             continue
         best = current[0] if current else group[0]
@@ -235,7 +244,7 @@ def reconcile_replicated(
 
     by_slot: dict[int, list[dict[str, Any]]] = {}
     for task in _service_tasks(service, tasks):
-        if _is_live(task):
+        if is_live(task):
             by_slot.setdefault(task.get("Slot") or 0, []).append(task)
     kept, shutdown = _one_per_key(by_slot, (service.get("Spec") or {}).get("TaskTemplate") or {})
 
@@ -247,7 +256,7 @@ def reconcile_replicated(
 
     def removal_order(slot: int) -> tuple[bool, int, int]:
         first = kept[slot][0]
-        return _observed(first) == TaskState.RUNNING, -load.get(first.get("NodeID") or "", 0), -slot
+        return observed_state(first) == TaskState.RUNNING, -load.get(first.get("NodeID") or "", 0), -slot
 
     while len(kept) > replicas:
         slot = min(kept, key=removal_order)
@@ -320,7 +329,7 @@ def reconcile_global(
 
     by_node: dict[str, list[dict[str, Any]]] = {}
     for task in _service_tasks(service, tasks):
-        if _is_live(task):
+        if is_live(task):
             by_node.setdefault(task.get("NodeID") or "", []).append(task)
     kept, shutdown = _one_per_key(by_node, spec.get("TaskTemplate") or {})
 
@@ -372,10 +381,10 @@ def restart_decision(
     max_attempts = policy.get("MaxAttempts") or 0
     window = (policy.get("Window") or 0) / _NANOSECONDS
 
-    state = _observed(task)
+    state = observed_state(task)
     if not is_terminal(state):
         return RestartDecision(False, None, f"task is still {state.api}; only a task that ended is restarted")
-    if _desired(task) > TaskState.RUNNING:
+    if desired_state(task) > TaskState.RUNNING:
         return RestartDecision(False, None, "task was shut down by the orchestrator; not restarting")
     failed = state in (TaskState.FAILED, TaskState.REJECTED)
     if condition == "none":
@@ -397,7 +406,7 @@ def tasks_to_reap(tasks: Iterable[dict[str, Any]], history_limit: int = DEFAULT_
     newest `history_limit` terminal tasks are kept, by Status.Timestamp; live tasks are never reaped."""
     history: dict[tuple[str, Any], list[dict[str, Any]]] = {}
     for task in tasks:
-        if is_terminal(_observed(task)):
+        if is_terminal(observed_state(task)):
             place = task.get("Slot") or task.get("NodeID") or ""
             history.setdefault((task.get("ServiceID", ""), place), []).append(task)
     reaped: list[str] = []

@@ -29,7 +29,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import ProposalDropped
@@ -49,11 +48,15 @@ from .controlapi import CLUSTER, CLUSTER_KEY, NODES
 from .orchestrator import (
     DEFAULT_TASK_HISTORY_LIMIT,
     TaskState,
+    desired_state,
+    is_live,
     is_terminal,
     new_task,
+    observed_state,
     reconcile_global,
     reconcile_replicated,
     restart_decision,
+    rfc3339,
     tasks_to_reap,
 )
 from .scheduler import Assignment, schedule
@@ -109,22 +112,6 @@ def spec_fingerprint(service: dict[str, Any]) -> str:
     return json.dumps(service.get("Spec"), sort_keys=True)
 
 
-def _rfc3339(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
-
-
-def _observed(task: dict[str, Any]) -> TaskState:
-    return TaskState.of(task["Status"]["State"])
-
-
-def _desired(task: dict[str, Any]) -> TaskState:
-    return TaskState.of(task["DesiredState"])
-
-
-def _is_live(task: dict[str, Any]) -> bool:
-    return not is_terminal(_observed(task)) and _desired(task) <= TaskState.RUNNING
-
-
 def _node_usable(node: dict[str, Any]) -> bool:
     return node["Spec"].get("Availability") == "active" and node["Status"].get("State") == "ready"
 
@@ -159,7 +146,7 @@ class _Working:
             self.tasks[task_id] = task
             self.changed.add(task_id)
         task = self.tasks[task_id]
-        task["UpdatedAt"] = _rfc3339(self.now)
+        task["UpdatedAt"] = rfc3339(self.now)
         return task
 
     def add(self, task: dict[str, Any]) -> None:
@@ -178,7 +165,7 @@ class _Working:
 
     def shut_down(self, task_id: str, message: str | None = None) -> None:
         task = self.tasks[task_id]
-        if _desired(task) <= TaskState.RUNNING:
+        if desired_state(task) <= TaskState.RUNNING:
             task = self.edit(task_id)
             task["DesiredState"] = TaskState.SHUTDOWN.api
             if message:
@@ -186,7 +173,7 @@ class _Working:
 
     def set_status(self, task_id: str, state: TaskState, message: str, err: str = "") -> None:
         task = self.edit(task_id)
-        status = {"State": state.api, "Message": message, "Timestamp": _rfc3339(self.now)}
+        status = {"State": state.api, "Message": message, "Timestamp": rfc3339(self.now)}
         if err:
             status["Err"] = err
         task["Status"] = status
@@ -277,7 +264,7 @@ def _leave_unavailable_nodes(work: _Working, nodes: Mapping[str, dict[str, Any]]
     affected = set()
     for task_id, task in list(work.tasks.items()):
         node_id = task.get("NodeID")
-        if not node_id or not _is_live(task) or task.get("ServiceID") not in work.services:
+        if not node_id or not is_live(task) or task.get("ServiceID") not in work.services:
             continue
         node = nodes.get(node_id)
         if node is None:
@@ -297,7 +284,7 @@ def _restart_ended_tasks(work: _Working, nodes: Mapping[str, dict[str, Any]]) ->
     """SwarmKit's restart supervisor: each task that ended while meant to run is handled once (its desired
     state becomes shutdown) and replaced in its slot if the restart policy says so."""
     for task_id, task in list(work.tasks.items()):
-        if not is_terminal(_observed(task)) or _desired(task) > TaskState.RUNNING:
+        if not is_terminal(observed_state(task)) or desired_state(task) > TaskState.RUNNING:
             continue
         service = work.services.get(task.get("ServiceID", ""))
         work.shut_down(task_id)
@@ -359,10 +346,10 @@ def _schedule(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
     to_place, running = [], []
     for task in work.tasks.values():
         service = work.services.get(task.get("ServiceID", ""))
-        if service is None or not _is_live(task):
+        if service is None or not is_live(task):
             continue
         placed = {**task, "HostPorts": _host_ports(service)}
-        (to_place if _observed(task) <= TaskState.PENDING else running).append(placed)
+        (to_place if observed_state(task) <= TaskState.PENDING else running).append(placed)
     if not to_place:
         return
     for decision in schedule(nodes.values(), to_place, running):
@@ -377,7 +364,7 @@ def _schedule(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
 def _stop_unassigned(work: _Working) -> None:
     """A task told to stop before it reached a node never runs: it is shut down on the spot."""
     for task_id, task in list(work.tasks.items()):
-        if _desired(task) > TaskState.RUNNING and _observed(task) < TaskState.ASSIGNED:
+        if desired_state(task) > TaskState.RUNNING and observed_state(task) < TaskState.ASSIGNED:
             work.set_status(task_id, TaskState.SHUTDOWN, "shut down before it was assigned to a node")
 
 
@@ -387,7 +374,7 @@ def _reap(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
         if task.get("ServiceID") in work.services:
             continue
         node = nodes.get(task.get("NodeID") or "")
-        if is_terminal(_observed(task)) or node is None or node["Status"].get("State") == "down":
+        if is_terminal(observed_state(task)) or node is None or node["Status"].get("State") == "down":
             orphans.append(task_id)
     for task_id in orphans:
         work.remove(task_id)

@@ -151,7 +151,7 @@ class RpcClient:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port, ssl=context, server_hostname=server_hostname or host), timeout
             )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise RpcError("connection", f"cannot reach the manager at {host}:{port}: {exc or type(exc).__name__}") from None
         writer.write(PREAMBLE_RPC)
         return cls(reader, writer)
@@ -169,7 +169,7 @@ class RpcClient:
                 response = await asyncio.wait_for(_read_frame(self._reader), timeout)
             except (OSError, asyncio.IncompleteReadError) as exc:
                 raise RpcError("connection", f"the connection to the manager broke during {method}: {exc}") from None
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise RpcError("unavailable", f"the manager did not answer {method} in {timeout:.0f} s") from None
         if response is None:
             raise RpcError("connection", f"the manager closed the connection during {method}")

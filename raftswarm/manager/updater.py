@@ -52,13 +52,13 @@ from ..errors import RaftswarmError
 from .orchestrator import (
     _EXCESS_FRACTION,
     TaskState,
-    _desired,
-    _is_current,
-    _is_live,
-    _observed,
-    _rfc3339,
+    desired_state,
+    is_current,
+    is_live,
     is_terminal,
     new_task,
+    observed_state,
+    rfc3339,
 )
 
 __all__ = ["InvalidUpdateConfig", "UpdatePlan", "plan_update"]
@@ -160,7 +160,7 @@ def _since(task: dict[str, Any]) -> float:
 
 
 def _is_running(task: dict[str, Any]) -> bool:
-    return _observed(task) == TaskState.RUNNING
+    return observed_state(task) == TaskState.RUNNING
 
 
 # States an agent reports when a task ends on its own (exit 0, other exit, could not start); a task the swarm
@@ -170,10 +170,10 @@ _ENDED_ON_ITS_OWN = (TaskState.COMPLETE, TaskState.FAILED, TaskState.REJECTED)
 
 def _is_failure(task: dict[str, Any]) -> bool:
     """Whether a task that ended counts against the update: SwarmKit's "failure or early termination"."""
-    state = _observed(task)
+    state = observed_state(task)
     if not is_terminal(state):
         return False
-    return state in _ENDED_ON_ITS_OWN or _desired(task) <= TaskState.RUNNING
+    return state in _ENDED_ON_ITS_OWN or desired_state(task) <= TaskState.RUNNING
 
 
 @dataclass(slots=True)
@@ -206,10 +206,10 @@ def _slots(
             continue
         key = (task.get("NodeID") or "") if is_global else (task.get("Slot") or 0)
         slot = slots.setdefault(key, _Slot(key))
-        current = _is_current(task, template)
-        if _is_live(task):
+        current = is_current(task, template)
+        if is_live(task):
             (slot.current if current else slot.dirty).append(task)
-        elif not current and not is_terminal(_observed(task)):
+        elif not current and not is_terminal(observed_state(task)):
             slot.stopping = True
         if current and _created(task) >= started:
             slot.updated.append(task)
@@ -240,7 +240,7 @@ def _after_failure(
         changed["Spec"], changed["PreviousSpec"] = changed["PreviousSpec"], changed["Spec"]
         changed["UpdateStatus"] = {
             "State": ROLLBACK_STARTED,
-            "StartedAt": _rfc3339(now),
+            "StartedAt": rfc3339(now),
             "Message": f"update rolled back {reason}",
         }
         return changed
@@ -259,7 +259,7 @@ def _completed(service: dict[str, Any], rolling_back: bool, now: float) -> dict[
     changed["UpdateStatus"] = {
         **(changed.get("UpdateStatus") or {}),
         "State": ROLLBACK_COMPLETED if rolling_back else COMPLETED,
-        "CompletedAt": _rfc3339(now),
+        "CompletedAt": rfc3339(now),
         "Message": "rollback completed" if rolling_back else "update completed",
     }
     return changed
