@@ -42,7 +42,7 @@ def command_of(task: dict[str, Any]) -> list[str]:
     return argv
 
 
-def _environment(task: dict[str, Any]) -> dict[str, str]:
+def task_environment(task: dict[str, Any]) -> dict[str, str]:
     spec = (task.get("Spec") or {}).get("ContainerSpec") or {}
     env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOSTNAME": spec.get("Hostname") or task["ID"][:12]}
     for entry in spec.get("Env") or []:
@@ -51,7 +51,7 @@ def _environment(task: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def _user(task: dict[str, Any]) -> tuple[int | None, int | None]:
+def task_user(task: dict[str, Any]) -> tuple[int | None, int | None]:
     """The spec's User ("name", "uid", "name:group" or "uid:gid") as numeric IDs; (None, None) for the agent's own."""
     user = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("User") or ""
     if not user:
@@ -78,7 +78,7 @@ def _user(task: dict[str, Any]) -> tuple[int | None, int | None]:
     return uid, gid
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: be killed when the agent dies (PR_SET_PDEATHSIG), so no task outlives its node."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -97,14 +97,14 @@ class TaskProcess:
     @classmethod
     async def start(cls, task: dict[str, Any]) -> TaskProcess:
         argv = command_of(task)
-        uid, gid = _user(task)
+        uid, gid = task_user(task)
         workdir = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Dir") or "/"
         if not os.path.isdir(workdir):
             raise TaskRejected(f"working directory {workdir} does not exist on this node")
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
-                env=_environment(task),
+                env=task_environment(task),
                 cwd=workdir,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
@@ -112,7 +112,7 @@ class TaskProcess:
                 start_new_session=True,
                 user=uid,
                 group=gid,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         except (FileNotFoundError, PermissionError) as exc:
             raise TaskRejected(f"cannot start {argv[0]}: {exc.strerror}") from None
