@@ -10,6 +10,7 @@ import sys
 
 BENCHMARKS = {
     "raft": ("bench.raft", "Raft write latency and throughput, raftswarm against pysyncobj"),
+    "schedule": ("bench.schedule", "Task placement, node-failure replacement and 1,000 simulated agents on local swarms"),
 }
 
 

@@ -453,14 +453,22 @@ class Reconciler:
             await self._wait(outcome.wake_at)
 
     async def _wait(self, wake_at: float | None) -> None:
-        timeout = _LEADERSHIP_CHECK
-        if wake_at is not None:
-            timeout = min(timeout, max(0.0, wake_at - self._clock()))
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
+        """Until the store changes or `wake_at` passes; returns early, with nothing to do, only if this
+        manager stops leading (checked every `_LEADERSHIP_CHECK` s). Idle rounds would cost a full pass
+        over every task."""
+        while self.driver.is_leader:
+            timeout = _LEADERSHIP_CHECK
+            if wake_at is not None:
+                timeout = min(timeout, wake_at - self._clock())
+                if timeout <= 0:
+                    return
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
+            except TimeoutError:
+                continue
             await asyncio.sleep(_DEBOUNCE)
-        except TimeoutError:
-            pass
+            return
 
 
 def _nodes_fingerprint(nodes: Iterable[StoredObject]) -> str:
