@@ -62,6 +62,30 @@ def spec(name: str, args: list[str] | None = None, replicas: int | None = 1, **t
     }
 
 
+def spec_with_secret(name: str, secret: dict, file: str, mode: int, replicas: int = 1, on_node: str | None = None) -> dict:
+    """A service of `replicas` sleeping tasks that reference `secret` as /run/secrets/<file>, optionally
+    pinned to one node."""
+    reference = {"SecretID": secret["ID"], "SecretName": secret["Name"], "File": {"Name": file, "UID": "0", "GID": "0", "Mode": mode}}
+    template: dict[str, Any] = {"ContainerSpec": {"Image": "busybox", "Args": SLEEP, "Secrets": [reference]}}
+    if on_node:
+        template["Placement"] = {"Constraints": [f"node.id=={on_node}"]}
+    return {**spec(name, replicas=replicas), "TaskTemplate": template}
+
+
+async def create_secret(client: ApiClient, name: str, data: bytes) -> dict:
+    created = await client.secret_create({"Name": name, "Data": base64.b64encode(data).decode()})
+    return {"ID": created["ID"], "Name": name}
+
+
+async def agent_secrets(swarm: SwarmCluster) -> dict[str, dict[str, str]]:
+    """Node name -> the secrets its agent holds (ID -> name), from each node's /raftswarm/agent."""
+    held = {}
+    for node in swarm.nodes:
+        async with swarm.client(node) as node_client:
+            held[node.name] = (await node_client.request("GET", "/raftswarm/agent"))["secrets"]
+    return held
+
+
 async def live_tasks(client: ApiClient, service: str) -> list[dict]:
     return await client.task_list({"service": [service], "desired-state": ["running"]})
 
@@ -192,27 +216,11 @@ async def test_a_failing_update_rolls_back_automatically_to_the_previous_spec(sw
 async def test_a_secret_reaches_only_the_node_running_a_task_that_uses_it(swarm):
     ids = await ids_by_name(swarm)
     async with api(swarm) as client:
-        secret = await client.secret_create({"Name": "db-password", "Data": base64.b64encode(b"hunter2").decode()})
-        reference = {"SecretID": secret["ID"], "SecretName": "db-password", "File": {"Name": "db", "UID": "0", "GID": "0", "Mode": 0o400}}
-        await client.service_create(
-            {
-                **spec("uses-secret"),
-                "TaskTemplate": {
-                    "ContainerSpec": {"Image": "busybox", "Args": SLEEP, "Secrets": [reference]},
-                    "Placement": {"Constraints": [f"node.id=={ids['worker1']}"]},
-                },
-            }
-        )
+        secret = await create_secret(client, "db-password", b"hunter2")
+        await client.service_create(spec_with_secret("uses-secret", secret, "db", 0o400, on_node=ids["worker1"]))
         await eventually(lambda: converged(client, "uses-secret", 1), "the task using the secret to run")
 
-        async def holders() -> dict[str, dict]:
-            held = {}
-            for node in swarm.nodes:
-                async with swarm.client(node) as node_client:
-                    held[node.name] = (await node_client.request("GET", "/raftswarm/agent"))["secrets"]
-            return held
-
-        held = await holders()
+        held = await agent_secrets(swarm)
         assert held["worker1"] == {secret["ID"]: "db-password"}
         assert all(not secrets for name, secrets in held.items() if name != "worker1")
 
@@ -226,7 +234,7 @@ async def test_a_secret_reaches_only_the_node_running_a_task_that_uses_it(swarm)
         await client.service_remove("uses-secret")
 
         async def dropped():
-            return not (await holders())["worker1"]
+            return not (await agent_secrets(swarm))["worker1"]
 
         await eventually(dropped, "the secret to leave worker1 with the last task using it")
         await client.secret_remove("db-password")
@@ -301,17 +309,8 @@ async def _leader_rpc(swarm: SwarmCluster, as_node: str) -> RpcClient:
 async def test_a_worker_receives_only_its_own_tasks_and_cannot_report_on_other_nodes_tasks(swarm):
     ids = await ids_by_name(swarm)
     async with api(swarm) as client:
-        secret = await client.secret_create({"Name": "w2-only", "Data": base64.b64encode(b"not for worker1").decode()})
-        reference = {"SecretID": secret["ID"], "SecretName": "w2-only", "File": {"Name": "s", "UID": "0", "GID": "0", "Mode": 0o444}}
-        await client.service_create(
-            {
-                **spec("pinned", replicas=2),
-                "TaskTemplate": {
-                    "ContainerSpec": {"Image": "busybox", "Args": SLEEP, "Secrets": [reference]},
-                    "Placement": {"Constraints": [f"node.id=={ids['worker2']}"]},
-                },
-            }
-        )
+        secret = await create_secret(client, "w2-only", b"not for worker1")
+        await client.service_create(spec_with_secret("pinned", secret, "s", 0o444, replicas=2, on_node=ids["worker2"]))
         running = await eventually(lambda: converged(client, "pinned", 2), "2 replicas on worker2")
         rpc = await _leader_rpc(swarm, "worker1")
         try:
@@ -359,12 +358,11 @@ async def test_the_swarms_dispatcher_heartbeat_setting_reaches_every_node_and_ba
 async def test_no_file_of_any_node_holds_a_secret_in_plaintext(swarm):
     marker = b"plaintext-marker-" + base64.b16encode(os.urandom(8))
     async with api(swarm) as client:
-        secret = await client.secret_create({"Name": "needle", "Data": base64.b64encode(marker).decode()})
-        reference = {"SecretID": secret["ID"], "SecretName": "needle", "File": {"Name": "needle", "UID": "0", "GID": "0", "Mode": 0o444}}
-        await client.service_create(
-            {**spec("holder", replicas=5), "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Args": SLEEP, "Secrets": [reference]}}}
-        )
+        secret = await create_secret(client, "needle", marker)
+        await client.service_create(spec_with_secret("holder", secret, "needle", 0o444, replicas=5))
         await eventually(lambda: converged(client, "holder", 5), "5 replicas holding the secret")
+        held = await agent_secrets(swarm)
+        assert sum(secret["ID"] in secrets for secrets in held.values()) >= 2  # it did travel to the nodes
         for path in swarm.directory.rglob("*"):
             if path.is_file() and not path.is_socket():
                 assert marker not in path.read_bytes(), f"{path} holds the secret in plaintext"

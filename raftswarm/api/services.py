@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..manager.controlapi import ControlError
 from ..manager.orchestrator import TaskState
-from ..manager.serviceapi import ServiceApi, api_view
+from ..manager.serviceapi import ServiceApi, api_view, resolve, spec_name
 from .bodies import json_object
 from .swarm import query_filters, query_version
 
@@ -72,9 +72,11 @@ class ServiceRoutes:
         views = [api_view(s) for s in await api.services()]
         views = [v for v in views if _service_matches(v, filters)]
         if request.query.get("status", "false").lower() in ("1", "true"):
-            tasks = [t.data for t in await api.tasks()]
+            by_service: dict[str, list[dict[str, Any]]] = {}
+            for task in await api.tasks():
+                by_service.setdefault(task.data.get("ServiceID", ""), []).append(task.data)
             for view in views:
-                view["ServiceStatus"] = _service_status(view, tasks)
+                view["ServiceStatus"] = _service_status(view, by_service.get(view["ID"], []))
         return web.json_response(views)
 
     async def service(self, request: web.Request) -> web.Response:
@@ -105,9 +107,7 @@ class ServiceRoutes:
         services = await api.services()
         service_names = {s.id: s.data["Spec"]["Name"] for s in services}
         if "service" in filters:
-            wanted = set()
-            for ref in filters["service"]:
-                wanted.add((await api.service(ref)).id)
+            wanted = {resolve(services, ref, "service", spec_name).id for ref in filters["service"]}
             filters = {**filters, "service": sorted(wanted)}
         if "node" in filters:
             control = self.daemon.control()
@@ -182,9 +182,9 @@ def _secret_matches(secret: dict[str, Any], filters: dict[str, list[str]]) -> bo
     return "label" not in filters or _labels_match(secret["Spec"].get("Labels") or {}, filters["label"])
 
 
-def _service_status(service: dict[str, Any], tasks: list[dict[str, Any]]) -> dict[str, int]:
-    """Docker's ServiceStatus (`GET /services?status=true`), as `docker service ls` shows REPLICAS."""
-    own = [t for t in tasks if t.get("ServiceID") == service["ID"]]
+def _service_status(service: dict[str, Any], own: list[dict[str, Any]]) -> dict[str, int]:
+    """Docker's ServiceStatus (`GET /services?status=true`) from the service's tasks, as `docker service ls`
+    shows REPLICAS."""
     running = sum(1 for t in own if t["Status"]["State"] == "running" and TaskState.of(t["DesiredState"]) <= TaskState.RUNNING)
     completed = sum(1 for t in own if t["Status"]["State"] == "complete")
     mode = service["Spec"].get("Mode") or {}

@@ -388,14 +388,25 @@ async def remove(api: ApiClient, force: bool, refs: tuple[str, ...]) -> None:
 # -- ps -------------------------------------------------------------------------------------------------
 
 
+def task_list_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """docker's options of `node ps` and `service ps`: --filter, --format, --no-resolve, --no-trunc, --quiet."""
+    for option in reversed(
+        (
+            click.option(
+                "-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided (name=value)"
+            ),
+            click.option("--format", "format_spec", help="Format output: table (default), json, or a {{.Field}} template"),
+            click.option("--no-resolve", is_flag=True, help="Do not map IDs to Names"),
+            click.option("--no-trunc", is_flag=True, help="Do not truncate output"),
+            click.option("-q", "--quiet", is_flag=True, help="Only display task IDs"),
+        )
+    ):
+        command = option(command)
+    return command
+
+
 @node.command()
-@click.option(
-    "-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided (name=value)"
-)
-@click.option("--format", "format_spec", help="Format output: table (default), json, or a {{.Field}} template")
-@click.option("--no-resolve", is_flag=True, help="Do not map IDs to Names")
-@click.option("--no-trunc", is_flag=True, help="Do not truncate output")
-@click.option("-q", "--quiet", is_flag=True, help="Only display task IDs")
+@task_list_options
 @click.argument("refs", nargs=-1, metavar="[NODE...]")
 @daemon_command
 async def ps(

@@ -29,7 +29,7 @@ from ..api.client import ApiClient, ApiError
 from . import output
 from .daemon import daemon_command, daemon_message, remove_each
 from .errors import CommandError
-from .node import TASK_COLUMNS, TASK_HEADERS, NodeResolver, task_records
+from .node import TASK_COLUMNS, TASK_HEADERS, NodeResolver, task_list_options, task_records
 from .options import GoDuration, MemoryBytes, NanoCPUs, check_env, check_labels, parse_filters, parse_labels
 
 SERVICE_HEADERS = {
@@ -1045,13 +1045,7 @@ async def _service_ids(api: ApiClient, refs: Sequence[str]) -> tuple[list[str], 
 
 
 @service.command()
-@click.option(
-    "-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided (name=value)"
-)
-@click.option("--format", "format_spec", help="Format output: table (default), json, or a {{.Field}} template")
-@click.option("--no-resolve", is_flag=True, help="Do not map IDs to Names")
-@click.option("--no-trunc", is_flag=True, help="Do not truncate output")
-@click.option("-q", "--quiet", is_flag=True, help="Only display task IDs")
+@task_list_options
 @click.argument("refs", nargs=-1, required=True, metavar="SERVICE [SERVICE...]")
 @daemon_command
 async def ps(

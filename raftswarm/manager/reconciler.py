@@ -433,7 +433,7 @@ class Reconciler:
 
     async def _rounds(self) -> None:
         reconciled: dict[str, str] = {}
-        nodes_seen: str | None = None
+        nodes_seen: tuple[tuple[str, int], ...] | None = None
         while self.driver.is_leader:
             self._changed.clear()
             view = view_of(self.store.state)
@@ -471,10 +471,7 @@ class Reconciler:
             return
 
 
-def _nodes_fingerprint(nodes: Iterable[StoredObject]) -> str:
-    """What about the nodes matters to placement: which exist, their spec (role, availability, labels)
-    and whether they are up."""
-    return json.dumps(
-        [[n.id, n.data.get("Spec"), n.data["Status"].get("State"), n.data.get("Description")] for n in nodes],
-        sort_keys=True,
-    )
+def _nodes_fingerprint(nodes: Iterable[StoredObject]) -> tuple[tuple[str, int], ...]:
+    """Which nodes exist, at which versions: any change to a node (its spec, its state) changes its version.
+    Cheap enough for every round, unlike comparing the nodes' contents."""
+    return tuple((n.id, n.version) for n in nodes)

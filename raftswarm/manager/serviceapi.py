@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import copy
 import secrets as random_source
+from collections.abc import Callable
 from typing import Any
 
 from ..store import Conflict, Operation, ReplicatedStore, StoredObject, check, create, delete, update
@@ -61,7 +62,7 @@ def secret_data(stored: StoredObject) -> bytes:
     return stored.data["_Data"]
 
 
-def _resolve(objects: list[StoredObject], ref: str, kind: str, name_of) -> StoredObject:
+def resolve(objects: list[StoredObject], ref: str, kind: str, name_of: Callable[[StoredObject], str]) -> StoredObject:
     """Docker's lookup order: full ID, then exact name, then a unique ID prefix."""
     for o in objects:
         if o.id == ref:
@@ -77,7 +78,7 @@ def _resolve(objects: list[StoredObject], ref: str, kind: str, name_of) -> Store
     raise ControlError(f"{kind} {ref} not found", 404)
 
 
-def _spec_name(o: StoredObject) -> str:
+def spec_name(o: StoredObject) -> str:
     return o.data["Spec"]["Name"]
 
 
@@ -93,7 +94,7 @@ class ServiceApi:
         return await self.store.list(SECRETS)
 
     async def secret(self, ref: str) -> StoredObject:
-        return _resolve(await self.secrets(), ref, "secret", _spec_name)
+        return resolve(await self.secrets(), ref, "secret", spec_name)
 
     async def create_secret(self, spec: Any) -> str:
         """Docker's `POST /secrets/create`: the data is kept only in the (encrypted) Raft log."""
@@ -140,7 +141,7 @@ class ServiceApi:
         # The services were read at some version; one created since may reference the secret. Its create
         # checks the secret's version, and this delete checks no name index changed: one of the two fails.
         await self.store.transact(
-            [delete(SECRETS, current.id, expect=current.version), delete(SECRET_NAMES, _spec_name(current))]
+            [delete(SECRETS, current.id, expect=current.version), delete(SECRET_NAMES, spec_name(current))]
         )
 
     async def _secret_checks(self, spec: dict[str, Any]) -> list[Operation]:
@@ -165,7 +166,7 @@ class ServiceApi:
         return await self.store.list(SERVICES)
 
     async def service(self, ref: str) -> StoredObject:
-        return _resolve(await self.services(), ref, "service", _spec_name)
+        return resolve(await self.services(), ref, "service", spec_name)
 
     async def create_service(self, spec: Any) -> str:
         """Docker's `POST /services/create`; the orchestrator makes its tasks once this commits."""
@@ -227,7 +228,7 @@ class ServiceApi:
         deleted by the reaper once they have."""
         current = await self.service(ref)
         await self.store.transact(
-            [delete(SERVICES, current.id, expect=current.version), delete(SERVICE_NAMES, _spec_name(current))]
+            [delete(SERVICES, current.id, expect=current.version), delete(SERVICE_NAMES, spec_name(current))]
         )
         await self._remove_tasks(current.id)
 
@@ -257,8 +258,7 @@ class ServiceApi:
         return await self.store.list(TASKS)
 
     async def task(self, task_id: str) -> StoredObject:
-        tasks = await self.tasks()
-        return _resolve(tasks, task_id, "task", lambda o: "")
+        return resolve(await self.tasks(), task_id, "task", lambda o: "")
 
 
 def _decode(text: Any) -> bytes | None:
