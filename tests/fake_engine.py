@@ -5,6 +5,7 @@ every request and answers with canned Docker-shaped JSON.
     engine.reply("GET", "/swarm", {...})                 # every GET /swarm answers this
     engine.reply("GET", "/swarm", first, second)         # answers in turn; the last one repeats
     engine.fail("POST", "/swarm/init", 503, "This node is already part of a swarm.")
+    engine.stream("GET", "/services/web/logs", frames)   # a raw body: a logs endpoint's stdcopy frames
     engine.requests                                      # [Request(method, path, query, body), ...]
 
 A route with no reply answers 404 {"message": "page not found"}, as dockerd does for unknown paths.
@@ -26,7 +27,8 @@ from aiohttp import web
 @dataclass
 class Reply:
     status: int = 200
-    body: Any = None  # JSON-able; None means an empty body
+    body: Any = None  # JSON-able; None means an empty body; bytes are sent as they are
+    content_type: str = "application/json"
 
 
 @dataclass
@@ -55,6 +57,12 @@ class FakeEngine:
         """Answer `method path` with `bodies` in turn (the last repeats); none means an empty 200/204."""
         self._replies[(method, path)] = [Reply(status, body) for body in bodies] or [Reply(status)]
 
+    def stream(
+        self, method: str, path: str, data: bytes, content_type: str = "application/vnd.docker.multiplexed-stream"
+    ) -> None:
+        """Answer `method path` with `data` as the body, of `content_type`."""
+        self._replies[(method, path)] = [Reply(200, data, content_type)]
+
     def fail(self, method: str, path: str, status: int, message: str) -> None:
         self._replies[(method, path)] = [Reply(status, {"message": message})]
 
@@ -77,6 +85,8 @@ class FakeEngine:
         reply = queue.pop(0) if len(queue) > 1 else queue[0]
         if reply.body is None:
             return web.Response(status=reply.status)
+        if isinstance(reply.body, bytes):
+            return web.Response(body=reply.body, status=reply.status, content_type=reply.content_type)
         return web.json_response(reply.body, status=reply.status)
 
     def __enter__(self) -> Self:

@@ -8,13 +8,15 @@ import base64
 import copy
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from fake_engine import WORKER_ID, FakeEngine, standard_swarm
+from fake_engine import SELF_ID, WORKER_ID, FakeEngine, standard_swarm
 
+from raftswarm.api.stdcopy import encode_frame
 from raftswarm.cli import service as service_cli
 from raftswarm.cli.main import main
 from raftswarm.cli.options import parse_cpus, ram_in_bytes
@@ -593,6 +595,180 @@ def test_service_inspect_pretty(engine):
         "  TargetPort = 80\n"
         "  PublishMode = ingress \n"
         "\n"
+    )
+
+
+# -- service logs -----------------------------------------------------------------------------------------------
+
+TASK1_ID = "1xf8aqbh2z9u7kwt6c5mr3nyd"
+TASK2_ID = "b7pz3w1qk9e2m5r8t4y6u0ioa"
+TASK10_ID = "q2w3e4r5t6y7u8i9o0p1a2s3d"
+STAMP = "2024-05-01T10:00:00.123456789Z"
+
+
+def log_frame(stream: str, task_id: str, node_id: str, line: str, when: str = "", extra: str = "") -> bytes:
+    """One frame as dockerd sends it with details=1 (and timestamps=1 when `when` is given)."""
+    details = f"com.docker.swarm.node.id={node_id},com.docker.swarm.service.id={SERVICE_ID},com.docker.swarm.task.id={task_id}"
+    if extra:
+        details = f"{extra},{details}"
+    text = f"{when} {details} {line}\n" if when else f"{details} {line}\n"
+    return encode_frame(1 if stream == "stdout" else 2, text.encode())
+
+
+def serve_logs(engine: FakeEngine, frames: list[bytes], service: dict[str, Any] | None = None) -> None:
+    """`web` with task 1 on node-10 (the worker) and task 2 on node-1, answering its logs with `frames`."""
+    service = service or web_service()
+    engine.reply("GET", "/services/web", service)
+    engine.reply("GET", f"/services/{SERVICE_ID}", service)
+    engine.reply("GET", f"/tasks/{TASK1_ID}", task(TASK1_ID, 1, "running"))
+    engine.reply("GET", f"/tasks/{TASK2_ID}", {**task(TASK2_ID, 2, "running"), "NodeID": SELF_ID})
+    engine.reply("GET", f"/tasks/{TASK10_ID}", task(TASK10_ID, 10, "running"))
+    engine.stream("GET", "/services/web/logs", b"".join(frames))
+
+
+def test_service_logs_prints_each_line_after_its_task_and_node_as_docker_does(engine):
+    serve_logs(
+        engine,
+        [
+            log_frame("stdout", TASK1_ID, WORKER_ID, "hello"),
+            log_frame("stderr", TASK1_ID, WORKER_ID, "oops"),
+            log_frame("stdout", TASK2_ID, SELF_ID, "world"),
+        ],
+    )
+
+    result = run(engine, "service", "logs", "web")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "web.1.1xf8aqbh2z9u@node-10    | hello\nweb.2.b7pz3w1qk9e2@node-1    | world\n"
+    assert result.stderr == "web.1.1xf8aqbh2z9u@node-10    | oops\n"
+    (request,) = engine.calls("GET", "/services/web/logs")
+    assert request.query == {"stdout": "1", "stderr": "1", "tail": "all", "details": "1"}
+    assert len(engine.calls("GET", "/nodes")) == 1  # node names looked up once
+    assert len(engine.calls("GET", f"/tasks/{TASK1_ID}")) == 1  # and each task once
+
+
+def test_service_logs_pads_short_slots_to_the_width_of_the_replica_count(engine):
+    ten = web_service()
+    ten["Spec"] = {**ten["Spec"], "Mode": {"Replicated": {"Replicas": 10}}}
+    serve_logs(
+        engine,
+        [log_frame("stdout", TASK1_ID, WORKER_ID, "a"), log_frame("stdout", TASK10_ID, WORKER_ID, "b")],
+        service=ten,
+    )
+
+    assert run(engine, "service", "logs", "web").stdout == (
+        "web.1.1xf8aqbh2z9u@node-10     | a\nweb.10.q2w3e4r5t6y7@node-10    | b\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "frame", "printed"),
+    [
+        (["--no-task-ids"], log_frame("stdout", TASK1_ID, WORKER_ID, "hi"), "web.1@node-10    | hi\n"),
+        (["--no-trunc"], log_frame("stdout", TASK1_ID, WORKER_ID, "hi"), f"web.1.{TASK1_ID}@node-10    | hi\n"),
+        (
+            ["--no-resolve"],
+            log_frame("stdout", TASK1_ID, WORKER_ID, "hi"),
+            f"{SERVICE_ID}.1.1xf8aqbh2z9u@{WORKER_ID}    | hi\n",
+        ),
+        (
+            ["-t"],
+            log_frame("stdout", TASK1_ID, WORKER_ID, "hi there", when=STAMP),
+            f"{STAMP} web.1.1xf8aqbh2z9u@node-10    | hi there\n",
+        ),
+        (
+            ["--details"],
+            log_frame("stdout", TASK1_ID, WORKER_ID, "hi", extra="zone=a%2Cb,env=prod"),
+            "web.1.1xf8aqbh2z9u@node-10    | env=prod,zone=a,b hi\n",
+        ),
+    ],
+)
+def test_service_logs_formatting_flags(engine, flags, frame, printed):
+    serve_logs(engine, [frame])
+
+    result = run(engine, "service", "logs", *flags, "web")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == printed
+    (request,) = engine.calls("GET", "/services/web/logs")
+    assert (request.query.get("timestamps") == "1") == ("-t" in flags)
+    if "--no-resolve" in flags:
+        assert engine.calls("GET", "/nodes") == []
+
+
+def test_service_logs_raw_prints_the_nodes_lines_as_they_are(engine):
+    serve_logs(engine, [encode_frame(1, b"plain line\n"), encode_frame(2, b"to stderr\n")])
+
+    result = run(engine, "service", "logs", "--raw", "--tail", "5", "web")
+
+    assert (result.stdout, result.stderr) == ("plain line\n", "to stderr\n")
+    (request,) = engine.calls("GET", "/services/web/logs")
+    assert request.query == {"stdout": "1", "stderr": "1", "tail": "5"}  # no details asked for
+
+
+def test_service_logs_of_a_task_asks_the_task_endpoint(engine):
+    engine.fail("GET", f"/services/{TASK1_ID}", 404, f"service {TASK1_ID} not found")
+    engine.reply("GET", f"/services/{SERVICE_ID}", web_service())
+    engine.reply("GET", f"/tasks/{TASK1_ID}", task(TASK1_ID, 1, "running"))
+    engine.stream("GET", f"/tasks/{TASK1_ID}/logs", log_frame("stdout", TASK1_ID, WORKER_ID, "just this task"))
+
+    result = run(engine, "service", "logs", "-f", "-n", "3", TASK1_ID)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "web.1.1xf8aqbh2z9u@node-10    | just this task\n"
+    (request,) = engine.calls("GET", f"/tasks/{TASK1_ID}/logs")
+    assert request.query == {"stdout": "1", "stderr": "1", "tail": "3", "follow": "1", "details": "1"}
+
+
+def test_service_logs_of_neither_a_service_nor_a_task(engine):
+    engine.fail("GET", "/services/nope", 404, "service nope not found")
+    engine.fail("GET", "/tasks/nope", 404, "task nope not found")
+
+    assert_fails(run(engine, "service", "logs", "nope"), "no such task or service: nope")
+
+
+def test_service_logs_since_is_sent_as_unix_seconds(engine):
+    serve_logs(engine, [])
+
+    assert run(engine, "service", "logs", "--since", "2013-01-02T13:23:37Z", "web").exit_code == 0
+    assert run(engine, "service", "logs", "--since", "1357133017.5", "web").exit_code == 0
+    before = time.time()
+    assert run(engine, "service", "logs", "--since", "10m", "web").exit_code == 0
+    absolute, unix, relative = [r.query["since"] for r in engine.calls("GET", "/services/web/logs")]
+    assert (absolute, unix) == ("1357133017.000000000", "1357133017.5")
+    assert before - 600 - 1 <= int(relative) <= time.time() - 600
+
+
+def test_service_logs_with_an_unreadable_since_fails_before_asking_for_logs(engine):
+    serve_logs(engine, [])
+
+    assert_fails(
+        run(engine, "service", "logs", "--since", "soon", "web"), 'failed to parse value as time or duration: "soon"'
+    )
+    assert engine.calls("GET", "/services/web/logs") == []
+
+
+def test_service_logs_ends_with_the_error_the_node_sends_in_the_stream(engine):
+    reason = f"node {SELF_ID} is not available"
+    serve_logs(
+        engine,
+        [
+            log_frame("stdout", TASK1_ID, WORKER_ID, "from the live node"),
+            encode_frame(
+                3,
+                b"Error grabbing logs: warning: incomplete log stream. some logs could not be retrieved for the "
+                + f"following reasons: {reason}\n".encode(),
+            ),
+        ],
+    )
+
+    result = run(engine, "service", "logs", "web")
+
+    assert result.stdout == "web.1.1xf8aqbh2z9u@node-10    | from the live node\n"
+    assert_fails(
+        result,
+        "error from daemon in stream: Error grabbing logs: warning: incomplete log stream. some logs could not be "
+        f"retrieved for the following reasons: {reason}",
     )
 
 

@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from raftswarm.agent import runtime
-from raftswarm.agent.executor import TaskRejected
-from raftswarm.agent.runtime import IsolatedTask
+from raftswarm.agent import runtime, shim
+from raftswarm.agent.runtime import RunningTask, TaskRejected, TaskRuntime
 
 needs_isolation = pytest.mark.skipif(
     not runtime.isolation_available(), reason="needs root with CAP_SYS_ADMIN to make namespaces and mounts"
@@ -42,20 +41,21 @@ def _shm_entries() -> set[str]:
 
 def _cgroup_directories(pid: int) -> list[Path]:
     """The cgroup directories of a process, on the v2 mount and on the v1 mount of each hierarchy."""
-    v2, v1 = runtime._cgroup_mounts()
+    v2, v1 = shim._cgroup_mounts()
     found = []
     with open(f"/proc/{pid}/cgroup") as cgroups:
         for line in cgroups:
             hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
             mount = v2 if hierarchy == "0" else v1.get(controllers.split(",")[0])
-            if mount is not None and runtime.CGROUP_PARENT in path:
+            if mount is not None and shim.CGROUP_PARENT in path:
                 found.append(mount / path.lstrip("/"))
     return found
 
 
-def _processes_with(marker: bytes) -> list[int]:
-    """PIDs whose environment holds `marker` (task commands) or whose command line is a relay of this test."""
-    relay = f"_relay(sys.argv[1:])\0{os.getpid()}\0".encode()
+def _processes_with(marker: bytes, shims_of: Path | None = None) -> list[int]:
+    """PIDs whose environment holds `marker` (task commands) or whose command line is a shim with sockets
+    in `shims_of`."""
+    relay = f"main(sys.argv[1:])\0{shims_of}\0".encode() if shims_of else b"\0\0\0"
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -72,9 +72,11 @@ def _processes_with(marker: bytes) -> list[int]:
 class Tasks:
     """Starts tasks for a test and tracks them, so teardown can kill them and check nothing is left."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Path) -> None:
         self.marker = f"RAFTSWARM_TEST_RUN={uuid.uuid4().hex}"
-        self.started: list[IsolatedTask] = []
+        self.directory = directory
+        self.runtime = TaskRuntime(directory)
+        self.started: list[RunningTask] = []
         self.cgroups: list[Path] = []
 
     async def start(
@@ -86,7 +88,7 @@ class Tasks:
         limits: dict[str, int] | None = None,
         name: str = NAME,
         **container: Any,
-    ) -> IsolatedTask:
+    ) -> RunningTask:
         env = [self.marker, *container.pop("Env", [])]
         task = {
             "ID": uuid.uuid4().hex[:25],
@@ -101,9 +103,9 @@ class Tasks:
                 "Resources": {"Limits": limits or {}},
             },
         }
-        started = await IsolatedTask.start(task, secrets or {}, name=name)
+        started = await self.runtime.start(task, secrets or {}, name=name)
         self.started.append(started)
-        if started.isolated and started.process.returncode is None:
+        if started.isolated:
             try:
                 self.cgroups += _cgroup_directories(started.pid)
             except FileNotFoundError:
@@ -114,27 +116,39 @@ class Tasks:
         """Run a task to its end: exit code, stdout and stderr."""
         task = await self.start(command, *args, **kwargs)
         code = await asyncio.wait_for(task.wait(), 10)
-        out, err = (
-            b"\n".join(line for s, _, line in task.logs if s == stream).decode() for stream in ("stdout", "stderr")
-        )
+        lines = await logs_of(task)
+        out, err = (b"\n".join(line for s, _, line in lines if s == stream).decode() for stream in ("stdout", "stderr"))
         return code, out, err
+
+    def processes(self) -> list[int]:
+        """This test's task processes still running."""
+        return _processes_with(self.marker.encode())
+
+    def shims(self) -> list[int]:
+        return _processes_with(b"\0\0\0", self.directory)
+
+
+async def logs_of(task: RunningTask, **options: Any) -> list[tuple[str, float, bytes]]:
+    return [entry async for entry in task.logs(**options)]
 
 
 @pytest.fixture
-async def tasks():
+async def tasks(tmp_path):
     mounts_before = {pid: _mount_points(pid) for pid in ("self", "1")}
     shm_before = _shm_entries()
     run_secrets_before = os.path.lexists("/run/secrets")
-    tracker = Tasks()
+    tracker = Tasks(tmp_path / "worker-tasks")
     yield tracker
     for task in tracker.started:
-        task.kill()
-        await asyncio.wait_for(task.wait(), 10)
+        await task.release()
+    await tracker.runtime.close(wait=10)
     assert {pid: _mount_points(pid) for pid in ("self", "1")} == mounts_before
     assert _shm_entries() == shm_before
     assert os.path.lexists("/run/secrets") == run_secrets_before
     assert [path for path in tracker.cgroups if path.exists()] == []
-    assert _processes_with(tracker.marker.encode()) == []
+    assert tracker.processes() == []
+    assert tracker.shims() == []
+    assert tracker.runtime.task_ids() == []
 
 
 def secret_ref(secret_id: str, name: str, uid: str = "0", gid: str = "0", mode: int = 0o444) -> dict:
@@ -166,7 +180,7 @@ async def test_the_secrets_mount_and_bytes_never_reach_the_host(tasks, tmp_path)
     assert "/run/secrets" in _mount_points(str(task.pid))  # it exists, in the task's mount namespace only
     for pid in ("self", "1"):
         assert not any(point.startswith("/run/secrets") for point in _mount_points(pid))
-    for pid in [task.process.pid, task.pid, *_processes_with(tasks.marker.encode())]:
+    for pid in [*tasks.processes(), *tasks.shims()]:
         for view in ("cmdline", "environ"):
             assert secret not in Path(f"/proc/{pid}/{view}").read_bytes()
     for root in (tmp_path, Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"), Path("/run")):
@@ -233,7 +247,7 @@ async def test_stop_kills_a_task_that_ignores_sigterm_after_the_grace_period(tas
     began = time.monotonic()
     assert await asyncio.wait_for(task.stop(SECOND // 2), 10) == 137
     assert time.monotonic() - began >= 0.5
-    assert _processes_with(tasks.marker.encode()) == []
+    assert tasks.processes() == []
     assert not os.path.exists(f"/proc/{task.pid}")
 
 
@@ -243,7 +257,7 @@ async def test_stop_returns_as_soon_as_the_task_exits_on_sigterm(tasks):
     began = time.monotonic()
     assert await task.stop(10 * SECOND) == 143  # sleep has no handler: init passed SIGTERM on to it
     assert time.monotonic() - began < 5
-    assert _processes_with(tasks.marker.encode()) == []
+    assert tasks.processes() == []
 
 
 @needs_isolation
@@ -296,7 +310,7 @@ async def test_the_memory_limit_applies(tasks):
 
 
 def _memory_controller() -> bool:
-    v2, v1 = runtime._cgroup_mounts()
+    v2, v1 = shim._cgroup_mounts()
     on_v2 = v2 is not None and "memory" in (v2 / "cgroup.controllers").read_text().split()
     return (on_v2 or "memory" in v1) and os.access(v2 if on_v2 else v1["memory"], os.W_OK)
 
@@ -305,10 +319,14 @@ def _memory_controller() -> bool:
 async def test_logs_keep_both_streams_and_only_the_last_lines(tasks):
     task = await tasks.start(["sh", "-c", "echo to-out; echo to-err >&2"])
     await task.wait()
-    assert sorted((stream, line) for stream, _, line in task.logs) == [("stderr", b"to-err"), ("stdout", b"to-out")]
-    task = await tasks.start(["seq", "1", str(runtime.LOG_MAX_LINES + 500)])
+    lines = await logs_of(task)
+    assert sorted((stream, line) for stream, _, line in lines) == [("stderr", b"to-err"), ("stdout", b"to-out")]
+    task = await tasks.start(["seq", "1", str(shim.LOG_MAX_LINES + 500)])
     await task.wait()
-    assert [line for _, _, line in task.logs] == [str(n).encode() for n in range(501, runtime.LOG_MAX_LINES + 501)]
+    expected = [str(n).encode() for n in range(501, shim.LOG_MAX_LINES + 501)]
+    assert [line for _, _, line in await logs_of(task)] == expected
+    assert [line for _, _, line in await logs_of(task, tail=3)] == expected[-3:]
+    assert await logs_of(task, since=time.time() + 60) == []
 
 
 @needs_isolation
@@ -323,10 +341,15 @@ async def test_nothing_is_left_once_the_task_ends(tasks):
     namespace = os.readlink(f"/proc/{task.pid}/ns/mnt")
     await task.stop(SECOND // 5)
     assert [path for path in cgroups if path.exists()] == []
-    assert _processes_with(tasks.marker.encode()) == []
+    assert tasks.processes() == []
     holders = [pid for pid in os.listdir("/proc") if pid.isdigit() and _mount_namespace(pid) == namespace]
     assert holders == []
     assert not os.path.lexists("/run/secrets")
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat_file:
+        return int(stat_file.read().rpartition(")")[2].split()[1])
 
 
 def _mount_namespace(pid: str) -> str | None:
@@ -345,10 +368,10 @@ async def test_unprivileged_fallback_gives_secrets_in_a_private_memory_backed_di
         refs,
     )
     for _ in range(100):
-        if len(task.logs) == 2:
+        if len(await logs_of(task)) == 2:
             break
         await asyncio.sleep(0.02)
-    secret, directory = (line.decode() for _, _, line in task.logs)
+    secret, directory = (line.decode() for _, _, line in await logs_of(task))
     assert not task.isolated and secret == "pw"
     assert directory.startswith("/dev/shm/raftswarm-")
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
@@ -372,11 +395,11 @@ def test_limits_go_to_cgroup_v2_files_as_docker_writes_them(tmp_path, monkeypatc
     v2 = tmp_path / "cgroup"
     v2.mkdir()
     (v2 / "cgroup.controllers").write_text("cpuset cpu io memory hugetlb pids\n")
-    monkeypatch.setattr(runtime, "_cgroup_mounts", lambda: (v2, {}))
-    cgroup = runtime._TaskCgroup.create("task1", {"MemoryBytes": 32 << 20, "NanoCPUs": SECOND // 2, "Pids": 64})
+    monkeypatch.setattr(shim, "_cgroup_mounts", lambda: (v2, {}))
+    cgroup = shim.TaskCgroup.create("task1", {"MemoryBytes": 32 << 20, "NanoCPUs": SECOND // 2, "Pids": 64}, _no_warning)
     assert cgroup is not None and len(cgroup.directories) == 1
     directory = cgroup.directories[0]
-    assert directory.parent == v2 / runtime.CGROUP_PARENT and directory.name.startswith("task1-")
+    assert directory.parent == v2 / shim.CGROUP_PARENT and directory.name.startswith("task1-")
     assert (v2 / "cgroup.subtree_control").read_text() == "+memory +cpu +pids"
     assert (directory.parent / "cgroup.subtree_control").read_text() == "+memory +cpu +pids"
     written = {name: (directory / name).read_text() for name in ("memory.max", "cpu.max", "pids.max")}
@@ -389,14 +412,59 @@ def test_limits_go_to_cgroup_v1_hierarchies_where_v2_lacks_the_controllers(tmp_p
     v2.mkdir()
     (v2 / "cgroup.controllers").write_text("hugetlb\n")
     v1 = {name: tmp_path / name for name in ("memory", "cpu", "pids")}
-    monkeypatch.setattr(runtime, "_cgroup_mounts", lambda: (v2, {**v1, "cpuacct": v1["cpu"]}))
-    monkeypatch.setattr(runtime, "_own_v1_cgroups", lambda: {"memory": "/agent", "cpu": "/", "pids": "/"})
-    cgroup = runtime._TaskCgroup.create("task1", {"MemoryBytes": 32 << 20, "NanoCPUs": 1_500_000_000})
+    monkeypatch.setattr(shim, "_cgroup_mounts", lambda: (v2, {**v1, "cpuacct": v1["cpu"]}))
+    monkeypatch.setattr(shim, "_own_v1_cgroups", lambda: {"memory": "/agent", "cpu": "/", "pids": "/"})
+    cgroup = shim.TaskCgroup.create("task1", {"MemoryBytes": 32 << 20, "NanoCPUs": 1_500_000_000}, _no_warning)
     assert cgroup is not None
     by_hierarchy = {directory.relative_to(tmp_path).parts[0]: directory for directory in cgroup.directories}
     assert set(by_hierarchy) == {"memory", "cpu", "pids"}
-    assert by_hierarchy["memory"].parent == v1["memory"] / "agent" / runtime.CGROUP_PARENT
+    assert by_hierarchy["memory"].parent == v1["memory"] / "agent" / shim.CGROUP_PARENT
     assert (by_hierarchy["memory"] / "memory.limit_in_bytes").read_text() == "33554432"
     assert (by_hierarchy["cpu"] / "cpu.cfs_period_us").read_text() == "100000"
     assert (by_hierarchy["cpu"] / "cpu.cfs_quota_us").read_text() == "150000"
-    assert not (v2 / runtime.CGROUP_PARENT).exists()
+    assert not (v2 / shim.CGROUP_PARENT).exists()
+
+
+def _no_warning(message: str) -> None:
+    raise AssertionError(f"unexpected warning: {message}")
+
+
+async def test_a_new_runtime_on_the_same_directory_finds_a_running_task_and_its_output(tasks):
+    """What a restarted agent does: the task kept running in its shim, and is found, followed and stopped."""
+    task = await tasks.start(["sh", "-c", "echo before; sleep 100"])
+    again = TaskRuntime(tasks.directory)
+    try:
+        assert again.task_ids() == [task.task_id]
+        found = await again.attach(task.task_id)
+        assert found is not None and (found.pid, found.isolated) == (task.pid, task.isolated)
+        for _ in range(100):
+            if await logs_of(found):
+                break
+            await asyncio.sleep(0.02)
+        assert [line for _, _, line in await logs_of(found)] == [b"before"]
+        assert await found.stop(SECOND) == 143
+        await found.release()
+        assert again.task_ids() == []
+    finally:
+        await again.close()
+
+
+async def test_a_task_whose_shim_was_killed_dies_with_it_and_is_not_found_again(tasks):
+    await tasks.start(["sleep", "100"])
+    (shim_pid,) = [pid for pid in tasks.shims() if _parent(pid) == os.getpid()]  # init is a fork of the shim
+    os.kill(shim_pid, 9)
+    for _ in range(250):
+        if not tasks.processes():
+            break
+        await asyncio.sleep(0.02)
+    assert tasks.processes() == []
+    (task_id,) = tasks.runtime.task_ids()
+    assert await tasks.runtime.attach(task_id) is None
+    assert tasks.runtime.task_ids() == []
+
+
+async def test_follow_gives_new_lines_until_the_task_ends(tasks):
+    task = await tasks.start(["sh", "-c", "echo one; sleep 0.3; echo two; sleep 0.3; echo three"])
+    followed = [line for _, _, line in await asyncio.wait_for(logs_of(task, follow=True), 10)]
+    assert followed == [b"one", b"two", b"three"]
+    assert await task.wait() == 0

@@ -1,150 +1,116 @@
-"""The isolated task runtime: a task's command in namespaces of its own, its secrets on a private tmpfs.
+"""Running a node's tasks: the agent's side of the task shims (`agent.shim`).
 
-`IsolatedTask` has the interface of `executor.TaskProcess` (start, pid, wait, stop, kill) plus the task's
-recent output (`logs`) and a handle on its network namespace (`netns_path`). (The agent still runs
-`executor.TaskProcess`; switching it to this runtime, with logs and reattachment, is the next step.)
+A task is the service's command run on the host's filesystem: there is no image store, the image name is
+recorded, not pulled, and the command is `ContainerSpec.Command + Args` (docker's entrypoint + command)
+with the spec's Env, Dir and User. A task without a command cannot run and is rejected with a message that
+says what to give. `TaskRuntime.start` checks the spec here, so most mistakes are rejected before anything
+starts, then starts a shim that runs the task -- as root in namespaces of its own, with its secrets on a
+private tmpfs at /run/secrets (see `agent.shim` for what the task sees and what it does not) -- and keeps
+running it if the agent dies. `TaskRuntime.attach` finds such a task again after the agent restarted.
 
-As root (with CAP_SYS_ADMIN), three processes per task:
+Stopping is SIGTERM and SIGKILL after the stop grace period (Docker's default 10 s), as `docker stop`.
+A task's output is kept by its shim in a bounded ring of lines (`RunningTask.logs`).
 
-    agent ─┬─ stdin: the spec, then the secrets' bytes ──> init
-           ├─ fd 3: status ("P<init pid>", "E<why it failed>", EOF once the command is exec'd)
-           └─ relay    python, host namespaces; the agent's child
-                └─ init    python, PID 1 of a new PID namespace, in new mount, UTS and network namespaces
-                     └─ the command    exec'd, PID 2
-
-- The relay exists because a PID namespace's first process must be forked by someone outside it, after
-  unshare(CLONE_NEWPID). It waits for init and exits with init's status, so the agent's ordinary
-  subprocess wait gives the exit code, and returns only once the whole namespace is gone (the kernel
-  turns a namespace's init into a zombie only after every other process in it has died).
-- Init is a fork of the relay (one interpreter start per task), not the command itself: the kernel drops
-  signals to a namespace's init that has no handler for them, so a plain `sleep` as PID 1 would ignore
-  the SIGTERM of `stop`, and nobody would reap orphans. Init forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT,
-  SIGUSR1 and SIGUSR2 to the command's process group, reaps everything, and exits when the command does,
-  with its exit code, or 128+N if a signal N killed it (as a shell and Docker report it: 137, 143).
-- The agent signals init through a pidfd, opened before init can have exited (init first waits for the
-  spec the agent writes after opening it), so a recycled PID is never signalled. SIGKILL to init takes
-  the whole namespace down.
-- Everything is ctypes calls to unshare(2), mount(2) and prctl(2) from this module (Python 3.11 has no
-  os.unshare), run as `python -I -c` in the relay; util-linux's `unshare` would still need a program
-  inside to mount and write the secrets, and would put a process the agent did not start in between.
-- Tasks die with the agent, as plain processes did: the relay has PR_SET_PDEATHSIG against the agent and
-  init against the relay.
-
-Inside, as a Docker container would have it on the host's own filesystem (there is no image):
-
-- Mount propagation is private (`mount --make-rprivate /`): nothing mounted inside reaches the host.
-- The host's /proc is detached and a fresh one mounted for the new PID namespace, so the task sees only
-  its own processes and cannot reach another task's files through /proc/<pid>/root.
-- /run is a private tmpfs into which the host's /run entries are bind-mounted back (so /etc/resolv.conf
-  -> /run/... and sockets under /run keep working) and on which /run/secrets is a tmpfs of its own
-  (nodev, nosuid, noexec, mode 0755, sized to the secrets plus a small margin). The mount point is created
-  only inside the private /run: the host's disk never gets a /run/secrets directory.
-- Each referenced secret is written as /run/secrets/<File.Name> with its File.UID, File.GID and File.Mode
-  (default 0444, 0, 0) by init, from bytes it read from the agent's pipe: secrets never pass through a
-  file, argv or the environment. /run/secrets is then remounted read-only. An absolute File.Name is
-  accepted only under /run/secrets; anywhere else it is rejected, because on the host's filesystem it
-  would need a mount point on the host's disk.
-- The network namespace has only loopback, brought up. The networking code adds interfaces through
-  `netns_path` (/proc/<init pid>/ns/net, valid while the task runs: `ip link set DEV netns <pid>`,
-  `nsenter --net=PATH`, or open it and setns(2) to keep a handle).
-- Hostname = the spec's Hostname or the task name, `<service>.<slot>.<task id>` (cut to the kernel's
-  64 bytes). The command runs with the spec's Env, Dir (default /), User (with that user's supplementary
-  groups), umask 0022, stdin /dev/null, and Docker's default capability bounding set: a root task keeps
-  chown, setuid, net_bind_service and the like, but cannot mount, remount its secrets writable, load
-  modules or read raw memory. (ContainerSpec.CapabilityAdd/Drop are not honoured yet.) It still sees
-  the host's filesystem, /dev, /sys and /dev/shm: there is no image and no IPC namespace.
-- Limits go to a cgroup per task: cgroup v2 where the controller is there (under
-  <v2 root>/raftswarm-tasks/), else the controller's v1 hierarchy (hybrid hosts; nested under the
-  agent's own v1 cgroup). Limits.MemoryBytes -> memory.max (v1 memory.limit_in_bytes); NanoCPUs ->
-  cpu.max "<quota> 100000" as Docker computes it; Pids -> pids.max. Init joins before the command starts,
-  so everything in the namespace is counted. The cgroup is removed when the task ends. A limit the host
-  cannot apply is logged as a warning and the task runs without it.
-
-Stdout and stderr are pipes read into a bounded ring of lines (`logs`, newest last).
-
-Without root (or without CAP_SYS_ADMIN) the task is a plain process, as `executor.TaskProcess` runs it,
-and a warning says isolation is off. What is weaker: the task shares the host's PID, network, UTS and mount
-namespaces (it sees every process and interface, the hostname is the host's); its secrets are files in a
-private directory on memory-backed /dev/shm (`/dev/shm/raftswarm-XXXX`, mode 0700, given to the task in
-RAFTSWARM_SECRETS_DIR; any process of the agent's user can read them, they are owned by the agent's user
-whatever File.UID/GID say, and they stay behind if the agent is killed with SIGKILL); no cgroup limits.
+Without root (or without CAP_SYS_ADMIN) the task is a plain process, and a warning says isolation is off.
+What is weaker: the task shares the host's PID, network, UTS and mount namespaces (it sees every process and
+interface, the hostname is the host's); its secrets are files in a private directory on memory-backed
+/dev/shm (`/dev/shm/raftswarm-XXXX`, mode 0700, given to the task in RAFTSWARM_SECRETS_DIR): any process of
+the agent's user can read them, they are owned by the agent's user whatever File.UID/GID say, and they stay
+while the task runs even if the agent is gone; no cgroup limits.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import fcntl
+import grp
 import json
 import logging
 import os
 import pwd
-import select
-import shutil
 import signal
-import socket
 import struct
 import sys
-import tempfile
-import time
-from collections import deque
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from .executor import DEFAULT_STOP_GRACE_NS, TaskRejected, command_of, die_with_parent, task_environment, task_user
+import msgpack
+
+from ..errors import RaftswarmError
+from . import shim
+from .shim import SECRETS_DIR
 
 log = logging.getLogger(__name__)
 
-SECRETS_DIR = "/run/secrets"
-SECRETS_TMPFS_MARGIN = 64 * 1024
-"""Room on the secrets tmpfs beyond the secrets' own pages; it is read-only once written, so this only
-absorbs rounding."""
-RUN_TMPFS_SIZE = 16 * 1024 * 1024
-"""The task's private /run holds the host's entries as bind mounts plus what the task writes there
-(pid files, sockets): small, and charged to the task's memory cgroup."""
-LOG_MAX_LINES = 1000
-LOG_MAX_BYTES = 1024 * 1024
-"""A task's log ring keeps its last 1,000 lines and at most 1 MiB, so a node with hundreds of tasks holds
-a few hundred MiB of logs at worst."""
-LOG_MAX_LINE = 16 * 1024
-"""Longer lines are split into 16 KiB pieces, where Docker's log drivers split them."""
+DEFAULT_STOP_GRACE_NS = 10_000_000_000
 START_TIMEOUT = 10.0
-"""How long the runtime may take to exec the command (normally ~0.1 s: one interpreter and a few mounts)
-before the task is rejected."""
-LOG_DRAIN_TIMEOUT = 1.0
-"""After the task ended, how long its output may still arrive; only an unisolated task can leave a
-descendant behind that holds the pipe open."""
-CGROUP_PARENT = "raftswarm-tasks"
-CPU_PERIOD_US = 100_000
-"""CFS period for NanoCPUs limits: Docker's 100 ms."""
-
-# Docker's default capabilities: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP,
-# NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
-DEFAULT_CAPABILITIES = frozenset({0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31})
+"""How long a task may take to exec its command (normally ~0.1 s: one interpreter and a few mounts) before
+it is rejected."""
 _CAP_SYS_ADMIN = 21
+_FRAME = struct.Struct(">I")
+_MAX_REPLY = 8 << 20
 
-_FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-_CGROUP_CONTROLLERS = ("memory", "cpu", "pids")
+_SHIM_PATH = [str(Path(__file__).resolve().parents[2]), str(Path(msgpack.__file__).resolve().parents[1])]
+_BOOTSTRAP = f"import sys; sys.path[:0] = {_SHIM_PATH!r}; from raftswarm.agent.shim import main; main(sys.argv[1:])"
+"""The shim runs with `-I -S`: no site module (a third of an interpreter's start), so the paths of raftswarm
+and of msgpack, its one dependency, are given."""
 
-_CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWPID, _CLONE_NEWNET = 0x00020000, 0x04000000, 0x20000000, 0x40000000
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
-_MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
-_MNT_DETACH = 2
-_PR_SET_PDEATHSIG, _PR_CAPBSET_DROP = 1, 24
-_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-_LIBC.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_LIBC.unshare.argtypes = [ctypes.c_int]
-_LIBC.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+class TaskRejected(RaftswarmError):
+    """The task cannot be run as specified; the message says why, for `service ps`."""
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-_BOOTSTRAP = (
-    f"import sys; sys.path[:0] = [{_PACKAGE_ROOT!r}]; from raftswarm.agent.runtime import _relay; _relay(sys.argv[1:])"
-)
+
+class ShimGone(RaftswarmError):
+    """The task's shim is not there any more (killed, or the machine restarted): the task's fate is unknown."""
+
+
+def command_of(task: dict[str, Any]) -> list[str]:
+    spec = (task.get("Spec") or {}).get("ContainerSpec") or {}
+    argv = list(spec.get("Command") or []) + list(spec.get("Args") or [])
+    if not argv:
+        image = spec.get("Image", "IMAGE")
+        raise TaskRejected(
+            f"no command to run: raftswarm runs the service's command on the host and does not pull images; "
+            f"give one, e.g. `raftswarm service create {image} sleep infinity`"
+        )
+    return argv
+
+
+def task_environment(task: dict[str, Any]) -> dict[str, str]:
+    spec = (task.get("Spec") or {}).get("ContainerSpec") or {}
+    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOSTNAME": spec.get("Hostname") or task["ID"][:12]}
+    for entry in spec.get("Env") or []:
+        key, _, value = entry.partition("=")
+        env[key] = value
+    return env
+
+
+def task_user(task: dict[str, Any]) -> tuple[int | None, int | None]:
+    """The spec's User ("name", "uid", "name:group" or "uid:gid") as numeric IDs; (None, None) for the agent's own."""
+    user = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("User") or ""
+    if not user:
+        return None, None
+    name, _, group = user.partition(":")
+    try:
+        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        if not name.isdigit():
+            raise TaskRejected(f"unable to find user {name}: no matching entries in passwd file") from None
+        uid, gid = int(name), int(name)
+    else:
+        uid, gid = entry.pw_uid, entry.pw_gid
+    if group:
+        if not group.isdigit():
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise TaskRejected(f"unable to find group {group}: no matching entries in group file") from None
+        else:
+            gid = int(group)
+    if os.geteuid() != 0 and uid != os.geteuid():
+        raise TaskRejected(f"cannot run as user {user}: the agent is not running as root")
+    return uid, gid
 
 
 def isolation_available() -> bool:
@@ -212,9 +178,11 @@ class _Launch:
             limits={key: int(limits[key]) for key in ("MemoryBytes", "NanoCPUs", "Pids") if limits.get(key)},
         )
 
-    def payload(self) -> bytes:
-        """What init reads from its stdin: the spec as one JSON line, then the secrets' bytes back to back."""
+    def payload(self, isolated: bool) -> bytes:
+        """What the shim reads from its stdin: the spec as one JSON line, then the secrets' bytes back to back."""
         spec = {
+            "isolated": isolated,
+            "limits": self.limits,
             "argv": self.argv,
             "env": self.env,
             "dir": self.workdir,
@@ -274,634 +242,203 @@ def _secret_path(name: str) -> str:
     return relative
 
 
-class IsolatedTask:
-    """A started task: its command isolated in namespaces of its own (as root) or a plain process."""
 
-    def __init__(self, process: asyncio.subprocess.Process, *, isolated: bool) -> None:
-        self.process = process
+class TaskRuntime:
+    """A node's tasks: started through shims whose sockets live in `directory` (the worker's state
+    directory; it never holds secrets), found there again after the agent restarted."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.directory, 0o700)
+        self._base, self._directory_fd = shim.short_directory(str(self.directory))
+        self._reapers: set[asyncio.Task[int]] = set()
+        """Waits for the shims this agent started, so they do not linger as zombies once they exit."""
+
+    async def close(self, wait: float = 2.0) -> None:
+        """Stop following the shims: wait up to `wait` seconds for the released ones to exit. Shims of tasks
+        still running go on without the agent."""
+        if self._reapers:
+            await asyncio.wait(self._reapers, timeout=wait)
+        for reaper in self._reapers:
+            reaper.cancel()
+        if self._directory_fd is not None:
+            os.close(self._directory_fd)
+            self._directory_fd = None
+
+    def _socket(self, task_id: str) -> str:
+        return shim.socket_path(self._base, task_id)
+
+    async def start(self, task: dict[str, Any], secrets: Mapping[str, bytes], *, name: str) -> RunningTask:
+        """Start the task. `secrets` maps secret ID -> data for the secrets the task references; `name` is
+        the task's name, its hostname unless the spec gives one. Raises TaskRejected if it cannot run."""
+        launch = _Launch.of(task, secrets, name)
+        isolated = isolation_available()
+        if not isolated:
+            log.warning(
+                "task %s runs without isolation (no namespaces, secrets in /dev/shm, no limits): "
+                "the agent is not root with CAP_SYS_ADMIN",
+                launch.task_id,
+            )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            _BOOTSTRAP,
+            str(self.directory),
+            launch.task_id,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env={},
+            cwd="/",
+            start_new_session=True,
+        )
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                process.stdin.write(launch.payload(isolated))
+                await process.stdin.drain()
+                process.stdin.close()
+                pid = 0
+                while line := await process.stdout.readline():
+                    if line.startswith(b"W"):
+                        log.warning("%s", line[1:].decode(errors="replace").strip())
+                    elif line.startswith(b"P"):
+                        pid = int(line[1:])
+                        break
+                    else:
+                        break
+                failed = line if not pid else await process.stdout.read()
+        except TimeoutError:
+            failed = f"Ethe task did not start within {START_TIMEOUT:g} s".encode()
+        except BaseException:
+            process.kill()
+            raise
+        finally:
+            # The shim runs on as the agent's child until its task is released: reap it then.
+            reaper = asyncio.create_task(process.wait(), name=f"shim-{launch.task_id[:12]}")
+            self._reapers.add(reaper)
+            reaper.add_done_callback(self._reapers.discard)
+        running = RunningTask(self._socket(launch.task_id), launch.task_id, pid, isolated)
+        if failed:
+            message = failed[1:].decode(errors="replace").strip() if failed.startswith(b"E") else ""
+            if pid:
+                await running.release()
+            else:
+                process.kill()
+            raise TaskRejected(message or "the task shim failed before starting the command")
+        return running
+
+    def task_ids(self) -> list[str]:
+        """The tasks whose shims have a socket here (running, or ended and not yet released)."""
+        return sorted(p.name.removesuffix(".sock") for p in self.directory.glob("*.sock"))
+
+    async def attach(self, task_id: str) -> RunningTask | None:
+        """The task `task_id` started by an earlier agent on this node; None (and its stale socket removed)
+        if its shim is gone."""
+        path = self._socket(task_id)
+        try:
+            state = await _request(path, {"op": "state"})
+        except ShimGone:
+            # Its task died with it (PR_SET_PDEATHSIG); what the shim would have removed is left to us.
+            cgroups = shim.leftover_cgroups(task_id)
+            for _ in range(100):
+                if cgroups.remove():
+                    break
+                await asyncio.sleep(0.02)  # the task's processes are still being killed
+            else:
+                log.warning("task %s: cgroup %s still busy; left behind", task_id, cgroups)
+            (self.directory / f"{task_id}.sock").unlink(missing_ok=True)
+            return None
+        return RunningTask(path, task_id, state["pid"], state["isolated"])
+
+
+class RunningTask:
+    """A started task, through its shim."""
+
+    def __init__(self, socket_file: str, task_id: str, pid: int, isolated: bool) -> None:
+        self.socket_file = socket_file
+        self.task_id = task_id
+        self.pid = pid
+        """The host PID of the task's init (isolated) or of its command."""
         self.isolated = isolated
-        self._init_pid: int | None = None
-        self._pidfd: int | None = None
-        self._cgroup: _TaskCgroup | None = None
-        self._secrets_dir: str | None = None
-        self._logs = _LogRing()
-        self._readers = [
-            asyncio.create_task(_capture(process.stdout, "stdout", self._logs)),
-            asyncio.create_task(_capture(process.stderr, "stderr", self._logs)),
-        ]
-        self._ended: asyncio.Task[int] | None = None
-
-    @property
-    def pid(self) -> int:
-        """The host PID of the task's init (as root) or of its process."""
-        return self._init_pid if self._init_pid is not None else self.process.pid
 
     @property
     def netns_path(self) -> str | None:
         """The task's network namespace while it runs (None when not isolated)."""
-        return f"/proc/{self._init_pid}/ns/net" if self._init_pid is not None else None
-
-    @property
-    def logs(self) -> list[tuple[str, float, bytes]]:
-        """The task's last output lines, oldest first: ("stdout" or "stderr", time.time(), line without its newline)."""
-        return list(self._logs.entries)
-
-    @classmethod
-    async def start(cls, task: dict[str, Any], secrets: Mapping[str, bytes], *, name: str) -> IsolatedTask:
-        """Start the task. `secrets` maps secret ID -> data for the secrets the task references; `name` is
-        the task's name, its hostname unless the spec gives one. Raises TaskRejected if it cannot run."""
-        launch = _Launch.of(task, secrets, name)
-        if isolation_available():
-            return await cls._start_isolated(launch)
-        log.warning(
-            "task %s runs without isolation (no namespaces, secrets in /dev/shm, no limits): "
-            "the agent is not root with CAP_SYS_ADMIN",
-            launch.task_id,
-        )
-        return await cls._start_plain(launch)
-
-    @classmethod
-    async def _start_isolated(cls, launch: _Launch) -> IsolatedTask:
-        cgroup = _TaskCgroup.create(launch.task_id, launch.limits)
-        status_read, status_write = os.pipe()
-        try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-I",
-                "-c",
-                _BOOTSTRAP,
-                str(os.getpid()),
-                str(status_write),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                pass_fds=(status_write,),
-                env={},
-                cwd="/",
-                start_new_session=True,
-            )
-        except BaseException:
-            os.close(status_read)
-            if cgroup is not None:
-                cgroup.remove()
-            raise
-        finally:
-            os.close(status_write)
-        self = cls(process, isolated=True)
-        self._cgroup = cgroup
-        try:
-            error = await self._launch(launch, status_read)
-        except BaseException:
-            self.kill()
-            await self.wait()
-            raise
-        if error:
-            self.kill()
-            await self.wait()
-            raise TaskRejected(error)
-        return self
-
-    async def _launch(self, launch: _Launch, status_fd: int) -> str:
-        """Hand the spec to init and follow its status; returns why it failed, or "" once the command runs."""
-        loop = asyncio.get_running_loop()
-        status = asyncio.StreamReader()
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(status), os.fdopen(status_fd, "rb", buffering=0)
-        )
-        try:
-            async with asyncio.timeout(START_TIMEOUT):
-                started = await status.readline()
-                if not started.startswith(b"P"):
-                    return self._runtime_failure(started)
-                self._init_pid = int(started[1:])
-                self._pidfd = os.pidfd_open(self._init_pid)
-                if self._cgroup is not None:
-                    self._cgroup.join(self._init_pid, launch.task_id)
-                assert self.process.stdin is not None
-                self.process.stdin.write(launch.payload())
-                await self.process.stdin.drain()
-                self.process.stdin.close()
-                failed = await status.read()
-                return self._runtime_failure(failed) if failed else ""
-        except TimeoutError:
-            return f"the task did not start within {START_TIMEOUT:g} s"
-        finally:
-            transport.close()
-
-    def _runtime_failure(self, status: bytes) -> str:
-        if status.startswith(b"E"):
-            return status[1:].decode(errors="replace").strip()
-        errors = [line for stream, _, line in self._logs.entries if stream == "stderr"]
-        detail = errors[-1].decode(errors="replace") if errors else "no error output"
-        return f"the task runtime failed before starting the command: {detail}"
-
-    @classmethod
-    async def _start_plain(cls, launch: _Launch) -> IsolatedTask:
-        env = dict(launch.env)
-        secrets_dir = _write_secrets_dir(launch.secrets) if launch.secrets else None
-        if secrets_dir is not None:
-            env["RAFTSWARM_SECRETS_DIR"] = secrets_dir
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *launch.argv,
-                env=env,
-                cwd=launch.workdir,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-                user=launch.uid,
-                group=launch.gid,
-                extra_groups=launch.groups if launch.uid is not None and os.geteuid() == 0 else None,
-                preexec_fn=die_with_parent,
-            )
-        except BaseException as exc:
-            if secrets_dir is not None:
-                shutil.rmtree(secrets_dir, ignore_errors=True)
-            if isinstance(exc, (FileNotFoundError, PermissionError)):
-                raise TaskRejected(f"cannot start {launch.argv[0]}: {exc.strerror}") from None
-            raise
-        self = cls(process, isolated=False)
-        self._secrets_dir = secrets_dir
-        return self
+        return f"/proc/{self.pid}/ns/net" if self.isolated else None
 
     async def wait(self) -> int:
-        """The command's exit code (128+N if signal N killed it), once the task and all it started are gone
-        and its cgroup and secrets are removed."""
-        if self._ended is None:
-            self._ended = asyncio.create_task(self._end(), name=f"task-end-{self.pid}")
-        return await asyncio.shield(self._ended)
+        """The command's exit code (128+N if signal N killed it), once it and all it started are gone and
+        its output is read. Raises ShimGone if the shim disappeared."""
+        return (await _request(self.socket_file, {"op": "wait"}, timeout=None))["exit"]
+
+    async def signal(self, signum: int) -> None:
+        await _request(self.socket_file, {"op": "signal", "signal": int(signum)})
 
     async def stop(self, grace_ns: int | None) -> int:
         """SIGTERM to the task, SIGKILL after the grace period (Docker's 10 s if None); returns the exit code."""
         grace = (DEFAULT_STOP_GRACE_NS if grace_ns is None else grace_ns) / 1e9
-        self._signal(signal.SIGTERM)
+        await self.signal(signal.SIGTERM)
         try:
-            return await asyncio.wait_for(self.wait(), grace)
+            async with asyncio.timeout(grace):
+                return await self.wait()
         except TimeoutError:
-            self.kill()
+            await self.signal(signal.SIGKILL)
             return await self.wait()
 
-    def kill(self) -> None:
-        """SIGKILL to the task: as root its whole PID namespace dies."""
-        self._signal(signal.SIGKILL)
-
-    def _signal(self, signum: int) -> None:
-        if self.process.returncode is not None:
-            return
+    async def logs(
+        self, *, tail: int | None = None, since: float | None = None, follow: bool = False
+    ) -> AsyncIterator[tuple[str, float, bytes]]:
+        """The task's output lines, oldest first: ("stdout" or "stderr", unix time, the line without its
+        newline); the last `tail`, those from `since` on; with `follow`, then new ones until the task ends."""
+        reader, writer = await _connect(self.socket_file)
         try:
-            if self._pidfd is not None:
-                signal.pidfd_send_signal(self._pidfd, signum)  # init forwards SIGTERM to the command
-            elif self.isolated:
-                self.process.send_signal(signum)  # still starting: init dies with the relay
-            else:
-                os.killpg(self.process.pid, signum)
-        except ProcessLookupError:
+            writer.write(shim.encode_frame({"op": "logs", "tail": tail, "since": since, "follow": follow}))
+            while True:
+                frame = await _read_frame(reader)
+                if frame is None or frame.get("end"):
+                    return
+                for stream, when, line in frame.get("lines") or []:
+                    yield stream, when, line
+        finally:
+            writer.close()
+
+    async def release(self) -> None:
+        """Let the shim go: it kills what still runs, removes the task's cgroup, secrets and socket, and exits."""
+        try:
+            await _request(self.socket_file, {"op": "release"})
+        except ShimGone:
             pass
 
-    async def _end(self) -> int:
-        code = await self.process.wait()
-        try:
-            await asyncio.wait(self._readers, timeout=LOG_DRAIN_TIMEOUT)
-        finally:
-            for reader in self._readers:
-                reader.cancel()
-            await asyncio.gather(*self._readers, return_exceptions=True)
-            await self._release()
-        return 128 - code if code < 0 else code
 
-    async def _release(self) -> None:
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
-        if self._cgroup is not None:
-            # Only if the relay was killed before init was known can init still be dying here.
-            for _ in range(100):
-                if self._cgroup.remove():
-                    break
-                await asyncio.sleep(0.01)
-            else:
-                log.warning("task %s: cgroup %s still busy; left behind", self.pid, self._cgroup)
-            self._cgroup = None
-        if self._secrets_dir is not None:
-            shutil.rmtree(self._secrets_dir, ignore_errors=True)
-            self._secrets_dir = None
-
-
-class _LogRing:
-    """The last LOG_MAX_LINES lines of a task's output, LOG_MAX_BYTES at most."""
-
-    def __init__(self) -> None:
-        self.entries: deque[tuple[str, float, bytes]] = deque()
-        self.size = 0
-
-    def add(self, stream: str, line: bytes) -> None:
-        now = time.time()
-        for start in range(0, max(len(line), 1), LOG_MAX_LINE):
-            piece = line[start : start + LOG_MAX_LINE]
-            self.entries.append((stream, now, piece))
-            self.size += len(piece)
-        while len(self.entries) > LOG_MAX_LINES or self.size > LOG_MAX_BYTES:
-            self.size -= len(self.entries.popleft()[2])
-
-
-async def _capture(reader: asyncio.StreamReader | None, stream: str, ring: _LogRing) -> None:
-    assert reader is not None
-    pending = b""
-    while chunk := await reader.read(65536):
-        *lines, pending = (pending + chunk).split(b"\n")
-        for line in lines:
-            ring.add(stream, line)
-        if len(pending) >= LOG_MAX_LINE:
-            ring.add(stream, pending)
-            pending = b""
-    if pending:
-        ring.add(stream, pending)
-
-
-def _write_secrets_dir(files: list[_SecretFile]) -> str:
-    """Unprivileged: the secrets as files in a new mode-0700 directory on memory-backed /dev/shm."""
-    if _filesystem_type("/dev/shm") not in ("tmpfs", "devtmpfs", "ramfs"):
-        raise TaskRejected(
-            "this node has no memory-backed /dev/shm to hold the task's secrets without root; "
-            "run the node as root to give tasks their own /run/secrets"
-        )
-    directory = tempfile.mkdtemp(prefix="raftswarm-", dir="/dev/shm")
+async def _connect(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     try:
-        for secret in files:
-            _write_secret(directory, secret, chown=os.geteuid() == 0)
-    except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)
-        raise
-    return directory
+        return await asyncio.open_unix_connection(path, limit=_MAX_REPLY)
+    except OSError as exc:
+        raise ShimGone(f"the task's shim at {path} does not answer: {exc.strerror or exc}") from None
 
 
-def _write_secret(directory: str, secret: _SecretFile, *, chown: bool) -> None:
-    path = os.path.join(directory, secret.path)
-    parent = os.path.dirname(path)
-    if parent != directory:
-        os.makedirs(parent, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+async def _read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     try:
-        view = memoryview(secret.data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if chown:
-            os.fchown(fd, secret.uid, secret.gid)
-        os.fchmod(fd, secret.mode)
+        (length,) = _FRAME.unpack(await reader.readexactly(_FRAME.size))
+        if length > _MAX_REPLY:
+            raise ShimGone(f"the task's shim sent a {length}-byte frame")
+        return msgpack.unpackb(await reader.readexactly(length), raw=False)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+
+
+async def _request(path: str, request: dict[str, Any], timeout: float | None = 5.0) -> dict[str, Any]:
+    reader, writer = await _connect(path)
+    try:
+        writer.write(shim.encode_frame(request))
+        async with asyncio.timeout(timeout):
+            reply = await _read_frame(reader)
     finally:
-        os.close(fd)
-
-
-def _filesystem_type(path: str) -> str | None:
-    """The type of the filesystem mounted at the longest mount point above `path`."""
-    best, kind = "", None
-    with open("/proc/self/mountinfo") as mounts:
-        for line in mounts:
-            fields = line.split()
-            mount_point, fstype = fields[4], fields[fields.index("-") + 1]
-            contains = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
-            if contains and len(mount_point) >= len(best):
-                best, kind = mount_point, fstype
-    return kind
-
-
-# --- cgroups -----------------------------------------------------------------------------------------
-
-
-def _cgroup_mounts() -> tuple[Path | None, dict[str, Path]]:
-    """The cgroup v2 mount, and the v1 mount of each controller, from this process's mount table."""
-    v2: Path | None = None
-    v1: dict[str, Path] = {}
-    with open("/proc/self/mountinfo") as mounts:
-        for line in mounts:
-            fields = line.split()
-            separator = fields.index("-")
-            mount_point, fstype, options = fields[4], fields[separator + 1], fields[separator + 3]
-            if fstype == "cgroup2" and v2 is None:
-                v2 = Path(mount_point)
-            elif fstype == "cgroup":
-                for option in options.split(","):
-                    v1.setdefault(option, Path(mount_point))
-    return v2, v1
-
-
-def _own_v1_cgroups() -> dict[str, str]:
-    own: dict[str, str] = {}
-    with open("/proc/self/cgroup") as cgroups:
-        for line in cgroups:
-            hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
-            if hierarchy != "0":
-                for controller in controllers.split(","):
-                    own[controller] = path
-    return own
-
-
-def _limit_files(limits: dict[str, int]) -> dict[str, dict[int, list[tuple[str, str]]]]:
-    """controller -> {cgroup version -> [(file, value)]} for the limits the task asks for."""
-    files: dict[str, dict[int, list[tuple[str, str]]]] = {}
-    if "MemoryBytes" in limits:
-        memory = str(limits["MemoryBytes"])
-        files["memory"] = {2: [("memory.max", memory)], 1: [("memory.limit_in_bytes", memory)]}
-    if "NanoCPUs" in limits:
-        quota = str(max(1000, limits["NanoCPUs"] * CPU_PERIOD_US // 1_000_000_000))
-        files["cpu"] = {
-            2: [("cpu.max", f"{quota} {CPU_PERIOD_US}")],
-            1: [("cpu.cfs_period_us", str(CPU_PERIOD_US)), ("cpu.cfs_quota_us", quota)],
-        }
-    if "Pids" in limits:
-        files["pids"] = {2: [("pids.max", str(limits["Pids"]))], 1: [("pids.max", str(limits["Pids"]))]}
-    return files
-
-
-class _TaskCgroup:
-    """A task's cgroup: one directory on cgroup v2, or one per v1 hierarchy for controllers v2 lacks."""
-
-    def __init__(self, directories: list[Path]) -> None:
-        self.directories = directories
-
-    def __repr__(self) -> str:
-        return ", ".join(map(str, self.directories))
-
-    @classmethod
-    def create(cls, task_id: str, limits: dict[str, int]) -> _TaskCgroup | None:
-        leaf = f"{task_id[:25]}-{os.urandom(4).hex()}"
-        wanted = _limit_files(limits)
-        placement: dict[str, tuple[Path, int]] = {}
-        directories: list[Path] = []
-        try:
-            v2, v1 = _cgroup_mounts()
-            available = set((v2 / "cgroup.controllers").read_text().split()) if v2 is not None else set()
-            on_v2 = [controller for controller in _CGROUP_CONTROLLERS if controller in available]
-            if v2 is not None and on_v2:
-                directory = _make_v2_cgroup(v2, leaf, on_v2)
-                directories.append(directory)
-                placement.update((controller, (directory, 2)) for controller in on_v2)
-            own = _own_v1_cgroups()
-            for controller in _CGROUP_CONTROLLERS:
-                if controller not in placement and controller in v1:
-                    directory = v1[controller] / own.get(controller, "/").lstrip("/") / CGROUP_PARENT / leaf
-                    if directory not in directories:
-                        directory.mkdir(parents=True)
-                        directories.append(directory)
-                    placement[controller] = (directory, 1)
-        except OSError as exc:
-            cls(directories).remove()
-            (log.warning if wanted else log.debug)("task %s: no cgroup, limits not applied: %s", task_id, exc)
-            return None
-        for controller, versions in wanted.items():
-            if controller not in placement:
-                log.warning(
-                    "task %s: %s limit not applied: no %s cgroup controller on this host",
-                    task_id,
-                    controller,
-                    controller,
-                )
-                continue
-            directory, version = placement[controller]
-            for name, value in versions[version]:
-                try:
-                    (directory / name).write_text(value)
-                except OSError as exc:
-                    log.warning("task %s: %s limit not applied: %s: %s", task_id, controller, directory / name, exc)
-        return cls(directories) if directories else None
-
-    def join(self, pid: int, task_id: str) -> None:
-        for directory in self.directories:
-            try:
-                (directory / "cgroup.procs").write_text(str(pid))
-            except OSError as exc:
-                log.warning("task %s: not in cgroup %s, its limits do not apply: %s", task_id, directory, exc)
-
-    def remove(self) -> bool:
-        """Remove the task's directories (and the parent if no task is left in it); False while busy."""
-        removed = True
-        for directory in self.directories:
-            try:
-                directory.rmdir()
-            except FileNotFoundError:
-                pass
-            except OSError:
-                removed = False
-                continue
-            try:
-                directory.parent.rmdir()
-            except OSError:
-                pass  # other tasks' cgroups are still in it
-        return removed
-
-
-def _make_v2_cgroup(root: Path, leaf: str, controllers: list[str]) -> Path:
-    enable = " ".join(f"+{controller}" for controller in controllers)
-    parent = root / CGROUP_PARENT
-    for attempt in range(2):
-        (root / "cgroup.subtree_control").write_text(enable)
-        parent.mkdir(exist_ok=True)
-        (parent / "cgroup.subtree_control").write_text(enable)
-        try:
-            (parent / leaf).mkdir()
-            return parent / leaf
-        except FileNotFoundError:
-            if attempt:  # another agent removed the empty parent in between: make it again, once
-                raise
-    raise AssertionError("unreachable")
-
-
-# --- inside: the relay and the task's init --------------------------------------------------------------
-
-
-def _libc_call(result: int, what: str) -> None:
-    if result != 0:
-        error = ctypes.get_errno()
-        raise OSError(error, f"{what}: {os.strerror(error)}")
-
-
-def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    def c_string(value: str | None) -> bytes | None:
-        return None if value is None else value.encode()
-
-    result = _LIBC.mount(c_string(source), target.encode(), c_string(fstype), flags, c_string(data))
-    _libc_call(result, f"mount {target}")
-
-
-def _prctl(option: int, value: int) -> None:
-    _libc_call(_LIBC.prctl(option, value, 0, 0, 0), f"prctl {option}")
-
-
-def _exit_code(wait_status: int) -> int:
-    code = os.waitstatus_to_exitcode(wait_status)
-    return 128 - code if code < 0 else code
-
-
-def _describe(exc: OSError) -> str:
-    return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror or str(exc)
-
-
-def _report(status_fd: int, message: str) -> None:
-    os.write(status_fd, b"E" + message.encode(errors="replace"))
-
-
-def _relay(args: list[str]) -> NoReturn:
-    """The agent's child: forks the task's init into a new PID namespace and exits with its status."""
-    agent_pid, status_fd = int(args[0]), int(args[1])
-    os.set_inheritable(status_fd, False)
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != agent_pid:
-        os._exit(1)  # the agent died before we could follow it
-    try:
-        _libc_call(_LIBC.unshare(_CLONE_NEWPID), "unshare")
-    except OSError as exc:
-        _report(status_fd, f"cannot create the task's PID namespace: {exc.strerror}")
-        os._exit(1)
-    lifeline, relay_alive = os.pipe()  # init sees EOF on it if the relay died before init could follow it
-    init_pid = os.fork()
-    if init_pid == 0:
-        os.close(relay_alive)
-        _init(status_fd, lifeline)
-    os.close(lifeline)
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)  # the log pipes then end with the namespace, not with the relay
-    os.write(status_fd, b"P%d\n" % init_pid)
-    os.close(status_fd)
-    for signum in _FORWARDED_SIGNALS:
-        signal.signal(signum, lambda forwarded, _: os.kill(init_pid, forwarded))
-    _, wait_status = os.waitpid(init_pid, 0)
-    os._exit(_exit_code(wait_status))
-
-
-def _init(status_fd: int, lifeline: int) -> NoReturn:
-    """PID 1 of the task: isolates, starts the command, forwards signals to it, reaps, exits with its code."""
-    try:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if select.select([lifeline], [], [], 0)[0]:
-            os._exit(1)
-        chunks = []
-        while chunk := os.read(0, 1 << 16):
-            chunks.append(chunk)
-        if not chunks:
-            os._exit(1)  # the agent went away before sending the spec
-        header, _, data = b"".join(chunks).partition(b"\n")
-        del chunks
-        spec = json.loads(header)
-        os.umask(0o022)
-        _isolate(spec, data)
-        del data
-        with open("/proc/sys/kernel/cap_last_cap") as last:
-            capabilities = range(int(last.read()) + 1)
-    except OSError as exc:
-        _report(status_fd, f"cannot isolate the task: {_describe(exc)}")
-        os._exit(1)
-    command = os.fork()
-    if command == 0:
-        _exec_command(spec, status_fd, capabilities)
-
-    def forward(signum: int, _frame: Any) -> None:
-        try:
-            os.killpg(command, signum)
-        except ProcessLookupError:
-            try:
-                os.kill(command, signum)  # not yet its own process group leader
-            except ProcessLookupError:
-                pass
-
-    for signum in _FORWARDED_SIGNALS:
-        signal.signal(signum, forward)
-    os.close(status_fd)  # the agent sees EOF once the command's exec closed its copy too
-    while True:
-        pid, wait_status = os.wait()
-        if pid == command:
-            os._exit(_exit_code(wait_status))
-
-
-def _isolate(spec: dict[str, Any], data: bytes) -> None:
-    """In init: new namespaces, private mounts, a fresh /proc, /run/secrets, hostname, loopback."""
-    _libc_call(_LIBC.unshare(_CLONE_NEWNS | _CLONE_NEWUTS | _CLONE_NEWNET), "unshare")
-    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
-    host_run = os.open("/run", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    # Detached, not covered: a task that could unmount a covering /proc would find the host's under it.
-    result = _LIBC.umount2(b"/proc", _MNT_DETACH)
-    if result != 0 and ctypes.get_errno() != 22:  # EINVAL: /proc was not a mount point
-        _libc_call(result, "umount /proc")
-    _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
-    _private_run(host_run)
-    _secrets_tmpfs(spec["secrets"], data)
-    try:
-        socket.sethostname(spec["hostname"])
-    except OSError as exc:
-        raise OSError(exc.errno, f"set hostname {spec['hostname']!r}: {exc.strerror}") from None
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        request = fcntl.ioctl(sock, _SIOCGIFFLAGS, struct.pack("16s24x", b"lo"))
-        flags = struct.unpack_from("h", request, 16)[0]
-        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | _IFF_UP))
-
-
-def _private_run(host_run: int) -> None:
-    """A tmpfs on /run with the host's entries bind-mounted back, so /run/secrets needs nothing on the host.
-
-    An entry that cannot be bound is left out, with a line in the task's log, rather than failing the task."""
-    _mount("tmpfs", "/run", "tmpfs", _MS_NOSUID | _MS_NODEV, f"mode=0755,size={RUN_TMPFS_SIZE}")
-    with os.scandir(f"/proc/self/fd/{host_run}") as entries:
-        for entry in entries:
-            target = f"/run/{entry.name}"
-            if entry.name == "secrets":
-                continue  # the task gets its own
-            try:
-                if entry.is_symlink():
-                    os.symlink(os.readlink(entry.path), target)
-                elif entry.is_dir(follow_symlinks=False):
-                    os.mkdir(target)
-                    _mount(entry.path, target, None, _MS_BIND | _MS_REC)
-                else:
-                    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-                    _mount(entry.path, target, None, _MS_BIND)
-            except OSError as exc:
-                print(f"raftswarm: the host's {target} is not visible in this task: {_describe(exc)}", file=sys.stderr)
-                if os.path.isdir(target) and not os.path.islink(target):
-                    os.rmdir(target)
-                elif os.path.lexists(target):
-                    os.unlink(target)
-    os.close(host_run)
-
-
-def _secrets_tmpfs(files: list[dict[str, Any]], data: bytes) -> None:
-    page = os.sysconf("SC_PAGE_SIZE")
-    size = SECRETS_TMPFS_MARGIN + sum(-(-f["size"] // page) * page for f in files)
-    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
-    os.mkdir(SECRETS_DIR)
-    _mount("tmpfs", SECRETS_DIR, "tmpfs", flags, f"mode=0755,size={size}")
-    offset = 0
-    for f in files:
-        secret = _SecretFile(f["path"], f["uid"], f["gid"], f["mode"], data[offset : offset + f["size"]])
-        offset += f["size"]
-        _write_secret(SECRETS_DIR, secret, chown=True)
-    _mount(None, SECRETS_DIR, None, _MS_REMOUNT | _MS_RDONLY | flags)
-
-
-def _exec_command(spec: dict[str, Any], status_fd: int, capabilities: range) -> NoReturn:
-    argv = spec["argv"]
-    what = "cannot prepare the command"
-    try:
-        for signum in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(signum, signal.SIG_DFL)  # Python ignores SIGPIPE and SIGXFSZ; exec would keep that
-        os.setsid()
-        null = os.open(os.devnull, os.O_RDONLY)
-        if null != 0:
-            os.dup2(null, 0)
-            os.close(null)
-        what = "cannot drop capabilities"
-        for capability in capabilities:
-            if capability not in DEFAULT_CAPABILITIES:
-                _prctl(_PR_CAPBSET_DROP, capability)
-        if spec["uid"] is not None:
-            what = f"cannot run as user {spec['uid']}:{spec['gid']}"
-            os.setgroups(spec["groups"])
-            os.setgid(spec["gid"])
-            os.setuid(spec["uid"])
-        what = f"cannot change to working directory {spec['dir']}"
-        os.chdir(spec["dir"])
-        what = f"cannot start {argv[0]}"
-        os.execvpe(argv[0], argv, spec["env"])
-    except OSError as exc:
-        _report(status_fd, f"{what}: {exc.strerror}")
-    os._exit(127)
+        writer.close()
+    if reply is None:
+        raise ShimGone(f"the task's shim at {path} went away")
+    return reply

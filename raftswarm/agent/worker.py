@@ -5,11 +5,19 @@ A task moves ACCEPTED -> PREPARING -> READY, waits there while its desired state
 restart), then STARTING -> RUNNING and ends COMPLETE (exit 0), FAILED (any other exit, with the exit code),
 REJECTED (it could not be started) or SHUTDOWN (the swarm told it to stop). States only move forward.
 
+Tasks run under shims (`agent.runtime`, `agent.shim`) that outlive the agent: an agent that starts again
+finds the tasks its predecessor started, and the first complete assignment set decides their fate -- an
+assigned one is followed on where it is, never started twice; one no longer assigned here is stopped. A task
+the swarm believes started here but whose shim is gone is reported FAILED, so its restart policy replaces it.
+
 Secrets arrive with the assignments of the tasks that use them and are kept in this process's memory
 only, never written to the state directory or logged; a secret no assigned task references is dropped.
+Tasks' output stays with their shims while they run; the agent keeps the output of the last
+`ENDED_TASK_LOGS` tasks that ended, for `service logs`.
 
-The assignment stream and the status reports use their own connections to the manager the node's
-heartbeat session (`agent.session.Session`) is talking to, and follow it when it moves to a new leader.
+The assignment stream, the status reports and the log subscriptions use their own connections to the
+manager the node's heartbeat session (`agent.session.Session`) is talking to, and follow it when it moves
+to a new leader.
 """
 
 from __future__ import annotations
@@ -17,29 +25,45 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from ..addresses import parse_host_port
 from ..manager.orchestrator import TaskState
 from ..manager.rpc import RpcClient, RpcError
-from .executor import TaskProcess, TaskRejected
+from .logpublisher import serve_log_subscriptions
+from .runtime import RunningTask, ShimGone, TaskRejected, TaskRuntime
 from .session import Session
 
 log = logging.getLogger(__name__)
 
 ASSIGNMENT_WAIT = 10.0
 """How long the dispatcher may hold an assignments call open waiting for a change."""
+ENDED_TASK_LOGS = 100
+"""Ended tasks whose output the agent keeps (each at most the shim's 1 MiB ring)."""
 _RETRY = 0.2
+
+LogLine = tuple[str, float, bytes]
+
+
+def task_name(task: dict[str, Any]) -> str:
+    """Docker's task name: `<service>.<slot>.<task id>`, or `<service>.<node id>.<task id>` for a global service."""
+    service = (task.get("ServiceAnnotations") or {}).get("Name") or task.get("ServiceID", "")
+    slot = task.get("Slot") or task.get("NodeID", "")
+    return f"{service}.{slot}.{task['ID']}"
 
 
 class _TaskController:
-    """Walks one task through its states; `update` hands it the newest version of the task."""
+    """Walks one task through its states; `update` hands it the newest version of the task. `running` is
+    given for a task an earlier agent started (found through its shim)."""
 
-    def __init__(self, agent: Agent, task: dict[str, Any]) -> None:
+    def __init__(self, agent: Agent, task: dict[str, Any], running: RunningTask | None = None) -> None:
         self.agent = agent
         self.task = task
         self.state = TaskState.of(task["Status"]["State"])
-        self.process: TaskProcess | None = None
+        self.running = running
         self._changed = asyncio.Event()
         self.runner = asyncio.create_task(self._run(), name=f"task-{task['ID'][:12]}")
         self.runner.add_done_callback(self._finished)
@@ -58,10 +82,10 @@ class _TaskController:
         status: dict[str, Any] = {"State": state.api, "Message": message}
         if err:
             status["Err"] = err
-        if exit_code is not None or self.process is not None:
+        if exit_code is not None or self.running is not None:
             container: dict[str, Any] = {}
-            if self.process is not None:
-                container["PID"] = self.process.pid
+            if self.running is not None:
+                container["PID"] = self.running.pid
             if exit_code is not None:
                 container["ExitCode"] = exit_code
             status["ContainerStatus"] = container
@@ -73,59 +97,98 @@ class _TaskController:
             await self._changed.wait()
 
     async def _run(self) -> None:
+        if self.running is None:
+            if not await self._start():
+                return
+        else:
+            self._report(TaskState.RUNNING, "started")  # an earlier agent may have died before reporting it
+        try:
+            code = await self._supervise(self.running)
+        except ShimGone:
+            self._report(TaskState.FAILED, "failed", "task: its shim process died; the task was killed with it")
+            return
+        await self._keep_output()
+        if code is None:
+            return
+        if code == 0:
+            self._report(TaskState.COMPLETE, "finished", exit_code=0)
+        else:
+            self._report(TaskState.FAILED, "started", f"task: non-zero exit ({code})", exit_code=code)
+
+    async def _start(self) -> bool:
         if self._desired() > TaskState.RUNNING:
             self._report(TaskState.SHUTDOWN, "shutdown")
-            return
+            return False
+        if self.state >= TaskState.STARTING:
+            # The swarm saw it start here, but no shim of it is left (the node restarted): it is gone.
+            self._report(TaskState.FAILED, "failed", "task: not running any more: the node restarted without it")
+            return False
         self._report(TaskState.ACCEPTED, "accepted")
         self._report(TaskState.PREPARING, "preparing")
         self._report(TaskState.READY, "prepared")
         await self._wait_for(lambda: self._desired() != TaskState.READY)
         if self._desired() > TaskState.RUNNING:
             self._report(TaskState.SHUTDOWN, "shutdown")
-            return
+            return False
         self._report(TaskState.STARTING, "starting")
         try:
-            self.process = await TaskProcess.start(self.task)
+            self.running = await self.agent.runtime.start(self.task, self.agent.secrets_of(self.task), name=task_name(self.task))
         except TaskRejected as exc:
             self._report(TaskState.REJECTED, "rejected", str(exc))
-            return
+            return False
         self._report(TaskState.RUNNING, "started")
-        exited = asyncio.create_task(self.process.wait())
+        return True
+
+    async def _supervise(self, running: RunningTask) -> int | None:
+        """Until the task ends: its exit code, or None once it was stopped (reported SHUTDOWN)."""
+        exited = asyncio.create_task(running.wait())
         stop_requested = asyncio.create_task(self._wait_for(lambda: self._desired() > TaskState.RUNNING))
         try:
             await asyncio.wait({exited, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_requested.cancel()
-        if not exited.done():
+            if not exited.done():
+                exited.cancel()
+            await asyncio.gather(exited, stop_requested, return_exceptions=True)
+        if exited.cancelled():
             grace = ((self.task.get("Spec") or {}).get("ContainerSpec") or {}).get("StopGracePeriod")
-            code = await self.process.stop(grace)
+            code = await running.stop(grace)
             self._report(TaskState.SHUTDOWN, "shutdown", exit_code=code)
+            return None
+        return exited.result()
+
+    async def _keep_output(self) -> None:
+        """The ended task's output goes from its shim to the agent, and the shim is let go."""
+        running = self.running
+        if running is None:
             return
-        code = exited.result()
-        if code == 0:
-            self._report(TaskState.COMPLETE, "finished", exit_code=0)
-        else:
-            self._report(TaskState.FAILED, "started", f"task: non-zero exit ({code})", exit_code=code)
+        try:
+            self.agent.keep_logs(self.task["ID"], [line async for line in running.logs()])
+        except ShimGone:
+            pass
+        await running.release()
 
     def _finished(self, runner: asyncio.Task[None]) -> None:
         if not runner.cancelled() and runner.exception() is not None:
             log.error("task %s failed in the agent", self.task["ID"], exc_info=runner.exception())
             self._report(TaskState.FAILED, "agent error", f"agent error: {runner.exception()}")
 
-    async def close(self) -> None:
+    async def close(self, stop_task: bool) -> None:
+        """Stop following the task; kill it too if `stop_task` (else it runs on, for the next agent to find)."""
         self.runner.cancel()
         await asyncio.gather(self.runner, return_exceptions=True)
-        if self.process is not None:
-            self.process.kill()
-            await self.process.wait()
+        if self.running is not None and stop_task:
+            await self.running.release()
 
 
 class Agent:
     """Runs a node's assigned tasks. `run` until cancelled; `close` stops every task process."""
 
-    def __init__(self, session: Session, context: ssl.SSLContext) -> None:
+    def __init__(self, session: Session, context: ssl.SSLContext, tasks_dir: Path) -> None:
+        """`tasks_dir`: where the tasks' shims keep their sockets (in the worker's state directory)."""
         self.session = session
         self.context = context
+        self.runtime = TaskRuntime(tasks_dir)
         self.tasks: dict[str, _TaskController] = {}
         self.secrets: dict[str, dict[str, Any]] = {}
         """Secret ID -> {"Spec", "Data"}: in memory only."""
@@ -134,6 +197,9 @@ class Agent:
         """Controllers of tasks no longer assigned here, until their process has stopped."""
         self._reports: dict[str, dict[str, Any]] = {}
         self._reports_waiting = asyncio.Event()
+        self._found: dict[str, RunningTask] | None = None
+        """Tasks an earlier agent started, until the first complete assignment set says what to do with them."""
+        self._ended_logs: OrderedDict[str, list[LogLine]] = OrderedDict()
 
     def status(self) -> dict[str, Any]:
         """What this agent holds, for inspection: tasks and their states, and the secrets' IDs and names
@@ -147,16 +213,62 @@ class Agent:
         self._reports[task_id] = status  # only the newest state of a task matters
         self._reports_waiting.set()
 
+    def secrets_of(self, task: dict[str, Any]) -> dict[str, bytes]:
+        """Secret ID -> data, for the secrets delivered here that `task` references."""
+        references = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Secrets") or []
+        wanted = {ref.get("SecretID") for ref in references}
+        return {secret_id: secret["Data"] for secret_id, secret in self.secrets.items() if secret_id in wanted}
+
+    def keep_logs(self, task_id: str, lines: list[LogLine]) -> None:
+        self._ended_logs[task_id] = lines
+        self._ended_logs.move_to_end(task_id)
+        while len(self._ended_logs) > ENDED_TASK_LOGS:
+            self._ended_logs.popitem(last=False)
+
+    async def read_logs(
+        self, task_id: str, *, tail: int | None = None, follow: bool = False, since: float | None = None
+    ) -> AsyncIterator[LogLine]:
+        """A task's output lines, oldest first (see `RunningTask.logs`); nothing for a task unknown here."""
+        controller = self.tasks.get(task_id)
+        running = controller.running if controller is not None else None
+        if running is not None and task_id not in self._ended_logs:
+            try:
+                async for line in running.logs(tail=tail, since=since, follow=follow):
+                    yield line
+                return
+            except ShimGone:
+                pass  # it ended and was let go just now: its output is kept below
+        lines = [line for line in self._ended_logs.get(task_id, []) if since is None or line[1] >= since]
+        for line in lines[len(lines) - tail :] if tail is not None and tail < len(lines) else lines:
+            yield line
+
     async def run(self) -> None:
+        self._found = {}
+        for task_id in self.runtime.task_ids():
+            running = await self.runtime.attach(task_id)
+            if running is not None:
+                self._found[task_id] = running
+        if self._found:
+            log.info("found %d task(s) started before this agent: %s", len(self._found), ", ".join(sorted(self._found)))
         async with asyncio.TaskGroup() as group:
             group.create_task(self._follow_assignments(), name="agent-assignments")
             group.create_task(self._send_reports(), name="agent-reports")
+            group.create_task(self._with_manager(self._serve_logs), name="agent-logs")
 
-    async def close(self) -> None:
-        await asyncio.gather(*(controller.close() for controller in [*self.tasks.values(), *self._retired]))
+    async def _serve_logs(self, client: RpcClient) -> None:
+        await serve_log_subscriptions(client, self.read_logs)
+
+    async def close(self, stop_tasks: bool = True) -> None:
+        """Stop following the tasks. With `stop_tasks` (the node leaves the swarm or stops) kill them and
+        their shims; without (the node changes role) leave them running for the next agent to find."""
+        found = [_TaskController(self, _unassigned(task_id), running) for task_id, running in (self._found or {}).items()]
+        self._found = None
+        controllers = [*self.tasks.values(), *self._retired, *found]
+        await asyncio.gather(*(controller.close(stop_tasks) for controller in controllers))
         self.tasks.clear()
         self._retired.clear()
         self.secrets.clear()
+        await self.runtime.close()
 
     async def _connect(self, target: str | None) -> RpcClient:
         host, port = parse_host_port(target or self.session.connected_to or self.session.managers[0])
@@ -208,15 +320,24 @@ class Agent:
             controller = self.tasks.pop(task_id, None)
             if controller is not None:
                 # The swarm no longer assigns it here (it ended, or the node lost it): stop what still runs.
-                self._retired.add(controller)
-                controller.runner.add_done_callback(lambda _, c=controller: self._retired.discard(c))
-                controller.update({**controller.task, "DesiredState": TaskState.SHUTDOWN.api})
+                self._retire(controller)
+        found = self._found or {}
         for task_id, task in assigned.items():
             controller = self.tasks.get(task_id)
             if controller is None:
-                self.tasks[task_id] = _TaskController(self, task)
+                self.tasks[task_id] = _TaskController(self, task, found.pop(task_id, None))
             else:
                 controller.update(task)
+        if complete and self._found is not None:
+            for task_id, running in found.items():
+                log.info("task %s, started before this agent, is no longer assigned here: stopping it", task_id)
+                self._retire(_TaskController(self, _unassigned(task_id), running))
+            self._found = None
+
+    def _retire(self, controller: _TaskController) -> None:
+        self._retired.add(controller)
+        controller.runner.add_done_callback(lambda _: self._retired.discard(controller))
+        controller.update({**controller.task, "DesiredState": TaskState.SHUTDOWN.api})
 
     async def _send_reports(self) -> None:
         async def send(client: RpcClient) -> None:
@@ -245,3 +366,8 @@ class Agent:
             self._reports.setdefault(task_id, status)  # a newer report of the same task wins
         if batch:
             self._reports_waiting.set()
+
+
+def _unassigned(task_id: str) -> dict[str, Any]:
+    """What the agent knows of a task it found running but the swarm no longer assigns to it."""
+    return {"ID": task_id, "DesiredState": TaskState.SHUTDOWN.api, "Status": {"State": TaskState.RUNNING.api}}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 
 from ..errors import RaftswarmError
+from .stdcopy import RAW_STREAM, FrameDecoder
 
 
 class ApiError(RaftswarmError):
@@ -21,6 +23,7 @@ class ApiError(RaftswarmError):
 class ApiClient:
     def __init__(self, socket_path: str, timeout: float = 30.0) -> None:
         self.socket_path = socket_path
+        self.timeout = timeout
         self._session = aiohttp.ClientSession(
             connector=aiohttp.UnixConnector(path=socket_path), timeout=aiohttp.ClientTimeout(total=timeout)
         )
@@ -41,8 +44,7 @@ class ApiClient:
             else:
                 body = await response.text()
             if response.status >= 400:
-                message = body.get("message", str(body)) if isinstance(body, dict) else str(body)
-                raise ApiError(response.status, message)
+                raise _api_error(response.status, body)
             return body
 
     async def ping(self) -> str:
@@ -144,6 +146,9 @@ class ApiClient:
     async def task_list(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
         return await self.request("GET", "/tasks", params=_filters(filters))
 
+    async def task_inspect(self, task_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/tasks/{task_id}")
+
     async def service_inspect(self, service_id: str) -> dict[str, Any]:
         return await self.request("GET", f"/services/{service_id}")
 
@@ -189,6 +194,61 @@ class ApiClient:
 
     async def secret_remove(self, ref: str) -> None:
         await self.request("DELETE", f"/secrets/{ref}")
+
+    def service_logs(self, ref: str, **options: Any) -> AsyncIterator[tuple[str, bytes]]:
+        """`GET /services/{ref}/logs`; see `logs` for the options and what it yields."""
+        return self.logs(f"/services/{ref}/logs", **options)
+
+    def task_logs(self, ref: str, **options: Any) -> AsyncIterator[tuple[str, bytes]]:
+        """`GET /tasks/{ref}/logs`; see `logs`."""
+        return self.logs(f"/tasks/{ref}/logs", **options)
+
+    async def logs(
+        self,
+        path: str,
+        *,
+        follow: bool = False,
+        tail: str = "all",
+        since: str = "",
+        timestamps: bool = False,
+        details: bool = False,
+        stdout: bool = True,
+        stderr: bool = True,
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        """A logs endpoint's frames as they arrive, one per line: ("stdout" | "stderr", the line as the node
+        prefixed it), or ("system", message) for an error the node reports after the stream started. `since`
+        goes as given (unix seconds[.nanoseconds], as docker's client sends it). With `follow` it runs until
+        the caller stops iterating, so it has no overall time limit."""
+        params = {"tail": tail}
+        for name, on in (
+            ("stdout", stdout),
+            ("stderr", stderr),
+            ("follow", follow),
+            ("timestamps", timestamps),
+            ("details", details),
+        ):
+            if on:
+                params[name] = "1"
+        if since:
+            params["since"] = since
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout)
+        async with self._session.get(f"http://raftswarm{path}", params=params, timeout=timeout) as response:
+            if response.status >= 400:
+                body = await response.json() if response.content_type == "application/json" else await response.text()
+                raise _api_error(response.status, body)
+            if response.content_type == RAW_STREAM:
+                async for chunk in response.content.iter_any():
+                    yield "stdout", chunk
+                return
+            decoder = FrameDecoder()
+            async for chunk in response.content.iter_any():
+                for frame in decoder.feed(chunk):
+                    yield frame
+            decoder.finish()
+
+
+def _api_error(status: int, body: Any) -> ApiError:
+    return ApiError(status, body.get("message", str(body)) if isinstance(body, dict) else str(body))
 
 
 def _flag(value: bool) -> str:

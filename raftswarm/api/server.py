@@ -31,6 +31,7 @@ from ..manager.controlapi import ControlError
 from ..raft.driver import Timeout
 from ..store import Conflict, Operation, StoredObject, StoreError, WatchCompacted
 from .bodies import field, json_object
+from .logs import LogRoutes
 from .services import ServiceRoutes
 from .swarm import SwarmRoutes
 
@@ -79,6 +80,8 @@ class ApiServer:
     def __init__(self, daemon: Any) -> None:
         self.daemon = daemon
         self.app = web.Application(middlewares=[_errors], client_max_size=8 << 20)
+        logs = LogRoutes(daemon)
+        self.app.on_shutdown.append(logs.shutdown)  # end `logs -f` streams, or closing waits for them
         self.app.add_routes(
             [
                 web.get("/_ping", self.ping),
@@ -92,6 +95,7 @@ class ApiServer:
                 web.get("/raftswarm/agent", self.agent_status),
                 *SwarmRoutes(daemon).routes(),
                 *ServiceRoutes(daemon).routes(),
+                *logs.routes(),
             ]
         )
         self._runner: web.AppRunner | None = None

@@ -3,9 +3,11 @@ CPU counts and memory sizes. A bad value is a click usage error (exit status 2),
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta, timezone
 from fractions import Fraction
 from typing import Any
 
@@ -44,6 +46,45 @@ def parse_go_duration(text: str) -> int:
     if not body or position != len(body):
         raise ValueError(f'invalid duration "{text}" (use a number and a unit: ns, us, ms, s, m, h — e.g. 2160h)')
     return sign * round(total)
+
+
+_DATE_TIME = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)(?:T(\d\d)(?::(\d\d)(?::(\d\d)(?:\.(\d{1,9}))?)?)?)?(?:([Zz])|([+-])(\d\d):(\d\d))?"
+)
+_UNIX_TIME = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def docker_timestamp(value: str, now: float) -> str:
+    """docker's timetypes.GetTimestamp, for `--since`: the API's unix `seconds[.nanoseconds]` from a Go
+    duration before `now` ("42m"), an RFC 3339 date or time ("2013-01-02T13:23:37Z"; local time when it has
+    no zone), or unix seconds, passed on as given. Raises ValueError with docker's message."""
+    if value != "0":
+        try:
+            return str(math.floor(now - parse_go_duration(value) / 1e9))
+        except ValueError:
+            pass
+    match = _DATE_TIME.fullmatch(value)
+    if match is not None:
+        year, month, day, hour, minute, second, fraction, utc, sign, zone_hours, zone_minutes = match.groups()
+        zone = None
+        if utc:
+            zone = UTC
+        elif sign:
+            offset = timedelta(hours=int(zone_hours), minutes=int(zone_minutes))
+            zone = timezone(offset if sign == "+" else -offset)
+        try:
+            when = datetime(
+                int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0), tzinfo=zone
+            )
+        except ValueError as exc:
+            raise ValueError(f'parsing time "{value}": {exc}') from None
+        seconds = int((when if zone else when.astimezone()).timestamp())
+        return f"{seconds}.{int((fraction or '').ljust(9, '0')):09d}"
+    if "-" in value and not _UNIX_TIME.fullmatch(value):
+        raise ValueError(f'parsing time "{value}": not an RFC 3339 date or time')
+    if not _UNIX_TIME.fullmatch(value):
+        raise ValueError(f'failed to parse value as time or duration: "{value}"')
+    return value
 
 
 class GoDuration(click.ParamType):

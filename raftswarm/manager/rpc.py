@@ -166,7 +166,9 @@ class RpcClient:
             try:
                 self._writer.write(_frame({"id": call_id, "method": method, "params": params or {}}))
                 await self._writer.drain()
-                response = await asyncio.wait_for(_read_frame(self._reader), timeout)
+                # Not wait_for: on 3.11 it swallows a cancellation that arrives as the answer does.
+                async with asyncio.timeout(timeout):
+                    response = await _read_frame(self._reader)
             except (OSError, asyncio.IncompleteReadError) as exc:
                 raise RpcError("connection", f"the connection to the manager broke during {method}: {exc}") from None
             except TimeoutError:

@@ -151,7 +151,7 @@ class NodeDaemon:
             self._heartbeat_params,
         )
         self._session_task = asyncio.create_task(self.session.run(), name="session")
-        self.agent = Agent(self.session, self.session.context)
+        self.agent = Agent(self.session, self.session.context, self.state_dir.worker_tasks)
         self._agent_task = asyncio.create_task(self.agent.run(), name="agent")
         self._agent_task.add_done_callback(_log_failure)
         self._renewal_task = asyncio.create_task(self._renew_certificate_when_due(), name="certificate-renewal")
@@ -194,7 +194,9 @@ class NodeDaemon:
         driver = self.manager.driver if self.manager is not None else None
         return [f"{host}:{port}" for host, port in driver.peer_addresses().values()] if driver else []
 
-    async def _stop_roles(self) -> None:
+    async def _stop_roles(self, stop_tasks: bool = True) -> None:
+        """Stop the roles run here; the tasks too unless `stop_tasks` is False (a role change: the next
+        agent finds them running)."""
         if self._renewal_task is not None:
             self._renewal_task.cancel()
             await asyncio.gather(self._renewal_task, return_exceptions=True)
@@ -209,7 +211,7 @@ class NodeDaemon:
             await asyncio.gather(self._agent_task, return_exceptions=True)
             self._agent_task = None
         if self.agent is not None:
-            await self.agent.close()
+            await self.agent.close(stop_tasks)
             self.agent = None
         if self.manager is not None:
             await self.manager.close()
@@ -481,7 +483,7 @@ class NodeDaemon:
             certificate = NodeCertificate.with_key(answer["cert"], key)
             trust = x509.load_pem_x509_certificates(answer["roots"])
             listen, advertise = split_addr(state.listen_addr), split_addr(state.advertise_addr)
-            await self._stop_roles()
+            await self._stop_roles(stop_tasks=False)
             shutil.rmtree(self.state_dir.raft, ignore_errors=True)
             self.state_dir.kek.unlink(missing_ok=True)
             others = {nid: addr for nid, addr in managers.items() if nid != state.node_id}

@@ -19,8 +19,9 @@ from ..ca.authority import CertificateAuthority
 from ..ca.certificates import NodeIdentity, client_ssl_context, server_ssl_context
 from ..manager.caserver import CAServer
 from ..manager.controlapi import CLUSTER, CLUSTER_KEY
-from ..manager.dispatcher import DEFAULT_HEARTBEAT_PERIOD, Dispatcher
+from ..manager.dispatcher import DEFAULT_HEARTBEAT_PERIOD, DOWN_AFTER_MISSED, Dispatcher
 from ..manager.keymanager import KeyManager
+from ..manager.logbroker import LogBroker
 from ..manager.reconciler import Reconciler
 from ..manager.rpc import RpcServer
 from ..raft.core import RaftConfig
@@ -104,6 +105,9 @@ class Manager:
         )
         self.ca_server = CAServer(self.store, self.driver, self.rpc)
         self.dispatcher = Dispatcher(self.store, self.driver, self.rpc, self.config.heartbeat_period)
+        self.logbroker = LogBroker(
+            self.store, self.driver, self.rpc, pickup_timeout=DOWN_AFTER_MISSED * self.config.heartbeat_period
+        )
         await self.transport.start(listen=False)
         await self.listener.start()
         await self.driver.start()

@@ -5,6 +5,7 @@
     certificates/swarm-node.crt|.key    this node's certificate and private key
     certificates/raft.kek               the key-encryption key of the Raft log, when the swarm is not autolocked
     raft/                               the encrypted Raft WAL and snapshots (managers only)
+    worker/tasks/<task id>.sock         the sockets of the shims running this node's tasks (never secrets)
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class StateDir:
         self.node_key = self.certificates / "swarm-node.key"
         self.kek = self.certificates / "raft.kek"
         self.raft = self.root / "raft"
+        self.worker_tasks = self.root / "worker" / "tasks"
         self.node_state = self.root / "state.json"
 
     def has_swarm(self) -> bool:

@@ -34,10 +34,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
+from ..agent.shim import release_all
 from ..api.client import ApiClient, ApiError
 from ..errors import RaftswarmError
 from ..raft.transport import raft_id_of
 from .processes import NodeProcess, NodeStartError, log_tail, spawn, stop_all, wait_for_api
+from .state_dir import StateDir
 
 DEFAULT_NAME = "default"
 RECORD_FILE = "cluster.json"
@@ -746,6 +748,9 @@ class SwarmCluster:
             else:
                 node.process = None
                 node.pidfile.unlink(missing_ok=True)
+        for node in self.nodes:
+            # Tasks outlive a node killed with SIGKILL (their shims wait for the next agent): end them too.
+            failures += release_all(str(StateDir(node.state_dir).worker_tasks))
         remaining = []
         if self.resources:
             existing_links, existing_namespaces = links(), network_namespaces()
