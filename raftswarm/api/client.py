@@ -195,6 +195,19 @@ class ApiClient:
     async def secret_remove(self, ref: str) -> None:
         await self.request("DELETE", f"/secrets/{ref}")
 
+    async def network_create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`POST /networks/create`: {"Id", "Warning"}."""
+        return await self.request("POST", "/networks/create", body)
+
+    async def network_list(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        return await self.request("GET", "/networks", params=_filters(filters))
+
+    async def network_inspect(self, ref: str) -> dict[str, Any]:
+        return await self.request("GET", f"/networks/{ref}")
+
+    async def network_remove(self, ref: str) -> None:
+        await self.request("DELETE", f"/networks/{ref}")
+
     def service_logs(self, ref: str, **options: Any) -> AsyncIterator[tuple[str, bytes]]:
         """`GET /services/{ref}/logs`; see `logs` for the options and what it yields."""
         return self.logs(f"/services/{ref}/logs", **options)

@@ -32,6 +32,7 @@ from ..raft.driver import Timeout
 from ..store import Conflict, Operation, StoredObject, StoreError, WatchCompacted
 from .bodies import field, json_object
 from .logs import LogRoutes
+from .networks import NetworkRoutes
 from .services import ServiceRoutes
 from .swarm import SwarmRoutes
 
@@ -96,6 +97,7 @@ class ApiServer:
                 *SwarmRoutes(daemon).routes(),
                 *ServiceRoutes(daemon).routes(),
                 *logs.routes(),
+                *NetworkRoutes(daemon).routes(),
             ]
         )
         self._runner: web.AppRunner | None = None

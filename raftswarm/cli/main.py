@@ -5,6 +5,7 @@ import click
 from .. import __version__
 from .cluster import cluster
 from .node import node
+from .network import network
 from .secret import secret
 from .service import service
 from .swarm import swarm
@@ -41,4 +42,5 @@ main.add_command(swarm)
 main.add_command(node)
 main.add_command(cluster)
 main.add_command(service)
+main.add_command(network)
 main.add_command(secret)

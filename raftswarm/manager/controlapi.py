@@ -111,7 +111,12 @@ class ControlApi:
         cluster = new_cluster_object(ca, unlock_key is not None)
         if unlock_key is not None:
             cluster["UnlockKey"] = unlock_key
-        await self.store.transact([create(CLUSTER, CLUSTER_KEY, cluster), create(NODES, node["ID"], node)])
+        from .networkapi import ingress_operations  # networkapi builds on this module
+
+        # As dockerd: a new swarm has the `ingress` network of the routing mesh from the start.
+        await self.store.transact(
+            [create(CLUSTER, CLUSTER_KEY, cluster), create(NODES, node["ID"], node), *ingress_operations()]
+        )
 
     def swarm_view(self, cluster: StoredObject) -> dict[str, Any]:
         """The `Swarm` object of Docker's `GET /swarm`."""

@@ -13,8 +13,11 @@ the task reaper, in SwarmKit's order:
 4. rolling updates and rollbacks advance (`updater.plan_update`);
 5. services whose spec changed since they were last reconciled, or all services after a node change,
    are reconciled (`reconcile_replicated` / `reconcile_global`);
-6. tasks without a node are scheduled (`scheduler.schedule`): ASSIGNED, or PENDING with the reason;
-7. old tasks are reaped: beyond the history limit per slot, and those of removed services once stopped.
+6. tasks not yet placed get an address on each of their networks (`allocator.allocate_task_networks`;
+   the round's transaction then takes the allocation lock of `serviceapi.allocation_lock`), or stay
+   PENDING with the reason when a network has none left;
+7. tasks without a node are scheduled (`scheduler.schedule`): ASSIGNED, or PENDING with the reason;
+8. old tasks are reaped: beyond the history limit per slot, and those of removed services once stopped.
 
 `Reconciler` runs it on the elected leader only: after each batch of store changes and at the wake-up
 times it returns, starting over whenever this manager becomes leader again.
@@ -44,6 +47,7 @@ from ..store import (
     delete,
     update,
 )
+from .allocator import AllocationError, addresses_in_use, allocate_task_networks
 from .controlapi import CLUSTER, CLUSTER_KEY, NODES
 from .orchestrator import (
     DEFAULT_TASK_HISTORY_LIMIT,
@@ -60,7 +64,15 @@ from .orchestrator import (
     tasks_to_reap,
 )
 from .scheduler import Assignment, schedule
-from .serviceapi import MAX_OPERATIONS_PER_TRANSACTION, SERVICES, TASKS, new_object_id
+from .serviceapi import (
+    ALLOCATIONS,
+    ALLOCATIONS_KEY,
+    MAX_OPERATIONS_PER_TRANSACTION,
+    NETWORKS,
+    SERVICES,
+    TASKS,
+    new_object_id,
+)
 from .specs import restart_policy
 from .updater import plan_update
 
@@ -68,7 +80,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ClusterView", "Reconciler", "Round", "reconcile", "view_of"]
 
-_WATCHED_KINDS = frozenset({SERVICES, TASKS, NODES, CLUSTER})
+_WATCHED_KINDS = frozenset({SERVICES, TASKS, NODES, CLUSTER, NETWORKS})
 _DEBOUNCE = 0.005
 """After a change, wait this long for more before planning: agents report in bursts and one round can
 answer them all."""
@@ -77,12 +89,15 @@ _LEADERSHIP_CHECK = 0.5
 
 @dataclass(frozen=True, slots=True)
 class ClusterView:
-    """What a round reads: services, tasks and nodes as stored (with versions), and the history limit."""
+    """What a round reads: services, tasks, nodes and networks as stored (with versions), the allocation
+    lock's object, and the history limit."""
 
     services: Mapping[str, StoredObject]
     tasks: Mapping[str, StoredObject]
     nodes: Mapping[str, StoredObject]
     history_limit: int = DEFAULT_TASK_HISTORY_LIMIT
+    networks: Mapping[str, StoredObject] = field(default_factory=dict)
+    allocations: StoredObject | None = None
 
 
 def view_of(state: ClusterState) -> ClusterView:
@@ -95,6 +110,8 @@ def view_of(state: ClusterState) -> ClusterView:
         tasks={o.id: o for o in state.list(TASKS)},
         nodes={o.id: o for o in state.list(NODES)},
         history_limit=limit,
+        networks={o.id: o for o in state.list(NETWORKS)},
+        allocations=state.get(ALLOCATIONS, ALLOCATIONS_KEY),
     )
 
 
@@ -129,6 +146,9 @@ class _Working:
     changed: set[str] = field(default_factory=set)
     deleted: set[str] = field(default_factory=set)
     changed_services: set[str] = field(default_factory=set)
+    unallocated: set[str] = field(default_factory=set)
+    """Tasks that could not get their network addresses this round: not scheduled."""
+    allocated: bool = False
     wake_at: float | None = None
 
     def __post_init__(self) -> None:
@@ -186,7 +206,14 @@ class _Working:
 
     def operations(self) -> list[Operation]:
         view = self.view
-        ops = [create(TASKS, task_id, self.tasks[task_id]) for task_id in sorted(self.created)]
+        ops = []
+        if self.allocated:
+            lock = view.allocations
+            if lock is None:
+                ops.append(create(ALLOCATIONS, ALLOCATIONS_KEY, {"Writes": 1}))
+            else:
+                ops.append(update(ALLOCATIONS, ALLOCATIONS_KEY, {"Writes": lock.data["Writes"] + 1}, expect=lock.version))
+        ops += [create(TASKS, task_id, self.tasks[task_id]) for task_id in sorted(self.created)]
         ops += [update(TASKS, task_id, self.tasks[task_id], expect=view.tasks[task_id].version) for task_id in sorted(self.changed)]
         ops += [delete(TASKS, task_id, expect=view.tasks[task_id].version) for task_id in sorted(self.deleted)]
         ops += [
@@ -241,6 +268,7 @@ def reconcile(
     for service_id in set(fingerprints) - set(work.services):
         del fingerprints[service_id]
 
+    _allocate_networks(work)
     _schedule(work, nodes)
     _stop_unassigned(work)
     _reap(work, nodes)
@@ -342,11 +370,35 @@ def _host_ports(service: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _allocate_networks(work: _Working) -> None:
+    """An address on each of its networks for every task not yet placed (SwarmKit allocates before the
+    scheduler sees a task)."""
+    networks = {network_id: o.data for network_id, o in work.view.networks.items()}
+    book = None
+    for task_id in sorted(work.tasks):
+        task = work.tasks[task_id]
+        service = work.services.get(task.get("ServiceID", ""))
+        if service is None or not is_live(task) or observed_state(task) > TaskState.PENDING:
+            continue
+        if book is None:
+            book = addresses_in_use(networks, work.services, work.tasks)
+        try:
+            attachments = allocate_task_networks(task, service.get("Endpoint") or {}, networks, book)
+        except AllocationError as exc:
+            work.unallocated.add(task_id)
+            if task["Status"].get("Err") != str(exc):
+                work.set_status(task_id, TaskState.PENDING, "pending task allocation", str(exc))
+            continue
+        if attachments != (task.get("NetworksAttachments") or []):
+            work.edit(task_id)["NetworksAttachments"] = attachments
+            work.allocated = True
+
+
 def _schedule(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
     to_place, running = [], []
     for task in work.tasks.values():
         service = work.services.get(task.get("ServiceID", ""))
-        if service is None or not is_live(task):
+        if service is None or not is_live(task) or task["ID"] in work.unallocated:
             continue
         placed = {**task, "HostPorts": _host_ports(service)}
         (to_place if observed_state(task) <= TaskState.PENDING else running).append(placed)

@@ -20,6 +20,7 @@ from typing import Any
 from ..store import Conflict, Operation, ReplicatedStore, StoredObject, check, create, delete, update
 from .controlapi import ControlError, now_iso
 from .orchestrator import TaskState, is_terminal
+from .allocator import addresses_in_use, allocate_endpoint
 from .specs import referenced_secrets, validate_secret_spec, validate_service_spec
 
 SERVICES = "services"
@@ -27,12 +28,33 @@ TASKS = "tasks"
 SECRETS = "secrets"
 SERVICE_NAMES = "service-names"
 SECRET_NAMES = "secret-names"
+NETWORKS = "networks"
+NETWORK_NAMES = "network-names"
+ALLOCATIONS = "allocations"
+"""One object ("swarm") that every write handing out addresses, subnets, VXLAN IDs or ports bumps with a
+version check (`allocation_lock`), so concurrent allocations cannot both commit from the same view."""
+ALLOCATIONS_KEY = "swarm"
+ALLOCATION_RETRIES = 5
+"""How often an allocating write is decided again after losing to a concurrent one before giving up."""
 
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 _ID_LENGTH = 25
 MAX_OPERATIONS_PER_TRANSACTION = 500
 """Bulk changes (removing a service with thousands of tasks) go in several transactions of at most this
 many operations, so no Raft entry comes near the transport's frame limit."""
+
+
+async def allocation_lock(store: ReplicatedStore) -> Operation:
+    """The operation that makes a transaction conflict with every other allocating one committed meanwhile."""
+    current = await store.get(ALLOCATIONS, ALLOCATIONS_KEY)
+    if current is None:
+        return create(ALLOCATIONS, ALLOCATIONS_KEY, {"Writes": 1})
+    return update(ALLOCATIONS, ALLOCATIONS_KEY, {"Writes": current.data["Writes"] + 1}, expect=current.version)
+
+
+def views(objects: list[StoredObject]) -> dict[str, dict[str, Any]]:
+    """ID -> object data: the allocator's view of one kind."""
+    return {o.id: o.data for o in objects}
 
 
 def new_object_id() -> str:
@@ -175,23 +197,32 @@ class ServiceApi:
         checked = _with_mode(validate_service_spec(spec))
         service_id = new_object_id()
         stamp = now_iso()
-        obj = {
-            "ID": service_id,
-            "CreatedAt": stamp,
-            "UpdatedAt": stamp,
-            "Spec": checked,
-            "Endpoint": _endpoint(checked),
-        }
-        operations = await self._secret_checks(checked)
-        try:
-            await self.store.transact(
-                [*operations, create(SERVICE_NAMES, checked["Name"], {"ID": service_id}), create(SERVICES, service_id, obj)]
-            )
-        except Conflict as exc:
-            if await self.store.get(SERVICE_NAMES, checked["Name"]) is not None:
-                raise ControlError(f"service {checked['Name']} already exists", 409) from None
-            raise ControlError(f"a secret the service references changed meanwhile; retry: {exc}", 409) from None
-        return service_id
+        obj = {"ID": service_id, "CreatedAt": stamp, "UpdatedAt": stamp, "Spec": checked}
+        for _ in range(ALLOCATION_RETRIES):
+            operations = await self._secret_checks(checked)  # again after a conflict: a secret may have gone
+            lock, obj["Endpoint"] = await self._allocated_endpoint(obj)
+            try:
+                await self.store.transact(
+                    [
+                        *operations,
+                        lock,
+                        create(SERVICE_NAMES, checked["Name"], {"ID": service_id}),
+                        create(SERVICES, service_id, obj),
+                    ]
+                )
+                return service_id
+            except Conflict:
+                if await self.store.get(SERVICE_NAMES, checked["Name"]) is not None:
+                    raise ControlError(f"service {checked['Name']} already exists", 409) from None
+        raise ControlError("too many concurrent allocations; retry", 503)
+
+    async def _allocated_endpoint(self, service: dict[str, Any]) -> tuple[Operation, dict[str, Any]]:
+        """The allocation lock and the service's Endpoint (virtual IPs, published ports) decided under it."""
+        lock = await allocation_lock(self.store)
+        networks = views(await self.store.list(NETWORKS))
+        services = views(await self.services())
+        book = addresses_in_use(networks, services, views(await self.tasks()))
+        return lock, allocate_endpoint(service, networks, services, book)
 
     async def update_service(self, ref: str, version: int, spec: Any, rollback: bool = False) -> StoredObject:
         """Docker's `POST /services/{id}/update?version=N[&rollback=previous]`. A stale version is refused,
@@ -210,7 +241,7 @@ class ServiceApi:
             raise ControlError("renaming services is not supported", 400)
         if set(checked["Mode"]) != set(old.get("Mode") or {"Replicated": {}}):
             raise ControlError("service mode change is not allowed", 400)
-        data = {**current.data, "Spec": checked, "PreviousSpec": old, "UpdatedAt": now_iso(), "Endpoint": _endpoint(checked)}
+        data = {**current.data, "Spec": checked, "PreviousSpec": old, "UpdatedAt": now_iso()}
         # As SwarmKit: a rollback always starts one; an update starts one if the tasks must change, and
         # otherwise clears the status of the previous one.
         if rollback:
@@ -219,9 +250,19 @@ class ServiceApi:
             data["UpdateStatus"] = {"State": "updating", "Message": "update in progress", "StartedAt": now_iso()}
         else:
             data.pop("UpdateStatus", None)
-        operations = await self._secret_checks(checked)
-        await self.store.transact([*operations, update(SERVICES, current.id, data, expect=current.version)])
-        return await self.store.get(SERVICES, current.id, linearizable=False) or current
+        for _ in range(ALLOCATION_RETRIES):
+            operations = await self._secret_checks(checked)
+            lock, data["Endpoint"] = await self._allocated_endpoint(data)
+            try:
+                await self.store.transact([*operations, lock, update(SERVICES, current.id, data, expect=current.version)])
+                return await self.store.get(SERVICES, current.id, linearizable=False) or current
+            except Conflict:
+                found = await self.store.get(SERVICES, current.id)
+                if found is None or found.version != current.version:
+                    raise ControlError(
+                        f"update out of sequence: service {current.id} changed meanwhile; read it again", 409
+                    ) from None
+        raise ControlError("too many concurrent allocations; retry", 503)
 
     async def remove_service(self, ref: str) -> None:
         """Docker's `DELETE /services/{id}`: the service goes at once; its tasks are told to stop and are
@@ -282,20 +323,3 @@ def _check_version(kind: str, current: StoredObject, version: int) -> None:
         raise ControlError(
             f"update out of sequence: {kind} {current.id} is at version {current.version}, not {version}", 409
         )
-
-
-def _endpoint(spec: dict[str, Any]) -> dict[str, Any]:
-    endpoint_spec = spec.get("EndpointSpec") or {"Mode": "vip"}
-    ports = [
-        {
-            "Protocol": p.get("Protocol", "tcp"),
-            "TargetPort": p["TargetPort"],
-            "PublishedPort": p.get("PublishedPort", 0),
-            "PublishMode": p.get("PublishMode", "ingress"),
-        }
-        for p in endpoint_spec.get("Ports") or []
-    ]
-    endpoint: dict[str, Any] = {"Spec": endpoint_spec}
-    if ports:
-        endpoint["Ports"] = ports
-    return endpoint

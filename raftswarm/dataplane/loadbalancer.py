@@ -1,0 +1,365 @@
+"""VIP load balancing and the routing mesh with nftables (this kernel has no IPVS).
+
+Modelled on Kubernetes' nftables kube-proxy. One `LoadBalancer` owns one nftables table in one network
+namespace; nothing outside that table is touched. The table holds:
+
+- `service-ips`: a verdict map `vip . proto . port -> goto svc-<vip>-<proto>-<port>`; each service chain is a
+  single rule `dnat to numgen random mod N map { 0 : backend0, ... }`, so every new connection picks a
+  backend at random and conntrack keeps the rest of the connection on it (NAT is only evaluated for the
+  first packet of a connection).
+- `node-ports`: a verdict map `proto . port -> chain` consulted only for packets addressed to one of this
+  namespace's own addresses (`fib daddr type local`). A published (ingress) port's chain marks the packet
+  for masquerade and DNATs it to `task_ip . target_port` chosen by numgen, so replies come back through
+  this node exactly as with Docker's ingress sandbox; a host-mode port's chain DNATs to its one local task.
+- `no-endpoint-services` / `no-endpoint-ports`: services and published ports with zero backends. New
+  connections to them are rejected with ICMP port-unreachable, which a TCP client sees as "connection
+  refused" (ECONNREFUSED) and a UDP client as ECONNREFUSED on its next call, instead of hanging.
+
+Every change is one `nft -f -` transaction that only adds, flushes and deletes the chain and elements of the
+service it changes; other services and established connections are not disturbed. Deletions are written
+as "add, then delete" so each script succeeds whatever the kernel already holds (nft 1.0.6 has no
+`destroy`). Only creating the `LoadBalancer` replaces the table as a whole.
+
+Forwarding (`net.ipv4.ip_forward=1`) in a namespace that serves the routing mesh is its owner's job.
+IPv4 only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+
+from raftswarm.dataplane import DataplaneError
+
+PROTOCOLS = ("tcp", "udp")
+
+# The packet-mark bit that asks the postrouting chain to masquerade a routing-mesh connection. kube-proxy
+# uses the same bit; the mark is cleared again before the packet leaves, so nothing else ever sees it.
+MASQUERADE_MARK = 0x4000
+
+# Standard netfilter hook priorities (NF_IP_PRI_NAT_DST, NF_IP_PRI_FILTER, NF_IP_PRI_NAT_SRC). Written as
+# numbers because nft 1.0.6 refuses the symbolic names in `add chain` commands.
+_PRIORITY_DSTNAT = -100
+_PRIORITY_FILTER = 0
+_PRIORITY_SRCNAT = 100
+
+# nft identifiers: a letter, then letters, digits, '-' and '_'; the caller's prefix goes in front.
+_TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+ServiceKey = tuple[str, str, int]  # (vip, protocol, port)
+PortKey = tuple[str, int]  # (protocol, published port)
+Endpoint = tuple[str, int]  # (ip, port)
+
+
+class LoadBalancerError(DataplaneError):
+    """nft refused a change (the message is nft's own), or a request was invalid. Nothing was changed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadBalancerState:
+    """The desired load-balancing state of one namespace. Pure value: the `with_*`/`without_*` methods
+    validate their arguments and return a new state."""
+
+    services: Mapping[ServiceKey, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    published: Mapping[PortKey, tuple[Endpoint, ...]] = dataclasses.field(default_factory=dict)
+    host_ports: Mapping[PortKey, Endpoint] = dataclasses.field(default_factory=dict)
+
+    def with_service(self, vip: str, port: int, protocol: str, backends: Iterable[str]) -> LoadBalancerState:
+        key = (_ip(vip), _protocol(protocol), _port(port))
+        return dataclasses.replace(self, services={**self.services, key: _unique(_ip(b) for b in backends)})
+
+    def without_service(self, vip: str, port: int, protocol: str) -> LoadBalancerState:
+        key = (_ip(vip), _protocol(protocol), _port(port))
+        return dataclasses.replace(self, services={k: v for k, v in self.services.items() if k != key})
+
+    def with_published(self, port: int, protocol: str, backends: Iterable[str | Endpoint]) -> LoadBalancerState:
+        key = (_protocol(protocol), _port(port))
+        if key in self.host_ports:
+            raise LoadBalancerError(f"port {port}/{protocol} is already published in host mode on this node")
+        endpoints = _unique(_endpoint(b) for b in backends)
+        return dataclasses.replace(self, published={**self.published, key: endpoints})
+
+    def without_published(self, port: int, protocol: str) -> LoadBalancerState:
+        key = (_protocol(protocol), _port(port))
+        return dataclasses.replace(self, published={k: v for k, v in self.published.items() if k != key})
+
+    def with_host_port(self, port: int, protocol: str, task_ip: str, target_port: int) -> LoadBalancerState:
+        key = (_protocol(protocol), _port(port))
+        if key in self.published:
+            raise LoadBalancerError(
+                f"port {port}/{protocol} is already published in ingress mode (routing mesh) on this node"
+            )
+        target = (_ip(task_ip), _port(target_port))
+        return dataclasses.replace(self, host_ports={**self.host_ports, key: target})
+
+    def without_host_port(self, port: int, protocol: str) -> LoadBalancerState:
+        key = (_protocol(protocol), _port(port))
+        return dataclasses.replace(self, host_ports={k: v for k, v in self.host_ports.items() if k != key})
+
+
+def render_ruleset(table: str, state: LoadBalancerState) -> str:
+    """The nft script that replaces table `ip <table>` with one holding exactly `state`."""
+    _check_table(table)
+    lines = [f"add table ip {table}", f"delete table ip {table}", f"add table ip {table}", *_skeleton(table)]
+    lines += _upserts(table, LoadBalancerState(), state)
+    return "\n".join(lines) + "\n"
+
+
+def render_delta(table: str, old: LoadBalancerState, new: LoadBalancerState) -> str:
+    """The nft script that turns a table holding `old` into one holding `new`, touching only the
+    services and ports that differ. Empty when there is nothing to do."""
+    _check_table(table)
+    lines = _removals(table, old, new) + _upserts(table, old, new)
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def apply_nft(netns: str | None, script: str) -> None:
+    """Run `script` as one atomic `nft -f -` transaction inside the network namespace at path `netns`
+    (None: the caller's own). Raises LoadBalancerError with nft's message if nft refuses it."""
+    command = ["nft", "-f", "-"]
+    if netns is not None:
+        command = ["nsenter", f"--net={netns}", *command]
+    try:
+        result = subprocess.run(command, input=script, capture_output=True, text=True, timeout=30, check=False)
+    except FileNotFoundError as error:
+        raise LoadBalancerError(f"cannot run {command[0]}: install nftables (nft) and util-linux") from error
+    except subprocess.TimeoutExpired as error:
+        raise LoadBalancerError(f"nft did not finish within 30 s in namespace {netns or 'of this process'}") from error
+    if result.returncode != 0:
+        where = f"network namespace {netns}" if netns else "this network namespace"
+        raise LoadBalancerError(f"nft refused a change in {where}: {result.stderr.strip()}")
+
+
+class LoadBalancer:
+    """Programs VIPs, published (routing-mesh) ports and host-mode ports into one nftables table of one
+    network namespace. Every method is idempotent and applies one atomic transaction; on an error the
+    kernel and this object's `state` are both left as they were."""
+
+    def __init__(self, netns: str | None, table: str, state: LoadBalancerState | None = None) -> None:
+        """Create (or replace) table `ip <table>` in the namespace at path `netns` (None: our own)."""
+        _check_table(table)
+        self.netns = netns
+        self.table = table
+        initial = state or LoadBalancerState()
+        apply_nft(netns, render_ruleset(table, initial))
+        self.state = initial
+
+    def set_service(self, vip: str, port: int, protocol: str, backends: Sequence[str]) -> None:
+        """Balance new connections to vip:port over `backends` (task IPs; the port is unchanged).
+        With no backends, new connections are refused."""
+        self._change(self.state.with_service(vip, port, protocol, backends))
+
+    def remove_service(self, vip: str, port: int, protocol: str) -> None:
+        self._change(self.state.without_service(vip, port, protocol))
+
+    def set_published(self, port: int, protocol: str, backends: Sequence[str | Endpoint]) -> None:
+        """Routing mesh: connections to `port` on any of this namespace's addresses go to one of
+        `backends` ("ip:port" or (ip, port); may be on other nodes), masqueraded behind this node.
+        With no backends, new connections are refused."""
+        self._change(self.state.with_published(port, protocol, backends))
+
+    def remove_published(self, port: int, protocol: str) -> None:
+        self._change(self.state.without_published(port, protocol))
+
+    def set_host_port(self, port: int, protocol: str, task_ip: str, target_port: int) -> None:
+        """Host-mode publishing: connections to `port` on this namespace's addresses go to the one local
+        task at task_ip:target_port, without masquerade."""
+        self._change(self.state.with_host_port(port, protocol, task_ip, target_port))
+
+    def remove_host_port(self, port: int, protocol: str) -> None:
+        self._change(self.state.without_host_port(port, protocol))
+
+    def close(self) -> None:
+        """Delete the table. Established connections keep their conntrack NAT bindings until they end.
+        A no-op when the namespace is already gone (its tables went with it)."""
+        if self.netns is not None and not os.path.exists(self.netns):
+            return
+        apply_nft(self.netns, f"add table ip {self.table}\ndelete table ip {self.table}\n")
+        self.state = LoadBalancerState()
+
+    def _change(self, new: LoadBalancerState) -> None:
+        script = render_delta(self.table, self.state, new)
+        if script:
+            apply_nft(self.netns, script)
+        self.state = new
+
+
+def _skeleton(t: str) -> list[str]:
+    nat_hooks = [("nat-prerouting", "prerouting"), ("nat-output", "output")]
+    filter_hooks = [("filter-input", "input"), ("filter-forward", "forward"), ("filter-output", "output")]
+    lines = [
+        f"add map ip {t} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; }}",
+        f"add map ip {t} node-ports {{ type inet_proto . inet_service : verdict ; }}",
+        f"add set ip {t} no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service ; }}",
+        f"add set ip {t} no-endpoint-ports {{ type inet_proto . inet_service ; }}",
+        f"add chain ip {t} services",
+        f"add rule ip {t} services ip daddr . meta l4proto . th dport vmap @service-ips",
+        f"add rule ip {t} services fib daddr type local meta l4proto . th dport vmap @node-ports",
+        f"add chain ip {t} endpoints-check",
+        f"add rule ip {t} endpoints-check ip daddr . meta l4proto . th dport @no-endpoint-services reject",
+        f"add rule ip {t} endpoints-check fib daddr type local meta l4proto . th dport @no-endpoint-ports reject",
+        f"add chain ip {t} nat-postrouting {{ type nat hook postrouting priority {_PRIORITY_SRCNAT} ; policy accept ; }}",
+        f"add rule ip {t} nat-postrouting meta mark & {MASQUERADE_MARK:#x} == 0 return",
+        f"add rule ip {t} nat-postrouting meta mark set meta mark ^ {MASQUERADE_MARK:#x} masquerade fully-random",
+    ]
+    for chain, hook in nat_hooks:
+        lines.append(
+            f"add chain ip {t} {chain} {{ type nat hook {hook} priority {_PRIORITY_DSTNAT} ; policy accept ; }}"
+        )
+        lines.append(f"add rule ip {t} {chain} jump services")
+    for chain, hook in filter_hooks:
+        lines.append(
+            f"add chain ip {t} {chain} {{ type filter hook {hook} priority {_PRIORITY_FILTER} ; policy accept ; }}"
+        )
+        lines.append(f"add rule ip {t} {chain} ct state new jump endpoints-check")
+    return lines
+
+
+def _removals(t: str, old: LoadBalancerState, new: LoadBalancerState) -> list[str]:
+    """Everything in `old` and not in `new`, written so it succeeds even if already gone. Emitted before
+    any upsert, so a port moving between host and ingress mode frees its `node-ports` key first."""
+    lines: list[str] = []
+    for key in old.services.keys() - new.services.keys():
+        lines += _map_entry_absent(t, "service-ips", _service_element(key), _service_chain(key))
+        lines += _set_entry_absent(t, "no-endpoint-services", _service_element(key))
+    for key in old.published.keys() - new.published.keys():
+        lines += _map_entry_absent(t, "node-ports", _port_element(key), _published_chain(key))
+        lines += _set_entry_absent(t, "no-endpoint-ports", _port_element(key))
+    for key in old.host_ports.keys() - new.host_ports.keys():
+        lines += _map_entry_absent(t, "node-ports", _port_element(key), _host_chain(key))
+    return lines
+
+
+def _upserts(t: str, old: LoadBalancerState, new: LoadBalancerState) -> list[str]:
+    lines: list[str] = []
+    for key, backends in sorted(new.services.items()):
+        if old.services.get(key) == backends:
+            continue
+        element, chain = _service_element(key), _service_chain(key)
+        if backends:
+            choice = ", ".join(f"{i} : {ip}" for i, ip in enumerate(backends))
+            lines += [
+                f"add chain ip {t} {chain}",
+                f"flush chain ip {t} {chain}",
+                f"add rule ip {t} {chain} dnat to numgen random mod {len(backends)} map {{ {choice} }}",
+                f"add element ip {t} service-ips {{ {element} : goto {chain} }}",
+                *_set_entry_absent(t, "no-endpoint-services", element),
+            ]
+        else:
+            lines += _map_entry_absent(t, "service-ips", element, chain)
+            lines.append(f"add element ip {t} no-endpoint-services {{ {element} }}")
+    for key, endpoints in sorted(new.published.items()):
+        if old.published.get(key) == endpoints:
+            continue
+        element, chain = _port_element(key), _published_chain(key)
+        if endpoints:
+            choice = ", ".join(f"{i} : {ip} . {port}" for i, (ip, port) in enumerate(endpoints))
+            lines += [
+                f"add chain ip {t} {chain}",
+                f"flush chain ip {t} {chain}",
+                f"add rule ip {t} {chain} meta mark set meta mark | {MASQUERADE_MARK:#x}",
+                (
+                    f"add rule ip {t} {chain} meta l4proto {key[0]} "
+                    f"dnat ip addr . port to numgen random mod {len(endpoints)} map {{ {choice} }}"
+                ),
+                f"add element ip {t} node-ports {{ {element} : goto {chain} }}",
+                *_set_entry_absent(t, "no-endpoint-ports", element),
+            ]
+        else:
+            lines += _map_entry_absent(t, "node-ports", element, chain)
+            lines.append(f"add element ip {t} no-endpoint-ports {{ {element} }}")
+    for key, (ip, port) in sorted(new.host_ports.items()):
+        if old.host_ports.get(key) == (ip, port):
+            continue
+        element, chain = _port_element(key), _host_chain(key)
+        lines += [
+            f"add chain ip {t} {chain}",
+            f"flush chain ip {t} {chain}",
+            f"add rule ip {t} {chain} meta l4proto {key[0]} dnat to {ip}:{port}",
+            f"add element ip {t} node-ports {{ {element} : goto {chain} }}",
+        ]
+    return lines
+
+
+def _map_entry_absent(t: str, map_name: str, element: str, chain: str) -> list[str]:
+    """Delete a verdict-map entry and the chain it jumps to, whether or not they exist."""
+    return [
+        f"add chain ip {t} {chain}",
+        f"add element ip {t} {map_name} {{ {element} : goto {chain} }}",
+        f"delete element ip {t} {map_name} {{ {element} }}",
+        f"flush chain ip {t} {chain}",
+        f"delete chain ip {t} {chain}",
+    ]
+
+
+def _set_entry_absent(t: str, set_name: str, element: str) -> list[str]:
+    return [f"add element ip {t} {set_name} {{ {element} }}", f"delete element ip {t} {set_name} {{ {element} }}"]
+
+
+def _service_element(key: ServiceKey) -> str:
+    vip, protocol, port = key
+    return f"{vip} . {protocol} . {port}"
+
+
+def _port_element(key: PortKey) -> str:
+    protocol, port = key
+    return f"{protocol} . {port}"
+
+
+def _service_chain(key: ServiceKey) -> str:
+    vip, protocol, port = key
+    return f"svc-{vip.replace('.', '_')}-{protocol}-{port}"
+
+
+def _published_chain(key: PortKey) -> str:
+    return f"ingress-{key[0]}-{key[1]}"
+
+
+def _host_chain(key: PortKey) -> str:
+    return f"hostport-{key[0]}-{key[1]}"
+
+
+def _check_table(table: str) -> None:
+    if not _TABLE_NAME.fullmatch(table):
+        raise LoadBalancerError(
+            f"invalid nftables table name {table!r}: use a letter followed by up to 63 letters, digits, '-' or '_'"
+        )
+
+
+def _ip(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError as error:
+        raise LoadBalancerError(f"{value!r} is not an IPv4 address (the load balancer is IPv4 only)") from error
+
+
+def _protocol(value: str) -> str:
+    protocol = value.lower()
+    if protocol not in PROTOCOLS:
+        raise LoadBalancerError(f"unsupported protocol {value!r}: use one of {', '.join(PROTOCOLS)}")
+    return protocol
+
+
+def _port(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise LoadBalancerError(f"invalid port {value!r}: use an integer from 1 to 65535")
+    return value
+
+
+def _endpoint(value: str | Endpoint) -> Endpoint:
+    if isinstance(value, str):
+        ip, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit():
+            raise LoadBalancerError(f"invalid backend {value!r}: write it as IP:PORT")
+        return _ip(ip), _port(int(port))
+    ip, port = value
+    return _ip(ip), _port(port)
+
+
+def _unique(items: Iterable) -> tuple:
+    """Drop repeats (a repeated backend would get twice the share of connections), keeping order."""
+    return tuple(dict.fromkeys(items))

@@ -1,0 +1,12 @@
+"""Gossip: SWIM membership and network-scoped tables (Docker's memberlist + networkdb, port 7946).
+
+Sans-I/O cores: inputs (messages, time, an `random.Random`) in; packets to send and events out.
+
+- `wire`: message types, their msgpack encoding with full validation, the AES-256-GCM `Keyring`, size
+  limits, and `GossipProtocolError` for every bad input.
+- `membership`: SWIM failure detection and dissemination (`Membership`, `MemberEvent`).
+- `table`: per-network tables with Lamport clocks and tombstones (`NetworkTables`, `TableEvent`).
+- `simulation`: a deterministic in-process network that drives many nodes, for tests and chaos runs.
+
+The asyncio UDP/TCP edges that carry these packets on 7946 live elsewhere.
+"""

@@ -1,0 +1,128 @@
+"""Swarm networks in the replicated store: `network create/ls/inspect/rm`, the `ingress` network made at
+`swarm init`, and the allocation lock every allocating write takes.
+
+Every write that hands out a subnet, VXLAN ID, virtual IP, task address or published port reads the store,
+decides with the pure `allocator`, and commits with a version check on one `allocations` object that it
+also bumps. Two managers allocating at once therefore cannot both succeed with the same view: one gets a
+conflict and decides again from the newer store. Nothing else is kept: what is in use is always what the
+store holds (see `allocator`).
+
+Stored networks have the swarm API's shape (ID, Spec, DriverState, IPAMOptions, CreatedAt, UpdatedAt);
+`network_resource` shows one as Docker's engine API (`GET /networks`) does, which is what `docker network
+ls/inspect` read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..store import Conflict, Operation, ReplicatedStore, StoredObject, create, delete
+from .allocator import allocate_network, network_in_use
+from .controlapi import ControlError, now_iso
+from .networks import VXLAN_ID_OPTION, ingress_network_spec, validate_network_spec
+from .serviceapi import (
+    ALLOCATION_RETRIES,
+    NETWORK_NAMES,
+    NETWORKS,
+    SERVICES,
+    TASKS,
+    allocation_lock,
+    new_object_id,
+    resolve,
+    spec_name,
+    views,
+)
+
+def new_network(spec: dict[str, Any], networks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A network object for a checked create body: allocated, with its ID and timestamps."""
+    stamp = now_iso()
+    return {"ID": new_object_id(), "CreatedAt": stamp, "UpdatedAt": stamp, **allocate_network(spec, networks)}
+
+
+def ingress_operations() -> list[Operation]:
+    """What `swarm init` adds to its first transaction: the `ingress` network (10.0.0.0/24, VXLAN ID 4096)."""
+    network = new_network(validate_network_spec(ingress_network_spec()), {})
+    return [create(NETWORK_NAMES, "ingress", {"ID": network["ID"]}), create(NETWORKS, network["ID"], network)]
+
+
+class NetworkApi:
+    def __init__(self, store: ReplicatedStore) -> None:
+        self.store = store
+
+    async def networks(self) -> list[StoredObject]:
+        return await self.store.list(NETWORKS)
+
+    async def network(self, ref: str) -> StoredObject:
+        return resolve(await self.networks(), ref, "network", spec_name)
+
+    async def create_network(self, body: Any) -> str:
+        """Docker's `POST /networks/create` for a swarm (overlay) network; returns its ID."""
+        spec = validate_network_spec(body)
+        for _ in range(ALLOCATION_RETRIES):
+            lock = await allocation_lock(self.store)
+            network = new_network(spec, views(await self.networks()))
+            try:
+                await self.store.transact(
+                    [lock, create(NETWORK_NAMES, spec["Name"], {"ID": network["ID"]}), create(NETWORKS, network["ID"], network)]
+                )
+                return network["ID"]
+            except Conflict:
+                if await self.store.get(NETWORK_NAMES, spec["Name"]) is not None:
+                    raise ControlError(f"network with name {spec['Name']} already exists", 409) from None
+        raise ControlError("too many concurrent allocations; retry", 503)
+
+    async def remove_network(self, ref: str) -> None:
+        """Docker's `DELETE /networks/{id}`: refused while a service or a task uses the network."""
+        current = await self.network(ref)
+        services = views(await self.store.list(SERVICES))
+        users = network_in_use(current.id, services, views(await self.store.list(TASKS)))
+        if users:
+            raise ControlError(
+                f"network {spec_name(current)} is in use by service{'s' if len(users) > 1 else ''} {', '.join(users)}",
+                403,
+            )
+        # Services that start using it meanwhile allocate under the lock this write takes too.
+        await self.store.transact(
+            [
+                await allocation_lock(self.store),
+                delete(NETWORKS, current.id, expect=current.version),
+                delete(NETWORK_NAMES, spec_name(current)),
+            ]
+        )
+
+
+def network_resource(stored: StoredObject | dict[str, Any]) -> dict[str, Any]:
+    """A swarm network as Docker's engine API shows it (`GET /networks`, `docker network inspect`)."""
+    network = stored.data if isinstance(stored, StoredObject) else stored
+    spec = network["Spec"]
+    ipam = network.get("IPAMOptions") or {}
+    options = dict(((network.get("DriverState") or {}).get("Options")) or {})
+    options.update((spec.get("DriverConfiguration") or {}).get("Options") or {})
+    return {
+        "Name": spec["Name"],
+        "Id": network["ID"],
+        "Created": network.get("CreatedAt", ""),
+        "Scope": "swarm",
+        "Driver": (network.get("DriverState") or {}).get("Name", "overlay"),
+        "EnableIPv6": False,
+        "IPAM": {
+            "Driver": (ipam.get("Driver") or {}).get("Name", "default"),
+            "Options": (ipam.get("Driver") or {}).get("Options"),
+            "Config": [
+                {k: v for k, v in (("Subnet", c.get("Subnet")), ("Gateway", c.get("Gateway")), ("IPRange", c.get("Range"))) if v}
+                for c in ipam.get("Configs") or []
+            ],
+        },
+        "Internal": bool(spec.get("Internal")),
+        "Attachable": bool(spec.get("Attachable")),
+        "Ingress": bool(spec.get("Ingress")),
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": False,
+        "Containers": {},
+        "Options": options,
+        "Labels": dict(spec.get("Labels") or {}),
+    }
+
+
+def vxlan_id(network: dict[str, Any]) -> int:
+    return int(((network.get("DriverState") or {}).get("Options") or {})[VXLAN_ID_OPTION].split(",")[0])

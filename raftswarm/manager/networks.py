@@ -1,0 +1,213 @@
+"""Validation of the network create body users send to the swarm API (`docker network create -d overlay`).
+Pure: no I/O.
+
+The body is Docker's NetworkCreateRequest: Name, Driver, Scope, EnableIPv6, IPAM {Driver, Options,
+Config [{Subnet, IPRange, Gateway}]}, Internal, Attachable, Ingress, Options, Labels. As in `specs`, the
+first problem raises `InvalidSpec` with the path of the field at fault, unknown keys are kept as given, and
+the returned body is a deep copy with no defaults filled in (`allocator.allocate_network` turns it into the
+stored Network object).
+
+Where raftswarm refuses what Docker accepts, on purpose:
+
+- `--opt encrypted`: this kernel has no IPsec ESP, and an overlay asked to be encrypted must never carry
+  its traffic in cleartext instead (Docker's own overlay silently falls back on hosts without ESP).
+- Drivers other than "overlay", IPAM drivers other than "default", IPv6, config-only networks, auxiliary
+  addresses and more than one subnet per network: raftswarm's data plane has nothing behind them.
+- A subnet must be an RFC 1918 private IPv4 network from /8 to /29 written as its network address: an
+  overlay on public addresses would shadow real hosts, and /30 leaves no room for a task next to the gateway.
+- A VXLAN ID cannot be chosen: the allocator hands them out, so two networks never share one.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from typing import Any
+
+from .specs import InvalidSpec, _at, _check, _fail, _labels, _object, _objects, _shown, _string
+
+__all__ = [
+    "DEFAULT_DRIVER",
+    "DEFAULT_IPAM_DRIVER",
+    "ENCRYPTED_OPTION",
+    "VXLAN_ID_OPTION",
+    "ingress_network_spec",
+    "parse_subnet",
+    "validate_network_spec",
+]
+
+DEFAULT_DRIVER = "overlay"
+DEFAULT_IPAM_DRIVER = "default"
+ENCRYPTED_OPTION = "encrypted"
+VXLAN_ID_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
+
+_NAME_MAX = 255  # Docker sets no limit; this one only keeps a bad request from storing a megabyte-long name
+_PREDEFINED_NAMES = ("bridge", "host", "none", "default")  # moby runconfig.IsPreDefinedNetwork
+_MIN_PREFIX = 8  # the largest private range, 10.0.0.0/8
+_MAX_PREFIX = 29  # network, gateway and broadcast leave 5 addresses for VIPs and tasks
+_PRIVATE_RANGES = tuple(ipaddress.IPv4Network(r) for r in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+
+
+def validate_network_spec(spec: Any) -> dict[str, Any]:
+    """Check a network create body; return it (a deep copy, unknown keys kept, nothing defaulted).
+
+    Raises `InvalidSpec` naming the first field at fault."""
+    if not isinstance(spec, dict):
+        raise InvalidSpec(f"the network spec must be a JSON object, got {_shown(spec)}")
+    network = copy.deepcopy(spec)
+    _name(network)
+    driver = _check(network, "", "Driver", _string)
+    if driver not in (None, "", DEFAULT_DRIVER):
+        _fail(
+            "Driver",
+            f"network driver {_shown(driver)} is not supported in swarm mode; swarm networks use the"
+            f' "{DEFAULT_DRIVER}" driver (leave Driver out to get it)',
+        )
+    scope = _check(network, "", "Scope", _string)
+    if scope not in (None, "", "swarm"):
+        _fail("Scope", f'a network created through the swarm has scope "swarm", got {_shown(scope)}')
+    for key in ("Attachable", "Ingress", "Internal", "EnableIPv6", "CheckDuplicate", "ConfigOnly"):
+        _check(network, "", key, _boolean)
+    if network.get("EnableIPv6"):
+        _fail("EnableIPv6", "IPv6 overlay networks are not supported by raftswarm; leave EnableIPv6 out")
+    if network.get("ConfigOnly") or network.get("ConfigFrom"):
+        _fail(
+            "ConfigOnly" if network.get("ConfigOnly") else "ConfigFrom",
+            "config-only networks are not supported by raftswarm; give the IPAM settings to the network itself",
+        )
+    if network.get("Ingress") and network.get("Attachable"):
+        _fail("Attachable", "ingress network cannot be attachable; the routing mesh is for services only")
+    _check(network, "", "Labels", _labels)
+    _check(network, "", "Options", _options)
+    _check(network, "", "IPAM", _ipam)
+    return network
+
+
+def ingress_network_spec() -> dict[str, Any]:
+    """The create body of the `ingress` network Docker makes at `swarm init`: the routing mesh's overlay,
+    with the subnet left to the allocator (10.0.0.0/24 in a new swarm) and no labels."""
+    return {
+        "Name": "ingress",
+        "Driver": DEFAULT_DRIVER,
+        "Ingress": True,
+        "Attachable": False,
+        "IPAM": {"Driver": DEFAULT_IPAM_DRIVER},
+        "Labels": {},
+    }
+
+
+def parse_subnet(text: str, path: str) -> ipaddress.IPv4Network:
+    """A Subnet or IPRange as a network; raises `InvalidSpec` at `path` unless it is IPv4 CIDR notation
+    written as the network address."""
+    try:
+        address = ipaddress.ip_interface(text)
+    except ValueError:
+        _fail(path, f"invalid CIDR {_shown(text)}: expected IPv4 CIDR notation such as 10.0.9.0/24")
+    if "/" not in text:
+        _fail(path, f"invalid CIDR {_shown(text)}: give the prefix length too, e.g. {text}/24")
+    if address.version != 4:
+        _fail(path, f"{text} is an IPv6 subnet; raftswarm overlay networks are IPv4 only")
+    if address.ip != address.network.network_address:
+        _fail(path, f"invalid subnet {text}: it should be {address.network}")
+    return address.network
+
+
+# -- field checks ------------------------------------------------------------------------------------------
+
+
+def _name(network: dict[str, Any]) -> None:
+    if "Name" not in network:
+        _fail("Name", 'required; name the network, e.g. "backend"')
+    name = _string(network["Name"], "Name")
+    if not name:
+        _fail("Name", "name must be provided")
+    if len(name) > _NAME_MAX:
+        _fail("Name", f"must be {_NAME_MAX} characters or fewer, got {len(name)}")
+    if not (name[0].isascii() and name[0].isalnum()) or not all(
+        c.isascii() and (c.isalnum() or c in "_.-") for c in name
+    ):
+        _fail(
+            "Name",
+            f"invalid name {_shown(name)}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+        )
+    if name in _PREDEFINED_NAMES:
+        _fail("Name", f"{name} is a pre-defined network and cannot be created")
+
+
+def _boolean(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        _fail(path, f"must be true or false, got {_shown(value)}")
+    return value
+
+
+def _options(value: Any, path: str) -> None:
+    _labels(value, path)
+    if value is None:
+        return
+    if ENCRYPTED_OPTION in value:
+        _fail(
+            _at(path, ENCRYPTED_OPTION),
+            "encrypted overlay networks are not supported: this kernel has no IPsec ESP, and raftswarm never"
+            " sends the traffic of a network asked to be encrypted in cleartext instead; leave out"
+            " --opt encrypted and protect the traffic in the application (TLS)",
+        )
+    if VXLAN_ID_OPTION in value:
+        _fail(
+            _at(path, VXLAN_ID_OPTION),
+            "the VXLAN ID is chosen by the swarm, so no two networks share one; leave this option out",
+        )
+
+
+def _ipam(value: Any, path: str) -> None:
+    ipam = _object(value, path)
+    driver = _check(ipam, path, "Driver", _string)
+    if driver not in (None, "", DEFAULT_IPAM_DRIVER):
+        _fail(
+            _at(path, "Driver"),
+            f'IPAM driver {_shown(driver)} is not supported; raftswarm allocates addresses itself ("default")',
+        )
+    _check(ipam, path, "Options", _labels)
+    configs = _objects(ipam.get("Config") or [], _at(path, "Config"))
+    if len(configs) > 1:
+        _fail(_at(path, "Config"), f"raftswarm gives a network one IPv4 subnet; got {len(configs)} configs")
+    for config_path, config in configs:
+        _ipam_config(config, config_path)
+
+
+def _ipam_config(config: dict[str, Any], path: str) -> None:
+    if config.get("AuxiliaryAddresses"):
+        _fail(_at(path, "AuxiliaryAddresses"), "auxiliary addresses are not supported by raftswarm; leave them out")
+    subnet_text = _check(config, path, "Subnet", _string)
+    if not subnet_text:
+        for key in ("IPRange", "Gateway"):
+            if config.get(key):
+                _fail(_at(path, key), f"{key} needs a Subnet to belong to; give Subnet too")
+        return
+    subnet = parse_subnet(subnet_text, _at(path, "Subnet"))
+    if not _MIN_PREFIX <= subnet.prefixlen <= _MAX_PREFIX:
+        _fail(
+            _at(path, "Subnet"),
+            f"{subnet} is a /{subnet.prefixlen}; an overlay subnet must be from /{_MIN_PREFIX} to /{_MAX_PREFIX}",
+        )
+    if not any(subnet.subnet_of(private) for private in _PRIVATE_RANGES):
+        _fail(
+            _at(path, "Subnet"),
+            f"{subnet} is not a private range; use one inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"
+            " so the overlay never shadows real hosts",
+        )
+    ip_range_text = _check(config, path, "IPRange", _string)
+    if ip_range_text:
+        ip_range = parse_subnet(ip_range_text, _at(path, "IPRange"))
+        if not ip_range.subnet_of(subnet):
+            _fail(_at(path, "IPRange"), f"IP range {ip_range} is not inside subnet {subnet}")
+    gateway_text = _check(config, path, "Gateway", _string)
+    if gateway_text:
+        try:
+            gateway = ipaddress.IPv4Address(gateway_text)
+        except ValueError:
+            _fail(_at(path, "Gateway"), f"invalid gateway address {_shown(gateway_text)}: expected e.g. 10.0.9.1")
+        if gateway not in subnet:
+            _fail(_at(path, "Gateway"), f"gateway {gateway} is not in subnet {subnet}")
+        if gateway in (subnet.network_address, subnet.broadcast_address):
+            which = "network" if gateway == subnet.network_address else "broadcast"
+            _fail(_at(path, "Gateway"), f"gateway {gateway} is the {which} address of {subnet}; pick a host address")

@@ -1,0 +1,197 @@
+"""Network create bodies, as a user of `docker network create -d overlay` notices them: a bad one is refused
+with a message naming the field, a good one is kept exactly as sent, and `--opt encrypted` is refused with
+the reason instead of silently giving cleartext. Pure: no I/O."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from raftswarm.manager.controlapi import ControlError
+from raftswarm.manager.networks import ingress_network_spec, validate_network_spec
+from raftswarm.manager.specs import InvalidSpec
+
+
+def full_spec() -> dict:
+    return {
+        "Name": "back_end-1.net",
+        "Driver": "overlay",
+        "Scope": "swarm",
+        "Attachable": True,
+        "Internal": False,
+        "Labels": {"team": "shop"},
+        "Options": {"com.docker.network.driver.mtu": "1400"},
+        "IPAM": {
+            "Driver": "default",
+            "Options": {},
+            "Config": [{"Subnet": "172.20.0.0/16", "IPRange": "172.20.5.0/24", "Gateway": "172.20.0.254"}],
+        },
+        "SomethingNewer": {"kept": True},
+    }
+
+
+def refusal(spec: object) -> str:
+    with pytest.raises(InvalidSpec) as caught:
+        validate_network_spec(spec)
+    assert caught.value.status == 400
+    return str(caught.value)
+
+
+def with_config(**config: str) -> dict:
+    return {"Name": "n", "IPAM": {"Config": [config]}}
+
+
+def test_a_full_spec_is_kept_exactly_as_sent():
+    spec = full_spec()
+    checked = validate_network_spec(spec)
+    assert checked == full_spec()
+    assert checked is not spec
+
+
+def test_the_smallest_spec_is_a_name():
+    assert validate_network_spec({"Name": "backend"}) == {"Name": "backend"}
+
+
+def test_the_ingress_network_docker_makes_at_init_is_valid():
+    spec = ingress_network_spec()
+    assert validate_network_spec(spec) == spec
+    assert spec["Name"] == "ingress" and spec["Ingress"] is True and spec["Driver"] == "overlay"
+    assert spec["Labels"] == {}
+
+
+def test_invalid_spec_is_a_control_error_the_api_answers_400():
+    with pytest.raises(ControlError):
+        validate_network_spec({"Name": ""})
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("backend", 'the network spec must be a JSON object, got "backend"'),
+        ({}, 'Name: required; name the network, e.g. "backend"'),
+        ({"Name": ""}, "Name: name must be provided"),
+        ({"Name": 7}, "Name: must be a string, got 7"),
+        ({"Name": "-bad"}, 'Name: invalid name "-bad": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'),
+        ({"Name": "a b"}, 'Name: invalid name "a b": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'),
+        ({"Name": "bridge"}, "Name: bridge is a pre-defined network and cannot be created"),
+        ({"Name": "x" * 256}, "Name: must be 255 characters or fewer, got 256"),
+        (
+            {"Name": "n", "Driver": "bridge"},
+            (
+                'Driver: network driver "bridge" is not supported in swarm mode; swarm networks use the "overlay"'
+                " driver (leave Driver out to get it)"
+            ),
+        ),
+        ({"Name": "n", "Scope": "local"}, 'Scope: a network created through the swarm has scope "swarm", got "local"'),
+        ({"Name": "n", "Attachable": "yes"}, 'Attachable: must be true or false, got "yes"'),
+        (
+            {"Name": "n", "Ingress": True, "Attachable": True},
+            "Attachable: ingress network cannot be attachable; the routing mesh is for services only",
+        ),
+        (
+            {"Name": "n", "EnableIPv6": True},
+            "EnableIPv6: IPv6 overlay networks are not supported by raftswarm; leave EnableIPv6 out",
+        ),
+        ({"Name": "n", "Labels": {"a": 1}}, "Labels.a: a label value must be a string, got 1"),
+        ({"Name": "n", "Options": {"mtu": 1400}}, "Options.mtu: a label value must be a string, got 1400"),
+        (
+            {"Name": "n", "Options": {"com.docker.network.driver.overlay.vxlanid_list": "5000"}},
+            (
+                "Options.com.docker.network.driver.overlay.vxlanid_list: the VXLAN ID is chosen by the swarm, so no two"
+                " networks share one; leave this option out"
+            ),
+        ),
+        (
+            {"Name": "n", "IPAM": {"Driver": "infoblox"}},
+            'IPAM.Driver: IPAM driver "infoblox" is not supported; raftswarm allocates addresses itself ("default")',
+        ),
+        (
+            {"Name": "n", "IPAM": {"Config": [{"Subnet": "10.1.0.0/24"}, {"Subnet": "10.2.0.0/24"}]}},
+            "IPAM.Config: raftswarm gives a network one IPv4 subnet; got 2 configs",
+        ),
+        ({"Name": "n", "IPAM": {"Config": "10.1.0.0/24"}}, 'IPAM.Config: must be a JSON array, got "10.1.0.0/24"'),
+        (
+            with_config(Subnet="10.1.0.0"),
+            'IPAM.Config[0].Subnet: invalid CIDR "10.1.0.0": give the prefix length too, e.g. 10.1.0.0/24',
+        ),
+        (
+            with_config(Subnet="10.1.0.300/24"),
+            'IPAM.Config[0].Subnet: invalid CIDR "10.1.0.300/24": expected IPv4 CIDR notation such as 10.0.9.0/24',
+        ),
+        (
+            with_config(Subnet="10.1.0.5/24"),
+            "IPAM.Config[0].Subnet: invalid subnet 10.1.0.5/24: it should be 10.1.0.0/24",
+        ),
+        (
+            with_config(Subnet="fd00::/64"),
+            "IPAM.Config[0].Subnet: fd00::/64 is an IPv6 subnet; raftswarm overlay networks are IPv4 only",
+        ),
+        (
+            with_config(Subnet="10.1.0.0/30"),
+            "IPAM.Config[0].Subnet: 10.1.0.0/30 is a /30; an overlay subnet must be from /8 to /29",
+        ),
+        (
+            with_config(Subnet="8.8.8.0/24"),
+            (
+                "IPAM.Config[0].Subnet: 8.8.8.0/24 is not a private range; use one inside 10.0.0.0/8, 172.16.0.0/12 or"
+                " 192.168.0.0/16 so the overlay never shadows real hosts"
+            ),
+        ),
+        (
+            with_config(Subnet="172.0.0.0/8"),
+            (
+                "IPAM.Config[0].Subnet: 172.0.0.0/8 is not a private range; use one inside 10.0.0.0/8, 172.16.0.0/12 or"
+                " 192.168.0.0/16 so the overlay never shadows real hosts"
+            ),
+        ),
+        (
+            with_config(Subnet="10.1.0.0/24", Gateway="10.2.0.1"),
+            "IPAM.Config[0].Gateway: gateway 10.2.0.1 is not in subnet 10.1.0.0/24",
+        ),
+        (
+            with_config(Subnet="10.1.0.0/24", Gateway="10.1.0.255"),
+            "IPAM.Config[0].Gateway: gateway 10.1.0.255 is the broadcast address of 10.1.0.0/24; pick a host address",
+        ),
+        (
+            with_config(Subnet="10.1.0.0/24", Gateway="10.1.0.0"),
+            "IPAM.Config[0].Gateway: gateway 10.1.0.0 is the network address of 10.1.0.0/24; pick a host address",
+        ),
+        (
+            with_config(Subnet="10.1.0.0/24", Gateway="gw"),
+            'IPAM.Config[0].Gateway: invalid gateway address "gw": expected e.g. 10.0.9.1',
+        ),
+        (
+            with_config(Subnet="10.1.0.0/24", IPRange="10.1.1.0/25"),
+            "IPAM.Config[0].IPRange: IP range 10.1.1.0/25 is not inside subnet 10.1.0.0/24",
+        ),
+        (
+            with_config(Gateway="10.1.0.1"),
+            "IPAM.Config[0].Gateway: Gateway needs a Subnet to belong to; give Subnet too",
+        ),
+    ],
+)
+def test_a_bad_spec_is_refused_naming_the_field(spec, message):
+    assert refusal(spec) == message
+
+
+@pytest.mark.parametrize("value", ["", "true", "false"])
+def test_encrypted_overlay_is_refused_with_the_reason_never_downgraded_to_cleartext(value):
+    # `docker network create --opt encrypted` sends the key with an empty value; any value asks for IPsec.
+    message = refusal({"Name": "secure", "Options": {"encrypted": value}})
+    assert message.startswith("Options.encrypted: encrypted overlay networks are not supported")
+    assert "no IPsec ESP" in message
+    assert "never sends the traffic of a network asked to be encrypted in cleartext" in message
+
+
+@pytest.mark.parametrize("subnet", ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "192.168.7.8/29"])
+def test_every_private_range_is_accepted_from_8_to_29(subnet):
+    spec = with_config(Subnet=subnet)
+    assert validate_network_spec(spec) == spec
+
+
+def test_refusing_changes_nothing_in_the_callers_spec():
+    spec = {"Name": "n", "Options": {"encrypted": ""}}
+    before = copy.deepcopy(spec)
+    refusal(spec)
+    assert spec == before
