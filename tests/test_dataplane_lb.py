@@ -89,6 +89,41 @@ def test_removal_is_written_to_succeed_whether_or_not_the_entry_exists():
     assert lines.index(add_element) < lines.index(delete_element) < lines.index(f"delete chain ip {TABLE} {chain}")
 
 
+def test_vip_forwards_every_port_to_a_backend_ip_with_the_port_unchanged():
+    state = LoadBalancerState().with_vip("10.9.0.5", ["10.9.0.11", "10.9.0.12", "10.9.0.13"])
+    script = render_ruleset(TABLE, state)
+    # Address only: the destination port is left as the client sent it.
+    rule = f"add rule ip {TABLE} vip-10_9_0_5 dnat to numgen random mod 3 map {{ 0 : 10.9.0.11, 1 : 10.9.0.12, 2 : 10.9.0.13 }}"
+    assert rule in script
+    assert f"add element ip {TABLE} vips {{ 10.9.0.5 : goto vip-10_9_0_5 }}" in script
+    assert "meta l4proto { tcp, udp } " in next(line for line in script.splitlines() if "@vips" in line)
+
+
+def test_a_per_port_service_on_the_vip_takes_precedence_for_its_port():
+    state = LoadBalancerState().with_vip("10.9.0.5", ["10.9.0.11"]).with_service(*WEB, [])
+    lines = render_ruleset(TABLE, state).splitlines()
+    per_port = lines.index(f"add rule ip {TABLE} services ip daddr . meta l4proto . th dport vmap @service-ips")
+    (all_ports,) = [i for i, line in enumerate(lines) if "vmap @vips" in line]
+    assert per_port < all_ports
+    # A per-port service with zero backends must be refused, not forwarded by the VIP's all-ports rule.
+    assert "ip daddr . meta l4proto . th dport != @no-endpoint-services ip daddr vmap @vips" in lines[all_ports]
+
+
+def test_vip_without_backends_is_refused_and_removal_leaves_no_trace():
+    old = LoadBalancerState().with_vip("10.9.0.5", ["10.9.0.11"]).with_service(*DNS, ["10.9.0.21"])
+    emptied = old.with_vip("10.9.0.5", [])
+    delta = render_delta(TABLE, old, emptied)
+    assert f"add element ip {TABLE} no-endpoint-vips {{ 10.9.0.5 }}" in delta
+    assert f"delete element ip {TABLE} vips {{ 10.9.0.5 }}" in delta
+    assert "dnat" not in delta and "10.9.0.6" not in delta
+    assert "ip daddr @no-endpoint-vips reject" in render_ruleset(TABLE, LoadBalancerState())
+
+    lines = render_delta(TABLE, emptied, emptied.without_vip("10.9.0.5")).splitlines()
+    assert f"delete chain ip {TABLE} vip-10_9_0_5" in lines
+    assert lines[-1] == f"delete element ip {TABLE} no-endpoint-vips {{ 10.9.0.5 }}"
+    assert render_delta(TABLE, old, old.with_vip("10.9.0.5", ["10.9.0.11", "10.9.0.11"])) == ""
+
+
 def test_published_port_masquerades_and_dnats_to_task_ip_and_port():
     state = LoadBalancerState().with_published(8080, "tcp", ["10.9.0.11:80", ("10.9.0.12", 81)])
     script = render_ruleset(TABLE, state)
@@ -131,6 +166,8 @@ def test_switching_a_port_between_modes_frees_the_key_before_reusing_it():
         lambda s: s.with_service("10.9.0.5", 80, "tcp", ["not-an-ip"]),
         lambda s: s.with_published(8080, "tcp", ["10.9.0.11"]),
         lambda s: s.with_host_port(8080, "tcp", "10.9.0.11", 70000),
+        lambda s: s.with_vip("web", ["10.9.0.11"]),
+        lambda s: s.with_vip("10.9.0.5", ["10.9.0.11:80"]),
     ],
 )
 def test_invalid_requests_raise_one_clear_error(change):
@@ -156,6 +193,8 @@ SUBNET = "10.231.0"  # only ever configured inside this test's namespaces
 CLIENT_IP, NODE_IP, VIP, OTHER_VIP = f"{SUBNET}.10", f"{SUBNET}.20", f"{SUBNET}.100", f"{SUBNET}.101"
 BACKEND_IPS = {"b1": f"{SUBNET}.11", "b2": f"{SUBNET}.12", "b3": f"{SUBNET}.13"}
 SERVER_PORT = 80
+# Backends also listen here under the name "<backend>@8081", so an answer proves which port was reached.
+SECOND_PORT = 8081
 CONNECT_TIMEOUT = 2.0
 
 ANSWER_WITH_NAME = """
@@ -240,7 +279,7 @@ def ask_once(netns_path: str, ip: str, port: int) -> tuple[str, str]:
 
 class Lab:
     """Namespaces on one bridge: client, node, b1..b3; servers answering their name on port 80 in the
-    backends and the node."""
+    backends and the node, and "<name>@8081" on port 8081 in the backends."""
 
     def __init__(self) -> None:
         self.prefix = f"rslb{os.getpid()}x{secrets.token_hex(2)}"
@@ -265,26 +304,30 @@ class Lab:
             _ip("-n", ns, "link", "set", "lo", "up")
         # The routing mesh forwards from the node to the backends; enabling it is the namespace owner's job.
         _run("ip", "netns", "exec", f"{self.prefix}-node", "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        for name in [*BACKEND_IPS, "node"]:
+        servers = [(name, name, SERVER_PORT) for name in [*BACKEND_IPS, "node"]]
+        servers += [(name, f"{name}@{SECOND_PORT}", SECOND_PORT) for name in BACKEND_IPS]
+        for namespace, answer, port in servers:
             self.servers.append(
                 subprocess.Popen(
                     [
                         "ip",
                         "netns",
                         "exec",
-                        f"{self.prefix}-{name}",
+                        f"{self.prefix}-{namespace}",
                         sys.executable,
                         "-c",
                         ANSWER_WITH_NAME,
-                        name,
-                        str(SERVER_PORT),
+                        answer,
+                        str(port),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
             )
         for address in [*BACKEND_IPS.values(), NODE_IP]:
-            self._wait_for_server(address)
+            self._wait_for_server(address, SERVER_PORT)
+        for address in BACKEND_IPS.values():
+            self._wait_for_server(address, SECOND_PORT)
 
     def close(self) -> None:
         for server in self.servers:
@@ -304,11 +347,11 @@ class Lab:
         self.namespaces.append(ns)
         return ns
 
-    def _wait_for_server(self, address: str) -> None:
+    def _wait_for_server(self, address: str, port: int) -> None:
         deadline = time.monotonic() + 10
         while True:
             try:
-                ask_once(self.path("client"), address, SERVER_PORT)
+                ask_once(self.path("client"), address, port)
                 return
             except OSError:
                 if time.monotonic() > deadline:
@@ -396,6 +439,49 @@ def test_service_without_backends_refuses_connections(lab, client_lb):
     with pytest.raises(OSError):  # nobody owns the VIP any more: unreachable, never a backend's answer
         Conversation(lab.path("client"), VIP, SERVER_PORT, timeout=0.5)
     assert VIP not in _table_text(lab.path("client"), client_lb.table)
+
+
+@needs_kernel
+def test_vip_forwards_every_port_to_the_same_port_on_its_tasks(lab, client_lb):
+    client_lb.set_vip(VIP, list(BACKEND_IPS.values()))
+    client_lb.set_vip(VIP, list(BACKEND_IPS.values()))  # idempotent
+    assert names_reached(lab, VIP, SERVER_PORT, 45) == {"b1", "b2", "b3"}
+    seen = [ask_once(lab.path("client"), VIP, SECOND_PORT) for _ in range(45)]
+    assert {name for name, _ in seen} == {f"{name}@{SECOND_PORT}" for name in BACKEND_IPS}
+    assert {peer for _, peer in seen} == {CLIENT_IP}  # not masqueraded: tasks see the real client
+
+    client_lb.set_vip(VIP, [BACKEND_IPS["b2"]])
+    assert names_reached(lab, VIP, SERVER_PORT, 10) == {"b2"}
+    assert names_reached(lab, VIP, SECOND_PORT, 10) == {f"b2@{SECOND_PORT}"}
+
+    client_lb.set_vip(VIP, [])
+    for port in (SERVER_PORT, SECOND_PORT):
+        started = time.monotonic()
+        with pytest.raises(ConnectionRefusedError):
+            ask_once(lab.path("client"), VIP, port)
+        assert time.monotonic() - started < 1.0
+
+    client_lb.remove_vip(VIP)
+    client_lb.remove_vip(VIP)  # idempotent
+    with pytest.raises(OSError):  # nobody owns the VIP any more: unreachable, never a backend's answer
+        Conversation(lab.path("client"), VIP, SECOND_PORT, timeout=0.5)
+    assert VIP not in _table_text(lab.path("client"), client_lb.table)
+
+
+@needs_kernel
+def test_a_per_port_service_overrides_the_vip_for_its_port_only(lab, client_lb):
+    client_lb.set_vip(VIP, list(BACKEND_IPS.values()))
+    client_lb.set_service(VIP, SERVER_PORT, "tcp", [BACKEND_IPS["b3"]])
+    assert names_reached(lab, VIP, SERVER_PORT, 10) == {"b3"}
+    assert names_reached(lab, VIP, SECOND_PORT, 45) == {f"{name}@{SECOND_PORT}" for name in BACKEND_IPS}
+
+    client_lb.set_service(VIP, SERVER_PORT, "tcp", [])
+    with pytest.raises(ConnectionRefusedError):
+        ask_once(lab.path("client"), VIP, SERVER_PORT)
+    assert names_reached(lab, VIP, SECOND_PORT, 5) <= {f"{name}@{SECOND_PORT}" for name in BACKEND_IPS}
+
+    client_lb.remove_service(VIP, SERVER_PORT, "tcp")
+    assert names_reached(lab, VIP, SERVER_PORT, 45) == {"b1", "b2", "b3"}
 
 
 @needs_kernel

@@ -468,3 +468,36 @@ async def test_follow_gives_new_lines_until_the_task_ends(tasks):
     followed = [line for _, _, line in await asyncio.wait_for(logs_of(task, follow=True), 10)]
     assert followed == [b"one", b"two", b"three"]
     assert await task.wait() == 0
+
+
+@needs_isolation
+async def test_prepare_runs_in_the_tasks_network_namespace_before_its_command_starts(tasks):
+    seen: list[str] = []
+
+    async def prepare(task: RunningTask) -> None:
+        # What the agent's network setup does: act in the task's namespace before the command runs.
+        process = await asyncio.create_subprocess_exec(
+            "nsenter", f"--net={task.netns_path}", "ip", "addr", "add", "10.99.0.1/32", "dev", "lo"
+        )
+        assert await process.wait() == 0
+        seen.append(task.netns_path)
+
+    task = await tasks.runtime.start(_spec(tasks, ["ip", "-o", "addr", "show", "lo"]), {}, name=NAME, prepare=prepare)
+    tasks.started.append(task)
+    assert await task.wait() == 0 and seen
+    assert any(b"10.99.0.1/32" in line for _, _, line in await logs_of(task))
+
+
+async def test_a_failing_prepare_rejects_the_task_and_leaves_nothing(tasks):
+    async def prepare(task: RunningTask) -> None:
+        raise RuntimeError("no address left")
+
+    if not runtime.isolation_available():
+        pytest.skip("prepare runs only for isolated tasks")
+    with pytest.raises(TaskRejected, match="cannot prepare the task: no address left"):
+        await tasks.runtime.start(_spec(tasks, ["sleep", "100"]), {}, name=NAME, prepare=prepare)
+    assert tasks.processes() == []
+
+
+def _spec(tasks: Tasks, command: list[str]) -> dict:
+    return {"ID": uuid.uuid4().hex[:25], "Spec": {"ContainerSpec": {"Image": "busybox", "Command": command, "Env": [tasks.marker]}}}

@@ -30,7 +30,7 @@ import pwd
 import signal
 import struct
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,10 +178,13 @@ class _Launch:
             limits={key: int(limits[key]) for key in ("MemoryBytes", "NanoCPUs", "Pids") if limits.get(key)},
         )
 
-    def payload(self, isolated: bool) -> bytes:
-        """What the shim reads from its stdin: the spec as one JSON line, then the secrets' bytes back to back."""
+    def payload(self, isolated: bool, hold: bool = False) -> bytes:
+        """What the shim reads from its stdin: the spec as one JSON line, then the secrets' bytes back to back.
+        A held task is one on overlay networks: it also gets a resolv.conf naming its resolver."""
         spec = {
             "isolated": isolated,
+            "hold": hold,
+            "resolv_conf": task_resolv_conf() if hold else None,
             "limits": self.limits,
             "argv": self.argv,
             "env": self.env,
@@ -195,6 +198,21 @@ class _Launch:
             ],
         }
         return json.dumps(spec).encode() + b"\n" + b"".join(f.data for f in self.secrets)
+
+
+TASK_RESOLVER = "127.0.0.11"
+
+
+def task_resolv_conf(host_file: str = "/etc/resolv.conf") -> str:
+    """A task's resolv.conf: its own resolver (which forwards other names to the host's servers), and the
+    host's search domains and options, as Docker writes it."""
+    kept = []
+    try:
+        with open(host_file) as host:
+            kept = [line.strip() for line in host if line.split()[:1] in (["search"], ["options"])]
+    except OSError:
+        pass
+    return "".join(f"{line}\n" for line in [f"nameserver {TASK_RESOLVER}", *kept])
 
 
 def _groups(uid: int | None, gid: int | None) -> list[int]:
@@ -269,11 +287,22 @@ class TaskRuntime:
     def _socket(self, task_id: str) -> str:
         return shim.socket_path(self._base, task_id)
 
-    async def start(self, task: dict[str, Any], secrets: Mapping[str, bytes], *, name: str) -> RunningTask:
+    async def start(
+        self,
+        task: dict[str, Any],
+        secrets: Mapping[str, bytes],
+        *,
+        name: str,
+        prepare: Callable[[RunningTask], Awaitable[None]] | None = None,
+    ) -> RunningTask:
         """Start the task. `secrets` maps secret ID -> data for the secrets the task references; `name` is
-        the task's name, its hostname unless the spec gives one. Raises TaskRejected if it cannot run."""
+        the task's name, its hostname unless the spec gives one. Raises TaskRejected if it cannot run.
+
+        `prepare`, for an isolated task, runs once the task's namespaces exist and before its command
+        starts (the agent plugs its network interfaces in there); if it raises, the task is rejected."""
         launch = _Launch.of(task, secrets, name)
         isolated = isolation_available()
+        hold = isolated and prepare is not None
         if not isolated:
             log.warning(
                 "task %s runs without isolation (no namespaces, secrets in /dev/shm, no limits): "
@@ -298,7 +327,7 @@ class TaskRuntime:
         assert process.stdin is not None and process.stdout is not None
         try:
             async with asyncio.timeout(START_TIMEOUT):
-                process.stdin.write(launch.payload(isolated))
+                process.stdin.write(launch.payload(isolated, hold))
                 await process.stdin.drain()
                 process.stdin.close()
                 pid = 0
@@ -310,7 +339,21 @@ class TaskRuntime:
                         break
                     else:
                         break
-                failed = line if not pid else await process.stdout.read()
+                failed = line if not pid else b""
+                if hold and pid:
+                    ready = await process.stdout.readline()
+                    failed = b"" if ready == b"N\n" else ready + await process.stdout.read()
+                if pid and not failed:
+                    running = RunningTask(self._socket(launch.task_id), launch.task_id, pid, isolated)
+                    if hold:
+                        assert prepare is not None
+                        try:
+                            await prepare(running)
+                        except Exception as exc:
+                            await running.release()
+                            raise TaskRejected(f"cannot prepare the task: {exc}") from None
+                        await _request(running.socket_file, {"op": "start"})
+                    failed = await process.stdout.read()
         except TimeoutError:
             failed = f"Ethe task did not start within {START_TIMEOUT:g} s".encode()
         except BaseException:

@@ -57,6 +57,7 @@ request:
 
     {"op": "state"}                      -> {"task", "pid", "isolated", "exit": None or the exit code}
     {"op": "wait"}                       -> {"exit": code}, once the task ended and its output is read
+    {"op": "start"}                      -> {"ok": True}   (a task started with `hold` runs its command now)
     {"op": "signal", "signal": N}        -> {"ok": True}   (SIGTERM is forwarded to the command)
     {"op": "logs", "tail": N or None, "since": unix time or None, "follow": bool}
                                          -> {"lines": [[stream, time, line], ...]} frames, then {"end": True}
@@ -231,6 +232,8 @@ class _Shim:
         self.released = False
         self.clients: set[_Client] = set()
         self.cgroup: TaskCgroup | None = None
+        self.hold_write = -1
+        """With `hold`: init waits on this pipe after isolating, until the agent says `start`."""
         self.secrets_dir: str | None = None
 
     def start(self, data: bytes, status_fd: int) -> None:
@@ -240,6 +243,9 @@ class _Shim:
         err_read, err_write = os.pipe()
         self.pipes = {out_read: "stdout", err_read: "stderr"}
         go_read, go_write = os.pipe()
+        hold_read = -1
+        if self.isolated and spec.get("hold"):
+            hold_read, self.hold_write = os.pipe()
         if self.isolated:
             self.cgroup = TaskCgroup.create(self.task_id, spec.get("limits") or {}, lambda m: _warn(status_fd, m))
             _libc_call(_LIBC.unshare(_CLONE_NEWPID), "unshare the PID namespace")
@@ -251,6 +257,8 @@ class _Shim:
         if pid == 0:
             try:
                 os.close(go_write)
+                if self.hold_write >= 0:
+                    os.close(self.hold_write)
                 for fd in (out_read, err_read):
                     os.close(fd)
                 self.listener.close()
@@ -265,7 +273,7 @@ class _Shim:
                     os._exit(1)
                 os.close(go_read)
                 if self.isolated:
-                    _init(spec, data, status_fd)
+                    _init(spec, data, status_fd, hold_read)
                 _exec_command(spec, status_fd, isolated=False)
             except BaseException as exc:  # noqa: BLE001 -- a forked child must never return into the shim
                 try:
@@ -274,6 +282,8 @@ class _Shim:
                     os._exit(1)
         for fd in (go_read, out_write, err_write):
             os.close(fd)
+        if hold_read >= 0:
+            os.close(hold_read)
         self.pid = pid
         self.pidfd = os.pidfd_open(pid)
         if self.cgroup is not None:
@@ -436,6 +446,12 @@ class _Shim:
         elif op == "wait":
             if self.finished:
                 self._reply(client, {"exit": self.exit_code})
+        elif op == "start":
+            if self.hold_write >= 0:
+                os.write(self.hold_write, b"1")
+                os.close(self.hold_write)
+                self.hold_write = -1
+            self._reply(client, {"ok": True})
         elif op == "signal":
             signum = request.get("signal")
             if isinstance(signum, int) and self.exit_code is None:
@@ -445,6 +461,7 @@ class _Shim:
             self._logs(client, request)
         elif op == "release":
             self.released = True
+            self._unlink()  # at once: from now on nobody finds this task here
             if self.exit_code is None:
                 self._signal(signal.SIGKILL)
             self._reply(client, {"ok": True})
@@ -511,11 +528,14 @@ class _Shim:
             self.selector.unregister(client.sock)
             client.sock.close()
 
-    def _cleanup(self) -> None:
+    def _unlink(self) -> None:
         try:
             os.unlink(self.socket_file)
         except FileNotFoundError:
             pass
+
+    def _cleanup(self) -> None:
+        self._unlink()
         self.listener.close()
 
 
@@ -613,8 +633,11 @@ def _describe(exc: OSError) -> str:
     return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror or str(exc)
 
 
-def _init(spec: dict[str, Any], data: bytes, status_fd: int) -> NoReturn:
-    """PID 1 of the task: isolates, starts the command, forwards signals to it, reaps, exits with its code."""
+def _init(spec: dict[str, Any], data: bytes, status_fd: int, hold_fd: int) -> NoReturn:
+    """PID 1 of the task: isolates, starts the command, forwards signals to it, reaps, exits with its code.
+
+    With a `hold_fd`, it says `N` (its namespaces exist) once isolated and waits for the shim's go before
+    starting the command, so the agent can plug the task's network interfaces in first."""
     try:
         os.umask(0o022)
         _isolate(spec, data)
@@ -624,6 +647,11 @@ def _init(spec: dict[str, Any], data: bytes, status_fd: int) -> NoReturn:
     except OSError as exc:
         _report(status_fd, f"cannot isolate the task: {_describe(exc)}")
         os._exit(1)
+    if hold_fd >= 0:
+        os.write(status_fd, b"N\n")
+        if os.read(hold_fd, 1) != b"1":
+            os._exit(1)  # the shim was told to release the task before it started
+        os.close(hold_fd)
     command = os.fork()
     if command == 0:
         _exec_command(spec, status_fd, isolated=True, capabilities=capabilities)
@@ -658,6 +686,8 @@ def _isolate(spec: dict[str, Any], data: bytes) -> None:
     _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
     _private_run(host_run)
     _secrets_tmpfs(spec["secrets"], data)
+    if spec.get("resolv_conf"):
+        _private_resolv_conf(spec["resolv_conf"])
     try:
         socket.sethostname(spec["hostname"])
     except OSError as exc:
@@ -694,6 +724,16 @@ def _private_run(host_run: int) -> None:
                 elif os.path.lexists(target):
                     os.unlink(target)
     os.close(host_run)
+
+
+def _private_resolv_conf(content: str) -> None:
+    """The task's own /etc/resolv.conf (its resolver at 127.0.0.11), bind-mounted over the host's in the
+    task's mount namespace only, as Docker gives each container its own file."""
+    path = "/run/raftswarm-resolv.conf"
+    with open(path, "w") as file:
+        file.write(content)
+    os.chmod(path, 0o644)
+    _mount(path, "/etc/resolv.conf", None, _MS_BIND)
 
 
 def _secrets_tmpfs(files: list[dict[str, Any]], data: bytes) -> None:

@@ -34,6 +34,7 @@ from ..addresses import parse_host_port
 from ..manager.orchestrator import TaskState
 from ..manager.rpc import RpcClient, RpcError
 from .logpublisher import serve_log_subscriptions
+from .networking import NodeNetworks
 from .runtime import RunningTask, ShimGone, TaskRejected, TaskRuntime
 from .session import Session
 
@@ -102,6 +103,12 @@ class _TaskController:
                 return
         else:
             self._report(TaskState.RUNNING, "started")  # an earlier agent may have died before reporting it
+            plug = self._plug_networks()
+            if plug is not None:
+                try:
+                    await plug(self.running)  # the overlays survived; the resolver and VIP table did not
+                except Exception:
+                    log.exception("task %s: could not plug it into its networks again", self.task["ID"])
         try:
             code = await self._supervise(self.running)
         except ShimGone:
@@ -132,7 +139,9 @@ class _TaskController:
             return False
         self._report(TaskState.STARTING, "starting")
         try:
-            self.running = await self.agent.runtime.start(self.task, self.agent.secrets_of(self.task), name=task_name(self.task))
+            self.running = await self.agent.runtime.start(
+                self.task, self.agent.secrets_of(self.task), name=task_name(self.task), prepare=self._plug_networks()
+            )
         except TaskRejected as exc:
             self._report(TaskState.REJECTED, "rejected", str(exc))
             return False
@@ -157,11 +166,24 @@ class _TaskController:
             return None
         return exited.result()
 
+    def _plug_networks(self):
+        """What connects the task to its networks before its command starts, or None if nothing does."""
+        if not self.task.get("NetworksAttachments"):
+            return None
+        networks = self.agent.networks
+        if networks is None:
+            self.agent.warn_no_data_plane()
+            return None
+        task = self.task
+        return lambda running: networks.attach(task, running)
+
     async def _keep_output(self) -> None:
         """The ended task's output goes from its shim to the agent, and the shim is let go."""
         running = self.running
         if running is None:
             return
+        if self.agent.networks is not None:
+            await self.agent.networks.detach(self.task["ID"])
         try:
             self.agent.keep_logs(self.task["ID"], [line async for line in running.logs()])
         except ShimGone:
@@ -184,10 +206,15 @@ class _TaskController:
 class Agent:
     """Runs a node's assigned tasks. `run` until cancelled; `close` stops every task process."""
 
-    def __init__(self, session: Session, context: ssl.SSLContext, tasks_dir: Path) -> None:
-        """`tasks_dir`: where the tasks' shims keep their sockets (in the worker's state directory)."""
+    def __init__(
+        self, session: Session, context: ssl.SSLContext, tasks_dir: Path, networks: NodeNetworks | None = None
+    ) -> None:
+        """`tasks_dir`: where the tasks' shims keep their sockets (in the worker's state directory);
+        `networks`: the node's data plane, None where it has none (see `networking.data_plane_unavailable`)."""
         self.session = session
         self.context = context
+        self.networks = networks
+        self._warned_no_data_plane = False
         self.runtime = TaskRuntime(tasks_dir)
         self.tasks: dict[str, _TaskController] = {}
         self.secrets: dict[str, dict[str, Any]] = {}
@@ -212,6 +239,11 @@ class Agent:
     def report(self, task_id: str, status: dict[str, Any]) -> None:
         self._reports[task_id] = status  # only the newest state of a task matters
         self._reports_waiting.set()
+
+    def warn_no_data_plane(self) -> None:
+        if not self._warned_no_data_plane:
+            self._warned_no_data_plane = True
+            log.warning("tasks on overlay networks get loopback only: this node has no data plane")
 
     def secrets_of(self, task: dict[str, Any]) -> dict[str, bytes]:
         """Secret ID -> data, for the secrets delivered here that `task` references."""
@@ -265,6 +297,11 @@ class Agent:
         self._found = None
         controllers = [*self.tasks.values(), *self._retired, *found]
         await asyncio.gather(*(controller.close(stop_tasks) for controller in controllers))
+        if self.networks is not None:
+            if stop_tasks:
+                for task_id in list(self.networks.local):
+                    await self.networks.detach(task_id)
+            await self.networks.close()
         self.tasks.clear()
         self._retired.clear()
         self.secrets.clear()

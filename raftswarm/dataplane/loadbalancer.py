@@ -7,13 +7,19 @@ namespace; nothing outside that table is touched. The table holds:
   single rule `dnat to numgen random mod N map { 0 : backend0, ... }`, so every new connection picks a
   backend at random and conntrack keeps the rest of the connection on it (NAT is only evaluated for the
   first packet of a connection).
+- `vips`: a verdict map `vip -> goto vip-<vip>` that forwards every TCP and UDP port of a VIP, as Docker's
+  IPVS firewall-mark service does: the chain's one rule `dnat to numgen random mod N map { ... }` changes
+  only the address, so web:8080 reaches a task on 8080 though the service published nothing. It is consulted
+  after `service-ips` and skips keys in `no-endpoint-services`, so a per-port service on the same VIP
+  (even one with zero backends) decides for its own port.
 - `node-ports`: a verdict map `proto . port -> chain` consulted only for packets addressed to one of this
   namespace's own addresses (`fib daddr type local`). A published (ingress) port's chain marks the packet
   for masquerade and DNATs it to `task_ip . target_port` chosen by numgen, so replies come back through
   this node exactly as with Docker's ingress sandbox; a host-mode port's chain DNATs to its one local task.
-- `no-endpoint-services` / `no-endpoint-ports`: services and published ports with zero backends. New
-  connections to them are rejected with ICMP port-unreachable, which a TCP client sees as "connection
-  refused" (ECONNREFUSED) and a UDP client as ECONNREFUSED on its next call, instead of hanging.
+- `no-endpoint-services` / `no-endpoint-vips` / `no-endpoint-ports`: services, VIPs and published ports
+  with zero backends. New connections to them are rejected with ICMP port-unreachable, which a TCP client
+  sees as "connection refused" (ECONNREFUSED) and a UDP client as ECONNREFUSED on its next call, instead
+  of hanging.
 
 Every change is one `nft -f -` transaction that only adds, flushes and deletes the chain and elements of the
 service it changes; other services and established connections are not disturbed. Deletions are written
@@ -65,6 +71,7 @@ class LoadBalancerState:
     validate their arguments and return a new state."""
 
     services: Mapping[ServiceKey, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    vips: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     published: Mapping[PortKey, tuple[Endpoint, ...]] = dataclasses.field(default_factory=dict)
     host_ports: Mapping[PortKey, Endpoint] = dataclasses.field(default_factory=dict)
 
@@ -75,6 +82,14 @@ class LoadBalancerState:
     def without_service(self, vip: str, port: int, protocol: str) -> LoadBalancerState:
         key = (_ip(vip), _protocol(protocol), _port(port))
         return dataclasses.replace(self, services={k: v for k, v in self.services.items() if k != key})
+
+    def with_vip(self, vip: str, backends: Iterable[str]) -> LoadBalancerState:
+        key = _ip(vip)
+        return dataclasses.replace(self, vips={**self.vips, key: _unique(_ip(b) for b in backends)})
+
+    def without_vip(self, vip: str) -> LoadBalancerState:
+        key = _ip(vip)
+        return dataclasses.replace(self, vips={k: v for k, v in self.vips.items() if k != key})
 
     def with_published(self, port: int, protocol: str, backends: Iterable[str | Endpoint]) -> LoadBalancerState:
         key = (_protocol(protocol), _port(port))
@@ -156,6 +171,15 @@ class LoadBalancer:
     def remove_service(self, vip: str, port: int, protocol: str) -> None:
         self._change(self.state.without_service(vip, port, protocol))
 
+    def set_vip(self, vip: str, backends: Sequence[str]) -> None:
+        """Balance new connections to every TCP and UDP port of `vip` over `backends` (task IPs; the port
+        is unchanged). A `set_service` on the same VIP takes precedence for its own port. With no
+        backends, new connections are refused."""
+        self._change(self.state.with_vip(vip, backends))
+
+    def remove_vip(self, vip: str) -> None:
+        self._change(self.state.without_vip(vip))
+
     def set_published(self, port: int, protocol: str, backends: Sequence[str | Endpoint]) -> None:
         """Routing mesh: connections to `port` on any of this namespace's addresses go to one of
         `backends` ("ip:port" or (ip, port); may be on other nodes), masqueraded behind this node.
@@ -193,14 +217,21 @@ def _skeleton(t: str) -> list[str]:
     filter_hooks = [("filter-input", "input"), ("filter-forward", "forward"), ("filter-output", "output")]
     lines = [
         f"add map ip {t} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; }}",
+        f"add map ip {t} vips {{ type ipv4_addr : verdict ; }}",
         f"add map ip {t} node-ports {{ type inet_proto . inet_service : verdict ; }}",
         f"add set ip {t} no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service ; }}",
+        f"add set ip {t} no-endpoint-vips {{ type ipv4_addr ; }}",
         f"add set ip {t} no-endpoint-ports {{ type inet_proto . inet_service ; }}",
         f"add chain ip {t} services",
         f"add rule ip {t} services ip daddr . meta l4proto . th dport vmap @service-ips",
+        (
+            f"add rule ip {t} services meta l4proto {{ {', '.join(PROTOCOLS)} }} "
+            f"ip daddr . meta l4proto . th dport != @no-endpoint-services ip daddr vmap @vips"
+        ),
         f"add rule ip {t} services fib daddr type local meta l4proto . th dport vmap @node-ports",
         f"add chain ip {t} endpoints-check",
         f"add rule ip {t} endpoints-check ip daddr . meta l4proto . th dport @no-endpoint-services reject",
+        f"add rule ip {t} endpoints-check meta l4proto {{ {', '.join(PROTOCOLS)} }} ip daddr @no-endpoint-vips reject",
         f"add rule ip {t} endpoints-check fib daddr type local meta l4proto . th dport @no-endpoint-ports reject",
         f"add chain ip {t} nat-postrouting {{ type nat hook postrouting priority {_PRIORITY_SRCNAT} ; policy accept ; }}",
         f"add rule ip {t} nat-postrouting meta mark & {MASQUERADE_MARK:#x} == 0 return",
@@ -226,6 +257,9 @@ def _removals(t: str, old: LoadBalancerState, new: LoadBalancerState) -> list[st
     for key in old.services.keys() - new.services.keys():
         lines += _map_entry_absent(t, "service-ips", _service_element(key), _service_chain(key))
         lines += _set_entry_absent(t, "no-endpoint-services", _service_element(key))
+    for vip in old.vips.keys() - new.vips.keys():
+        lines += _map_entry_absent(t, "vips", vip, _vip_chain(vip))
+        lines += _set_entry_absent(t, "no-endpoint-vips", vip)
     for key in old.published.keys() - new.published.keys():
         lines += _map_entry_absent(t, "node-ports", _port_element(key), _published_chain(key))
         lines += _set_entry_absent(t, "no-endpoint-ports", _port_element(key))
@@ -241,17 +275,31 @@ def _upserts(t: str, old: LoadBalancerState, new: LoadBalancerState) -> list[str
             continue
         element, chain = _service_element(key), _service_chain(key)
         if backends:
-            choice = ", ".join(f"{i} : {ip}" for i, ip in enumerate(backends))
             lines += [
                 f"add chain ip {t} {chain}",
                 f"flush chain ip {t} {chain}",
-                f"add rule ip {t} {chain} dnat to numgen random mod {len(backends)} map {{ {choice} }}",
+                f"add rule ip {t} {chain} dnat to numgen random mod {len(backends)} map {{ {_choice(backends)} }}",
                 f"add element ip {t} service-ips {{ {element} : goto {chain} }}",
                 *_set_entry_absent(t, "no-endpoint-services", element),
             ]
         else:
             lines += _map_entry_absent(t, "service-ips", element, chain)
             lines.append(f"add element ip {t} no-endpoint-services {{ {element} }}")
+    for vip, backends in sorted(new.vips.items()):
+        if old.vips.get(vip) == backends:
+            continue
+        chain = _vip_chain(vip)
+        if backends:
+            lines += [
+                f"add chain ip {t} {chain}",
+                f"flush chain ip {t} {chain}",
+                f"add rule ip {t} {chain} dnat to numgen random mod {len(backends)} map {{ {_choice(backends)} }}",
+                f"add element ip {t} vips {{ {vip} : goto {chain} }}",
+                *_set_entry_absent(t, "no-endpoint-vips", vip),
+            ]
+        else:
+            lines += _map_entry_absent(t, "vips", vip, chain)
+            lines.append(f"add element ip {t} no-endpoint-vips {{ {vip} }}")
     for key, endpoints in sorted(new.published.items()):
         if old.published.get(key) == endpoints:
             continue
@@ -300,6 +348,11 @@ def _set_entry_absent(t: str, set_name: str, element: str) -> list[str]:
     return [f"add element ip {t} {set_name} {{ {element} }}", f"delete element ip {t} {set_name} {{ {element} }}"]
 
 
+def _choice(backends: Sequence[str]) -> str:
+    """The numgen map that picks one backend IP (port unchanged) per new connection."""
+    return ", ".join(f"{i} : {ip}" for i, ip in enumerate(backends))
+
+
 def _service_element(key: ServiceKey) -> str:
     vip, protocol, port = key
     return f"{vip} . {protocol} . {port}"
@@ -313,6 +366,10 @@ def _port_element(key: PortKey) -> str:
 def _service_chain(key: ServiceKey) -> str:
     vip, protocol, port = key
     return f"svc-{vip.replace('.', '_')}-{protocol}-{port}"
+
+
+def _vip_chain(vip: str) -> str:
+    return f"vip-{vip.replace('.', '_')}"
 
 
 def _published_chain(key: PortKey) -> str:

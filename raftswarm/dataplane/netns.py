@@ -3,17 +3,22 @@
 A namespace is named as with `ip netns` (a bind mount under /run/netns), so `ip netns exec` and these
 helpers see the same ones. `rtnl(None)` talks to the calling thread's own namespace, which is what a node
 started by `raftswarm cluster up` (itself inside a namespace) needs for its underlay.
+
+Nothing here forks a Python process: pyroute2's netns helpers fork the (threaded, asyncio) node, and a
+signal reaching such a fork before it exits is written to the parent's asyncio wakeup socket, which the
+node takes as its own SIGTERM. Namespaces are made with `ip netns` (fork + exec), and a netlink socket in
+another namespace is opened by the calling thread entering it with setns(2) and coming back.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
+import ctypes
 import os
+import subprocess
 from collections.abc import Iterator
 
 from pyroute2 import IPRoute
-from pyroute2 import netns as _pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from raftswarm.dataplane import DataplaneError
@@ -44,12 +49,7 @@ def ensure_netns(name: str) -> bool:
     if netns_exists(name):
         return False
     remove_netns(name)  # a stale, unmounted name would make the creation fail
-    try:
-        _pyroute2_netns.create(name)
-    except OSError as exc:
-        if exc.errno == errno.EEXIST:
-            return False
-        raise DataplaneError(f"cannot create network namespace {name!r}: {exc.strerror or exc}") from exc
+    _ip_netns("add", name)
     return True
 
 
@@ -58,12 +58,43 @@ def remove_netns(name: str) -> None:
     nothing holds it any more."""
     if not os.path.lexists(netns_path(name)):
         return
+    if not netns_exists(name):
+        os.unlink(netns_path(name))  # a stale name: nothing is mounted on it
+        return
+    _ip_netns("delete", name)
+
+
+def _ip_netns(action: str, name: str) -> None:
+    done = subprocess.run(["ip", "netns", action, name], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise DataplaneError(f"cannot {action} network namespace {name!r}: {done.stderr.strip()}")
+
+
+_CLONE_NEWNET = 0x40000000
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _LIBC.setns(fd, _CLONE_NEWNET) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+
+
+def _socket_in(namespace: str) -> IPRoute:
+    """An IPRoute whose netlink socket lives in `namespace`: this thread enters it, opens the socket, and
+    returns to its own namespace."""
+    path = namespace if namespace.startswith("/") else netns_path(namespace)
+    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _pyroute2_netns.remove(name)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise DataplaneError(f"cannot remove network namespace {name!r}: {exc.strerror or exc}") from exc
+        _setns(target)
+        try:
+            return IPRoute()
+        finally:
+            _setns(own)
+    finally:
+        os.close(target)
+        os.close(own)
 
 
 @contextlib.contextmanager
@@ -72,7 +103,7 @@ def rtnl(namespace: str | None, what: str) -> Iterator[IPRoute]:
     or None for the calling thread's own namespace). Kernel and OS errors inside the block become
     DataplaneError with `what` as context; the namespace is never created by this."""
     try:
-        ipr = IPRoute() if namespace is None else IPRoute(netns=namespace, flags=0)
+        ipr = IPRoute() if namespace is None else _socket_in(namespace)
     except OSError as exc:
         raise DataplaneError(f"{what}: cannot enter network namespace {namespace!r}: {exc.strerror or exc}") from exc
     try:

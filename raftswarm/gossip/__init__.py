@@ -8,5 +8,5 @@ Sans-I/O cores: inputs (messages, time, an `random.Random`) in; packets to send 
 - `table`: per-network tables with Lamport clocks and tombstones (`NetworkTables`, `TableEvent`).
 - `simulation`: a deterministic in-process network that drives many nodes, for tests and chaos runs.
 
-The asyncio UDP/TCP edges that carry these packets on 7946 live elsewhere.
+`node`: `GossipNode`, the asyncio edges that carry these packets over UDP and TCP on 7946.
 """

@@ -8,6 +8,7 @@ the shapes of Docker's API (`Swarm`, `Node`), so the API layer returns them as t
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import platform
@@ -86,6 +87,8 @@ def new_cluster_object(ca: CertificateAuthority, autolock: bool) -> dict[str, An
             "EncryptionConfig": {"AutoLockManagers": autolock},
         },
         "CA": ca.to_state(),
+        # SwarmKit's NetworkBootstrapKeys: what nodes encrypt gossip with, handed out by the dispatcher.
+        "NetworkBootstrapKeys": [{"Subsystem": "networking:gossip", "Key": base64.b64encode(os.urandom(32)).decode(), "LamportTime": 1}],
     }
 
 

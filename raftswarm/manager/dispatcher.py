@@ -18,6 +18,7 @@ that arrive while the previous one commits.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from typing import Any
@@ -147,11 +148,14 @@ class Dispatcher:
         # The role the swarm wants this node in: a node whose certificate says otherwise renews it and
         # switches roles (promote/demote), as SwarmKit's agents do. During a root rotation, the root every
         # node should move to.
+        cluster = self.control.store.state.get(CLUSTER, CLUSTER_KEY)
+        keys = (cluster.data.get("NetworkBootstrapKeys") or []) if cluster else []
         return {
             "period": self.period,
             "role": node.data["Spec"]["Role"] if node else None,
             "managers": managers,
             "rotation": rotation,
+            "gossip_keys": [base64.b64decode(k["Key"]) for k in sorted(keys, key=lambda k: -k["LamportTime"])],
         }
 
     def _swarm_view(self) -> tuple[dict[str, str], str | None]:

@@ -389,8 +389,11 @@ def _allocate_networks(work: _Working) -> None:
             if task["Status"].get("Err") != str(exc):
                 work.set_status(task_id, TaskState.PENDING, "pending task allocation", str(exc))
             continue
-        if attachments != (task.get("NetworksAttachments") or []):
-            work.edit(task_id)["NetworksAttachments"] = attachments
+        endpoint = service.get("Endpoint") or {}
+        if attachments != (task.get("NetworksAttachments") or []) or (attachments and task.get("Endpoint") != endpoint):
+            edited = work.edit(task_id)
+            edited["NetworksAttachments"] = attachments
+            edited["Endpoint"] = copy.deepcopy(endpoint)  # as SwarmKit's tasks carry it: their VIPs, ports
             work.allocated = True
 
 

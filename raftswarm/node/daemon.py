@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..addresses import parse_host_port
 from ..agent.session import Session
+from ..agent.networking import NodeNetworks, data_plane_unavailable, namespace_prefix
 from ..agent.worker import Agent
 from ..api.server import ApiServer
 from ..ca.authority import CertificateAuthority, renewal_time
@@ -76,6 +77,7 @@ class NodeDaemon:
         self.session: Session | None = None
         self.agent: Agent | None = None
         self._agent_task: asyncio.Task[None] | None = None
+        self._gossip_setup: asyncio.Task[None] | None = None
         self.api: ApiServer | None = None
         self._session_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -151,7 +153,13 @@ class NodeDaemon:
             self._heartbeat_params,
         )
         self._session_task = asyncio.create_task(self.session.run(), name="session")
-        self.agent = Agent(self.session, self.session.context, self.state_dir.worker_tasks)
+        unavailable = data_plane_unavailable(split_addr(state.advertise_addr)[0])
+        if unavailable:
+            log.info("no overlay data plane on this node: %s", unavailable)
+            networks = None
+        else:
+            networks = NodeNetworks(state.node_id, split_addr(state.advertise_addr)[0], namespace_prefix(state.node_id))
+        self.agent = Agent(self.session, self.session.context, self.state_dir.worker_tasks, networks)
         self._agent_task = asyncio.create_task(self.agent.run(), name="agent")
         self._agent_task.add_done_callback(_log_failure)
         self._renewal_task = asyncio.create_task(self._renew_certificate_when_due(), name="certificate-renewal")
@@ -206,6 +214,10 @@ class NodeDaemon:
             await asyncio.gather(self._session_task, return_exceptions=True)
             self._session_task = None
         self.session = None
+        if self._gossip_setup is not None:
+            self._gossip_setup.cancel()
+            await asyncio.gather(self._gossip_setup, return_exceptions=True)
+            self._gossip_setup = None
         if self._agent_task is not None:
             self._agent_task.cancel()
             await asyncio.gather(self._agent_task, return_exceptions=True)
@@ -450,6 +462,12 @@ class NodeDaemon:
         return {"issuer": certificate_issuer_key_id(node.certificate)}
 
     def _on_heartbeat(self, answer: dict) -> None:
+        networks = self.agent.networks if self.agent is not None else None
+        if networks is not None and answer.get("gossip_keys") and self._gossip_setup is None:
+            self._gossip_setup = asyncio.create_task(
+                networks.configure(answer["gossip_keys"], list((answer.get("managers") or {}).values()))
+            )
+            self._gossip_setup.add_done_callback(self._gossip_configured)
         rotation = answer.get("rotation")
         if rotation and self._rotation_renewal is None and rotation != self._heartbeat_params()["issuer"]:
             # A root rotation is under way: move to a certificate from the new root now, not at renewal time.
@@ -461,6 +479,11 @@ class NodeDaemon:
         if desired != self.state_dir.load_node_state().role:
             self._role_change = asyncio.create_task(self._change_role(desired, answer.get("managers") or {}))
             self._role_change.add_done_callback(self._role_changed)
+
+    def _gossip_configured(self, task: asyncio.Task[None]) -> None:
+        self._gossip_setup = None
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not start gossip (retrying at the next heartbeat): %s", task.exception())
 
     def _rotation_renewed(self, task: asyncio.Task[None]) -> None:
         self._rotation_renewal = None

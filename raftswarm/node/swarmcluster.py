@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
+from ..agent.networking import namespace_prefix
 from ..agent.shim import release_all
 from ..api.client import ApiClient, ApiError
 from ..errors import RaftswarmError
@@ -467,7 +468,9 @@ class SwarmCluster:
             argv += ["--heartbeat-period", str(heartbeat_period)]
         argv += list(extra)
         if node.namespace:
-            prefix = ["ip", "netns", "exec", node.namespace]
+            # nsenter, not `ip netns exec`: that one gives the process a mount namespace of its own, and the
+            # named namespaces a node makes for its overlays would exist only inside it.
+            prefix = ["nsenter", f"--net=/run/netns/{node.namespace}"]
             if node.hostname:
                 prefix += ["unshare", "--uts", sys.executable, "-c", _EXEC_WITH_HOSTNAME, node.hostname]
             argv = prefix + argv
@@ -749,8 +752,16 @@ class SwarmCluster:
                 node.process = None
                 node.pidfile.unlink(missing_ok=True)
         for node in self.nodes:
-            # Tasks outlive a node killed with SIGKILL (their shims wait for the next agent): end them too.
+            # Tasks outlive a node killed with SIGKILL (their shims wait for the next agent): end them too,
+            # and the overlay namespaces such a node could not remove.
             failures += release_all(str(StateDir(node.state_dir).worker_tasks))
+        prefixes = tuple(f"{namespace_prefix(node.node_id)}ov-" for node in self.nodes if node.node_id)
+        for namespace in network_namespaces() if prefixes else ():
+            if namespace.startswith(prefixes):
+                try:
+                    _ip("netns", "delete", namespace)
+                except ClusterError as exc:
+                    failures.append(str(exc))
         remaining = []
         if self.resources:
             existing_links, existing_namespaces = links(), network_namespaces()

@@ -1,0 +1,324 @@
+"""`NodeNetworks`: this node's part of the swarm's overlay networks, driven by its tasks and by gossip.
+
+When a task with NetworksAttachments starts (between the creation of its namespaces and the start of its
+command: `runtime.TaskRuntime.start(prepare=...)`), for each of its networks:
+
+- the network's overlay exists on this node (`dataplane.overlay`: a namespace with a bridge and a VXLAN
+  device on the node's advertise address), created on first use and removed when the node's last task
+  on it ends;
+- the task gets `eth<N>` with its allocated address, in network order (eth0 is its first network);
+- its endpoint (address, MAC, this node's underlay address, service, task name, the service's VIP and
+  endpoint mode) goes into the network's gossip table `endpoints`, which reaches exactly the nodes that
+  have tasks on the network (`gossip`);
+- inside the task, a resolver at 127.0.0.11 (`dataplane.dns`) answers for the services and tasks of its
+  networks, and an nftables table (`dataplane.loadbalancer`) sends each service VIP to the service's tasks.
+
+Every node applies every endpoint it hears of on its networks (`_on_table`): a remote one becomes a static
+neighbour and FDB entry on the overlay, and each endpoint updates the DNS records and the VIP backends of
+the local tasks. A task that ends, or a node declared dead by gossip, deletes its endpoints everywhere, so
+its address leaves DNS and the load balancers.
+
+The data plane needs root and an address of the node's own (a namespace per node, as `cluster up` makes
+as root); on loopback addresses, nodes share one network namespace and their VXLAN devices would collide,
+so the node says so and runs tasks with loopback only. Netlink and nft calls block: they run in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from ..dataplane import DataplaneError
+from ..dataplane.dns import DnsRecords, DnsServer
+from ..dataplane.loadbalancer import LoadBalancer
+from ..dataplane.overlay import OverlayNetwork
+from ..gossip.node import GossipNode
+from ..gossip.wire import Keyring
+from .runtime import RunningTask
+
+log = logging.getLogger(__name__)
+
+GOSSIP_PORT = 7946
+ENDPOINTS = "endpoints"
+"""The gossip table of task endpoints, one per network."""
+TASK_TABLE = "raftswarm"
+"""The nftables table of VIPs inside each task's namespace."""
+
+
+def namespace_prefix(node_id: str) -> str:
+    """What the names of a node's overlay namespaces start with (`<prefix>ov-<vni>`): unique per node on a
+    machine, so a harness can find what a killed node left."""
+    return f"rsw{node_id[:6]}"
+
+
+def data_plane_unavailable(advertise_ip: str) -> str | None:
+    """Why this node cannot run overlays, or None."""
+    if os.geteuid() != 0:
+        return "the node is not running as root"
+    if ipaddress.ip_address(advertise_ip).is_loopback:
+        return f"the node's address {advertise_ip} is a loopback address shared with other nodes"
+    return None
+
+
+@dataclass
+class _Endpoint:
+    network_id: str
+    task_id: str
+    ip: str
+    """Without the prefix length."""
+    mac: str
+    node_ip: str
+    service_id: str
+    service_name: str
+    task_name: str
+    vip: str | None
+    endpoint_mode: str
+
+    def encode(self) -> bytes:
+        return msgpack.packb(self.__dict__, use_bin_type=True)
+
+    @classmethod
+    def decode(cls, value: bytes) -> _Endpoint:
+        return cls(**msgpack.unpackb(value, raw=False))
+
+
+@dataclass
+class _LocalTask:
+    task_id: str
+    netns_path: str
+    endpoints: list[_Endpoint]
+    dns: DnsServer | None = None
+    balancer: LoadBalancer | None = None
+    vips: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """What the task's load balancer holds: VIP -> backend addresses."""
+
+
+class NodeNetworks:
+    def __init__(self, node_id: str, advertise_ip: str, prefix: str) -> None:
+        """`prefix` starts the name of every namespace this node makes (unique per node on a machine)."""
+        self.node_id = node_id
+        self.advertise_ip = advertise_ip
+        self.prefix = prefix
+        self.gossip: GossipNode | None = None
+        self._seeds: list[str] = []
+        self.records = DnsRecords()
+        self.overlays: dict[str, OverlayNetwork] = {}
+        self.local: dict[str, _LocalTask] = {}
+        self.endpoints: dict[str, dict[str, _Endpoint]] = {}
+        """Network ID -> task ID -> endpoint, of every task on the node's networks (own ones included)."""
+        self._lock = asyncio.Lock()
+        self._events: asyncio.Queue[Any] = asyncio.Queue()
+        self._applier: asyncio.Task[None] | None = None
+        """Applies gossip's table events in order (they arrive in a callback)."""
+
+    # -- gossip ----------------------------------------------------------------------------------------
+
+    async def configure(self, keys: list[bytes], managers: list[str]) -> None:
+        """The swarm's gossip keys (primary first) and its managers' addresses, from a heartbeat: starts
+        gossip on the first call, rotates the keyring on later ones."""
+        seeds = sorted({f"{host.rpartition(':')[0] or host}:{GOSSIP_PORT}" for host in managers} - {self._own_seed()})
+        if not keys:
+            return
+        keyring = Keyring(keys)
+        if self.gossip is None:
+            self._seeds = seeds
+            self.gossip = GossipNode(
+                self.node_id,
+                self.advertise_ip,
+                GOSSIP_PORT,
+                keyring=keyring,
+                seeds=seeds,
+                meta=self.advertise_ip.encode(),
+                on_table=self._on_table,
+            )
+            self._applier = asyncio.create_task(self._apply_events(), name="network-events")
+            await self.gossip.start()
+        else:
+            self.gossip.set_keyring(keyring)
+
+    def _own_seed(self) -> str:
+        return f"{self.advertise_ip}:{GOSSIP_PORT}"
+
+    async def close(self) -> None:
+        """Stop following gossip. The overlays of tasks still running stay (a restarted agent takes them
+        back); `detach` each task first to remove everything."""
+        if self._applier is not None:
+            self._applier.cancel()
+            await asyncio.gather(self._applier, return_exceptions=True)
+            self._applier = None
+        for local in self.local.values():
+            if local.dns is not None:
+                await local.dns.close()
+        if self.gossip is not None:
+            await self.gossip.close()
+            self.gossip = None
+
+    # -- tasks -------------------------------------------------------------------------------------------
+
+    async def attach(self, task: dict[str, Any], running: RunningTask) -> None:
+        """Plug a starting task into its networks (see the module docstring)."""
+        attachments = task.get("NetworksAttachments") or []
+        if not attachments or running.netns_path is None:
+            return
+        if self.gossip is None:
+            raise RuntimeError("the node has no gossip key from the managers yet; the task will be retried")
+        local = _LocalTask(task["ID"], running.netns_path, [])
+        self.local[task["ID"]] = local
+        service_name = (task.get("ServiceAnnotations") or {}).get("Name", "")
+        task_name = f"{service_name}.{task.get('Slot') or task.get('NodeID', '')}.{task['ID']}"
+        for index, attachment in enumerate(attachments):
+            network = attachment["Network"]
+            address = attachment["Addresses"][0]
+            overlay = await self._overlay(network)
+            mac = await asyncio.to_thread(overlay.attach, running.netns_path, address, None, f"eth{index}")
+            vip, mode = _service_vip(task, network["ID"])
+            endpoint = _Endpoint(
+                network_id=network["ID"],
+                task_id=task["ID"],
+                ip=str(ipaddress.IPv4Interface(address).ip),
+                mac=mac,
+                node_ip=self.advertise_ip,
+                service_id=task.get("ServiceID", ""),
+                service_name=service_name,
+                task_name=task_name,
+                vip=vip,
+                endpoint_mode=mode,
+            )
+            local.endpoints.append(endpoint)
+            self.gossip.join_network(network["ID"])
+            if task["ID"] in self.gossip.entries(network["ID"], ENDPOINTS):
+                self.gossip.update_entry(network["ID"], ENDPOINTS, task["ID"], endpoint.encode())  # plugged again
+            else:
+                self.gossip.create_entry(network["ID"], ENDPOINTS, task["ID"], endpoint.encode())
+            self._learn(endpoint)
+        local.dns = DnsServer(running.netns_path, [e.network_id for e in local.endpoints], self.records)
+        await local.dns.start()
+        local.balancer = await asyncio.to_thread(LoadBalancer, running.netns_path, TASK_TABLE)
+        await self._program(local)
+
+    async def detach(self, task_id: str) -> None:
+        """The task ended: its endpoints leave the swarm's tables, its interfaces and resolver go."""
+        local = self.local.pop(task_id, None)
+        if local is None:
+            return
+        if local.dns is not None:
+            await local.dns.close()
+        for endpoint in local.endpoints:
+            if self.gossip is not None and task_id in self.gossip.entries(endpoint.network_id, ENDPOINTS):
+                self.gossip.delete_entry(endpoint.network_id, ENDPOINTS, task_id)
+            self._forget(endpoint.network_id, task_id)
+            overlay = self.overlays.get(endpoint.network_id)
+            if overlay is not None:
+                await asyncio.to_thread(overlay.detach, endpoint.ip)
+        for network_id in {e.network_id for e in local.endpoints}:
+            if not any(e.network_id == network_id for t in self.local.values() for e in t.endpoints):
+                if self.gossip is not None:
+                    self.gossip.leave_network(network_id)
+                overlay = self.overlays.pop(network_id, None)
+                if overlay is not None:
+                    await asyncio.to_thread(overlay.remove)
+                self.endpoints.pop(network_id, None)
+        await self._reprogram()
+
+    async def _overlay(self, network: dict[str, Any]) -> OverlayNetwork:
+        async with self._lock:
+            overlay = self.overlays.get(network["ID"])
+            if overlay is None:
+                config = network["IPAMOptions"]["Configs"][0]
+                vni = int(network["DriverState"]["Options"]["com.docker.network.driver.overlay.vxlanid_list"].split(",")[0])
+                overlay = OverlayNetwork(
+                    self.prefix, network["ID"], vni, config["Subnet"], config["Gateway"], self.advertise_ip
+                )
+                await asyncio.to_thread(overlay.create)
+                self.overlays[network["ID"]] = overlay
+                for endpoint in self.endpoints.get(network["ID"], {}).values():
+                    if endpoint.node_ip != self.advertise_ip:
+                        await asyncio.to_thread(overlay.add_peer, endpoint.ip, endpoint.mac, endpoint.node_ip)
+            return overlay
+
+    # -- what gossip tells -------------------------------------------------------------------------------
+
+    def _on_table(self, event: Any) -> None:
+        if event.table == ENDPOINTS:
+            self._events.put_nowait(event)
+
+    async def _apply_events(self) -> None:
+        while True:
+            event = await self._events.get()
+            try:
+                await self._apply(event)
+            except Exception:
+                log.exception("could not apply the change of endpoint %s on network %s", event.key, event.network)
+
+    async def _apply(self, event: Any) -> None:
+        old = self.endpoints.get(event.network, {}).get(event.key)
+        if event.kind == "delete":
+            self._forget(event.network, event.key)
+            if old is not None and old.node_ip != self.advertise_ip and event.network in self.overlays:
+                await asyncio.to_thread(self.overlays[event.network].remove_peer, old.ip, old.mac, old.node_ip)
+        else:
+            endpoint = _Endpoint.decode(event.value)
+            self._learn(endpoint)
+            if endpoint.node_ip != self.advertise_ip and event.network in self.overlays:
+                await asyncio.to_thread(self.overlays[event.network].add_peer, endpoint.ip, endpoint.mac, endpoint.node_ip)
+        await self._reprogram()
+
+    def _learn(self, endpoint: _Endpoint) -> None:
+        self.endpoints.setdefault(endpoint.network_id, {})[endpoint.task_id] = endpoint
+        self.records.set_service(
+            endpoint.network_id, endpoint.service_name, [], endpoint.vip, "dnsrr" if endpoint.vip is None else "vip"
+        )
+        self.records.set_task(endpoint.network_id, endpoint.service_name, endpoint.task_name, endpoint.ip)
+
+    def _forget(self, network_id: str, task_id: str) -> None:
+        endpoint = self.endpoints.get(network_id, {}).pop(task_id, None)
+        if endpoint is None:
+            return
+        self.records.remove_task(network_id, endpoint.service_name, endpoint.task_name)
+        if not any(e.service_id == endpoint.service_id for e in self.endpoints.get(network_id, {}).values()):
+            self.records.remove_service(network_id, endpoint.service_name)
+
+    async def _reprogram(self) -> None:
+        for local in list(self.local.values()):
+            await self._program(local)
+
+    async def _program(self, local: _LocalTask) -> None:
+        """The task's VIPs: each service VIP on its networks -> the addresses of that service's tasks."""
+        if local.balancer is None:
+            return
+        wanted: dict[str, tuple[str, ...]] = {}
+        for network_id in {e.network_id for e in local.endpoints}:
+            by_vip: dict[str, list[str]] = {}
+            for endpoint in self.endpoints.get(network_id, {}).values():
+                if endpoint.vip:
+                    by_vip.setdefault(endpoint.vip, []).append(endpoint.ip)
+            wanted.update((vip, tuple(sorted(ips))) for vip, ips in by_vip.items())
+        try:
+            for vip, backends in wanted.items():
+                if local.vips.get(vip) != backends:
+                    await asyncio.to_thread(local.balancer.set_vip, vip, list(backends))
+            for vip in set(local.vips) - set(wanted):
+                await asyncio.to_thread(local.balancer.remove_vip, vip)
+        except DataplaneError:
+            if os.path.exists(local.netns_path):
+                raise
+            return  # the task ended meanwhile; its detach is on the way
+        local.vips = wanted
+
+
+def _service_vip(task: dict[str, Any], network_id: str) -> tuple[str | None, str]:
+    """The VIP of the task's service on `network_id` (from the task's copy of the service endpoint) and
+    the endpoint mode."""
+    endpoint = task.get("Endpoint") or {}
+    mode = ((endpoint.get("Spec") or {}).get("Mode")) or "vip"
+    for vip in endpoint.get("VirtualIPs") or []:
+        if vip["NetworkID"] == network_id:
+            return str(ipaddress.IPv4Interface(vip["Addr"]).ip), mode
+    return None, mode
+

@@ -1,0 +1,108 @@
+"""Overlay networking end to end on a real swarm (1 manager, 2 workers, a network namespace per node, root):
+tasks on one overlay network, spread over the nodes, reach each other by service name through the
+service's VIP and by `tasks.<service>`; a task on another network can neither resolve nor reach them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+
+import pytest
+from test_services import converged, eventually, spec
+
+from raftswarm.agent.runtime import isolation_available
+from raftswarm.api.client import ApiClient
+from raftswarm.node.swarmcluster import SwarmCluster, netns_unavailable_reason
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        netns_unavailable_reason() is not None or not isolation_available() or shutil.which("nft") is None,
+        reason="needs root, network namespaces and nft for a data plane per node",
+    ),
+]
+
+SERVER = """
+import socket
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", 80))
+server.listen()
+while True:
+    connection, _ = server.accept()
+    connection.sendall(socket.gethostname().encode())
+    connection.close()
+"""
+
+CLIENT = """
+import json, socket, sys, time
+target = sys.argv[1]
+report = {}
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    try:
+        report["vip"] = socket.gethostbyname(target)
+        report["tasks"] = sorted(socket.gethostbyname_ex("tasks." + target)[2])
+    except OSError as exc:
+        report["resolve_error"] = str(exc)
+    if len(report.get("tasks", [])) == int(sys.argv[2]):
+        break
+    time.sleep(0.5)
+seen = set()
+for _ in range(60):
+    try:
+        with socket.create_connection((report.get("vip") or sys.argv[3], 80), timeout=2) as connection:
+            seen.add(connection.recv(200).decode())
+    except OSError as exc:
+        report["connect_error"] = str(exc)
+report["seen"] = sorted(seen)
+print(json.dumps(report), flush=True)
+time.sleep(1000)
+"""
+
+
+@pytest.fixture(scope="module")
+def swarm(tmp_path_factory):
+    base = tmp_path_factory.mktemp("clusters")
+    cluster = asyncio.run(
+        SwarmCluster.up("ovl", managers=1, workers=2, base_dir=base, network="netns", heartbeat_period=0.5)
+    )
+    yield cluster
+    cluster.down()
+
+
+def api(swarm: SwarmCluster) -> ApiClient:
+    return swarm.client(swarm.node("manager1"))
+
+
+async def _report(client: ApiClient, task_id: str) -> dict | None:
+    lines = [line.decode() async for _, line in client.task_logs(task_id)]
+    return json.loads(lines[-1]) if lines else None
+
+
+async def test_tasks_on_an_overlay_reach_a_service_by_name_through_its_vip_and_others_cannot(swarm):
+    async with api(swarm) as client:
+        front = (await client.network_create({"Name": "front", "Driver": "overlay"}))["Id"]
+        await client.network_create({"Name": "back", "Driver": "overlay"})
+        await client.service_create(spec("web", ["python3", "-c", SERVER], replicas=3, Networks=[{"Target": "front"}]))
+        web = await eventually(lambda: converged(client, "web", 3), "3 web replicas", within=60)
+        assert len({t["NodeID"] for t in web}) == 3  # one per node: traffic crosses the overlay
+        (vip,) = [v["Addr"].split("/")[0] for v in (await client.service_inspect("web"))["Endpoint"]["VirtualIPs"] if v["NetworkID"] == front]
+        task_ips = sorted(t["NetworksAttachments"][0]["Addresses"][0].split("/")[0] for t in web)
+
+        client_args = ["python3", "-c", CLIENT, "web", "3", vip]
+        await client.service_create(spec("client", client_args, replicas=1, Networks=[{"Target": "front"}]))
+        (task,) = await eventually(lambda: converged(client, "client", 1), "the client to run")
+        report = await eventually(lambda: _report(client, task["ID"]), "the client's report", within=90)
+        assert report["vip"] == vip
+        assert report["tasks"] == task_ips
+        assert report["seen"] == sorted(f"web.{t['Slot']}.{t['ID']}" for t in web)
+
+        await client.service_create(spec("outsider", client_args, replicas=1, Networks=[{"Target": "back"}]))
+        (task,) = await eventually(lambda: converged(client, "outsider", 1), "the outsider to run")
+        report = await eventually(lambda: _report(client, task["ID"]), "the outsider's report", within=90)
+        assert "vip" not in report and report["seen"] == []
+        for name in ("web", "client", "outsider"):
+            await client.service_remove(name)
