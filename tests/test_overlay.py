@@ -1,6 +1,7 @@
 """Overlay networking end to end on a real swarm (1 manager, 2 workers, a network namespace per node, root):
 tasks on one overlay network, spread over the nodes, reach each other by service name through the
-service's VIP and by `tasks.<service>`; a task on another network can neither resolve nor reach them.
+service's VIP and by `tasks.<service>`; a task on another network can neither resolve nor reach them; a
+published port answers on a node that runs no replica (the routing mesh).
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
+import time
 
 import pytest
 from test_services import converged, eventually, spec
@@ -106,3 +109,34 @@ async def test_tasks_on_an_overlay_reach_a_service_by_name_through_its_vip_and_o
         assert "vip" not in report and report["seen"] == []
         for name in ("web", "client", "outsider"):
             await client.service_remove(name)
+
+
+def _fetch(host: str, port: int) -> str:
+    with socket.create_connection((host, port), timeout=2) as connection:
+        return connection.recv(200).decode()
+
+
+async def _served_by(host: str, port: int, count: int) -> set[str]:
+    seen: set[str] = set()
+    deadline = time.monotonic() + 60
+    while len(seen) < count and time.monotonic() < deadline:
+        try:
+            seen.add(await asyncio.to_thread(_fetch, host, port))
+        except OSError:
+            await asyncio.sleep(0.2)  # the mesh is still being programmed
+    return seen
+
+
+async def test_a_published_port_answers_on_a_node_running_no_replica(swarm):
+    async with api(swarm) as client:
+        made = spec("meshed", ["python3", "-c", SERVER], replicas=2, Placement={"Constraints": ["node.role==worker"]})
+        made["EndpointSpec"] = {"Ports": [{"TargetPort": 80, "PublishedPort": 8080}]}
+        await client.service_create(made)
+        tasks = await eventually(lambda: converged(client, "meshed", 2), "2 replicas on the workers")
+        manager = swarm.node("manager1")
+        assert all(t["NodeID"] != manager.node_id for t in tasks)
+        names = {f"meshed.{t['Slot']}.{t['ID']}" for t in tasks}
+        assert await _served_by(manager.ip, 8080, 2) == names  # both replicas, through the manager
+        for worker in ("worker1", "worker2"):
+            assert await _served_by(swarm.node(worker).ip, 8080, 1) <= names
+        await client.service_remove("meshed")

@@ -49,6 +49,10 @@ ENDPOINTS = "endpoints"
 """The gossip table of task endpoints, one per network."""
 TASK_TABLE = "raftswarm"
 """The nftables table of VIPs inside each task's namespace."""
+MESH_TABLE = "raftswarm-mesh"
+"""The nftables table of published ports in the node's own namespace (the routing mesh)."""
+INGRESS_IFNAME = "rswingress0"
+"""The node's own interface on the ingress overlay."""
 
 
 def namespace_prefix(node_id: str) -> str:
@@ -79,6 +83,8 @@ class _Endpoint:
     task_name: str
     vip: str | None
     endpoint_mode: str
+    ports: list[list[Any]] = field(default_factory=list)
+    """Ingress-published ports of the service: [protocol, target port, published port]."""
 
     def encode(self) -> bytes:
         return msgpack.packb(self.__dict__, use_bin_type=True)
@@ -113,15 +119,20 @@ class NodeNetworks:
         self.endpoints: dict[str, dict[str, _Endpoint]] = {}
         """Network ID -> task ID -> endpoint, of every task on the node's networks (own ones included)."""
         self._lock = asyncio.Lock()
+        self.ingress: _Endpoint | None = None
+        """This node's own endpoint on the ingress network, once the managers gave it an address."""
+        self.mesh: LoadBalancer | None = None
+        self._published: dict[tuple[int, str], tuple[tuple[str, int], ...]] = {}
         self._events: asyncio.Queue[Any] = asyncio.Queue()
         self._applier: asyncio.Task[None] | None = None
         """Applies gossip's table events in order (they arrive in a callback)."""
 
     # -- gossip ----------------------------------------------------------------------------------------
 
-    async def configure(self, keys: list[bytes], managers: list[str]) -> None:
-        """The swarm's gossip keys (primary first) and its managers' addresses, from a heartbeat: starts
-        gossip on the first call, rotates the keyring on later ones."""
+    async def configure(self, keys: list[bytes], managers: list[str], attachments: list[dict[str, Any]] = ()) -> None:
+        """The swarm's gossip keys (primary first), its managers' addresses and this node's attachments (its
+        ingress address), from a heartbeat: starts gossip on the first call, rotates the keyring on later
+        ones, and joins the routing mesh once the node has its ingress address."""
         seeds = sorted({f"{host.rpartition(':')[0] or host}:{GOSSIP_PORT}" for host in managers} - {self._own_seed()})
         if not keys:
             return
@@ -141,6 +152,38 @@ class NodeNetworks:
             await self.gossip.start()
         else:
             self.gossip.set_keyring(keyring)
+        if self.ingress is None and attachments:
+            await self._join_ingress(attachments[0])
+
+    async def _join_ingress(self, attachment: dict[str, Any]) -> None:
+        """The node's own interface on the ingress overlay, and its published-port table (routing mesh)."""
+        assert self.gossip is not None
+        network, address = attachment["Network"], attachment["Addresses"][0]
+        overlay = await self._overlay(network)
+        mac = await asyncio.to_thread(overlay.attach, "/proc/self/ns/net", address, None, INGRESS_IFNAME)
+        with open("/proc/sys/net/ipv4/ip_forward", "w") as forwarding:
+            forwarding.write("1")  # the node forwards published ports to tasks on other nodes
+        self.mesh = await asyncio.to_thread(LoadBalancer, None, MESH_TABLE)
+        endpoint = _Endpoint(
+            network_id=network["ID"],
+            task_id=f"node-{self.node_id}",
+            ip=str(ipaddress.IPv4Interface(address).ip),
+            mac=mac,
+            node_ip=self.advertise_ip,
+            service_id="",
+            service_name="",
+            task_name="",
+            vip=None,
+            endpoint_mode="vip",
+        )
+        self.gossip.join_network(network["ID"])
+        if endpoint.task_id in self.gossip.entries(network["ID"], ENDPOINTS):
+            self.gossip.update_entry(network["ID"], ENDPOINTS, endpoint.task_id, endpoint.encode())
+        else:
+            self.gossip.create_entry(network["ID"], ENDPOINTS, endpoint.task_id, endpoint.encode())
+        self.ingress = endpoint
+        self._learn(endpoint)
+        await self._reprogram()
 
     def _own_seed(self) -> str:
         return f"{self.advertise_ip}:{GOSSIP_PORT}"
@@ -158,6 +201,23 @@ class NodeNetworks:
         if self.gossip is not None:
             await self.gossip.close()
             self.gossip = None
+
+    async def remove_all(self) -> None:
+        """Take the node out of every network (it leaves the swarm or stops): tasks' interfaces, the routing
+        mesh's table and interface, the overlays."""
+        for task_id in list(self.local):
+            await self.detach(task_id)
+        if self.mesh is not None:
+            await asyncio.to_thread(self.mesh.close)
+            self.mesh = None
+        if self.ingress is not None:
+            ingress, self.ingress = self.ingress, None
+            if self.gossip is not None and ingress.task_id in self.gossip.entries(ingress.network_id, ENDPOINTS):
+                self.gossip.delete_entry(ingress.network_id, ENDPOINTS, ingress.task_id)
+            overlay = self.overlays.pop(ingress.network_id, None)
+            if overlay is not None:
+                await asyncio.to_thread(overlay.detach, ingress.ip)
+                await asyncio.to_thread(overlay.remove)
 
     # -- tasks -------------------------------------------------------------------------------------------
 
@@ -178,6 +238,11 @@ class NodeNetworks:
             overlay = await self._overlay(network)
             mac = await asyncio.to_thread(overlay.attach, running.netns_path, address, None, f"eth{index}")
             vip, mode = _service_vip(task, network["ID"])
+            ports = [
+                [p.get("Protocol", "tcp"), p["TargetPort"], p["PublishedPort"]]
+                for p in (task.get("Endpoint") or {}).get("Ports") or []
+                if p.get("PublishMode", "ingress") == "ingress" and p.get("PublishedPort")
+            ]
             endpoint = _Endpoint(
                 network_id=network["ID"],
                 task_id=task["ID"],
@@ -189,6 +254,7 @@ class NodeNetworks:
                 task_name=task_name,
                 vip=vip,
                 endpoint_mode=mode,
+                ports=ports if network.get("Spec", {}).get("Ingress") else [],
             )
             local.endpoints.append(endpoint)
             self.gossip.join_network(network["ID"])
@@ -217,7 +283,8 @@ class NodeNetworks:
             if overlay is not None:
                 await asyncio.to_thread(overlay.detach, endpoint.ip)
         for network_id in {e.network_id for e in local.endpoints}:
-            if not any(e.network_id == network_id for t in self.local.values() for e in t.endpoints):
+            in_use = any(e.network_id == network_id for t in self.local.values() for e in t.endpoints)
+            if not in_use and not (self.ingress is not None and self.ingress.network_id == network_id):
                 if self.gossip is not None:
                     self.gossip.leave_network(network_id)
                 overlay = self.overlays.pop(network_id, None)
@@ -271,6 +338,8 @@ class NodeNetworks:
 
     def _learn(self, endpoint: _Endpoint) -> None:
         self.endpoints.setdefault(endpoint.network_id, {})[endpoint.task_id] = endpoint
+        if not endpoint.service_name:
+            return  # a node's own ingress endpoint: nothing to resolve
         self.records.set_service(
             endpoint.network_id, endpoint.service_name, [], endpoint.vip, "dnsrr" if endpoint.vip is None else "vip"
         )
@@ -278,7 +347,7 @@ class NodeNetworks:
 
     def _forget(self, network_id: str, task_id: str) -> None:
         endpoint = self.endpoints.get(network_id, {}).pop(task_id, None)
-        if endpoint is None:
+        if endpoint is None or not endpoint.service_name:
             return
         self.records.remove_task(network_id, endpoint.service_name, endpoint.task_name)
         if not any(e.service_id == endpoint.service_id for e in self.endpoints.get(network_id, {}).values()):
@@ -287,6 +356,24 @@ class NodeNetworks:
     async def _reprogram(self) -> None:
         for local in list(self.local.values()):
             await self._program(local)
+        await self._program_mesh()
+
+    async def _program_mesh(self) -> None:
+        """Published ports on this node's addresses -> the service's tasks on the ingress network, wherever
+        they run."""
+        if self.mesh is None or self.ingress is None:
+            return
+        wanted: dict[tuple[int, str], list[tuple[str, int]]] = {}
+        for endpoint in self.endpoints.get(self.ingress.network_id, {}).values():
+            for protocol, target, published in endpoint.ports:
+                wanted.setdefault((published, protocol), []).append((endpoint.ip, target))
+        programmed = {key: tuple(sorted(backends)) for key, backends in wanted.items()}
+        for (port, protocol), backends in programmed.items():
+            if self._published.get((port, protocol)) != backends:
+                await asyncio.to_thread(self.mesh.set_published, port, protocol, list(backends))
+        for port, protocol in set(self._published) - set(programmed):
+            await asyncio.to_thread(self.mesh.remove_published, port, protocol)
+        self._published = programmed
 
     async def _program(self, local: _LocalTask) -> None:
         """The task's VIPs: each service VIP on its networks -> the addresses of that service's tasks."""

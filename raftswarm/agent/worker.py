@@ -299,8 +299,7 @@ class Agent:
         await asyncio.gather(*(controller.close(stop_tasks) for controller in controllers))
         if self.networks is not None:
             if stop_tasks:
-                for task_id in list(self.networks.local):
-                    await self.networks.detach(task_id)
+                await self.networks.remove_all()
             await self.networks.close()
         self.tasks.clear()
         self._retired.clear()

@@ -49,6 +49,7 @@ __all__ = [
     "addresses_in_use",
     "allocate_endpoint",
     "allocate_network",
+    "allocate_node_attachments",
     "allocate_task_networks",
     "ingress_network",
     "network_in_use",
@@ -208,10 +209,14 @@ class AddressBook:
         self.held.setdefault(network_id, set()).add(address)
 
 
-def addresses_in_use(networks: View, services: View, tasks: View) -> AddressBook:
-    """What the view holds: every service's virtual IPs and every unfinished task's addresses (gateways
-    are reserved by the network itself)."""
+def addresses_in_use(networks: View, services: View, tasks: View, nodes: View | None = None) -> AddressBook:
+    """What the view holds: every service's virtual IPs, every unfinished task's addresses and every node's
+    ingress address (gateways are reserved by the network itself)."""
     book = AddressBook()
+    for node in (nodes or {}).values():
+        for attachment in node.get("Attachments") or ():
+            for text in attachment.get("Addresses") or ():
+                book.hold(attachment["Network"]["ID"], _address(text))
     for service in services.values():
         for vip in (service.get("Endpoint") or {}).get("VirtualIPs") or ():
             book.hold(vip["NetworkID"], _address(vip["Addr"]))
@@ -419,6 +424,21 @@ def allocate_task_networks(
         shown = {key: copy.deepcopy(value) for key, value in network.items() if not key.startswith("_")}
         attachments.append({"Network": shown, "Addresses": list(addresses)})
     return attachments
+
+
+def allocate_node_attachments(node: dict[str, Any], networks: View, book: AddressBook) -> list[dict[str, Any]]:
+    """The node's own address on the ingress network, [{"Network": <ingress>, "Addresses": ["10.0.0.3/24"]}]
+    (Docker's ingress-sbox endpoint): the routing mesh forwards published ports from every node to the
+    service's tasks over the ingress overlay, with this address as the source, so replies come back
+    through the node that took the request. [] when the swarm has no ingress network; kept once given."""
+    ingress = ingress_network(networks)
+    if ingress is None:
+        return []
+    for attachment in node.get("Attachments") or ():
+        if attachment["Network"]["ID"] == ingress["ID"]:
+            return [attachment]
+    shown = {key: copy.deepcopy(value) for key, value in ingress.items() if not key.startswith("_")}
+    return [{"Network": shown, "Addresses": [_allocate_address(ingress, book)]}]
 
 
 def network_in_use(network_id: str, services: View, tasks: View) -> list[str]:

@@ -156,6 +156,7 @@ class Dispatcher:
             "managers": managers,
             "rotation": rotation,
             "gossip_keys": [base64.b64decode(k["Key"]) for k in sorted(keys, key=lambda k: -k["LamportTime"])],
+            "attachments": (node.data.get("Attachments") or []) if node else [],
         }
 
     def _swarm_view(self) -> tuple[dict[str, str], str | None]:

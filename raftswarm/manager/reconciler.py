@@ -47,7 +47,13 @@ from ..store import (
     delete,
     update,
 )
-from .allocator import AllocationError, addresses_in_use, allocate_task_networks
+from .allocator import (
+    AllocationError,
+    addresses_in_use,
+    allocate_node_attachments,
+    allocate_task_networks,
+    ingress_network,
+)
 from .controlapi import CLUSTER, CLUSTER_KEY, NODES
 from .orchestrator import (
     DEFAULT_TASK_HISTORY_LIMIT,
@@ -146,6 +152,7 @@ class _Working:
     changed: set[str] = field(default_factory=set)
     deleted: set[str] = field(default_factory=set)
     changed_services: set[str] = field(default_factory=set)
+    changed_nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     unallocated: set[str] = field(default_factory=set)
     """Tasks that could not get their network addresses this round: not scheduled."""
     allocated: bool = False
@@ -220,6 +227,7 @@ class _Working:
             update(SERVICES, service_id, self.services[service_id], expect=view.services[service_id].version)
             for service_id in sorted(self.changed_services)
         ]
+        ops += [update(NODES, node_id, data, expect=view.nodes[node_id].version) for node_id, data in sorted(self.changed_nodes.items())]
         return ops
 
 
@@ -371,17 +379,33 @@ def _host_ports(service: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _allocate_networks(work: _Working) -> None:
-    """An address on each of its networks for every task not yet placed (SwarmKit allocates before the
-    scheduler sees a task)."""
+    """Every node's address on the ingress network (the routing mesh's source address), then an address
+    on each of its networks for every task not yet placed (SwarmKit allocates before the scheduler sees a
+    task)."""
     networks = {network_id: o.data for network_id, o in work.view.networks.items()}
+    nodes = {node_id: o.data for node_id, o in work.view.nodes.items()}
     book = None
+    ingress = ingress_network(networks)
+    for node_id, node in sorted(nodes.items()):
+        if ingress is None or any(a["Network"]["ID"] == ingress["ID"] for a in node.get("Attachments") or ()):
+            continue
+        if book is None:
+            book = addresses_in_use(networks, work.services, work.tasks, nodes)
+        try:
+            attachments = allocate_node_attachments(node, networks, book)
+        except AllocationError as exc:
+            log.warning("node %s gets no ingress address: %s", node_id, exc)
+            continue
+        if attachments != (node.get("Attachments") or []):
+            work.changed_nodes[node_id] = {**node, "Attachments": attachments}
+            work.allocated = True
     for task_id in sorted(work.tasks):
         task = work.tasks[task_id]
         service = work.services.get(task.get("ServiceID", ""))
         if service is None or not is_live(task) or observed_state(task) > TaskState.PENDING:
             continue
         if book is None:
-            book = addresses_in_use(networks, work.services, work.tasks)
+            book = addresses_in_use(networks, work.services, work.tasks, nodes)
         try:
             attachments = allocate_task_networks(task, service.get("Endpoint") or {}, networks, book)
         except AllocationError as exc:

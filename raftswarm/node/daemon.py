@@ -465,7 +465,11 @@ class NodeDaemon:
         networks = self.agent.networks if self.agent is not None else None
         if networks is not None and answer.get("gossip_keys") and self._gossip_setup is None:
             self._gossip_setup = asyncio.create_task(
-                networks.configure(answer["gossip_keys"], list((answer.get("managers") or {}).values()))
+                networks.configure(
+                    answer["gossip_keys"],
+                    list((answer.get("managers") or {}).values()),
+                    answer.get("attachments") or [],
+                )
             )
             self._gossip_setup.add_done_callback(self._gossip_configured)
         rotation = answer.get("rotation")
