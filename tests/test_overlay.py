@@ -54,7 +54,7 @@ while time.monotonic() < deadline:
         break
     time.sleep(0.5)
 seen = set()
-for _ in range(60):
+for _ in range(60 if "vip" in report else 5):
     try:
         with socket.create_connection((report.get("vip") or sys.argv[3], 80), timeout=2) as connection:
             seen.add(connection.recv(200).decode())
@@ -70,7 +70,16 @@ time.sleep(1000)
 def swarm(tmp_path_factory):
     base = tmp_path_factory.mktemp("clusters")
     cluster = asyncio.run(
-        SwarmCluster.up("ovl", managers=1, workers=2, base_dir=base, network="netns", heartbeat_period=0.5)
+        SwarmCluster.up(
+            "ovl",
+            managers=1,
+            workers=2,
+            base_dir=base,
+            network="netns",
+            heartbeat_period=0.5,
+            # Names the tasks' resolvers do not know go nowhere: no query leaves the test's namespaces.
+            node_args={name: ["--dns-upstream", "none"] for name in ("manager1", "worker1", "worker2")},
+        )
     )
     yield cluster
     cluster.down()
@@ -140,6 +149,32 @@ async def test_a_published_port_answers_on_a_node_running_no_replica(swarm):
         for worker in ("worker1", "worker2"):
             assert await _served_by(swarm.node(worker).ip, 8080, 1) <= names
         await client.service_remove("meshed")
+
+
+async def test_a_host_mode_port_answers_only_on_the_node_running_its_task_and_tasks_reach_outside(swarm):
+    async with api(swarm) as client:
+        worker = swarm.node("worker1")
+        made = spec("hosted", ["python3", "-c", SERVER], replicas=1, Placement={"Constraints": [f"node.id=={worker.node_id}"]})
+        made["EndpointSpec"] = {"Ports": [{"TargetPort": 80, "PublishedPort": 9090, "PublishMode": "host"}]}
+        await client.service_create(made)
+        (task,) = await eventually(lambda: converged(client, "hosted", 1), "the hosted task")
+        assert await _served_by(worker.ip, 9090, 1) == {f"hosted.1.{task['ID']}"}
+        for other in ("manager1", "worker2"):
+            with pytest.raises(OSError):
+                await asyncio.to_thread(_fetch, swarm.node(other).ip, 9090)
+
+        # Egress: a task on an overlay reaches a node's address outside its overlays (masqueraded).
+        outside = ["python3", "-c", f"import socket; print(socket.create_connection(('{worker.ip}', 9090), timeout=5).recv(200).decode(), flush=True); import time; time.sleep(1000)"]
+        await client.service_create(spec("goer", outside, replicas=1, Networks=[{"Target": "front"}], Placement={"Constraints": ["node.role==manager"]}))
+        (goer,) = await eventually(lambda: converged(client, "goer", 1), "the goer")
+        lines = await eventually(lambda: _lines_of(client, goer["ID"]), "the goer's output", within=30)
+        assert lines == [f"hosted.1.{task['ID']}"]
+        await client.service_remove("hosted")
+        await client.service_remove("goer")
+
+
+async def _lines_of(client: ApiClient, task_id: str) -> list[str]:
+    return [line.decode().rstrip("\n") async for _, line in client.task_logs(task_id)]
 
 
 WATCHER = """

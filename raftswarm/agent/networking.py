@@ -36,6 +36,7 @@ import msgpack
 
 from ..dataplane import DataplaneError
 from ..dataplane.dns import DnsRecords, DnsServer
+from ..dataplane.gateway import GatewayBridge
 from ..dataplane.loadbalancer import LoadBalancer
 from ..dataplane.overlay import OverlayNetwork
 from ..gossip.node import GossipNode
@@ -99,6 +100,8 @@ class _LocalTask:
     task_id: str
     netns_path: str
     endpoints: list[_Endpoint]
+    gateway_address: ipaddress.IPv4Address | None = None
+    host_ports: list[tuple[int, str]] = field(default_factory=list)
     dns: DnsServer | None = None
     balancer: LoadBalancer | None = None
     vips: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -106,9 +109,13 @@ class _LocalTask:
 
 
 class NodeNetworks:
-    def __init__(self, node_id: str, advertise_ip: str, prefix: str) -> None:
-        """`prefix` starts the name of every namespace this node makes (unique per node on a machine)."""
+    def __init__(
+        self, node_id: str, advertise_ip: str, prefix: str, dns_upstreams: list[tuple[str, int]] | None = None
+    ) -> None:
+        """`prefix` starts the name of every namespace this node makes (unique per node on a machine);
+        `dns_upstreams`: where tasks' resolvers forward other names (None: the host's resolv.conf)."""
         self.node_id = node_id
+        self.dns_upstreams = dns_upstreams
         self.advertise_ip = advertise_ip
         self.prefix = prefix
         self.gossip: GossipNode | None = None
@@ -122,6 +129,8 @@ class NodeNetworks:
         self.ingress: _Endpoint | None = None
         """This node's own endpoint on the ingress network, once the managers gave it an address."""
         self.mesh: LoadBalancer | None = None
+        self.gateway = GatewayBridge()
+        self._gateway_ready = False
         self._published: dict[tuple[int, str], tuple[tuple[str, int], ...]] = {}
         self._events: asyncio.Queue[Any] = asyncio.Queue()
         self._applier: asyncio.Task[None] | None = None
@@ -163,7 +172,7 @@ class NodeNetworks:
         mac = await asyncio.to_thread(overlay.attach, "/proc/self/ns/net", address, None, INGRESS_IFNAME)
         with open("/proc/sys/net/ipv4/ip_forward", "w") as forwarding:
             forwarding.write("1")  # the node forwards published ports to tasks on other nodes
-        self.mesh = await asyncio.to_thread(LoadBalancer, None, MESH_TABLE)
+        await self._ensure_mesh()
         endpoint = _Endpoint(
             network_id=network["ID"],
             task_id=f"node-{self.node_id}",
@@ -210,6 +219,9 @@ class NodeNetworks:
         if self.mesh is not None:
             await asyncio.to_thread(self.mesh.close)
             self.mesh = None
+        if self._gateway_ready:
+            await asyncio.to_thread(self.gateway.remove)
+            self._gateway_ready = False
         if self.ingress is not None:
             ingress, self.ingress = self.ingress, None
             if self.gossip is not None and ingress.task_id in self.gossip.entries(ingress.network_id, ENDPOINTS):
@@ -221,12 +233,18 @@ class NodeNetworks:
 
     # -- tasks -------------------------------------------------------------------------------------------
 
+    async def _ensure_mesh(self) -> LoadBalancer:
+        if self.mesh is None:
+            self.mesh = await asyncio.to_thread(LoadBalancer, None, MESH_TABLE)
+        return self.mesh
+
     async def attach(self, task: dict[str, Any], running: RunningTask) -> None:
-        """Plug a starting task into its networks (see the module docstring)."""
+        """Plug a starting task into its networks (see the module docstring), then the gateway bridge (its
+        way out, and in for its host-mode published ports)."""
         attachments = task.get("NetworksAttachments") or []
-        if not attachments or running.netns_path is None:
+        if running.netns_path is None:
             return
-        if self.gossip is None:
+        if attachments and self.gossip is None:
             raise RuntimeError("the node has no gossip key from the managers yet; the task will be retried")
         local = _LocalTask(task["ID"], running.netns_path, [])
         self.local[task["ID"]] = local
@@ -263,10 +281,31 @@ class NodeNetworks:
             else:
                 self.gossip.create_entry(network["ID"], ENDPOINTS, task["ID"], endpoint.encode())
             self._learn(endpoint)
-        local.dns = DnsServer(running.netns_path, [e.network_id for e in local.endpoints], self.records)
+        await self._attach_gateway(task, local, f"eth{len(attachments)}")
+        local.dns = DnsServer(
+            running.netns_path, [e.network_id for e in local.endpoints], self.records, upstreams=self.dns_upstreams
+        )
         await local.dns.start()
         local.balancer = await asyncio.to_thread(LoadBalancer, running.netns_path, TASK_TABLE)
         await self._program(local)
+
+    async def _attach_gateway(self, task: dict[str, Any], local: _LocalTask, ifname: str) -> None:
+        if not self._gateway_ready:
+            await asyncio.to_thread(self.gateway.create)
+            self._gateway_ready = True
+        taken = {t.gateway_address for t in self.local.values()}
+        address = next(a for a in self.gateway.subnet.hosts() if a != self.gateway.gateway and a not in taken)
+        local.gateway_address = address
+        await asyncio.to_thread(self.gateway.attach, local.netns_path, address, ifname, _gateway_ifname(task["ID"]))
+        host_ports = [
+            p for p in (task.get("Endpoint") or {}).get("Ports") or [] if p.get("PublishMode") == "host" and p.get("PublishedPort")
+        ]
+        if host_ports:
+            mesh = await self._ensure_mesh()
+            for port in host_ports:
+                protocol = port.get("Protocol", "tcp")
+                await asyncio.to_thread(mesh.set_host_port, port["PublishedPort"], protocol, str(address), port["TargetPort"])
+                local.host_ports.append((port["PublishedPort"], protocol))
 
     async def detach(self, task_id: str) -> None:
         """The task ended: its endpoints leave the swarm's tables, its interfaces and resolver go."""
@@ -275,6 +314,11 @@ class NodeNetworks:
             return
         if local.dns is not None:
             await local.dns.close()
+        for port, protocol in local.host_ports:
+            if self.mesh is not None:
+                await asyncio.to_thread(self.mesh.remove_host_port, port, protocol)
+        if local.gateway_address is not None:
+            await asyncio.to_thread(self.gateway.detach, _gateway_ifname(task_id))
         for endpoint in local.endpoints:
             if self.gossip is not None and task_id in self.gossip.entries(endpoint.network_id, ENDPOINTS):
                 self.gossip.delete_entry(endpoint.network_id, ENDPOINTS, task_id)
@@ -397,6 +441,10 @@ class NodeNetworks:
                 raise
             return  # the task ended meanwhile; its detach is on the way
         local.vips = wanted
+
+
+def _gateway_ifname(task_id: str) -> str:
+    return f"rswgw{task_id[:9]}"
 
 
 def _service_vip(task: dict[str, Any], network_id: str) -> tuple[str | None, str]:

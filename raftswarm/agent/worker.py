@@ -168,7 +168,9 @@ class _TaskController:
 
     def _plug_networks(self):
         """What connects the task to its networks before its command starts, or None if nothing does."""
-        if not self.task.get("NetworksAttachments"):
+        ports = (self.task.get("Endpoint") or {}).get("Ports") or []
+        host_ports = any(p.get("PublishMode") == "host" for p in ports)
+        if not self.task.get("NetworksAttachments") and not host_ports:
             return None
         networks = self.agent.networks
         if networks is None:

@@ -414,7 +414,8 @@ def _allocate_networks(work: _Working) -> None:
                 work.set_status(task_id, TaskState.PENDING, "pending task allocation", str(exc))
             continue
         endpoint = service.get("Endpoint") or {}
-        if attachments != (task.get("NetworksAttachments") or []) or (attachments and task.get("Endpoint") != endpoint):
+        published = bool(endpoint.get("Ports") or endpoint.get("VirtualIPs"))
+        if attachments != (task.get("NetworksAttachments") or []) or (published and task.get("Endpoint") != endpoint):
             edited = work.edit(task_id)
             edited["NetworksAttachments"] = attachments
             edited["Endpoint"] = copy.deepcopy(endpoint)  # as SwarmKit's tasks carry it: their VIPs, ports

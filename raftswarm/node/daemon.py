@@ -67,6 +67,8 @@ class NodeConfig:
     heartbeat_period: float = 5.0
     raft: dict = field(default_factory=dict)
     driver: DriverConfig = field(default_factory=DriverConfig)
+    dns_upstreams: list[tuple[str, int]] | None = None
+    """Where tasks' resolvers forward unknown names; None: the host's resolv.conf; []: nowhere."""
 
 
 class NodeDaemon:
@@ -158,7 +160,12 @@ class NodeDaemon:
             log.info("no overlay data plane on this node: %s", unavailable)
             networks = None
         else:
-            networks = NodeNetworks(state.node_id, split_addr(state.advertise_addr)[0], namespace_prefix(state.node_id))
+            networks = NodeNetworks(
+                state.node_id,
+                split_addr(state.advertise_addr)[0],
+                namespace_prefix(state.node_id),
+                dns_upstreams=self.config.dns_upstreams,
+            )
         self.agent = Agent(self.session, self.session.context, self.state_dir.worker_tasks, networks)
         self._agent_task = asyncio.create_task(self.agent.run(), name="agent")
         self._agent_task.add_done_callback(_log_failure)

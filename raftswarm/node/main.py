@@ -31,6 +31,14 @@ def _host_port(value: str, default_port: int) -> tuple[str, int]:
         raise click.BadParameter(str(exc)) from None
 
 
+def _dns_upstreams(values: tuple[str, ...]) -> list[tuple[str, int]] | None:
+    if not values:
+        return None
+    if values == ("none",):
+        return []
+    return [_host_port(value, 53) for value in values]
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="raftswarm-node")
 @click.option("--state-dir", default=_default_state_dir, show_default="/var/lib/raftswarm as root", help="Where the node keeps certificates and the Raft log.")
@@ -43,6 +51,13 @@ def _host_port(value: str, default_port: int) -> tuple[str, int]:
 @click.option("--election-ticks", default=10, show_default=True, help="Ticks without a leader before an election.")
 @click.option("--heartbeat-ticks", default=1, show_default=True, help="Ticks between leader heartbeats.")
 @click.option("--snapshot-interval", default=10_000, show_default=True, help="Applied entries between Raft snapshots.")
+@click.option(
+    "--dns-upstream",
+    "dns_upstreams",
+    multiple=True,
+    metavar="ADDR[:PORT]",
+    help="Where tasks' resolvers forward names they do not know (repeatable; `none`: nowhere). Default: the host's /etc/resolv.conf.",
+)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]), show_default=True)
 def main(
     state_dir: str,
@@ -55,6 +70,7 @@ def main(
     election_ticks: int,
     heartbeat_ticks: int,
     snapshot_interval: int,
+    dns_upstreams: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Run a raftswarm node: a manager or worker of a swarm, or a standalone node awaiting `swarm init`."""
@@ -70,6 +86,7 @@ def main(
         force_new_cluster=force_new_cluster,
         raft={"election_ticks": election_ticks, "heartbeat_ticks": heartbeat_ticks},
         driver=DriverConfig(tick_interval=tick_ms / 1000, snapshot_interval=snapshot_interval),
+        dns_upstreams=_dns_upstreams(dns_upstreams),
     )
     try:
         asyncio.run(NodeDaemon(config).run())
