@@ -130,3 +130,36 @@ async def test_bad_network_specs_are_refused_and_nothing_is_created(swarm, body,
         with pytest.raises(ApiError, match=message):
             await client.network_create(body)
         assert await client.network_list() == before
+
+
+async def test_network_add_and_rm_move_a_service_between_networks_and_free_its_addresses(swarm):
+    async with api(swarm) as client:
+        await client.network_create({"Name": "left", "Driver": "overlay"})
+        await client.network_create({"Name": "right", "Driver": "overlay"})
+        left, right = (await client.network_inspect("left"))["Id"], (await client.network_inspect("right"))["Id"]
+        await client.service_create(spec("mover", replicas=2, Networks=[{"Target": "left"}]))
+        await eventually(lambda: converged(client, "mover", 2), "2 replicas on left")
+        code, output = await cli(swarm, "service", "update", "--detach", "--network-add", "right", "--network-rm", "left", "mover")
+        assert code == 0, output
+
+        async def moved() -> list[dict] | None:
+            tasks = await converged(client, "mover", 2)
+            if tasks and all([a["Network"]["ID"] for a in t["NetworksAttachments"]] == [right] for t in tasks):
+                return tasks
+            return None
+
+        await eventually(moved, "the replicas to be on right only", within=60)
+        service = await client.service_inspect("mover")
+        assert [vip["NetworkID"] for vip in service["Endpoint"]["VirtualIPs"]] == [right]
+        await client.service_remove("mover")
+
+        async def removed(name: str) -> bool:
+            try:
+                await client.network_remove(name)
+                return True
+            except ApiError:
+                return False
+
+        for name in ("left", "right"):
+            await eventually(lambda name=name: removed(name), f"network {name} to be free again")
+        assert left not in {n["Id"] for n in await client.network_list()}

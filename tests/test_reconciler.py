@@ -264,3 +264,4 @@ def test_each_slot_keeps_the_history_limit_of_ended_tasks():
     ended = [t for t in swarm.tasks() if t["Status"]["State"] == "failed"]
     assert len(ended) == 5
     assert len(swarm.live()) == 1
+

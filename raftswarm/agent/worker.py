@@ -28,13 +28,12 @@ import ssl
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..addresses import parse_host_port
 from ..manager.orchestrator import TaskState
 from ..manager.rpc import RpcClient, RpcError
 from .logpublisher import serve_log_subscriptions
-from .networking import NodeNetworks
 from .runtime import RunningTask, ShimGone, TaskRejected, TaskRuntime
 from .session import Session
 
@@ -47,6 +46,15 @@ ENDED_TASK_LOGS = 100
 _RETRY = 0.2
 
 LogLine = tuple[str, float, bytes]
+
+
+class TaskNetworks(Protocol):
+    """The node's data plane as the agent uses it (`node.networking.NodeNetworks`)."""
+
+    async def attach(self, task: dict[str, Any], running: RunningTask) -> None: ...
+    async def detach(self, task_id: str) -> None: ...
+    async def remove_all(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 def task_name(task: dict[str, Any]) -> str:
@@ -209,10 +217,10 @@ class Agent:
     """Runs a node's assigned tasks. `run` until cancelled; `close` stops every task process."""
 
     def __init__(
-        self, session: Session, context: ssl.SSLContext, tasks_dir: Path, networks: NodeNetworks | None = None
+        self, session: Session, context: ssl.SSLContext, tasks_dir: Path, networks: TaskNetworks | None = None
     ) -> None:
         """`tasks_dir`: where the tasks' shims keep their sockets (in the worker's state directory);
-        `networks`: the node's data plane, None where it has none (see `networking.data_plane_unavailable`)."""
+        `networks`: the node's data plane, None where it has none (see `node.networking`)."""
         self.session = session
         self.context = context
         self.networks = networks

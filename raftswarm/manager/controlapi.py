@@ -88,7 +88,14 @@ def new_cluster_object(ca: CertificateAuthority, autolock: bool) -> dict[str, An
         },
         "CA": ca.to_state(),
         # SwarmKit's NetworkBootstrapKeys: what nodes encrypt gossip with, handed out by the dispatcher.
-        "NetworkBootstrapKeys": [{"Subsystem": "networking:gossip", "Key": base64.b64encode(os.urandom(32)).decode(), "LamportTime": 1}],
+        "NetworkBootstrapKeys": [
+            {
+                "Subsystem": "networking:gossip",
+                "Key": base64.b64encode(os.urandom(32)).decode(),
+                "LamportTime": 1,
+                "CreatedAt": datetime.now(UTC).timestamp(),
+            }
+        ],
     }
 
 

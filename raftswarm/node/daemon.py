@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..addresses import parse_host_port
 from ..agent.session import Session
-from ..agent.networking import NodeNetworks, data_plane_unavailable, namespace_prefix
+from .networking import NodeNetworks, data_plane_unavailable, namespace_prefix
 from ..agent.worker import Agent
 from ..api.server import ApiServer
 from ..ca.authority import CertificateAuthority, renewal_time

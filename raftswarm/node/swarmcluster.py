@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
-from ..agent.networking import namespace_prefix
+from .networking import namespace_prefix
 from ..agent.shim import release_all
 from ..api.client import ApiClient, ApiError
 from ..errors import RaftswarmError

@@ -1,4 +1,6 @@
 """`NodeNetworks`: this node's part of the swarm's overlay networks, driven by its tasks and by gossip.
+It lives with the node (which assembles the roles) because it joins the agent to `gossip` and
+`dataplane`; the agent calls it through `agent.worker.TaskNetworks`.
 
 When a task with NetworksAttachments starts (between the creation of its namespaces and the start of its
 command: `runtime.TaskRuntime.start(prepare=...)`), for each of its networks:
@@ -41,7 +43,8 @@ from ..dataplane.loadbalancer import LoadBalancer
 from ..dataplane.overlay import OverlayNetwork
 from ..gossip.node import GossipNode
 from ..gossip.wire import Keyring
-from .runtime import RunningTask
+from ..manager.keymanager import gossip_keyring_order
+from ..agent.runtime import RunningTask
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +148,7 @@ class NodeNetworks:
         seeds = sorted({f"{host.rpartition(':')[0] or host}:{GOSSIP_PORT}" for host in managers} - {self._own_seed()})
         if not keys:
             return
-        keyring = Keyring(keys)
+        keyring = Keyring(gossip_keyring_order(keys))
         if self.gossip is None:
             self._seeds = seeds
             self.gossip = GossipNode(
