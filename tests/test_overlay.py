@@ -48,6 +48,7 @@ while time.monotonic() < deadline:
     try:
         report["vip"] = socket.gethostbyname(target)
         report["tasks"] = sorted(socket.gethostbyname_ex("tasks." + target)[2])
+        report["alias"] = socket.gethostbyname("www")
     except OSError as exc:
         report["resolve_error"] = str(exc)
     if len(report.get("tasks", [])) == int(sys.argv[2]):
@@ -98,7 +99,8 @@ async def test_tasks_on_an_overlay_reach_a_service_by_name_through_its_vip_and_o
     async with api(swarm) as client:
         front = (await client.network_create({"Name": "front", "Driver": "overlay"}))["Id"]
         await client.network_create({"Name": "back", "Driver": "overlay"})
-        await client.service_create(spec("web", ["python3", "-c", SERVER], replicas=3, Networks=[{"Target": "front"}]))
+        web_networks = [{"Target": "front", "Aliases": ["www"]}]
+        await client.service_create(spec("web", ["python3", "-c", SERVER], replicas=3, Networks=web_networks))
         web = await eventually(lambda: converged(client, "web", 3), "3 web replicas", within=60)
         assert len({t["NodeID"] for t in web}) == 3  # one per node: traffic crosses the overlay
         (vip,) = [v["Addr"].split("/")[0] for v in (await client.service_inspect("web"))["Endpoint"]["VirtualIPs"] if v["NetworkID"] == front]
@@ -110,6 +112,7 @@ async def test_tasks_on_an_overlay_reach_a_service_by_name_through_its_vip_and_o
         report = await eventually(lambda: _report(client, task["ID"]), "the client's report", within=90)
         assert report["vip"] == vip
         assert report["tasks"] == task_ips
+        assert report["alias"] == vip
         assert report["seen"] == sorted(f"web.{t['Slot']}.{t['ID']}" for t in web)
 
         await client.service_create(spec("outsider", client_args, replicas=1, Networks=[{"Target": "back"}]))

@@ -89,6 +89,8 @@ class _Endpoint:
     endpoint_mode: str
     ports: list[list[Any]] = field(default_factory=list)
     """Ingress-published ports of the service: [protocol, target port, published port]."""
+    aliases: list[str] = field(default_factory=list)
+    """The service's other names on this network (`--network name=N,alias=A`)."""
 
     def encode(self) -> bytes:
         return msgpack.packb(self.__dict__, use_bin_type=True)
@@ -276,6 +278,7 @@ class NodeNetworks:
                 vip=vip,
                 endpoint_mode=mode,
                 ports=ports if network.get("Spec", {}).get("Ingress") else [],
+                aliases=_aliases(task, network),
             )
             local.endpoints.append(endpoint)
             self.gossip.join_network(network["ID"])
@@ -388,7 +391,11 @@ class NodeNetworks:
         if not endpoint.service_name:
             return  # a node's own ingress endpoint: nothing to resolve
         self.records.set_service(
-            endpoint.network_id, endpoint.service_name, [], endpoint.vip, "dnsrr" if endpoint.vip is None else "vip"
+            endpoint.network_id,
+            endpoint.service_name,
+            endpoint.aliases,
+            endpoint.vip,
+            "dnsrr" if endpoint.vip is None else "vip",
         )
         self.records.set_task(endpoint.network_id, endpoint.service_name, endpoint.task_name, endpoint.ip)
 
@@ -444,6 +451,14 @@ class NodeNetworks:
                 raise
             return  # the task ended meanwhile; its detach is on the way
         local.vips = wanted
+
+
+def _aliases(task: dict[str, Any], network: dict[str, Any]) -> list[str]:
+    names = {network["ID"], (network.get("Spec") or {}).get("Name")}
+    for attachment in (task.get("Spec") or {}).get("Networks") or []:
+        if attachment.get("Target") in names:
+            return [str(alias) for alias in attachment.get("Aliases") or []]
+    return []
 
 
 def _gateway_ifname(task_id: str) -> str:
