@@ -17,6 +17,7 @@ Errors are Docker's shape: a status code and `{"message": "..."}`.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -43,7 +44,8 @@ MIN_API_VERSION = "1.24"
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status)
+    # Exactly "application/json": the docker CLI decodes {"message"} only then (not with "; charset=utf-8").
+    return web.Response(body=json.dumps({"message": message}).encode(), status=status, content_type="application/json")
 
 
 @web.middleware
@@ -83,23 +85,24 @@ class ApiServer:
         self.app = web.Application(middlewares=[_errors], client_max_size=8 << 20)
         logs = LogRoutes(daemon)
         self.app.on_shutdown.append(logs.shutdown)  # end `logs -f` streams, or closing waits for them
-        self.app.add_routes(
-            [
-                web.get("/_ping", self.ping),
-                web.get("/version", self.version),
-                web.get("/raftswarm/raft", self.raft_status),
-                web.post("/raftswarm/raft/members", self.raft_members),
-                web.post("/raftswarm/raft/transfer", self.raft_transfer),
-                web.post("/raftswarm/store/transact", self.store_transact),
-                web.get("/raftswarm/store/{kind}", self.store_list),
-                web.get("/raftswarm/store/{kind}/{id}", self.store_get),
-                web.get("/raftswarm/agent", self.agent_status),
-                *SwarmRoutes(daemon).routes(),
-                *ServiceRoutes(daemon).routes(),
-                *logs.routes(),
-                *NetworkRoutes(daemon).routes(),
-            ]
-        )
+        routes = [
+            web.get("/_ping", self.ping),
+            web.get("/version", self.version),
+            web.get("/raftswarm/raft", self.raft_status),
+            web.post("/raftswarm/raft/members", self.raft_members),
+            web.post("/raftswarm/raft/transfer", self.raft_transfer),
+            web.post("/raftswarm/store/transact", self.store_transact),
+            web.get("/raftswarm/store/{kind}", self.store_list),
+            web.get("/raftswarm/store/{kind}/{id}", self.store_get),
+            web.get("/raftswarm/agent", self.agent_status),
+            *SwarmRoutes(daemon).routes(),
+            *ServiceRoutes(daemon).routes(),
+            *logs.routes(),
+            *NetworkRoutes(daemon).routes(),
+        ]
+        # Docker clients put the API version in front of every path: /v1.50/services/...
+        versioned = [web.RouteDef(r.method, "/v{api_version:[0-9]+[.][0-9]+}" + r.path, r.handler, r.kwargs) for r in routes]
+        self.app.add_routes(routes + versioned)
         self._runner: web.AppRunner | None = None
 
     async def start_unix(self, path: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from ..manager.controlapi import ControlError
-from ..manager.orchestrator import TaskState
+from ..manager.orchestrator import TaskState, is_current
 from ..manager.serviceapi import ServiceApi, api_view, resolve, spec_name
 from .bodies import json_object
 from .swarm import query_filters, query_version
@@ -58,7 +58,12 @@ class ServiceRoutes:
             web.get("/secrets/{id}", self.secret),
             web.post("/secrets/{id}/update", self.secret_update),
             web.delete("/secrets/{id}", self.secret_remove),
+            web.get("/configs", self.configs),
         ]
+
+    async def configs(self, request: web.Request) -> web.Response:
+        """raftswarm has no configs; `docker stack rm` lists them."""
+        return web.json_response([])
 
     def _api(self) -> ServiceApi:
         return ServiceApi(self.daemon.control().store)
@@ -102,7 +107,8 @@ class ServiceRoutes:
 
     async def tasks(self, request: web.Request) -> web.Response:
         filters = query_filters(request)
-        _check_filters(filters, ("id", "name", "service", "node", "label", "desired-state"))
+        # `_up-to-date` and `runtime` are what the docker CLI's convergence monitor asks for.
+        _check_filters(filters, ("id", "name", "service", "node", "label", "desired-state", "_up-to-date", "runtime"))
         api = self._api()
         services = await api.services()
         service_names = {s.id: s.data["Spec"]["Name"] for s in services}
@@ -112,7 +118,11 @@ class ServiceRoutes:
         if "node" in filters:
             control = self.daemon.control()
             filters = {**filters, "node": [(await control.node(ref)).id for ref in filters["node"]]}
-        views = [api_view(t) for t in await api.tasks()]
+        tasks = await api.tasks()
+        if "_up-to-date" in filters:  # only tasks made from their service's current spec
+            templates = {s.id: s.data["Spec"].get("TaskTemplate") or {} for s in services}
+            tasks = [t for t in tasks if is_current(t.data, templates.get(t.data.get("ServiceID", ""), {}))]
+        views = [api_view(t) for t in tasks]
         return web.json_response([v for v in views if _task_matches(v, filters, service_names)])
 
     async def task(self, request: web.Request) -> web.Response:
@@ -153,7 +163,8 @@ def _task_matches(task: dict[str, Any], filters: dict[str, list[str]], service_n
         name = f"{service_names.get(task.get('ServiceID', ''), '')}.{task.get('Slot') or task.get('NodeID', '')}"
         if not any(name.startswith(v) for v in filters["name"]):
             return False
-    if "label" in filters and not _labels_match((task.get("Spec") or {}).get("Labels") or {}, filters["label"]):
+    # As SwarmKit: a task's labels are its service's (`docker stack ps` filters on the stack's).
+    if "label" in filters and not _labels_match((task.get("ServiceAnnotations") or {}).get("Labels") or {}, filters["label"]):
         return False
     if "desired-state" in filters:
         desired = TaskState.of(task.get("DesiredState", "running"))

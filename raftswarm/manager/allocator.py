@@ -36,7 +36,7 @@ from typing import Any
 
 from .controlapi import ControlError
 from .networks import DEFAULT_DRIVER, DEFAULT_IPAM_DRIVER, VXLAN_ID_OPTION
-from .orchestrator import is_terminal, observed_state
+from .orchestrator import TaskState, desired_state, is_terminal, observed_state
 
 __all__ = [
     "DEFAULT_ADDRESS_POOL",
@@ -452,7 +452,9 @@ def network_in_use(network_id: str, services: View, tasks: View) -> list[str]:
         if network_id in targets or network_id in vips:
             names.add(spec["Name"])
     for task in tasks.values():
-        if is_terminal(observed_state(task)):
+        # As SwarmKit: a task told to stop no longer holds the network (`docker stack rm` removes the
+        # services, then at once their networks); its address stays held until it has stopped.
+        if is_terminal(observed_state(task)) or desired_state(task) > TaskState.RUNNING:
             continue
         if any(a["Network"]["ID"] == network_id for a in task.get("NetworksAttachments") or ()):
             owner = services.get(task.get("ServiceID", ""))

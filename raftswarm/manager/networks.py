@@ -159,6 +159,8 @@ def _options(value: Any, path: str) -> None:
 
 
 def _ipam(value: Any, path: str) -> None:
+    if value is None:  # `docker stack deploy` sends "IPAM": null
+        return
     ipam = _object(value, path)
     driver = _check(ipam, path, "Driver", _string)
     if driver not in (None, "", DEFAULT_IPAM_DRIVER):

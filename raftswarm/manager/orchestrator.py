@@ -175,7 +175,7 @@ def new_task(
         "ID": task_id,
         "ServiceID": service["ID"],
         "Spec": copy.deepcopy(spec.get("TaskTemplate") or {}),
-        "ServiceAnnotations": {"Name": spec.get("Name", "")},
+        "ServiceAnnotations": {"Name": spec.get("Name", ""), **({"Labels": dict(spec["Labels"])} if spec.get("Labels") else {})},
         "DesiredState": TaskState.RUNNING.api,
         "Status": {"State": TaskState.NEW.api, "Timestamp": rfc3339(now), "Message": "created"},
     }
