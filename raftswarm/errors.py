@@ -18,3 +18,7 @@ class StorageCorrupted(RaftswarmError):
 
 class WrongKey(RaftswarmError):
     """The key-encryption key (or unlock key) does not open this node's data encryption key."""
+
+
+class ComposeError(RaftswarmError):
+    """A compose file cannot be deployed as a stack; the message names the file, the key path and the problem."""

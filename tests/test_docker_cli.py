@@ -1,4 +1,4 @@
-"""The real docker CLI (the `docker` binary, where installed) driving a raftswarm swarm through the Docker
+"""The docker SDK for Python and the real docker CLI (the `docker` binary, where installed) driving a raftswarm swarm through the Docker
 Engine API on a manager's socket: nodes, networks, secrets, services (with docker's own convergence
 monitor), logs, stacks from a compose file; and a clear, quick error for what raftswarm does not do.
 """
@@ -15,7 +15,8 @@ import pytest
 
 from raftswarm.node.swarmcluster import SwarmCluster
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")]
+pytestmark = pytest.mark.slow
+needs_cli = pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")
 
 COMPOSE = """
 services:
@@ -62,6 +63,7 @@ def eventually_output(run, args: tuple[str, ...], expected, within: float = 30.0
         time.sleep(0.3)
 
 
+@needs_cli
 def test_docker_sees_the_swarm_and_manages_networks_and_secrets(docker):
     assert docker("version", "--format", "{{.Server.APIVersion}}").stdout.strip() == "1.50"
     assert docker("info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}").stdout.split() == ["active", "true"]
@@ -78,6 +80,7 @@ def test_docker_sees_the_swarm_and_manages_networks_and_secrets(docker):
     docker("network", "rm", "n1")
 
 
+@needs_cli
 def test_docker_service_create_waits_for_convergence_then_scale_logs_and_rm(docker):
     docker("network", "create", "-d", "overlay", "n3")
     docker("secret", "create", "s3", "-", stdin="pw")
@@ -95,6 +98,7 @@ def test_docker_service_create_waits_for_convergence_then_scale_logs_and_rm(dock
     docker("network", "rm", "n3")
 
 
+@needs_cli
 def test_docker_stack_deploy_services_ps_and_rm(docker, tmp_path):
     compose = tmp_path / "compose.yml"
     compose.write_text(COMPOSE)
@@ -111,7 +115,53 @@ def out_names(text: str) -> list[str]:
     return sorted(line.split()[0] for line in text.splitlines() if line.strip())
 
 
+@needs_cli
 def test_what_raftswarm_does_not_do_fails_fast_with_a_message(docker):
     for args in (("ps",), ("images",)):
         done = docker(*args, ok=False, timeout=20)  # a hang would fail here
         assert done.returncode != 0 and "Error response from daemon" in done.stderr
+
+
+def test_the_docker_sdk_for_python_drives_the_swarm(swarm):
+    docker_sdk = pytest.importorskip("docker")
+    client = docker_sdk.DockerClient(base_url=f"unix://{swarm.node('manager1').socket}", version="1.50")
+    try:
+        assert client.ping() and client.version()["ApiVersion"] == "1.50"
+        assert client.swarm.attrs["ID"] and len(client.nodes.list()) == 2
+        network = client.networks.create("sdknet", driver="overlay")
+        secret = client.secrets.create(name="sdksecret", data=b"pw")
+        service = client.services.create(
+            "busybox",
+            ["sh", "-c", "echo from-sdk; sleep 1000"],
+            name="sdkweb",
+            networks=["sdknet"],
+            secrets=[docker_sdk.types.SecretReference(secret.id, "sdksecret")],
+            mode=docker_sdk.types.ServiceMode("replicated", replicas=2),
+        )
+        running = lambda: [t for t in service.tasks(filters={"desired-state": "running"}) if t["Status"]["State"] == "running"]  # noqa: E731
+        deadline = time.monotonic() + 30
+        while len(running()) != 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(running()) == 2, [t["Status"] for t in service.tasks()]
+        service.scale(3)
+        deadline = time.monotonic() + 30
+        while len(running()) != 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(running()) == 3
+        assert b"from-sdk" in b"".join(service.logs(stdout=True, stderr=True))
+        with pytest.raises(docker_sdk.errors.APIError):
+            secret.remove()  # in use by sdkweb
+        service.remove()
+        secret.remove()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                network.remove()
+                break
+            except docker_sdk.errors.APIError:
+                time.sleep(0.2)
+        assert [n.name for n in client.networks.list()] == ["ingress"]
+        with pytest.raises(docker_sdk.errors.APIError):
+            client.containers.list()  # no containers here: a clear error, not a hang
+    finally:
+        client.close()

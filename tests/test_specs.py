@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from raftswarm.manager.controlapi import ControlError
 from raftswarm.manager.specs import (
+    without_nulls,
     MAX_SECRET_SIZE,
     InvalidSpec,
     referenced_secrets,
@@ -137,9 +138,22 @@ def test_nothing_is_defaulted_and_unknown_fields_are_kept():
     spec = minimal_spec()
     spec["TaskTemplate"]["ContainerSpec"]["Healthcheck"] = {"Test": ["CMD", "true"]}
     spec["TaskTemplate"]["LogDriver"] = {"Name": "json-file"}
-    spec["FutureField"] = [1, {"x": None}]
+    spec["FutureField"] = [1, {"x": 2}]
     assert validate_service_spec(spec) == spec
     assert "Mode" not in validate_service_spec(minimal_spec())
+
+
+def test_null_members_count_as_absent_as_in_dockers_go_decoding():
+    spec = minimal_spec()
+    spec["TaskTemplate"]["ContainerSpec"]["Args"] = None  # the docker SDK sends null for unset options
+    spec["FutureField"] = [1, {"x": None}]
+    checked = validate_service_spec(spec)
+    assert "Args" not in checked["TaskTemplate"]["ContainerSpec"] and checked["FutureField"] == [1, {}]
+
+
+def test_mode_names_match_case_insensitively_as_in_dockers_go_decoding():
+    spec = {**minimal_spec(), "Mode": {"replicated": {"Replicas": 2}}}  # what the docker SDK sends
+    assert validate_service_spec(spec)["Mode"] == {"Replicated": {"Replicas": 2}}
 
 
 def test_the_returned_spec_is_a_copy():
@@ -196,7 +210,7 @@ def test_refusals_are_400_control_errors():
 )
 def test_docker_accepts_these_and_so_does_raftswarm(path, value):
     spec = changed(full_spec(), path, value)
-    assert validate_service_spec(spec) == spec
+    assert validate_service_spec(spec) == without_nulls(spec)  # a null member is an absent one
 
 
 def test_a_global_service_without_max_replicas_is_accepted():
@@ -242,11 +256,9 @@ def test_a_global_service_without_max_replicas_is_accepted():
         ("TaskTemplate.ContainerSpec.Env", [{"A": "1"}], "TaskTemplate.ContainerSpec.Env[0]", "must be a string"),
         ("TaskTemplate.ContainerSpec.Dir", 1, "TaskTemplate.ContainerSpec.Dir", "must be a string"),
         ("TaskTemplate.ContainerSpec.User", 0, "TaskTemplate.ContainerSpec.User", "must be a string"),
-        ("TaskTemplate.ContainerSpec.Hostname", None, "TaskTemplate.ContainerSpec.Hostname", "got null"),
         ("TaskTemplate.ContainerSpec.StopGracePeriod", -1, "TaskTemplate.ContainerSpec.StopGracePeriod", ">= 0"),
         ("TaskTemplate.ContainerSpec.StopGracePeriod", 1.5, "TaskTemplate.ContainerSpec.StopGracePeriod", "integer"),
         ("TaskTemplate.ContainerSpec.StopGracePeriod", "10s", "TaskTemplate.ContainerSpec.StopGracePeriod", "nanosec"),
-        ("TaskTemplate.ContainerSpec.Labels", {"a": None}, "TaskTemplate.ContainerSpec.Labels.a", "must be a string"),
         (
             "TaskTemplate.ContainerSpec.Mounts",
             [{"Target": "/data"}, {"Target": "/data"}],
@@ -291,14 +303,12 @@ def test_a_global_service_without_max_replicas_is_accepted():
             "TaskTemplate.Resources.Reservations.MemoryBytes",
             "larger than the limit",
         ),
-        ("TaskTemplate.Resources.Limits", None, "TaskTemplate.Resources.Limits", "got null"),
         # Restart policy.
         ("TaskTemplate.RestartPolicy.Condition", "always", "TaskTemplate.RestartPolicy.Condition", "none, on-failure"),
         ("TaskTemplate.RestartPolicy.Condition", "", "TaskTemplate.RestartPolicy.Condition", "one of"),
         ("TaskTemplate.RestartPolicy.Delay", -1, "TaskTemplate.RestartPolicy.Delay", "nanoseconds"),
         ("TaskTemplate.RestartPolicy.Window", -1, "TaskTemplate.RestartPolicy.Window", "nanoseconds"),
         ("TaskTemplate.RestartPolicy.MaxAttempts", -1, "TaskTemplate.RestartPolicy.MaxAttempts", ">= 0"),
-        ("TaskTemplate.RestartPolicy", None, "TaskTemplate.RestartPolicy", "got null"),
         # Placement: the scheduler's own constraint and preference rules.
         ("TaskTemplate.Placement.Constraints", "node.role==worker", "Placement.Constraints", "JSON array"),
         ("TaskTemplate.Placement.Constraints.1", "node.role=manager", "Placement.Constraints[1]", "operator"),
@@ -326,12 +336,9 @@ def test_a_global_service_without_max_replicas_is_accepted():
         ("Mode", {"GlobalJob": {}}, "Mode.GlobalJob", "not supported by raftswarm"),
         ("Mode", {"Replicated": {"Replicas": 1}, "Global": {}}, "Mode", "not both"),
         ("Mode", "replicated", "Mode", "JSON object"),
-        ("Mode", None, "Mode", "got null"),
         ("Mode.Replicated.Replicas", -1, "Mode.Replicated.Replicas", ">= 0"),
         ("Mode.Replicated.Replicas", 2**63, "Mode.Replicated.Replicas", ">= 0"),
         ("Mode.Replicated.Replicas", 2.0, "Mode.Replicated.Replicas", "integer"),
-        ("Mode.Replicated.Replicas", None, "Mode.Replicated.Replicas", "got null"),
-        ("Mode", {"Global": None}, "Mode.Global", "JSON object"),
         # A global service already runs one task per node.
         ("Mode", {"Global": {}}, "TaskTemplate.Placement.MaxReplicas", "only be used with replicated mode"),
         # Update and rollback configs.
@@ -513,7 +520,7 @@ def test_base64_with_line_breaks_is_accepted_as_docker_does():
         ({"Data": "-_-_"}, "Data", "not valid base64"),  # the URL-safe alphabet, which Docker refuses too
         ({"Data": "aGk=é"}, "Data", "not valid base64"),
         ({"Data": [104, 105]}, "Data", "base64 string"),
-        ({"Data": None}, "Data", "base64 string"),
+        ({"Data": None}, "Data", "got 0 bytes"),  # null is no data
         ({"Driver": {"Name": "vault"}}, "Driver", "secret drivers are not supported by raftswarm"),
         ({"Templating": "golang"}, "Templating", "JSON object"),
         ({"Templating": {"Name": ""}}, "Templating.Name", "must not be empty"),
@@ -606,7 +613,7 @@ def test_junk_anywhere_in_a_valid_spec_is_refused_or_kept_exactly(path, junk):
     except InvalidSpec as exc:
         assert str(exc).split(":")[0]  # names a field
         return
-    assert checked == spec
+    assert checked == without_nulls(spec)  # nulls read as absent, as Docker's Go decoding reads them
     update_config(checked)
     update_config(checked, rollback=True)
     restart_policy(checked)

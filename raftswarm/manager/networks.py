@@ -20,11 +20,10 @@ Where raftswarm refuses what Docker accepts, on purpose:
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 from typing import Any
 
-from .specs import InvalidSpec, _at, _check, _fail, _labels, _object, _objects, _shown, _string
+from .specs import InvalidSpec, without_nulls, _at, _check, _fail, _labels, _object, _objects, _shown, _string
 
 __all__ = [
     "DEFAULT_DRIVER",
@@ -54,7 +53,7 @@ def validate_network_spec(spec: Any) -> dict[str, Any]:
     Raises `InvalidSpec` naming the first field at fault."""
     if not isinstance(spec, dict):
         raise InvalidSpec(f"the network spec must be a JSON object, got {_shown(spec)}")
-    network = copy.deepcopy(spec)
+    network = without_nulls(spec)
     _name(network)
     driver = _check(network, "", "Driver", _string)
     if driver not in (None, "", DEFAULT_DRIVER):

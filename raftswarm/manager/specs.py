@@ -219,13 +219,23 @@ def _check(parent: dict[str, Any], path: str, key: str, check: Any, *args: Any) 
 # -- services ----------------------------------------------------------------------------------------------
 
 
+def without_nulls(value: Any) -> Any:
+    """A deep copy without the object members that are null: Docker's Go decoding reads `"Args": null` as
+    no Args, and clients (the docker SDK) send such nulls for every option left unset."""
+    if isinstance(value, dict):
+        return {key: without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value]
+    return value
+
+
 def validate_service_spec(spec: Any) -> dict[str, Any]:
     """Check a ServiceSpec; return it (a deep copy, unknown keys kept as given, nothing defaulted).
 
     Raises `InvalidSpec` naming the first field at fault."""
     if not isinstance(spec, dict):
         raise InvalidSpec(f"the service spec must be a JSON object, got {_shown(spec)}")
-    service = copy.deepcopy(spec)
+    service = without_nulls(spec)
     _service_name(service)
     _check(service, "", "Labels", _labels)
     template = _object(
@@ -417,6 +427,9 @@ def _mode(service: dict[str, Any]) -> str:
     if "Mode" not in service:
         return "replicated"
     mode = _object(service["Mode"], "Mode")
+    # Go's JSON decoding matches field names case-insensitively, and the docker SDK sends "replicated".
+    known = {name.lower(): name for name in ("Replicated", "Global", "ReplicatedJob", "GlobalJob")}
+    mode = service["Mode"] = {known.get(key.lower(), key): value for key, value in mode.items()}
     for job in ("ReplicatedJob", "GlobalJob"):
         if job in mode:
             _fail(_at("Mode", job), "job services are not supported by raftswarm; use Replicated or Global")
@@ -512,7 +525,7 @@ def validate_secret_spec(spec: Any) -> tuple[dict[str, Any], bytes]:
     Returns (a deep copy of the spec without Data, the decoded data bytes). Raises `InvalidSpec`."""
     if not isinstance(spec, dict):
         raise InvalidSpec(f"the secret spec must be a JSON object, got {_shown(spec)}")
-    secret = copy.deepcopy(spec)
+    secret = without_nulls(spec)
     name = _string(_required(secret, "Name", "", 'name the secret, e.g. "db_password"'), "Name")
     if not name:
         _fail("Name", "name must be provided")
