@@ -7,6 +7,7 @@ from .cluster import cluster
 from .node import node
 from .network import network
 from .secret import secret
+from .stack import stack
 from .service import service
 from .swarm import swarm
 
@@ -44,3 +45,4 @@ main.add_command(cluster)
 main.add_command(service)
 main.add_command(network)
 main.add_command(secret)
+main.add_command(stack)

@@ -1,0 +1,179 @@
+"""`raftswarm stack ...`: deploy, ls, services, ps, rm -- a compose file as a set of services, networks and
+secrets under one namespace (`raftswarm.stack` turns the file into specs), as `docker stack` does.
+
+Everything a stack makes carries the label `com.docker.stack.namespace=<name>`; that label is how
+`ls`, `services`, `ps` and `rm` find it. A redeploy creates what is new, updates the services whose spec
+changed (and only those), and with `--prune` removes the stack's services the file no longer has.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..api.client import ApiClient, ApiError
+from ..errors import ComposeError
+from ..stack.compose import NAMESPACE_LABEL, load_stack, stack_specs
+from . import output
+from .daemon import daemon_command, daemon_message
+from .errors import CommandError
+from .node import TASK_COLUMNS, TASK_HEADERS, NodeResolver, task_list_options, task_records
+from .options import parse_filters
+from .service import DockerGroup, list_services
+
+
+@click.group(cls=DockerGroup)
+def stack() -> None:
+    """Manage Swarm stacks."""
+
+
+def _namespace_filter(name: str) -> dict[str, list[str]]:
+    return {"label": [f"{NAMESPACE_LABEL}={name}"]}
+
+
+@stack.command()
+@click.option("-c", "--compose-file", "compose_files", multiple=True, required=True, metavar="strings", help="Path to a Compose file")
+@click.option("--prune", is_flag=True, help="Prune services that are no longer referenced")
+@click.option("--detach", "-d", is_flag=True, default=True, hidden=True, help="Exit immediately (always, as docker)")
+@click.argument("name", metavar="STACK")
+@daemon_command
+async def deploy(api: ApiClient, compose_files: tuple[str, ...], prune: bool, detach: bool, name: str) -> None:
+    """Deploy a new stack or update an existing stack."""
+    if len(compose_files) > 1:
+        raise CommandError("raftswarm reads one compose file per deploy; merge them first")
+    try:
+        specs = stack_specs(load_stack(Path(compose_files[0]), dict(os.environ)), name)
+    except ComposeError as exc:
+        raise CommandError(str(exc)) from None
+    for warning in specs.warnings:
+        click.echo(warning, err=True)
+
+    existing_networks = {n["Name"] for n in await api.network_list()}
+    for external in specs.external_networks:
+        if external not in existing_networks:
+            raise CommandError(f'network "{external}" is declared as external, but could not be found. You need to create a swarm-scoped network before the stack is deployed')
+    for network_name, body in specs.networks.items():
+        if network_name not in existing_networks:
+            click.echo(f"Creating network {network_name}")
+            await api.network_create(body)
+
+    secret_ids = {s["Spec"]["Name"]: s["ID"] for s in await api.secret_list()}
+    for external in specs.external_secrets:
+        if external not in secret_ids:
+            raise CommandError(f"secret not found: {external}")
+    for secret_name, body in specs.secrets.items():
+        if secret_name not in secret_ids:
+            click.echo(f"Creating secret {secret_name}")
+            secret_ids[secret_name] = (await api.secret_create(body))["ID"]
+
+    current = {s["Spec"]["Name"]: s for s in await api.service_list(_namespace_filter(name))}
+    for spec in specs.services.values():
+        for reference in (spec["TaskTemplate"].get("ContainerSpec") or {}).get("Secrets") or []:
+            reference["SecretID"] = secret_ids[reference["SecretName"]]
+        found = current.pop(spec["Name"], None)
+        if found is None:
+            click.echo(f"Creating service {spec['Name']}")
+            await api.service_create(spec)
+        elif _differs(found["Spec"], spec):
+            click.echo(f"Updating service {spec['Name']} (id: {found['ID']})")
+            await api.service_update(found["ID"], found["Version"]["Index"], spec)
+    if prune:
+        for service_name, found in sorted(current.items()):
+            click.echo(f"Removing service {service_name}")
+            await api.service_remove(found["ID"])
+
+
+def _differs(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether a redeploy changes the service (what the node filled in, like Mode's default, is not a change)."""
+    mode = wanted.get("Mode") or {}
+    if "Global" not in mode:
+        replicated = mode.get("Replicated") or {}
+        wanted = {**wanted, "Mode": {"Replicated": {**replicated, "Replicas": replicated.get("Replicas", 1)}}}
+    return any(stored.get(key) != value for key, value in wanted.items())
+
+
+@stack.command("ls")
+@click.option("--format", "format_spec", help="Format output: table (default), json, or a {{.Field}} template")
+@daemon_command
+async def list_stacks(api: ApiClient, format_spec: str | None) -> None:
+    """List stacks."""
+    counts: dict[str, int] = {}
+    for service in await api.service_list():
+        namespace = (service["Spec"].get("Labels") or {}).get(NAMESPACE_LABEL)
+        if namespace:
+            counts[namespace] = counts.get(namespace, 0) + 1
+    records = [{"Name": n, "Services": str(c), "Orchestrator": "Swarm"} for n, c in sorted(counts.items())]
+    headers = {"Name": "NAME", "Services": "SERVICES"}
+    fmt = output.ListFormat(format_spec)
+    if fmt.uses_default_table:
+        output.print_table(list(headers.values()), [[r[c] for c in headers] for r in records])
+    else:
+        fmt.print(records, headers)
+
+
+@stack.command()
+@click.option("-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided")
+@click.option("--format", "format_spec", help="Format output: table (default), json, or a {{.Field}} template")
+@click.option("-q", "--quiet", is_flag=True, help="Only display IDs")
+@click.argument("name", metavar="STACK")
+@click.pass_context
+def services(ctx: click.Context, filters: tuple[str, ...], format_spec: str | None, quiet: bool, name: str) -> None:
+    """List the services in the stack."""
+    ctx.invoke(list_services, filters=(*filters, f"label={NAMESPACE_LABEL}={name}"), format_spec=format_spec, quiet=quiet)
+
+
+@stack.command()
+@task_list_options
+@click.argument("name", metavar="STACK")
+@daemon_command
+async def ps(
+    api: ApiClient, filters: tuple[str, ...], format_spec: str | None, no_resolve: bool, no_trunc: bool, quiet: bool, name: str
+) -> None:
+    """List the tasks in the stack."""
+    fmt = output.ListFormat(format_spec, quiet)
+    task_filters = {**parse_filters(filters), **_namespace_filter(name)}
+    tasks = await api.task_list(task_filters)
+    if not tasks:
+        raise CommandError(f"nothing found in stack: {name}")
+    resolver = NodeResolver(api)
+    records = await task_records(api, resolver, tasks, resolve=not no_resolve, truncate=not (no_trunc or quiet), indent=fmt.is_table)
+    if fmt.uses_default_table:
+        output.print_table(list(TASK_HEADERS.values()), [[r[c] for c in TASK_COLUMNS] for r in records])
+    else:
+        fmt.print(records, TASK_HEADERS)
+
+
+@stack.command("rm")
+@click.argument("names", nargs=-1, required=True, metavar="STACK [STACK...]")
+@daemon_command
+async def remove(api: ApiClient, names: tuple[str, ...]) -> None:
+    """Remove one or more stacks."""
+    errors = []
+    for name in names:
+        found = _namespace_filter(name)
+        services_ = await api.service_list(found)
+        secrets = await api.secret_list(found)
+        networks = await api.network_list(found)
+        if not (services_ or secrets or networks):
+            click.echo(f"Nothing found in stack: {name}")
+            continue
+        for service in sorted(services_, key=lambda s: s["Spec"]["Name"]):
+            click.echo(f"Removing service {service['Spec']['Name']}")
+            await api.service_remove(service["ID"])
+        for secret in sorted(secrets, key=lambda s: s["Spec"]["Name"]):
+            click.echo(f"Removing secret {secret['Spec']['Name']}")
+            try:
+                await api.secret_remove(secret["ID"])
+            except ApiError as exc:
+                errors.append(daemon_message(exc))
+        for network in sorted(networks, key=lambda n: n["Name"]):
+            click.echo(f"Removing network {network['Name']}")
+            try:
+                await api.network_remove(network["Id"])
+            except ApiError as exc:
+                errors.append(daemon_message(exc))
+    if errors:
+        raise CommandError("\n".join(errors))
