@@ -93,14 +93,23 @@ class NodeDaemon:
     # -- lifecycle -------------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """The `raftswarm-node` process: start, serve until SIGTERM or SIGINT, stop."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
         try:
-            await self._start()
+            await self.start()
             await self._stop.wait()
         finally:
-            await self._shutdown()
+            await self.stop()
+
+    async def start(self) -> None:
+        """Start the roles the state directory records and the API socket (for embedding: no signal handlers)."""
+        await self._start()
+
+    async def stop(self) -> None:
+        """Stop the API, the roles and the node's tasks."""
+        await self._shutdown()
 
     async def _start(self) -> None:
         if self.state_dir.has_swarm():
