@@ -59,6 +59,10 @@ async def test_a_stack_is_deployed_redeployed_pruned_and_removed(swarm, tmp_path
     compose.write_text(STACK)
     deployed = await run(swarm, "stack", "deploy", "-c", str(compose), "shop")
     assert deployed.exit_code == 0, deployed.output
+    assert "verify: Service" in deployed.output and "converged" in deployed.output  # waited, as docker shows it
+    deployed = await run(swarm, "stack", "rm", "shop")
+    deployed = await run(swarm, "stack", "deploy", "--detach", "-c", str(compose), "shop")
+    assert deployed.exit_code == 0, deployed.output
     assert deployed.output.splitlines() == [
         "Creating network shop_back",
         "Creating network shop_default",
@@ -76,11 +80,11 @@ async def test_a_stack_is_deployed_redeployed_pruned_and_removed(swarm, tmp_path
     await eventually(running, "3 running tasks", within=30)
     assert sorted(line.split()[0] for line in services.splitlines()) == ["shop_api", "shop_worker"]
 
-    again = await run(swarm, "stack", "deploy", "-c", str(compose), "shop")
+    again = await run(swarm, "stack", "deploy", "--detach", "-c", str(compose), "shop")
     assert again.exit_code == 0 and again.output == ""  # nothing changed, nothing touched
 
     compose.write_text(STACK.replace("  worker:\n    image: busybox\n    command: [\"sleep\", \"1000\"]\n", ""))
-    changed = await run(swarm, "stack", "deploy", "--prune", "-c", str(compose), "shop", env={"API_REPLICAS": "3"})
+    changed = await run(swarm, "stack", "deploy", "--detach", "--prune", "-c", str(compose), "shop", env={"API_REPLICAS": "3"})
     assert changed.exit_code == 0, changed.output
     assert [line.split(" (")[0] for line in changed.output.splitlines()] == ["Updating service shop_api", "Removing service shop_worker"]
 

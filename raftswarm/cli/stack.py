@@ -22,7 +22,7 @@ from .daemon import daemon_command, daemon_message
 from .errors import CommandError
 from .node import TASK_COLUMNS, TASK_HEADERS, NodeResolver, task_list_options, task_records
 from .options import parse_filters
-from .service import DockerGroup, list_services
+from .service import DockerGroup, list_services, wait_for_service
 
 
 @click.group(cls=DockerGroup)
@@ -37,10 +37,11 @@ def _namespace_filter(name: str) -> dict[str, list[str]]:
 @stack.command()
 @click.option("-c", "--compose-file", "compose_files", multiple=True, required=True, metavar="strings", help="Path to a Compose file")
 @click.option("--prune", is_flag=True, help="Prune services that are no longer referenced")
-@click.option("--detach", "-d", is_flag=True, default=True, hidden=True, help="Exit immediately (always, as docker)")
+@click.option("--detach/--no-detach", "-d", default=False, help="Exit immediately instead of waiting for the stack's services to converge")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress progress output")
 @click.argument("name", metavar="STACK")
 @daemon_command
-async def deploy(api: ApiClient, compose_files: tuple[str, ...], prune: bool, detach: bool, name: str) -> None:
+async def deploy(api: ApiClient, compose_files: tuple[str, ...], prune: bool, detach: bool, quiet: bool, name: str) -> None:
     """Deploy a new stack or update an existing stack."""
     if len(compose_files) > 1:
         raise CommandError("raftswarm reads one compose file per deploy; merge them first")
@@ -70,20 +71,25 @@ async def deploy(api: ApiClient, compose_files: tuple[str, ...], prune: bool, de
             secret_ids[secret_name] = (await api.secret_create(body))["ID"]
 
     current = {s["Spec"]["Name"]: s for s in await api.service_list(_namespace_filter(name))}
+    changed: list[tuple[str, dict[str, Any] | None]] = []
     for spec in specs.services.values():
         for reference in (spec["TaskTemplate"].get("ContainerSpec") or {}).get("Secrets") or []:
             reference["SecretID"] = secret_ids[reference["SecretName"]]
         found = current.pop(spec["Name"], None)
         if found is None:
             click.echo(f"Creating service {spec['Name']}")
-            await api.service_create(spec)
+            changed.append(((await api.service_create(spec))["ID"], None))
         elif _differs(found["Spec"], spec):
             click.echo(f"Updating service {spec['Name']} (id: {found['ID']})")
             await api.service_update(found["ID"], found["Version"]["Index"], spec)
+            changed.append((found["ID"], found.get("UpdateStatus")))
     if prune:
         for service_name, found in sorted(current.items()):
             click.echo(f"Removing service {service_name}")
             await api.service_remove(found["ID"])
+    if not detach:
+        for service_id, stale_status in changed:  # as `service create/update`: docker's progress display
+            await wait_for_service(api, service_id, quiet, stale_status=stale_status)
 
 
 def _differs(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:

@@ -41,7 +41,8 @@ from ..dataplane.dns import DnsRecords, DnsServer
 from ..dataplane.gateway import GatewayBridge
 from ..dataplane.loadbalancer import LoadBalancer
 from ..dataplane.overlay import OverlayNetwork
-from ..gossip.node import GossipNode
+from ..gossip.node import GossipConfig, GossipNode
+from ..gossip.table import TableConfig
 from ..gossip.wire import Keyring
 from ..manager.keymanager import gossip_keyring_order
 from ..agent.runtime import RunningTask
@@ -56,6 +57,9 @@ TASK_TABLE = "raftswarm"
 MESH_TABLE = "raftswarm-mesh"
 """The nftables table of published ports in the node's own namespace (the routing mesh)."""
 INGRESS_IFNAME = "rswingress0"
+TABLE_SYNC_INTERVAL = 5.0
+"""How often a node exchanges a network's whole table with a peer on it: what repairs an endpoint event
+lost on the way (UDP). networkdb's 30 s would leave a task unresolvable that long."""
 """The node's own interface on the ingress overlay."""
 
 
@@ -161,6 +165,7 @@ class NodeNetworks:
                 seeds=seeds,
                 meta=self.advertise_ip.encode(),
                 on_table=self._on_table,
+                config=GossipConfig(tables=TableConfig(sync_interval=TABLE_SYNC_INTERVAL)),
             )
             self._applier = asyncio.create_task(self._apply_events(), name="network-events")
             await self.gossip.start()
