@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from typing import Any
 
 from aiohttp import web
@@ -109,6 +110,11 @@ class ApiServer:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         await web.UnixSite(self._runner, path).start()
+
+    async def start_tcp(self, host: str, port: int, tls: ssl.SSLContext) -> None:
+        """Also serve on TCP, with TLS requiring a client certificate (dockerd's `-H tcp://... --tlsverify`)."""
+        assert self._runner is not None, "start_unix first"
+        await web.TCPSite(self._runner, host, port, ssl_context=tls).start()
 
     async def close(self) -> None:
         if self._runner is not None:

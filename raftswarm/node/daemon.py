@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import signal
+import ssl
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -67,8 +68,21 @@ class NodeConfig:
     heartbeat_period: float = 5.0
     raft: dict = field(default_factory=dict)
     driver: DriverConfig = field(default_factory=DriverConfig)
+    api_tcp: tuple[str, int] | None = None
+    """Also serve the API on this TCP address, over mutual TLS (`api_tls`)."""
+    api_tls: tuple[Path, Path, Path] = (Path(), Path(), Path())
+    """(CA certificate clients must chain to, server certificate, server key), PEM files."""
     dns_upstreams: list[tuple[str, int]] | None = None
     """Where tasks' resolvers forward unknown names; None: the host's resolv.conf; []: nowhere."""
+
+
+def api_tls_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
+    """The API's TCP listener: TLS 1.2+, and only clients with a certificate from `ca` (docker's --tlsverify)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
+    context.load_cert_chain(str(cert), str(key))
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 class NodeDaemon:
@@ -121,6 +135,10 @@ class NodeDaemon:
         await self.api.start_unix(str(self.config.socket))
         os.chmod(self.config.socket, 0o660)
         log.info("node API listening on unix://%s", self.config.socket)
+        if self.config.api_tcp is not None:
+            host, port = self.config.api_tcp
+            await self.api.start_tcp(host, port, api_tls_context(*self.config.api_tls))
+            log.info("node API listening on tcp://%s:%d (TLS, client certificates required)", host, port)
 
     async def _start_roles(self, force_new_cluster: bool = False, unlock_kek: bytes | None = None) -> None:
         state = self.state_dir.load_node_state()

@@ -31,6 +31,15 @@ def _host_port(value: str, default_port: int) -> tuple[str, int]:
         raise click.BadParameter(str(exc)) from None
 
 
+def _tls_files(api_tcp: str | None, *files: str | None) -> tuple[Path, Path, Path]:
+    if not api_tcp:
+        return (Path(), Path(), Path())
+    if not all(files):
+        raise click.UsageError("--api-tcp needs --tlscacert, --tlscert and --tlskey: the API is never served on TCP without mutual TLS")
+    ca, cert, key = (Path(f) for f in files if f)
+    return ca, cert, key
+
+
 def _dns_upstreams(values: tuple[str, ...]) -> list[tuple[str, int]] | None:
     if not values:
         return None
@@ -51,6 +60,10 @@ def _dns_upstreams(values: tuple[str, ...]) -> list[tuple[str, int]] | None:
 @click.option("--election-ticks", default=10, show_default=True, help="Ticks without a leader before an election.")
 @click.option("--heartbeat-ticks", default=1, show_default=True, help="Ticks between leader heartbeats.")
 @click.option("--snapshot-interval", default=10_000, show_default=True, help="Applied entries between Raft snapshots.")
+@click.option("--api-tcp", default=None, metavar="HOST:PORT", help="Also serve the API on TCP, over TLS with client certificates (needs the three --tls* files).")
+@click.option("--tlscacert", type=click.Path(exists=True, dir_okay=False), help="CA certificate API clients must present a certificate from (with --api-tcp).")
+@click.option("--tlscert", type=click.Path(exists=True, dir_okay=False), help="The API's TLS certificate (with --api-tcp).")
+@click.option("--tlskey", type=click.Path(exists=True, dir_okay=False), help="The API's TLS key (with --api-tcp).")
 @click.option(
     "--dns-upstream",
     "dns_upstreams",
@@ -70,6 +83,10 @@ def main(
     election_ticks: int,
     heartbeat_ticks: int,
     snapshot_interval: int,
+    api_tcp: str | None,
+    tlscacert: str | None,
+    tlscert: str | None,
+    tlskey: str | None,
     dns_upstreams: tuple[str, ...],
     log_level: str,
 ) -> None:
@@ -87,6 +104,8 @@ def main(
         raft={"election_ticks": election_ticks, "heartbeat_ticks": heartbeat_ticks},
         driver=DriverConfig(tick_interval=tick_ms / 1000, snapshot_interval=snapshot_interval),
         dns_upstreams=_dns_upstreams(dns_upstreams),
+        api_tcp=_host_port(api_tcp, 2376) if api_tcp else None,
+        api_tls=_tls_files(api_tcp, tlscacert, tlscert, tlskey),
     )
     try:
         asyncio.run(NodeDaemon(config).run())
