@@ -10,6 +10,7 @@ import sys
 
 BENCHMARKS = {
     "raft": ("bench.raft", "Raft write latency and throughput, raftswarm against pysyncobj"),
+    "failover": ("bench.failover", "Leader kill to new leader and first committed write (p50/p99); worker kill to tasks running elsewhere"),
     "tasks": ("bench.tasks", "Real tasks: 100 replicas on 2 workers to RUNNING; the task runtime's start cost and memory"),
     "schedule": ("bench.schedule", "Task placement, node-failure replacement and 1,000 simulated agents on local swarms"),
 }

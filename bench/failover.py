@@ -1,0 +1,164 @@
+"""`python -m bench failover`: how long a swarm is without a leader when its leader dies, and how long a dead
+worker's tasks take to run elsewhere.
+
+- leader: a local cluster of 3 managers + 2 workers (a network namespace per node as root, loopback
+  addresses otherwise) with raftswarm's default Raft timeouts (100 ms ticks, elections after 10-20 ticks).
+  Each run writes to the store through a follower until it succeeds, kills the leader with SIGKILL, and
+  times, from the kill, (1) a new leader as the surviving managers report it and (2) the first write
+  committed through a surviving manager (writes retried every few milliseconds). The killed manager is
+  started again and caught up before the next run. Reported: p50 and p99 of both over `--runs`.
+  Target: first committed write p50 <= 1.5 s (Docker's defaults take about 10 s).
+- worker: `bench schedule`'s failover scenario on the same cluster (1 s heartbeat): 100 replicas RUNNING,
+  worker2 killed, timed to 100 RUNNING again elsewhere. Target 5 s.
+
+Prints one JSON line per scenario and a `summary` line judging the targets (reported, not asserted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from raftswarm.api.client import ApiClient, ApiError
+from raftswarm.node.swarmcluster import ClusterNode, SwarmCluster
+
+from .schedule import HEARTBEAT_PERIOD, BenchFailed, failover_scenario
+
+TARGET_LEADER_S = 1.5
+WRITE_RETRY = 0.005
+RUN_TIMEOUT = 30.0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench failover", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10, help="leader kills (%(default)s)")
+    parser.add_argument("--replicas", type=int, default=100, help="worker scenario service size (%(default)s)")
+    parser.add_argument("--network", choices=("auto", "netns", "loopback"), default="auto")
+    parser.add_argument("--json-only", action="store_true")
+    args = parser.parse_args(argv)
+    say = (lambda _: None) if args.json_only else (lambda text: print(text, file=sys.stderr, flush=True))
+    with tempfile.TemporaryDirectory(prefix="rsw-bench-failover-") as workdir:
+        try:
+            records = asyncio.run(_run(args, Path(workdir), say))
+        except BenchFailed as exc:
+            print(f"could not be measured: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            for cluster in SwarmCluster.existing(workdir):
+                cluster.down()
+    for record in records:
+        print(json.dumps(record), flush=True)
+    leader, worker = records
+    summary = {
+        "summary": "failover",
+        "targets": [
+            {"scenario": "leader", "target": "first committed write after the leader's kill, p50", "value_s": leader["first_write_p50_s"], "target_s": TARGET_LEADER_S, "met": leader["met"]},
+            {"scenario": "worker", "target": worker["target"], "value_s": worker["running_s"], "target_s": worker["target_s"], "met": worker["met"]},
+        ],
+    }
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+async def _run(args: argparse.Namespace, workdir: Path, say) -> list[dict[str, Any]]:
+    say("starting 3 managers + 2 workers ...")
+    cluster = await SwarmCluster.up(f"bfail{os.getpid()}", 3, 2, base_dir=workdir, network=args.network, heartbeat_period=HEARTBEAT_PERIOD)
+    try:
+        leader_record = await leader_scenario(cluster, args.runs, say)
+        worker_record = await failover_scenario(cluster, args.replicas, say)
+        return [leader_record, worker_record]
+    finally:
+        await asyncio.to_thread(cluster.down)
+
+
+async def _status(node: ClusterNode, cluster: SwarmCluster) -> dict[str, Any] | None:
+    if not node.running():
+        return None
+    try:
+        async with cluster.client(node, 1.0) as api:
+            return await api.raft_status()
+    except (ApiError, OSError, TimeoutError):
+        return None
+
+
+async def _leader(cluster: SwarmCluster) -> ClusterNode | None:
+    for node in cluster.managers:
+        status = await _status(node, cluster)
+        if status is not None and status["role"] == "leader":
+            return node
+    return None
+
+
+async def _write(node: ClusterNode, cluster: SwarmCluster, key: str) -> bool:
+    try:
+        async with cluster.client(node, 2.0) as api:
+            await api.transact([["put", "bench-registers", key, {"at": time.time()}, -1]], timeout=1.0)
+        return True
+    except (ApiError, OSError, TimeoutError):
+        return False
+
+
+async def leader_scenario(cluster: SwarmCluster, runs: int, say) -> dict[str, Any]:
+    elected, written = [], []
+    for run in range(1, runs + 1):
+        leader = await _leader(cluster)
+        if leader is None:
+            raise BenchFailed("no leader before the kill")
+        survivors = [m for m in cluster.managers if m is not leader]
+        if not await _write(survivors[0], cluster, f"before-{run}"):
+            raise BenchFailed("the swarm does not take writes before the kill")
+        cluster.kill(leader)
+        killed = time.monotonic()
+        new_leader_s = first_write_s = None
+        while first_write_s is None or new_leader_s is None:
+            now = time.monotonic() - killed
+            if now > RUN_TIMEOUT:
+                raise BenchFailed(f"run {run}: no new leader or write within {RUN_TIMEOUT:g} s")
+            if new_leader_s is None:
+                statuses = await asyncio.gather(*(_status(m, cluster) for m in survivors))
+                if any(s is not None and s["role"] == "leader" for s in statuses):
+                    new_leader_s = time.monotonic() - killed
+            if first_write_s is None and await _write(survivors[run % 2], cluster, f"after-{run}"):
+                first_write_s = time.monotonic() - killed
+            await asyncio.sleep(WRITE_RETRY)
+        elected.append(new_leader_s)
+        written.append(first_write_s)
+        say(f"  run {run}: new leader {new_leader_s:.3f} s, first write {first_write_s:.3f} s")
+        await cluster.restart(leader)
+        await _caught_up(cluster, leader)
+    return {
+        "scenario": "leader",
+        "runs": runs,
+        "new_leader_p50_s": round(statistics.median(elected), 3),
+        "new_leader_p99_s": round(_p99(elected), 3),
+        "first_write_p50_s": round(statistics.median(written), 3),
+        "first_write_p99_s": round(_p99(written), 3),
+        "target_s": TARGET_LEADER_S,
+        "met": statistics.median(written) <= TARGET_LEADER_S,
+        "network": cluster.network,
+        "cpus": os.cpu_count(),
+    }
+
+
+async def _caught_up(cluster: SwarmCluster, node: ClusterNode) -> None:
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while time.monotonic() < deadline:
+        leader = await _leader(cluster)
+        mine, theirs = await _status(node, cluster), (await _status(leader, cluster)) if leader else None
+        if mine and theirs and mine["role"] == "follower" and mine["applied"] >= theirs["commit"]:
+            return
+        await asyncio.sleep(0.1)
+    raise BenchFailed(f"{node.name} did not catch up after its restart")
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
