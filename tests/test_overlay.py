@@ -113,14 +113,14 @@ async def test_tasks_on_an_overlay_reach_a_service_by_name_through_its_vip_and_o
         await client.network_create({"Name": "back", "Driver": "overlay"})
         web_networks = [{"Target": "front", "Aliases": ["www"]}]
         await client.service_create(spec("web", ["python3", "-c", SERVER], replicas=3, Networks=web_networks))
-        web = await eventually(lambda: converged(client, "web", 3), "3 web replicas", within=60)
+        web = await eventually(lambda: converged(client, "web", 3), "3 web replicas", within=90)
         assert len({t["NodeID"] for t in web}) == 3  # one per node: traffic crosses the overlay
         (vip,) = [v["Addr"].split("/")[0] for v in (await client.service_inspect("web"))["Endpoint"]["VirtualIPs"] if v["NetworkID"] == front]
         task_ips = sorted(t["NetworksAttachments"][0]["Addresses"][0].split("/")[0] for t in web)
 
         client_args = ["python3", "-c", CLIENT, "web", "3", vip]
         await client.service_create(spec("client", client_args, replicas=1, Networks=[{"Target": "front"}]))
-        (task,) = await eventually(lambda: converged(client, "client", 1), "the client to run")
+        (task,) = await eventually(lambda: converged(client, "client", 1), "the client to run", within=90)
         report = await eventually(lambda: _report(client, task["ID"]), "the client's report", within=120)
         assert report["vip"] == vip
         assert report["tasks"] == task_ips
@@ -128,7 +128,7 @@ async def test_tasks_on_an_overlay_reach_a_service_by_name_through_its_vip_and_o
         assert report["seen"] == sorted(f"web.{t['Slot']}.{t['ID']}" for t in web)
 
         await client.service_create(spec("outsider", client_args, replicas=1, Networks=[{"Target": "back"}]))
-        (task,) = await eventually(lambda: converged(client, "outsider", 1), "the outsider to run")
+        (task,) = await eventually(lambda: converged(client, "outsider", 1), "the outsider to run", within=90)
         report = await eventually(lambda: _report(client, task["ID"]), "the outsider's report", within=120)
         assert "vip" not in report and report["seen"] == []
         for name in ("web", "client", "outsider"):
@@ -220,14 +220,14 @@ async def test_a_killed_nodes_endpoints_leave_dns_and_the_load_balancer_and_requ
     async with api(swarm) as client:
         await client.network_create({"Name": "survive", "Driver": "overlay"})
         await client.service_create(spec("web", ["python3", "-c", SERVER], replicas=3, Networks=[{"Target": "survive"}]))
-        web = await eventually(lambda: converged(client, "web", 3), "3 web replicas", within=60)
+        web = await eventually(lambda: converged(client, "web", 3), "3 web replicas", within=90)
         worker = swarm.node("worker2")
         (lost,) = [t for t in web if t["NodeID"] == worker.node_id]
         lost_ip = lost["NetworksAttachments"][0]["Addresses"][0].split("/")[0]
         watcher = spec("watcher", ["python3", "-c", WATCHER], replicas=1, Networks=[{"Target": "survive"}])
         watcher["TaskTemplate"]["Placement"] = {"Constraints": ["node.role==manager"]}
         await client.service_create(watcher)
-        (task,) = await eventually(lambda: converged(client, "watcher", 1), "the watcher to run")
+        (task,) = await eventually(lambda: converged(client, "watcher", 1), "the watcher to run", within=90)
 
         async def sees_all() -> bool:
             reports = await _reports(client, task["ID"])

@@ -57,6 +57,8 @@ TASK_TABLE = "raftswarm"
 MESH_TABLE = "raftswarm-mesh"
 """The nftables table of published ports in the node's own namespace (the routing mesh)."""
 INGRESS_IFNAME = "rswingress0"
+OVERLAY_CREATE_ATTEMPTS = 25
+"""Tries at making a network's overlay, 0.2 s apart: a VNI freed by a removed network is reused at once."""
 TABLE_SYNC_INTERVAL = 5.0
 """How often a node exchanges a network's whole table with a peer on it: what repairs an endpoint event
 lost on the way (UDP). networkdb's 30 s would leave a task unresolvable that long."""
@@ -354,10 +356,23 @@ class NodeNetworks:
             if overlay is None:
                 config = network["IPAMOptions"]["Configs"][0]
                 vni = int(network["DriverState"]["Options"]["com.docker.network.driver.overlay.vxlanid_list"].split(",")[0])
+                for old_id, old in list(self.overlays.items()):
+                    if old.vni == vni:  # a removed network's overlay, its VNI handed out again: it goes first
+                        del self.overlays[old_id]
+                        await asyncio.to_thread(old.remove)
                 overlay = OverlayNetwork(
                     self.prefix, network["ID"], vni, config["Subnet"], config["Gateway"], self.advertise_ip
                 )
-                await asyncio.to_thread(overlay.create)
+                for attempt in range(OVERLAY_CREATE_ATTEMPTS):
+                    try:
+                        await asyncio.to_thread(overlay.create)
+                        break
+                    except DataplaneError:
+                        # The kernel may still be tearing down the previous device with this VNI.
+                        if attempt == OVERLAY_CREATE_ATTEMPTS - 1:
+                            raise
+                        await asyncio.to_thread(overlay.remove)
+                        await asyncio.sleep(0.2)
                 self.overlays[network["ID"]] = overlay
                 for endpoint in self.endpoints.get(network["ID"], {}).values():
                     if endpoint.node_ip != self.advertise_ip:
