@@ -177,8 +177,9 @@ async def _agent_holding(node_client: ApiClient, count: int) -> dict | None:
     return agent if len([s for s in agent["tasks"].values() if s == "running"]) == count else None
 
 
-async def _none_left(marker: str) -> bool:
-    return not processes_with(marker)
+async def _none_left(marker: str, init: int | None = None) -> bool:
+    """No process of the tasks is left (`init`, the last to go, exits once it has reaped the command)."""
+    return not processes_with(marker) and (init is None or not os.path.exists(f"/proc/{init}"))
 
 
 def _mount_points(pid: int | str) -> set[str]:
@@ -228,8 +229,7 @@ async def test_a_secret_is_visible_only_inside_the_task_that_uses_it_and_never_o
 
         await client.service_remove("reader")
         await client.service_remove("snoop")
-        await eventually(lambda: _none_left(marker), "the tasks' processes to end")
-        assert not os.path.exists(f"/proc/{init}")
+        await eventually(lambda: _none_left(marker, init), "the tasks' processes and the reader's init to end")
         assert not any(
             "/run/secrets" in _mount_points(pid) for pid in os.listdir("/proc") if pid.isdigit() and _readable(pid)
         )

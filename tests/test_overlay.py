@@ -67,21 +67,25 @@ time.sleep(1000)
 """
 
 
-@pytest.fixture(scope="module")
-def swarm(tmp_path_factory):
-    base = tmp_path_factory.mktemp("clusters")
-    cluster = asyncio.run(
+def data_plane_swarm(name: str, base) -> SwarmCluster:
+    """1 manager and 2 workers, a network namespace each, 0.5 s heartbeats."""
+    return asyncio.run(
         SwarmCluster.up(
-            "ovl",
+            name,
             managers=1,
             workers=2,
             base_dir=base,
             network="netns",
             heartbeat_period=0.5,
             # Names the tasks' resolvers do not know go nowhere: no query leaves the test's namespaces.
-            node_args={name: ["--dns-upstream", "none"] for name in ("manager1", "worker1", "worker2")},
+            node_args={node: ["--dns-upstream", "none"] for node in ("manager1", "worker1", "worker2")},
         )
     )
+
+
+@pytest.fixture(scope="module")
+def swarm(tmp_path_factory):
+    cluster = data_plane_swarm("ovl", tmp_path_factory.mktemp("clusters"))
     yield cluster
     cluster.down()
 

@@ -5,32 +5,19 @@ through the VIP keep succeeding. (A fresh swarm: no network removed just before 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
 import pytest
-from test_overlay import SERVER, api, pytestmark  # noqa: F401 -- the same skip conditions
+from test_overlay import SERVER, api, data_plane_swarm, pytestmark  # noqa: F401 -- the same skip conditions
 from test_services import converged, eventually, spec
 
 from raftswarm.api.client import ApiClient
-from raftswarm.node.swarmcluster import SwarmCluster
 
 
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory):
-    base = tmp_path_factory.mktemp("clusters")
-    cluster = asyncio.run(
-        SwarmCluster.up(
-            "ovk",
-            managers=1,
-            workers=2,
-            base_dir=base,
-            network="netns",
-            heartbeat_period=0.5,
-            node_args={name: ["--dns-upstream", "none"] for name in ("manager1", "worker1", "worker2")},
-        )
-    )
+    cluster = data_plane_swarm("ovk", tmp_path_factory.mktemp("clusters"))
     yield cluster
     cluster.down()
 

@@ -446,15 +446,20 @@ async def ps(
                 "so `raftswarm node ps` cannot list tasks"
             ) from exc
     if not errors or tasks:
-        records = await task_records(
-            api, resolver, tasks, resolve=not no_resolve, truncate=not no_trunc, indent=fmt.is_table
-        )
-        if fmt.uses_default_table:
-            output.print_table(list(TASK_HEADERS.values()), [[r[c] for c in TASK_COLUMNS] for r in records])
-        else:
-            fmt.print(records, TASK_HEADERS)
+        await print_tasks(api, resolver, tasks, fmt, resolve=not no_resolve, truncate=not no_trunc)
     if errors:
         raise CommandError("\n".join(errors))
+
+
+async def print_tasks(
+    api: ApiClient, resolver: NodeResolver, tasks: list[dict[str, Any]], fmt: output.ListFormat, *, resolve: bool, truncate: bool
+) -> None:
+    """A task list as `node ps`, `service ps` and `stack ps` print it: docker's table, or `--format`/`-q`."""
+    records = await task_records(api, resolver, tasks, resolve=resolve, truncate=truncate, indent=fmt.is_table)
+    if fmt.uses_default_table:
+        output.print_table(list(TASK_HEADERS.values()), [[r[c] for c in TASK_COLUMNS] for r in records])
+    else:
+        fmt.print(records, TASK_HEADERS)
 
 
 async def task_records(

@@ -31,7 +31,7 @@ from ..api.stdcopy import StreamFormatError
 from . import output
 from .daemon import daemon_command, daemon_message, remove_each
 from .errors import CommandError
-from .node import TASK_COLUMNS, TASK_HEADERS, NodeResolver, task_list_options, task_records
+from .node import NodeResolver, print_tasks, task_list_options
 from .options import (
     GoDuration,
     MemoryBytes,
@@ -1077,13 +1077,7 @@ async def ps(
     if "self" in task_filters.get("node", []):
         task_filters["node"] = [await resolver.resolve(n) if n == "self" else n for n in task_filters["node"]]
     tasks = await api.task_list(task_filters)
-    records = await task_records(
-        api, resolver, tasks, resolve=not no_resolve, truncate=not (no_trunc or quiet), indent=fmt.is_table
-    )
-    if fmt.uses_default_table:
-        output.print_table(list(TASK_HEADERS.values()), [[r[c] for c in TASK_COLUMNS] for r in records])
-    else:
-        fmt.print(records, TASK_HEADERS)
+    await print_tasks(api, resolver, tasks, fmt, resolve=not no_resolve, truncate=not (no_trunc or quiet))
     if missing:
         raise CommandError("\n".join(missing))
 

@@ -20,7 +20,7 @@ from ..stack.compose import NAMESPACE_LABEL, load_stack, stack_specs
 from . import output
 from .daemon import daemon_command, daemon_message
 from .errors import CommandError
-from .node import TASK_COLUMNS, TASK_HEADERS, NodeResolver, task_list_options, task_records
+from .node import NodeResolver, print_tasks, task_list_options
 from .options import parse_filters
 from .service import DockerGroup, list_services, wait_for_service
 
@@ -144,12 +144,7 @@ async def ps(
     tasks = await api.task_list(task_filters)
     if not tasks:
         raise CommandError(f"nothing found in stack: {name}")
-    resolver = NodeResolver(api)
-    records = await task_records(api, resolver, tasks, resolve=not no_resolve, truncate=not (no_trunc or quiet), indent=fmt.is_table)
-    if fmt.uses_default_table:
-        output.print_table(list(TASK_HEADERS.values()), [[r[c] for c in TASK_COLUMNS] for r in records])
-    else:
-        fmt.print(records, TASK_HEADERS)
+    await print_tasks(api, NodeResolver(api), tasks, fmt, resolve=not no_resolve, truncate=not (no_trunc or quiet))
 
 
 @stack.command("rm")

@@ -273,33 +273,11 @@ def _upserts(t: str, old: LoadBalancerState, new: LoadBalancerState) -> list[str
     for key, backends in sorted(new.services.items()):
         if old.services.get(key) == backends:
             continue
-        element, chain = _service_element(key), _service_chain(key)
-        if backends:
-            lines += [
-                f"add chain ip {t} {chain}",
-                f"flush chain ip {t} {chain}",
-                f"add rule ip {t} {chain} dnat to numgen random mod {len(backends)} map {{ {_choice(backends)} }}",
-                f"add element ip {t} service-ips {{ {element} : goto {chain} }}",
-                *_set_entry_absent(t, "no-endpoint-services", element),
-            ]
-        else:
-            lines += _map_entry_absent(t, "service-ips", element, chain)
-            lines.append(f"add element ip {t} no-endpoint-services {{ {element} }}")
+        lines += _balanced(t, "service-ips", "no-endpoint-services", _service_element(key), _service_chain(key), backends)
     for vip, backends in sorted(new.vips.items()):
         if old.vips.get(vip) == backends:
             continue
-        chain = _vip_chain(vip)
-        if backends:
-            lines += [
-                f"add chain ip {t} {chain}",
-                f"flush chain ip {t} {chain}",
-                f"add rule ip {t} {chain} dnat to numgen random mod {len(backends)} map {{ {_choice(backends)} }}",
-                f"add element ip {t} vips {{ {vip} : goto {chain} }}",
-                *_set_entry_absent(t, "no-endpoint-vips", vip),
-            ]
-        else:
-            lines += _map_entry_absent(t, "vips", vip, chain)
-            lines.append(f"add element ip {t} no-endpoint-vips {{ {vip} }}")
+        lines += _balanced(t, "vips", "no-endpoint-vips", vip, _vip_chain(vip), backends)
     for key, endpoints in sorted(new.published.items()):
         if old.published.get(key) == endpoints:
             continue
@@ -331,6 +309,20 @@ def _upserts(t: str, old: LoadBalancerState, new: LoadBalancerState) -> list[str
             f"add element ip {t} node-ports {{ {element} : goto {chain} }}",
         ]
     return lines
+
+
+def _balanced(t: str, vmap: str, no_endpoints: str, element: str, chain: str, backends: tuple[str, ...]) -> list[str]:
+    """A service's or VIP's chain, DNAT to one of `backends` at random, entered from `vmap`; with no
+    backends, its element goes to the `no_endpoints` set instead (refused)."""
+    if not backends:
+        return [*_map_entry_absent(t, vmap, element, chain), f"add element ip {t} {no_endpoints} {{ {element} }}"]
+    return [
+        f"add chain ip {t} {chain}",
+        f"flush chain ip {t} {chain}",
+        f"add rule ip {t} {chain} dnat to numgen random mod {len(backends)} map {{ {_choice(backends)} }}",
+        f"add element ip {t} {vmap} {{ {element} : goto {chain} }}",
+        *_set_entry_absent(t, no_endpoints, element),
+    ]
 
 
 def _map_entry_absent(t: str, map_name: str, element: str, chain: str) -> list[str]:

@@ -103,7 +103,7 @@ class Dispatcher:
         """The node's --heartbeat-period; the swarm's Dispatcher.HeartbeatPeriod wins when an operator set it."""
         self._last_seen: dict[str, float] = {}
         self._leading_since: float | None = None
-        self._view: tuple[dict[str, str], str | None] = ({}, None)
+        self._view: tuple[dict[str, str], str | None, list[bytes]] = ({}, None, [])
         self._view_version = -1
         self._issuers: dict[str, str] = {}
         """Node ID -> key ID of the root that issued the certificate it last heartbeated with."""
@@ -144,23 +144,22 @@ class Dispatcher:
             self._last_seen[identity.node_id] = time.monotonic()
         self._issuers[identity.node_id] = str(params.get("issuer", ""))
         node = self.control.store.state.get(NODES, identity.node_id)
-        managers, rotation = self._swarm_view()
+        managers, rotation, gossip_keys = self._swarm_view()
         # The role the swarm wants this node in: a node whose certificate says otherwise renews it and
         # switches roles (promote/demote), as SwarmKit's agents do. During a root rotation, the root every
         # node should move to.
-        cluster = self.control.store.state.get(CLUSTER, CLUSTER_KEY)
-        keys = (cluster.data.get("NetworkBootstrapKeys") or []) if cluster else []
         return {
             "period": self.period,
             "role": node.data["Spec"]["Role"] if node else None,
             "managers": managers,
             "rotation": rotation,
-            "gossip_keys": [base64.b64decode(k["Key"]) for k in sorted(keys, key=lambda k: -k["LamportTime"])],
+            "gossip_keys": gossip_keys,
             "attachments": (node.data.get("Attachments") or []) if node else [],
         }
 
-    def _swarm_view(self) -> tuple[dict[str, str], str | None]:
-        """The managers' addresses and the pending root's key ID, as of this manager's applied state. Every
+    def _swarm_view(self) -> tuple[dict[str, str], str | None, list[bytes]]:
+        """The managers' addresses, the pending root's key ID and the gossip keys (newest first), as of this
+        manager's applied state. Every
         heartbeat needs them, so they are derived again only when the store has changed since (scanning all
         nodes and parsing the CA for each of thousands of heartbeats a second would not scale)."""
         state = self.control.store.state
@@ -168,7 +167,12 @@ class Dispatcher:
             managers = {n.id: n.data["ManagerStatus"]["Addr"] for n in state.list(NODES) if n.data.get("ManagerStatus")}
             cluster = state.get(CLUSTER, CLUSTER_KEY)
             rotation = CertificateAuthority.from_state(cluster.data["CA"]).rotation if cluster else None
-            self._view = (managers, subject_key_id(rotation.pending_root.certificate) if rotation else None)
+            keys = sorted((cluster.data.get("NetworkBootstrapKeys") or []) if cluster else [], key=lambda k: -k["LamportTime"])
+            self._view = (
+                managers,
+                subject_key_id(rotation.pending_root.certificate) if rotation else None,
+                [base64.b64decode(k["Key"]) for k in keys],
+            )
             self._view_version = state.version
         return self._view
 

@@ -94,6 +94,8 @@ class NodeDaemon:
         self.agent: Agent | None = None
         self._agent_task: asyncio.Task[None] | None = None
         self._gossip_setup: asyncio.Task[None] | None = None
+        self.networks: NodeNetworks | None = None
+        """The node's data plane (None where it has none); the agent drives it, heartbeats configure it."""
         self.api: ApiServer | None = None
         self._session_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -193,6 +195,7 @@ class NodeDaemon:
                 namespace_prefix(state.node_id),
                 dns_upstreams=self.config.dns_upstreams,
             )
+        self.networks = networks
         self.agent = Agent(self.session, self.session.context, self.state_dir.worker_tasks, networks)
         self._agent_task = asyncio.create_task(self.agent.run(), name="agent")
         self._agent_task.add_done_callback(_log_failure)
@@ -259,6 +262,7 @@ class NodeDaemon:
         if self.agent is not None:
             await self.agent.close(stop_tasks)
             self.agent = None
+        self.networks = None
         if self.manager is not None:
             await self.manager.close()
             self.manager = None
@@ -496,14 +500,11 @@ class NodeDaemon:
         return {"issuer": certificate_issuer_key_id(node.certificate)}
 
     def _on_heartbeat(self, answer: dict) -> None:
-        networks = self.agent.networks if self.agent is not None else None
-        if networks is not None and answer.get("gossip_keys") and self._gossip_setup is None:
+        networks = self.networks
+        keys, attachments = answer.get("gossip_keys") or [], answer.get("attachments") or []
+        if networks is not None and keys and self._gossip_setup is None and networks.needs_configure(keys, attachments):
             self._gossip_setup = asyncio.create_task(
-                networks.configure(
-                    answer["gossip_keys"],
-                    list((answer.get("managers") or {}).values()),
-                    answer.get("attachments") or [],
-                )
+                networks.configure(keys, list((answer.get("managers") or {}).values()), attachments)
             )
             self._gossip_setup.add_done_callback(self._gossip_configured)
         rotation = answer.get("rotation")

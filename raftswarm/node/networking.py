@@ -45,6 +45,7 @@ from ..gossip.node import GossipConfig, GossipNode
 from ..gossip.table import TableConfig
 from ..gossip.wire import Keyring
 from ..manager.keymanager import gossip_keyring_order
+from ..manager.networkapi import vxlan_id
 from ..agent.runtime import RunningTask
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,6 @@ class NodeNetworks:
         self.advertise_ip = advertise_ip
         self.prefix = prefix
         self.gossip: GossipNode | None = None
-        self._seeds: list[str] = []
         self.records = DnsRecords()
         self.overlays: dict[str, OverlayNetwork] = {}
         self.local: dict[str, _LocalTask] = {}
@@ -143,22 +143,27 @@ class NodeNetworks:
         self.gateway = GatewayBridge()
         self._gateway_ready = False
         self._published: dict[tuple[int, str], tuple[tuple[str, int], ...]] = {}
+        self._keys: list[bytes] = []
         self._events: asyncio.Queue[Any] = asyncio.Queue()
         self._applier: asyncio.Task[None] | None = None
         """Applies gossip's table events in order (they arrive in a callback)."""
 
     # -- gossip ----------------------------------------------------------------------------------------
 
+    def needs_configure(self, keys: list[bytes], attachments: list[dict[str, Any]]) -> bool:
+        """Whether a heartbeat brings anything `configure` has not applied yet (most bring nothing new)."""
+        return self.gossip is None or keys != self._keys or (self.ingress is None and bool(attachments))
+
     async def configure(self, keys: list[bytes], managers: list[str], attachments: list[dict[str, Any]] = ()) -> None:
-        """The swarm's gossip keys (primary first), its managers' addresses and this node's attachments (its
+        """The swarm's gossip keys (newest first), its managers' addresses and this node's attachments (its
         ingress address), from a heartbeat: starts gossip on the first call, rotates the keyring on later
         ones, and joins the routing mesh once the node has its ingress address."""
         seeds = sorted({f"{host.rpartition(':')[0] or host}:{GOSSIP_PORT}" for host in managers} - {self._own_seed()})
         if not keys:
             return
         keyring = Keyring(gossip_keyring_order(keys))
+        self._keys = list(keys)
         if self.gossip is None:
-            self._seeds = seeds
             self.gossip = GossipNode(
                 self.node_id,
                 self.advertise_ip,
@@ -355,7 +360,7 @@ class NodeNetworks:
             overlay = self.overlays.get(network["ID"])
             if overlay is None:
                 config = network["IPAMOptions"]["Configs"][0]
-                vni = int(network["DriverState"]["Options"]["com.docker.network.driver.overlay.vxlanid_list"].split(",")[0])
+                vni = vxlan_id(network)
                 for old_id, old in list(self.overlays.items()):
                     if old.vni == vni:  # a removed network's overlay, its VNI handed out again: it goes first
                         del self.overlays[old_id]
