@@ -1,4 +1,4 @@
-"""`python -m chaos sim ...`: see `chaos.cli`."""
+"""`python -m chaos sim ...` and `python -m chaos run ...`: see `chaos.cli`."""
 
 from chaos.cli import main
 

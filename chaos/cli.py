@@ -2,22 +2,32 @@
 
 `sim` runs the deterministic simulator over many seeds for each cluster size, in parallel processes, and
 exits non-zero if any check failed anywhere; each failure is printed with the one command that replays it.
+
+`run` injects faults into real local clusters (root: a network namespace per node) under a client workload,
+one fresh 3+2 swarm per scenario, and checks what the clients saw (`chaos.cluster`); it writes a JSON report,
+a text summary and a PNG timeline per scenario and exits non-zero if any check failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Self, TextIO
 
+from chaos.cluster.runner import RunOptions, run_scenario, summary
+from chaos.cluster.scenarios import CI_SUBSET, SCENARIOS
 from chaos.driver import DRIVER, PERSISTENCE_MODES
 from chaos.sim import TRACE_LEN, Result, run_seed
+from raftswarm.node.swarmcluster import netns_unavailable_reason as cluster_unavailable_reason
 from raftswarm.raft.core import RaftCore
 
 SIZES = (3, 5, 7)
@@ -68,7 +78,57 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU count)")
     sim.add_argument("--verbose", action="store_true", help="a line per seed; with --seed, the whole trace")
     sim.set_defaults(command=run_sim)
+
+    real = commands.add_parser(
+        "run",
+        help="faults injected into real local clusters under load, histories checked",
+        description="Run fault scenarios against real local swarms (as root) and check the clients' histories.",
+    )
+    which = real.add_mutually_exclusive_group()
+    which.add_argument("--scenario", action="append", metavar="NAME", help="a scenario to run (repeatable); see --list")
+    which.add_argument("--all", action="store_true", help="every scenario (a soak run with a long --duration)")
+    which.add_argument("--ci", action="store_true", help="the CI subset: " + ", ".join(CI_SUBSET) + " (the default)")
+    which.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    real.add_argument("--duration", type=float, default=30.0, help="seconds of faults per scenario (default %(default)s)")
+    real.add_argument("--seed", type=int, help="random seed of the fault schedule and workload (default: random)")
+    real.add_argument("--clients", type=int, default=6, help="concurrent register clients (default %(default)s)")
+    real.add_argument("--out", type=Path, default=Path("chaos-reports"), help="report directory (default %(default)s)")
+    real.add_argument(
+        "--stale-reads",
+        action="store_true",
+        help="TEST ONLY: serve reads from the node's local copy; the linearizability check must then fail",
+    )
+    real.set_defaults(command=run_real)
     return parser
+
+
+def run_real(args: argparse.Namespace, core_cls: type[RaftCore], out: TextIO) -> int:
+    if args.list:
+        for scenario in SCENARIOS.values():
+            print(f"{scenario.name:20} {scenario.summary}{'  [ci]' if scenario.name in CI_SUBSET else ''}", file=out)
+        return 0
+    names = list(SCENARIOS) if args.all else args.scenario or list(CI_SUBSET)
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        print(f"unknown scenario {', '.join(unknown)}: choose from {', '.join(SCENARIOS)}", file=sys.stderr)
+        return 2
+    if args.duration <= 0 or args.clients < 1:
+        print("--duration must be positive and --clients at least 1", file=sys.stderr)
+        return 2
+    reason = cluster_unavailable_reason() or ("" if shutil.which("nft") else "nft is not installed (apt-get install nftables)")
+    if reason:
+        print(f"chaos run needs a network namespace per node: {reason}", file=sys.stderr)
+        return 2
+    options = RunOptions(duration=args.duration, seed=args.seed, clients=args.clients, stale_reads=args.stale_reads, out=args.out)
+    say = functools.partial(print, file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    reports = [asyncio.run(run_scenario(name, options, say)) for name in names]
+    for report in reports:
+        print(summary(report), file=out)
+    failed = [r["scenario"] for r in reports if not r.get("ok")]
+    verdict = f"FAILED: {', '.join(failed)}" if failed else "every check held"
+    print(f"\nchaos run: {len(reports)} scenarios, {time.perf_counter() - started:.0f} s: {verdict}; reports in {args.out}/", file=out)
+    return 1 if failed else 0
 
 
 def run_sim(args: argparse.Namespace, core_cls: type[RaftCore], out: TextIO) -> int:

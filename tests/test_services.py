@@ -213,6 +213,29 @@ async def test_a_failing_update_rolls_back_automatically_to_the_previous_spec(sw
         await client.service_remove("flaky")
 
 
+async def test_scaling_a_service_in_the_middle_of_a_rolling_update_does_not_abandon_the_update(swarm):
+    async with api(swarm) as client:
+        await client.service_create({**spec("rolling", replicas=2), "UpdateConfig": {"Parallelism": 1, "Delay": 3 * SECOND}})
+        await eventually(lambda: converged(client, "rolling", 2), "2 running replicas")
+        service = await client.service_inspect("rolling")
+        newer = {**service["Spec"], "TaskTemplate": {**service["Spec"]["TaskTemplate"], "ContainerSpec": {"Image": "busybox:2", "Args": SLEEP}}}
+        await client.service_update(service["ID"], service["Version"]["Index"], newer)
+        service = await client.service_inspect("rolling")  # the first slot updates; the second waits 3 s
+        await client.service_update(service["ID"], service["Version"]["Index"], {**newer, "Mode": {"Replicated": {"Replicas": 3}}})
+
+        async def all_new():
+            running = await converged(client, "rolling", 3)
+            return running if running and all(t["Spec"]["ContainerSpec"]["Image"] == "busybox:2" for t in running) else None
+
+        await eventually(all_new, "3 replicas, all of the new spec", within=60)
+
+        async def completed():
+            return (await client.service_inspect("rolling"))["UpdateStatus"]["State"] == "completed"
+
+        await eventually(completed, "the update to complete once its monitor window has passed")
+        await client.service_remove("rolling")
+
+
 async def test_a_secret_reaches_only_the_node_running_a_task_that_uses_it(swarm):
     ids = await ids_by_name(swarm)
     async with api(swarm) as client:

@@ -80,7 +80,7 @@ from .serviceapi import (
     new_object_id,
 )
 from .specs import restart_policy
-from .updater import plan_update
+from .updater import IN_PROGRESS, plan_update
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +354,7 @@ def _advance_updates(work: _Working) -> set[str]:
     grouped = work.by_service()
     for service_id in sorted(work.services):
         service = work.services[service_id]
-        if (service.get("UpdateStatus") or {}).get("State") not in ("updating", "rollback_started"):
+        if (service.get("UpdateStatus") or {}).get("State") not in IN_PROGRESS:
             continue
         plan = plan_update({**service, "ID": service_id}, grouped.get(service_id, []), new_id=work.new_id, now=work.now)
         respec.add(service_id)

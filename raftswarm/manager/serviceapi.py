@@ -22,6 +22,7 @@ from .controlapi import ControlError, now_iso
 from .orchestrator import TaskState, is_terminal
 from .allocator import addresses_in_use, allocate_endpoint
 from .specs import referenced_secrets, validate_secret_spec, validate_service_spec
+from .updater import IN_PROGRESS
 
 SERVICES = "services"
 TASKS = "tasks"
@@ -242,13 +243,15 @@ class ServiceApi:
         if set(checked["Mode"]) != set(old.get("Mode") or {"Replicated": {}}):
             raise ControlError("service mode change is not allowed", 400)
         data = {**current.data, "Spec": checked, "PreviousSpec": old, "UpdatedAt": now_iso()}
-        # As SwarmKit: a rollback always starts one; an update starts one if the tasks must change, and
-        # otherwise clears the status of the previous one.
+        # A rollback always starts one; an update starts one if the tasks must change. Any other change (a
+        # scale) leaves a rolling update in progress going: SwarmKit's orchestrator would restart one for the
+        # tasks still dirty, and here the updater acts only while the status says so (found by `chaos run`).
+        # Otherwise it clears the status of the previous update.
         if rollback:
             data["UpdateStatus"] = {"State": "rollback_started", "Message": "manually requested rollback", "StartedAt": now_iso()}
         elif checked.get("TaskTemplate") != old.get("TaskTemplate"):
             data["UpdateStatus"] = {"State": "updating", "Message": "update in progress", "StartedAt": now_iso()}
-        else:
+        elif (current.data.get("UpdateStatus") or {}).get("State") not in IN_PROGRESS:
             data.pop("UpdateStatus", None)
         for _ in range(ALLOCATION_RETRIES):
             operations = await self._secret_checks(checked)

@@ -80,6 +80,8 @@ COMPLETED = "completed"
 ROLLBACK_STARTED = "rollback_started"
 ROLLBACK_PAUSED = "rollback_paused"
 ROLLBACK_COMPLETED = "rollback_completed"
+IN_PROGRESS = (UPDATING, ROLLBACK_STARTED)
+"""The states in which the updater moves an update on."""
 
 
 class InvalidUpdateConfig(RaftswarmError):

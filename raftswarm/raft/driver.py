@@ -345,6 +345,9 @@ class RaftDriver:
             return
         previous_leader = self._role[2]
         self._role = role
+        if role[0] is Role.LEADER:
+            # One line per term won: the chaos suite checks from these that no term had two leaders.
+            log.info("raft %x: became leader in term %d", self.id, role[1])
         if role[2] != previous_leader and self._proposals:
             # Entries in flight under the old leader may be lost or may still commit: callers must not
             # wait forever; they get an error saying the outcome is unknown.

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +63,20 @@ SEGMENT_SUFFIX = ".wal"
 TEMP_SUFFIX = ".tmp"
 
 _datasync = getattr(os, "fdatasync", os.fsync)
+
+
+_TEST_HOOKS = os.environ.get("RAFTSWARM_TEST_HOOKS") == "1"
+"""The chaos suite's fault hooks (`chaos.cluster.faults`); off unless the node was started with it set."""
+FSYNC_DELAY_FILE = "test-fsync-delay"
+
+
+def _slow_disk_hook(segment: Path) -> None:
+    """A slow disk: sleep after the fdatasync for the seconds in `<raft dir>/test-fsync-delay`, if it exists."""
+    try:
+        delay = float((segment.parent.parent / FSYNC_DELAY_FILE).read_text())
+    except (OSError, ValueError):
+        return
+    time.sleep(max(0.0, min(delay, 10.0)))
 
 
 def fsync_directory(directory: Path) -> None:
@@ -267,6 +282,8 @@ class SegmentWriter:
         frame = seal_frame(self._cipher, plaintext, self.header.record_ad(self.size))
         write_all(self._fd, frame, self.size)
         _datasync(self._fd)
+        if _TEST_HOOKS:
+            _slow_disk_hook(self.path)
         self.size += len(frame)
 
     def close(self) -> None:
