@@ -93,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     real.add_argument("--seed", type=int, help="random seed of the fault schedule and workload (default: random)")
     real.add_argument("--clients", type=int, default=6, help="concurrent register clients (default %(default)s)")
     real.add_argument("--out", type=Path, default=Path("chaos-reports"), help="report directory (default %(default)s)")
+    real.add_argument("--keep-failed", action="store_true", help="leave the swarm of a failed scenario up for inspection")
     real.add_argument(
         "--stale-reads",
         action="store_true",
@@ -119,7 +120,7 @@ def run_real(args: argparse.Namespace, core_cls: type[RaftCore], out: TextIO) ->
     if reason:
         print(f"chaos run needs a network namespace per node: {reason}", file=sys.stderr)
         return 2
-    options = RunOptions(duration=args.duration, seed=args.seed, clients=args.clients, stale_reads=args.stale_reads, out=args.out)
+    options = RunOptions(duration=args.duration, seed=args.seed, clients=args.clients, stale_reads=args.stale_reads, out=args.out, keep_failed=args.keep_failed)
     say = functools.partial(print, file=sys.stderr, flush=True)
     started = time.perf_counter()
     reports = [asyncio.run(run_scenario(name, options, say)) for name in names]

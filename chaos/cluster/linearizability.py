@@ -58,6 +58,8 @@ MAX_FAILED_STATES = 1_000_000
 a million is exponential in its history and would not finish in minutes either. Each state holds a bitset as
 long as the key's history, so the bound also keeps the memo to a few hundred MB."""
 
+FAILURE_CONTEXT = 20
+"""Operations of the longest valid order shown with a failure: its end is where the violation is."""
 _ABSENT = 0
 """The model's value for an unset register; other values are numbered from 1 as they are first seen."""
 
@@ -75,8 +77,8 @@ class Verdict:
     """Operations the search had to place: ok ones, and info writes and compare-and-sets."""
     elapsed_s: float
     failure: dict[str, Any] | None = None
-    """For the first failing key: `key`; `linearized`, the longest valid order of its operations the search
-    found; `value`, the register's value after it; `pending`, the operations that could come next there (in
+    """For the first failing key: `key`; `linearized`, the last `FAILURE_CONTEXT` operations of the longest
+    valid order of its operations the search found (`linearized_count`: its length); `value`, the register's value after it; `pending`, the operations that could come next there (in
     call order), none of which could be placed. Operations as {process, f, input, output, call, ret, status},
     with `ret` None when unknown."""
 
@@ -263,7 +265,8 @@ class _RegisterSearch:
         first_return = min((self.position[True, i] for i in remaining if not self.is_info[i]), default=self.tail)
         pending = sorted((self.position[False, i], i) for i in remaining if self.position[False, i] < first_return)
         return {
-            "linearized": [_describe(self.ops[i]) for i in order],
+            "linearized_count": len(order),
+            "linearized": [_describe(self.ops[i]) for i in order[-FAILURE_CONTEXT:]],
             "value": self.values[value],
             "pending": [_describe(self.ops[i]) for _, i in pending],
         }

@@ -63,6 +63,8 @@ class RunOptions:
     linearizability_timeout: float = 60.0
     out: Path = field(default_factory=lambda: Path("chaos-reports"))
     clusters_dir: Path | None = None
+    keep_failed: bool = False
+    """Leave the swarm of a failed run up for inspection (the report says how to remove it)."""
 
 
 class Run:
@@ -275,10 +277,14 @@ async def run_scenario(name: str, options: RunOptions, say: Callable[[str], None
         report.update(_evidence(run))
     finally:
         run.nemesis.teardown()
-        await asyncio.to_thread(cluster.down)
-        if options.clusters_dir is None:
-            with contextlib.suppress(OSError):
-                clusters_dir.rmdir()
+        if options.keep_failed and not report.get("ok"):
+            report["kept_cluster"] = f"raftswarm cluster --clusters-dir {clusters_dir} down --name {cluster.name}"
+            say(f"{name}: failed; the cluster stays up for inspection: {report['kept_cluster']} removes it")
+        else:
+            await asyncio.to_thread(cluster.down)
+            if options.clusters_dir is None:
+                with contextlib.suppress(OSError):
+                    clusters_dir.rmdir()
     _write(report, options.out)
     return report
 
