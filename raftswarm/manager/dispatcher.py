@@ -103,6 +103,7 @@ class Dispatcher:
         """The node's --heartbeat-period; the swarm's Dispatcher.HeartbeatPeriod wins when an operator set it."""
         self._last_seen: dict[str, float] = {}
         self._leading_since: float | None = None
+        self._leading_term: int | None = None
         self._view: tuple[dict[str, str], str | None, list[bytes]] = ({}, None, [])
         self._view_version = -1
         self._issuers: dict[str, str] = {}
@@ -140,10 +141,17 @@ class Dispatcher:
         # Remembered only once recorded: a write lost to a concurrent update (say, the node's own Raft join
         # changing its object), or a node not in the store yet (`swarm init` still writing it), is retried
         # at the next heartbeat.
-        if identity.node_id in self._last_seen or await self.control.set_node_status(identity.node_id, "ready"):
-            self._last_seen[identity.node_id] = time.monotonic()
-        self._issuers[identity.node_id] = str(params.get("issuer", ""))
+        # The store is checked too, not only our memory: if this manager lost the lead and won it back
+        # between two rounds of `_mark_down`, another leader may have marked the node down meanwhile (found
+        # by `python -m chaos run --scenario partition-one-way`: nodes stayed down while heartbeating).
         node = self.control.store.state.get(NODES, identity.node_id)
+        recorded_ready = node is not None and node.data["Status"].get("State") == "ready"
+        if (identity.node_id in self._last_seen and recorded_ready) or await self.control.set_node_status(
+            identity.node_id, "ready"
+        ):
+            self._last_seen[identity.node_id] = time.monotonic()
+            node = self.control.store.state.get(NODES, identity.node_id)
+        self._issuers[identity.node_id] = str(params.get("issuer", ""))
         managers, rotation, gossip_keys = self._swarm_view()
         # The role the swarm wants this node in: a node whose certificate says otherwise renews it and
         # switches roles (promote/demote), as SwarmKit's agents do. During a root rotation, the root every
@@ -365,8 +373,10 @@ class Dispatcher:
                 self._last_seen.clear()
                 continue
             now = time.monotonic()
-            if self._leading_since is None:
-                self._leading_since = now  # give every node a full grace period with a new leader
+            if self._leading_since is None or self._leading_term != self.driver.core.term:
+                # A new leadership (perhaps won back since the last round): every node gets a full grace period.
+                self._leading_since, self._leading_term = now, self.driver.core.term
+                self._last_seen.clear()
                 continue
             await self._maybe_finish_root_rotation()
             deadline = self.period * DOWN_AFTER_MISSED
