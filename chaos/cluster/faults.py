@@ -33,7 +33,8 @@ from typing import Any
 from raftswarm.agent.shim import release_all
 from raftswarm.api.client import ApiError
 from raftswarm.node.state_dir import StateDir
-from raftswarm.node.swarmcluster import ClusterNode, SwarmCluster
+from raftswarm.node.networking import namespace_prefix
+from raftswarm.node.swarmcluster import ClusterNode, SwarmCluster, network_namespaces
 from raftswarm.raft.wal import FSYNC_DELAY_FILE, SegmentHeader
 
 TEST_HOOKS_ENV = "RAFTSWARM_TEST_HOOKS"
@@ -219,6 +220,10 @@ class Nemesis:
         async with cluster.client(via, CALL_TIMEOUT) as api:
             await api.node_remove(old_id, force=True)
         release_all(str(StateDir(node.state_dir).worker_tasks))
+        # The old identity's overlay namespaces: `cluster down` only knows the nodes' current IDs.
+        for namespace in network_namespaces():
+            if namespace.startswith(f"{namespace_prefix(old_id)}ov-"):
+                subprocess.run(["ip", "netns", "delete", namespace], capture_output=True)
         _wipe(node.state_dir)
         cluster.start(node)
         await cluster.wait_ready(node)
