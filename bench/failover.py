@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from raftswarm.api.client import ApiClient, ApiError
+from raftswarm.api.client import ApiError
 from raftswarm.node.swarmcluster import ClusterNode, SwarmCluster
 
 from .schedule import HEARTBEAT_PERIOD, BenchFailed, failover_scenario
@@ -79,24 +79,6 @@ async def _run(args: argparse.Namespace, workdir: Path, say) -> list[dict[str, A
         await asyncio.to_thread(cluster.down)
 
 
-async def _status(node: ClusterNode, cluster: SwarmCluster) -> dict[str, Any] | None:
-    if not node.running():
-        return None
-    try:
-        async with cluster.client(node, 1.0) as api:
-            return await api.raft_status()
-    except (ApiError, OSError, TimeoutError):
-        return None
-
-
-async def _leader(cluster: SwarmCluster) -> ClusterNode | None:
-    for node in cluster.managers:
-        status = await _status(node, cluster)
-        if status is not None and status["role"] == "leader":
-            return node
-    return None
-
-
 async def _write(node: ClusterNode, cluster: SwarmCluster, key: str) -> bool:
     try:
         async with cluster.client(node, 2.0) as api:
@@ -109,7 +91,7 @@ async def _write(node: ClusterNode, cluster: SwarmCluster, key: str) -> bool:
 async def leader_scenario(cluster: SwarmCluster, runs: int, say) -> dict[str, Any]:
     elected, written = [], []
     for run in range(1, runs + 1):
-        leader = await _leader(cluster)
+        leader = await cluster.leader()
         if leader is None:
             raise BenchFailed("no leader before the kill")
         survivors = [m for m in cluster.managers if m is not leader]
@@ -123,7 +105,7 @@ async def leader_scenario(cluster: SwarmCluster, runs: int, say) -> dict[str, An
             if now > RUN_TIMEOUT:
                 raise BenchFailed(f"run {run}: no new leader or write within {RUN_TIMEOUT:g} s")
             if new_leader_s is None:
-                statuses = await asyncio.gather(*(_status(m, cluster) for m in survivors))
+                statuses = await asyncio.gather(*(cluster.raft_status(m) for m in survivors))
                 if any(s is not None and s["role"] == "leader" for s in statuses):
                     new_leader_s = time.monotonic() - killed
             if first_write_s is None and await _write(survivors[run % 2], cluster, f"after-{run}"):
@@ -151,8 +133,8 @@ async def leader_scenario(cluster: SwarmCluster, runs: int, say) -> dict[str, An
 async def _caught_up(cluster: SwarmCluster, node: ClusterNode) -> None:
     deadline = time.monotonic() + RUN_TIMEOUT
     while time.monotonic() < deadline:
-        leader = await _leader(cluster)
-        mine, theirs = await _status(node, cluster), (await _status(leader, cluster)) if leader else None
+        leader = await cluster.leader()
+        mine, theirs = await cluster.raft_status(node), (await cluster.raft_status(leader)) if leader else None
         if mine and theirs and mine["role"] == "follower" and mine["applied"] >= theirs["commit"]:
             return
         await asyncio.sleep(0.1)

@@ -22,16 +22,15 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import signal
 import struct
 import subprocess
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from raftswarm.agent.shim import release_all
-from raftswarm.api.client import ApiError
 from raftswarm.node.state_dir import StateDir
 from raftswarm.node.networking import namespace_prefix
 from raftswarm.node.swarmcluster import ClusterNode, SwarmCluster, network_namespaces
@@ -49,28 +48,14 @@ class FaultError(Exception):
     """A fault could not be injected or undone (the cluster is not in the state the run expected)."""
 
 
-async def raft_status(cluster: SwarmCluster, node: ClusterNode, timeout: float = 1.0) -> dict[str, Any] | None:
-    """A manager's own view of Raft (role, term, leader, commit, ...), or None if it does not answer."""
-    if not node.running():
-        return None
-    try:
-        async with cluster.client(node, timeout) as api:
-            return await api.raft_status()
-    except (ApiError, OSError, TimeoutError):
-        return None
-
-
 async def find_leader(cluster: SwarmCluster, timeout: float = 10.0) -> ClusterNode:
-    """The manager that says it leads, in the highest term any manager claims leadership for."""
+    """The leader, waiting out an election of up to `timeout` seconds."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        statuses = await asyncio.gather(*(raft_status(cluster, m) for m in cluster.managers))
-        leaders = [(s["term"], m) for m, s in zip(cluster.managers, statuses) if s and s["role"] == "leader"]
-        if leaders:
-            return max(leaders, key=lambda pair: pair[0])[1]
+    while (leader := await cluster.leader()) is None:
         if asyncio.get_running_loop().time() > deadline:
             raise FaultError(f"no manager leads after {timeout:g} s")
         await asyncio.sleep(POLL)
+    return leader
 
 
 class Nemesis:
@@ -224,7 +209,8 @@ class Nemesis:
         for namespace in network_namespaces():
             if namespace.startswith(f"{namespace_prefix(old_id)}ov-"):
                 subprocess.run(["ip", "netns", "delete", namespace], capture_output=True)
-        _wipe(node.state_dir)
+        shutil.rmtree(node.state_dir)
+        node.state_dir.mkdir(mode=0o700)
         cluster.start(node)
         await cluster.wait_ready(node)
         async with cluster.client(node, REJOIN_TIMEOUT) as api:
@@ -272,16 +258,8 @@ def _nft(namespace: str, script: str) -> None:
         raise FaultError(f"nft in {namespace} failed: {done.stderr.strip()}\n{script}")
 
 
-def _wipe(state_dir: Path) -> None:
-    for path in sorted(state_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if path.is_dir() and not path.is_symlink():
-            path.rmdir()
-        else:
-            path.unlink()
-
-
 async def _not_a_voter(cluster: SwarmCluster, via: ClusterNode, node: ClusterNode) -> bool:
-    status = await raft_status(cluster, via)
+    status = await cluster.raft_status(via)
     return status is not None and node.raft_id not in status["voters"] and node.raft_id not in status["learners"]
 
 

@@ -37,7 +37,7 @@ from raftswarm.api.client import ApiError
 from raftswarm.node.swarmcluster import ClusterNode, SwarmCluster
 
 from . import checkers, linearizability
-from .faults import TEST_HOOKS_ENV, FaultError, Nemesis, find_leader, raft_status
+from .faults import TEST_HOOKS_ENV, Nemesis, find_leader
 from .history import History
 from .scenarios import SCENARIOS
 from .workload import ACKS, REGISTERS, RegisterClients, ServiceChurn
@@ -162,7 +162,7 @@ class Run:
             t = self.now()
             managers = list(self.cluster.managers)
             names = {m.raft_id: m.name for m in managers}
-            statuses = await asyncio.gather(*(raft_status(self.cluster, m, 0.5) for m in managers))
+            statuses = await asyncio.gather(*(self.cluster.raft_status(m, 0.5) for m in managers))
             view = {m.name: names.get(s["leader"]) if s["leader"] else None for m, s in zip(managers, statuses) if s}
             self.leaders.append({"t": t, "view": view})
             await _sleep_unless(stop, LEADER_SAMPLE_INTERVAL)
@@ -216,7 +216,7 @@ class Run:
 
     async def _not_yet_converged(self, churn: ServiceChurn) -> str:
         managers = self.cluster.managers
-        statuses = await asyncio.gather(*(raft_status(self.cluster, m) for m in managers))
+        statuses = await asyncio.gather(*(self.cluster.raft_status(m) for m in managers))
         silent = [m.name for m, s in zip(managers, statuses) if s is None]
         if silent:
             return f"managers not answering: {', '.join(silent)}"

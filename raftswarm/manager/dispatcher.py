@@ -150,7 +150,6 @@ class Dispatcher:
             identity.node_id, "ready"
         ):
             self._last_seen[identity.node_id] = time.monotonic()
-            node = self.control.store.state.get(NODES, identity.node_id)
         self._issuers[identity.node_id] = str(params.get("issuer", ""))
         managers, rotation, gossip_keys = self._swarm_view()
         # The role the swarm wants this node in: a node whose certificate says otherwise renews it and

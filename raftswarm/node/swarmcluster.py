@@ -686,6 +686,24 @@ class SwarmCluster:
         self.start(node)
         await self.wait_ready(node)
 
+    async def raft_status(self, node: ClusterNode, timeout: float = 1.0) -> dict[str, Any] | None:
+        """A manager's own view of Raft (role, term, leader, commit, ...); None if it is not running or does
+        not answer within `timeout`."""
+        if not node.running():
+            return None
+        try:
+            async with self.client(node, timeout) as api:
+                return await api.raft_status()
+        except (ApiError, OSError, TimeoutError):
+            return None
+
+    async def leader(self) -> ClusterNode | None:
+        """The manager that says it leads, in the highest term any manager claims; None during an election."""
+        managers = self.managers
+        statuses = await asyncio.gather(*(self.raft_status(m) for m in managers))
+        leaders = [(s["term"], m) for m, s in zip(managers, statuses) if s and s["role"] == "leader"]
+        return max(leaders, key=lambda pair: pair[0])[1] if leaders else None
+
     def log_tail(self, node: ClusterNode, lines: int = 15) -> str:
         return log_tail(node.log_path, lines)
 

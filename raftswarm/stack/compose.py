@@ -443,6 +443,17 @@ def _command(value: Any, path: str) -> list[str]:
 # -- top-level networks and secrets ----------------------------------------------------------------------------
 
 
+def _name_and_external(definition: dict[str, Any], path: str) -> tuple[str | None, bool]:
+    """A network's or secret's `name` (or the deprecated `external.name`) and whether it is external."""
+    name = _string(definition["name"], _at(path, "name")) if definition.get("name") is not None else None
+    external, external_name = _external(definition.get("external", False), _at(path, "external"))
+    if external_name is not None:
+        if name is not None:
+            _fail(path, "external.name and name conflict; only use name")
+        name = external_name
+    return name, external
+
+
 def _external(value: Any, path: str) -> tuple[bool, str | None]:
     """`external: true`, or the deprecated `external: {name: x}`."""
     if isinstance(value, dict):
@@ -454,12 +465,7 @@ def _external(value: Any, path: str) -> tuple[bool, str | None]:
 def _network(value: Any, path: str) -> NetworkConfig:
     definition = _mapping(value if value is not None else {}, path)
     _only(definition, path, {"name", "external", "driver", "driver_opts", "internal", "attachable", "labels", "ipam"})
-    name = _string(definition["name"], _at(path, "name")) if definition.get("name") is not None else None
-    external, external_name = _external(definition.get("external", False), _at(path, "external"))
-    if external_name is not None:
-        if name is not None:
-            _fail(path, "external.name and name conflict; only use name")
-        name = external_name
+    name, external = _name_and_external(definition, path)
     if external:
         for key in ("driver", "driver_opts", "internal", "attachable", "ipam", "labels"):
             if key in definition:
@@ -505,12 +511,7 @@ def _network(value: Any, path: str) -> NetworkConfig:
 def _secret(value: Any, path: str, directory: Path) -> SecretConfig:
     definition = _mapping(value, path)
     _only(definition, path, {"name", "external", "file", "labels"})
-    name = _string(definition["name"], _at(path, "name")) if definition.get("name") is not None else None
-    external, external_name = _external(definition.get("external", False), _at(path, "external"))
-    if external_name is not None:
-        if name is not None:
-            _fail(path, "external.name and name conflict; only use name")
-        name = external_name
+    name, external = _name_and_external(definition, path)
     if external:
         if "file" in definition:
             _fail(_at(path, "file"), "cannot be set on an external secret: it already exists in the swarm")
