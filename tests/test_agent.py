@@ -188,6 +188,7 @@ def _mount_points(pid: int | str) -> set[str]:
 
 
 @needs_isolation
+@pytest.mark.security
 async def test_a_secret_is_visible_only_inside_the_task_that_uses_it_and_never_on_the_host(swarm, marker):
     ids = await ids_by_name(swarm)
     worker = swarm.node("worker1")

@@ -9,7 +9,7 @@ import copy
 import pytest
 
 from raftswarm.manager.controlapi import ControlError
-from raftswarm.manager.networks import ingress_network_spec, validate_network_spec
+from raftswarm.manager.networks import ingress_network_spec, refuse_node_addresses, validate_network_spec
 from raftswarm.manager.specs import InvalidSpec
 
 
@@ -93,8 +93,8 @@ def test_invalid_spec_is_a_control_error_the_api_answers_400():
             {"Name": "n", "EnableIPv6": True},
             "EnableIPv6: IPv6 overlay networks are not supported by raftswarm; leave EnableIPv6 out",
         ),
-        ({"Name": "n", "Labels": {"a": 1}}, "Labels.a: a label value must be a string, got 1"),
-        ({"Name": "n", "Options": {"mtu": 1400}}, "Options.mtu: a label value must be a string, got 1400"),
+        ({"Name": "n", "Labels": {"a": 1}}, "Labels.a: must be a string, got 1"),
+        ({"Name": "n", "Options": {"mtu": 1400}}, "Options.mtu: must be a string, got 1400"),
         (
             {"Name": "n", "Options": {"com.docker.network.driver.overlay.vxlanid_list": "5000"}},
             (
@@ -195,3 +195,53 @@ def test_refusing_changes_nothing_in_the_callers_spec():
     before = copy.deepcopy(spec)
     refusal(spec)
     assert spec == before
+
+
+def test_keys_match_dockers_fields_in_any_case_as_go_decoding_does():
+    spec = {"name": "n", "ipam": {"config": [{"subnet": "10.9.0.0/24", "GATEWAY": "10.9.0.1"}]}, "attachable": True}
+    assert validate_network_spec(spec) == {
+        "Name": "n",
+        "IPAM": {"Config": [{"Subnet": "10.9.0.0/24", "Gateway": "10.9.0.1"}]},
+        "Attachable": True,
+    }
+
+
+def node(hostname: str, addr: str, manager_addr: str | None = None) -> dict:
+    data = {"ID": f"id-{hostname}", "Description": {"Hostname": hostname}, "Status": {"Addr": addr}}
+    if manager_addr:
+        data["ManagerStatus"] = {"Addr": manager_addr}
+    return data
+
+
+NODES = [
+    node("m1", "10.211.5.2", "10.211.5.2:2377"),
+    node("w1", "10.211.5.3"),
+    node("v6", "fd00::3"),
+    node("dns", "w2.lan"),
+]
+
+
+@pytest.mark.parametrize(
+    ("subnet", "holder"),
+    [("10.211.5.0/24", "m1 (10.211.5.2)"), ("10.211.0.0/16", "m1 (10.211.5.2)"), ("10.211.5.0/29", "m1 (10.211.5.2)")],
+)
+def test_a_subnet_holding_a_nodes_address_is_refused_naming_the_node(subnet, holder):
+    with pytest.raises(InvalidSpec) as caught:
+        refuse_node_addresses(validate_network_spec(with_config(Subnet=subnet)), NODES)
+    assert str(caught.value) == (
+        f"IPAM.Config[0].Subnet: {subnet} overlaps the network of node {holder}: the overlay would take over that"
+        " node's own traffic; pick a subnet that holds no node's address"
+    )
+
+
+def test_a_manager_is_found_by_its_manager_address_too():
+    manager = {"ID": "m2", "Status": {"Addr": "0.0.0.0"}, "ManagerStatus": {"Addr": "192.168.9.4:2377"}}
+    with pytest.raises(InvalidSpec, match=r"node m2 \(192.168.9.4\)"):
+        refuse_node_addresses(validate_network_spec(with_config(Subnet="192.168.9.0/24")), [manager])
+
+
+@pytest.mark.parametrize(
+    "spec", [with_config(Subnet="10.211.6.0/24"), with_config(Subnet="10.211.5.8/29"), {"Name": "auto"}]
+)
+def test_a_subnet_beside_the_nodes_addresses_or_none_is_accepted(spec):
+    refuse_node_addresses(validate_network_spec(spec), NODES)

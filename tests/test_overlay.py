@@ -111,6 +111,7 @@ async def _report(client: ApiClient, task_id: str) -> dict | None:
     return json.loads(lines[-1]) if lines else None
 
 
+@pytest.mark.security
 async def test_tasks_on_an_overlay_reach_a_service_by_name_through_its_vip_and_others_cannot(swarm):
     async with api(swarm) as client:
         front = (await client.network_create({"Name": "front", "Driver": "overlay"}))["Id"]

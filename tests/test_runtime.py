@@ -156,6 +156,7 @@ def secret_ref(secret_id: str, name: str, uid: str = "0", gid: str = "0", mode: 
 
 
 @needs_isolation
+@pytest.mark.security
 async def test_a_task_sees_its_secrets_with_their_owner_and_mode_and_its_name_as_hostname(tasks):
     db, other = f"db-{uuid.uuid4().hex}".encode(), b"other secret\n"
     code, out, err = await tasks.output(
@@ -172,6 +173,7 @@ async def test_a_task_sees_its_secrets_with_their_owner_and_mode_and_its_name_as
 
 
 @needs_isolation
+@pytest.mark.security
 async def test_the_secrets_mount_and_bytes_never_reach_the_host(tasks, tmp_path):
     began = time.time() - 1
     secret = f"s3cr3t-{uuid.uuid4().hex}".encode()
@@ -197,6 +199,7 @@ async def test_the_secrets_mount_and_bytes_never_reach_the_host(tasks, tmp_path)
 
 
 @needs_isolation
+@pytest.mark.security
 async def test_another_task_cannot_see_the_first_tasks_secret(tasks):
     secret = f"s3cr3t-{uuid.uuid4().hex}".encode()
     first = await tasks.start(["sleep", "100"], {"id-db": secret}, [secret_ref("id-db", "db")])
@@ -210,6 +213,7 @@ async def test_another_task_cannot_see_the_first_tasks_secret(tasks):
 
 
 @needs_isolation
+@pytest.mark.security
 async def test_a_root_task_sees_only_its_own_processes_and_cannot_unmount_or_change_its_secrets(tasks):
     script = (
         "umount /proc; echo umount=$?; touch /run/secrets/x; echo touch=$?; "
@@ -359,6 +363,7 @@ def _mount_namespace(pid: str) -> str | None:
         return None
 
 
+@pytest.mark.security
 async def test_unprivileged_fallback_gives_secrets_in_a_private_memory_backed_directory(tasks, monkeypatch):
     monkeypatch.setattr(runtime, "isolation_available", lambda: False)
     refs = [secret_ref("id", "db", mode=0o400)]

@@ -236,6 +236,7 @@ async def test_scaling_a_service_in_the_middle_of_a_rolling_update_does_not_aban
         await client.service_remove("rolling")
 
 
+@pytest.mark.security
 async def test_a_secret_reaches_only_the_node_running_a_task_that_uses_it(swarm):
     ids = await ids_by_name(swarm)
     async with api(swarm) as client:
@@ -329,6 +330,7 @@ async def _leader_rpc(swarm: SwarmCluster, as_node: str) -> RpcClient:
     raise AssertionError("no manager answered as leader")
 
 
+@pytest.mark.security
 async def test_a_worker_receives_only_its_own_tasks_and_cannot_report_on_other_nodes_tasks(swarm):
     ids = await ids_by_name(swarm)
     async with api(swarm) as client:
@@ -378,6 +380,7 @@ async def test_the_swarms_dispatcher_heartbeat_setting_reaches_every_node_and_ba
             await rpc.close()
 
 
+@pytest.mark.security
 async def test_no_file_of_any_node_holds_a_secret_in_plaintext(swarm):
     marker = b"plaintext-marker-" + base64.b16encode(os.urandom(8))
     async with api(swarm) as client:

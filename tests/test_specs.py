@@ -13,14 +13,18 @@ from hypothesis import strategies as st
 
 from raftswarm.manager.controlapi import ControlError
 from raftswarm.manager.specs import (
-    without_nulls,
     MAX_SECRET_SIZE,
     InvalidSpec,
     referenced_secrets,
     restart_policy,
     update_config,
+    validate_init_request,
+    validate_join_request,
+    validate_node_spec,
     validate_secret_spec,
     validate_service_spec,
+    validate_swarm_spec,
+    without_nulls,
 )
 
 SECOND = 1_000_000_000
@@ -154,6 +158,37 @@ def test_null_members_count_as_absent_as_in_dockers_go_decoding():
 def test_mode_names_match_case_insensitively_as_in_dockers_go_decoding():
     spec = {**minimal_spec(), "Mode": {"replicated": {"Replicas": 2}}}  # what the docker SDK sends
     assert validate_service_spec(spec)["Mode"] == {"Replicated": {"Replicas": 2}}
+
+
+def test_known_keys_in_any_case_are_stored_in_dockers_spelling_the_last_winning_as_in_go():
+    spec = {
+        "name": "web",
+        "TASKTEMPLATE": {
+            "containerspec": {"image": "nginx", "FutureField": {"logdriver": 5}},  # unknown: kept as sent
+            "LogDriver": {"Name": "json-file"},
+            "logDriver": {"name": "syslog"},
+        },
+    }
+    assert validate_service_spec(spec) == {
+        "Name": "web",
+        "TaskTemplate": {
+            "ContainerSpec": {"Image": "nginx", "FutureField": {"logdriver": 5}},
+            "LogDriver": {"Name": "syslog"},
+        },
+    }
+
+
+def test_keys_go_would_read_as_a_field_through_unicode_folding_are_checked_as_that_field():
+    # Go folds the long s (U+017F) to s and the Kelvin sign (U+212A) to k: every Docker client reads this as
+    # TaskTemplate.LogDriver.
+    spec = {"Name": "web", "Ta\u017f\u212aTemplate": {"ContainerSpec": {"Image": "nginx"}, "LogDriver": 5}}
+    assert refusal(spec).startswith("TaskTemplate.LogDriver: must be a JSON object")
+
+
+def test_a_default_name_is_given_only_to_a_spec_without_one():
+    assert validate_service_spec(minimal_spec(), default_name=lambda: "other")["Name"] == "web"
+    nameless = {"name": "", "TaskTemplate": minimal_spec()["TaskTemplate"]}
+    assert validate_service_spec(nameless, default_name=lambda: "brave_hopper")["Name"] == "brave_hopper"
 
 
 def test_the_returned_spec_is_a_copy():
@@ -336,8 +371,8 @@ def test_a_global_service_without_max_replicas_is_accepted():
         ("Mode", {"GlobalJob": {}}, "Mode.GlobalJob", "not supported by raftswarm"),
         ("Mode", {"Replicated": {"Replicas": 1}, "Global": {}}, "Mode", "not both"),
         ("Mode", "replicated", "Mode", "JSON object"),
-        ("Mode.Replicated.Replicas", -1, "Mode.Replicated.Replicas", ">= 0"),
-        ("Mode.Replicated.Replicas", 2**63, "Mode.Replicated.Replicas", ">= 0"),
+        ("Mode.Replicated.Replicas", -1, "Mode.Replicated.Replicas", "from 0 to 100000"),
+        ("Mode.Replicated.Replicas", 2**63, "Mode.Replicated.Replicas", "from 0 to 100000"),
         ("Mode.Replicated.Replicas", 2.0, "Mode.Replicated.Replicas", "integer"),
         # A global service already runs one task per node.
         ("Mode", {"Global": {}}, "TaskTemplate.Placement.MaxReplicas", "only be used with replicated mode"),
@@ -618,3 +653,51 @@ def test_junk_anywhere_in_a_valid_spec_is_refused_or_kept_exactly(path, junk):
     update_config(checked, rollback=True)
     restart_policy(checked)
     referenced_secrets(checked)
+
+
+# -- the swarm's other bodies ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("validate", "body", "field", "words"),
+    [
+        (validate_node_spec, {"Role": "admin"}, "Role", "one of worker, manager"),
+        (validate_node_spec, {"availability": "off"}, "Availability", "one of active, pause, drain"),
+        (validate_node_spec, {"Labels": {"zone": 1}}, "Labels.zone", "must be a string"),
+        (
+            validate_swarm_spec,
+            {"Orchestration": {"TaskHistoryRetentionLimit": -1}},
+            "Orchestration.TaskHistoryRetentionLimit",
+            ">= 0",
+        ),
+        (validate_swarm_spec, {"Raft": {"HeartbeatTick": 2**32}}, "Raft.HeartbeatTick", "from 0 to 4294967295"),
+        (validate_swarm_spec, {"CAConfig": {"ForceRotate": 2**64}}, "CAConfig.ForceRotate", "integer"),
+        (
+            validate_swarm_spec,
+            {"TaskDefaults": {"LogDriver": {"Options": {"a": 1}}}},
+            "TaskDefaults.LogDriver.Options.a",
+            "string",
+        ),
+        (
+            validate_init_request,
+            {"Spec": {"Dispatcher": {"HeartbeatPeriod": "5s"}}},
+            "Spec.Dispatcher.HeartbeatPeriod",
+            "nanoseconds",
+        ),
+        (validate_init_request, {"SubnetSize": 30}, "SubnetSize", "from 0 to 29"),
+        (validate_join_request, {"RemoteAddrs": ["m:2377"]}, "JoinToken", "required"),
+        (validate_join_request, {"JoinToken": "t", "RemoteAddrs": [None]}, "RemoteAddrs[0]", "must be a string"),
+    ],
+)
+def test_the_swarm_bodies_are_checked_by_dockers_types_naming_the_field(validate, body, field, words):
+    with pytest.raises(InvalidSpec) as caught:
+        validate(body)
+    assert str(caught.value).split(":")[0] == field, str(caught.value)
+    assert words in str(caught.value)
+
+
+def test_a_swarm_spec_keeps_dockers_fields_only_so_the_stored_one_can_be_merged_into():
+    assert validate_swarm_spec({"labels": {"a": "b"}, "timeout": True, "Raft": {"Newer": 1}}) == {
+        "Labels": {"a": "b"},
+        "Raft": {"Newer": 1},
+    }

@@ -3,6 +3,9 @@
 It heartbeats the leader at the period the dispatcher asks for. A follower answers `not_leader` with the
 leader's address and the session moves there; a manager that does not answer is skipped for the next one
 it knows, with a backoff, so a node follows failovers without operator help.
+
+A manager that answers `removed` means this node was removed from the swarm (`node rm`): its certificate is
+refused for good, so the session stops, says so once, and `removed` tells the node and its agent.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..addresses import parse_host_port
-from ..manager.rpc import RpcClient, RpcError
+from ..manager.rpc import REMOVED, RpcClient, RpcError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ class Session:
         self.period = period
         self.connected_to: str | None = None
         self.heartbeats = 0
+        self.removed: str | None = None
+        """Why the swarm refuses this node, once a manager said it was removed; the session has then ended."""
         self._on_heartbeat = on_heartbeat
         self._more_managers = more_managers
         self._heartbeat_params = heartbeat_params
@@ -71,6 +76,10 @@ class Session:
                     await asyncio.sleep(self.period)
                     continue
                 except RpcError as exc:
+                    if exc.code == REMOVED:
+                        self.removed = str(exc)
+                        log.warning("this node was removed from the swarm; its session has ended: %s", exc)
+                        return
                     leader = str(exc) if exc.code == "not_leader" else ""
                     if leader:
                         self._remember(leader)

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from ..addresses import parse_host_port
 from ..manager.orchestrator import TaskState
-from ..manager.rpc import RpcClient, RpcError
+from ..manager.rpc import REMOVED, RpcClient, RpcError
 from .logpublisher import serve_log_subscriptions
 from .runtime import RunningTask, ShimGone, TaskRejected, TaskRuntime
 from .session import Session
@@ -44,6 +44,9 @@ ASSIGNMENT_WAIT = 10.0
 ENDED_TASK_LOGS = 100
 """Ended tasks whose output the agent keeps (each at most the shim's 1 MiB ring)."""
 _RETRY = 0.2
+_RETRY_MAX = 5.0
+"""Longest wait between attempts to reach a manager that keeps failing: one heartbeat period by default, so
+a node is back within a period of the swarm's recovery, without a tight loop of refused connections."""
 
 LogLine = tuple[str, float, bytes]
 
@@ -321,18 +324,27 @@ class Agent:
         return await RpcClient.connect(host, port, self.context, server_hostname="swarm-manager")
 
     async def _with_manager(self, call) -> None:
-        """Run `call(client)` against the session's manager, following leader redirects, until cancelled."""
+        """Run `call(client)` against the session's manager, following leader redirects, until cancelled or
+        the swarm removes this node. Failures other than a redirect back off, up to `_RETRY_MAX`."""
         target: str | None = None
-        while True:
+        retry = _RETRY
+        while self.session.removed is None:
             client = None
+            started = asyncio.get_running_loop().time()
             try:
                 client = await self._connect(target)
                 await call(client)
             except RpcError as exc:
+                if exc.code == REMOVED:
+                    return  # for good: the session says so once (agent.session)
                 target = str(exc) if exc.code == "not_leader" and str(exc) else None
-                if target is None:
+                if target is not None or asyncio.get_running_loop().time() - started > _RETRY_MAX:
+                    retry = _RETRY  # a redirect, or a connection that served a while: not a failing manager
+                else:
                     log.debug("agent connection to %s failed: %s", self.session.connected_to, exc)
-                await asyncio.sleep(_RETRY)
+                await asyncio.sleep(retry)
+                if target is None:
+                    retry = min(retry * 2, _RETRY_MAX)
             finally:
                 if client is not None:
                     await client.close()

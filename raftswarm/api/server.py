@@ -7,12 +7,16 @@ chaos workloads and tools that drive a cluster from outside:
     POST /raftswarm/raft/members               {"action": "add-voter"|"add-learner"|"promote"|"remove", "raft_id", "addr"}
     POST /raftswarm/raft/transfer              {"to": raft_id}
     POST /raftswarm/store/transact             {"operations": [[action|null, kind, id, data, expect], ...]}
-    GET  /raftswarm/store/{kind}               ?consistency=linearizable (default) | local
+                                               any kind but the swarm's own (`SWARM_KINDS`), which only
+                                               change through the endpoints that validate them
+    GET  /raftswarm/store/{kind}               ?consistency=linearizable (default) | local; any kind but
+                                               those holding keys or secret data (`UNREADABLE_KINDS`)
     GET  /raftswarm/store/{kind}/{id}          same
     GET  /raftswarm/agent                      what this node's agent holds: task IDs and states, secret IDs
                                                and names (never secret data)
 
-Errors are Docker's shape: a status code and `{"message": "..."}`.
+Errors are Docker's shape: a status code and `{"message": "..."}`. Bad input is a 4xx; a 500 is a bug of
+the node, logged with its traceback, and the node keeps serving.
 """
 
 from __future__ import annotations
@@ -29,7 +33,17 @@ from ..addresses import InvalidAddress, parse_host_port
 from ..ca.tokens import JoinTokenError
 from ..ca.unlockkey import InvalidUnlockKey
 from ..errors import ProposalDropped, RaftswarmError
-from ..manager.controlapi import ControlError
+from ..manager.controlapi import CLUSTER, NODES, ControlError
+from ..manager.serviceapi import (
+    ALLOCATIONS,
+    NETWORK_NAMES,
+    NETWORKS,
+    SECRET_NAMES,
+    SECRETS,
+    SERVICE_NAMES,
+    SERVICES,
+    TASKS,
+)
 from ..raft.driver import Timeout
 from ..store import Conflict, Operation, StoredObject, StoreError, WatchCompacted
 from .bodies import field, json_object
@@ -42,6 +56,28 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "1.50"
 MIN_API_VERSION = "1.24"
+
+SWARM_KINDS = {
+    SERVICES: "/services",
+    SERVICE_NAMES: "/services",
+    TASKS: "/services (tasks are the orchestrator's)",
+    SECRETS: "/secrets",
+    SECRET_NAMES: "/secrets",
+    NETWORKS: "/networks",
+    NETWORK_NAMES: "/networks",
+    ALLOCATIONS: "/services and /networks (allocations are the allocator's)",
+    NODES: "/nodes",
+    CLUSTER: "/swarm",
+}
+"""The store kinds the swarm itself keeps, and the endpoints that change them. /raftswarm/store/transact
+refuses writes to these: it takes any data, and a service, task or node written around the validation of
+those endpoints can stop the control loops or every client that reads it."""
+
+UNREADABLE_KINDS = {
+    SECRETS: "holds secret data; use /secrets",
+    CLUSTER: "holds the swarm's root CA key, unlock key and gossip keys; use /swarm",
+}
+"""Kinds the raw store endpoints do not show: only the endpoints that leave their keys out read them."""
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -69,6 +105,9 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return _error(400, f"invalid request: {exc}")
     except RaftswarmError as exc:
         return _error(500, str(exc))
+    except Exception as exc:  # a bug of this node: say so, log why, and keep serving everyone else
+        log.exception("%s %s failed", request.method, request.path)
+        return _error(500, f"internal error ({type(exc).__name__}); the node logged the details")
     response.headers["Api-Version"] = API_VERSION
     return response
 
@@ -182,6 +221,11 @@ class ApiServer:
     async def store_transact(self, request: web.Request) -> web.Response:
         body = await json_object(request)
         operations = [Operation.decode(raw) for raw in field(body, "operations", list)]
+        for operation in operations:
+            if operation.action is not None and operation.kind in SWARM_KINDS:  # a version check writes nothing
+                raise ControlError(
+                    f"kind {operation.kind!r} belongs to the swarm; use {SWARM_KINDS[operation.kind]}", 400
+                )
         timeout = field(body, "timeout", (int, float), None)
         committed = await self._manager().store.transact(operations, timeout=timeout)
         return web.json_response({"version": committed.version})
@@ -192,15 +236,21 @@ class ApiServer:
             raise ControlError("consistency must be 'linearizable' or 'local'")
         return consistency == "linearizable"
 
+    def _readable(self, kind: str) -> str:
+        if kind in UNREADABLE_KINDS:
+            raise ControlError(f"kind {kind!r} {UNREADABLE_KINDS[kind]}", 400)
+        return kind
+
     async def store_get(self, request: web.Request) -> web.Response:
         found = await self._manager().store.get(
-            request.match_info["kind"], request.match_info["id"], self._linearizable(request)
+            self._readable(request.match_info["kind"]), request.match_info["id"], self._linearizable(request)
         )
         if found is None:
             return _error(404, f"no {request.match_info['kind']} object {request.match_info['id']!r}")
         return web.json_response(_object(found))
 
     async def store_list(self, request: web.Request) -> web.Response:
-        found = await self._manager().store.list(request.match_info["kind"], self._linearizable(request))
+        kind = self._readable(request.match_info["kind"])
+        found = await self._manager().store.list(kind, self._linearizable(request))
         return web.json_response([_object(o) for o in found])
 

@@ -3,7 +3,7 @@ cluster state, by a manager's control API (`manager.controlapi`). Shapes and sta
 
 from __future__ import annotations
 
-import json
+import re
 import socket
 from datetime import timedelta
 from typing import Any
@@ -11,17 +11,21 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
+from ..ca.authority import MIN_NODE_CERT_LIFETIME
 from ..manager.controlapi import ControlError
+from ..manager.specs import validate_init_request, validate_join_request, validate_node_spec, validate_swarm_spec
 from ..store import StoredObject
-from .bodies import field, json_object
+from .bodies import field, json_object, parse_json
+
+_VERSION = re.compile(r"[0-9]{1,19}")  # Docker parses it with strconv.ParseUint: ASCII digits, 64 bits
 
 
 def query_version(request: web.Request) -> int:
     """The `version` query parameter of an update: the object version the client read."""
-    try:
-        return int(request.query["version"])
-    except (KeyError, ValueError):
-        raise ControlError("the version query parameter is required and must be an integer") from None
+    text = request.query.get("version", "")
+    if not _VERSION.fullmatch(text):
+        raise ControlError(f"the version query parameter is required and must be an integer, got {text[:40]!r}")
+    return int(text)
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -46,13 +50,14 @@ def query_filters(request: web.Request) -> dict[str, list[str]]:
     raw = request.query.get("filters")
     if not raw:
         return {}
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        raise ControlError(f"invalid filters: {raw!r} is not JSON") from None
-    if not isinstance(parsed, dict) or not all(isinstance(v, (list, dict)) for v in parsed.values()):
-        raise ControlError('filters must be a JSON object such as {"role": ["manager"]}')
+    parsed = parse_json(raw, "the filters parameter")
     # Docker accepts {"k": ["v"]} and {"k": {"v": true}}.
+    if not isinstance(parsed, dict) or not all(
+        (isinstance(v, list) and all(isinstance(x, str) for x in v))
+        or (isinstance(v, dict) and all(isinstance(on, bool) for on in v.values()))
+        for v in parsed.values()
+    ):
+        raise ControlError('filters must be a JSON object of string lists, such as {"role": ["manager"]}')
     return {k: list(v) if isinstance(v, list) else [x for x, on in v.items() if on] for k, v in parsed.items()}
 
 
@@ -96,27 +101,26 @@ class SwarmRoutes:
         ]
 
     async def init(self, request: web.Request) -> web.Response:
-        body = await json_object(request, optional=True)
-        ca_config = field(field(body, "Spec", dict, {}), "CAConfig", dict, {})
-        expiry = field(ca_config, "NodeCertExpiry", int, 0)
+        body = validate_init_request(await json_object(request, optional=True))
+        expiry = body.get("Spec", {}).get("CAConfig", {}).get("NodeCertExpiry", 0)
+        lifetime = timedelta(seconds=expiry / 1e9) if expiry else None
+        if lifetime is not None and lifetime < MIN_NODE_CERT_LIFETIME:
+            raise ControlError(
+                f"Spec.CAConfig.NodeCertExpiry: node certificates must live at least {MIN_NODE_CERT_LIFETIME},"
+                f" got {lifetime}"
+            )
         node_id = await self.daemon.init_swarm(
-            field(body, "ListenAddr", str, ""),
-            field(body, "AdvertiseAddr", str, "") or None,
-            field(body, "AutoLockManagers", bool, False),
-            timedelta(seconds=expiry / 1e9) if expiry else None,
+            body.get("ListenAddr", ""), body.get("AdvertiseAddr") or None, body.get("AutoLockManagers", False), lifetime
         )
         return web.json_response(node_id)
 
     async def join(self, request: web.Request) -> web.Response:
-        body = await json_object(request)
-        remote = field(body, "RemoteAddrs", list, [])
-        if not all(isinstance(addr, str) for addr in remote):
-            raise ControlError("field 'RemoteAddrs' must be a list of HOST:PORT strings")
+        body = validate_join_request(await json_object(request))
         await self.daemon.join_swarm(
-            remote,
-            field(body, "JoinToken", str),
-            field(body, "ListenAddr", str, ""),
-            field(body, "AdvertiseAddr", str, "") or None,
+            body.get("RemoteAddrs", []),
+            body["JoinToken"],
+            body.get("ListenAddr", ""),
+            body.get("AdvertiseAddr") or None,
         )
         return web.Response(status=200)
 
@@ -130,7 +134,8 @@ class SwarmRoutes:
 
     async def update(self, request: web.Request) -> web.Response:
         control = self.daemon.control()
-        spec = await json_object(request, optional=True) or None
+        body = await json_object(request, optional=True)
+        spec = validate_swarm_spec(body) if body else None
         await control.update_swarm(
             query_version(request),
             spec,
@@ -162,7 +167,7 @@ class SwarmRoutes:
         return web.json_response(node_view(node, self._leader()))
 
     async def node_update(self, request: web.Request) -> web.Response:
-        spec = await json_object(request)
+        spec = validate_node_spec(await json_object(request))
         await self.daemon.update_node(request.match_info["id"], query_version(request), spec)
         return web.Response(status=200)
 
@@ -177,7 +182,7 @@ class SwarmRoutes:
             "NodeAddr": "",
             "LocalNodeState": daemon.local_state(),
             "ControlAvailable": daemon.manager is not None,
-            "Error": "",
+            "Error": daemon.swarm_error(),
             "RemoteManagers": None,
         }
         if daemon.manager is not None and daemon.manager.driver is not None:

@@ -51,7 +51,11 @@ def _memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def new_node_object(node_id: str, role: NodeRole, addr: str, hostname: str | None = None) -> dict[str, Any]:
+def new_node_object(
+    node_id: str, role: NodeRole, addr: str, hostname: str | None = None, *, in_raft: bool = True
+) -> dict[str, Any]:
+    """A Node object as Docker shapes it. A manager gets its ManagerStatus only once it is in the Raft
+    membership (`in_raft`): a joining manager is shown as one when `raft.join` has added it, never before."""
     stamp = now_iso()
     node: dict[str, Any] = {
         "ID": node_id,
@@ -66,7 +70,7 @@ def new_node_object(node_id: str, role: NodeRole, addr: str, hostname: str | Non
         },
         "Status": {"State": "unknown", "Addr": parse_host_port(addr)[0]},
     }
-    if role is NodeRole.MANAGER:
+    if role is NodeRole.MANAGER and in_raft:
         node["ManagerStatus"] = {"Reachability": "reachable", "Addr": addr, "RaftID": raft_id_of(node_id)}
     return node
 
@@ -203,10 +207,28 @@ class ControlApi:
         ca, version = await self.authority()
         enrollment = ca.issue_for_join(token, csr_pem)
         role = enrollment.identity.role
-        node = new_node_object(enrollment.node_id, role, addr, hostname)
+        self.check_address_free(addr, enrollment.node_id)
+        node = new_node_object(enrollment.node_id, role, addr, hostname, in_raft=False)
         # The CA may have changed (a token rotated) since we read it: then this join is refused, not merged.
         await self.store.transact([check(CLUSTER, CLUSTER_KEY, version), create(NODES, enrollment.node_id, node)])
         return enrollment.node_id, enrollment.cert_pem, enrollment.root_pem, role
+
+    def check_address_free(self, addr: str, node_id: str) -> None:
+        """Refuse a node that claims the Raft address of another manager: Raft and every node's session reach
+        a manager by that address, so two nodes on it would each get the other's traffic. Workers may share
+        an IP (behind NAT, as with Docker); a manager's HOST:PORT is one node's alone.
+
+        Reads this manager's applied state: a join racing a manager's own Raft join at the same address is
+        caught again by `raft.join`, which checks before adding the voter."""
+        for node in self.store.state.list(NODES):
+            manager = node.data.get("ManagerStatus") or {}
+            if node.id != node_id and manager.get("Addr") == addr:
+                raise ControlError(
+                    f"address {addr} is already the address of manager {node.id}; if that manager is gone for good, "
+                    f"run `raftswarm node demote {node.id}` and `raftswarm node rm {node.id}` on a manager first, "
+                    "or join with another --advertise-addr",
+                    409,
+                )
 
     # -- nodes -----------------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import time
 from typing import Any
 
@@ -30,7 +31,8 @@ from ..raft.driver import RaftDriver
 from ..store import Conflict, ReplicatedStore, StoredObject, WatchCompacted, update
 from .controlapi import CLUSTER, CLUSTER_KEY, NODES, ControlApi, now_iso
 from .orchestrator import TaskState
-from .rpc import RpcError, RpcServer
+from .rpc import REMOVED, RpcError, RpcServer
+from .screening import Broken, check_task
 from .serviceapi import MAX_OPERATIONS_PER_TRANSACTION, SECRETS, TASKS, api_view, new_object_id, secret_data
 from .specs import referenced_secrets
 
@@ -42,11 +44,20 @@ MAX_ASSIGNMENT_WAIT = 30.0
 """Longest an assignments call waits for a change before answering with none (the caller asks again)."""
 MAX_STATUS_TEXT = 1024
 """Longest Message or Err an agent may report (a task's error is a line, not a log)."""
+MAX_KEY_ID_CHARS = 128
+"""A subject key ID in hex is 40 characters (SHA-1, RFC 5280); anything much longer is not one."""
+MAX_STATUS_UPDATES = 10_000
+"""Status reports in one call: an agent batches what changed since its last call, one per task it runs."""
 _STATUS_RETRIES = 5
 
 
 def _delivered(task: StoredObject) -> bool:
-    """Whether a task belongs in its node's assignment set: assigned and not yet ended."""
+    """Whether a task belongs in its node's assignment set: assigned and not yet ended. A task whose state
+    cannot be read is not (`manager.screening` reports it; the index must not stop on it)."""
+    try:
+        check_task(task.data)
+    except Broken:
+        return False
     return TaskState.ASSIGNED <= TaskState.of(task.data["Status"]["State"]) <= TaskState.RUNNING
 
 
@@ -130,6 +141,14 @@ class Dispatcher:
             return configured / 1e9
         return self.default_period
 
+    def forget(self, node_id: str) -> None:
+        """Drop what this dispatcher keeps for a node removed from the swarm: its assignment session (a
+        long-poll still waiting ends with `removed`), heartbeat and issuer."""
+        self._last_seen.pop(node_id, None)
+        self._issuers.pop(node_id, None)
+        if self._assignment_sessions.pop(node_id, None) is not None:
+            self._wake(node_id)
+
     def leader_address(self) -> str:
         leader = self.driver.peer_addresses().get(self.driver.leader_id)
         return f"{leader[0]}:{leader[1]}" if leader else ""
@@ -150,7 +169,10 @@ class Dispatcher:
             identity.node_id, "ready"
         ):
             self._last_seen[identity.node_id] = time.monotonic()
-        self._issuers[identity.node_id] = str(params.get("issuer", ""))
+        issuer = params.get("issuer", "")
+        if not isinstance(issuer, str) or len(issuer) > MAX_KEY_ID_CHARS:
+            raise RpcError("invalid", "issuer must be the key ID of the root that issued this node's certificate")
+        self._issuers[identity.node_id] = issuer
         managers, rotation, gossip_keys = self._swarm_view()
         # The role the swarm wants this node in: a node whose certificate says otherwise renews it and
         # switches roles (promote/demote), as SwarmKit's agents do. During a root rotation, the root every
@@ -208,9 +230,15 @@ class Dispatcher:
         if not self.driver.is_leader:
             raise RpcError("not_leader", self.leader_address())
         node_id = identity.node_id
-        timeout = min(max(float(params.get("timeout", MAX_ASSIGNMENT_WAIT)), 0.0), MAX_ASSIGNMENT_WAIT)
+        timeout = params.get("timeout", MAX_ASSIGNMENT_WAIT)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout):
+            raise RpcError("invalid", "timeout must be a number of seconds")
+        timeout = min(max(float(timeout), 0.0), MAX_ASSIGNMENT_WAIT)
+        asked = params.get("session")
+        if asked is not None and not isinstance(asked, str):
+            raise RpcError("invalid", "session must be the ID of an earlier answer, or absent")
         session = self._assignment_sessions.get(node_id)
-        complete = session is None or params.get("session") != session.id
+        complete = session is None or asked != session.id
         if complete:
             session = self._assignment_sessions[node_id] = _AssignmentSession()
         assert session is not None
@@ -226,8 +254,12 @@ class Dispatcher:
                 await asyncio.wait_for(event.wait(), remaining)
             except TimeoutError:
                 pass
-            if not self.driver.is_leader or self._assignment_sessions.get(node_id) is not session:
-                raise RpcError("not_leader" if not self.driver.is_leader else "session_replaced", self.leader_address())
+            if not self.driver.is_leader:
+                raise RpcError("not_leader", self.leader_address())
+            if self._assignment_sessions.get(node_id) is not session:
+                if self.control.store.state.get(NODES, node_id) is None:
+                    raise RpcError(REMOVED, f"node {node_id} was removed from the swarm")
+                raise RpcError("session_replaced", self.leader_address())
 
     def _assignment_changes(self, node_id: str, session: _AssignmentSession, complete: bool) -> dict[str, Any]:
         tasks = self._assigned.get(node_id, {})
@@ -295,8 +327,8 @@ class Dispatcher:
         if not self.driver.is_leader:
             raise RpcError("not_leader", self.leader_address())
         updates = params.get("updates")
-        if not isinstance(updates, list):
-            raise RpcError("invalid", "updates must be a list of {ID, Status}")
+        if not isinstance(updates, list) or len(updates) > MAX_STATUS_UPDATES:
+            raise RpcError("invalid", f"updates must be a list of at most {MAX_STATUS_UPDATES} {{ID, Status}}")
         reports = []
         for item in updates:
             if not isinstance(item, dict) or not isinstance(item.get("ID"), str):

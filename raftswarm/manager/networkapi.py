@@ -18,8 +18,8 @@ from typing import Any
 
 from ..store import Conflict, Operation, ReplicatedStore, StoredObject, create, delete
 from .allocator import allocate_network, network_in_use
-from .controlapi import ControlError, now_iso
-from .networks import VXLAN_ID_OPTION, ingress_network_spec, validate_network_spec
+from .controlapi import NODES, ControlError, now_iso
+from .networks import VXLAN_ID_OPTION, ingress_network_spec, refuse_node_addresses, validate_network_spec
 from .serviceapi import (
     ALLOCATION_RETRIES,
     NETWORK_NAMES,
@@ -32,6 +32,7 @@ from .serviceapi import (
     spec_name,
     views,
 )
+
 
 def new_network(spec: dict[str, Any], networks: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """A network object for a checked create body: allocated, with its ID and timestamps."""
@@ -56,8 +57,10 @@ class NetworkApi:
         return resolve(await self.networks(), ref, "network", spec_name)
 
     async def create_network(self, body: Any) -> str:
-        """Docker's `POST /networks/create` for a swarm (overlay) network; returns its ID."""
+        """Docker's `POST /networks/create` for a swarm (overlay) network; returns its ID. A given subnet must
+        overlap no other network's (the allocator's rule) and hold no node's address."""
         spec = validate_network_spec(body)
+        refuse_node_addresses(spec, (node.data for node in await self.store.list(NODES)))
         for _ in range(ALLOCATION_RETRIES):
             lock = await allocation_lock(self.store)
             network = new_network(spec, views(await self.networks()))

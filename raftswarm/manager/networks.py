@@ -16,14 +16,30 @@ Where raftswarm refuses what Docker accepts, on purpose:
 - A subnet must be an RFC 1918 private IPv4 network from /8 to /29 written as its network address: an
   overlay on public addresses would shadow real hosts, and /30 leaves no room for a task next to the gateway.
 - A VXLAN ID cannot be chosen: the allocator hands them out, so two networks never share one.
+- A subnet may not hold the address of a node of the swarm (`refuse_node_addresses`): the overlay would
+  shadow that node's own network.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from typing import Any
 
-from .specs import InvalidSpec, without_nulls, _at, _check, _fail, _labels, _object, _objects, _shown, _string
+from .specs import (
+    InvalidSpec,
+    _at,
+    _boolean,
+    _canonical_keys,
+    _check,
+    _fail,
+    _object,
+    _objects,
+    _shown,
+    _string,
+    _string_map,
+    without_nulls,
+)
 
 __all__ = [
     "DEFAULT_DRIVER",
@@ -32,6 +48,7 @@ __all__ = [
     "VXLAN_ID_OPTION",
     "ingress_network_spec",
     "parse_subnet",
+    "refuse_node_addresses",
     "validate_network_spec",
 ]
 
@@ -45,6 +62,25 @@ _PREDEFINED_NAMES = ("bridge", "host", "none", "default")  # moby runconfig.IsPr
 _MIN_PREFIX = 8  # the largest private range, 10.0.0.0/8
 _MAX_PREFIX = 29  # network, gateway and broadcast leave 5 addresses for VIPs and tasks
 _PRIVATE_RANGES = tuple(ipaddress.IPv4Network(r) for r in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")  # RFC 1122 "this host on this network": never routed
+# NetworkCreateRequest's fields, for matching keys as Go does (see `specs`: case-insensitively).
+_REQUEST_FIELDS = (
+    "Name",
+    "Driver",
+    "Scope",
+    "EnableIPv6",
+    "IPAM",
+    "Internal",
+    "Attachable",
+    "Ingress",
+    "ConfigOnly",
+    "ConfigFrom",
+    "Options",
+    "Labels",
+    "CheckDuplicate",
+)
+_IPAM_FIELDS = ("Driver", "Options", "Config")
+_IPAM_CONFIG_FIELDS = ("Subnet", "IPRange", "Gateway", "AuxiliaryAddresses")
 
 
 def validate_network_spec(spec: Any) -> dict[str, Any]:
@@ -54,6 +90,7 @@ def validate_network_spec(spec: Any) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise InvalidSpec(f"the network spec must be a JSON object, got {_shown(spec)}")
     network = without_nulls(spec)
+    _canonical_keys(network, _REQUEST_FIELDS)
     _name(network)
     driver = _check(network, "", "Driver", _string)
     if driver not in (None, "", DEFAULT_DRIVER):
@@ -76,7 +113,7 @@ def validate_network_spec(spec: Any) -> dict[str, Any]:
         )
     if network.get("Ingress") and network.get("Attachable"):
         _fail("Attachable", "ingress network cannot be attachable; the routing mesh is for services only")
-    _check(network, "", "Labels", _labels)
+    _check(network, "", "Labels", _string_map)
     _check(network, "", "Options", _options)
     _check(network, "", "IPAM", _ipam)
     return network
@@ -111,6 +148,40 @@ def parse_subnet(text: str, path: str) -> ipaddress.IPv4Network:
     return address.network
 
 
+def refuse_node_addresses(spec: dict[str, Any], nodes: Iterable[dict[str, Any]]) -> None:
+    """Raise `InvalidSpec` if the subnet of a checked create body holds the address of one of `nodes` (Node
+    objects, by Status.Addr and ManagerStatus.Addr): the node would route its own network's traffic into the
+    overlay, and lose its managers or its workers. Only the nodes' addresses are known, not their prefix
+    lengths, so a subnet beside a node's address passes."""
+    configs = (spec.get("IPAM") or {}).get("Config") or [{}]
+    if not configs[0].get("Subnet"):
+        return  # the allocator picks one
+    subnet = ipaddress.IPv4Network(configs[0]["Subnet"])
+    for node in nodes:
+        for address in _node_addresses(node):
+            if address in subnet:
+                name = (node.get("Description") or {}).get("Hostname") or node.get("ID", "")
+                _fail(
+                    "IPAM.Config[0].Subnet",
+                    f"{subnet} overlaps the network of node {name} ({address}): the overlay would take over that"
+                    " node's own traffic; pick a subnet that holds no node's address",
+                )
+
+
+def _node_addresses(node: dict[str, Any]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    texts = [(node.get("Status") or {}).get("Addr"), (node.get("ManagerStatus") or {}).get("Addr")]
+    found = []
+    for text in texts:
+        if not isinstance(text, str):
+            continue
+        host = text.rpartition(":")[0].strip("[]") if text.count(":") == 1 or text.startswith("[") else text
+        try:
+            found.append(ipaddress.ip_address(host))
+        except ValueError:  # a host name: nothing to compare
+            continue
+    return found
+
+
 # -- field checks ------------------------------------------------------------------------------------------
 
 
@@ -133,16 +204,8 @@ def _name(network: dict[str, Any]) -> None:
         _fail("Name", f"{name} is a pre-defined network and cannot be created")
 
 
-def _boolean(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        _fail(path, f"must be true or false, got {_shown(value)}")
-    return value
-
-
 def _options(value: Any, path: str) -> None:
-    _labels(value, path)
-    if value is None:
-        return
+    _string_map(value, path)
     if ENCRYPTED_OPTION in value:
         _fail(
             _at(path, ENCRYPTED_OPTION),
@@ -158,16 +221,15 @@ def _options(value: Any, path: str) -> None:
 
 
 def _ipam(value: Any, path: str) -> None:
-    if value is None:  # `docker stack deploy` sends "IPAM": null
-        return
     ipam = _object(value, path)
+    _canonical_keys(ipam, _IPAM_FIELDS)
     driver = _check(ipam, path, "Driver", _string)
     if driver not in (None, "", DEFAULT_IPAM_DRIVER):
         _fail(
             _at(path, "Driver"),
             f'IPAM driver {_shown(driver)} is not supported; raftswarm allocates addresses itself ("default")',
         )
-    _check(ipam, path, "Options", _labels)
+    _check(ipam, path, "Options", _string_map)
     configs = _objects(ipam.get("Config") or [], _at(path, "Config"))
     if len(configs) > 1:
         _fail(_at(path, "Config"), f"raftswarm gives a network one IPv4 subnet; got {len(configs)} configs")
@@ -175,7 +237,23 @@ def _ipam(value: Any, path: str) -> None:
         _ipam_config(config, config_path)
 
 
+def _special_space(subnet: ipaddress.IPv4Network) -> str:
+    """For the refusal's message: what a subnet outside the private ranges is, if more than public addresses."""
+    if subnet.subnet_of(_THIS_NETWORK):
+        return 'in 0.0.0.0/8 ("this network", never routed), '
+    for test, words in (
+        (subnet.is_loopback, "loopback (127.0.0.0/8, each host's own), "),
+        (subnet.is_multicast, "multicast (224.0.0.0/4), "),
+        (subnet.is_link_local, "link-local (169.254.0.0/16), "),
+        (subnet.is_reserved, "reserved (240.0.0.0/4), "),
+    ):
+        if test:
+            return words
+    return ""
+
+
 def _ipam_config(config: dict[str, Any], path: str) -> None:
+    _canonical_keys(config, _IPAM_CONFIG_FIELDS)
     if config.get("AuxiliaryAddresses"):
         _fail(_at(path, "AuxiliaryAddresses"), "auxiliary addresses are not supported by raftswarm; leave them out")
     subnet_text = _check(config, path, "Subnet", _string)
@@ -193,8 +271,8 @@ def _ipam_config(config: dict[str, Any], path: str) -> None:
     if not any(subnet.subnet_of(private) for private in _PRIVATE_RANGES):
         _fail(
             _at(path, "Subnet"),
-            f"{subnet} is not a private range; use one inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"
-            " so the overlay never shadows real hosts",
+            f"{subnet} is {_special_space(subnet)}not a private range; use one inside 10.0.0.0/8, 172.16.0.0/12"
+            " or 192.168.0.0/16 so the overlay never shadows real hosts",
         )
     ip_range_text = _check(config, path, "IPRange", _string)
     if ip_range_text:

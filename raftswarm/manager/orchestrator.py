@@ -25,6 +25,7 @@ stays empty until the service is next reconciled.
 from __future__ import annotations
 
 import copy
+import heapq
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -225,7 +226,12 @@ def _service_tasks(service: dict[str, Any], tasks: Iterable[dict[str, Any]]) -> 
 
 
 def reconcile_replicated(
-    service: dict[str, Any], tasks: Iterable[dict[str, Any]], *, new_id: Callable[[], str], now: float
+    service: dict[str, Any],
+    tasks: Iterable[dict[str, Any]],
+    *,
+    new_id: Callable[[], str],
+    now: float,
+    max_create: int | None = None,
 ) -> Plan:
     """Plan the tasks that bring a replicated service to Mode.Replicated.Replicas live tasks, one per slot.
 
@@ -235,7 +241,8 @@ def reconcile_replicated(
     free slot numbers. On scale down the slots to remove are picked one at a time, SwarmKit-like: first
     tasks not yet running (they serve nobody), then tasks on the node holding most of the service's
     remaining tasks (to keep the spread), then the highest slot; a slot's tasks all go together. `new_id`
-    names each new task; `now` (Unix seconds) stamps it.
+    names each new task; `now` (Unix seconds) stamps it. At most `max_create` tasks are created (the lowest
+    free slots): a caller working in bounded batches plans again for the rest.
     """
     mode = (service.get("Spec") or {}).get("Mode") or {"Replicated": {}}
     if "Replicated" not in mode:
@@ -258,15 +265,25 @@ def reconcile_replicated(
         first = kept[slot][0]
         return observed_state(first) == TaskState.RUNNING, -load.get(first.get("NodeID") or "", 0), -slot
 
-    while len(kept) > replicas:
-        slot = min(kept, key=removal_order)
-        removed = kept.pop(slot)
-        load[removed[0].get("NodeID") or ""] -= 1
-        shutdown.extend(task["ID"] for task in removed)
+    # A heap with lazy updates instead of a scan per removal (quadratic for a large scale-down): removing a
+    # slot only lowers its node's load, so the other keys of that node only grow; a popped key that grew
+    # since it was pushed goes back in with its current value.
+    if len(kept) > replicas:
+        heap = [(removal_order(slot), slot) for slot in kept]
+        heapq.heapify(heap)
+        while len(kept) > replicas:
+            order, slot = heapq.heappop(heap)
+            if order != (current := removal_order(slot)):
+                heapq.heappush(heap, (current, slot))
+                continue
+            removed = kept.pop(slot)
+            load[removed[0].get("NodeID") or ""] -= 1
+            shutdown.extend(task["ID"] for task in removed)
 
+    missing = replicas - len(kept)
     create = []
     slot = 0
-    for _ in range(replicas - len(kept)):
+    for _ in range(missing if max_create is None else min(missing, max_create)):
         slot += 1
         while slot in kept:
             slot += 1
@@ -309,6 +326,7 @@ def reconcile_global(
     *,
     new_id: Callable[[], str],
     now: float,
+    max_create: int | None = None,
 ) -> Plan:
     """Plan the tasks that give a global service one live task on every eligible node.
 
@@ -320,7 +338,8 @@ def reconcile_global(
     - pause, or not ready (down, disconnected): keep existing tasks, add none; the dispatcher decides the
       fate of tasks on a node that stopped reporting.
 
-    New tasks are created in node ID order; `new_id` names each one, `now` (Unix seconds) stamps it.
+    New tasks are created in node ID order, at most `max_create` of them; `new_id` names each one, `now`
+    (Unix seconds) stamps it.
     """
     spec = service.get("Spec") or {}
     if "Global" not in (spec.get("Mode") or {}):
@@ -343,7 +362,8 @@ def reconcile_global(
         if availability == "drain" or not matches:
             shutdown.extend(task["ID"] for task in kept.get(node_id, ()))
         elif availability == "active" and ready and node_id not in kept:
-            create.append(new_task(service, node_id=node_id, task_id=new_id(), now=now))
+            if max_create is None or len(create) < max_create:
+                create.append(new_task(service, node_id=node_id, task_id=new_id(), now=now))
     shutdown.extend(task["ID"] for node_id, group in kept.items() if node_id not in nodes_by_id for task in group)
     return Plan(tuple(create), tuple(sorted(shutdown)))
 

@@ -79,6 +79,7 @@ from .serviceapi import (
     TASKS,
     new_object_id,
 )
+from .screening import Screen
 from .specs import restart_policy
 from .updater import IN_PROGRESS, plan_update
 
@@ -91,6 +92,12 @@ _DEBOUNCE = 0.005
 """After a change, wait this long for more before planning: agents report in bursts and one round can
 answer them all."""
 _LEADERSHIP_CHECK = 0.5
+MAX_NEW_TASKS_PER_ROUND = 1_000
+"""Tasks reconciliation creates in one round. A round is synchronous work over every task, so creating a
+service's tasks all at once would stall the leader (its API, heartbeats, Raft) for as long as that takes;
+1,000 takes well under 100 ms here, and a 100-replica service, the common case, still needs one round."""
+_FAILED_ROUND_RETRY = (0.1, 5.0)
+"""Seconds before a round that raised is tried again: doubling from the first to the second."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,15 +113,29 @@ class ClusterView:
     allocations: StoredObject | None = None
 
 
-def view_of(state: ClusterState) -> ClusterView:
+def view_of(state: ClusterState, screen: Screen | None = None) -> ClusterView:
+    """What a round reads from `state`. With a `screen`, objects the control loops cannot read are left out
+    (and reported by it), and so are the tasks of a left-out service: nothing acts on them until it is fixed."""
     cluster = state.get(CLUSTER, CLUSTER_KEY)
     limit = DEFAULT_TASK_HISTORY_LIMIT
     if cluster is not None:
         limit = ((cluster.data.get("Spec") or {}).get("Orchestration") or {}).get("TaskHistoryRetentionLimit", limit)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        limit = DEFAULT_TASK_HISTORY_LIMIT
+    services = {o.id: o for o in state.list(SERVICES)}
+    tasks = {o.id: o for o in state.list(TASKS)}
+    nodes = {o.id: o for o in state.list(NODES)}
+    if screen is not None:
+        services = screen.passed(SERVICES, services)
+        broken_services = screen.broken(SERVICES)
+        tasks = screen.passed(TASKS, tasks)
+        if broken_services:
+            tasks = {task_id: o for task_id, o in tasks.items() if o.data.get("ServiceID") not in broken_services}
+        nodes = screen.passed(NODES, nodes)
     return ClusterView(
-        services={o.id: o for o in state.list(SERVICES)},
-        tasks={o.id: o for o in state.list(TASKS)},
-        nodes={o.id: o for o in state.list(NODES)},
+        services=services,
+        tasks=tasks,
+        nodes=nodes,
         history_limit=limit,
         networks={o.id: o for o in state.list(NETWORKS)},
         allocations=state.get(ALLOCATIONS, ALLOCATIONS_KEY),
@@ -238,6 +259,7 @@ def reconcile(
     nodes_changed: bool,
     now: float,
     new_id: Callable[[], str],
+    max_new_tasks: int = MAX_NEW_TASKS_PER_ROUND,
 ) -> Round:
     """One round of the control loop over `view` (see the module docstring for the steps).
 
@@ -245,6 +267,9 @@ def reconcile(
     spec differs (or every service, when `nodes_changed`) is reconciled this round. A task that ended is
     not replaced by reconciliation but by its restart policy, so with condition none its slot stays empty
     until the service is next updated, as in Docker.
+
+    At most `max_new_tasks` tasks are created by reconciliation in one round: a service left short is not
+    marked reconciled, and the round asks to run again at once, after its transaction (which yields).
     """
     work = _Working(view, now, new_id)
     nodes = {node_id: o.data for node_id, o in view.nodes.items()}
@@ -264,15 +289,19 @@ def reconcile(
     for service_id in sorted(to_reconcile):
         service = work.services[service_id]
         tasks = grouped.get(service_id, [])
+        budget = max(max_new_tasks - len(work.created), 0)
         if "Global" in (service["Spec"].get("Mode") or {}):
-            plan = reconcile_global(service, nodes.values(), tasks, new_id=new_id, now=now)
+            plan = reconcile_global(service, nodes.values(), tasks, new_id=new_id, now=now, max_create=budget)
         else:
-            plan = reconcile_replicated(service, tasks, new_id=new_id, now=now)
+            plan = reconcile_replicated(service, tasks, new_id=new_id, now=now, max_create=budget)
         for task_id in plan.shutdown:
             work.shut_down(task_id)
         for task in plan.create:
             work.add(task)
-        fingerprints[service_id] = spec_fingerprint(service)
+        if len(plan.create) >= budget:
+            work.wake(now)  # perhaps more to create: the next round, not this one
+        else:
+            fingerprints[service_id] = spec_fingerprint(service)
     for service_id in set(fingerprints) - set(work.services):
         del fingerprints[service_id]
 
@@ -481,6 +510,14 @@ class Reconciler:
         self._clock = clock
         self._changed = asyncio.Event()
         self.rounds = 0
+        self.failed_rounds = 0
+        self.skipped: dict[tuple[str, str], str] = {}
+        """(kind, ID) -> why the control loops skip that object, for as long as they do."""
+        self._screen = Screen(self._skip)
+
+    def _skip(self, kind: str, object_id: str, problem: str) -> None:
+        log.error("the control loops skip %s %s until it is fixed: %s", kind.rstrip("s"), object_id, problem)
+        self.skipped[(kind, object_id)] = problem
 
     async def run(self) -> None:
         while True:
@@ -514,13 +551,25 @@ class Reconciler:
     async def _rounds(self) -> None:
         reconciled: dict[str, str] = {}
         nodes_seen: tuple[tuple[str, int], ...] | None = None
+        retry = _FAILED_ROUND_RETRY[0]
         while self.driver.is_leader:
             self._changed.clear()
-            view = view_of(self.store.state)
-            nodes_now = _nodes_fingerprint(view.nodes.values())
-            outcome = reconcile(
-                view, reconciled=reconciled, nodes_changed=nodes_now != nodes_seen, now=self._clock(), new_id=self._new_id
-            )
+            try:
+                view = view_of(self.store.state, self._screen)
+                self.skipped = {key: problem for key, problem in self.skipped.items() if key[1] in self._screen.broken(key[0])}
+                nodes_now = _nodes_fingerprint(view.nodes.values())
+                outcome = reconcile(
+                    view, reconciled=reconciled, nodes_changed=nodes_now != nodes_seen, now=self._clock(), new_id=self._new_id
+                )
+            except Exception:
+                # A bug, not bad data (the screen keeps that out): say so loudly and try again, never stop
+                # reconciling for good.
+                self.failed_rounds += 1
+                log.exception("a reconcile round failed; trying again in %.1f s", retry)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, _FAILED_ROUND_RETRY[1])
+                continue
+            retry = _FAILED_ROUND_RETRY[0]
             self.rounds += 1
             try:
                 for start in range(0, len(outcome.operations), MAX_OPERATIONS_PER_TRANSACTION):

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..store import Conflict, Operation, ReplicatedStore, StoredObject, check, create, delete, update
-from .controlapi import ControlError, now_iso
-from .orchestrator import TaskState, is_terminal
 from .allocator import addresses_in_use, allocate_endpoint
+from .controlapi import NODES, ControlError, now_iso
+from .orchestrator import TaskState, is_terminal
 from .specs import referenced_secrets, validate_secret_spec, validate_service_spec
 from .updater import IN_PROGRESS
 
@@ -43,6 +43,12 @@ _ID_LENGTH = 25
 MAX_OPERATIONS_PER_TRANSACTION = 500
 """Bulk changes (removing a service with thousands of tasks) go in several transactions of at most this
 many operations, so no Raft entry comes near the transport's frame limit."""
+MAX_SWARM_TASKS = 100_000
+"""The most tasks all services together may ask for: the replicas of every replicated service, plus one per
+node for every global service. Every manager keeps every task in memory, about 2 KiB each in the store
+(measured), and up to TaskHistoryRetentionLimit ended tasks per slot besides; Docker's own published test of a
+whole swarm, Swarm3k, ran about 100,000 containers. A create or scale past this is refused, where it would
+otherwise leave the leader making tasks until the swarm falls over. (`specs.MAX_REPLICAS` bounds one service.)"""
 
 
 async def allocation_lock(store: ReplicatedStore) -> Operation:
@@ -103,6 +109,16 @@ def resolve(objects: list[StoredObject], ref: str, kind: str, name_of: Callable[
 
 def spec_name(o: StoredObject) -> str:
     return o.data["Spec"]["Name"]
+
+
+def desired_tasks(spec: dict[str, Any], node_count: int) -> int:
+    """How many tasks a service spec asks for: its replicas, or one per node for a global service."""
+    mode = spec.get("Mode") or {}
+    if "Global" in mode:
+        return node_count
+    replicas = (mode.get("Replicated") or {}).get("Replicas", 1)
+    # A stored spec that no longer validates (see `screening`) must not make every create fail.
+    return replicas if type(replicas) is int else 0
 
 
 class ServiceApi:
@@ -193,15 +209,15 @@ class ServiceApi:
 
     async def create_service(self, spec: Any) -> str:
         """Docker's `POST /services/create`; the orchestrator makes its tasks once this commits."""
-        if isinstance(spec, dict) and not spec.get("Name"):
-            spec = {**spec, "Name": random_service_name()}  # as dockerd does for `service create` without --name
-        checked = _with_mode(validate_service_spec(spec))
+        # As dockerd does for `service create` without --name, a service without a name gets a random one.
+        checked = _with_mode(validate_service_spec(spec, default_name=random_service_name))
         service_id = new_object_id()
         stamp = now_iso()
         obj = {"ID": service_id, "CreatedAt": stamp, "UpdatedAt": stamp, "Spec": checked}
         for _ in range(ALLOCATION_RETRIES):
             operations = await self._secret_checks(checked)  # again after a conflict: a secret may have gone
             lock, obj["Endpoint"] = await self._allocated_endpoint(obj)
+            await self._check_task_budget(checked, None)
             try:
                 await self.store.transact(
                     [
@@ -216,6 +232,25 @@ class ServiceApi:
                 if await self.store.get(SERVICE_NAMES, checked["Name"]) is not None:
                     raise ControlError(f"service {checked['Name']} already exists", 409) from None
         raise ControlError("too many concurrent allocations; retry", 503)
+
+    async def _check_task_budget(self, spec: dict[str, Any], current: StoredObject | None) -> None:
+        """Refuse a spec (for a new service, or to replace `current`'s) that would have all services ask for
+        more than MAX_SWARM_TASKS tasks, unless it asks for no more than before (a scale down always passes).
+        Called after the allocation lock is read: every service create and update takes that lock, so two
+        requests that fit alone cannot both commit."""
+        nodes = len(await self.store.list(NODES))
+        wanted = desired_tasks(spec, nodes)
+        if current is not None and wanted <= desired_tasks(current.data["Spec"], nodes):
+            return
+        others = sum(
+            desired_tasks(s.data["Spec"], nodes) for s in await self.services() if current is None or s.id != current.id
+        )
+        if others + wanted > MAX_SWARM_TASKS:
+            raise ControlError(
+                f"the swarm's services would ask for {others + wanted} tasks ({wanted} for this one), more than"
+                f" the {MAX_SWARM_TASKS} one swarm runs; scale other services down or remove some first",
+                400,
+            )
 
     async def _allocated_endpoint(self, service: dict[str, Any]) -> tuple[Operation, dict[str, Any]]:
         """The allocation lock and the service's Endpoint (virtual IPs, published ports) decided under it."""
@@ -256,6 +291,7 @@ class ServiceApi:
         for _ in range(ALLOCATION_RETRIES):
             operations = await self._secret_checks(checked)
             lock, data["Endpoint"] = await self._allocated_endpoint(data)
+            await self._check_task_budget(checked, current)
             try:
                 await self.store.transact([*operations, lock, update(SERVICES, current.id, data, expect=current.version)])
                 return await self.store.get(SERVICES, current.id, linearizable=False) or current

@@ -295,7 +295,18 @@ class NodeDaemon:
             return "inactive"
         if self.locked:
             return "locked"
+        if self.swarm_error():
+            return "error"
         return "active" if self.session is not None else "pending"
+
+    def swarm_error(self) -> str:
+        """Docker's Swarm.Error: why this node cannot take part in its swarm (it was removed), else ""."""
+        if self.session is not None and self.session.removed is not None:
+            return (
+                f"node is removed from cluster ({self.session.removed}); run `raftswarm swarm leave --force` "
+                "and join again with a token to add this machine back"
+            )
+        return ""
 
     def control(self) -> ControlApi:
         if self.locked:

@@ -28,7 +28,7 @@ from ..raft.core import RaftConfig
 from ..raft.driver import DriverConfig, RaftDriver
 from ..raft.storage import RaftStorage
 from ..raft.transport import RaftTransport, raft_id_of
-from ..store import ReplicatedStore
+from ..store import ReplicatedStore, WatchCompacted
 from .listener import ClusterListener
 from .state_dir import StateDir, StateDirError
 
@@ -61,6 +61,7 @@ class Manager:
         self.rpc = RpcServer()
         self.tls_contexts: list[ssl.SSLContext] = []
         """Contexts presenting this node's certificate, reloaded in place when it is renewed."""
+        self.reconciler: Reconciler | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -117,6 +118,7 @@ class Manager:
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self.reconciler.run(), name="reconciler"),
             asyncio.create_task(self.key_manager.run(), name="key-manager"),
+            asyncio.create_task(self._cut_off_removed_nodes(), name="removed-nodes"),
         ]
         for task in self._tasks:
             task.add_done_callback(_log_failure)
@@ -133,6 +135,32 @@ class Manager:
         cluster = self.store.state.get(CLUSTER, CLUSTER_KEY)
         if cluster is not None:
             CertificateAuthority.from_state(cluster.data["CA"]).check_peer(identity)
+
+    async def _cut_off_removed_nodes(self) -> None:
+        """Every manager closes the open connections of a node removed from the swarm as soon as it applies the
+        removal, and its dispatcher forgets the node's session: the certificate check at accept and on each
+        call refuses it from then on, and a connection opened before must not outlive the removal (a long-poll
+        would otherwise keep delivering assignments, and heartbeats the gossip keys)."""
+        assert self.listener is not None
+        cut: set[str] = set()
+        while True:
+            try:
+                async for change in self.store.watch(self.store.state.version):
+                    if change.object.kind == CLUSTER:
+                        cut = self._cut_off(cut)
+            except WatchCompacted:
+                cut = self._cut_off(cut)
+
+    def _cut_off(self, already: set[str]) -> set[str]:
+        cluster = self.store.state.get(CLUSTER, CLUSTER_KEY)
+        if cluster is None:
+            return already
+        blocked = set(cluster.data["CA"].get("blocked_nodes") or ())
+        for node_id in sorted(blocked - already):
+            closed = self.listener.cut_off(node_id) if self.listener is not None else 0
+            self.dispatcher.forget(node_id)
+            log.info("node %s was removed from the swarm: closed its %d open connection(s)", node_id, closed)
+        return blocked
 
     def _on_message(self, message) -> None:
         if self.driver is not None:
@@ -169,6 +197,9 @@ class Manager:
             "progress": {str(k): list(v) for k, v in core.progress().items()},
             "transport": dataclasses.asdict(self.transport.stats) if self.transport else {},
             "listener_refused": dict(self.listener.refused) if self.listener else {},
+            "skipped_objects": {
+                f"{kind}/{object_id}": problem for (kind, object_id), problem in (self.reconciler.skipped if self.reconciler else {}).items()
+            },
         }
 
 

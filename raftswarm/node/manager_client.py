@@ -9,10 +9,11 @@ import asyncio
 import ssl
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from ..addresses import parse_host_port
-from ..ca.certificates import NodeCertificate, NodeRole, client_ssl_context, trust_roots
-from ..ca.tokens import JoinToken, fingerprint_matches
+from ..ca.certificates import NodeCertificate, NodeRole, client_ssl_context, root_digest, trust_roots
+from ..ca.tokens import JoinToken, RootCAMismatch, fingerprint_matches
 from ..manager.controlapi import ControlError
 from ..manager.rpc import RpcClient, RpcError
 
@@ -38,9 +39,34 @@ async def fetch_pinned_roots(remote: tuple[str, int], token: JoinToken) -> list[
         raise ControlError(f"the manager at {remote[0]}:{remote[1]} did not give its root CA: {exc}") from None
     finally:
         await client.close()
-    roots = x509.load_pem_x509_certificates(answer["roots"])
-    fingerprint_matches(token, roots[0])  # raises RootCAMismatch: possible man-in-the-middle
-    return roots
+    try:
+        bundle = x509.load_pem_x509_certificates(bytes(answer["roots"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ControlError(f"the manager at {remote[0]}:{remote[1]} answered with no readable root CA: {exc}") from None
+    return pinned_trust(token, bundle)
+
+
+def pinned_trust(token: JoinToken, bundle: list[x509.Certificate]) -> list[x509.Certificate]:
+    """What a joining node trusts from a bundle it fetched unauthenticated: the root whose digest is in the
+    token, and any other certificate only if that root issued it (a cross-signed rotation root). Everything
+    else is ignored: a man in the middle can put the real root in front of its own, and trusting the whole
+    bundle would let it serve the join from its own root and receive the token."""
+    if not bundle:
+        raise RootCAMismatch("the remote manager sent no root CA; refusing to join")
+    pinned = [cert for cert in bundle if root_digest(cert) == token.root_digest]
+    if not pinned:
+        fingerprint_matches(token, bundle[0])  # raises RootCAMismatch naming both digests
+    root = pinned[0]
+    trusted = [root]
+    for cert in bundle:
+        if cert is root or cert in trusted:
+            continue
+        try:
+            cert.verify_directly_issued_by(root)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        trusted.append(cert)
+    return trusted
 
 
 async def call_pinned(remote: tuple[str, int], trust: list[x509.Certificate], method: str, params: dict) -> dict:

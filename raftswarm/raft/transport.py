@@ -14,7 +14,9 @@ from the certificate (`raft_id_of(CN)`), never from the message: a frame whose `
 certificate's Raft ID, or whose `to` is not ours, is a protocol violation and closes the connection, as a
 malformed or oversized frame does. Outbound, the server must hold a manager certificate (checked as the
 TLS server name) for the node we meant to reach, so a reused address never receives another node's
-messages. Every refusal is logged and counted in `stats`; none of them stops the transport.
+messages. Every refusal is logged and counted in `stats`; none of them stops the transport. An inbound
+stream that carries nothing for `IDLE_TIMEOUT`, or whose frame is not complete `FRAME_TIMEOUT` after it
+began, is closed too: a peer holds a connection, and a part-read frame, only while it keeps sending.
 
 Loss. Raft retransmits, so the transport drops instead of blocking: `send` never waits and never raises
 for network trouble. A message for an unknown peer, for a peer in its reconnect backoff, or for a peer
@@ -71,6 +73,18 @@ MAX_INBOUND_CONNECTIONS = 256
 """Inbound connections at once, authenticated or not. A cluster has a handful of managers, each keeping
 one connection to us; the cap keeps a connection flood from exhausting file descriptors."""
 
+IDLE_TIMEOUT = 60.0
+"""Seconds an inbound stream may carry nothing before it is closed. A leader heartbeats its followers every
+heartbeat tick (100 ms by default) and they answer, so a live stream between a leader and a follower is never
+this quiet; 60 s is 30 maximum election timeouts. What reaches it is a stream from a peer that vanished
+without a FIN, or a follower's stream to another follower left from its last election (it reconnects when it
+next has something to send)."""
+
+FRAME_TIMEOUT = 30.0
+"""Seconds in which an inbound frame must be complete once its first byte came: a full 16 MiB frame at about
+4.5 Mbit/s, while APPENDs and snapshot chunks are 1 MiB. It bounds how long a stalled or dribbling peer keeps
+a part-read frame buffered (etcd's rafthttp gives each read 5 s, ConnReadTimeout)."""
+
 READ_CHUNK = 256 << 10
 """Bytes per read from a connection; large enough that a burst or a 1 MiB snapshot chunk takes few reads."""
 
@@ -120,6 +134,9 @@ class TransportStats:
     """Inbound, by reason: tls_handshake, not_manager, other_cluster, bad_certificate, too_many_connections."""
     frames_rejected: dict[str, int] = field(default_factory=dict)
     """Inbound, by reason: malformed (including oversized), wrong_sender, wrong_recipient. Each closed its connection."""
+    connections_timed_out: dict[str, int] = field(default_factory=dict)
+    """Inbound streams closed by a deadline, by reason: idle (nothing for IDLE_TIMEOUT), slow_frame (a frame
+    not complete FRAME_TIMEOUT after it began)."""
     connects: int = 0
     """Outbound connections established."""
     reconnects: int = 0
@@ -186,6 +203,8 @@ class RaftTransport:
         listen_port: int,
         on_message: Callable[[Message], None],
         max_frame_bytes: int = MAX_FRAME_BYTES,
+        idle_timeout: float = IDLE_TIMEOUT,
+        frame_timeout: float = FRAME_TIMEOUT,
     ) -> None:
         self.node_id = node_id
         self.raft_id = raft_id_of(node_id)
@@ -197,6 +216,8 @@ class RaftTransport:
         self._listen_host = listen_host
         self._on_message = on_message
         self._max_frame_bytes = max_frame_bytes
+        self._idle_timeout = idle_timeout
+        self._frame_timeout = frame_timeout
         self._server: asyncio.Server | None = None
         self._peers: dict[int, _Peer] = {}
         self._inbound: dict[asyncio.StreamWriter, str | None] = {}
@@ -454,9 +475,18 @@ class RaftTransport:
         decoder = FrameDecoder(self._max_frame_bytes)
         sender = raft_id_of(peer.node_id)
         stats = self.stats
+        loop = asyncio.get_running_loop()
+        frame_deadline: float | None = None  # while the decoder holds part of a frame: when it must be complete
         while True:
+            deadline = frame_deadline if frame_deadline is not None else loop.time() + self._idle_timeout
             try:
-                data = await reader.read(READ_CHUNK)
+                async with asyncio.timeout_at(deadline):
+                    data = await reader.read(READ_CHUNK)
+            except TimeoutError:  # an OSError too, so caught first
+                reason = "idle" if frame_deadline is None else "slow_frame"
+                _count(stats.connections_timed_out, reason)
+                log.info("closing raft connection from node %s: %s", peer.node_id, reason)
+                return
             except OSError as exc:
                 log.info("raft connection from node %s failed: %s", peer.node_id, exc)
                 return
@@ -468,6 +498,11 @@ class RaftTransport:
             except FrameError as exc:
                 self._reject(peer, "malformed", str(exc))
                 return
+            if not decoder.buffered:
+                frame_deadline = None
+            elif messages or frame_deadline is None:
+                # The part-read frame began in this read.
+                frame_deadline = loop.time() + self._frame_timeout
             for message in messages:
                 if message.frm != sender:
                     self._reject(

@@ -158,6 +158,11 @@ class FrameDecoder:
         self._buffer = bytearray()
         self._max = max_frame_bytes
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of a frame begun but not yet complete (0 between frames)."""
+        return len(self._buffer)
+
     def feed(self, data: bytes) -> list[Message]:
         self._buffer += data
         messages = []
