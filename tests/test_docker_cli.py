@@ -117,9 +117,8 @@ def out_names(text: str) -> list[str]:
 
 @needs_cli
 def test_what_raftswarm_does_not_do_fails_fast_with_a_message(docker):
-    for args in (("ps",), ("images",)):
-        done = docker(*args, ok=False, timeout=20)  # a hang would fail here
-        assert done.returncode != 0 and "Error response from daemon" in done.stderr
+    done = docker("ps", ok=False, timeout=20)  # a hang would fail here
+    assert done.returncode != 0 and "Error response from daemon" in done.stderr
 
 
 def test_the_docker_sdk_for_python_drives_the_swarm(swarm):

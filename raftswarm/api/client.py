@@ -259,6 +259,29 @@ class ApiClient:
                     yield frame
             decoder.finish()
 
+    async def json_stream(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The JSON messages of one of Docker's progress streams (pull, push, load, import) as they arrive. An
+        error status raises `ApiError`; an error inside the stream is a message with "errorDetail", left to the
+        caller. `body` (bytes or a file, sent as it is read) is the request body. No overall time limit: a pull
+        or load of a large image takes as long as it takes."""
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout)
+        async with self._session.request(
+            method, f"http://raftswarm{path}", params=params, data=body, headers=headers, timeout=timeout
+        ) as response:
+            if response.status >= 400:
+                error = await response.json() if response.content_type == "application/json" else await response.text()
+                raise _api_error(response.status, error)
+            async for line in response.content:
+                if line.strip():
+                    yield json.loads(line)
+
 
 def _api_error(status: int, body: Any) -> ApiError:
     return ApiError(status, body.get("message", str(body)) if isinstance(body, dict) else str(body))

@@ -47,6 +47,7 @@ from ..manager.serviceapi import (
 from ..raft.driver import Timeout
 from ..store import Conflict, Operation, StoredObject, StoreError, WatchCompacted
 from .bodies import field, json_object
+from .images import ImageRoutes
 from .logs import LogRoutes
 from .networks import NetworkRoutes
 from .services import ServiceRoutes
@@ -125,6 +126,8 @@ class ApiServer:
         self.app = web.Application(middlewares=[_errors], client_max_size=8 << 20)
         logs = LogRoutes(daemon)
         self.app.on_shutdown.append(logs.shutdown)  # end `logs -f` streams, or closing waits for them
+        images = ImageRoutes(daemon)
+        self.app.on_shutdown.append(images.shutdown)  # and pulls, pushes, loads and saves in flight
         routes = [
             web.get("/_ping", self.ping),
             web.get("/version", self.version),
@@ -139,6 +142,7 @@ class ApiServer:
             *ServiceRoutes(daemon).routes(),
             *logs.routes(),
             *NetworkRoutes(daemon).routes(),
+            *images.routes(),
         ]
         # Docker clients put the API version in front of every path: /v1.50/services/...
         versioned = [web.RouteDef(r.method, "/v{api_version:[0-9]+[.][0-9]+}" + r.path, r.handler, r.kwargs) for r in routes]

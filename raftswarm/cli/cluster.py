@@ -20,6 +20,7 @@ from ..node.swarmcluster import (
     DEFAULT_NAME,
     LOOPBACK,
     NETWORKS,
+    REGISTRY_NAME,
     ClusterNode,
     SwarmCluster,
     default_clusters_dir,
@@ -27,6 +28,9 @@ from ..node.swarmcluster import (
 from . import output
 from .daemon import fail
 from .host import UNIX_SCHEME, current_host_file
+
+CLUSTER_SAMPLES = ("busybox", "python")
+"""Sample images `cluster up` puts in its registry: busybox for trying things, python for the README's demo."""
 
 name_option = click.option("--name", default=DEFAULT_NAME, show_default=True, help="Name of the cluster")
 
@@ -86,7 +90,11 @@ def up(name: str, managers: int, workers: int, network: str) -> None:
     """Start a cluster: init the first manager, join the others with the swarm's tokens, wait until every node
     is Ready, and make it the current target of the raftswarm CLI."""
     try:
-        made = asyncio.run(SwarmCluster.up(name, managers, workers, _clusters_dir(), network=network))
+        made = asyncio.run(
+            SwarmCluster.up(
+                name, managers, workers, _clusters_dir(), network=network, registry=True, samples=CLUSTER_SAMPLES
+            )
+        )
     except RaftswarmError as exc:
         fail(f"Error: {exc}")
     except KeyboardInterrupt:
@@ -107,7 +115,11 @@ def up(name: str, managers: int, workers: int, network: str) -> None:
     host_file = current_host_file()
     host_file.parent.mkdir(parents=True, exist_ok=True)
     host_file.write_text(UNIX_SCHEME + str(first.socket) + "\n")
-    click.echo(f"\nState and logs: {made.directory}")
+    click.echo(
+        f"\nRegistry: {made.registry} on this machine, {REGISTRY_NAME} on every node and their Docker Hub mirror "
+        f"(holding {', '.join(f'library/{name}' for name in CLUSTER_SAMPLES)})"
+    )
+    click.echo(f"State and logs: {made.directory}")
     click.echo(f"The raftswarm CLI now talks to {first.name} ({UNIX_SCHEME}{first.socket}): try `raftswarm node ls`.")
     click.echo(f"For docker and other clients: eval $(raftswarm cluster env --name {made.name})")
 

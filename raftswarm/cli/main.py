@@ -4,6 +4,7 @@ import click
 
 from .. import __version__
 from .cluster import cluster
+from .image import image
 from .node import node
 from .network import network
 from .secret import secret
@@ -46,3 +47,4 @@ main.add_command(service)
 main.add_command(network)
 main.add_command(secret)
 main.add_command(stack)
+main.add_command(image)

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..addresses import parse_host_port
 from ..agent.session import Session
-from .networking import NodeNetworks, data_plane_unavailable, namespace_prefix
+from .networking import NodeNetworks, data_plane_unavailable, missing_data_plane_tool, namespace_prefix
 from ..agent.worker import Agent
 from ..api.server import ApiServer
 from ..ca.authority import CertificateAuthority, renewal_time
@@ -42,6 +42,8 @@ from ..ca.certificates import (
 from ..ca.tokens import JoinToken
 from ..ca.unlockkey import generate_unlock_key, unlock_key_kek
 from ..errors import RaftswarmError, WrongKey
+from ..images.registry import RegistryClient
+from ..images.store import ImageStore
 from ..manager.controlapi import ControlApi, ControlError, new_node_object
 from ..raft.core import RaftCore
 from ..raft.driver import DriverConfig
@@ -74,6 +76,12 @@ class NodeConfig:
     """(CA certificate clients must chain to, server certificate, server key), PEM files."""
     dns_upstreams: list[tuple[str, int]] | None = None
     """Where tasks' resolvers forward unknown names; None: the host's resolv.conf; []: nowhere."""
+    registry_mirrors: list[str] = field(default_factory=list)
+    """dockerd's --registry-mirror: Docker Hub pulls try these first, in order."""
+    insecure_registries: list[str] = field(default_factory=list)
+    """dockerd's --insecure-registry: registries (host:port or CIDR) reached without TLS verification."""
+    registry_aliases: dict[str, str] = field(default_factory=dict)
+    """Registry name as users write it -> where this node reaches it (the local cluster's localhost:5000)."""
 
 
 def api_tls_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
@@ -105,6 +113,13 @@ class NodeDaemon:
         self.certificate_renewals = 0
         self.locked = False
         self._rotation_renewal: asyncio.Task[None] | None = None
+        self.images = ImageStore(self.state_dir.images)
+        self.registry = RegistryClient(
+            self.images,
+            mirrors=config.registry_mirrors,
+            insecure=config.insecure_registries,
+            aliases=config.registry_aliases,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -186,7 +201,9 @@ class NodeDaemon:
         self._session_task = asyncio.create_task(self.session.run(), name="session")
         unavailable = data_plane_unavailable(split_addr(state.advertise_addr)[0])
         if unavailable:
-            log.info("no overlay data plane on this node: %s", unavailable)
+            # A missing program is the operator's to fix, not a property of how the node was started.
+            level = logging.WARNING if unavailable == missing_data_plane_tool() else logging.INFO
+            log.log(level, "no overlay data plane on this node: %s", unavailable)
             networks = None
         else:
             networks = NodeNetworks(
@@ -282,6 +299,7 @@ class NodeDaemon:
         if self.api is not None:
             await self.api.close()
         await self._stop_roles()
+        await self.registry.close()
         if self.config.socket.exists():
             self.config.socket.unlink()
 
@@ -582,7 +600,7 @@ class NodeDaemon:
                     503,
                 )
             await self._stop_roles()
-            shutil.rmtree(self.state_dir.root, ignore_errors=True)
+            self.state_dir.remove_swarm_state()
 
 
 

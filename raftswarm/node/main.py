@@ -48,6 +48,17 @@ def _dns_upstreams(values: tuple[str, ...]) -> list[tuple[str, int]] | None:
     return [_host_port(value, 53) for value in values]
 
 
+def _aliases(values: tuple[str, ...]) -> dict[str, str]:
+    aliases = {}
+    for value in values:
+        name, sep, target = value.partition("=")
+        if not sep or not name or not target:
+            raise click.BadParameter(f"{value!r}: expected NAME=HOST:PORT, e.g. localhost:5000=10.211.0.1:5000")
+        _host_port(target, 443)
+        aliases[name] = target
+    return aliases
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="raftswarm-node")
 @click.option("--state-dir", default=_default_state_dir, show_default="/var/lib/raftswarm as root", help="Where the node keeps certificates and the Raft log.")
@@ -71,6 +82,15 @@ def _dns_upstreams(values: tuple[str, ...]) -> list[tuple[str, int]] | None:
     metavar="ADDR[:PORT]",
     help="Where tasks' resolvers forward names they do not know (repeatable; `none`: nowhere). Default: the host's /etc/resolv.conf.",
 )
+@click.option("--registry-mirror", "registry_mirrors", multiple=True, metavar="URL", help="Preferred Docker Hub mirror (repeatable), as dockerd's.")
+@click.option("--insecure-registry", "insecure_registries", multiple=True, metavar="HOST[:PORT]|CIDR", help="Registry reached over plain HTTP or without TLS verification (repeatable), as dockerd's.")
+@click.option(
+    "--registry-alias",
+    "registry_aliases",
+    multiple=True,
+    metavar="NAME=HOST:PORT",
+    help="Reach the registry users call NAME at HOST:PORT (repeatable): the local cluster's localhost:5000 from inside a node's namespace.",
+)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]), show_default=True)
 def main(
     state_dir: str,
@@ -88,6 +108,9 @@ def main(
     tlscert: str | None,
     tlskey: str | None,
     dns_upstreams: tuple[str, ...],
+    registry_mirrors: tuple[str, ...],
+    insecure_registries: tuple[str, ...],
+    registry_aliases: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Run a raftswarm node: a manager or worker of a swarm, or a standalone node awaiting `swarm init`."""
@@ -106,6 +129,9 @@ def main(
         dns_upstreams=_dns_upstreams(dns_upstreams),
         api_tcp=_host_port(api_tcp, 2376) if api_tcp else None,
         api_tls=_tls_files(api_tcp, tlscacert, tlscert, tlskey),
+        registry_mirrors=list(registry_mirrors),
+        insecure_registries=list(insecure_registries),
+        registry_aliases=_aliases(registry_aliases),
     )
     try:
         asyncio.run(NodeDaemon(config).run())

@@ -31,6 +31,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,12 +73,25 @@ def namespace_prefix(node_id: str) -> str:
     return f"rsw{node_id[:6]}"
 
 
+DATA_PLANE_TOOLS = (("nft", "nftables"), ("ip", "iproute2"))
+"""Programs the data plane runs, with the Debian package of each: checked once at start, so a node without
+one says so then, instead of every task failing on it."""
+
+
 def data_plane_unavailable(advertise_ip: str) -> str | None:
     """Why this node cannot run overlays, or None."""
     if os.geteuid() != 0:
         return "the node is not running as root"
     if ipaddress.ip_address(advertise_ip).is_loopback:
         return f"the node's address {advertise_ip} is a loopback address shared with other nodes"
+    return missing_data_plane_tool()
+
+
+def missing_data_plane_tool() -> str | None:
+    """What a node that should have a data plane lacks to run it, naming the package, or None."""
+    for tool, package in DATA_PLANE_TOOLS:
+        if shutil.which(tool) is None:
+            return f"`{tool}` is not installed: install the Debian package {package} (./setup does) and restart the node"
     return None
 
 

@@ -6,12 +6,15 @@
     certificates/raft.kek               the key-encryption key of the Raft log, when the swarm is not autolocked
     raft/                               the encrypted Raft WAL and snapshots (managers only)
     worker/tasks/<task id>.sock         the sockets of the shims running this node's tasks (never secrets)
+    images/                             the node's image store (`images.store`): kept when the node leaves
+                                        its swarm, as dockerd keeps its images
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -65,6 +68,13 @@ class StateDir:
         self.raft = self.root / "raft"
         self.worker_tasks = self.root / "worker" / "tasks"
         self.node_state = self.root / "state.json"
+        self.images = self.root / "images"
+
+    def remove_swarm_state(self) -> None:
+        """Forget the swarm (`swarm leave`): everything here except the image store."""
+        for path in (self.certificates, self.raft, self.root / "worker"):
+            shutil.rmtree(path, ignore_errors=True)
+        self.node_state.unlink(missing_ok=True)
 
     def has_swarm(self) -> bool:
         return self.node_state.exists()

@@ -8,6 +8,14 @@ host routes; the host holds .1 on the bridge, so it reaches every node, and ever
 address with the standard ports. Otherwise each node gets its own loopback address (127.0.0.N) with the
 standard ports, and there is no data plane.
 
+Registry. With `registry=True` (what `raftswarm cluster up` asks for) the cluster gets a real registry (Debian's
+`docker-registry`, `images.registryd`) that the host reaches at `localhost:5000` (127.0.0.1; another free port
+if 5000 is taken) and every node reaches under the same name: a node in a namespace through an alias to the
+bridge's host address, where an nftables DNAT rule (with route_localnet on the bridge) hands the connection to
+127.0.0.1. It is also every node's Docker Hub mirror, so `image: busybox` pulls `library/busybox` from it.
+Its storage is shared by the clusters of one clusters directory and kept across `down`/`up`; `samples`
+(`images.samples`) are pushed into it as `library/<name>` when `up` starts.
+
 Records. Everything lives in one directory per cluster: each node's state dir, log, API socket and pidfile,
 and `cluster.json`. Every node, namespace and interface is written to `cluster.json` before it is made, and
 every node process writes its pidfile itself before it becomes the node, so `down` -- from this process or,
@@ -39,8 +47,18 @@ from ..agent.shim import release_all
 from ..api.client import ApiClient, ApiError
 from ..errors import RaftswarmError
 from ..raft.transport import raft_id_of
+from ..images.registryd import PIDFILE, LocalRegistry, stop_pid
+from ..images.samples import SAMPLES
+from ..images.samples import push as push_sample
 from .processes import NodeProcess, NodeStartError, log_tail, spawn, stop_all, wait_for_api
 from .state_dir import StateDir
+
+REGISTRY_PORT = 5000
+"""Where `raftswarm cluster up`'s registry answers, as kind's and k3d's local registries do."""
+REGISTRY_NAME = f"localhost:{REGISTRY_PORT}"
+REGISTRY_STORAGE = ".registry"
+"""Under the clusters directory, shared by its clusters and kept across `down`; the dot keeps it from being
+taken for a cluster."""
 
 DEFAULT_NAME = "default"
 RECORD_FILE = "cluster.json"
@@ -323,6 +341,8 @@ class SwarmCluster:
     created: str = ""
     up_seconds: float | None = None
     note: str = ""
+    registry: str | None = None
+    """host:port where the host reaches the cluster's registry (nodes know it as localhost:5000)."""
 
     # -- making one ------------------------------------------------------------------------------------
 
@@ -338,6 +358,8 @@ class SwarmCluster:
         node_args: Mapping[str, Sequence[str]] | None = None,
         keep_on_failure: bool = False,
         timeout: float | None = None,
+        registry: bool = False,
+        samples: Sequence[str] = (),
     ) -> SwarmCluster:
         """Start a swarm of `managers` + `workers` nodes and wait until every node is Ready.
 
@@ -345,7 +367,8 @@ class SwarmCluster:
         where possible; the reason it was not is in `.note`). `node_args` adds arguments to named nodes'
         command lines. `timeout` bounds the whole `up` (default: 30 s + 3 s per node). If anything fails,
         everything made so far is removed, unless `keep_on_failure` (then `down()` removes it). Refuses a
-        name that already exists under `base_dir`.
+        name that already exists under `base_dir`. `registry` starts the cluster's registry (see the module
+        docstring) and pushes the sample images named in `samples` ("busybox", "python") into it.
         """
         check_name(name)
         if network not in NETWORKS:
@@ -381,9 +404,10 @@ class SwarmCluster:
         cluster.save()
         try:
             others = [c for c in cls.existing(base) if c.name != name]
-            cluster._plan(
-                names, cluster._choose_network(network, others, len(names)), heartbeat_period, node_args or {}
-            )
+            addresses = cluster._choose_network(network, others, len(names))
+            if registry:
+                await cluster._start_registry(base, samples)
+            cluster._plan(names, addresses, heartbeat_period, node_args or {})
             if cluster.network == NETNS:
                 cluster._create_network()
             for node in cluster.nodes:
@@ -466,6 +490,11 @@ class SwarmCluster:
         ]
         if heartbeat_period is not None:
             argv += ["--heartbeat-period", str(heartbeat_period)]
+        if self.registry is not None:
+            reached = self._registry_from_nodes()
+            argv += ["--registry-mirror", f"http://{reached}"]
+            if reached != REGISTRY_NAME:
+                argv += ["--registry-alias", f"{REGISTRY_NAME}={reached}"]
         argv += list(extra)
         if node.namespace:
             # nsenter, not `ip netns exec`: that one gives the process a mount namespace of its own, and the
@@ -475,6 +504,51 @@ class SwarmCluster:
                 prefix += ["unshare", "--uts", sys.executable, "-c", _EXEC_WITH_HOSTNAME, node.hostname]
             argv = prefix + argv
         return argv
+
+    async def _start_registry(self, base: Path, samples: Sequence[str]) -> None:
+        """The cluster's registry on the host's loopback, recorded before it starts; then the samples."""
+        run_dir = self.directory / "registry"
+        self.resources.append({"kind": "registry", "name": str(run_dir / PIDFILE)})
+        self.save()
+        port = REGISTRY_PORT if _port_free("127.0.0.1", REGISTRY_PORT) else None
+        registry = LocalRegistry(base / REGISTRY_STORAGE, run_dir, port=port)
+        await registry.start(detach=True)
+        self.registry = registry.address
+        self.save()
+        for name in samples:
+            sample = await asyncio.to_thread(SAMPLES[name])
+            await asyncio.to_thread(push_sample, sample, f"{self.registry}/library/{sample.reference}")
+
+    def _registry_from_nodes(self) -> str:
+        """Where the nodes reach the registry: through the bridge's host address in namespaces, directly on
+        loopback addresses."""
+        assert self.registry is not None
+        port = self.registry.rsplit(":", 1)[1]
+        if self.network == NETNS:
+            assert self.subnet is not None
+            return f"{next(ipaddress.IPv4Network(self.subnet).hosts())}:{port}"
+        return f"127.0.0.1:{port}" if port != str(REGISTRY_PORT) else REGISTRY_NAME
+
+    def _forward_registry(self, gateway: str) -> None:
+        """Connections from the nodes to the bridge's host address on the registry's port go to the registry
+        on 127.0.0.1 (which needs route_localnet on the bridge: the kernel otherwise drops packets from
+        outside toward loopback addresses)."""
+        assert self.registry is not None and self.bridge is not None
+        port = int(self.registry.rsplit(":", 1)[1])
+        table = f"rswreg-{interface_tag(self.name)}"
+        self._make("nftables", table, _nft_tables())
+        ruleset = (
+            f"table ip {table} {{\n"
+            "  chain prerouting {\n"
+            "    type nat hook prerouting priority dstnat; policy accept;\n"
+            f'    iifname "{self.bridge}" ip daddr {gateway} tcp dport {port} dnat to 127.0.0.1:{port}\n'
+            "  }\n"
+            "}\n"
+        )
+        done = subprocess.run(["nft", "-f", "-"], input=ruleset, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ClusterError(f"could not forward the registry to the nodes: nft: {done.stderr.strip()}")
+        Path(f"/proc/sys/net/ipv4/conf/{self.bridge}/route_localnet").write_text("1\n")
 
     def _create_network(self) -> None:
         """The bridge with the host's address, then per node: namespace, veth pair with `eth0` inside."""
@@ -499,6 +573,8 @@ class SwarmCluster:
             _ip("-n", node.namespace, "addr", "add", f"{node.ip}/{subnet.prefixlen}", "dev", "eth0")
             _ip("-n", node.namespace, "link", "set", "eth0", "up")
             _ip("-n", node.namespace, "link", "set", "lo", "up")
+        if self.registry is not None:
+            self._forward_registry(gateway.split("/")[0])
 
     def _make(self, kind: str, name: str, existing: set[str]) -> None:
         """Record a resource before making it, refusing one that exists already (it is someone else's)."""
@@ -601,6 +677,7 @@ class SwarmCluster:
             record.get("created", ""),
             record.get("up_seconds"),
             record.get("note", ""),
+            record.get("registry"),
         )
 
     @classmethod
@@ -630,6 +707,7 @@ class SwarmCluster:
             "created": self.created,
             "up_seconds": self.up_seconds,
             "note": self.note,
+            "registry": self.registry,
             "resources": self.resources,
             "nodes": [node.record() for node in self.nodes],
         }
@@ -817,8 +895,25 @@ def _remove(resource: dict[str, str], existing_links: set[str], existing_namespa
     elif kind == "netns":
         if name in existing_namespaces:
             _ip("netns", "delete", name)
+    elif kind == "nftables":
+        if name in _nft_tables():
+            done = subprocess.run(["nft", "delete", "table", "ip", name], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise ClusterError(f"could not remove nftables table {name}: {done.stderr.strip()}")
+    elif kind == "registry":
+        if not stop_pid(Path(name)):
+            raise ClusterError(f"the cluster's registry (pidfile {name}) is still running")
     else:
         raise ClusterError(f"{RECORD_FILE} lists a {kind} {name!r} that this version of raftswarm cannot remove")
+
+
+def _nft_tables() -> set[str]:
+    """Names of the host's `ip` family nftables tables (none if nft is not installed)."""
+    try:
+        done = subprocess.run(["nft", "list", "tables", "ip"], capture_output=True, text=True)
+    except FileNotFoundError:
+        return set()
+    return {line.split()[-1] for line in done.stdout.splitlines() if line.startswith("table ")}
 
 
 def _loopback_addresses(count: int, taken: set[str]) -> list[str]:

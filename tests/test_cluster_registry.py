@@ -1,0 +1,130 @@
+"""The local cluster's registry: `localhost:5000` on the host and, under the same name, on every node (in
+network namespaces through the bridge's host address), the nodes' Docker Hub mirror, its storage kept across
+`down` and `up`, and nothing of it left behind by `down` but that storage.
+
+Each test makes its own cluster under a temporary clusters directory and removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.request
+
+import pytest
+
+from raftswarm.images import samples
+from raftswarm.node.swarmcluster import REGISTRY_STORAGE, SwarmCluster, netns_unavailable_reason
+
+pytestmark = pytest.mark.slow
+
+needs_netns = pytest.mark.skipif(
+    netns_unavailable_reason() is not None, reason=f"network namespaces: {netns_unavailable_reason()}"
+)
+
+
+def _catalog_from_host(address: str) -> list[str]:
+    with urllib.request.urlopen(f"http://{address}/v2/_catalog", timeout=5) as answer:
+        return json.load(answer)["repositories"]
+
+
+def _catalog_from_node(cluster: SwarmCluster, name: str) -> list[str]:
+    """What the node `name` gets from the registry under the address its flags give it, from its namespace."""
+    node = cluster.node(name)
+    argv = node.argv
+    reached = argv[argv.index("--registry-mirror") + 1].removeprefix("http://")
+    command = ["python3", "-c", f"import urllib.request; print(urllib.request.urlopen('http://{reached}/v2/_catalog', timeout=5).read().decode())"]
+    if node.namespace:
+        command = ["ip", "netns", "exec", node.namespace, *command]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["repositories"]
+
+
+def _nft_tables() -> str:
+    return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
+
+
+@needs_netns
+async def test_every_node_reaches_the_hosts_localhost_5000_and_down_leaves_only_its_storage(tmp_path):
+    cluster = await SwarmCluster.up(
+        "reg", managers=1, workers=1, base_dir=tmp_path, network="netns", registry=True, samples=["busybox"]
+    )
+    try:
+        assert cluster.registry is not None and cluster.registry.startswith("127.0.0.1:")
+        assert _catalog_from_host(cluster.registry) == ["library/busybox"]
+        for node in cluster.nodes:
+            assert _catalog_from_node(cluster, node.name) == ["library/busybox"]
+            assert f"localhost:5000={cluster._registry_from_nodes()}" in node.argv
+        pid = int((cluster.directory / "registry" / "registry.pid").read_text().split()[0])
+        table = f"rswreg-{cluster.bridge.removeprefix('rswb-')}"
+        assert table in _nft_tables()
+    finally:
+        cluster.down()
+    assert not _running(pid)
+    assert table not in _nft_tables()
+    assert not cluster.directory.exists()
+    assert (tmp_path / REGISTRY_STORAGE / "docker").is_dir()  # the images stay for the next cluster
+
+    again = await SwarmCluster.up("reg2", managers=1, workers=0, base_dir=tmp_path, network="netns", registry=True)
+    try:
+        assert _catalog_from_host(again.registry) == ["library/busybox"]  # nothing pushed this time
+    finally:
+        again.down()
+
+
+async def test_on_loopback_addresses_the_nodes_use_the_registry_directly(tmp_path):
+    cluster = await SwarmCluster.up(
+        "regl", managers=1, workers=1, base_dir=tmp_path, network="loopback", registry=True, samples=["busybox"]
+    )
+    try:
+        for node in cluster.nodes:
+            assert _catalog_from_node(cluster, node.name) == ["library/busybox"]
+    finally:
+        cluster.down()
+
+
+@needs_netns
+async def test_the_users_flow_load_tag_push_on_one_node_and_pull_on_another_through_localhost_5000(tmp_path):
+    """`docker load -i app.tar`, `docker tag`, `docker push localhost:5000/app:1` against one node, then
+    `docker pull localhost:5000/app:1` on another and `docker pull busybox` through the mirror: every node knows
+    the registry as localhost:5000 although each sits in its own network namespace."""
+    if shutil.which("docker") is None:
+        pytest.skip("the docker CLI is not installed")
+    tarball = samples.busybox(tmp_path / "cache").tarball
+    cluster = await SwarmCluster.up(
+        "regu", managers=1, workers=1, base_dir=tmp_path, network="netns", registry=True, samples=["busybox"]
+    )
+    try:
+        def docker(node: str, *args: str) -> str:
+            env = {**os.environ, "DOCKER_HOST": f"unix://{cluster.node(node).socket}"}
+            done = subprocess.run(["docker", *args], capture_output=True, text=True, env=env, timeout=60)
+            assert done.returncode == 0, (args, done.stdout, done.stderr)
+            return done.stdout
+
+        assert "Loaded image: busybox:latest" in docker("manager1", "load", "-i", str(tarball))
+        docker("manager1", "tag", "busybox:latest", "localhost:5000/app:1")
+        pushed = docker("manager1", "push", "localhost:5000/app:1")
+        digest = next(word for word in pushed.split() if word.startswith("sha256:"))
+        assert "localhost:5000/app:1" not in docker("worker1", "images", "--format", "{{.Repository}}:{{.Tag}}")
+        docker("worker1", "pull", "localhost:5000/app:1")
+        assert docker("worker1", "image", "inspect", "--format", "{{index .RepoDigests 0}}", "localhost:5000/app:1").strip() == (
+            f"localhost:5000/app@{digest}"
+        )
+        docker("worker1", "pull", "busybox")  # Docker Hub's name, served by the cluster's registry as its mirror
+        same = {docker(node, "image", "inspect", "--format", "{{.Id}}", ref).strip() for node, ref in (
+            ("manager1", "busybox:latest"), ("worker1", "localhost:5000/app:1"), ("worker1", "busybox:latest"))}
+        assert len(same) == 1  # one image, the same ID on every node and under every name
+    finally:
+        cluster.down()
