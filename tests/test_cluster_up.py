@@ -109,6 +109,9 @@ def assert_nothing_left(name: str, directory: Path, pids: list[tuple[int, int]] 
     assert f"rswb-{tag}" not in interfaces and f"-{tag}:" not in interfaces and f"-{tag}@" not in interfaces
     mounts = Path("/proc/self/mountinfo").read_text()
     assert f"rsw-{name}-" not in mounts and str(directory) not in mounts
+    if shutil.which("nft"):  # the registry's DNAT table
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+        assert f"rswreg-{tag}" not in tables
     assert not directory.exists()
 
 
@@ -238,7 +241,8 @@ async def test_down_removes_what_a_failed_up_left_behind(clusters, network):
     assert left.state == "failed"
     assert sum(node.running() for node in left.nodes) == 4  # everyone but worker2 was started and still runs
     if network == "netns":
-        assert len(left.resources) == 1 + 2 * 5  # the bridge, and a namespace and a veth per node
+        # The registry, the bridge, a namespace and a veth per node, and the registry's DNAT table.
+        assert len(left.resources) == 1 + 1 + 2 * 5 + 1
     pids = recorded_processes(left)
     left.down()
     assert_nothing_left(name, directory, pids)

@@ -32,7 +32,10 @@ SLEEP = ["sleep", "1000"]
 def swarm(tmp_path_factory):
     base = tmp_path_factory.mktemp("clusters")
     cluster = asyncio.run(
-        SwarmCluster.up("svc", managers=3, workers=2, base_dir=base, network="loopback", heartbeat_period=HEARTBEAT)
+        SwarmCluster.up(
+            "svc", managers=3, workers=2, base_dir=base, network="loopback", heartbeat_period=HEARTBEAT,
+            samples=("busybox", "busybox:2"),
+        )
     )
     yield cluster
     cluster.down()
@@ -394,6 +397,34 @@ async def test_no_file_of_any_node_holds_a_secret_in_plaintext(swarm):
                 assert marker not in path.read_bytes(), f"{path} holds the secret in plaintext"
         await client.service_remove("holder")
         await client.secret_remove("needle")
+
+
+async def test_each_node_pulls_a_tasks_image_from_the_clusters_registry_before_it_starts(swarm):
+    ids = await ids_by_name(swarm)
+    async with api(swarm) as client:
+        await client.service_create(spec("pulled", replicas=2, Placement={"Constraints": ["node.role==worker"]}))
+        tasks = await eventually(lambda: converged(client, "pulled", 2), "2 replicas running")
+        await client.service_remove("pulled")
+    for name in {next(n for n, i in ids.items() if i == t["NodeID"]) for t in tasks}:
+        async with swarm.client(swarm.node(name)) as node_client:
+            images = await node_client.request("GET", "/images/json")
+        assert any("busybox:latest" in image["RepoTags"] for image in images), (name, images)
+
+
+async def test_a_task_whose_image_cannot_be_had_is_rejected_in_dockers_words_and_retried(swarm):
+    async with api(swarm) as client:
+        missing = spec("no-image", RestartPolicy={"Delay": SECOND // 10})
+        missing["TaskTemplate"]["ContainerSpec"]["Image"] = "busybox:404"
+        await client.service_create(missing)
+
+        async def rejected_twice():
+            tasks = await client.task_list({"service": ["no-image"]})
+            rejected = [t for t in tasks if t["Status"]["State"] == "rejected"]
+            return rejected if len(rejected) >= 2 else None
+
+        rejected = await eventually(rejected_twice, "the task rejected, then retried and rejected again")
+        assert {t["Status"]["Err"] for t in rejected} == {"No such image: busybox:404"}
+        await client.service_remove("no-image")
 
 
 async def test_the_tasks_of_a_killed_worker_are_started_on_other_nodes(swarm):

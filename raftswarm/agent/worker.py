@@ -26,11 +26,12 @@ import asyncio
 import logging
 import ssl
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..addresses import parse_host_port
+from ..errors import RaftswarmError
 from ..manager.orchestrator import TaskState
 from ..manager.rpc import REMOVED, RpcClient, RpcError
 from .logpublisher import serve_log_subscriptions
@@ -49,6 +50,19 @@ _RETRY_MAX = 5.0
 a node is back within a period of the swarm's recovery, without a tight loop of refused connections."""
 
 LogLine = tuple[str, float, bytes]
+
+
+class TaskImages(Protocol):
+    """The node's images as the agent uses them (`node.images.NodeImages`)."""
+
+    async def prepare(self, reference: str, progress: Callable[[str], None]) -> None:
+        """Have the image `reference` in the node's store (pulling it if it is not), or raise ImageUnavailable
+        with Docker's words; `progress` gets short lines for the task's status message."""
+        ...
+
+
+class ImageUnavailable(RaftswarmError):
+    """A task's image cannot be had: the task is rejected with this message, and its restart policy retries."""
 
 
 class TaskNetworks(Protocol):
@@ -143,6 +157,12 @@ class _TaskController:
             return False
         self._report(TaskState.ACCEPTED, "accepted")
         self._report(TaskState.PREPARING, "preparing")
+        image = ((self.task.get("Spec") or {}).get("ContainerSpec") or {}).get("Image", "")
+        try:
+            await self.agent.images.prepare(image, self._preparing)
+        except ImageUnavailable as exc:
+            self._report(TaskState.REJECTED, "rejected", str(exc))
+            return False
         self._report(TaskState.READY, "prepared")
         await self._wait_for(lambda: self._desired() != TaskState.READY)
         if self._desired() > TaskState.RUNNING:
@@ -158,6 +178,11 @@ class _TaskController:
             return False
         self._report(TaskState.RUNNING, "started")
         return True
+
+    def _preparing(self, line: str) -> None:
+        """Image progress as the PREPARING status message (`docker service ps` shows it), at most one report
+        per state change of a layer, not per byte."""
+        self.agent.report(self.task["ID"], {"State": TaskState.PREPARING.api, "Message": f"preparing: {line}"})
 
     async def _supervise(self, running: RunningTask) -> int | None:
         """Until the task ends: its exit code, or None once it was stopped (reported SHUTDOWN)."""
@@ -220,12 +245,19 @@ class Agent:
     """Runs a node's assigned tasks. `run` until cancelled; `close` stops every task process."""
 
     def __init__(
-        self, session: Session, context: ssl.SSLContext, tasks_dir: Path, networks: TaskNetworks | None = None
+        self,
+        session: Session,
+        context: ssl.SSLContext,
+        tasks_dir: Path,
+        images: TaskImages,
+        networks: TaskNetworks | None = None,
     ) -> None:
-        """`tasks_dir`: where the tasks' shims keep their sockets (in the worker's state directory);
-        `networks`: the node's data plane, None where it has none (see `node.networking`)."""
+        """`tasks_dir`: where the tasks' shims keep their sockets (in the worker's state directory); `images`:
+        where tasks' images come from (`node.images`); `networks`: the node's data plane, None where it has
+        none (see `node.networking`)."""
         self.session = session
         self.context = context
+        self.images = images
         self.networks = networks
         self._warned_no_data_plane = False
         self.runtime = TaskRuntime(tasks_dir)

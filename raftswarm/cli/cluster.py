@@ -92,7 +92,8 @@ def up(name: str, managers: int, workers: int, network: str) -> None:
     try:
         made = asyncio.run(
             SwarmCluster.up(
-                name, managers, workers, _clusters_dir(), network=network, registry=True, samples=CLUSTER_SAMPLES
+                name, managers, workers, _clusters_dir(), network=network, registry=True, samples=CLUSTER_SAMPLES,
+                docker_hub=True,
             )
         )
     except RaftswarmError as exc:

@@ -11,7 +11,8 @@ the complete set, each later one the changes since the previous answer, sent as 
 A node gets only its own tasks (from ASSIGNED to RUNNING; a task leaves the set once it has ended) and
 exactly the secrets those tasks reference, with their data; a secret no task of the node references any
 more is sent as a removal. Status reports (`dispatcher.update_task_status`) are accepted only for the
-caller's own tasks and only forward, and are written in batches: one transaction for all the reports
+caller's own tasks and only forward (or, in the same state, with new words: an image's pull progress while
+PREPARING), and are written in batches: one transaction for all the reports
 that arrive while the previous one commits.
 """
 
@@ -367,7 +368,9 @@ class Dispatcher:
                     report.done.set_result("not this node's task")
                     continue
                 current = TaskState.of(task.data["Status"]["State"])
-                if TaskState.of(report.status["State"]) <= current:
+                reported = TaskState.of(report.status["State"])
+                same_words = all(report.status.get(k) == task.data["Status"].get(k) for k in ("Message", "Err"))
+                if reported < current or (reported == current and same_words):
                     report.done.set_result("ok")  # already there (a retried report) or an old one
                     continue
                 data = {**task.data, "Status": report.status, "UpdatedAt": report.status["Timestamp"]}

@@ -49,6 +49,7 @@ from ..raft.core import RaftCore
 from ..raft.driver import DriverConfig
 from ..raft.storage import RaftStorage
 from ..raft.transport import raft_id_of
+from .images import NodeImages
 from .manager import Manager, ManagerConfig
 from .manager_client import JOIN_TIMEOUT, call_as, call_pinned, fetch_pinned_roots, join_raft, split_addr
 from .provision import provision_manager, provision_worker
@@ -213,7 +214,9 @@ class NodeDaemon:
                 dns_upstreams=self.config.dns_upstreams,
             )
         self.networks = networks
-        self.agent = Agent(self.session, self.session.context, self.state_dir.worker_tasks, networks)
+        self.agent = Agent(
+            self.session, self.session.context, self.state_dir.worker_tasks, NodeImages(self.images, self.registry), networks
+        )
         self._agent_task = asyncio.create_task(self.agent.run(), name="agent")
         self._agent_task.add_done_callback(_log_failure)
         self._renewal_task = asyncio.create_task(self._renew_certificate_when_due(), name="certificate-renewal")

@@ -343,6 +343,8 @@ class SwarmCluster:
     note: str = ""
     registry: str | None = None
     """host:port where the host reaches the cluster's registry (nodes know it as localhost:5000)."""
+    docker_hub: bool = True
+    """Whether nodes fall back to Docker Hub itself after the cluster's registry (see `up`)."""
 
     # -- making one ------------------------------------------------------------------------------------
 
@@ -358,8 +360,9 @@ class SwarmCluster:
         node_args: Mapping[str, Sequence[str]] | None = None,
         keep_on_failure: bool = False,
         timeout: float | None = None,
-        registry: bool = False,
-        samples: Sequence[str] = (),
+        registry: bool = True,
+        samples: Sequence[str] = ("busybox",),
+        docker_hub: bool = False,
     ) -> SwarmCluster:
         """Start a swarm of `managers` + `workers` nodes and wait until every node is Ready.
 
@@ -368,7 +371,10 @@ class SwarmCluster:
         command lines. `timeout` bounds the whole `up` (default: 30 s + 3 s per node). If anything fails,
         everything made so far is removed, unless `keep_on_failure` (then `down()` removes it). Refuses a
         name that already exists under `base_dir`. `registry` starts the cluster's registry (see the module
-        docstring) and pushes the sample images named in `samples` ("busybox", "python") into it.
+        docstring) and pushes the sample images named in `samples` into it ("busybox", "python", or with a tag
+        of their own: "busybox:2"). Without `docker_hub`, Docker Hub names reach only that registry (nothing
+        leaves the machine: what tests want); with it, the registry is tried first, then Docker Hub, as a
+        dockerd with a mirror does. Without a registry, nodes pull from where references point.
         """
         check_name(name)
         if network not in NETWORKS:
@@ -407,6 +413,7 @@ class SwarmCluster:
             addresses = cluster._choose_network(network, others, len(names))
             if registry:
                 await cluster._start_registry(base, samples)
+                cluster.docker_hub = docker_hub
             cluster._plan(names, addresses, heartbeat_period, node_args or {})
             if cluster.network == NETNS:
                 cluster._create_network()
@@ -495,6 +502,8 @@ class SwarmCluster:
             argv += ["--registry-mirror", f"http://{reached}"]
             if reached != REGISTRY_NAME:
                 argv += ["--registry-alias", f"{REGISTRY_NAME}={reached}"]
+            if not self.docker_hub:
+                argv += ["--registry-alias", f"docker.io={reached}"]
         argv += list(extra)
         if node.namespace:
             # nsenter, not `ip netns exec`: that one gives the process a mount namespace of its own, and the
@@ -515,9 +524,13 @@ class SwarmCluster:
         await registry.start(detach=True)
         self.registry = registry.address
         self.save()
-        for name in samples:
+        for entry in samples:
+            name, _, tag = entry.partition(":")
+            if name not in SAMPLES:
+                raise ClusterError(f"no sample image {name!r}: choose from {', '.join(sorted(SAMPLES))}")
             sample = await asyncio.to_thread(SAMPLES[name])
-            await asyncio.to_thread(push_sample, sample, f"{self.registry}/library/{sample.reference}")
+            repository, _, default_tag = sample.reference.partition(":")
+            await asyncio.to_thread(push_sample, sample, f"{self.registry}/library/{repository}:{tag or default_tag}")
 
     def _registry_from_nodes(self) -> str:
         """Where the nodes reach the registry: through the bridge's host address in namespaces, directly on
