@@ -260,10 +260,50 @@ def test_create_with_only_an_image_sends_what_docker_always_sends(engine):
     assert engine.calls("GET", "/secrets") == []
 
 
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_create_pins_the_image_to_the_digest_the_registry_has_as_docker_does(engine):
+    engine.reply("GET", "/distribution/busybox/json", {"Descriptor": {"digest": DIGEST}, "Platforms": []})
+    engine.reply("POST", "/services/create", {"ID": GLOBAL_ID}, status=201)
+
+    run(engine, "service", "create", "-d", "--name", "pinned", "busybox", "sleep", "1")
+
+    (created,) = engine.calls("POST", "/services/create")
+    assert created.body["TaskTemplate"]["ContainerSpec"]["Image"] == f"busybox:latest@{DIGEST}"
+
+
+def test_an_image_the_registry_cannot_tell_about_stays_as_given_with_dockers_warning(engine):
+    engine.reply("POST", "/services/create", {"ID": GLOBAL_ID}, status=201)
+
+    result = run(engine, "service", "create", "-d", "--name", "unpinned", "myorg/app:1", "serve")
+
+    (created,) = engine.calls("POST", "/services/create")
+    assert created.body["TaskTemplate"]["ContainerSpec"]["Image"] == "myorg/app:1"
+    assert result.stderr.startswith("image myorg/app:1 could not be accessed on a registry to record\nits digest.")
+
+
+def test_update_pins_only_a_new_image_and_no_resolve_image_asks_nothing(engine):
+    engine.reply("GET", "/services/web", web_service())
+    engine.reply("GET", "/distribution/nginx:1.28/json", {"Descriptor": {"digest": DIGEST}, "Platforms": []})
+    engine.reply("POST", f"/services/{SERVICE_ID}/update", {"Warnings": []})
+
+    run(engine, "service", "update", "-d", "--image", "nginx:1.28", "web")
+    run(engine, "service", "update", "-d", "--no-resolve-image", "--image", "nginx:1.29", "web")
+    run(engine, "service", "update", "-d", "--replicas", "4", "web")
+
+    images = [call.body["TaskTemplate"]["ContainerSpec"]["Image"] for call in engine.calls("POST", f"/services/{SERVICE_ID}/update")]
+    assert images[:2] == [f"nginx:1.28@{DIGEST}", "nginx:1.29"]
+    assert len(engine.calls("GET", "/distribution/nginx:1.28/json")) == 1
+    assert not [c for c in engine.requests if c.path.startswith("/distribution/") and "1.28" not in c.path]
+
+
 def test_create_global_and_options_after_the_image_belong_to_the_command(engine):
     engine.reply("POST", "/services/create", {"ID": GLOBAL_ID, "Warnings": ["image is not pinned"]}, status=201)
 
-    result = run(engine, "service", "create", "-d", "--mode", "global", "--name", "agent", "alpine", "ls", "-l")
+    result = run(
+        engine, "service", "create", "-d", "--no-resolve-image", "--mode", "global", "--name", "agent", "alpine", "ls", "-l"
+    )
 
     (created,) = engine.calls("POST", "/services/create")
     assert created.body["Mode"] == {"Global": {}}
@@ -1012,7 +1052,7 @@ def test_a_paused_update_ends_the_wait_with_the_nodes_reason(engine, fast_polls)
     )
     engine.reply("POST", f"/services/{SERVICE_ID}/update", {"Warnings": []})
 
-    result = run(engine, "service", "update", "--image", "nginx:1.28", "web")
+    result = run(engine, "service", "update", "--no-resolve-image", "--image", "nginx:1.28", "web")
 
     assert_fails(result, "service update paused: update paused due to failure or early termination of task t2")
 

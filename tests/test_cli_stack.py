@@ -80,6 +80,10 @@ async def test_a_stack_is_deployed_redeployed_pruned_and_removed(swarm, tmp_path
     await eventually(running, "3 running tasks", within=30)
     assert sorted(line.split()[0] for line in services.splitlines()) == ["shop_api", "shop_worker"]
 
+    async with swarm.client(swarm.node("manager1")) as api:
+        images = [s["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] for s in await api.service_list()]
+    assert images and all(image.startswith("busybox:latest@sha256:") for image in images)  # pinned, as docker does
+
     again = await run(swarm, "stack", "deploy", "--detach", "-c", str(compose), "shop")
     assert again.exit_code == 0 and again.output == ""  # nothing changed, nothing touched
 

@@ -28,6 +28,8 @@ import click
 
 from ..api.client import ApiClient, ApiError
 from ..api.stdcopy import StreamFormatError
+from ..images.reference import InvalidReference
+from ..images.reference import parse as parse_reference
 from . import output
 from .daemon import daemon_command, daemon_message, remove_each
 from .errors import CommandError
@@ -307,6 +309,11 @@ def _service_options(create: bool) -> Callable[[Any], Any]:
                 help="Exit immediately instead of waiting for the service to converge",
             ),
             click.option("-q", "--quiet", is_flag=True, help="Suppress progress output"),
+            click.option(
+                "--no-resolve-image",
+                is_flag=True,
+                help="Do not query the registry to resolve image digest and supported platforms",
+            ),
             click.option("-w", "--workdir", metavar="string", help="Working directory inside the container"),
             click.option("-u", "--user", metavar="string", help="Username or UID (format: <name|uid>[:<group|gid>])"),
             click.option("--hostname", metavar="string", help="Container hostname"),
@@ -604,11 +611,36 @@ async def create(api: ApiClient, image: str, command: tuple[str, ...], **options
     spec = build_spec(image, command, flags)
     if flags["secret"]:
         spec["TaskTemplate"]["ContainerSpec"]["Secrets"] = await resolve_secrets(api, flags["secret"])
+    warning = None if flags["no_resolve_image"] else await pin_image(api, spec["TaskTemplate"]["ContainerSpec"])
     response = await api.service_create(spec)
+    _warn({"Warnings": [warning]} if warning else None)
     _warn(response)
     click.echo(response["ID"])
     if not flags["detach"]:
         await wait_for_service(api, response["ID"], flags["quiet"])
+
+
+async def pin_image(api: ApiClient, container: dict[str, Any]) -> str | None:
+    """docker's image resolution on `service create/update`: ContainerSpec.Image becomes `name:tag@digest`, the
+    digest the registry has now (asked through the node's `/distribution`), so every task runs the same image.
+    If the registry cannot be asked, the image stays as given and docker's warning is returned."""
+    image = container["Image"]
+    try:
+        ref = parse_reference(image)
+    except InvalidReference:
+        return None  # the node refuses the spec with its own message
+    if ref.digest:
+        return None
+    try:
+        answer = await api.request("GET", f"/distribution/{image}/json")
+        digest = answer["Descriptor"]["digest"]
+    except (ApiError, KeyError, TypeError):
+        return (
+            f"image {image} could not be accessed on a registry to record\nits digest. Each node will access "
+            f"{image} independently,\npossibly leading to different nodes running different\nversions of the image.\n"
+        )
+    container["Image"] = f"{ref.familiar}@{digest}"
+    return None
 
 
 def _warn(response: dict[str, Any] | None) -> None:
@@ -805,15 +837,19 @@ async def update(api: ApiClient, ref: str, **options: Any) -> None:
             raise CommandError("other flags may not be combined with --rollback")
     current = await api.service_inspect(ref)
     spec = copy.deepcopy(current.get("Spec") or {})
+    warning = None
     if not flags["rollback"]:
         apply_update(spec, flags)
         container = spec["TaskTemplate"]["ContainerSpec"]
+        if flags.given("image") and not flags["no_resolve_image"]:
+            warning = await pin_image(api, container)
         if flags.given("secret_add", "secret_rm"):
             secrets = await updated_secrets(
                 api, container.get("Secrets") or [], flags["secret_rm"], flags["secret_add"]
             )
             _set(container, "Secrets", secrets)
     response = await api.service_update(current["ID"], current["Version"]["Index"], spec, rollback=flags["rollback"])
+    _warn({"Warnings": [warning]} if warning else None)
     _warn(response)
     click.echo(ref)
     if not flags["detach"]:

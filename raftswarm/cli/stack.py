@@ -22,7 +22,7 @@ from .daemon import daemon_command, daemon_message
 from .errors import CommandError
 from .node import NodeResolver, print_tasks, task_list_options
 from .options import parse_filters
-from .service import DockerGroup, list_services, wait_for_service
+from .service import DockerGroup, list_services, pin_image, wait_for_service
 
 
 @click.group(cls=DockerGroup)
@@ -39,9 +39,18 @@ def _namespace_filter(name: str) -> dict[str, list[str]]:
 @click.option("--prune", is_flag=True, help="Prune services that are no longer referenced")
 @click.option("--detach/--no-detach", "-d", default=False, help="Exit immediately instead of waiting for the stack's services to converge")
 @click.option("-q", "--quiet", is_flag=True, help="Suppress progress output")
+@click.option(
+    "--resolve-image",
+    type=click.Choice(["always", "changed", "never"]),
+    default="always",
+    show_default=True,
+    help="Query the registry to resolve image digest and supported platforms",
+)
 @click.argument("name", metavar="STACK")
 @daemon_command
-async def deploy(api: ApiClient, compose_files: tuple[str, ...], prune: bool, detach: bool, quiet: bool, name: str) -> None:
+async def deploy(
+    api: ApiClient, compose_files: tuple[str, ...], prune: bool, detach: bool, quiet: bool, resolve_image: str, name: str
+) -> None:
     """Deploy a new stack or update an existing stack."""
     if len(compose_files) > 1:
         raise CommandError("raftswarm reads one compose file per deploy; merge them first")
@@ -76,6 +85,11 @@ async def deploy(api: ApiClient, compose_files: tuple[str, ...], prune: bool, de
         for reference in (spec["TaskTemplate"].get("ContainerSpec") or {}).get("Secrets") or []:
             reference["SecretID"] = secret_ids[reference["SecretName"]]
         found = current.pop(spec["Name"], None)
+        container = spec["TaskTemplate"]["ContainerSpec"]
+        if resolve_image == "always" or (resolve_image == "changed" and _image_changed(found, container["Image"])):
+            warning = await pin_image(api, container)
+            if warning:
+                click.echo(warning, err=True)
         if found is None:
             click.echo(f"Creating service {spec['Name']}")
             changed.append(((await api.service_create(spec))["ID"], None))
@@ -90,6 +104,15 @@ async def deploy(api: ApiClient, compose_files: tuple[str, ...], prune: bool, de
     if not detach:
         for service_id, stale_status in changed:  # as `service create/update`: docker's progress display
             await wait_for_service(api, service_id, quiet, stale_status=stale_status)
+
+
+def _image_changed(found: dict[str, Any] | None, image: str) -> bool:
+    """docker's `--resolve-image changed`: a new service, or an image other than the one it runs (its digest
+    left aside)."""
+    if found is None:
+        return True
+    stored = ((found["Spec"].get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image", "")
+    return stored.partition("@")[0] != image.partition("@")[0]
 
 
 def _differs(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
