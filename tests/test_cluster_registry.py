@@ -7,6 +7,8 @@ Each test makes its own cluster under a temporary clusters directory and removes
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
 import shutil
@@ -16,6 +18,7 @@ import urllib.request
 import pytest
 
 from raftswarm.images import samples
+from raftswarm.images.registryd import HtpasswdUnavailable, LocalRegistry
 from raftswarm.node.swarmcluster import REGISTRY_STORAGE, SwarmCluster, netns_unavailable_reason
 
 pytestmark = pytest.mark.slow
@@ -128,3 +131,62 @@ async def test_the_users_flow_load_tag_push_on_one_node_and_pull_on_another_thro
         assert len(same) == 1  # one image, the same ID on every node and under every name
     finally:
         cluster.down()
+
+
+async def test_with_registry_auth_credentials_reach_the_tasks_node_and_are_never_shown_or_written(tmp_path):
+    """`service create --with-registry-auth` of an image in a registry that needs a password: the task's node
+    pulls it with the docker CLI's credentials; without the flag it cannot; no API answer shows them and no
+    file of any node holds them."""
+    password = "pw-" + os.urandom(8).hex()
+    tarball = samples.busybox(tmp_path / "cache").tarball
+    private = LocalRegistry(tmp_path / "private", tmp_path / "private-run", users={"alice": password})
+    try:
+        await private.start()
+    except HtpasswdUnavailable as exc:
+        pytest.skip(str(exc))
+    cluster = await SwarmCluster.up("rega", managers=1, workers=1, base_dir=tmp_path, network="loopback")
+    try:
+        image = f"{private.address}/private/app:1"
+        subprocess.run(
+            ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"--dest-creds=alice:{password}",
+             f"docker-archive:{tarball}:busybox:latest", f"docker://{image}"],
+            check=True, capture_output=True, timeout=60,
+        )
+        config = tmp_path / "docker-config"
+        config.mkdir()
+        auth = base64.b64encode(f"alice:{password}".encode()).decode()
+        (config / "config.json").write_text(json.dumps({"auths": {private.address: {"auth": auth}}}))
+        manager = cluster.node("manager1")
+
+        def raftswarm(*args: str) -> subprocess.CompletedProcess:
+            env = {**os.environ, "DOCKER_CONFIG": str(config)}
+            return subprocess.run(
+                ["raftswarm", "-H", f"unix://{manager.socket}", *args],
+                capture_output=True, text=True, env=env, timeout=120,
+            )
+
+        with_auth = raftswarm("service", "create", "--with-registry-auth", "--name", "priv", image, "sleep", "1000")
+        assert with_auth.returncode == 0, with_auth.stderr
+        without = raftswarm("service", "create", "-d", "--name", "nopriv", image, "sleep", "1000")
+        assert without.returncode == 0, without.stderr
+        async with cluster.client(manager) as api:
+            running = await api.task_list({"service": ["priv"], "desired-state": ["running"]})
+            assert [t["Status"]["State"] for t in running] == ["running"]
+            for _ in range(300):
+                refused = [t for t in await api.task_list({"service": ["nopriv"]}) if t["Status"]["State"] == "rejected"]
+                if refused:
+                    break
+                await asyncio.sleep(0.1)
+            assert refused and "authentication required" in refused[0]["Status"]["Err"], refused
+            views = [await api.request("GET", "/services/priv"), *await api.request("GET", "/tasks")]
+            views += await api.request("GET", "/services")
+        shown = json.dumps(views)
+        assert password not in shown and "PullOptions" not in shown and auth not in shown
+        assert "RegistryAuth" not in shown
+        for path in cluster.directory.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                data = path.read_bytes()
+                assert password.encode() not in data and auth.encode() not in data, path
+    finally:
+        cluster.down()
+        private.stop()

@@ -28,7 +28,8 @@ import pytest
 from click.testing import CliRunner
 
 from raftswarm.api.client import ApiClient, ApiError
-from raftswarm.api.images import decode_auth, import_changes, path_match
+from raftswarm.api.images import import_changes, path_match
+from raftswarm.images.auth import decode_auth
 from raftswarm.cli.main import main
 from raftswarm.images import samples
 from raftswarm.images.registryd import HtpasswdUnavailable, LocalRegistry

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from ..addresses import parse_host_port
 from ..errors import RaftswarmError
+from ..images.auth import decode_auth
 from ..manager.orchestrator import TaskState
 from ..manager.rpc import REMOVED, RpcClient, RpcError
 from .logpublisher import serve_log_subscriptions
@@ -55,9 +56,12 @@ LogLine = tuple[str, float, bytes]
 class TaskImages(Protocol):
     """The node's images as the agent uses them (`node.images.NodeImages`)."""
 
-    async def prepare(self, reference: str, progress: Callable[[str], None]) -> None:
-        """Have the image `reference` in the node's store (pulling it if it is not), or raise ImageUnavailable
-        with Docker's words; `progress` gets short lines for the task's status message."""
+    async def prepare(
+        self, reference: str, progress: Callable[[str], None], auth: dict[str, str] | None = None
+    ) -> None:
+        """Have the image `reference` in the node's store (pulling it, with the service's registry credentials
+        `auth` if it has any, if it is not), or raise ImageUnavailable with Docker's words; `progress` gets short
+        lines for the task's status message."""
         ...
 
 
@@ -157,9 +161,11 @@ class _TaskController:
             return False
         self._report(TaskState.ACCEPTED, "accepted")
         self._report(TaskState.PREPARING, "preparing")
-        image = ((self.task.get("Spec") or {}).get("ContainerSpec") or {}).get("Image", "")
+        container = (self.task.get("Spec") or {}).get("ContainerSpec") or {}
+        # `--with-registry-auth`: the service's credentials came with the task, and stay in this memory.
+        auth = decode_auth(((container.get("PullOptions") or {}).get("RegistryAuth")) or "")
         try:
-            await self.agent.images.prepare(image, self._preparing)
+            await self.agent.images.prepare(container.get("Image", ""), self._preparing, auth)
         except ImageUnavailable as exc:
             self._report(TaskState.REJECTED, "rejected", str(exc))
             return False

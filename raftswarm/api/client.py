@@ -37,8 +37,17 @@ class ApiClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def request(self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None) -> Any:
-        async with self._session.request(method, f"http://raftswarm{path}", json=json, params=params) as response:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        async with self._session.request(
+            method, f"http://raftswarm{path}", json=json, params=params, headers=headers
+        ) as response:
             if response.content_type == "application/json":
                 body = await response.json()
             else:
@@ -152,9 +161,11 @@ class ApiClient:
     async def service_inspect(self, service_id: str) -> dict[str, Any]:
         return await self.request("GET", f"/services/{service_id}")
 
-    async def service_create(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """`spec` is Docker's ServiceSpec; returns {"ID": ..., "Warnings": [...]}."""
-        return await self.request("POST", "/services/create", spec)
+    async def service_create(self, spec: dict[str, Any], registry_auth: str | None = None) -> dict[str, Any]:
+        """`spec` is Docker's ServiceSpec; returns {"ID": ..., "Warnings": [...]}. `registry_auth` (an encoded
+        X-Registry-Auth) goes with it to the nodes that run its tasks (`--with-registry-auth`)."""
+        headers = {"X-Registry-Auth": registry_auth} if registry_auth else None
+        return await self.request("POST", "/services/create", spec, headers=headers)
 
     async def service_list(
         self, filters: dict[str, list[str]] | None = None, status: bool = False
@@ -166,14 +177,21 @@ class ApiClient:
         return await self.request("GET", "/services", params=params or None)
 
     async def service_update(
-        self, service_id: str, version: int, spec: dict[str, Any], rollback: bool = False
+        self,
+        service_id: str,
+        version: int,
+        spec: dict[str, Any],
+        rollback: bool = False,
+        registry_auth: str | None = None,
     ) -> dict[str, Any]:
         """Write the whole `spec` at `version` (a stale version is refused); with `rollback` the node goes back
-        to the service's previous spec instead. Returns {"Warnings": [...]}."""
+        to the service's previous spec instead. Returns {"Warnings": [...]}. `registry_auth` as for create;
+        without it the service keeps the credentials it has."""
         params = {"version": str(version)}
         if rollback:
             params["rollback"] = "previous"
-        return await self.request("POST", f"/services/{service_id}/update", spec, params=params) or {}
+        headers = {"X-Registry-Auth": registry_auth} if registry_auth else None
+        return await self.request("POST", f"/services/{service_id}/update", spec, params=params, headers=headers) or {}
 
     async def service_remove(self, service_id: str) -> None:
         await self.request("DELETE", f"/services/{service_id}")

@@ -27,8 +27,6 @@ does not apply to them.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import logging
@@ -54,12 +52,9 @@ from ..manager.controlapi import ControlError
 from .logs import _bool
 from .services import _check_filters, _labels_match
 from .swarm import query_filters
+from ..images.auth import AUTH_HEADER, decode_auth
 
 log = logging.getLogger(__name__)
-
-AUTH_HEADER = "X-Registry-Auth"
-AUTH_FIELDS = ("username", "password", "auth", "serveraddress", "identitytoken", "registrytoken")
-"""The AuthConfig fields the registry client uses (docker also sends "email", which no registry checks)."""
 
 JSON_STREAM = "application/json"
 """Exactly this: docker's client treats a load answer as a message stream only then (no "; charset=...")."""
@@ -146,23 +141,6 @@ async def _store_call(function: Callable[..., Any], *args: Any) -> Any:
 
 
 # -- request parameters --------------------------------------------------------------------------------------
-
-
-def decode_auth(encoded: str) -> dict[str, str] | None:
-    """Docker's X-Registry-Auth header: base64url of a JSON AuthConfig ({"username", "password",
-    "serveraddress"} or {"identitytoken"}), padding optional. None when empty or unreadable: like dockerd, a
-    pull or push with credentials it cannot read goes on without any. Never logged."""
-    encoded = encoded.strip()
-    if not encoded:
-        return None
-    try:
-        value = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
-    except (binascii.Error, ValueError):
-        return None
-    if not isinstance(value, dict):
-        return None
-    auth = {key: value[key] for key in AUTH_FIELDS if isinstance(value.get(key), str) and value[key]}
-    return auth or None
 
 
 def _auth(request: web.Request) -> dict[str, str] | None:

@@ -10,6 +10,8 @@ from aiohttp import web
 from ..manager.controlapi import ControlError
 from ..manager.orchestrator import TaskState, is_current
 from ..manager.serviceapi import ServiceApi, api_view, resolve, spec_name
+from ..images.auth import AUTH_HEADER, decode_auth
+from ..store import StoredObject
 from .bodies import json_object
 from .swarm import query_filters, query_version
 
@@ -38,6 +40,48 @@ def _service_matches(service: dict[str, Any], filters: dict[str, list[str]]) -> 
         return False
     mode = "global" if "Global" in (spec.get("Mode") or {}) else "replicated"
     return "mode" not in filters or mode in filters["mode"]
+
+
+PULL_OPTIONS = "PullOptions"
+"""Where a service keeps the registry credentials `--with-registry-auth` sent (SwarmKit's
+ContainerSpec.PullOptions.RegistryAuth): in the encrypted Raft store, in its tasks' specs, and so delivered
+with the assignments to the nodes that run them -- and nowhere else: no client API answer shows it."""
+
+
+def with_registry_auth(request: web.Request, spec: Any, current: dict[str, Any] | None) -> Any:
+    """`spec` with the credentials of the request's X-Registry-Auth header (`docker service create/update
+    --with-registry-auth`), or, on an update without them, the ones the service has. A client cannot set them in
+    the body: Docker's ServiceSpec has no such field."""
+    container = (spec.get("TaskTemplate") or {}).get("ContainerSpec") if isinstance(spec, dict) else None
+    if not isinstance(container, dict):
+        return spec  # validation refuses it with its own message
+    container.pop(PULL_OPTIONS, None)
+    header = request.headers.get(AUTH_HEADER, "")
+    if header and decode_auth(header):
+        container[PULL_OPTIONS] = {"RegistryAuth": header}
+    elif current is not None:
+        kept = ((current.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get(PULL_OPTIONS)
+        if kept:
+            container[PULL_OPTIONS] = kept
+    return spec
+
+
+def public_view(stored: StoredObject) -> dict[str, Any]:
+    """A service or task as the client API shows it: without the registry credentials of its spec(s)."""
+    view = api_view(stored)
+    for key in ("Spec", "PreviousSpec"):
+        spec = view.get(key)
+        if not isinstance(spec, dict):
+            continue
+        template = spec.get("TaskTemplate", spec)  # a service's spec holds a TaskTemplate; a task's is one
+        container = template.get("ContainerSpec") if isinstance(template, dict) else None
+        if isinstance(container, dict) and PULL_OPTIONS in container:
+            container = {k: v for k, v in container.items() if k != PULL_OPTIONS}
+            if template is spec:
+                view[key] = {**spec, "ContainerSpec": container}
+            else:
+                view[key] = {**spec, "TaskTemplate": {**template, "ContainerSpec": container}}
+    return view
 
 
 class ServiceRoutes:
@@ -74,7 +118,7 @@ class ServiceRoutes:
         filters = query_filters(request)
         _check_filters(filters, ("id", "name", "label", "mode"))
         api = self._api()
-        views = [api_view(s) for s in await api.services()]
+        views = [public_view(s) for s in await api.services()]
         views = [v for v in views if _service_matches(v, filters)]
         if request.query.get("status", "false").lower() in ("1", "true"):
             by_service: dict[str, list[dict[str, Any]]] = {}
@@ -85,10 +129,11 @@ class ServiceRoutes:
         return web.json_response(views)
 
     async def service(self, request: web.Request) -> web.Response:
-        return web.json_response(api_view(await self._api().service(request.match_info["id"])))
+        return web.json_response(public_view(await self._api().service(request.match_info["id"])))
 
     async def service_create(self, request: web.Request) -> web.Response:
-        service_id = await self._api().create_service(await json_object(request))
+        spec = with_registry_auth(request, await json_object(request), None)
+        service_id = await self._api().create_service(spec)
         return web.json_response({"ID": service_id, "Warnings": []}, status=201)
 
     async def service_update(self, request: web.Request) -> web.Response:
@@ -96,6 +141,9 @@ class ServiceRoutes:
         if rollback not in ("", "previous"):
             raise ControlError(f"invalid rollback value {rollback!r}: only 'previous' is supported", 400)
         spec = await json_object(request, optional=bool(rollback))
+        if not rollback:
+            current = await self._api().service(request.match_info["id"])
+            spec = with_registry_auth(request, spec, current.data["Spec"])
         await self._api().update_service(request.match_info["id"], query_version(request), spec, rollback=bool(rollback))
         return web.json_response({"Warnings": []})
 
@@ -122,11 +170,11 @@ class ServiceRoutes:
         if "_up-to-date" in filters:  # only tasks made from their service's current spec
             templates = {s.id: s.data["Spec"].get("TaskTemplate") or {} for s in services}
             tasks = [t for t in tasks if is_current(t.data, templates.get(t.data.get("ServiceID", ""), {}))]
-        views = [api_view(t) for t in tasks]
+        views = [public_view(t) for t in tasks]
         return web.json_response([v for v in views if _task_matches(v, filters, service_names)])
 
     async def task(self, request: web.Request) -> web.Response:
-        return web.json_response(api_view(await self._api().task(request.match_info["id"])))
+        return web.json_response(public_view(await self._api().task(request.match_info["id"])))
 
     # -- secrets ---------------------------------------------------------------------------------------
 

@@ -12,15 +12,18 @@ progress lines in their non-terminal form (one line per change): see `Convergenc
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import csv
 import ipaddress
 import json
 import math
+import os
 import re
 import shlex
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import unquote_plus
 
@@ -28,6 +31,7 @@ import click
 
 from ..api.client import ApiClient, ApiError
 from ..api.stdcopy import StreamFormatError
+from ..images.auth import encode_auth
 from ..images.reference import InvalidReference
 from ..images.reference import parse as parse_reference
 from . import output
@@ -309,6 +313,11 @@ def _service_options(create: bool) -> Callable[[Any], Any]:
                 help="Exit immediately instead of waiting for the service to converge",
             ),
             click.option("-q", "--quiet", is_flag=True, help="Suppress progress output"),
+            click.option(
+                "--with-registry-auth",
+                is_flag=True,
+                help="Send registry authentication details to swarm agents",
+            ),
             click.option(
                 "--no-resolve-image",
                 is_flag=True,
@@ -612,12 +621,40 @@ async def create(api: ApiClient, image: str, command: tuple[str, ...], **options
     if flags["secret"]:
         spec["TaskTemplate"]["ContainerSpec"]["Secrets"] = await resolve_secrets(api, flags["secret"])
     warning = None if flags["no_resolve_image"] else await pin_image(api, spec["TaskTemplate"]["ContainerSpec"])
-    response = await api.service_create(spec)
+    auth = registry_auth(image) if flags["with_registry_auth"] else None
+    response = await api.service_create(spec, registry_auth=auth)
     _warn({"Warnings": [warning]} if warning else None)
     _warn(response)
     click.echo(response["ID"])
     if not flags["detach"]:
         await wait_for_service(api, response["ID"], flags["quiet"])
+
+
+DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
+"""The key docker's config.json files Docker Hub's credentials under."""
+
+
+def registry_auth(image: str) -> str | None:
+    """The X-Registry-Auth for `image`'s registry from the docker CLI's own credentials (`docker login`:
+    $DOCKER_CONFIG/config.json, else ~/.docker/config.json), as `--with-registry-auth` sends them; None if it
+    has none for that registry. Credential helpers (credsStore) are not asked: raftswarm reads only the file."""
+    try:
+        domain = parse_reference(image).domain
+    except InvalidReference:
+        return None
+    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+    try:
+        auths = json.loads(config.read_text()).get("auths") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    entry = auths.get(DOCKER_HUB_AUTH_KEY if domain == "docker.io" else domain) or {}
+    try:
+        username, _, password = base64.b64decode(entry.get("auth", "")).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not username:
+        return None
+    return encode_auth({"username": username, "password": password, "serveraddress": domain})
 
 
 async def pin_image(api: ApiClient, container: dict[str, Any]) -> str | None:
@@ -848,7 +885,12 @@ async def update(api: ApiClient, ref: str, **options: Any) -> None:
                 api, container.get("Secrets") or [], flags["secret_rm"], flags["secret_add"]
             )
             _set(container, "Secrets", secrets)
-    response = await api.service_update(current["ID"], current["Version"]["Index"], spec, rollback=flags["rollback"])
+    auth = None
+    if flags["with_registry_auth"]:
+        auth = registry_auth(((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image", ""))
+    response = await api.service_update(
+        current["ID"], current["Version"]["Index"], spec, rollback=flags["rollback"], registry_auth=auth
+    )
     _warn({"Warnings": [warning]} if warning else None)
     _warn(response)
     click.echo(ref)

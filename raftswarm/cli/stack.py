@@ -22,7 +22,7 @@ from .daemon import daemon_command, daemon_message
 from .errors import CommandError
 from .node import NodeResolver, print_tasks, task_list_options
 from .options import parse_filters
-from .service import DockerGroup, list_services, pin_image, wait_for_service
+from .service import DockerGroup, list_services, pin_image, registry_auth, wait_for_service
 
 
 @click.group(cls=DockerGroup)
@@ -46,10 +46,18 @@ def _namespace_filter(name: str) -> dict[str, list[str]]:
     show_default=True,
     help="Query the registry to resolve image digest and supported platforms",
 )
+@click.option("--with-registry-auth", is_flag=True, help="Send registry authentication details to Swarm agents")
 @click.argument("name", metavar="STACK")
 @daemon_command
 async def deploy(
-    api: ApiClient, compose_files: tuple[str, ...], prune: bool, detach: bool, quiet: bool, resolve_image: str, name: str
+    api: ApiClient,
+    compose_files: tuple[str, ...],
+    prune: bool,
+    detach: bool,
+    quiet: bool,
+    resolve_image: str,
+    with_registry_auth: bool,
+    name: str,
 ) -> None:
     """Deploy a new stack or update an existing stack."""
     if len(compose_files) > 1:
@@ -90,12 +98,13 @@ async def deploy(
             warning = await pin_image(api, container)
             if warning:
                 click.echo(warning, err=True)
+        auth = registry_auth(container["Image"]) if with_registry_auth else None
         if found is None:
             click.echo(f"Creating service {spec['Name']}")
-            changed.append(((await api.service_create(spec))["ID"], None))
-        elif _differs(found["Spec"], spec):
+            changed.append(((await api.service_create(spec, registry_auth=auth))["ID"], None))
+        elif _differs(found["Spec"], spec) or auth:
             click.echo(f"Updating service {spec['Name']} (id: {found['ID']})")
-            await api.service_update(found["ID"], found["Version"]["Index"], spec)
+            await api.service_update(found["ID"], found["Version"]["Index"], spec, registry_auth=auth)
             changed.append((found["ID"], found.get("UpdateStatus")))
     if prune:
         for service_name, found in sorted(current.items()):

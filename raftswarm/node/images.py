@@ -38,7 +38,9 @@ class NodeImages:
         self.store = store
         self.registry = registry
 
-    async def prepare(self, reference: str, progress: Callable[[str], None]) -> None:
+    async def prepare(
+        self, reference: str, progress: Callable[[str], None], auth: dict[str, str] | None = None
+    ) -> None:
         try:
             await asyncio.to_thread(self.store.resolve, reference)
             return
@@ -53,7 +55,7 @@ class NodeImages:
                 progress(f"{status} {message.get('id', '')}".strip())
 
         try:
-            await self.registry.pull(reference, progress=shown)
+            await self.registry.pull(reference, auth, progress=shown)
         except RaftswarmError as exc:
             text = str(exc)
             log.info("could not pull %s: %s", reference, text)
