@@ -1,0 +1,214 @@
+"""The OCI runtime spec a task runs under: Docker's process, user, isolation and resource rules."""
+
+import json
+
+import pytest
+
+from raftswarm.runtime.seccomp import default_profile
+from raftswarm.runtime.spec import DEFAULT_PATH, NoCommand, UnknownUser, resolve_user, task_spec
+
+PASSWD = """root:x:0:0:root:/root:/bin/bash
+daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
+www-data:x:33:33:www-data:/var/www:/usr/sbin/nologin
+app:x:1000:1000::/home/app:/bin/sh
+"""
+
+GROUP = """root:x:0:
+daemon:x:1:
+tty:x:5:
+www-data:x:33:
+app:x:1000:
+audio:x:29:app,www-data
+video:x:44:app
+"""
+
+
+def make_spec(container=None, image=None, **overrides):
+    arguments = dict(
+        task={"ID": "t1", "Spec": {"ContainerSpec": {"Image": "web@sha256:abc", **(container or {})}}},
+        image_config=image if image is not None else {"Cmd": ["nginx"]},
+        rootfs="/var/lib/raftswarm/tasks/t1/rootfs",
+        hostname="0123456789ab",
+        passwd=PASSWD,
+        group=GROUP,
+        netns=None,
+        secrets_dir=None,
+        resolv_conf=None,
+        hosts=None,
+        hostname_file=None,
+        cgroups_path="/raftswarm/t1",
+    )
+    arguments.update(overrides)
+    return task_spec(**arguments)
+
+
+@pytest.mark.parametrize(
+    "entrypoint, cmd, command, args, expected",
+    [
+        (None, ["nginx", "-g", "daemon off;"], None, None, ["nginx", "-g", "daemon off;"]),
+        (["/entry.sh"], ["serve"], None, None, ["/entry.sh", "serve"]),
+        (["/entry.sh"], ["serve"], None, ["migrate"], ["/entry.sh", "migrate"]),
+        (["/entry.sh"], ["serve"], ["sh", "-c"], ["echo hi"], ["sh", "-c", "echo hi"]),
+        # An overridden entrypoint resets the image's Cmd.
+        (["/entry.sh"], ["serve"], ["sleep", "1"], None, ["sleep", "1"]),
+        (None, ["serve"], None, ["top"], ["top"]),
+    ],
+)
+def test_command_replaces_entrypoint_and_args_replace_cmd(entrypoint, cmd, command, args, expected):
+    spec = make_spec({"Command": command, "Args": args}, {"Entrypoint": entrypoint, "Cmd": cmd})
+    assert spec["process"]["args"] == expected
+
+
+def test_nothing_to_run_is_refused_with_dockers_words():
+    with pytest.raises(NoCommand, match="no command specified"):
+        make_spec({}, {})
+
+
+def test_spec_env_wins_over_image_env_and_path_has_a_default():
+    spec = make_spec({"Env": ["MODE=prod", "EXTRA=1"]}, {"Cmd": ["x"], "Env": ["MODE=dev", "LANG=C.UTF-8"]})
+    env = spec["process"]["env"]
+    assert f"PATH={DEFAULT_PATH}" in env
+    assert "HOSTNAME=0123456789ab" in env
+    assert "MODE=prod" in env and "MODE=dev" not in env
+    assert "LANG=C.UTF-8" in env and "EXTRA=1" in env
+
+
+def test_image_path_replaces_the_default():
+    env = make_spec({}, {"Cmd": ["x"], "Env": ["PATH=/opt/bin"]})["process"]["env"]
+    assert [e for e in env if e.startswith("PATH=")] == ["PATH=/opt/bin"]
+
+
+@pytest.mark.parametrize(
+    "spec_dir, image_dir, expected",
+    [("/srv", "/app", "/srv"), (None, "/app", "/app"), (None, None, "/")],
+)
+def test_cwd_spec_dir_then_image_workdir_then_root(spec_dir, image_dir, expected):
+    spec = make_spec({"Dir": spec_dir}, {"Cmd": ["x"], "WorkingDir": image_dir})
+    assert spec["process"]["cwd"] == expected
+
+
+@pytest.mark.parametrize(
+    "user, expected",
+    [
+        ("", (0, 0, [])),
+        ("www-data", (33, 33, [29])),
+        ("app", (1000, 1000, [29, 44])),
+        ("1000", (1000, 1000, [29, 44])),
+        ("4242", (4242, 0, [])),  # a uid the image does not list is fine
+        ("app:tty", (1000, 5, [])),  # an explicit group means no supplementary groups
+        ("app:5000", (1000, 5000, [])),
+        ("4242:4242", (4242, 4242, [])),
+    ],
+)
+def test_user_is_resolved_in_the_image(user, expected):
+    assert resolve_user(user, PASSWD, GROUP) == expected
+
+
+def test_user_comes_from_spec_then_image():
+    user = make_spec({"User": "app"}, {"Cmd": ["x"], "User": "www-data"})["process"]["user"]
+    assert user == {"uid": 1000, "gid": 1000, "additionalGids": [29, 44]}
+    user = make_spec({}, {"Cmd": ["x"], "User": "www-data"})["process"]["user"]
+    assert user == {"uid": 33, "gid": 33, "additionalGids": [29]}
+
+
+def test_unknown_user_or_group_refused_with_dockers_words():
+    with pytest.raises(UnknownUser, match="unable to find user nobody: no matching entries in passwd file"):
+        make_spec({"User": "nobody"})
+    with pytest.raises(UnknownUser, match="unable to find group staff: no matching entries in group file"):
+        resolve_user("app:staff", PASSWD, GROUP)
+    with pytest.raises(UnknownUser):
+        resolve_user("app", None, None)  # an image without /etc/passwd knows no names
+
+
+def test_capabilities_are_dockers_fourteen_not_inheritable():
+    caps = make_spec()["process"]["capabilities"]
+    expected = {
+        "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+        "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    }
+    for kind in ("bounding", "effective", "permitted"):
+        assert set(caps[kind]) == expected and len(caps[kind]) == 14
+    assert "inheritable" not in caps and "ambient" not in caps
+    assert make_spec()["process"]["noNewPrivileges"] is False
+
+
+def test_masked_and_readonly_proc_paths():
+    linux = make_spec()["linux"]
+    assert set(linux["maskedPaths"]) == {
+        "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+        "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+    }
+    assert set(linux["readonlyPaths"]) == {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+
+
+def test_default_mounts_with_64m_shm_and_readonly_sys():
+    mounts = {m["destination"]: m for m in make_spec()["mounts"]}
+    assert set(mounts) == {"/proc", "/dev", "/dev/pts", "/sys", "/sys/fs/cgroup", "/dev/mqueue", "/dev/shm"}
+    shm = mounts["/dev/shm"]
+    assert shm["type"] == "tmpfs"
+    assert f"size={64 * 1024 * 1024}" in shm["options"]
+    assert {"nosuid", "noexec", "nodev", "mode=1777"} <= set(shm["options"])
+    assert "ro" in mounts["/sys"]["options"] and "ro" in mounts["/sys/fs/cgroup"]["options"]
+
+
+def test_secrets_read_only_and_generated_etc_files_bound():
+    spec = make_spec(secrets_dir="/run/rs/t1/secrets", resolv_conf="/rs/t1/resolv.conf", hosts="/rs/t1/hosts",
+                     hostname_file="/rs/t1/hostname")
+    mounts = {m["destination"]: m for m in spec["mounts"]}
+    assert mounts["/run/secrets"]["source"] == "/run/rs/t1/secrets"
+    assert "ro" in mounts["/run/secrets"]["options"] and "rbind" in mounts["/run/secrets"]["options"]
+    for destination, source in (("/etc/resolv.conf", "/rs/t1/resolv.conf"), ("/etc/hosts", "/rs/t1/hosts"),
+                                ("/etc/hostname", "/rs/t1/hostname")):
+        assert mounts[destination]["type"] == "bind" and mounts[destination]["source"] == source
+        assert "ro" not in mounts[destination]["options"]
+
+
+def test_namespaces_with_and_without_a_prepared_network():
+    types = lambda spec: {n["type"]: n for n in spec["linux"]["namespaces"]}  # noqa: E731
+    fresh = types(make_spec())
+    assert set(fresh) == {"pid", "ipc", "uts", "mount", "cgroup", "network"}
+    assert "path" not in fresh["network"]
+    joined = types(make_spec(netns="/run/netns/t1"))
+    assert joined["network"] == {"type": "network", "path": "/run/netns/t1"}
+
+
+def test_resources_from_limits():
+    spec = make_spec(limits={"MemoryBytes": 256 * 2**20, "NanoCPUs": 1_500_000_000, "Pids": 100})
+    resources = spec["linux"]["resources"]
+    assert resources["memory"] == {"limit": 256 * 2**20}
+    assert resources["cpu"] == {"quota": 150_000, "period": 100_000}
+    assert resources["pids"] == {"limit": 100}
+    assert "memory" not in make_spec()["linux"]["resources"]
+
+
+def test_device_cgroup_denies_all_then_allows_dockers_defaults():
+    rules = make_spec()["linux"]["resources"]["devices"]
+    assert rules[0] == {"allow": False, "access": "rwm"}
+    allowed = {(r["type"], r.get("major"), r.get("minor")) for r in rules[1:] if r["allow"]}
+    assert {("c", 1, 3), ("c", 1, 5), ("c", 1, 9), ("c", 136, None), ("c", 5, 2)} <= allowed
+    assert ("b", 8, 0) not in allowed
+
+
+def test_root_hostname_cgroup_and_version():
+    spec = make_spec()
+    assert spec["ociVersion"] == "1.0.2"
+    assert spec["root"] == {"path": "/var/lib/raftswarm/tasks/t1/rootfs", "readonly": False}
+    assert spec["hostname"] == "0123456789ab"
+    assert spec["linux"]["cgroupsPath"] == "/raftswarm/t1"
+    assert spec["linux"]["seccomp"] == default_profile()
+
+
+def test_seccomp_allows_by_default_and_denies_dockers_documented_list():
+    profile = default_profile()
+    assert profile["defaultAction"] == "SCMP_ACT_ALLOW"
+    assert "SCMP_ARCH_X86_64" in profile["architectures"]
+    denied = {name for rule in profile["syscalls"] if rule["action"] == "SCMP_ACT_ERRNO" for name in rule["names"]}
+    assert {"mount", "unshare", "setns", "ptrace", "keyctl", "bpf", "reboot"} <= denied
+    assert not {"read", "write", "openat", "clone", "execve"} & denied
+    assert all(rule["errnoRet"] == 1 for rule in profile["syscalls"])
+
+
+def test_spec_is_json_serializable():
+    spec = make_spec({"User": "app"}, netns="/run/netns/t1", secrets_dir="/s", limits={"MemoryBytes": 1 << 20})
+    assert json.loads(json.dumps(spec)) == spec
