@@ -52,7 +52,8 @@ def with_registry_auth(request: web.Request, spec: Any, current: dict[str, Any] 
     """`spec` with the credentials of the request's X-Registry-Auth header (`docker service create/update
     --with-registry-auth`), or, on an update without them, the ones the service has. A client cannot set them in
     the body: Docker's ServiceSpec has no such field."""
-    container = (spec.get("TaskTemplate") or {}).get("ContainerSpec") if isinstance(spec, dict) else None
+    template = spec.get("TaskTemplate") if isinstance(spec, dict) else None
+    container = template.get("ContainerSpec") if isinstance(template, dict) else None
     if not isinstance(container, dict):
         return spec  # validation refuses it with its own message
     container.pop(PULL_OPTIONS, None)
