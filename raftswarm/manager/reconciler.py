@@ -511,13 +511,12 @@ class Reconciler:
         self._changed = asyncio.Event()
         self.rounds = 0
         self.failed_rounds = 0
-        self.skipped: dict[tuple[str, str], str] = {}
-        """(kind, ID) -> why the control loops skip that object, for as long as they do."""
-        self._screen = Screen(self._skip)
+        self._screen = Screen(_report_skipped)
 
-    def _skip(self, kind: str, object_id: str, problem: str) -> None:
-        log.error("the control loops skip %s %s until it is fixed: %s", kind.rstrip("s"), object_id, problem)
-        self.skipped[(kind, object_id)] = problem
+    @property
+    def skipped(self) -> dict[tuple[str, str], str]:
+        """(kind, ID) -> why the control loops skip that object, for as long as they do."""
+        return self._screen.problems()
 
     async def run(self) -> None:
         while True:
@@ -556,7 +555,6 @@ class Reconciler:
             self._changed.clear()
             try:
                 view = view_of(self.store.state, self._screen)
-                self.skipped = {key: problem for key, problem in self.skipped.items() if key[1] in self._screen.broken(key[0])}
                 nodes_now = _nodes_fingerprint(view.nodes.values())
                 outcome = reconcile(
                     view, reconciled=reconciled, nodes_changed=nodes_now != nodes_seen, now=self._clock(), new_id=self._new_id
@@ -598,6 +596,10 @@ class Reconciler:
                 continue
             await asyncio.sleep(_DEBOUNCE)
             return
+
+
+def _report_skipped(kind: str, object_id: str, problem: str) -> None:
+    log.error("the control loops skip %s %s until it is fixed: %s", kind.rstrip("s"), object_id, problem)
 
 
 def _nodes_fingerprint(nodes: Iterable[StoredObject]) -> tuple[tuple[str, int], ...]:

@@ -144,3 +144,7 @@ class Screen:
     def broken(self, kind: str) -> set[str]:
         """IDs of the objects of `kind` left out by the last `passed`."""
         return {object_id for (k, object_id), (_, problem) in self._verdicts.items() if k == kind and problem}
+
+    def problems(self) -> dict[tuple[str, str], str]:
+        """(kind, ID) -> why the object is left out, for every object left out by the last `passed` of its kind."""
+        return {key: problem for key, (_, problem) in self._verdicts.items() if problem}
