@@ -30,11 +30,12 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from raftswarm.agent.shim import release_all
+from raftswarm.images.store import ImageStore
 from raftswarm.node.state_dir import StateDir
 from raftswarm.node.networking import namespace_prefix
 from raftswarm.node.swarmcluster import ClusterNode, SwarmCluster, network_namespaces
 from raftswarm.raft.wal import FSYNC_DELAY_FILE, SegmentHeader
+from raftswarm.runtime.containers import release_all
 
 TEST_HOOKS_ENV = "RAFTSWARM_TEST_HOOKS"
 """Set to 1 in the nodes' environment by the chaos runner; the nodes then honour the hook files below."""
@@ -204,7 +205,9 @@ class Nemesis:
         self.killed.discard(node)
         async with cluster.client(via, CALL_TIMEOUT) as api:
             await api.node_remove(old_id, force=True)
-        release_all(str(StateDir(node.state_dir).worker_tasks))
+        state = StateDir(node.state_dir)
+        if state.worker_containers.is_dir():
+            release_all(state.worker_containers, ImageStore(state.images))
         # The old identity's overlay namespaces: `cluster down` only knows the nodes' current IDs.
         for namespace in network_namespaces():
             if namespace.startswith(f"{namespace_prefix(old_id)}ov-"):

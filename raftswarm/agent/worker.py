@@ -5,15 +5,16 @@ A task moves ACCEPTED -> PREPARING -> READY, waits there while its desired state
 restart), then STARTING -> RUNNING and ends COMPLETE (exit 0), FAILED (any other exit, with the exit code),
 REJECTED (it could not be started) or SHUTDOWN (the swarm told it to stop). States only move forward.
 
-Tasks run under shims (`agent.runtime`, `agent.shim`) that outlive the agent: an agent that starts again
-finds the tasks its predecessor started, and the first complete assignment set decides their fate -- an
-assigned one is followed on where it is, never started twice; one no longer assigned here is stopped. A task
-the swarm believes started here but whose shim is gone is reported FAILED, so its restart policy replaces it.
+Tasks run as OCI containers (`runtime.containers`) whose monitors outlive the agent: an agent that starts
+again finds the containers its predecessor started, and the first complete assignment set decides their fate
+-- an assigned one is followed on where it is, never started twice; one no longer assigned here is stopped. A
+task the swarm believes started here but whose container is gone is reported FAILED, so its restart policy
+replaces it.
 
 Secrets arrive with the assignments of the tasks that use them and are kept in this process's memory
 only, never written to the state directory or logged; a secret no assigned task references is dropped.
-Tasks' output stays with their shims while they run; the agent keeps the output of the last
-`ENDED_TASK_LOGS` tasks that ended, for `service logs`.
+Tasks' output stays in their containers' log files while they run; the agent keeps the last
+`ENDED_LOG_LINES` lines of each of the last `ENDED_TASK_LOGS` tasks that ended, for `service logs`.
 
 The assignment stream, the status reports and the log subscriptions use their own connections to the
 manager the node's heartbeat session (`agent.session.Session`) is talking to, and follow it when it moves
@@ -27,7 +28,6 @@ import logging
 import ssl
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 from ..addresses import parse_host_port
@@ -35,8 +35,8 @@ from ..errors import RaftswarmError
 from ..images.auth import decode_auth
 from ..manager.orchestrator import TaskState
 from ..manager.rpc import REMOVED, RpcClient, RpcError
+from ..runtime.containers import Container, ContainerRuntime, SupervisorGone, TaskRejected
 from .logpublisher import serve_log_subscriptions
-from .runtime import RunningTask, ShimGone, TaskRejected, TaskRuntime
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 ASSIGNMENT_WAIT = 10.0
 """How long the dispatcher may hold an assignments call open waiting for a change."""
 ENDED_TASK_LOGS = 100
-"""Ended tasks whose output the agent keeps (each at most the shim's 1 MiB ring)."""
+ENDED_LOG_LINES = 1000
+"""Ended tasks whose output the agent keeps in memory, and how many of each one's last lines: a task's log
+file goes with its container."""
 _RETRY = 0.2
 _RETRY_MAX = 5.0
 """Longest wait between attempts to reach a manager that keeps failing: one heartbeat period by default, so
@@ -72,24 +74,17 @@ class ImageUnavailable(RaftswarmError):
 class TaskNetworks(Protocol):
     """The node's data plane as the agent uses it (`node.networking.NodeNetworks`)."""
 
-    async def attach(self, task: dict[str, Any], running: RunningTask) -> None: ...
+    async def attach(self, task: dict[str, Any], running: Container) -> None: ...
     async def detach(self, task_id: str) -> None: ...
     async def remove_all(self) -> None: ...
     async def close(self) -> None: ...
 
 
-def task_name(task: dict[str, Any]) -> str:
-    """Docker's task name: `<service>.<slot>.<task id>`, or `<service>.<node id>.<task id>` for a global service."""
-    service = (task.get("ServiceAnnotations") or {}).get("Name") or task.get("ServiceID", "")
-    slot = task.get("Slot") or task.get("NodeID", "")
-    return f"{service}.{slot}.{task['ID']}"
-
-
 class _TaskController:
     """Walks one task through its states; `update` hands it the newest version of the task. `running` is
-    given for a task an earlier agent started (found through its shim)."""
+    given for a task an earlier agent started (found through its container's monitor)."""
 
-    def __init__(self, agent: Agent, task: dict[str, Any], running: RunningTask | None = None) -> None:
+    def __init__(self, agent: Agent, task: dict[str, Any], running: Container | None = None) -> None:
         self.agent = agent
         self.task = task
         self.state = TaskState.of(task["Status"]["State"])
@@ -115,6 +110,7 @@ class _TaskController:
         if exit_code is not None or self.running is not None:
             container: dict[str, Any] = {}
             if self.running is not None:
+                container["ContainerID"] = self.running.container_id
                 container["PID"] = self.running.pid
             if exit_code is not None:
                 container["ExitCode"] = exit_code
@@ -140,8 +136,8 @@ class _TaskController:
                     log.exception("task %s: could not plug it into its networks again", self.task["ID"])
         try:
             code = await self._supervise(self.running)
-        except ShimGone:
-            self._report(TaskState.FAILED, "failed", "task: its shim process died; the task was killed with it")
+        except SupervisorGone:
+            self._report(TaskState.FAILED, "failed", "task: its container's monitor died; the task's fate is unknown")
             return
         await self._keep_output()
         if code is None:
@@ -156,7 +152,7 @@ class _TaskController:
             self._report(TaskState.SHUTDOWN, "shutdown")
             return False
         if self.state >= TaskState.STARTING:
-            # The swarm saw it start here, but no shim of it is left (the node restarted): it is gone.
+            # The swarm saw it start here, but no container of it is left (the node restarted): it is gone.
             self._report(TaskState.FAILED, "failed", "task: not running any more: the node restarted without it")
             return False
         self._report(TaskState.ACCEPTED, "accepted")
@@ -177,7 +173,7 @@ class _TaskController:
         self._report(TaskState.STARTING, "starting")
         try:
             self.running = await self.agent.runtime.start(
-                self.task, self.agent.secrets_of(self.task), name=task_name(self.task), prepare=self._plug_networks()
+                self.task, self.agent.secrets_of(self.task), prepare=self._plug_networks()
             )
         except TaskRejected as exc:
             self._report(TaskState.REJECTED, "rejected", str(exc))
@@ -190,7 +186,7 @@ class _TaskController:
         per state change of a layer, not per byte."""
         self.agent.report(self.task["ID"], {"State": TaskState.PREPARING.api, "Message": f"preparing: {line}"})
 
-    async def _supervise(self, running: RunningTask) -> int | None:
+    async def _supervise(self, running: Container) -> int | None:
         """Until the task ends: its exit code, or None once it was stopped (reported SHUTDOWN)."""
         exited = asyncio.create_task(running.wait())
         stop_requested = asyncio.create_task(self._wait_for(lambda: self._desired() > TaskState.RUNNING))
@@ -222,16 +218,16 @@ class _TaskController:
         return lambda running: networks.attach(task, running)
 
     async def _keep_output(self) -> None:
-        """The ended task's output goes from its shim to the agent, and the shim is let go."""
+        """The ended task's last lines go from its log file to the agent's memory, and its container is removed."""
         running = self.running
         if running is None:
             return
         if self.agent.networks is not None:
             await self.agent.networks.detach(self.task["ID"])
         try:
-            self.agent.keep_logs(self.task["ID"], [line async for line in running.logs()])
-        except ShimGone:
-            pass
+            self.agent.keep_logs(self.task["ID"], [line async for line in running.logs(tail=ENDED_LOG_LINES)])
+        except OSError as exc:
+            log.warning("task %s: its output could not be read: %s", self.task["ID"], exc)
         await running.release()
 
     def _finished(self, runner: asyncio.Task[None]) -> None:
@@ -254,19 +250,19 @@ class Agent:
         self,
         session: Session,
         context: ssl.SSLContext,
-        tasks_dir: Path,
+        runtime: ContainerRuntime,
         images: TaskImages,
         networks: TaskNetworks | None = None,
     ) -> None:
-        """`tasks_dir`: where the tasks' shims keep their sockets (in the worker's state directory); `images`:
-        where tasks' images come from (`node.images`); `networks`: the node's data plane, None where it has
-        none (see `node.networking`)."""
+        """`runtime`: the node's containers (in the worker's state directory); `images`: where tasks' images
+        come from (`node.images`); `networks`: the node's data plane, None where it has none (see
+        `node.networking`)."""
         self.session = session
         self.context = context
         self.images = images
         self.networks = networks
         self._warned_no_data_plane = False
-        self.runtime = TaskRuntime(tasks_dir)
+        self.runtime = runtime
         self.tasks: dict[str, _TaskController] = {}
         self.secrets: dict[str, dict[str, Any]] = {}
         """Secret ID -> {"Spec", "Data"}: in memory only."""
@@ -275,7 +271,7 @@ class Agent:
         """Controllers of tasks no longer assigned here, until their process has stopped."""
         self._reports: dict[str, dict[str, Any]] = {}
         self._reports_waiting = asyncio.Event()
-        self._found: dict[str, RunningTask] | None = None
+        self._found: dict[str, Container] | None = None
         """Tasks an earlier agent started, until the first complete assignment set says what to do with them."""
         self._ended_logs: OrderedDict[str, list[LogLine]] = OrderedDict()
 
@@ -311,7 +307,7 @@ class Agent:
     async def read_logs(
         self, task_id: str, *, tail: int | None = None, follow: bool = False, since: float | None = None
     ) -> AsyncIterator[LogLine]:
-        """A task's output lines, oldest first (see `RunningTask.logs`); nothing for a task unknown here."""
+        """A task's output lines, oldest first (see `Container.logs`); nothing for a task unknown here."""
         controller = self.tasks.get(task_id)
         running = controller.running if controller is not None else None
         if running is not None and task_id not in self._ended_logs:
@@ -319,8 +315,8 @@ class Agent:
                 async for line in running.logs(tail=tail, since=since, follow=follow):
                     yield line
                 return
-            except ShimGone:
-                pass  # it ended and was let go just now: its output is kept below
+            except OSError:
+                pass  # it ended and was removed just now: its output is kept below
         lines = [line for line in self._ended_logs.get(task_id, []) if since is None or line[1] >= since]
         for line in lines[len(lines) - tail :] if tail is not None and tail < len(lines) else lines:
             yield line
@@ -343,7 +339,7 @@ class Agent:
 
     async def close(self, stop_tasks: bool = True) -> None:
         """Stop following the tasks. With `stop_tasks` (the node leaves the swarm or stops) kill them and
-        their shims; without (the node changes role) leave them running for the next agent to find."""
+        their containers; without (the node changes role) leave them running for the next agent to find."""
         found = [_TaskController(self, _unassigned(task_id), running) for task_id, running in (self._found or {}).items()]
         self._found = None
         controllers = [*self.tasks.values(), *self._retired, *found]
@@ -355,7 +351,6 @@ class Agent:
         self.tasks.clear()
         self._retired.clear()
         self.secrets.clear()
-        await self.runtime.close()
 
     async def _connect(self, target: str | None) -> RpcClient:
         host, port = parse_host_port(target or self.session.connected_to or self.session.managers[0])

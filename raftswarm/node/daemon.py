@@ -49,6 +49,7 @@ from ..raft.core import RaftCore
 from ..raft.driver import DriverConfig
 from ..raft.storage import RaftStorage
 from ..raft.transport import raft_id_of
+from ..runtime.containers import ContainerRuntime
 from .images import NodeImages
 from .manager import Manager, ManagerConfig
 from .manager_client import JOIN_TIMEOUT, call_as, call_pinned, fetch_pinned_roots, join_raft, split_addr
@@ -83,6 +84,8 @@ class NodeConfig:
     """dockerd's --insecure-registry: registries (host:port or CIDR) reached without TLS verification."""
     registry_aliases: dict[str, str] = field(default_factory=dict)
     """Registry name as users write it -> where this node reaches it (the local cluster's localhost:5000)."""
+    init: bool = False
+    """dockerd's --init: tasks whose ContainerSpec.Init is unset run under an init (tini) as PID 1."""
 
 
 def api_tls_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
@@ -215,7 +218,11 @@ class NodeDaemon:
             )
         self.networks = networks
         self.agent = Agent(
-            self.session, self.session.context, self.state_dir.worker_tasks, NodeImages(self.images, self.registry), networks
+            self.session,
+            self.session.context,
+            ContainerRuntime(self.state_dir.worker_containers, self.images, init=self.config.init),
+            NodeImages(self.images, self.registry),
+            networks,
         )
         self._agent_task = asyncio.create_task(self.agent.run(), name="agent")
         self._agent_task.add_done_callback(_log_failure)

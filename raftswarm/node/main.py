@@ -91,6 +91,7 @@ def _aliases(values: tuple[str, ...]) -> dict[str, str]:
     metavar="NAME=HOST:PORT",
     help="Reach the registry users call NAME at HOST:PORT (repeatable): the local cluster's localhost:5000 from inside a node's namespace.",
 )
+@click.option("--init", "init", is_flag=True, help="Run an init (tini) inside each task's container to forward signals and reap processes, unless its ContainerSpec.Init says otherwise; as dockerd's --init.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]), show_default=True)
 def main(
     state_dir: str,
@@ -111,6 +112,7 @@ def main(
     registry_mirrors: tuple[str, ...],
     insecure_registries: tuple[str, ...],
     registry_aliases: tuple[str, ...],
+    init: bool,
     log_level: str,
 ) -> None:
     """Run a raftswarm node: a manager or worker of a swarm, or a standalone node awaiting `swarm init`."""
@@ -132,6 +134,7 @@ def main(
         registry_mirrors=list(registry_mirrors),
         insecure_registries=list(insecure_registries),
         registry_aliases=_aliases(registry_aliases),
+        init=init,
     )
     try:
         asyncio.run(NodeDaemon(config).run())

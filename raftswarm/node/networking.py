@@ -3,7 +3,7 @@ It lives with the node (which assembles the roles) because it joins the agent to
 `dataplane`; the agent calls it through `agent.worker.TaskNetworks`.
 
 When a task with NetworksAttachments starts (between the creation of its namespaces and the start of its
-command: `runtime.TaskRuntime.start(prepare=...)`), for each of its networks:
+command: `runtime.containers.ContainerRuntime.start(prepare=...)`), for each of its networks:
 
 - the network's overlay exists on this node (`dataplane.overlay`: a namespace with a bridge and a VXLAN
   device on the node's advertise address), created on first use and removed when the node's last task
@@ -47,7 +47,7 @@ from ..gossip.table import TableConfig
 from ..gossip.wire import Keyring
 from ..manager.keymanager import gossip_keyring_order
 from ..manager.networkapi import vxlan_id
-from ..agent.runtime import RunningTask
+from ..runtime.containers import Container
 
 log = logging.getLogger(__name__)
 
@@ -269,12 +269,10 @@ class NodeNetworks:
             self.mesh = await asyncio.to_thread(LoadBalancer, None, MESH_TABLE)
         return self.mesh
 
-    async def attach(self, task: dict[str, Any], running: RunningTask) -> None:
+    async def attach(self, task: dict[str, Any], running: Container) -> None:
         """Plug a starting task into its networks (see the module docstring), then the gateway bridge (its
         way out, and in for its host-mode published ports)."""
         attachments = task.get("NetworksAttachments") or []
-        if running.netns_path is None:
-            return
         if attachments and self.gossip is None:
             raise RuntimeError("the node has no gossip key from the managers yet; the task will be retried")
         local = _LocalTask(task["ID"], running.netns_path, [])

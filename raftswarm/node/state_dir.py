@@ -5,7 +5,8 @@
     certificates/swarm-node.crt|.key    this node's certificate and private key
     certificates/raft.kek               the key-encryption key of the Raft log, when the swarm is not autolocked
     raft/                               the encrypted Raft WAL and snapshots (managers only)
-    worker/tasks/<task id>.sock         the sockets of the shims running this node's tasks (never secrets)
+    worker/containers/                  this node's task containers (`runtime.containers`): bundles, logs, exit
+                                        codes, runc's state; secrets only on tmpfs mounts, never on disk
     images/                             the node's image store (`images.store`): kept when the node leaves
                                         its swarm, as dockerd keeps its images
 """
@@ -66,7 +67,7 @@ class StateDir:
         self.node_key = self.certificates / "swarm-node.key"
         self.kek = self.certificates / "raft.kek"
         self.raft = self.root / "raft"
-        self.worker_tasks = self.root / "worker" / "tasks"
+        self.worker_containers = self.root / "worker" / "containers"
         self.node_state = self.root / "state.json"
         self.images = self.root / "images"
 

@@ -43,13 +43,14 @@ from pathlib import Path
 from typing import Any, Self
 
 from .networking import namespace_prefix
-from ..agent.shim import release_all
 from ..api.client import ApiClient, ApiError
 from ..errors import RaftswarmError
 from ..raft.transport import raft_id_of
 from ..images.registryd import PIDFILE, LocalRegistry, stop_pid
 from ..images.samples import SAMPLES
 from ..images.samples import push as push_sample
+from ..images.store import ImageStore
+from ..runtime.containers import release_all
 from .processes import NodeProcess, NodeStartError, log_tail, spawn, stop_all, wait_for_api
 from .state_dir import StateDir
 
@@ -363,6 +364,7 @@ class SwarmCluster:
         registry: bool = True,
         samples: Sequence[str] = ("busybox",),
         docker_hub: bool = False,
+        init: bool = False,
     ) -> SwarmCluster:
         """Start a swarm of `managers` + `workers` nodes and wait until every node is Ready.
 
@@ -374,7 +376,9 @@ class SwarmCluster:
         docstring) and pushes the sample images named in `samples` into it ("busybox", "python", or with a tag
         of their own: "busybox:2"). Without `docker_hub`, Docker Hub names reach only that registry (nothing
         leaves the machine: what tests want); with it, the registry is tried first, then Docker Hub, as a
-        dockerd with a mirror does. Without a registry, nodes pull from where references point.
+        dockerd with a mirror does. Without a registry, nodes pull from where references point. `init` starts
+        every node with `--init` (dockerd's: tasks run under tini unless their ContainerSpec.Init says not to),
+        so a task whose process ignores SIGTERM as PID 1 stops at once instead of after its grace period.
         """
         check_name(name)
         if network not in NETWORKS:
@@ -414,7 +418,8 @@ class SwarmCluster:
             if registry:
                 await cluster._start_registry(base, samples)
                 cluster.docker_hub = docker_hub
-            cluster._plan(names, addresses, heartbeat_period, node_args or {})
+            extra = {name: [*(["--init"] if init else []), *(node_args or {}).get(name, ())] for name in names}
+            cluster._plan(names, addresses, heartbeat_period, extra)
             if cluster.network == NETNS:
                 cluster._create_network()
             for node in cluster.nodes:
@@ -861,9 +866,11 @@ class SwarmCluster:
                 node.process = None
                 node.pidfile.unlink(missing_ok=True)
         for node in self.nodes:
-            # Tasks outlive a node killed with SIGKILL (their shims wait for the next agent): end them too,
+            # Tasks outlive a node killed with SIGKILL (their monitors wait for the next agent): end them too,
             # and the overlay namespaces such a node could not remove.
-            failures += release_all(str(StateDir(node.state_dir).worker_tasks))
+            state = StateDir(node.state_dir)
+            if state.worker_containers.is_dir():
+                failures += release_all(state.worker_containers, ImageStore(state.images))
         prefixes = tuple(f"{namespace_prefix(node.node_id)}ov-" for node in self.nodes if node.node_id)
         for namespace in network_namespaces() if prefixes else ():
             if namespace.startswith(prefixes):

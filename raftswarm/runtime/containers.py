@@ -1,0 +1,504 @@
+"""Running a node's tasks as OCI containers: runc starts each from a bundle, conmon supervises it.
+
+For each task the agent starts, `ContainerRuntime.start`:
+
+1. mounts the task's root filesystem, an overlay of its image from the node's image store;
+2. resolves the process against the image (`runtime.spec`: Docker's Entrypoint/Cmd/Env/User rules, users
+   from the IMAGE's /etc/passwd and /etc/group) and rejects the task if it cannot run;
+3. writes /etc/hosts, /etc/hostname and /etc/resolv.conf for it, and its secrets onto a tmpfs of their own
+   (`runtime.secrets`), all bind-mounted in;
+4. writes the bundle's config.json (Docker's confinement: namespaces, capabilities, seccomp, masked paths,
+   cgroup limits) and has conmon run `runc create`: the container's namespaces exist, its process waits;
+5. lets the agent plug the task's network namespace (`/proc/<pid>/ns/net`) into its networks;
+6. `runc start`s it.
+
+Why runc and conmon. runc (Debian's 1.1.5) works on this kind of host as it is: crun 1.8.1 refuses hybrid
+cgroup v1/v2 layouts ("cgroups in hybrid mode not supported") without a workaround, and its 6 ms start beats
+runc's ~20 ms by less than what the rest of a start costs. conmon, podman's container monitor, is the
+supervisor that outlives the agent: a small C process per container (about 0.5 MB PSS with its container,
+against 2.6 MB for Docker's containerd-shim) that is the container's parent, writes its output to a log file
+(`runtime.logs`) and its exit code to a file, and exits after it. A restarted agent finds each task's
+directory, and reattaches through conmon's PID and the container's state, so nothing runs twice.
+
+A node's files, under the runtime's directory (in the worker's state directory; no container sees any):
+
+    tasks/<task id>/config.json   the OCI bundle (the rootfs is the image store's overlay)
+    tasks/<task id>/log           the output, conmon's k8s-file format
+    tasks/<task id>/<task id>     the exit code, written by conmon when the container ended
+    tasks/<task id>/conmon.pid, pid    conmon's PID, the container's init's PID
+    tasks/<task id>/hosts, hostname, resolv.conf
+    tasks/<task id>/secrets/      mount point of the task's secrets tmpfs while it exists
+    runc/                         runc's state (--root)
+
+Without root nothing here can run: there is no fallback to host processes (see `unavailable`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import os
+import select
+import secrets as random_ids
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import RaftswarmError
+from ..images.errors import ImageError
+from ..images.store import ImageStore
+from . import files, logs
+from .secrets import InvalidSecretTarget, mount_secrets, secret_files, unmount_secrets
+from .spec import NoCommand, UnknownUser, task_spec
+
+log = logging.getLogger(__name__)
+
+RUNC = "runc"
+CONMON = "conmon"
+INIT_BINARY = "/usr/bin/tini-static"
+"""Docker's `--init` runs tini (as docker-init); Debian's tini package ships it statically linked, so it runs
+in any image."""
+INIT_PATH = "/sbin/docker-init"
+DEFAULT_STOP_GRACE_NS = 10_000_000_000
+START_TIMEOUT = 30.0
+"""How long creating a container may take (normally ~40 ms: conmon and runc) before the task is rejected;
+generous, because a node starting a hundred tasks at once on two cores queues them."""
+RELEASE_TIMEOUT = 5.0
+CGROUP_PARENT = "raftswarm-tasks"
+_CAP_SYS_ADMIN = 21
+
+
+class TaskRejected(RaftswarmError):
+    """The task cannot be run as specified; the message says why, for `service ps`."""
+
+
+class SupervisorGone(RaftswarmError):
+    """The task's conmon is not there any more and left no exit code: the task's fate is unknown."""
+
+
+def unavailable() -> str | None:
+    """Why this node cannot run containers, or None if it can."""
+    if os.geteuid() != 0 or not _has_cap_sys_admin():
+        return "running tasks needs root (with CAP_SYS_ADMIN): the node creates namespaces and mounts for containers"
+    for program, package in ((RUNC, "runc"), (CONMON, "conmon")):
+        if shutil.which(program) is None:
+            return f"{program} is missing: install the Debian package {package} (./setup does)"
+    return None
+
+
+def _has_cap_sys_admin() -> bool:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> _CAP_SYS_ADMIN & 1)
+    return False
+
+
+def hostname_of(task: Mapping[str, Any], container_id: str) -> str:
+    """Docker's: the spec's Hostname, else the container ID's first 12 hex characters."""
+    return ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Hostname") or container_id[:12]
+
+
+def task_addresses(task: Mapping[str, Any]) -> list[str]:
+    """The task's addresses on its networks, as its /etc/hosts lists them."""
+    return [
+        address.partition("/")[0]
+        for attachment in task.get("NetworksAttachments") or []
+        for address in attachment.get("Addresses") or []
+    ]
+
+
+class ContainerRuntime:
+    """A node's containers, kept under `directory` (in the worker's state directory). `images` is the node's
+    image store; `init` is the node's default for ContainerSpec.Init (dockerd's `--init`)."""
+
+    def __init__(self, directory: Path, images: ImageStore, *, init: bool = False) -> None:
+        self.directory = Path(directory)
+        self.tasks_dir = self.directory / "tasks"
+        self.runc_root = self.directory / "runc"
+        for path in (self.directory, self.tasks_dir, self.runc_root):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(path, 0o700)
+        self.images = images
+        self.init = init
+
+    def _task_dir(self, task_id: str) -> Path:
+        if not task_id.isalnum():
+            raise TaskRejected(f"task ID {task_id!r} is not alphanumeric")
+        return self.tasks_dir / task_id
+
+    async def start(
+        self,
+        task: dict[str, Any],
+        secrets: Mapping[str, bytes],
+        *,
+        prepare: Callable[[Container], Awaitable[None]] | None = None,
+    ) -> Container:
+        """Start the task from its image (already in the store). `secrets` maps secret ID -> data for the
+        secrets it references. `prepare` runs once the container's namespaces exist and before its process
+        starts (the agent plugs its network interfaces in); if it raises, the task is rejected. Raises
+        TaskRejected if it cannot run; nothing of it is left then."""
+        reason = unavailable()
+        if reason is not None:
+            raise TaskRejected(reason)
+        task_id = task["ID"]
+        directory = self._task_dir(task_id)
+        if directory.exists():
+            await self._remove(task_id)  # what an earlier, failed start of it left
+        directory.mkdir(mode=0o700)
+        container = None
+        try:
+            await asyncio.to_thread(self._write_bundle, task, secrets, directory)
+            container = await self._create(task_id, directory)
+            if prepare is not None:
+                try:
+                    await prepare(container)
+                except Exception as exc:
+                    raise TaskRejected(f"cannot prepare the task: {exc}") from None
+            await self._runc("start", task_id, what="start the container")
+        except BaseException:
+            await self._remove(task_id, container)
+            raise
+        return container
+
+    def _write_bundle(self, task: dict[str, Any], secrets: Mapping[str, bytes], directory: Path) -> None:
+        task_id = task["ID"]
+        container_spec = (task.get("Spec") or {}).get("ContainerSpec") or {}
+        reference = container_spec.get("Image") or ""
+        try:
+            image = self.images.resolve(reference)
+            rootfs = self.images.mount_rootfs(task_id, image)
+        except ImageError as exc:
+            raise TaskRejected(f"cannot mount the image {reference}: {exc}") from None
+        container_id = random_ids.token_hex(32)
+        hostname = hostname_of(task, container_id)
+        if len(hostname.encode()) > 64:
+            raise TaskRejected(f"hostname {hostname!r} is longer than 64 bytes")
+        limits = ((task.get("Spec") or {}).get("Resources") or {}).get("Limits") or {}
+        try:
+            file_list = secret_files(container_spec, secrets)
+            spec = task_spec(
+                task=task,
+                image_config=image.config.get("config") or {},
+                rootfs=str(rootfs),
+                hostname=hostname,
+                passwd=files.read_in_rootfs(rootfs, "etc/passwd"),
+                group=files.read_in_rootfs(rootfs, "etc/group"),
+                netns=None,
+                secrets_dir=str(directory / "secrets") if file_list else None,
+                resolv_conf=str(directory / "resolv.conf"),
+                hosts=str(directory / "hosts"),
+                hostname_file=str(directory / "hostname"),
+                cgroups_path=f"/{CGROUP_PARENT}/{task_id}",
+                limits=limits,
+            )
+        except (NoCommand, UnknownUser, InvalidSecretTarget) as exc:
+            raise TaskRejected(str(exc)) from None
+        init = container_spec.get("Init")
+        if init if init is not None else self.init:
+            spec["process"]["args"] = [INIT_PATH, "--", *spec["process"]["args"]]
+            spec["mounts"].append(
+                {"destination": INIT_PATH, "type": "bind", "source": INIT_BINARY, "options": ["rbind", "ro"]}
+            )
+        spec["annotations"] = {"io.raftswarm.task.id": task_id, "io.raftswarm.container.id": container_id}
+        _write_text(directory / "hosts", files.hosts_file(hostname, task_addresses(task)))
+        _write_text(directory / "hostname", f"{hostname}\n")
+        _write_text(directory / "resolv.conf", files.resolv_conf(bool(task.get("NetworksAttachments"))))
+        if file_list:
+            mount_secrets(directory / "secrets", file_list)
+        _write_text(directory / "config.json", json.dumps(spec), mode=0o600)
+
+    async def _create(self, task_id: str, directory: Path) -> Container:
+        """conmon runs `runc create`: the container exists, its process waits for `runc start`."""
+        read_end, write_end = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                CONMON, "--api-version", "1", "-c", task_id, "-u", task_id, "-n", task_id,
+                "-r", shutil.which(RUNC) or RUNC, "-b", str(directory),
+                "-p", str(directory / "pid"), "-P", str(directory / "conmon.pid"),
+                "-l", f"k8s-file:{directory / 'log'}", "--log-size-max", str(logs.LOG_MAX_BYTES),
+                "--exit-dir", str(directory), "--socket-dir-path", str(directory),
+                "--log-level", "error", "--runtime-arg", f"--root={self.runc_root}",
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL, pass_fds=(write_end,),
+                env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "_OCI_SYNCPIPE": str(write_end)},
+                cwd="/", start_new_session=True,
+            )
+        finally:
+            os.close(write_end)
+        try:
+            message = await asyncio.to_thread(_read_sync_pipe, read_end, START_TIMEOUT)
+        finally:
+            os.close(read_end)
+        await process.wait()  # conmon's first process only forks the monitor and exits
+        try:
+            pid = int(json.loads(message)["data"]) if message else -1
+        except (ValueError, KeyError, TypeError):
+            pid = -1
+        if pid <= 0:
+            detail = ""
+            try:
+                detail = str(json.loads(message).get("message", "")).strip() if message else ""
+            except ValueError:
+                pass
+            raise TaskRejected(f"cannot create the container: {detail or 'conmon gave no answer'}")
+        container = self._container(task_id, directory)
+        if container is None:
+            raise TaskRejected("cannot create the container: its monitor exited at once")
+        return container
+
+    def _container(self, task_id: str, directory: Path) -> Container | None:
+        try:
+            conmon_pid = int((directory / "conmon.pid").read_text())
+            pid = int((directory / "pid").read_text())
+        except (OSError, ValueError):
+            conmon_pid, pid = 0, 0
+        pidfd = _open_conmon(conmon_pid, task_id) if conmon_pid else None
+        if pidfd is None and not (directory / task_id).exists():
+            return None
+        return Container(self, task_id, directory, pid, pidfd)
+
+    def task_ids(self) -> list[str]:
+        """The tasks that have a container here (running, or ended and not yet released)."""
+        return sorted(path.name for path in self.tasks_dir.iterdir() if path.is_dir())
+
+    async def attach(self, task_id: str) -> Container | None:
+        """The container of `task_id` started by an earlier agent on this node, or None (and what is left of
+        it removed) if its conmon is gone without an exit code: then its fate is unknown."""
+        directory = self._task_dir(task_id)
+        container = self._container(task_id, directory)
+        if container is None:
+            log.warning("task %s: its monitor is gone and left no exit code; removing what is left", task_id)
+            await self._remove(task_id)
+        return container
+
+    async def _runc(self, *args: str, what: str) -> None:
+        process = await asyncio.create_subprocess_exec(
+            RUNC, f"--root={self.runc_root}", *args,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await process.communicate()
+        if process.returncode != 0:
+            raise TaskRejected(f"cannot {what}: {_runc_error(stderr)}")
+
+    async def _remove(self, task_id: str, container: Container | None = None) -> None:
+        """Kill and delete the container, unmount its secrets and root filesystem, remove its directory."""
+        directory = self._task_dir(task_id)
+        try:
+            await self._runc("delete", "--force", task_id, what=f"delete container {task_id}")
+        except TaskRejected as exc:
+            if "does not exist" not in str(exc):
+                log.warning("%s", exc)
+        if container is None:
+            container = self._container(task_id, directory) if directory.exists() else None
+        if container is not None:
+            await container._wait_monitor(RELEASE_TIMEOUT)
+            container._close()
+        await asyncio.to_thread(self._remove_files, task_id, directory)
+
+    def _remove_files(self, task_id: str, directory: Path) -> None:
+        unmount_secrets(directory / "secrets")
+        try:
+            self.images.release_rootfs(task_id)
+        except ImageError as exc:
+            log.warning("task %s: %s", task_id, exc)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class Container:
+    """A task's container, through its conmon."""
+
+    def __init__(self, runtime: ContainerRuntime, task_id: str, directory: Path, pid: int, pidfd: int | None) -> None:
+        self.runtime = runtime
+        self.task_id = task_id
+        self.directory = directory
+        self.pid = pid
+        """The host PID of the container's first process."""
+        self._pidfd = pidfd
+        self._exited: asyncio.Future[None] | None = None
+        self.container_id = self._annotations().get("io.raftswarm.container.id", "")
+
+    def _annotations(self) -> dict[str, str]:
+        try:
+            return json.loads((self.directory / "config.json").read_text()).get("annotations") or {}
+        except (OSError, ValueError):
+            return {}
+
+    @property
+    def netns_path(self) -> str:
+        """The container's network namespace while it runs."""
+        return f"/proc/{self.pid}/ns/net"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "log"
+
+    def _monitor_gone(self) -> bool:
+        return self._pidfd is None or bool(select.select([self._pidfd], [], [], 0)[0])
+
+    async def _wait_monitor(self, timeout: float | None = None) -> bool:
+        """Until conmon exited (True), or `timeout` passed (False)."""
+        if self._monitor_gone():
+            return True
+        if self._exited is None:
+            loop = asyncio.get_running_loop()
+            self._exited = loop.create_future()
+            pidfd = self._pidfd
+            assert pidfd is not None
+
+            def on_exit() -> None:
+                loop.remove_reader(pidfd)
+                if not self._exited.done():
+                    self._exited.set_result(None)
+
+            loop.add_reader(pidfd, on_exit)
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._exited)
+            return True
+        except TimeoutError:
+            return False
+
+    def exit_code(self) -> int | None:
+        """The code conmon recorded (128+N if signal N killed the process), None while it runs."""
+        try:
+            return int((self.directory / self.task_id).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    async def wait(self) -> int:
+        """The exit code once the container ended and conmon wrote its output and code. Raises
+        SupervisorGone if conmon died without writing one."""
+        await self._wait_monitor()
+        code = self.exit_code()
+        if code is None:
+            raise SupervisorGone(f"the monitor of task {self.task_id} died and left no exit code")
+        return code
+
+    async def signal(self, signum: int) -> None:
+        """Send `signum` to the container's first process (as `docker kill --signal`); nothing if it ended."""
+        try:
+            await self.runtime._runc("kill", self.task_id, str(int(signum)), what="signal the container")
+        except TaskRejected as exc:
+            if not any(words in str(exc) for words in ("not running", "does not exist", "container not")):
+                raise
+
+    async def stop(self, grace_ns: int | None) -> int:
+        """SIGTERM, then SIGKILL after the grace period (Docker's 10 s if None); returns the exit code."""
+        grace = (DEFAULT_STOP_GRACE_NS if grace_ns is None else grace_ns) / 1e9
+        await self.signal(signal.SIGTERM)
+        if not await self._wait_monitor(grace):
+            await self.signal(signal.SIGKILL)
+        try:
+            return await self.wait()
+        except SupervisorGone:
+            return 128 + signal.SIGKILL
+
+    async def logs(
+        self, *, tail: int | None = None, since: float | None = None, follow: bool = False
+    ) -> AsyncIterator[logs.LogLine]:
+        """The task's output lines, oldest first: ("stdout" or "stderr", unix time, the line without its
+        newline); the last `tail`, those from `since` on; with `follow`, then new ones until the task ends."""
+        if not follow:
+            for line in await asyncio.to_thread(logs.read_lines, self.log_path, tail=tail, since=since):
+                yield line
+            return
+        async for batch in logs.follow_lines(self.log_path, self._monitor_gone, tail=tail, since=since):
+            for line in batch:
+                yield line
+
+    async def release(self) -> None:
+        """Kill what still runs, delete the container, unmount its secrets and root filesystem, forget it."""
+        await self.runtime._remove(self.task_id, self)
+
+    def _close(self) -> None:
+        if self._pidfd is not None:
+            if self._exited is not None and not self._exited.done():
+                asyncio.get_running_loop().remove_reader(self._pidfd)
+                self._exited.set_result(None)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+
+def release_all(directory: str | Path, images: ImageStore) -> list[str]:
+    """Kill and remove every container under `directory` (what a stopped or killed node left): for harnesses
+    tearing nodes down, outside any event loop. Returns what could not be removed."""
+    runtime = ContainerRuntime(Path(directory), images)
+    failures = []
+    for task_id in runtime.task_ids():
+        directory_of_task = runtime.tasks_dir / task_id
+        deleted = subprocess.run(
+            [RUNC, f"--root={runtime.runc_root}", "delete", "--force", task_id], capture_output=True
+        )
+        if deleted.returncode != 0 and b"does not exist" not in deleted.stderr:
+            failures.append(f"container of task {task_id}: {_runc_error(deleted.stderr)}")
+            continue
+        try:
+            conmon_pid = int((directory_of_task / "conmon.pid").read_text())
+        except (OSError, ValueError):
+            conmon_pid = 0
+        pidfd = _open_conmon(conmon_pid, task_id) if conmon_pid else None
+        if pidfd is not None:
+            if not select.select([pidfd], [], [], RELEASE_TIMEOUT)[0]:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            os.close(pidfd)
+        try:
+            runtime._remove_files(task_id, directory_of_task)
+        except OSError as exc:
+            failures.append(f"container of task {task_id}: {exc}")
+    return failures
+
+
+def _open_conmon(pid: int, task_id: str) -> int | None:
+    """A pidfd of conmon `pid` if it is alive and is the monitor of `task_id` (not a reused PID)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError as exc:
+        if exc.errno in (errno.ESRCH, errno.EINVAL):
+            return None
+        raise
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            argv = cmdline.read().split(b"\0")
+    except OSError:
+        argv = []
+    if not argv or os.path.basename(argv[0]) != CONMON.encode() or task_id.encode() not in argv:
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def _read_sync_pipe(fd: int, timeout: float) -> bytes:
+    """conmon's one message on its sync pipe ({"data": pid} or {"data": -1, "message": why}); b"" at EOF."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            return data
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return data
+        data += chunk
+    return data.split(b"\n", 1)[0]
+
+
+def _runc_error(stderr: bytes) -> str:
+    """runc's own words (`time=... level=error msg="..."`) without its logging decoration."""
+    text = stderr.decode(errors="replace").strip()
+    marker = 'msg="'
+    if marker in text:
+        text = text[text.rindex(marker) + len(marker):].rstrip('"')
+    return text or "runc failed"
+
+
+def _write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)

@@ -1,0 +1,89 @@
+"""The files a task's container is given, and the image files its spec is resolved against.
+
+`read_in_rootfs` reads a file of a task's root filesystem from the host without following a symlink out of
+it: an image is untrusted input, and its /etc/passwd could be a link to the node's own files. The generated
+files are Docker's: /etc/hosts with the loopback names and the task's own addresses under its hostname,
+/etc/hostname, and /etc/resolv.conf naming the task's resolver (127.0.0.11) with the host's search domains
+and options, or the host's file (minus loopback servers) for a task on no network.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+TASK_RESOLVER = "127.0.0.11"
+MAX_IMAGE_FILE = 1 << 20
+"""/etc/passwd and /etc/group of an image larger than 1 MiB are not read whole: the first MiB is plenty for
+any real image and bounds what a hostile one costs the node."""
+
+_LOOPBACK_HOSTS = (
+    "127.0.0.1\tlocalhost\n"
+    "::1\tlocalhost ip6-localhost ip6-loopback\n"
+    "fe00::0\tip6-localnet\n"
+    "ff00::0\tip6-mcastprefix\n"
+    "ff02::1\tip6-allnodes\n"
+    "ff02::2\tip6-allrouters\n"
+)
+"""What Docker's /etc/hosts starts with (libnetwork/etchosts.defaultContent)."""
+
+
+def read_in_rootfs(rootfs: Path, relative: str, limit: int = MAX_IMAGE_FILE) -> str | None:
+    """The text of `relative` (e.g. "etc/passwd") inside `rootfs`, or None if it is absent, not a regular
+    file, or reached through a symlink (which is not followed: it could point anywhere on the host)."""
+    parts = [part for part in relative.split("/") if part not in ("", ".")]
+    if not parts or ".." in parts:
+        raise ValueError(f"not a relative path inside the root filesystem: {relative!r}")
+    fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            try:
+                inner = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    return None
+                raise
+            os.close(fd)
+            fd = inner
+        try:
+            file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return None
+            raise
+        with os.fdopen(file_fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                return None
+            return file.read(limit).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def hosts_file(hostname: str, addresses: Iterable[str]) -> str:
+    """Docker's /etc/hosts for a container: the loopback names, then each of its addresses with its hostname."""
+    own = "".join(f"{address}\t{hostname}\n" for address in addresses)
+    return _LOOPBACK_HOSTS + own
+
+
+def resolv_conf(on_networks: bool, host_file: str = "/etc/resolv.conf") -> str:
+    """A task's resolv.conf. On networks: its own resolver (which forwards other names to the node's
+    servers), with the host's search domains and options, as Docker writes it for a user-defined network.
+    On none: the host's file without loopback servers, which mean nothing in the task's namespace."""
+    try:
+        with open(host_file) as host:
+            lines = [line.strip() for line in host]
+    except OSError:
+        lines = []
+    if on_networks:
+        kept = [line for line in lines if line.split()[:1] in (["search"], ["options"])]
+        return "".join(f"{line}\n" for line in [f"nameserver {TASK_RESOLVER}", *kept])
+    kept = [line for line in lines if not _loopback_server(line)]
+    return "".join(f"{line}\n" for line in kept)
+
+
+def _loopback_server(line: str) -> bool:
+    fields = line.split()
+    return len(fields) >= 2 and fields[0] == "nameserver" and (fields[1].startswith("127.") or fields[1] == "::1")
