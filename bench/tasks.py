@@ -4,13 +4,18 @@ Scenarios (`--scenario`, default all):
 
 - swarm: a local cluster of 1 manager + 2 workers (a network namespace per node as root, loopback
   addresses otherwise), heartbeat 1 s. `service create --replicas 100 --constraint node.role==worker`
-  running `sleep 1000`, timed from just before the request to all 100 tasks RUNNING as the leader's store
-  shows them (polled every few milliseconds). Every task is a real shim + isolated task (namespaces,
-  /run/secrets tmpfs, cgroup) as root. Repeated `--repeat` times. Target: all RUNNING within 3 s.
-- runtime: in this process, the task runtime alone (`agent.runtime.TaskRuntime`, what an agent calls):
-  `--starts` tasks started one after another (wall time per start: shim interpreter, namespaces, mounts,
-  exec), then as many at once (wall time for all, per task), and the memory one running task costs: the
-  proportional set size (PSS) of its shim and init, as /proc/<pid>/smaps_rollup gives it.
+  running `sleep 1000` from the `busybox` image (pulled from the cluster's registry by the first run),
+  timed from just before the request to all 100 tasks RUNNING as the leader's store shows them (polled every
+  few milliseconds). Every task is a real container: an overlay rootfs, runc under conmon, Docker's
+  namespaces, capabilities, seccomp and cgroup. Repeated `--repeat` times. Target: all RUNNING within 3 s.
+- runtime: in this process, the container runtime alone (`runtime.containers.ContainerRuntime`, what an
+  agent calls) on an image store holding busybox: `--starts` containers started one after another (wall
+  time per start: overlay mount, bundle, conmon, `runc create` and `start`), then as many at once (wall time
+  for all, per task), and the memory one running task costs: the proportional set size (PSS) of its conmon
+  and of every process of its container, as /proc/<pid>/smaps_rollup gives it.
+
+Each record also carries the figures measured on this machine before tasks were containers and for real
+Docker swarm (`recorded`), for comparison: they are constants from earlier runs, not measured here.
 
 Prints one JSON line per scenario and a `summary` line judging the target. Targets are reported, not
 asserted. Clusters are made in a temporary directory and removed afterwards.
@@ -30,8 +35,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from raftswarm.agent.runtime import RunningTask, TaskRuntime, isolation_available
+from raftswarm.images import archive, samples
+from raftswarm.images.store import ImageStore
 from raftswarm.node.swarmcluster import SwarmCluster
+from raftswarm.runtime.containers import Container, ContainerRuntime, unavailable
 
 from .schedule import BenchFailed, StoreWatch, _remove_service, _round, _running, leader_of, service_spec
 
@@ -40,6 +47,12 @@ TARGET_RUNNING_S = 3.0
 HEARTBEAT_PERIOD = 1.0
 POLL_INTERVAL = 0.005
 CONVERGE_TIMEOUT = 60.0
+RECORDED = {
+    "host_processes": {"swarm_running_s": 2.2, "start_ms": 43, "task_pss_kb": 8000},
+    "docker_swarm": {"swarm_running_s": [10, 13], "task_pss_kb": 2600},
+}
+"""Measured on this machine (2 cores) before tasks were containers (a Python shim per task on the host's
+filesystem) and with real Docker swarm 1 manager + 2 workers (containerd-shim + container per task)."""
 
 
 def main(argv: list[str]) -> int:
@@ -106,7 +119,7 @@ async def swarm_scenario(args: argparse.Namespace, workdir: Path, say) -> dict[s
         "tasks": args.replicas,
         "workers": 2,
         "network": cluster.network,
-        "isolated": isolation_available(),
+        "containers": unavailable() is None,
         "running_p50_s": _round(statistics.median(running)),
         "running_max_s": _round(max(running)),
         "per_task_ms": round(statistics.median(running) / args.replicas * 2 * 1000, 1),
@@ -114,6 +127,7 @@ async def swarm_scenario(args: argparse.Namespace, workdir: Path, say) -> dict[s
         "target_s": TARGET_RUNNING_S,
         "met": max(running) <= TARGET_RUNNING_S,
         "runs": runs,
+        "recorded": RECORDED,
         "cpus": os.cpu_count(),
     }
 
@@ -137,57 +151,75 @@ async def _start_once(watch: StoreWatch, name: str, replicas: int) -> dict[str, 
 
 
 async def runtime_scenario(args: argparse.Namespace, workdir: Path, say) -> dict[str, Any]:
-    runtime = TaskRuntime(workdir / "runtime")
-    started: list[RunningTask] = []
+    reason = unavailable()
+    if reason is not None:
+        raise BenchFailed(f"containers cannot run here: {reason}")
+    store = ImageStore(workdir / "images")
+    with open(samples.busybox().tarball, "rb") as tarball:
+        await asyncio.to_thread(archive.load, store, tarball)
+    runtime = ContainerRuntime(workdir / "containers", store)
+    started: list[Container] = []
     try:
         one_by_one = []
         for _ in range(args.starts):
             began = time.monotonic()
-            started.append(await runtime.start(_task(), {}, name="bench.1.x"))
+            started.append(await runtime.start(_task(), {}))
             one_by_one.append(time.monotonic() - began)
-        pss_kb = [_pss_kb(task) for task in started]
+        monitor_kb = [_pss_kb([_monitor_of(task)]) for task in started]
+        task_kb = [_pss_kb([_monitor_of(task), *_container_processes(task)]) for task in started]
         await _release(started)
         began = time.monotonic()
-        started = list(await asyncio.gather(*(runtime.start(_task(), {}, name="bench.1.x") for _ in range(args.starts))))
+        started = list(await asyncio.gather(*(runtime.start(_task(), {}) for _ in range(args.starts))))
         at_once = time.monotonic() - began
     finally:
         await _release(started)
-        await runtime.close(wait=10)
     return {
         "scenario": "runtime",
-        "isolated": isolation_available(),
         "starts": args.starts,
         "sequential_start_p50_ms": round(statistics.median(one_by_one) * 1000, 1),
         "sequential_start_max_ms": round(max(one_by_one) * 1000, 1),
         "concurrent_all_s": _round(at_once),
         "concurrent_per_task_ms": round(at_once / args.starts * 1000, 1),
-        "task_pss_kb_p50": round(statistics.median(pss_kb)),
+        "monitor_pss_kb_p50": round(statistics.median(monitor_kb)),
+        "task_pss_kb_p50": round(statistics.median(task_kb)),
+        "recorded": RECORDED,
         "cpus": os.cpu_count(),
     }
 
 
 def _task() -> dict[str, Any]:
-    return {"ID": uuid.uuid4().hex[:25], "Spec": {"ContainerSpec": {"Image": "busybox", "Command": ["sleep", "1000"]}}}
+    return {"ID": uuid.uuid4().hex[:25], "Spec": {"ContainerSpec": {"Image": "busybox", "Args": ["sleep", "1000"]}}}
 
 
-async def _release(tasks: list[RunningTask]) -> None:
+async def _release(tasks: list[Container]) -> None:
     await asyncio.gather(*(task.release() for task in tasks))
     tasks.clear()
 
 
-def _pss_kb(task: RunningTask) -> int:
-    """PSS of the task's shim and init (the command, `sleep`, is the user's, not the runtime's cost)."""
-    shim = _parent_of(task.pid)
+def _monitor_of(task: Container) -> int:
+    return int((task.directory / "conmon.pid").read_text())
+
+
+def _container_processes(task: Container) -> list[int]:
+    """Every process in the container's PID namespace, as the host sees them."""
+    namespace = os.readlink(f"/proc/{task.pid}/ns/pid")
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") == namespace:
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def _pss_kb(pids: list[int]) -> int:
     total = 0
-    for pid in {shim, task.pid} if task.isolated else {shim}:
+    for pid in pids:
         with open(f"/proc/{pid}/smaps_rollup") as rollup:
             total += next(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))
     return total
-
-
-def _parent_of(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as stat:
-        return int(stat.read().rpartition(")")[2].split()[1])
 
 
 def _readable(record: dict[str, Any]) -> str:
@@ -201,5 +233,5 @@ def _readable(record: dict[str, Any]) -> str:
     return (
         f"runtime: start {record['sequential_start_p50_ms']} ms p50 one at a time, {record['starts']} at once "
         f"{record['concurrent_all_s']} s ({record['concurrent_per_task_ms']} ms each); "
-        f"shim+init PSS {record['task_pss_kb_p50']} KiB per task"
+        f"conmon PSS {record['monitor_pss_kb_p50']} KiB, conmon+container {record['task_pss_kb_p50']} KiB per task"
     )

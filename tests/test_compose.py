@@ -50,6 +50,7 @@ services:
     working_dir: /srv
     user: "101:101"
     hostname: web-host
+    init: true
     labels: [tier=frontend]
     stop_grace_period: 1m30s
     secrets:
@@ -170,6 +171,7 @@ def test_full_example_converts_to_docker_api_specs(tmp_path: Path) -> None:
                 "Dir": "/srv",
                 "User": "101:101",
                 "Hostname": "web-host",
+                "Init": True,
                 "Labels": {"tier": "frontend", NS: "shop"},
                 "StopGracePeriod": 90_000_000_000,
                 "Secrets": [

@@ -203,10 +203,13 @@ def test_seccomp_allows_by_default_and_denies_dockers_documented_list():
     profile = default_profile()
     assert profile["defaultAction"] == "SCMP_ACT_ALLOW"
     assert "SCMP_ARCH_X86_64" in profile["architectures"]
-    denied = {name for rule in profile["syscalls"] if rule["action"] == "SCMP_ACT_ERRNO" for name in rule["names"]}
-    assert {"mount", "unshare", "setns", "ptrace", "keyctl", "bpf", "reboot"} <= denied
+    always = [rule for rule in profile["syscalls"] if "args" not in rule]
+    denied = {name for rule in always if rule["action"] == "SCMP_ACT_ERRNO" for name in rule["names"]}
+    assert {"mount", "unshare", "setns", "ptrace", "keyctl", "bpf", "reboot", "fsopen", "move_mount"} <= denied
     assert not {"read", "write", "openat", "clone", "execve"} & denied
-    assert all(rule["errnoRet"] == 1 for rule in profile["syscalls"])
+    assert all(rule["errnoRet"] == (38 if rule["names"] == ["clone3"] else 1) for rule in profile["syscalls"])
+    clone_flags = [rule["args"][0]["value"] for rule in profile["syscalls"] if rule["names"] == ["clone"]]
+    assert sum(clone_flags) == 0x7E020000  # every CLONE_NEW* flag is refused
 
 
 def test_spec_is_json_serializable():

@@ -11,6 +11,7 @@ import base64
 import os
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -392,11 +393,35 @@ async def test_no_file_of_any_node_holds_a_secret_in_plaintext(swarm):
         await eventually(lambda: converged(client, "holder", 5), "5 replicas holding the secret")
         held = await agent_secrets(swarm)
         assert sum(secret["ID"] in secrets for secrets in held.values()) >= 2  # it did travel to the nodes
+        memory = tmpfs_mounts()
+        in_memory = []
         for path in swarm.directory.rglob("*"):
-            if path.is_file() and not path.is_socket():
-                assert marker not in path.read_bytes(), f"{path} holds the secret in plaintext"
+            if path.is_file() and not path.is_socket() and marker in path.read_bytes():
+                # Only the tasks' own secrets mounts may hold it, and those are memory, never a disk.
+                assert any(path.is_relative_to(mount) for mount in memory), f"{path} holds the secret on a disk"
+                assert path.name == "needle" and path.parent.name == "secrets", f"{path} holds the secret"
+                in_memory.append(path)
+        assert len(in_memory) == 5, in_memory  # one tmpfs per task
         await client.service_remove("holder")
         await client.secret_remove("needle")
+        await eventually(lambda: _no_tasks_named(client, "holder"), "the holder tasks to be gone")
+        left = [m for m in tmpfs_mounts() if m.is_relative_to(swarm.directory)]
+        assert not left, f"secrets tmpfs mounts left after the tasks were removed: {left}"
+
+
+def tmpfs_mounts() -> list[Path]:
+    """Mount points of tmpfs file systems, as this process sees them."""
+    mounts = []
+    with open("/proc/self/mountinfo") as table:
+        for line in table:
+            fields = line.split()
+            if fields[fields.index("-") + 1] == "tmpfs":
+                mounts.append(Path(fields[4].replace("\\040", " ")))
+    return mounts
+
+
+async def _no_tasks_named(client: ApiClient, service: str) -> bool:
+    return not [t for t in await client.task_list() if t.get("ServiceAnnotations", {}).get("Name") == service]
 
 
 async def test_each_node_pulls_a_tasks_image_from_the_clusters_registry_before_it_starts(swarm):

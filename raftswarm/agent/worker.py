@@ -239,8 +239,11 @@ class _TaskController:
         """Stop following the task; kill it too if `stop_task` (else it runs on, for the next agent to find)."""
         self.runner.cancel()
         await asyncio.gather(self.runner, return_exceptions=True)
-        if self.running is not None and stop_task:
-            await self.running.release()
+        if self.running is not None:
+            if stop_task:
+                await self.running.release()
+            else:
+                self.running.forget()
 
 
 class Agent:

@@ -326,6 +326,7 @@ def _service_options(create: bool) -> Callable[[Any], Any]:
             click.option("-w", "--workdir", metavar="string", help="Working directory inside the container"),
             click.option("-u", "--user", metavar="string", help="Username or UID (format: <name|uid>[:<group|gid>])"),
             click.option("--hostname", metavar="string", help="Container hostname"),
+            click.option("--init", is_flag=True, help="Use an init inside each service container to forward signals and reap processes"),
             click.option("--limit-cpu", type=NanoCPUs(), metavar="decimal", help="Limit CPUs"),
             click.option("--limit-memory", type=MemoryBytes(), metavar="bytes", help="Limit Memory"),
             click.option(
@@ -559,6 +560,8 @@ def build_spec(image: str, command: Sequence[str], flags: Flags) -> dict[str, An
     _set(container, "Labels", parse_labels(flags["container_label"]))
     for name, key in (("hostname", "Hostname"), ("workdir", "Dir"), ("user", "User")):
         _set(container, key, flags[name] or "")
+    if flags["init"]:
+        container["Init"] = True
     if flags.given("stop_grace_period"):
         container["StopGracePeriod"] = flags["stop_grace_period"]
     resources: dict[str, Any] = {"Limits": {}, "Reservations": {}}
@@ -704,6 +707,8 @@ def apply_update(spec: dict[str, Any], flags: Flags) -> None:
     for name, key in (("workdir", "Dir"), ("user", "User"), ("hostname", "Hostname")):
         if flags[name] is not None:
             _set(container, key, flags[name])
+    if flags["init"]:
+        container["Init"] = True
     if flags.given("limit_cpu", "limit_memory", "limit_pids", "reserve_cpu", "reserve_memory"):
         _apply_resources(template.setdefault("Resources", {}), flags)
     if flags.given("stop_grace_period"):

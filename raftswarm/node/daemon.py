@@ -50,6 +50,7 @@ from ..raft.driver import DriverConfig
 from ..raft.storage import RaftStorage
 from ..raft.transport import raft_id_of
 from ..runtime.containers import ContainerRuntime
+from ..runtime.containers import unavailable as containers_unavailable
 from .images import NodeImages
 from .manager import Manager, ManagerConfig
 from .manager_client import JOIN_TIMEOUT, call_as, call_pinned, fetch_pinned_roots, join_raft, split_addr
@@ -217,6 +218,9 @@ class NodeDaemon:
                 dns_upstreams=self.config.dns_upstreams,
             )
         self.networks = networks
+        cannot_run = containers_unavailable()
+        if cannot_run:
+            log.warning("this node cannot run tasks; they will be rejected: %s", cannot_run)
         self.agent = Agent(
             self.session,
             self.session.context,

@@ -28,6 +28,8 @@ A node's files, under the runtime's directory (in the worker's state directory; 
     tasks/<task id>/conmon.pid, pid    conmon's PID, the container's init's PID
     tasks/<task id>/hosts, hostname, resolv.conf
     tasks/<task id>/secrets/      mount point of the task's secrets tmpfs while it exists
+    tasks/<task id>/conmon/       conmon's link back to the task directory, where it makes its attach socket
+                                  (unused: tasks have no stdin)
     runc/                         runc's state (--root)
 
 Without root nothing here can run: there is no fallback to host processes (see `unavailable`).
@@ -216,6 +218,7 @@ class ContainerRuntime:
 
     async def _create(self, task_id: str, directory: Path) -> Container:
         """conmon runs `runc create`: the container exists, its process waits for `runc start`."""
+        (directory / "conmon").mkdir(mode=0o700, exist_ok=True)
         read_end, write_end = os.pipe()
         try:
             process = await asyncio.create_subprocess_exec(
@@ -223,7 +226,7 @@ class ContainerRuntime:
                 "-r", shutil.which(RUNC) or RUNC, "-b", str(directory),
                 "-p", str(directory / "pid"), "-P", str(directory / "conmon.pid"),
                 "-l", f"k8s-file:{directory / 'log'}", "--log-size-max", str(logs.LOG_MAX_BYTES),
-                "--exit-dir", str(directory), "--socket-dir-path", str(directory),
+                "--exit-dir", str(directory), "--socket-dir-path", str(directory / "conmon"),
                 "--log-level", "error", "--runtime-arg", f"--root={self.runc_root}",
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL, pass_fds=(write_end,),
@@ -244,7 +247,7 @@ class ContainerRuntime:
         if pid <= 0:
             detail = ""
             try:
-                detail = str(json.loads(message).get("message", "")).strip() if message else ""
+                detail = _runc_error(str(json.loads(message).get("message", "")).encode()) if message else ""
             except ValueError:
                 pass
             raise TaskRejected(f"cannot create the container: {detail or 'conmon gave no answer'}")
@@ -260,7 +263,7 @@ class ContainerRuntime:
         except (OSError, ValueError):
             conmon_pid, pid = 0, 0
         pidfd = _open_conmon(conmon_pid, task_id) if conmon_pid else None
-        if pidfd is None and not (directory / task_id).exists():
+        if pidfd is None and not (directory / task_id).is_file():
             return None
         return Container(self, task_id, directory, pid, pidfd)
 
@@ -290,16 +293,18 @@ class ContainerRuntime:
     async def _remove(self, task_id: str, container: Container | None = None) -> None:
         """Kill and delete the container, unmount its secrets and root filesystem, remove its directory."""
         directory = self._task_dir(task_id)
+        if container is None:
+            container = self._container(task_id, directory) if directory.exists() else None
+        if container is not None:
+            # SIGKILL and conmon's exit first: `runc delete --force` alone polls for the death in 100 ms steps.
+            await container.signal(signal.SIGKILL)
+            await container._wait_monitor(RELEASE_TIMEOUT)
+            container._close()
         try:
             await self._runc("delete", "--force", task_id, what=f"delete container {task_id}")
         except TaskRejected as exc:
             if "does not exist" not in str(exc):
                 log.warning("%s", exc)
-        if container is None:
-            container = self._container(task_id, directory) if directory.exists() else None
-        if container is not None:
-            await container._wait_monitor(RELEASE_TIMEOUT)
-            container._close()
         await asyncio.to_thread(self._remove_files, task_id, directory)
 
     def _remove_files(self, task_id: str, directory: Path) -> None:
@@ -416,6 +421,10 @@ class Container:
     async def release(self) -> None:
         """Kill what still runs, delete the container, unmount its secrets and root filesystem, forget it."""
         await self.runtime._remove(self.task_id, self)
+
+    def forget(self) -> None:
+        """Stop following the container, which runs on for the next agent to attach."""
+        self._close()
 
     def _close(self) -> None:
         if self._pidfd is not None:

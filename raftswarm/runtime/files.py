@@ -54,9 +54,10 @@ def read_in_rootfs(rootfs: Path, relative: str, limit: int = MAX_IMAGE_FILE) -> 
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                 return None
             raise
+        if not stat.S_ISREG(os.fstat(file_fd).st_mode):
+            os.close(file_fd)
+            return None
         with os.fdopen(file_fd, "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                return None
             return file.read(limit).decode(errors="replace")
     finally:
         os.close(fd)

@@ -60,6 +60,13 @@ class LogParser:
                 lines.append((stream, started, pending + content))
         return lines
 
+    def flush(self) -> list[LogLine]:
+        """The lines begun and not ended (the output ended without a newline), oldest first."""
+        lines = sorted(((stream, started, pending) for stream, (started, pending) in self._partial.items()),
+                       key=lambda line: line[1])
+        self._partial.clear()
+        return lines
+
 
 def parse_time(text: bytes) -> float | None:
     """Unix time of conmon's RFC 3339 timestamp with nanoseconds (which `fromisoformat` does not take)."""
@@ -88,6 +95,7 @@ def read_lines(path: Path, *, tail: int | None = None, since: float | None = Non
                 kept.extend(line for line in parser.feed(chunk) if since is None or line[1] >= since)
     except FileNotFoundError:
         pass
+    kept.extend(line for line in parser.flush() if since is None or line[1] >= since)
     return list(kept)
 
 
@@ -110,9 +118,12 @@ async def follow_lines(
                     await asyncio.sleep(FOLLOW_INTERVAL)
                     continue
             finished = ended()  # asked before reading: whatever it wrote before ending is read below
+            replaced = _replaced(path, file)  # and once replaced, conmon writes no more to the open file
             batch = []
             while chunk := file.read(1 << 16):
                 batch.extend(line for line in parser.feed(chunk) if since is None or line[1] >= since)
+            if finished and not replaced:
+                batch.extend(line for line in parser.flush() if since is None or line[1] >= since)
             if first is not None:
                 batch = first + batch
                 if tail is not None and tail >= 0:
@@ -120,12 +131,12 @@ async def follow_lines(
                 first = None
             if batch:
                 yield batch
+            if replaced:
+                file.close()
+                file = None  # the parser stays: a line conmon began in the old file may end in the new one
+                continue
             if finished:
                 return
-            if _replaced(path, file):
-                file.close()
-                file, parser = None, LogParser()
-                continue
             await asyncio.sleep(FOLLOW_INTERVAL)
     finally:
         if file is not None:

@@ -6,9 +6,13 @@ denylist instead: allow by default, and refuse with EPERM exactly the syscalls t
 ("Seccomp security profiles for Docker", the table of significant syscalls blocked by the default profile)
 lists. It blocks what a user would notice being blocked under Docker, without copying a table that rots.
 
-Difference from Docker to note: syscalls that are new and absent from that table stay allowed here, and
-Docker's argument-level filters are not reproduced (`clone` and `personality` are allowed whatever their
-flags; Docker refuses clone with namespace flags and unusual personalities).
+Beyond the table, as Docker's profile does for a container without CAP_SYS_ADMIN: `clone` with a namespace
+flag is refused (one argument filter per CLONE_NEW* flag), `clone3` answers ENOSYS (its flags are in memory,
+out of seccomp's sight, and the C library falls back to `clone`), and the new mount API (fsopen, fsmount,
+move_mount, ...) is refused -- without these a task could make a user namespace of its own and mount in it.
+
+Difference from Docker to note: other syscalls that are new and absent from the table stay allowed here, and
+Docker's other argument-level filters are not reproduced (`personality` is allowed whatever its argument).
 """
 
 # The table "Significant syscalls blocked by the default profile" of Docker's seccomp documentation.
@@ -25,6 +29,15 @@ DOCUMENTED_BLOCKED_SYSCALLS = (
 
 # Docker's profile answers a refused syscall with EPERM, as if the capability were missing.
 EPERM = 1
+ENOSYS = 38
+
+# The new mount API: Docker's profile allows it only to a container with CAP_SYS_ADMIN, which no task has. In a
+# user namespace of its own a task could otherwise mount with it, the mount(2) entry above notwithstanding.
+MOUNT_API_SYSCALLS = ("fsconfig", "fsmount", "fsopen", "fspick", "mount_setattr", "move_mount", "open_tree")
+
+# clone(2) flags that make namespaces (CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET): Docker's
+# profile refuses clone with any of them (the documented table's `clone` row), as `unshare` is refused above.
+CLONE_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
 
 ARCHITECTURES = ("SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32")
 
@@ -36,9 +49,22 @@ def default_profile() -> dict:
         "architectures": list(ARCHITECTURES),
         "syscalls": [
             {
-                "names": list(DOCUMENTED_BLOCKED_SYSCALLS),
+                "names": [*DOCUMENTED_BLOCKED_SYSCALLS, *MOUNT_API_SYSCALLS],
                 "action": "SCMP_ACT_ERRNO",
                 "errnoRet": EPERM,
-            }
+            },
+            # One rule per flag: the rules of a syscall are alternatives, a rule's conditions all hold together.
+            *(
+                {
+                    "names": ["clone"],
+                    "action": "SCMP_ACT_ERRNO",
+                    "errnoRet": EPERM,
+                    "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
+                }
+                for flag in CLONE_NAMESPACE_FLAGS
+            ),
+            # clone3 takes its flags in memory, where seccomp cannot look: ENOSYS, as Docker answers, makes the C
+            # library fall back to clone, whose flags the rules above see.
+            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
         ],
     }

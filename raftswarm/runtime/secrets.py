@@ -67,6 +67,15 @@ def secret_files(container_spec: Mapping[str, Any], secrets: Mapping[str, bytes]
             raise InvalidSecretTarget(f"secret {secret}: File.UID and File.GID must be numeric") from None
         mode = target.get("Mode")
         files[path] = SecretFile(path, uid, gid, 0o444 if mode is None else int(mode) & 0o7777, secrets[ref["SecretID"]])
+    for path in files:
+        parent = os.path.dirname(path)
+        while parent:
+            if parent in files:
+                raise InvalidSecretTarget(
+                    f"secret targets {SECRETS_DIR}/{parent} and {SECRETS_DIR}/{path} conflict: "
+                    f"the first would have to be a directory"
+                )
+            parent = os.path.dirname(parent)
     if len(files) > MAX_SECRET_FILES:
         raise InvalidSecretTarget(f"a task can have at most {MAX_SECRET_FILES} secret files")
     return list(files.values())

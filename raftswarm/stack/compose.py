@@ -51,6 +51,7 @@ _SERVICE_KEYS = frozenset(
         "working_dir",
         "user",
         "hostname",
+        "init",
         "labels",
         "secrets",
         "stop_grace_period",
@@ -116,6 +117,7 @@ class ServiceConfig:
     working_dir: str | None = None
     user: str | None = None
     hostname: str | None = None
+    init: bool | None = None
     labels: dict[str, str] = field(default_factory=dict)
     secrets: list[SecretReference] = field(default_factory=list)
     stop_grace_period: int | None = None
@@ -558,6 +560,7 @@ def _service(
         working_dir=optional("working_dir", _string),
         user=optional("user", _string),
         hostname=optional("hostname", _string),
+        init=optional("init", _boolean),
         labels=optional("labels", _labels) or {},
         secrets=_service_secrets(_given(definition, "secrets", []), _at(path, "secrets"), secrets),
         stop_grace_period=optional("stop_grace_period", _duration),
@@ -874,6 +877,7 @@ def _service_spec(
         "Command": service.entrypoint,
         "Args": service.command,
         "Hostname": service.hostname,
+        "Init": service.init,
         "Dir": service.working_dir,
         "User": service.user,
         "StopGracePeriod": service.stop_grace_period,
