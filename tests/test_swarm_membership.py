@@ -445,3 +445,22 @@ async def test_malformed_requests_get_a_clear_400_and_change_nothing(nodes):
             await client.request("POST", f"/swarm/update?version={swarm['Version']['Index']}", {"CAConfig": {"NodeCertExpiry": "1h"}})
         assert await client.request("GET", "/nodes") == before  # nothing changed, and the node still answers
         assert (await client.request("GET", "/swarm"))["Version"] == swarm["Version"]
+
+
+async def test_a_second_daemon_on_a_live_nodes_state_dir_or_socket_is_refused_and_touches_nothing(nodes, tmp_path):
+    (live,) = await nodes(1)
+    await init(live)
+    before = sorted(str(p.relative_to(live.state_dir)) for p in live.state_dir.rglob("*"))
+    same_dir = [sys.executable, "-m", "raftswarm.node", "--state-dir", str(live.state_dir), "--listen-addr",
+                f"127.0.0.1:{free_port()}", "--socket", str(tmp_path / "other.sock")]
+    same_socket = [sys.executable, "-m", "raftswarm.node", "--state-dir", str(tmp_path / "other-state"),
+                   "--listen-addr", f"127.0.0.1:{free_port()}", "--socket", str(live.socket)]
+    for argv, words in ((same_dir, "in use by another raftswarm-node"), (same_socket, "another process serves an API")):
+        refused = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and words in refused.stderr, refused.stderr
+    # The live node still answers on its socket, and its state dir holds what it held.
+    assert live.socket.exists()
+    async with live.client() as client:
+        assert (await client.request("GET", "/info"))["Swarm"]["LocalNodeState"] == "active"
+    assert sorted(str(p.relative_to(live.state_dir)) for p in live.state_dir.rglob("*")) == before
+    assert not (tmp_path / "other.sock").exists()

@@ -89,6 +89,16 @@ class NodeConfig:
     """dockerd's --init: tasks whose ContainerSpec.Init is unset run under an init (tini) as PID 1."""
 
 
+def _answers(path: Path) -> bool:
+    """Whether something accepts connections on the unix socket at `path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 def api_tls_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
     """The API's TCP listener: TLS 1.2+, and only clients with a certificate from `ca` (docker's --tlsverify)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
@@ -102,6 +112,9 @@ class NodeDaemon:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.state_dir = StateDir(config.state_dir)
+        # First of all: a second daemon started on a live node's directory must touch nothing of it.
+        self._state_lock: int | None = self.state_dir.lock()
+        self._socket_bound = False
         self.manager: Manager | None = None
         self.session: Session | None = None
         self.agent: Agent | None = None
@@ -148,13 +161,17 @@ class NodeDaemon:
         await self._shutdown()
 
     async def _start(self) -> None:
+        if self.config.socket.exists() and _answers(self.config.socket):
+            raise RaftswarmError(
+                f"another process serves an API at {self.config.socket}; give this node a --socket of its own"
+            )
         if self.state_dir.has_swarm():
             await self._start_roles(force_new_cluster=self.config.force_new_cluster)
         self.api = ApiServer(self)
         self.config.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        if self.config.socket.exists():
-            self.config.socket.unlink()  # left by a process that did not stop cleanly
+        self.config.socket.unlink(missing_ok=True)  # left by a process that did not stop cleanly
         await self.api.start_unix(str(self.config.socket))
+        self._socket_bound = True
         os.chmod(self.config.socket, 0o660)
         log.info("node API listening on unix://%s", self.config.socket)
         if self.config.api_tcp is not None:
@@ -312,10 +329,14 @@ class NodeDaemon:
     async def _shutdown(self) -> None:
         if self.api is not None:
             await self.api.close()
+        if self._socket_bound:
+            self._socket_bound = False
+            self.config.socket.unlink(missing_ok=True)  # ours: only the daemon that bound it removes it
         await self._stop_roles()
         await self.registry.close()
-        if self.config.socket.exists():
-            self.config.socket.unlink()
+        if self._state_lock is not None:
+            os.close(self._state_lock)
+            self._state_lock = None
 
     # -- what the API shows ----------------------------------------------------------------------------
 

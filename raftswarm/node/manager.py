@@ -8,7 +8,6 @@ updater, scheduler, reaper; `manager.dispatcher`) run on top of its store on the
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import ssl
@@ -29,6 +28,7 @@ from ..raft.driver import DriverConfig, RaftDriver
 from ..raft.storage import RaftStorage
 from ..raft.transport import RaftTransport, raft_id_of
 from ..store import ReplicatedStore, WatchCompacted
+from ..supervision import Supervisor
 from .listener import ClusterListener
 from .state_dir import StateDir, StateDirError
 
@@ -62,7 +62,8 @@ class Manager:
         self.tls_contexts: list[ssl.SSLContext] = []
         """Contexts presenting this node's certificate, reloaded in place when it is renewed."""
         self.reconciler: Reconciler | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self.loops = Supervisor()
+        """The leader's control loops and the removed-node watcher: restarted with backoff if they fail."""
 
     async def start(self) -> None:
         if not RaftStorage.exists(self.state_dir.raft):
@@ -114,14 +115,10 @@ class Manager:
         await self.driver.start()
         self.key_manager = KeyManager(self.store, self.driver, self._kek, self._kek_on_disk, self._save_kek)
         self.reconciler = Reconciler(self.store, self.driver)
-        self._tasks = [
-            asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
-            asyncio.create_task(self.reconciler.run(), name="reconciler"),
-            asyncio.create_task(self.key_manager.run(), name="key-manager"),
-            asyncio.create_task(self._cut_off_removed_nodes(), name="removed-nodes"),
-        ]
-        for task in self._tasks:
-            task.add_done_callback(_log_failure)
+        self.loops.start("dispatcher", self.dispatcher.run)
+        self.loops.start("reconciler", self.reconciler.run)
+        self.loops.start("key-manager", self.key_manager.run)
+        self.loops.start("removed-nodes", self._cut_off_removed_nodes)
         log.info("manager %s (raft %x) listening on port %d", self.node_state.node_id, self.raft_id, self.listener.port)
 
     def _save_kek(self, kek: bytes | None) -> None:
@@ -167,9 +164,7 @@ class Manager:
             self.driver.receive(message)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.loops.close()
         if self.listener is not None:
             await self.listener.close()
         if self.driver is not None:
@@ -197,13 +192,8 @@ class Manager:
             "progress": {str(k): list(v) for k, v in core.progress().items()},
             "transport": dataclasses.asdict(self.transport.stats) if self.transport else {},
             "listener_refused": dict(self.listener.refused) if self.listener else {},
+            "failing_loops": self.loops.report(),
             "skipped_objects": {
                 f"{kind}/{object_id}": problem for (kind, object_id), problem in (self.reconciler.skipped if self.reconciler else {}).items()
             },
         }
-
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("%s stopped", task.get_name(), exc_info=task.exception())

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -70,6 +71,21 @@ class StateDir:
         self.worker_containers = self.root / "worker" / "containers"
         self.node_state = self.root / "state.json"
         self.images = self.root / "images"
+
+    def lock(self) -> int:
+        """Take the directory for this process (an flock held until the returned descriptor is closed), or
+        raise StateDirError if another raftswarm-node holds it: one node per state directory."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateDirError(
+                f"{self.root} is in use by another raftswarm-node; stop that one first, or give this one a "
+                f"--state-dir (and --socket) of its own"
+            ) from None
+        return fd
 
     def remove_swarm_state(self) -> None:
         """Forget the swarm (`swarm leave`): everything here except the image store."""

@@ -1,0 +1,101 @@
+"""The supervisor of a node's long-lived loops: a loop that raises is logged and restarted with backoff, and
+the node's status names it until it has run healthily again; nothing it owns outlives `close`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from raftswarm import supervision
+from raftswarm.supervision import Supervisor
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def no_backoff_wait(monkeypatch):
+    monkeypatch.setattr(supervision, "FIRST_BACKOFF", 0.0)
+
+
+async def test_a_loop_that_raises_once_is_logged_restarted_and_reported_until_healthy(caplog):
+    clock = Clock()
+    loops = Supervisor(clock)
+    runs = 0
+    running = asyncio.Event()
+
+    async def reconciler() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise RuntimeError("round failed")
+        running.set()
+        await asyncio.Event().wait()
+
+    with caplog.at_level(logging.ERROR):
+        loops.start("reconciler", reconciler)
+        await asyncio.wait_for(running.wait(), 5)
+    assert runs == 2  # restarted, not lost
+    assert "reconciler failed: restarting it" in caplog.text and "RuntimeError: round failed" in caplog.text
+    assert "round failed" in loops.report()["reconciler"]
+    clock.now += supervision.HEALTHY_AFTER
+    assert loops.report() == {}  # ran healthily long enough: the node no longer names it
+    await loops.close()
+    assert all(task.done() for task in loops._tasks.values())
+
+
+async def test_a_loop_that_keeps_failing_backs_off_and_stays_reported(monkeypatch):
+    monkeypatch.setattr(supervision, "FIRST_BACKOFF", 0.001)
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recorded_sleep(delay: float) -> None:
+        waits.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(supervision.asyncio, "sleep", recorded_sleep)
+    loops = Supervisor(Clock())
+    attempts = 0
+    done = asyncio.Event()
+
+    async def broken() -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 8:
+            done.set()
+        raise OSError("disk full")
+
+    loops.start("dispatcher", broken)
+    await asyncio.wait_for(done.wait(), 5)
+    await loops.close()
+    assert waits[:5] == [0.001, 0.002, 0.004, 0.008, 0.016]  # doubling, not a tight loop
+    assert f"failed {attempts} time(s)" in loops.report()["dispatcher"]  # every failure counted
+    assert "OSError: disk full" in loops.report()["dispatcher"]
+
+
+async def test_a_loop_that_returns_is_restarted_too_and_close_cancels_everything():
+    loops = Supervisor(Clock())
+    starts = 0
+    second = asyncio.Event()
+
+    async def returns_early() -> None:
+        nonlocal starts
+        starts += 1
+        if starts >= 2:
+            second.set()
+            await asyncio.Event().wait()
+
+    loops.start("key-manager", returns_early)
+    await asyncio.wait_for(second.wait(), 5)
+    assert loops.report()["key-manager"].endswith("last: returned")
+    with pytest.raises(ValueError, match="already supervised"):
+        loops.start("key-manager", returns_early)
+    await loops.close()
+    assert starts == 2
