@@ -3,6 +3,7 @@ cluster state, by a manager's control API (`manager.controlapi`). Shapes and sta
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from datetime import timedelta
@@ -200,5 +201,11 @@ class SwarmRoutes:
                 }
             )
         return web.json_response(
-            {"ID": daemon.node_id(), "Name": socket.gethostname(), "ServerVersion": __version__, "Swarm": swarm}
+            {
+                "ID": daemon.node_id(),
+                "Name": socket.gethostname(),
+                "ServerVersion": __version__,
+                "Swarm": swarm,
+                "Warnings": await asyncio.to_thread(daemon.warnings),
+            }
         )

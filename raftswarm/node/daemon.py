@@ -51,6 +51,7 @@ from ..raft.storage import RaftStorage
 from ..raft.transport import raft_id_of
 from ..runtime.containers import ContainerRuntime
 from ..runtime.containers import unavailable as containers_unavailable
+from . import preflight
 from .images import NodeImages
 from .manager import Manager, ManagerConfig
 from .manager_client import JOIN_TIMEOUT, call_as, call_pinned, fetch_pinned_roots, join_raft, split_addr
@@ -342,6 +343,11 @@ class NodeDaemon:
 
     def node_id(self) -> str:
         return self.state_dir.load_node_state().node_id if self.state_dir.has_swarm() else ""
+
+    def warnings(self) -> list[str]:
+        """What this node cannot do and what to install for it (`docker info`'s Warnings)."""
+        advertised = split_addr(self.state_dir.load_node_state().advertise_addr)[0] if self.state_dir.has_swarm() else None
+        return preflight.warnings(advertised)
 
     def local_state(self) -> str:
         if not self.state_dir.has_swarm():
