@@ -1,44 +1,54 @@
 """The worker agent and task runtime on a real swarm (1 manager, 2 workers, real node processes): what a
-task sees of its secrets, what nobody else sees, exit codes and restarts, stop grace periods, `service logs`,
-and an agent killed with SIGKILL and started again taking its running tasks back instead of duplicating them.
+task sees of its secrets, what nobody else sees, exit codes and restarts, the command a task runs (its
+service's, else its image's), stop grace periods, `service logs`, and an agent killed with SIGKILL and started
+again taking its running tasks back instead of duplicating them.
 
-The secret and isolation checks need root with CAP_SYS_ADMIN (namespaces and mounts); the others run
-anywhere.
+Tasks are OCI containers (runc under conmon): every test here needs root with CAP_SYS_ADMIN, runc and conmon.
+The nodes run with `--init` (tini as each task's PID 1), so a `sleep` task stops at SIGTERM instead of after
+its grace period.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
+import json
 import os
+import tarfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from click.testing import CliRunner
 
-from raftswarm.agent import runtime
 from raftswarm.api.client import ApiClient
 from raftswarm.cli.main import main
-from raftswarm.node.swarmcluster import SwarmCluster
+from raftswarm.node.swarmcluster import ClusterNode, SwarmCluster
+from raftswarm.runtime.containers import unavailable
 
 from test_services import converged, create_secret, eventually, ids_by_name, spec
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(unavailable() is not None, reason=f"tasks cannot run as containers here: {unavailable()}"),
+]
 
 HEARTBEAT = 2.0
 """Long enough that a worker restarted by a test is back before the swarm marks it down (3 heartbeats)."""
 SECOND = 1_000_000_000
-needs_isolation = pytest.mark.skipif(
-    not runtime.isolation_available(), reason="needs root with CAP_SYS_ADMIN to make namespaces and mounts"
-)
 
 
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory):
     base = tmp_path_factory.mktemp("clusters")
     cluster = asyncio.run(
-        SwarmCluster.up("agt", managers=1, workers=2, base_dir=base, network="loopback", heartbeat_period=HEARTBEAT)
+        SwarmCluster.up(
+            "agt", managers=1, workers=2, base_dir=base, network="loopback", heartbeat_period=HEARTBEAT, init=True
+        )
     )
     yield cluster
     cluster.down()
@@ -104,20 +114,51 @@ async def test_a_crashing_task_is_restarted_by_its_policy_and_its_exit_code_show
         await client.service_remove("crasher")
 
 
-async def test_a_task_without_a_command_is_rejected_with_a_message_that_says_to_give_one(swarm, marker):
-    async with api(swarm) as client:
-        made = spec("nocommand", replicas=1)
-        del made["TaskTemplate"]["ContainerSpec"]["Args"]
-        made["TaskTemplate"]["RestartPolicy"] = {"Condition": "none"}
-        await client.service_create(made)
+async def import_image(node: ClusterNode, reference: str, changes: tuple[str, ...] = ()) -> None:
+    """`docker import` into `node`'s image store of a root filesystem holding busybox alone, with the
+    Dockerfile `changes` (no CMD unless they give one)."""
+    rootfs = io.BytesIO()
+    with tarfile.open(fileobj=rootfs, mode="w") as archive:
+        archive.add("/bin/busybox", "bin/busybox")
+    repo, tag = reference.split(":")
+    params = [("fromSrc", "-"), ("repo", repo), ("tag", tag), *(("changes", change) for change in changes)]
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(node.socket))) as session:
+        async with session.post("http://raftswarm/images/create", params=params, data=rootfs.getvalue()) as answer:
+            last = json.loads((await answer.text()).splitlines()[-1])
+    assert answer.status == 200 and last.get("status", "").startswith("sha256:"), last
 
-        async def rejected() -> dict | None:
-            found = [t for t in await tasks_of(client, "nocommand") if t["Status"]["State"] == "rejected"]
+
+async def test_a_task_runs_its_images_command_unless_it_gives_one_and_is_rejected_when_neither_does(swarm, marker):
+    ids = await ids_by_name(swarm)
+    worker = swarm.node("worker1")
+    await import_image(worker, "nocmd:1")
+    await import_image(worker, "withcmd:1", ('CMD ["/bin/busybox", "echo", "from the image"]',))
+    async with api(swarm) as client:
+        for name, image, args in (
+            ("nocommand", "nocmd:1", None),
+            ("imagecommand", "withcmd:1", None),
+            ("owncommand", "withcmd:1", ["/bin/busybox", "echo", "from the service"]),
+        ):
+            made = on_node(ids["worker1"], name, args or [], marker, Image=image)
+            if args is None:
+                del made["TaskTemplate"]["ContainerSpec"]["Args"]
+            made["TaskTemplate"]["RestartPolicy"] = {"Condition": "none"}
+            await client.service_create(made)
+
+        async def ended(service: str) -> dict | None:
+            states = ("rejected", "complete", "failed")
+            found = [t for t in await tasks_of(client, service) if t["Status"]["State"] in states]
             return found[0] if found else None
 
-        task = await eventually(rejected, "the task to be rejected")
-        assert "no command to run" in task["Status"]["Err"] and "give one" in task["Status"]["Err"]
-        await client.service_remove("nocommand")
+        task = await eventually(lambda: ended("nocommand"), "the task without a command to end")
+        assert task["Status"]["State"] == "rejected"
+        assert "no command specified" in task["Status"]["Err"]  # dockerd's words
+        for service, said in (("imagecommand", "from the image"), ("owncommand", "from the service")):
+            task = await eventually(lambda service=service: ended(service), f"{service} to end")
+            assert task["Status"]["State"] == "complete", task["Status"]
+            assert await _output_of(client, task["ID"]) == [said]
+        for service in ("nocommand", "imagecommand", "owncommand"):
+            await client.service_remove(service)
 
 
 async def test_a_task_that_ignores_sigterm_is_killed_after_the_grace_period(swarm, marker):
@@ -152,7 +193,9 @@ async def test_killing_the_agent_and_starting_it_again_does_not_duplicate_its_ru
         await client.service_create(made)
         before = await eventually(lambda: converged(client, "steady", 2), "2 running replicas")
         processes = processes_with(marker)
-        assert len(processes) == 2
+        # Each container's init (tini: the task's PID 1, as the agent reports it) and its `sleep`.
+        assert len(processes) == 4
+        assert {t["Status"]["ContainerStatus"]["PID"] for t in before} < set(processes)
 
         swarm.kill(worker)
         swarm.start(worker)
@@ -178,7 +221,7 @@ async def _agent_holding(node_client: ApiClient, count: int) -> dict | None:
 
 
 async def _none_left(marker: str, init: int | None = None) -> bool:
-    """No process of the tasks is left (`init`, the last to go, exits once it has reaped the command)."""
+    """No process of the tasks is left (`init`, the container's first process, is the last to go)."""
     return not processes_with(marker) and (init is None or not os.path.exists(f"/proc/{init}"))
 
 
@@ -187,46 +230,53 @@ def _mount_points(pid: int | str) -> set[str]:
         return {line.split()[4] for line in mounts}
 
 
-@needs_isolation
 @pytest.mark.security
-async def test_a_secret_is_visible_only_inside_the_task_that_uses_it_and_never_on_the_host(swarm, marker):
+async def test_a_secret_is_visible_only_inside_the_task_that_uses_it_and_never_on_the_nodes_disk(swarm, marker):
     ids = await ids_by_name(swarm)
     worker = swarm.node("worker1")
     value = f"s3cr3t-{uuid.uuid4().hex}"
     async with api(swarm) as client:
         secret = await create_secret(client, "agent-db", value.encode())
         reference = {"SecretID": secret["ID"], "SecretName": "agent-db", "File": {"Name": "db", "UID": "1000", "GID": "1001", "Mode": 0o440}}
-        show = "cat /run/secrets/db; echo; stat -c '%a %u %g' /run/secrets/db; hostname; exec sleep 1000"
+        # Its digest, not the secret: a task's output goes to its log file on the node's disk, as Docker's does.
+        show = (
+            "sha256sum /run/secrets/db | cut -d' ' -f1; stat -c '%a %u %g' /run/secrets/db; hostname; "
+            "exec sleep 1000"
+        )
         await client.service_create(on_node(ids["worker1"], "reader", ["sh", "-c", show], marker, Secrets=[reference]))
         (task,) = await eventually(lambda: converged(client, "reader", 1), "the reader to run")
         shown = await eventually(lambda: _lines(client, task["ID"], 3), "the reader's output")
-        assert shown == [value, "440 1000 1001", f"reader.1.{task['ID']}"]
+        hostname = task["Status"]["ContainerStatus"]["ContainerID"][:12]  # Docker's default hostname
+        assert shown == [hashlib.sha256(value.encode()).hexdigest(), "440 1000 1001", hostname]
         init = task["Status"]["ContainerStatus"]["PID"]
         assert "/run/secrets" in _mount_points(init)
+        (held,) = _tmpfs_mounts_under(worker.state_dir)  # where the worker keeps the reader's secrets
 
-        # Another task on the same node, which does not reference the secret, cannot find it.
+        # Another task on the same node, which does not reference the secret, cannot find it: it has no
+        # secrets of its own, the reader's PID does not exist in its PID namespace, the node's files are not
+        # in its root filesystem.
         snoop = (
-            f"ls -A /run/secrets; echo ls=$?; cat /proc/{init}/root/run/secrets/db 2>/dev/null; echo cat=$?; "
-            "exec sleep 1000"
+            "echo found=$(ls -A /run/secrets 2>/dev/null | wc -l); "
+            f"cat /proc/{init}/root/run/secrets/db 2>/dev/null; echo cat=$?; "
+            f"cat {held}/db 2>/dev/null; echo host=$?; exec sleep 1000"
         )
         await client.service_create(on_node(ids["worker1"], "snoop", ["sh", "-c", snoop], marker))
         (other,) = await eventually(lambda: converged(client, "snoop", 1), "the snoop to run")
-        seen = await eventually(lambda: _lines(client, other["ID"], 2), "the snoop's output")
-        assert seen == ["ls=0", "cat=1"]  # an empty /run/secrets of its own; the reader's PID does not exist there
+        seen = await eventually(lambda: _lines(client, other["ID"], 3), "the snoop's output")
+        assert seen == ["found=0", "cat=1", "host=1"]
         for pid in processes_with(marker):  # no task process carries it in its command line or environment
             for view in ("cmdline", "environ"):
                 assert value.encode() not in Path(f"/proc/{pid}/{view}").read_bytes()
 
-        # Not in the host's mount table, nor in any file of the worker (state dir, log).
+        # Not in the host's mount table, nor in any file of the worker on disk (state dir, log): the worker
+        # keeps it on the task's tmpfs (memory), under its state dir, where only the host's root reaches.
         for pid in ("self", 1, worker.pid):
             assert not any(point.startswith("/run/secrets") for point in _mount_points(pid))
         assert not os.path.lexists("/run/secrets")
+        assert _tmpfs_mounts_under(worker.state_dir) == [held] and (held / "db").read_bytes() == value.encode()
         for root in (worker.state_dir, worker.log_path.parent):
-            for directory, _, files in os.walk(root):
-                for name in files:
-                    path = Path(directory, name)
-                    if path.is_file() and not path.is_symlink():
-                        assert value.encode() not in path.read_bytes(), path
+            for path in _files_on_disk(root):
+                assert value.encode() not in path.read_bytes(), path
 
         await client.service_remove("reader")
         await client.service_remove("snoop")
@@ -234,6 +284,7 @@ async def test_a_secret_is_visible_only_inside_the_task_that_uses_it_and_never_o
         assert not any(
             "/run/secrets" in _mount_points(pid) for pid in os.listdir("/proc") if pid.isdigit() and _readable(pid)
         )
+        await eventually(lambda: _no_tmpfs_under(worker.state_dir), "the reader's secrets tmpfs to be unmounted")
         await eventually(lambda: _secret_free(client, secret["ID"]), "the secret to be unused")
         await client.secret_remove(secret["ID"])
 
@@ -241,6 +292,33 @@ async def test_a_secret_is_visible_only_inside_the_task_that_uses_it_and_never_o
 async def _lines(client: ApiClient, task_id: str, count: int) -> list[str] | None:
     lines = await _output_of(client, task_id)
     return lines if len(lines) >= count else None
+
+
+def _tmpfs_mounts_under(root: Path) -> list[Path]:
+    """The tmpfs mount points strictly below `root`, in this process's (the host's) mount table."""
+    mounts = []
+    with open("/proc/self/mountinfo") as table:
+        for line in table:
+            fields = line.split()
+            point, fstype = Path(fields[4]), fields[fields.index("-") + 1]
+            if fstype == "tmpfs" and root in point.parents:
+                mounts.append(point)
+    return mounts
+
+
+async def _no_tmpfs_under(root: Path) -> bool:
+    return not _tmpfs_mounts_under(root)
+
+
+def _files_on_disk(root: Path) -> Iterator[Path]:
+    """The regular files below `root`, but not those on a tmpfs mounted below it (memory, not disk)."""
+    memory = {str(point) for point in _tmpfs_mounts_under(root)}
+    for directory, subdirectories, files in os.walk(root):
+        subdirectories[:] = [d for d in subdirectories if os.path.join(directory, d) not in memory]
+        for name in files:
+            path = Path(directory, name)
+            if path.is_file() and not path.is_symlink():
+                yield path
 
 
 def _readable(pid: str) -> bool:
@@ -271,7 +349,8 @@ async def test_service_logs_show_each_replicas_output_prefixed_with_its_task_nam
         for task in running:
             prefix = f"talker.{task['Slot']}.{task['ID'][:12]}@{hostnames[task['NodeID']]}"
             mine = [line.split("| ", 1)[1] for line in shown if line.startswith(prefix + " ")]
-            assert sorted(mine) == sorted([f"hello from talker.{task['Slot']}.{task['ID']}", "oops", "bye"])
+            hostname = task["Status"]["ContainerStatus"]["ContainerID"][:12]  # Docker's default hostname
+            assert sorted(mine) == sorted([f"hello from {hostname}", "oops", "bye"])
 
         tail = (await cli(swarm, "service", "logs", "--tail", "1", "--no-task-ids", "talker")).splitlines()
         assert len(tail) == 2 and all(line.startswith("talker.") for line in tail)

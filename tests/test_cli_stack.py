@@ -13,8 +13,12 @@ from test_services import eventually
 
 from raftswarm.cli.main import main
 from raftswarm.node.swarmcluster import SwarmCluster
+from raftswarm.runtime.containers import unavailable
 
 pytestmark = pytest.mark.slow
+needs_containers = pytest.mark.skipif(
+    unavailable() is not None, reason=f"tasks cannot run as containers here: {unavailable()}"
+)
 
 STACK = """
 services:
@@ -40,7 +44,12 @@ secrets:
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory):
     base = tmp_path_factory.mktemp("clusters")
-    cluster = asyncio.run(SwarmCluster.up("stk", managers=1, workers=1, base_dir=base, network="loopback", heartbeat_period=0.5))
+    # --init: the tasks' `sleep` stops at SIGTERM, so updates and removals do not wait out grace periods.
+    cluster = asyncio.run(
+        SwarmCluster.up(
+            "stk", managers=1, workers=1, base_dir=base, network="loopback", heartbeat_period=0.5, init=True
+        )
+    )
     yield cluster
     cluster.down()
 
@@ -53,6 +62,7 @@ async def run(swarm: SwarmCluster, *args: str, env: dict[str, str] | None = None
     return await asyncio.to_thread(cli, swarm, *args, env=env)
 
 
+@needs_containers
 async def test_a_stack_is_deployed_redeployed_pruned_and_removed(swarm, tmp_path):
     (tmp_path / "token.txt").write_text("s3cr3t")
     compose = tmp_path / "stack.yml"

@@ -20,11 +20,15 @@ import pytest
 from raftswarm.images import samples
 from raftswarm.images.registryd import HtpasswdUnavailable, LocalRegistry
 from raftswarm.node.swarmcluster import REGISTRY_STORAGE, SwarmCluster, netns_unavailable_reason
+from raftswarm.runtime.containers import unavailable
 
 pytestmark = pytest.mark.slow
 
 needs_netns = pytest.mark.skipif(
     netns_unavailable_reason() is not None, reason=f"network namespaces: {netns_unavailable_reason()}"
+)
+needs_containers = pytest.mark.skipif(
+    unavailable() is not None, reason=f"tasks cannot run as containers here: {unavailable()}"
 )
 
 
@@ -133,6 +137,7 @@ async def test_the_users_flow_load_tag_push_on_one_node_and_pull_on_another_thro
         cluster.down()
 
 
+@needs_containers
 async def test_with_registry_auth_credentials_reach_the_tasks_node_and_are_never_shown_or_written(tmp_path):
     """`service create --with-registry-auth` of an image in a registry that needs a password: the task's node
     pulls it with the docker CLI's credentials; without the flag it cannot; no API answer shows them and no

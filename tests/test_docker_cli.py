@@ -14,9 +14,13 @@ import time
 import pytest
 
 from raftswarm.node.swarmcluster import SwarmCluster
+from raftswarm.runtime.containers import unavailable
 
 pytestmark = pytest.mark.slow
 needs_cli = pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")
+needs_containers = pytest.mark.skipif(
+    unavailable() is not None, reason=f"tasks cannot run as containers here: {unavailable()}"
+)
 
 COMPOSE = """
 services:
@@ -31,7 +35,12 @@ services:
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory):
     base = tmp_path_factory.mktemp("clusters")
-    cluster = asyncio.run(SwarmCluster.up("dkr", managers=1, workers=1, base_dir=base, network="loopback", heartbeat_period=0.5))
+    # --init: the tasks' `sleep` stops at SIGTERM, so scaling down and removing converge in moments.
+    cluster = asyncio.run(
+        SwarmCluster.up(
+            "dkr", managers=1, workers=1, base_dir=base, network="loopback", heartbeat_period=0.5, init=True
+        )
+    )
     yield cluster
     cluster.down()
 
@@ -81,6 +90,7 @@ def test_docker_sees_the_swarm_and_manages_networks_and_secrets(docker):
 
 
 @needs_cli
+@needs_containers
 def test_docker_service_create_waits_for_convergence_then_scale_logs_and_rm(docker):
     docker("network", "create", "-d", "overlay", "n3")
     docker("secret", "create", "s3", "-", stdin="pw")
@@ -99,6 +109,7 @@ def test_docker_service_create_waits_for_convergence_then_scale_logs_and_rm(dock
 
 
 @needs_cli
+@needs_containers
 def test_docker_stack_deploy_services_ps_and_rm(docker, tmp_path):
     compose = tmp_path / "compose.yml"
     compose.write_text(COMPOSE)
@@ -121,6 +132,7 @@ def test_what_raftswarm_does_not_do_fails_fast_with_a_message(docker):
     assert done.returncode != 0 and "Error response from daemon" in done.stderr
 
 
+@needs_containers
 def test_the_docker_sdk_for_python_drives_the_swarm(swarm):
     docker_sdk = pytest.importorskip("docker")
     client = docker_sdk.DockerClient(base_url=f"unix://{swarm.node('manager1').socket}", version="1.50")

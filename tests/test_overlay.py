@@ -2,6 +2,9 @@
 tasks on one overlay network, spread over the nodes, reach each other by service name through the
 service's VIP and by `tasks.<service>`; a task on another network can neither resolve nor reach them; a
 published port answers on a node that runs no replica (the routing mesh).
+
+The tasks are containers of the `python:3-slim` sample (the busybox one has no python3); a task's hostname is
+Docker's default, its container ID's first 12 hex characters, which is how the servers say who answered.
 """
 
 from __future__ import annotations
@@ -15,15 +18,15 @@ import time
 import pytest
 from test_services import converged, eventually, spec
 
-from raftswarm.agent.runtime import isolation_available
 from raftswarm.api.client import ApiClient
 from raftswarm.node.swarmcluster import SwarmCluster, netns_unavailable_reason
+from raftswarm.runtime.containers import unavailable
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        netns_unavailable_reason() is not None or not isolation_available() or shutil.which("nft") is None,
-        reason="needs root, network namespaces and nft for a data plane per node",
+        netns_unavailable_reason() is not None or unavailable() is not None or shutil.which("nft") is None,
+        reason="needs root, network namespaces, nft for a data plane per node, and runc and conmon for tasks",
     ),
 ]
 
@@ -67,8 +70,13 @@ time.sleep(1000)
 """
 
 
+PYTHON = "python:3-slim"
+"""The image of the tasks here, all Python: the busybox sample has no python3."""
+
+
 def data_plane_swarm(name: str, base) -> SwarmCluster:
-    """1 manager and 2 workers, a network namespace each, 0.5 s heartbeats."""
+    """1 manager and 2 workers, a network namespace each, 0.5 s heartbeats; the registry has the python
+    sample; tasks run under an init, so that their Python processes stop at SIGTERM."""
     return asyncio.run(
         SwarmCluster.up(
             name,
@@ -77,6 +85,8 @@ def data_plane_swarm(name: str, base) -> SwarmCluster:
             base_dir=base,
             network="netns",
             heartbeat_period=0.5,
+            samples=("busybox", "python"),
+            init=True,
             # Names the tasks' resolvers do not know go nowhere: no query leaves the test's namespaces.
             node_args={node: ["--dns-upstream", "none"] for node in ("manager1", "worker1", "worker2")},
         )
@@ -92,6 +102,18 @@ def swarm(tmp_path_factory):
 
 def api(swarm: SwarmCluster) -> ApiClient:
     return swarm.client(swarm.node("manager1"))
+
+
+def python_spec(name: str, args: list[str], replicas: int, **template) -> dict:
+    """`test_services.spec`, its tasks running `args` in the python image."""
+    made = spec(name, args, replicas=replicas, **template)
+    made["TaskTemplate"]["ContainerSpec"]["Image"] = PYTHON
+    return made
+
+
+def hostname_of(task: dict) -> str:
+    """What `socket.gethostname()` says in the task: its container ID's first 12 hex characters."""
+    return task["Status"]["ContainerStatus"]["ContainerID"][:12]
 
 
 @pytest.fixture(autouse=True)
@@ -117,22 +139,22 @@ async def test_tasks_on_an_overlay_reach_a_service_by_name_through_its_vip_and_o
         front = (await client.network_create({"Name": "front", "Driver": "overlay"}))["Id"]
         await client.network_create({"Name": "back", "Driver": "overlay"})
         web_networks = [{"Target": "front", "Aliases": ["www"]}]
-        await client.service_create(spec("web", ["python3", "-c", SERVER], replicas=3, Networks=web_networks))
+        await client.service_create(python_spec("web", ["python3", "-c", SERVER], replicas=3, Networks=web_networks))
         web = await eventually(lambda: converged(client, "web", 3), "3 web replicas", within=90)
         assert len({t["NodeID"] for t in web}) == 3  # one per node: traffic crosses the overlay
         (vip,) = [v["Addr"].split("/")[0] for v in (await client.service_inspect("web"))["Endpoint"]["VirtualIPs"] if v["NetworkID"] == front]
         task_ips = sorted(t["NetworksAttachments"][0]["Addresses"][0].split("/")[0] for t in web)
 
         client_args = ["python3", "-c", CLIENT, "web", "3", vip]
-        await client.service_create(spec("client", client_args, replicas=1, Networks=[{"Target": "front"}]))
+        await client.service_create(python_spec("client", client_args, replicas=1, Networks=[{"Target": "front"}]))
         (task,) = await eventually(lambda: converged(client, "client", 1), "the client to run", within=90)
         report = await eventually(lambda: _report(client, task["ID"]), "the client's report", within=120)
         assert report["vip"] == vip
         assert report["tasks"] == task_ips
         assert report["alias"] == vip
-        assert report["seen"] == sorted(f"web.{t['Slot']}.{t['ID']}" for t in web)
+        assert report["seen"] == sorted(hostname_of(t) for t in web)
 
-        await client.service_create(spec("outsider", client_args, replicas=1, Networks=[{"Target": "back"}]))
+        await client.service_create(python_spec("outsider", client_args, replicas=1, Networks=[{"Target": "back"}]))
         (task,) = await eventually(lambda: converged(client, "outsider", 1), "the outsider to run", within=90)
         report = await eventually(lambda: _report(client, task["ID"]), "the outsider's report", within=120)
         assert "vip" not in report and report["seen"] == []
@@ -158,13 +180,15 @@ async def _served_by(host: str, port: int, count: int) -> set[str]:
 
 async def test_a_published_port_answers_on_a_node_running_no_replica(swarm):
     async with api(swarm) as client:
-        made = spec("meshed", ["python3", "-c", SERVER], replicas=2, Placement={"Constraints": ["node.role==worker"]})
+        made = python_spec(
+            "meshed", ["python3", "-c", SERVER], replicas=2, Placement={"Constraints": ["node.role==worker"]}
+        )
         made["EndpointSpec"] = {"Ports": [{"TargetPort": 80, "PublishedPort": 8080}]}
         await client.service_create(made)
         tasks = await eventually(lambda: converged(client, "meshed", 2), "2 replicas on the workers")
         manager = swarm.node("manager1")
         assert all(t["NodeID"] != manager.node_id for t in tasks)
-        names = {f"meshed.{t['Slot']}.{t['ID']}" for t in tasks}
+        names = {hostname_of(t) for t in tasks}
         assert await _served_by(manager.ip, 8080, 2) == names  # both replicas, through the manager
         for worker in ("worker1", "worker2"):
             assert await _served_by(swarm.node(worker).ip, 8080, 1) <= names
@@ -174,11 +198,12 @@ async def test_a_published_port_answers_on_a_node_running_no_replica(swarm):
 async def test_a_host_mode_port_answers_only_on_the_node_running_its_task_and_tasks_reach_outside(swarm):
     async with api(swarm) as client:
         worker = swarm.node("worker1")
-        made = spec("hosted", ["python3", "-c", SERVER], replicas=1, Placement={"Constraints": [f"node.id=={worker.node_id}"]})
+        on_worker = {"Constraints": [f"node.id=={worker.node_id}"]}
+        made = python_spec("hosted", ["python3", "-c", SERVER], replicas=1, Placement=on_worker)
         made["EndpointSpec"] = {"Ports": [{"TargetPort": 80, "PublishedPort": 9090, "PublishMode": "host"}]}
         await client.service_create(made)
         (task,) = await eventually(lambda: converged(client, "hosted", 1), "the hosted task")
-        assert await _served_by(worker.ip, 9090, 1) == {f"hosted.1.{task['ID']}"}
+        assert await _served_by(worker.ip, 9090, 1) == {hostname_of(task)}
         for other in ("manager1", "worker2"):
             with pytest.raises(OSError):
                 await asyncio.to_thread(_fetch, swarm.node(other).ip, 9090)
@@ -186,10 +211,13 @@ async def test_a_host_mode_port_answers_only_on_the_node_running_its_task_and_ta
         # Egress: a task on an overlay reaches a node's address outside its overlays (masqueraded).
         outside = ["python3", "-c", f"import socket; print(socket.create_connection(('{worker.ip}', 9090), timeout=5).recv(200).decode(), flush=True); import time; time.sleep(1000)"]
         await client.network_create({"Name": "out", "Driver": "overlay"})
-        await client.service_create(spec("goer", outside, replicas=1, Networks=[{"Target": "out"}], Placement={"Constraints": ["node.role==manager"]}))
+        on_manager = {"Constraints": ["node.role==manager"]}
+        await client.service_create(
+            python_spec("goer", outside, replicas=1, Networks=[{"Target": "out"}], Placement=on_manager)
+        )
         (goer,) = await eventually(lambda: converged(client, "goer", 1), "the goer")
         lines = await eventually(lambda: _lines_of(client, goer["ID"]), "the goer's output", within=30)
-        assert lines == [f"hosted.1.{task['ID']}"]
+        assert lines == [hostname_of(task)]
         await client.service_remove("hosted")
         await client.service_remove("goer")
 

@@ -9,8 +9,15 @@ import json
 import time
 
 import pytest
-from test_overlay import SERVER, api, data_plane_swarm, pytestmark  # noqa: F401 -- the same skip conditions
-from test_services import converged, eventually, spec
+from test_overlay import (  # noqa: F401 -- pytestmark: the same skip conditions
+    SERVER,
+    api,
+    data_plane_swarm,
+    hostname_of,
+    python_spec,
+    pytestmark,
+)
+from test_services import converged, eventually
 
 from raftswarm.api.client import ApiClient
 
@@ -48,12 +55,13 @@ async def test_a_killed_nodes_endpoints_leave_dns_and_the_load_balancer_and_requ
     """It kills worker2."""
     async with api(swarm) as client:
         await client.network_create({"Name": "survive", "Driver": "overlay"})
-        await client.service_create(spec("web", ["python3", "-c", SERVER], replicas=3, Networks=[{"Target": "survive"}]))
+        web_spec = python_spec("web", ["python3", "-c", SERVER], replicas=3, Networks=[{"Target": "survive"}])
+        await client.service_create(web_spec)
         web = await eventually(lambda: converged(client, "web", 3), "3 web replicas", within=90)
         worker = swarm.node("worker2")
         (lost,) = [t for t in web if t["NodeID"] == worker.node_id]
         lost_ip = lost["NetworksAttachments"][0]["Addresses"][0].split("/")[0]
-        watcher = spec("watcher", ["python3", "-c", WATCHER], replicas=1, Networks=[{"Target": "survive"}])
+        watcher = python_spec("watcher", ["python3", "-c", WATCHER], replicas=1, Networks=[{"Target": "survive"}])
         watcher["TaskTemplate"]["Placement"] = {"Constraints": ["node.role==manager"]}
         await client.service_create(watcher)
         (task,) = await eventually(lambda: converged(client, "watcher", 1), "the watcher to run", within=90)
@@ -76,4 +84,4 @@ async def test_a_killed_nodes_endpoints_leave_dns_and_the_load_balancer_and_requ
         after = await eventually(recovered, "the killed node's endpoint to leave DNS", within=60)
         assert all(lost_ip not in r["tasks"] for r in after if isinstance(r["tasks"], list))
         assert all(r["served"] for r in after[1:])  # every request through the VIP succeeds once it is gone
-        assert all(r["served"] != f"web.{lost['Slot']}.{lost['ID']}" for r in after[1:])
+        assert all(r["served"] != hostname_of(lost) for r in after[1:])
