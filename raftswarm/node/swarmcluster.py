@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -460,7 +461,7 @@ class SwarmCluster:
             subnet = choose_subnet(host_networks() + [ipaddress.IPv4Network(c.subnet) for c in others if c.subnet])
             self.subnet = str(subnet)
             return [str(ip) for ip in list(subnet.hosts())[1 : count + 1]]  # .1 is the host's, on the bridge
-        return _loopback_addresses(count, {n.ip for c in others for n in c.nodes})
+        return _loopback_addresses(count, {n.ip for c in others for n in c.nodes}, self.name)
 
     def _plan(
         self,
@@ -936,10 +937,13 @@ def _nft_tables() -> set[str]:
     return {line.split()[-1] for line in done.stdout.splitlines() if line.startswith("table ")}
 
 
-def _loopback_addresses(count: int, taken: set[str]) -> list[str]:
-    """127.0.0.2, .3, ...: skipping those other clusters recorded and those where something holds port 2377."""
+def _loopback_addresses(count: int, taken: set[str], name: str) -> list[str]:
+    """127.0.0.N, skipping those other clusters recorded and those where something holds port 2377. The scan
+    starts at an offset of the cluster's name: clusters of other directories, planned at the same moment,
+    would otherwise both find 127.0.0.2 free before either binds it."""
     found = []
-    for host in range(2, 255):
+    start = zlib.crc32(name.encode()) % 253
+    for host in (2 + (start + i) % 253 for i in range(253)):
         ip = f"127.0.0.{host}"
         if ip not in taken and _port_free(ip, SWARM_PORT):
             found.append(ip)
