@@ -202,7 +202,8 @@ async def _stop(processes: list[asyncio.subprocess.Process]) -> None:
     deadline = asyncio.get_running_loop().time() + STOP_GRACE
     for process in processes:
         try:
-            await asyncio.wait_for(process.wait(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            async with asyncio.timeout(max(0.0, deadline - asyncio.get_running_loop().time())):
+                await process.wait()
         except TimeoutError:
             process.kill()
             await process.wait()

@@ -245,7 +245,8 @@ class Run:
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+        async with asyncio.timeout(seconds):
+            await stop.wait()
 
 
 async def run_scenario(name: str, options: RunOptions, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:

@@ -220,7 +220,8 @@ class ServiceChurn:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), self.rng.uniform(*CHURN_INTERVAL))
+                async with asyncio.timeout(self.rng.uniform(*CHURN_INTERVAL)):
+                    await stop.wait()
                 return
             except TimeoutError:
                 pass

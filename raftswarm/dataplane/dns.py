@@ -503,7 +503,8 @@ class DnsServer:
         last_reply = None
         for upstream in self.upstreams[:MAX_UPSTREAMS]:
             try:
-                reply = await asyncio.wait_for(self._ask(upstream, query, tcp), self.forward_timeout)
+                async with asyncio.timeout(self.forward_timeout):
+                    reply = await self._ask(upstream, query, tcp)
             except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
                 log.debug("DNS upstream %s:%d failed: %s", *upstream, exc or type(exc).__name__)
                 continue
@@ -549,8 +550,10 @@ class DnsServer:
         try:
             while not self._closed:
                 try:
-                    (size,) = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT))
-                    query = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE_TIMEOUT)
+                    async with asyncio.timeout(TCP_IDLE_TIMEOUT):
+                        (size,) = struct.unpack("!H", await reader.readexactly(2))
+                    async with asyncio.timeout(TCP_IDLE_TIMEOUT):
+                        query = await reader.readexactly(size)
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     return
                 reply = await self._tcp_reply(query)

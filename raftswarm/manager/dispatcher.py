@@ -2,7 +2,9 @@
 receiving its assignments and reporting its tasks' progress.
 
 Heartbeats are kept in the leader's memory, as SwarmKit does; only a change of a node's state (ready,
-down) is written to the store. A node that misses `DOWN_AFTER_MISSED` heartbeat periods is marked down.
+down) is written to the store. What to make of a heartbeat or of a node's silence -- sessions per leader
+term, the grace a new leader gives, when a node is down -- is decided by `manager.heartbeats`, a pure state
+machine this module feeds with the clock, the Raft term and the store's view; this module does the I/O.
 A follower asked for anything answers `not_leader` with the leader's address, and the node moves its
 session there.
 
@@ -23,6 +25,7 @@ import base64
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..ca.authority import CertificateAuthority
@@ -31,6 +34,8 @@ from ..errors import RaftswarmError
 from ..raft.driver import RaftDriver
 from ..store import Conflict, ReplicatedStore, StoredObject, WatchCompacted, update
 from .controlapi import CLUSTER, CLUSTER_KEY, NODES, ControlApi, now_iso
+from .heartbeats import DEFAULT_HEARTBEAT_PERIOD, DOWN, READY, Heartbeats, NotLeader, StaleSession
+from .heartbeats import DOWN_AFTER_MISSED as DOWN_AFTER_MISSED  # re-exported: node.manager and logbroker read it here
 from .orchestrator import TaskState
 from .rpc import REMOVED, RpcError, RpcServer
 from .screening import Broken, check_task
@@ -39,8 +44,9 @@ from .specs import referenced_secrets
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HEARTBEAT_PERIOD = 5.0
-DOWN_AFTER_MISSED = 3
+SESSION_INVALID = "session_invalid"
+"""The error code of a heartbeat naming a session that has ended (SwarmKit's ErrSessionInvalid): the node
+starts a new one by heartbeating without a session."""
 MAX_ASSIGNMENT_WAIT = 30.0
 """Longest an assignments call waits for a change before answering with none (the caller asks again)."""
 MAX_STATUS_TEXT = 1024
@@ -108,14 +114,21 @@ def _checked_status(raw: Any) -> dict[str, Any]:
 
 
 class Dispatcher:
-    def __init__(self, store: ReplicatedStore, driver: RaftDriver, rpc: RpcServer, period: float = DEFAULT_HEARTBEAT_PERIOD) -> None:
+    def __init__(
+        self,
+        store: ReplicatedStore,
+        driver: RaftDriver,
+        rpc: RpcServer,
+        period: float = DEFAULT_HEARTBEAT_PERIOD,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.control = ControlApi(store)
         self.driver = driver
         self.default_period = period
         """The node's --heartbeat-period; the swarm's Dispatcher.HeartbeatPeriod wins when an operator set it."""
-        self._last_seen: dict[str, float] = {}
-        self._leading_since: float | None = None
-        self._leading_term: int | None = None
+        self.heartbeats = Heartbeats()
+        self._clock = clock
         self._view: tuple[dict[str, str], str | None, list[bytes]] = ({}, None, [])
         self._view_version = -1
         self._issuers: dict[str, str] = {}
@@ -144,8 +157,8 @@ class Dispatcher:
 
     def forget(self, node_id: str) -> None:
         """Drop what this dispatcher keeps for a node removed from the swarm: its assignment session (a
-        long-poll still waiting ends with `removed`), heartbeat and issuer."""
-        self._last_seen.pop(node_id, None)
+        long-poll still waiting ends with `removed`), heartbeat session and issuer."""
+        self.heartbeats.remove(node_id)
         self._issuers.pop(node_id, None)
         if self._assignment_sessions.pop(node_id, None) is not None:
             self._wake(node_id)
@@ -154,38 +167,64 @@ class Dispatcher:
         leader = self.driver.peer_addresses().get(self.driver.leader_id)
         return f"{leader[0]}:{leader[1]}" if leader else ""
 
+    def _leading_term(self) -> int | None:
+        return self.driver.core.term if self.driver.is_leader else None
+
     async def heartbeat(self, identity: NodeIdentity | None, params: dict[str, Any]) -> dict[str, Any]:
         assert identity is not None
-        if not self.driver.is_leader:
-            raise RpcError("not_leader", self.leader_address())
-        # Remembered only once recorded: a write lost to a concurrent update (say, the node's own Raft join
-        # changing its object), or a node not in the store yet (`swarm init` still writing it), is retried
-        # at the next heartbeat.
-        # The store is checked too, not only our memory: if this manager lost the lead and won it back
-        # between two rounds of `_mark_down`, another leader may have marked the node down meanwhile (found
-        # by `python -m chaos run --scenario partition-one-way`: nodes stayed down while heartbeating).
-        node = self.control.store.state.get(NODES, identity.node_id)
-        recorded_ready = node is not None and node.data["Status"].get("State") == "ready"
-        if (identity.node_id in self._last_seen and recorded_ready) or await self.control.set_node_status(
-            identity.node_id, "ready"
-        ):
-            self._last_seen[identity.node_id] = time.monotonic()
         issuer = params.get("issuer", "")
         if not isinstance(issuer, str) or len(issuer) > MAX_KEY_ID_CHARS:
             raise RpcError("invalid", "issuer must be the key ID of the root that issued this node's certificate")
-        self._issuers[identity.node_id] = issuer
+        session = params.get("session")
+        if session is not None and not isinstance(session, str):
+            raise RpcError("invalid", "session must be the one the last heartbeat's answer named, or absent")
+        node_id = identity.node_id
+        # The store is read at every heartbeat, not only our memory: another leader may have marked the node
+        # down since we last heard it (found by `python -m chaos run --scenario partition-one-way`: nodes stayed
+        # down while heartbeating).
+        node = self.control.store.state.get(NODES, node_id)
+        decision = self.heartbeats.heartbeat(
+            node_id,
+            session,
+            now=self._clock(),
+            term=self._leading_term(),
+            period=self.period,
+            recorded=node.data["Status"].get("State") if node else None,
+        )
+        if isinstance(decision, NotLeader):
+            raise RpcError("not_leader", self.leader_address())
+        if isinstance(decision, StaleSession):
+            raise RpcError(
+                SESSION_INVALID,
+                f"session {decision.session} has ended (a new leader, or this node was marked down); "
+                "heartbeat without a session to start a new one",
+            )
+        if decision.record_ready:
+            await self._record_ready(node_id)
+        self._issuers[node_id] = issuer
         managers, rotation, gossip_keys = self._swarm_view()
         # The role the swarm wants this node in: a node whose certificate says otherwise renews it and
         # switches roles (promote/demote), as SwarmKit's agents do. During a root rotation, the root every
         # node should move to.
         return {
-            "period": self.period,
+            "session": decision.session,
+            "period": decision.period,
             "role": node.data["Spec"]["Role"] if node else None,
             "managers": managers,
             "rotation": rotation,
             "gossip_keys": gossip_keys,
             "attachments": (node.data.get("Attachments") or []) if node else [],
         }
+
+    async def _record_ready(self, node_id: str) -> None:
+        """Write that a node heard from is ready. A node not in the store yet (`swarm init` still writing it) or
+        a write that fails (a concurrent change of the node's object, such as its own Raft join; lost
+        leadership) is not an error of the heartbeat: the store still does not say ready, so the node's next
+        heartbeat writes again."""
+        try:
+            await self.control.set_node_status(node_id, READY)
+        except RaftswarmError as exc:
+            log.info("could not record node %s ready: %s", node_id, exc)
 
     def _swarm_view(self) -> tuple[dict[str, str], str | None, list[bytes]]:
         """The managers' addresses, the pending root's key ID and the gossip keys (newest first), as of this
@@ -252,7 +291,8 @@ class Dispatcher:
             if complete or answer["tasks"] or answer["removed_tasks"] or answer["secrets"] or answer["removed_secrets"] or remaining <= 0:
                 return answer
             try:
-                await asyncio.wait_for(event.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await event.wait()
             except TimeoutError:
                 pass
             if not self.driver.is_leader:
@@ -396,29 +436,36 @@ class Dispatcher:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._follow_tasks(), name="dispatcher-index")
             group.create_task(self._write_reports(), name="dispatcher-reports")
-            group.create_task(self._mark_down(), name="dispatcher-heartbeats")
+            group.create_task(self._watch_heartbeats(), name="dispatcher-heartbeats")
 
-    async def _mark_down(self) -> None:
-        """On the leader, mark nodes down once they stop heartbeating; elsewhere, wait to lead."""
+    async def _watch_heartbeats(self) -> None:
+        """Every period: on the leader, mark down the nodes that stopped heartbeating, and finish a root rotation
+        once every node has moved."""
         while True:
             await asyncio.sleep(self.period)
-            if not self.driver.is_leader:
-                self._leading_since = None
-                self._last_seen.clear()
-                continue
-            now = time.monotonic()
-            if self._leading_since is None or self._leading_term != self.driver.core.term:
-                # A new leadership (perhaps won back since the last round): every node gets a full grace period.
-                self._leading_since, self._leading_term = now, self.driver.core.term
-                self._last_seen.clear()
-                continue
+            try:
+                await self._check_heartbeats()
+            except RaftswarmError as exc:  # the nodes could not be read (an election): the next round reads again
+                log.info("heartbeat check skipped: %s", exc)
+
+    async def _check_heartbeats(self) -> None:
+        nodes: dict[str, str] = {}
+        if self._leading_term() is not None:
+            nodes = {node.id: node.data["Status"].get("State", "") for node in await self.control.nodes()}
+        # The term as it is after the read, which may have outlived the leadership it began in (a leadership
+        # first seen by this tick decides nothing yet, whatever the nodes read).
+        sweep = self.heartbeats.tick(now=self._clock(), term=self._leading_term(), period=self.period, nodes=nodes)
+        if not sweep.leading:
+            return
+        for node_id in sweep.down:
+            try:
+                if self.heartbeats.still_silent(node_id):
+                    await self.control.set_node_status(node_id, DOWN, "heartbeat failure")
+            except RaftswarmError as exc:  # a conflict or lost leadership: the next round decides again
+                log.info("could not mark node %s down: %s", node_id, exc)
+            if self.heartbeats.down_written(node_id):
+                await self._record_ready(node_id)
+        try:
             await self._maybe_finish_root_rotation()
-            deadline = self.period * DOWN_AFTER_MISSED
-            for node in await self.control.nodes():
-                seen = self._last_seen.get(node.id, self._leading_since)
-                if node.data["Status"].get("State") != "down" and now - seen > deadline:
-                    self._last_seen.pop(node.id, None)
-                    try:
-                        await self.control.set_node_status(node.id, "down", "heartbeat failure")
-                    except Exception as exc:  # a conflict or lost leadership: the next round retries
-                        log.info("could not mark node %s down: %s", node.id, exc)
+        except RaftswarmError as exc:
+            log.info("root rotation not finished this round: %s", exc)

@@ -396,9 +396,10 @@ class RpcClient:
         cls, host: str, port: int, context: ssl.SSLContext, *, server_hostname: str | None = None, timeout: float = 5.0
     ) -> RpcClient:
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, ssl=context, server_hostname=server_hostname or host), timeout
-            )
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=context, server_hostname=server_hostname or host
+                )
         except (TimeoutError, OSError) as exc:
             raise RpcError("connection", f"cannot reach the manager at {host}:{port}: {exc or type(exc).__name__}") from None
         writer.write(PREAMBLE_RPC)
@@ -417,10 +418,10 @@ class RpcClient:
                 # Not wait_for: on 3.11 it swallows a cancellation that arrives as the answer does.
                 async with asyncio.timeout(timeout):
                     response = await _read_response(self._reader)
+            except TimeoutError:  # before OSError, of which it is a subclass
+                raise RpcError("unavailable", f"the manager did not answer {method} in {timeout:g} s") from None
             except (OSError, asyncio.IncompleteReadError) as exc:
                 raise RpcError("connection", f"the connection to the manager broke during {method}: {exc}") from None
-            except TimeoutError:
-                raise RpcError("unavailable", f"the manager did not answer {method} in {timeout:.0f} s") from None
         if response is None:
             raise RpcError("connection", f"the manager closed the connection during {method}")
         # An error without an id: the manager could not read this request as a call (too large, malformed).

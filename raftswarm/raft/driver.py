@@ -320,8 +320,9 @@ class RaftDriver:
 
     async def _wait(self, future: asyncio.Future[Any], timeout: float | None, forget: Callable[[], object]) -> Any:
         try:
-            return await asyncio.wait_for(future, timeout or self.config.proposal_timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout or self.config.proposal_timeout):
+                return await future
+        except TimeoutError:
             raise Timeout("the operation did not complete in time; a write may or may not have been applied") from None
         finally:
             forget()

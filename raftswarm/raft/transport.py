@@ -435,8 +435,9 @@ class RaftTransport:
                 self._refuse(writer, exc.reason, str(exc))
                 return
             try:
-                preamble = await asyncio.wait_for(reader.readexactly(len(PREAMBLE_RAFT)), HANDSHAKE_TIMEOUT)
-            except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
+                async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                    preamble = await reader.readexactly(len(PREAMBLE_RAFT))
+            except (asyncio.IncompleteReadError, TimeoutError, OSError):
                 preamble = b""
             if preamble != PREAMBLE_RAFT:
                 self._refuse(writer, "not_raft", f"expected the Raft preamble, got {preamble!r}")
