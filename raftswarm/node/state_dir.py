@@ -17,13 +17,18 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 
-from ..ca.certificates import NodeCertificate, cert_to_pem
+from ..ca.certificates import CertificateError, NodeCertificate, cert_to_pem
 from ..errors import RaftswarmError
+
+
+_PAIR_READS = 5
+"""Reads of the node's key and certificate until they match (a renewal is replacing them meanwhile)."""
 
 
 class StateDirError(RaftswarmError):
@@ -111,13 +116,22 @@ class StateDir:
         write_private(self.node_cert, node.cert_pem())
 
     def load_certificates(self) -> tuple[x509.Certificate, NodeCertificate]:
-        """The current root (the first one trusted) and this node's certificate."""
-        try:
-            root = x509.load_pem_x509_certificates(self.root_ca_cert.read_bytes())[0]
-            node = NodeCertificate.from_pem(self.node_cert.read_bytes(), self.node_key.read_bytes())
-        except OSError as exc:
-            raise StateDirError(f"cannot read the node's certificates in {self.certificates}: {exc}") from None
-        return root, node
+        """The current root (the first one trusted) and this node's certificate. A renewal replaces the key
+        and the certificate one file after the other: a pair read in between does not match, and is read
+        again."""
+        for attempt in range(_PAIR_READS):
+            try:
+                root = x509.load_pem_x509_certificates(self.root_ca_cert.read_bytes())[0]
+                node = NodeCertificate.from_pem(self.node_cert.read_bytes(), self.node_key.read_bytes())
+            except OSError as exc:
+                raise StateDirError(f"cannot read the node's certificates in {self.certificates}: {exc}") from None
+            except CertificateError:
+                if attempt == _PAIR_READS - 1:
+                    raise
+                time.sleep(0.01)
+                continue
+            return root, node
+        raise AssertionError("unreachable")
 
     def load_trust(self) -> list[x509.Certificate]:
         """Every root CA this node trusts (two during a root rotation)."""
