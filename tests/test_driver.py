@@ -102,3 +102,21 @@ async def test_transfer_leadership(cluster):
     target = next(i for i in c.network.drivers if i != leader.id)
     await leader.transfer_leadership(target)
     assert (await c.leader()).id == target
+
+
+async def test_a_read_on_a_follower_whose_leader_died_is_asked_again_of_the_new_leader(cluster):
+    """A follower's read waits for the leader's confirmation. When that leader dies, the read must move to
+    the next leader as soon as one is elected, not wait out its whole timeout (what a client of a surviving
+    manager saw as a 10 s hang after the leader's kill -9)."""
+    c = await cluster(3, proposal_timeout=120.0)
+    leader = await c.leader()
+    await leader.propose(b"before")
+    follower = next(d for i, d in c.network.drivers.items() if d is not leader)
+    c.network.down.add(leader.id)  # the leader is gone: its followers hear nothing more
+    read = asyncio.create_task(follower.read_barrier())
+    async with asyncio.timeout(60):  # half the read's own timeout: only a read that moved finishes in time
+        applied = await read
+    new_leader = await c.leader()
+    assert new_leader is not leader and new_leader.id != leader.id
+    assert applied >= 1
+    assert b"before" in c.machines[follower.id].items

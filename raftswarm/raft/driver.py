@@ -356,6 +356,13 @@ class RaftDriver:
             for future in self._proposals.values():
                 if not future.done():
                     future.set_exception(error)
+        if role[2] != previous_leader and self._reads:
+            # A read waits for the leader's confirmation; one asked of a leader that is gone would wait for its
+            # whole timeout. Reads change nothing, so they are simply asked again of the new leader.
+            moved = ProposalDropped("leadership changed while the read was waiting; asking the new leader")
+            for future in self._reads.values():
+                if not future.done():
+                    future.set_exception(moved)
         if self._on_role_change is not None:
             self._on_role_change(*role)
 
