@@ -22,6 +22,9 @@ def test_the_failover_bench_measures_leader_and_worker_failover():
     assert 0 < leader["new_leader_p50_s"] <= leader["new_leader_p99_s"]
     assert 0 < leader["first_write_p50_s"] <= leader["first_write_p99_s"]
     assert leader["met"] == (leader["first_write_p50_s"] <= leader["target_s"])
+    # Client-visible failover: a read and a write sent to a survivor at the kill both answered.
+    assert 0 < leader["client_read_p50_s"] <= leader["client_read_p99_s"] and leader["client_read_failures"] == 0
+    assert 0 < leader["client_write_p50_s"] <= leader["client_write_p99_s"]
     assert worker["tasks"] == 6 and worker["lost_tasks"] == worker["replaced_tasks"]
     assert [t["scenario"] for t in summary["targets"]] == ["leader", "worker"]
     assert summary["targets"][0]["value_s"] == leader["first_write_p50_s"]
