@@ -18,7 +18,7 @@ from raftswarm.manager.orchestrator import (
     reconcile_replicated,
     rfc3339,
 )
-from raftswarm.manager.updater import InvalidUpdateConfig, UpdatePlan, plan_update
+from raftswarm.manager.updater import STALLED_TASK_TIMEOUT, InvalidUpdateConfig, UpdatePlan, plan_update
 
 START = 1_700_000_000.0  # when the update was started
 SECOND = 1_000_000_000
@@ -243,7 +243,7 @@ def test_start_first_keeps_the_old_task_until_the_new_one_runs():
 
     swarm.now += 1
     swarm.report("new1", "starting")
-    assert swarm.step() == UpdatePlan()
+    assert swarm.step() == UpdatePlan(wake_at=swarm.now + STALLED_TASK_TIMEOUT)  # in case it never runs
     assert {existing["ID"] for existing in swarm.live(Slot=1)} == {"old1", "new1"}
 
     swarm.now += 1
@@ -288,6 +288,19 @@ def test_slot_being_stopped_is_in_flight_until_refilled():
     assert swarm.step() == UpdatePlan()  # old1 is still stopping and nothing fills slot 1 yet
 
 
+def test_slot_scaled_away_is_not_waited_for_while_its_task_has_yet_to_stop():
+    # Told to stop before its agent acknowledged it; that agent may never answer (a leader change lost it).
+    scaled_away = task("old3", slot=3, state="assigned", desired="shutdown")
+    swarm = Swarm(service(2), [task("old1", slot=1), task("old2", slot=2), scaled_away])
+    assert swarm.plan().shutdown == ("old1",)
+
+
+def test_node_whose_task_was_shut_down_is_not_waited_for_in_a_global_update():
+    on_down_node = task("old-n3", node="n3", desired="shutdown")  # still running as far as anyone heard
+    swarm = Swarm(service(None), [task("old-n1", node="n1"), task("old-n2", node="n2"), on_down_node])
+    assert swarm.plan().shutdown == ("old-n1",)
+
+
 # --- monitoring and failures ---------------------------------------------------------------------------
 
 
@@ -322,6 +335,69 @@ def test_task_that_never_started_counts_as_failed():
     swarm.step()
     assert swarm.state == "paused"
     assert replacement in swarm.service["UpdateStatus"]["Message"]
+
+
+@pytest.mark.parametrize("silent_in", ["assigned", "accepted", "ready", "starting"])
+def test_new_task_its_node_is_silent_about_is_a_failure_once_stalled(silent_in):
+    swarm = Swarm.replicated(2)
+    swarm.step()
+    replacement = swarm.new_in(1)["ID"]
+    swarm.report(replacement, silent_in)
+    stalls = swarm.now + STALLED_TASK_TIMEOUT
+    swarm.now = stalls - 0.1
+    assert swarm.step() == UpdatePlan(wake_at=stalls)  # still in flight, until it stalls
+    swarm.now += 0.1
+    swarm.step()
+    assert swarm.state == "paused"
+    assert swarm.service["UpdateStatus"]["Message"] == (
+        f"update paused due to failure or early termination of task {replacement} (it did not start: its node"
+        f" has not reported on it for {STALLED_TASK_TIMEOUT:g} s since it became {silent_in})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "desired"),
+    [("preparing", "running"), ("pending", "running"), ("new", "running"), ("ready", "ready")],
+    ids=["pulling its image", "waiting for a node", "not scheduled yet", "waiting for its restart delay"],
+)
+def test_new_task_on_its_way_is_waited_for_however_long(state, desired):
+    swarm = Swarm.replicated(2)
+    swarm.step()
+    replacement = swarm.new_in(1)
+    replacement["DesiredState"] = desired
+    swarm.report(replacement["ID"], state)
+    swarm.now += 10 * STALLED_TASK_TIMEOUT
+    assert swarm.step() == UpdatePlan()
+    assert swarm.state == "updating"
+
+
+def test_stall_counts_from_the_leaders_last_change_of_the_task():
+    swarm = Swarm.replicated(2)
+    swarm.step()
+    replacement = swarm.new_in(1)
+    swarm.report(replacement["ID"], "ready")  # prepared long ago, held by a restart delay until now
+    swarm.now += 600
+    replacement["UpdatedAt"] = rfc3339(swarm.now)  # released: desired running from now on
+    stalls = swarm.now + STALLED_TASK_TIMEOUT
+    swarm.now = stalls - 0.1
+    assert swarm.step() == UpdatePlan(wake_at=stalls)
+    assert swarm.state == "updating"
+
+
+def test_a_stall_already_past_asks_for_no_wake_up():
+    # Slot 1 waits for its new task; beside it, a task of the same spec from before the update stalled long ago.
+    stalled_before = task("before", slot=1, spec=NEW, state="assigned", at=START - 3600)
+    swarm = Swarm(service(2), [stalled_before, task("new1", slot=1, spec=NEW, state="new", at=START)], reconcile=False)
+    swarm.now = START + 10
+    assert swarm.plan() == UpdatePlan()  # no wake-up in the past: the loop would spin
+
+
+def test_with_failure_action_continue_a_stalled_task_does_not_hold_up_the_next_batch():
+    swarm = Swarm.replicated(2, update={"FailureAction": "continue"})
+    swarm.step()
+    swarm.report(swarm.new_in(1)["ID"], "assigned")
+    swarm.now += STALLED_TASK_TIMEOUT
+    assert swarm.step().shutdown == ("old2",)
 
 
 def test_ending_of_a_task_from_before_the_update_is_not_a_failure():

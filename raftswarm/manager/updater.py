@@ -14,21 +14,33 @@ decision is derived again from the store, so calling twice with the same state g
   task and retires the dirty one once the new one runs.
 - A slot is *in flight* from then until its current-spec task is RUNNING. The next batch starts when
   nothing is in flight and Delay has passed since the last of them started running.
+- The update covers the slots the service holds, as SwarmKit's covers the slots with a runnable task: a slot
+  whose tasks were all told to stop (scaled away; its node down, drained or gone) is not waited on, even while
+  a task of it has yet to report that it stopped -- its node may never answer again. Only while a replicated
+  service has fewer slots than replicas (the reconciler has yet to refill one the updater freed) is such a
+  slot in flight.
 - The update's tasks are current-spec tasks created (CreatedAt; without it Status.Timestamp, which is the
   creation time while a task is still new and later afterwards) at or after UpdateStatus.StartedAt. One
   that ends on its own (complete, failed, rejected), or ends any other way while desired running, is a
-  failure of its slot; one the swarm told to stop (shutdown) is not. When failed
+  failure of its slot; one the swarm told to stop (shutdown) is not. A live one that *stalled* is a failure
+  too: its node has not reported on it for `STALLED_TASK_TIMEOUT` in a state an agent leaves at once
+  (assigned, accepted, ready to start, starting), as a task assigned around a leader change whose agent
+  never acknowledged it. No slot waits on a stalled task; a task still pulling its image (preparing), waiting
+  for its restart delay or for a node to take it (pending) is not stalled, however long it takes. When failed
   slots / slots (those with a live task or a failure) exceed MaxFailureRatio, FailureAction applies: pause
   ("paused", or "rollback_paused" for a rollback), rollback (Spec and PreviousSpec swap, "rollback_started";
   a rollback is never rolled back, it pauses), or continue.
-- The update completes when no dirty task is live, nothing is in flight, and every live current-spec task
-  has been RUNNING for Monitor; until then `wake_at` is the end of the last monitor window.
+- The update completes when no dirty task is live (but one beside a stalled start-first replacement, left
+  running as SwarmKit leaves it), nothing is in flight, and every running current-spec task has been
+  RUNNING for Monitor; until then `wake_at` is the end of the last monitor window.
 
 Where this differs from SwarmKit, because the store keeps no memory of the update:
 
 - SwarmKit ignores a task that ends after it has been running for Monitor. The store only knows when an
   ended task ended, not when it started running, so any ending of an update's task before the update
   completes counts. This errs towards stopping a bad rollout.
+- SwarmKit waits for each new task to reach RUNNING with no bound ("TODO: consider adding a timeout"), so a
+  task whose agent never reports on it holds the update for ever; here it is a failure once stalled.
 - SwarmKit counts only the tasks its updater created, one per slot; here restarts of them are the update's
   tasks too, so failures are counted per slot, which gives the same ratio.
 - Batches are whole: SwarmKit's Parallelism workers each move on after their own slot (and Delay).
@@ -61,7 +73,7 @@ from .orchestrator import (
     rfc3339,
 )
 
-__all__ = ["InvalidUpdateConfig", "UpdatePlan", "plan_update"]
+__all__ = ["STALLED_TASK_TIMEOUT", "InvalidUpdateConfig", "UpdatePlan", "plan_update"]
 
 # Docker's defaults (docker service update --help), the same for --update-* and --rollback-*.
 DEFAULT_PARALLELISM = 1
@@ -70,6 +82,11 @@ DEFAULT_FAILURE_ACTION = "pause"
 DEFAULT_MONITOR_NS = 5_000_000_000
 DEFAULT_MAX_FAILURE_RATIO = 0.0
 DEFAULT_ORDER = "stop-first"
+STALLED_TASK_TIMEOUT = 60.0
+"""Seconds a task of the update may go unreported in a state its agent leaves at once before it counts as a
+failure. SwarmKit bounds its wait for a task that may never answer at one minute (the restart supervisor's
+old-task timeout). Twice what a leader change costs an agent here at worst: calls held by a deposed leader
+time out within 30 s, and the agent then talks to the new one."""
 _FAILURE_ACTIONS = ("pause", "continue", "rollback")
 _ORDERS = ("stop-first", "start-first")
 _NANOSECONDS = 1_000_000_000
@@ -95,7 +112,7 @@ class UpdatePlan:
     `create`: new tasks (start-first replacements). `shutdown`: IDs of tasks whose DesiredState becomes
     "shutdown". `service`: the service's new data when it changes (UpdateStatus; Spec and PreviousSpec for
     an automatic rollback), None when unchanged. `wake_at`: Unix time at which to plan again even if the
-    store does not change (Delay, Monitor), None to wait for changes only.
+    store does not change (Delay, Monitor, a task that would stall), None to wait for changes only.
     """
 
     create: tuple[dict[str, Any], ...] = ()
@@ -178,29 +195,73 @@ def _is_failure(task: dict[str, Any]) -> bool:
     return state in _ENDED_ON_ITS_OWN or desired_state(task) <= TaskState.RUNNING
 
 
+# States an agent moves a task out of at once, so that a long silence in one means the store lost track of
+# the task (an assignment or a report lost around a leader change). Not PREPARING: an image pull takes as long
+# as it takes. Not NEW or PENDING: no node has the task yet; it waits for the scheduler, as in Docker.
+_LEFT_AT_ONCE = (TaskState.ASSIGNED, TaskState.ACCEPTED, TaskState.READY, TaskState.STARTING)
+
+
+def _stalls_at(task: dict[str, Any]) -> float | None:
+    """When a live task counts as stalled (see the module docstring) if nothing is heard of it before, or None
+    if it cannot stall in its state."""
+    if observed_state(task) not in _LEFT_AT_ONCE or desired_state(task) != TaskState.RUNNING:
+        return None  # a delayed restart waits in READY while its desired state is READY
+    # UpdatedAt too: the leader's last change of it, such as the release of a delayed start.
+    return max(_since(task), _seconds(task.get("UpdatedAt"))) + STALLED_TASK_TIMEOUT
+
+
+def _stalled_at(task: dict[str, Any], now: float) -> float | None:
+    """When a live task became stalled, or None if it is not stalled at `now`."""
+    stalls = _stalls_at(task)
+    return stalls if stalls is not None and now >= stalls else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """A task of the update that failed, when (it ended, or stalled), and the words for a stalled one."""
+
+    task: dict[str, Any]
+    at: float
+    detail: str = ""
+
+    @property
+    def order(self) -> tuple[float, str]:
+        return self.at, self.task["ID"]
+
+
+def _failure(task: dict[str, Any], now: float) -> _Failure | None:
+    if _is_failure(task):
+        return _Failure(task, _since(task))
+    if (stalled := _stalled_at(task, now)) is not None:
+        silence = f"its node has not reported on it for {STALLED_TASK_TIMEOUT:g} s"
+        return _Failure(task, stalled, f" (it did not start: {silence} since it became {observed_state(task).api})")
+    return None
+
+
 @dataclass(slots=True)
 class _Slot:
-    """One slot's (or node's) tasks, as the update sees them."""
+    """One slot's (or node's) tasks, as the update sees them at one moment."""
 
     key: Any
     dirty: list[dict[str, Any]] = field(default_factory=list)  # live tasks of another spec
     current: list[dict[str, Any]] = field(default_factory=list)  # live tasks of the current spec
     updated: list[dict[str, Any]] = field(default_factory=list)  # the update's tasks, in any state
     stopping: bool = False  # a dirty task was told to shut down and has not stopped yet
+    failure: _Failure | None = None  # the slot's first failure in this update (by when, then ID)
+    stalled: bool = False  # it has current-spec tasks, none running, all stalled: nothing to wait for
 
     @property
     def running(self) -> list[dict[str, Any]]:
         return [task for task in self.current if _is_running(task)]
 
-    @property
-    def failure(self) -> dict[str, Any] | None:
-        """The slot's first failure in this update (by when it ended, then ID), if any."""
-        failures = [task for task in self.updated if _is_failure(task)]
-        return min(failures, key=lambda task: (_since(task), task["ID"])) if failures else None
-
 
 def _slots(
-    service: dict[str, Any], tasks: Iterable[dict[str, Any]], template: dict[str, Any], started: float, is_global: bool
+    service: dict[str, Any],
+    tasks: Iterable[dict[str, Any]],
+    template: dict[str, Any],
+    started: float,
+    is_global: bool,
+    now: float,
 ) -> list[_Slot]:
     slots: dict[Any, _Slot] = {}
     for task in tasks:
@@ -215,14 +276,18 @@ def _slots(
             slot.stopping = True
         if current and _created(task) >= started:
             slot.updated.append(task)
+    for slot in slots.values():
+        failures = [failure for task in slot.updated if (failure := _failure(task, now)) is not None]
+        slot.failure = min(failures, key=lambda failure: failure.order, default=None)
+        slot.stalled = bool(slot.current) and all(_stalled_at(task, now) is not None for task in slot.current)
     return [slots[key] for key in sorted(slots)]
 
 
-def _tipping_failure(slots: list[_Slot], max_ratio: float) -> dict[str, Any] | None:
+def _tipping_failure(slots: list[_Slot], max_ratio: float) -> _Failure | None:
     """The failure that took failed slots / slots over `max_ratio`, or None if the ratio is not exceeded."""
     failures = sorted(
         (failure for slot in slots if (failure := slot.failure) is not None),
-        key=lambda task: (_since(task), task["ID"]),
+        key=lambda failure: failure.order,
     )
     total = sum(1 for slot in slots if slot.dirty or slot.current or slot.failure is not None)
     for count, failure in enumerate(failures, start=1):
@@ -232,12 +297,12 @@ def _tipping_failure(slots: list[_Slot], max_ratio: float) -> dict[str, Any] | N
 
 
 def _after_failure(
-    service: dict[str, Any], failure: dict[str, Any], action: str, rolling_back: bool, now: float
+    service: dict[str, Any], failure: _Failure, action: str, rolling_back: bool, now: float
 ) -> dict[str, Any]:
     """The service once FailureAction "pause" or "rollback" has been applied because of `failure`."""
     changed = copy.deepcopy(service)
     status = changed.get("UpdateStatus") or {}
-    reason = f"due to failure or early termination of task {failure['ID']}"
+    reason = f"due to failure or early termination of task {failure.task['ID']}{failure.detail}"
     if action == "rollback" and not rolling_back and changed.get("PreviousSpec"):
         changed["Spec"], changed["PreviousSpec"] = changed["PreviousSpec"], changed["Spec"]
         changed["UpdateStatus"] = {
@@ -284,7 +349,12 @@ def plan_update(
     rollout = _rollout(spec.get("RollbackConfig" if rolling_back else "UpdateConfig"), rollback=rolling_back)
     started = _seconds(status.get("StartedAt"))
     is_global = "Global" in (spec.get("Mode") or {})
-    slots = _slots(service, tasks, spec.get("TaskTemplate") or {}, started, is_global)
+    slots = _slots(service, tasks, spec.get("TaskTemplate") or {}, started, is_global, now)
+    # The reconciler, run after the updater in the same round, refills a slot the updater freed; a replicated
+    # service with fewer slots than replicas is one it has yet to refill (it creates a bounded number a round).
+    # A global service's node is refilled in that round or not at all (the node is down, drained or gone).
+    replicas = ((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas", 1)
+    refilling = not is_global and sum(1 for slot in slots if slot.dirty or slot.current) < replicas
 
     if rollout.failure_action != "continue":
         failure = _tipping_failure(slots, rollout.max_failure_ratio)
@@ -298,17 +368,21 @@ def plan_update(
         if slot.dirty and slot.running:
             shutdown.extend(task["ID"] for task in slot.dirty)  # start-first: the replacement runs
         elif slot.current and not slot.running:
-            in_flight.append(slot)
+            if not slot.stalled:  # nothing to wait for in a stalled task (the update's own is a failure, above)
+                in_flight.append(slot)
         elif slot.dirty and slot.updated:
             shutdown.extend(task["ID"] for task in slot.dirty)  # start-first replacement ended: stop-first now
             in_flight.append(slot)
         elif slot.dirty:
             waiting.append(slot)
-        elif slot.stopping and not slot.current:
+        elif slot.stopping and not slot.current and refilling:
             in_flight.append(slot)  # stop-first: the reconciler has yet to refill it
 
     if in_flight:
-        return UpdatePlan(shutdown=tuple(sorted(shutdown)))
+        # No store change announces that a task went on being silent: plan again when the next one would stall.
+        stalls = [_stalls_at(task) for slot in in_flight for task in slot.current]
+        wake_at = min((when for when in stalls if when is not None and when > now), default=None)
+        return UpdatePlan(shutdown=tuple(sorted(shutdown)), wake_at=wake_at)
     if waiting:
         started_running = [_since(task) for slot in slots for task in slot.running if _created(task) >= started]
         next_batch = max(started_running, default=-math.inf) + rollout.delay
