@@ -438,3 +438,33 @@ async def test_a_heartbeat_with_a_bad_issuer_is_refused_and_changes_nothing():
     assert dispatcher.heartbeats.session_of(A) is None
     await dispatcher.heartbeat(identity, {"issuer": "ab" * 20})
     assert _state(dispatcher, A) == "ready"
+
+
+async def test_a_report_on_a_task_this_manager_has_not_applied_yet_is_recorded_after_catching_up():
+    """A new leader may not have applied a task's assignment yet; "unknown task" is final for the agent (it
+    drops the report), so it is answered only from state a read barrier confirmed, and here the barrier
+    brings the task in and the report is recorded."""
+    dispatcher, driver = _dispatcher(5.0, A)
+    task = {"ID": "t1", "NodeID": A, "DesiredState": "running", "Status": {"State": "assigned", "Timestamp": "2026-12-07T00:00:00Z"}}
+    lagging = encode_transaction([put("tasks", "t1", task)])
+    caught_up = driver.read_barrier
+
+    async def barrier(timeout: float | None = None) -> int:
+        if dispatcher.control.store.state.get("tasks", "t1") is None:
+            driver.store.apply(driver.store.state.version + 1, lagging)  # what the leader had committed
+        return await caught_up(timeout)
+
+    driver.read_barrier = barrier
+    running = asyncio.create_task(dispatcher.run())
+    try:
+        identity = NodeIdentity(A, NodeRole.WORKER, "cluster")
+        status = {"State": "running", "Message": "started", "Timestamp": "2026-12-07T00:00:01Z"}
+        answer = await dispatcher.update_task_status(identity, {"updates": [{"ID": "t1", "Status": status}]})
+        assert answer == {"t1": "ok"}
+        assert dispatcher.control.store.state.get("tasks", "t1").data["Status"]["State"] == "running"
+        gone = await dispatcher.update_task_status(identity, {"updates": [{"ID": "nope", "Status": status}]})
+        assert gone == {"nope": "unknown task"}  # confirmed by the barrier: truly unknown
+    finally:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running

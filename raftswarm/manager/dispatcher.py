@@ -113,6 +113,10 @@ def _checked_status(raw: Any) -> dict[str, Any]:
     return status
 
 
+def _not_ours(task: StoredObject | None, report: _StatusReport) -> bool:
+    return task is None or task.data.get("NodeID") != report.node_id
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -394,8 +398,16 @@ class Dispatcher:
                         report.done.set_result(f"not recorded: {exc}")
 
     async def _write_batch(self, batch: list[_StatusReport]) -> None:
+        confirmed = False
         for _ in range(_STATUS_RETRIES):
             state = self.control.store.state
+            if not confirmed and any(_not_ours(state.get(TASKS, report.task_id), report) for report in batch):
+                # "unknown task" and "not this node's task" are final answers (the agent drops the report), so
+                # they are given only from state confirmed current: a leader just elected, or one deposed
+                # without knowing it yet, may not have applied the task's assignment.
+                await self.driver.read_barrier()
+                confirmed = True
+                state = self.control.store.state
             operations, written = [], {}
             for report in batch:
                 if report.done.done():
