@@ -38,9 +38,12 @@ def node_view(node: StoredObject, leader_raft_id: int | None) -> dict[str, Any]:
     data["Version"] = {"Index": node.version}
     manager = data.get("ManagerStatus")
     if manager:
+        # A manager the swarm marked down (its heartbeats stopped) is one the others cannot reach: Docker shows
+        # such a node as "Down" and "Unreachable", not "Down" and "Reachable".
+        down = (data.get("Status") or {}).get("State") == "down"
         data["ManagerStatus"] = {
             "Leader": manager.get("RaftID") == leader_raft_id,
-            "Reachability": manager.get("Reachability", "reachable"),
+            "Reachability": "unreachable" if down else manager.get("Reachability", "reachable"),
             "Addr": manager.get("Addr", ""),
         }
     return data
