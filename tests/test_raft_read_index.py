@@ -5,7 +5,7 @@ leader first commits an entry of its term; a follower forwards its reads to the 
 
 from raft_harness import MT, Network, messages_of, new_core
 
-from raftswarm.raft.messages import Message, ReadState, Role
+from raftswarm.raft.messages import Entry, EntryType, Message, ReadState, Role
 
 
 def settled_cluster() -> Network:
@@ -155,3 +155,19 @@ def test_read_with_no_known_leader_is_dropped_6_4():
     candidate = new_core(3)
     candidate.campaign()
     assert candidate.read_index(b"campaigning").dropped_reads == [b"campaigning"]
+
+
+def test_a_deposed_leader_does_not_pass_on_another_nodes_read_or_proposal_under_that_nodes_name():
+    """A follower forwards only its own proposals and reads. Passing on another node's (sent while it was the
+    leader) keeps that node as the sender, which the transport refuses as `wrong_sender` (a frame's sender must
+    be its connection's certificate) and closes the connection: what a one-way partition showed."""
+    net = settled_cluster()
+    forwarded_read = Message(MT.READ_INDEX, to=2, frm=3, context=b"r3")
+    forwarded_proposal = Message(MT.PROPOSE, to=2, frm=3, entries=[Entry(0, 0, EntryType.NORMAL, b"p")])
+    follower = net[2]
+    assert follower.leader_id == 1
+    sent = [m for message in (forwarded_read, forwarded_proposal) for m in follower.step(message).messages]
+    assert all(m.frm == 2 for m in sent), sent
+    assert not [m for m in sent if m.type in (MT.READ_INDEX, MT.PROPOSE)]
+    own = net.read_index(2, b"own")  # its own read still goes to the leader, under its own name
+    assert [(m.type, m.to, m.frm) for m in own.messages] == [(MT.READ_INDEX, 1, 2)]

@@ -603,8 +603,15 @@ class RaftCore:
 
     def _step_follower(self, m: Message) -> None:
         if m.type is MT.PROPOSE or m.type is MT.READ_INDEX:
+            if m.frm != self.id:
+                # Another node's proposal or read, sent while it took us for the leader. etcd forwards it on
+                # under its original sender, but our transport refuses a frame whose sender is not the
+                # certificate's node (`wrong_sender`) and closes the connection: dropped instead. The sender
+                # learns of the new leader and its driver asks again (a read) or fails the write as of
+                # unknown outcome.
+                return
             if self.leader_id == NONE:
-                if m.type is MT.READ_INDEX and m.frm == self.id:
+                if m.type is MT.READ_INDEX:
                     self._dropped_reads.append(m.context)
                 return
             m.to = self.leader_id
