@@ -5,7 +5,8 @@ way the node must not go on serving while silently no longer reconciling. The su
 with its traceback, restarts the loop after a backoff (doubling from `FIRST_BACKOFF` to `MAX_BACKOFF`,
 reset once the loop has run `HEALTHY_AFTER` seconds), and keeps what happened for the node's status
 (`report`), so a loop that keeps failing is visible rather than looking healthy. A loop that returns is
-restarted the same way: these loops are meant to run until cancelled.
+restarted the same way (the control loops are meant to run until cancelled), unless it was started as one
+that `finishes` (a worker's session ends when the swarm removes the node).
 """
 
 from __future__ import annotations
@@ -42,20 +43,24 @@ class Supervisor:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.health: dict[str, LoopHealth] = {}
 
-    def start(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
-        """Run `loop()` (a fresh coroutine each time) under supervision until `close`."""
+    def start(self, name: str, loop: Callable[[], Awaitable[None]], *, finishes: bool = False) -> None:
+        """Run `loop()` (a fresh coroutine each time) under supervision until `close`; with `finishes`, a return
+        ends it for good (only a failure restarts it)."""
         if name in self._tasks:
             raise ValueError(f"a loop named {name!r} is already supervised")
         self.health[name] = LoopHealth()
-        self._tasks[name] = asyncio.create_task(self._supervise(name, loop), name=name)
+        self._tasks[name] = asyncio.create_task(self._supervise(name, loop, finishes), name=name)
 
-    async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]], finishes: bool) -> None:
         backoff = FIRST_BACKOFF
         health = self.health[name]
         while True:
             started = health.running_since = self._clock()
             try:
                 await loop()
+                if finishes:
+                    health.failing_since = None
+                    return
                 problem = "returned"
                 log.error("%s returned; it should run until stopped: restarting it", name)
             except asyncio.CancelledError:

@@ -99,3 +99,23 @@ async def test_a_loop_that_returns_is_restarted_too_and_close_cancels_everything
         loops.start("key-manager", returns_early)
     await loops.close()
     assert starts == 2
+
+
+async def test_a_loop_that_finishes_is_not_restarted_when_it_returns_but_is_when_it_fails():
+    loops = Supervisor(Clock())
+    starts = 0
+    ended = asyncio.Event()
+
+    async def session() -> None:
+        nonlocal starts
+        starts += 1
+        if starts == 1:
+            raise ConnectionError("manager gone")
+        ended.set()  # the swarm removed the node: the session ends for good
+
+    loops.start("session", session, finishes=True)
+    await asyncio.wait_for(ended.wait(), 5)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert starts == 2 and loops.report() == {}
+    await loops.close()

@@ -50,6 +50,7 @@ from ..raft.driver import DriverConfig
 from ..raft.storage import RaftStorage
 from ..raft.transport import raft_id_of
 from ..runtime.containers import ContainerRuntime
+from ..supervision import Supervisor
 from ..runtime.containers import unavailable as containers_unavailable
 from . import preflight
 from .images import NodeImages
@@ -119,16 +120,15 @@ class NodeDaemon:
         self.manager: Manager | None = None
         self.session: Session | None = None
         self.agent: Agent | None = None
-        self._agent_task: asyncio.Task[None] | None = None
         self._gossip_setup: asyncio.Task[None] | None = None
         self.networks: NodeNetworks | None = None
         """The node's data plane (None where it has none); the agent drives it, heartbeats configure it."""
         self.api: ApiServer | None = None
-        self._session_task: asyncio.Task[None] | None = None
+        self._worker_loops = Supervisor()
+        """The session, the agent and certificate renewal: restarted with backoff if one fails."""
         self._stop = asyncio.Event()
         self._busy = asyncio.Lock()  # init, join, leave and role changes one at a time
         self._role_change: asyncio.Task[None] | None = None
-        self._renewal_task: asyncio.Task[None] | None = None
         self.certificate_renewals = 0
         self.locked = False
         self._rotation_renewal: asyncio.Task[None] | None = None
@@ -221,7 +221,8 @@ class NodeDaemon:
             self._raft_peers,
             self._heartbeat_params,
         )
-        self._session_task = asyncio.create_task(self.session.run(), name="session")
+        self._worker_loops = Supervisor()
+        self._worker_loops.start("session", self.session.run, finishes=True)  # ends when the swarm removes the node
         unavailable = data_plane_unavailable(split_addr(state.advertise_addr)[0])
         if unavailable:
             # A missing program is the operator's to fix, not a property of how the node was started.
@@ -246,10 +247,8 @@ class NodeDaemon:
             NodeImages(self.images, self.registry),
             networks,
         )
-        self._agent_task = asyncio.create_task(self.agent.run(), name="agent")
-        self._agent_task.add_done_callback(_log_failure)
-        self._renewal_task = asyncio.create_task(self._renew_certificate_when_due(), name="certificate-renewal")
-        self._renewal_task.add_done_callback(_log_failure)
+        self._worker_loops.start("agent", self.agent.run, finishes=True)
+        self._worker_loops.start("certificate-renewal", self._renew_certificate_when_due)
 
     async def _renew_certificate_when_due(self) -> None:
         """Renew at a random point between 50% and 80% of the certificate's lifetime (so a swarm's nodes do
@@ -291,23 +290,12 @@ class NodeDaemon:
     async def _stop_roles(self, stop_tasks: bool = True) -> None:
         """Stop the roles run here; the tasks too unless `stop_tasks` is False (a role change: the next
         agent finds them running)."""
-        if self._renewal_task is not None:
-            self._renewal_task.cancel()
-            await asyncio.gather(self._renewal_task, return_exceptions=True)
-            self._renewal_task = None
-        if self._session_task is not None:
-            self._session_task.cancel()
-            await asyncio.gather(self._session_task, return_exceptions=True)
-            self._session_task = None
+        await self._worker_loops.close()  # the session, the agent and certificate renewal
         self.session = None
         if self._gossip_setup is not None:
             self._gossip_setup.cancel()
             await asyncio.gather(self._gossip_setup, return_exceptions=True)
             self._gossip_setup = None
-        if self._agent_task is not None:
-            self._agent_task.cancel()
-            await asyncio.gather(self._agent_task, return_exceptions=True)
-            self._agent_task = None
         if self.agent is not None:
             await self.agent.close(stop_tasks)
             self.agent = None
@@ -347,7 +335,9 @@ class NodeDaemon:
     def warnings(self) -> list[str]:
         """What this node cannot do and what to install for it (`docker info`'s Warnings)."""
         advertised = split_addr(self.state_dir.load_node_state().advertise_addr)[0] if self.state_dir.has_swarm() else None
-        return preflight.warnings(advertised)
+        failing = {**self._worker_loops.report(), **(self.manager.loops.report() if self.manager is not None else {})}
+        keeps_failing = [f"this node's {name} loop keeps failing: {problem}" for name, problem in sorted(failing.items())]
+        return preflight.warnings(advertised) + keeps_failing
 
     def local_state(self) -> str:
         if not self.state_dir.has_swarm():
@@ -643,8 +633,3 @@ class NodeDaemon:
             await self._stop_roles()
             self.state_dir.remove_swarm_state()
 
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("%s stopped", task.get_name(), exc_info=task.exception())
