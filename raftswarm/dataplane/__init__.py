@@ -3,7 +3,9 @@
 `overlay` builds the VXLAN overlay of one network on one node (namespace, bridge, VXLAN device, veths into
 tasks, static FDB and neighbour entries); `netns` holds the namespace and netlink-socket helpers it uses;
 `loadbalancer` programs VIPs, the routing mesh and host ports with nftables (numgen random maps, updated
-in place); `dns` is the resolver at 127.0.0.11 inside each task (service discovery).
+in place); `dns` is the resolver at 127.0.0.11 inside each task (service discovery); `gateway` is the
+node's bridge for tasks' traffic out. `overlay`, `loadbalancer` and `gateway` can also read back what the
+kernel holds, which `repair` (backoff and reporting of failed steps) helps the node keep as it should be.
 Everything but `dns` (asyncio) is synchronous and blocking: callers on an asyncio loop run it in a thread.
 """
 

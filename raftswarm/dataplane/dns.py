@@ -18,6 +18,7 @@ empty NOERROR answer (the name exists, it has no such record) so resolvers do no
 from __future__ import annotations
 
 import asyncio
+import copy
 import ctypes
 import errno
 import ipaddress
@@ -153,6 +154,14 @@ class DnsRecords:
         if not tasks:
             net.tasks.pop(service_key, None)
         self._drop_if_empty(network_id)
+
+    def replace(self, other: DnsRecords) -> bool:
+        """Hold exactly what `other` holds (records rebuilt from scratch, which the resolvers sharing this
+        object then answer from); False if that is what this held already."""
+        if other._networks == self._networks:
+            return False
+        self._networks = copy.deepcopy(other._networks)
+        return True
 
     def lookup(self, name: str, networks: Iterable[str]) -> list[str] | None:
         """The IPv4 addresses `name` resolves to for a task attached to `networks`, or None if no such name.

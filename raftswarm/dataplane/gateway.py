@@ -13,14 +13,19 @@ its default route through the gateway. An nftables table `raftswarm-gw`:
   ports are isolated from each other, like Docker's `icc=false` on docker_gwbridge).
 
 Addresses are the agent's own to hand out (`GatewayBridge.attach` takes the one to give): they never leave
-the node. Synchronous and blocking; callers on an asyncio loop run it in a thread.
+the node. `read` and `table_intact` say whether the bridge, its ports and its table are still there (what the
+node's repair pass checks). Synchronous and blocking; callers on an asyncio loop run it in a thread.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
+import socket
 import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from . import DataplaneError
 from .netns import ignoring, rtnl
@@ -32,6 +37,17 @@ OVERLAY_POOL = ipaddress.IPv4Network("10.0.0.0/8")
 """The swarm's default address pool: a task's way out never leads into an overlay it is not on (through
 the node's ingress interface, say), so networks stay isolated and published ports are the only way in."""
 _BR_ISOLATED = 1  # IFLA_BRPORT_ISOLATED's value when on
+_IFF_UP = 0x1
+
+
+@dataclass(frozen=True)
+class GatewayState:
+    """What the kernel holds of the gateway bridge (`GatewayBridge.read`); its table is `table_intact`'s."""
+
+    bridge: bool
+    """The bridge is there, up, with the gateway address."""
+    ports: frozenset[str]
+    """Those of the asked-for tasks' bridge ends that are there, up, and in the bridge."""
 
 
 class GatewayBridge:
@@ -53,27 +69,29 @@ class GatewayBridge:
             forwarding.write("1")
         # The node's own networks may lie inside the pool (a local cluster's bridge does): those stay reachable.
         reachable = ", ".join(str(net) for net in _node_subnets()) or str(self.subnet)
-        _nft(
-            f"""
-            table ip {TABLE}
-            delete table ip {TABLE}
-            table ip {TABLE} {{
-                chain postrouting {{
-                    type nat hook postrouting priority 100; policy accept;
-                    ip saddr {self.subnet} oifname != "{BRIDGE}" masquerade
-                }}
-                chain forward {{
-                    type filter hook forward priority 0; policy accept;
-                    ct state established,related accept
-                    iifname "{BRIDGE}" ip daddr {{ {reachable} }} accept
-                    iifname "{BRIDGE}" ip daddr {OVERLAY_POOL} meta l4proto tcp reject with tcp reset
-                    iifname "{BRIDGE}" ip daddr {OVERLAY_POOL} reject with icmp type admin-prohibited
-                    oifname "{BRIDGE}" ct status dnat accept
-                    oifname "{BRIDGE}" drop
-                }}
-            }}
-            """
+        chains = _table_chains(self.subnet, reachable)
+        body = "\n".join(
+            f"chain {name} {{\n{header}\n" + "\n".join(rules) + "\n}" for name, (header, rules) in chains.items()
         )
+        _nft(f"table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n{body}\n}}\n")
+
+    def read(self, host_ifnames: Iterable[str]) -> GatewayState:
+        """Whether the bridge is there, and which of `host_ifnames` (tasks' bridge ends) are plugged in."""
+        wanted = set(host_ifnames)
+        with rtnl(None, "read the gateway bridge") as ipr:
+            links = {link.get("ifname"): link for link in ipr.get_links()}
+            bridge = links.get(BRIDGE)
+            if bridge is None:
+                return GatewayState(False, frozenset())
+            held = ipr.get_addr(family=socket.AF_INET, index=bridge["index"])
+            addresses = {(a.get("address"), a["prefixlen"]) for a in held}
+            ports = frozenset(
+                name
+                for name in wanted
+                if name in links and links[name]["flags"] & _IFF_UP and links[name].get("master") == bridge["index"]
+            )
+        ready = bool(bridge["flags"] & _IFF_UP) and (str(self.gateway), self.subnet.prefixlen) in addresses
+        return GatewayState(ready, ports)
 
     def attach(self, task_netns_path: str, address: ipaddress.IPv4Address, ifname: str, host_ifname: str) -> None:
         """Give the task `ifname` on the bridge with `address` and its default route through the gateway.
@@ -108,6 +126,41 @@ class GatewayBridge:
                 with ignoring(errno.ENODEV, errno.ENOENT):
                     ipr.link("del", index=index)
         _nft(f"table ip {TABLE}\ndelete table ip {TABLE}\n")
+
+
+def table_intact(objects: Sequence[Mapping[str, Any]] | None) -> bool:
+    """Whether the gateway's table, as `loadbalancer.read_tables` lists it, still has its chains and the
+    number of rules `create` writes in each (a missing table, chain or rule means `create` again)."""
+    if objects is None:
+        return False
+    expected = {name: len(rules) for name, (_, rules) in _table_chains(DEFAULT_SUBNET, str(DEFAULT_SUBNET)).items()}
+    held = {body["name"]: 0 for item in objects for kind, body in item.items() if kind == "chain"}
+    for item in objects:
+        for kind, body in item.items():
+            if kind == "rule" and body["chain"] in held:
+                held[body["chain"]] += 1
+    return all(held.get(name) == count for name, count in expected.items())
+
+
+def _table_chains(subnet: ipaddress.IPv4Network, reachable: str) -> dict[str, tuple[str, list[str]]]:
+    """The chains of the gateway's table: name -> (hook line, rules)."""
+    return {
+        "postrouting": (
+            "type nat hook postrouting priority 100; policy accept;",
+            [f'ip saddr {subnet} oifname != "{BRIDGE}" masquerade'],
+        ),
+        "forward": (
+            "type filter hook forward priority 0; policy accept;",
+            [
+                "ct state established,related accept",
+                f'iifname "{BRIDGE}" ip daddr {{ {reachable} }} accept',
+                f'iifname "{BRIDGE}" ip daddr {OVERLAY_POOL} meta l4proto tcp reject with tcp reset',
+                f'iifname "{BRIDGE}" ip daddr {OVERLAY_POOL} reject with icmp type admin-prohibited',
+                f'oifname "{BRIDGE}" ct status dnat accept',
+                f'oifname "{BRIDGE}" drop',
+            ],
+        ),
+    }
 
 
 def _node_subnets() -> list[ipaddress.IPv4Network]:

@@ -26,6 +26,10 @@ service it changes; other services and established connections are not disturbed
 as "add, then delete" so each script succeeds whatever the kernel already holds (nft 1.0.6 has no
 `destroy`). Only creating the `LoadBalancer` replaces the table as a whole.
 
+What a table holds can be read back (`read_tables`: one `nft -j list ruleset` per namespace, then
+`held_state`, pure): `repair_script` turns it into the one transaction that makes it hold the desired state
+again, the delta of the entries that differ, or the whole table when its skeleton was damaged or it is gone.
+
 Forwarding (`net.ipv4.ip_forward=1`) in a namespace that serves the routing mesh is its owner's job.
 IPv4 only.
 """
@@ -34,10 +38,13 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import os
 import re
 import subprocess
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from raftswarm.dataplane import DataplaneError
 
@@ -132,10 +139,140 @@ def render_delta(table: str, old: LoadBalancerState, new: LoadBalancerState) -> 
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def repair_script(table: str, held: LoadBalancerState | None, desired: LoadBalancerState) -> str:
+    """The nft script that makes a table that holds `held` (`held_state`; None: missing or damaged) hold
+    `desired`: only the entries that differ, or the whole table anew. Empty when they agree."""
+    return render_ruleset(table, desired) if held is None else render_delta(table, held, desired)
+
+
+def read_tables(netns: str | None) -> dict[str, list[dict[str, Any]]]:
+    """The `ip` family tables of the namespace at path `netns` (None: the caller's own), each as the list of
+    its objects (sets, maps, chains, rules) in nft's JSON form, from one `nft -j list ruleset`."""
+    output = _run_nft(netns, ["-j", "list", "ruleset"], None, "could not list the ruleset")
+    try:
+        listed = json.loads(output or '{"nftables": []}')["nftables"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise LoadBalancerError(f"cannot parse nft's JSON listing: {error}") from error
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for item in listed:
+        for kind, body in item.items():
+            if kind == "table" and body.get("family") == "ip":
+                tables.setdefault(body["name"], [])
+            elif kind != "metainfo" and body.get("family") == "ip" and "table" in body:
+                tables.setdefault(body["table"], []).append({kind: body})
+    return tables
+
+
+def held_state(objects: Sequence[Mapping[str, Any]] | None) -> LoadBalancerState | None:
+    """What a table holds, from its objects as `read_tables` lists them; None when it is missing or not
+    what `render_ruleset` and `render_delta` keep it as (a set, map, chain or skeleton rule gone, an entry
+    in both a balanced map and its no-endpoint set, a chain that is not the one its entry names): only
+    writing it anew repairs that. Rules are checked by number, not content."""
+    if objects is None:
+        return None
+    chains: dict[str, Mapping[str, Any]] = {}
+    rules: dict[str, list[list[Any]]] = {}
+    elements: dict[str, list[Any]] = {}
+    for item in objects:
+        for kind, body in item.items():
+            if kind == "chain":
+                chains[body["name"]] = body
+            elif kind == "rule":
+                rules.setdefault(body["chain"], []).append(body.get("expr") or [])
+            elif kind in ("set", "map"):
+                elements[body["name"]] = body.get("elem") or []
+    if any(name not in elements for name in _SKELETON_SETS):
+        return None
+    for name, hook in _SKELETON_CHAINS.items():
+        chain = chains.get(name)
+        if chain is None or (hook is not None and (chain.get("type"), chain.get("hook"), chain.get("prio")) != hook):
+            return None
+        if len(rules.get(name, [])) != _SKELETON_RULES[name]:
+            return None
+    try:
+        return _held_entries(elements, rules)
+    except (KeyError, TypeError, ValueError, IndexError, LoadBalancerError):
+        return None
+
+
+def _held_entries(elements: Mapping[str, list[Any]], rules: Mapping[str, list[list[Any]]]) -> LoadBalancerState | None:
+    services: dict[ServiceKey, tuple[str, ...]] = {}
+    vips: dict[str, tuple[str, ...]] = {}
+    published: dict[PortKey, tuple[Endpoint, ...]] = {}
+    host_ports: dict[PortKey, Endpoint] = {}
+    for key, chain in _verdicts(elements["service-ips"]):
+        service = _service_key(*key["concat"])
+        if chain != _service_chain(service):
+            return None
+        services[service] = tuple(_ip(b) for b in _dnat_choices(rules.get(chain), 1))
+    for key, chain in _verdicts(elements["vips"]):
+        vip = _ip(key)
+        if chain != _vip_chain(vip):
+            return None
+        vips[vip] = tuple(_ip(b) for b in _dnat_choices(rules.get(chain), 1))
+    for key, chain in _verdicts(elements["node-ports"]):
+        protocol, port = key["concat"]
+        node_port = (_protocol(protocol), _port(port))
+        if chain == _published_chain(node_port):
+            choices = _dnat_choices(rules.get(chain), 2)
+            published[node_port] = tuple(_endpoint(tuple(choice["concat"])) for choice in choices)
+        elif chain == _host_chain(node_port):
+            host_ports[node_port] = _host_target(rules.get(chain))
+        else:
+            return None
+    refused = [
+        ("no-endpoint-services", services, lambda e: _service_key(*e["concat"])),
+        ("no-endpoint-vips", vips, _ip),
+        ("no-endpoint-ports", published, lambda e: (_protocol(e["concat"][0]), _port(e["concat"][1]))),
+    ]
+    for set_name, balanced, parse in refused:
+        for element in elements[set_name]:
+            key = parse(element)
+            if key in balanced or key in host_ports:
+                return None
+            balanced[key] = ()
+    return LoadBalancerState(services, vips, published, host_ports)
+
+
+def _service_key(vip: str, protocol: str, port: int) -> ServiceKey:
+    return _ip(vip), _protocol(protocol), _port(port)
+
+
+def _verdicts(map_elements: list[Any]) -> Iterable[tuple[Any, str]]:
+    """(key, chain) of each `key : goto chain` element of a verdict map."""
+    for key, verdict in map_elements:
+        yield key, verdict["goto"]["target"]
+
+
+def _dnat_choices(chain_rules: list[list[Any]] | None, count: int) -> list[Any]:
+    """The values of the `numgen random mod N map { 0 : v0, ... }` that the last of the chain's `count`
+    rules DNATs to, in index order. Raises ValueError if the chain is not that."""
+    if chain_rules is None or len(chain_rules) != count:
+        raise ValueError("not a balanced chain")
+    (dnat,) = [expr["dnat"] for expr in chain_rules[-1] if "dnat" in expr]
+    choice = dnat["addr"]["map"]
+    modulus = choice["key"]["numgen"]["mod"]
+    pairs = sorted(choice["data"]["set"], key=lambda pair: pair[0])
+    if [index for index, _ in pairs] != list(range(modulus)):
+        raise ValueError("numgen map does not cover its modulus")
+    return [value for _, value in pairs]
+
+
+def _host_target(chain_rules: list[list[Any]] | None) -> Endpoint:
+    if chain_rules is None or len(chain_rules) != 1:
+        raise ValueError("not a host port chain")
+    (dnat,) = [expr["dnat"] for expr in chain_rules[0] if "dnat" in expr]
+    return _ip(dnat["addr"]), _port(dnat["port"])
+
+
 def apply_nft(netns: str | None, script: str) -> None:
     """Run `script` as one atomic `nft -f -` transaction inside the network namespace at path `netns`
     (None: the caller's own). Raises LoadBalancerError with nft's message if nft refuses it."""
-    command = ["nft", "-f", "-"]
+    _run_nft(netns, ["-f", "-"], script, "refused a change")
+
+
+def _run_nft(netns: str | None, arguments: list[str], script: str | None, doing: str) -> str:
+    command = ["nft", *arguments]
     if netns is not None:
         command = ["nsenter", f"--net={netns}", *command]
     try:
@@ -146,7 +283,8 @@ def apply_nft(netns: str | None, script: str) -> None:
         raise LoadBalancerError(f"nft did not finish within 30 s in namespace {netns or 'of this process'}") from error
     if result.returncode != 0:
         where = f"network namespace {netns}" if netns else "this network namespace"
-        raise LoadBalancerError(f"nft refused a change in {where}: {result.stderr.strip()}")
+        raise LoadBalancerError(f"nft {doing} in {where}: {result.stderr.strip()}")
+    return result.stdout
 
 
 class LoadBalancer:
@@ -248,6 +386,25 @@ def _skeleton(t: str) -> list[str]:
         )
         lines.append(f"add rule ip {t} {chain} ct state new jump endpoints-check")
     return lines
+
+
+def _skeleton_shape() -> tuple[dict[str, tuple[str, str, int] | None], Counter[str], frozenset[str]]:
+    """From `_skeleton` itself: its chains (with (type, hook, priority) for base chains), how many rules
+    each holds, and its sets and maps. What `held_state` checks a table read back against."""
+    chains: dict[str, tuple[str, str, int] | None] = {}
+    rules: Counter[str] = Counter()
+    sets: set[str] = set()
+    for line in _skeleton("t"):
+        words = line.split()
+        kind, name = words[1], words[4]
+        if kind in ("map", "set"):
+            sets.add(name)
+        elif kind == "chain":
+            base = re.search(r"type (\w+) hook (\w+) priority (-?\d+)", line)
+            chains[name] = (base[1], base[2], int(base[3])) if base else None
+        elif kind == "rule":
+            rules[name] += 1
+    return chains, rules, frozenset(sets)
 
 
 def _removals(t: str, old: LoadBalancerState, new: LoadBalancerState) -> list[str]:
@@ -412,3 +569,6 @@ def _endpoint(value: str | Endpoint) -> Endpoint:
 def _unique(items: Iterable) -> tuple:
     """Drop repeats (a repeated backend would get twice the share of connections), keeping order."""
     return tuple(dict.fromkeys(items))
+
+
+_SKELETON_CHAINS, _SKELETON_RULES, _SKELETON_SETS = _skeleton_shape()

@@ -13,7 +13,9 @@ its frames are bridged next to the tasks. The tunnel is never learned: `add_peer
 (overlay IP -> MAC) and FDB (MAC -> remote node's underlay IP) entries that network gossip announces.
 
 Every method is idempotent and derives all names from the constructor's arguments, so a restarted node (or
-another process) can pick up, extend or remove what an earlier one built. Only IPv4 is supported.
+another process) can pick up, extend or remove what an earlier one built. `read()` says what the kernel
+holds of the network, and `plan_repair` (pure) what must be redone for it to hold what it should: what
+keeps a node's overlays right whatever was deleted or failed (`node.networking`). Only IPv4 is supported.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import ipaddress
+import os
 import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -40,6 +45,68 @@ BRIDGE_IFNAME = "br0"
 VXLAN_IFNAME = "vxlan0"
 # Linux interface names hold at most 15 characters (IFNAMSIZ - 1).
 _IFNAMSIZ = 15
+_IFF_UP = 0x1
+
+
+@dataclass(frozen=True)
+class Peer:
+    """An endpoint on another node, as network gossip announces it."""
+
+    ip: str
+    mac: str
+    """Lower case."""
+    underlay_ip: str
+    """The address of the node it runs on."""
+
+
+@dataclass(frozen=True)
+class OverlayState:
+    """What the kernel holds of one overlay network on this node (`OverlayNetwork.read()`)."""
+
+    built: bool = False
+    """The namespace, br0 (up, holding the gateway address) and vxlan0 (this VNI, up, in br0) are all there."""
+    endpoints: frozenset[str] = frozenset()
+    """The addresses of local tasks whose veth is in br0 and up."""
+    neighbours: frozenset[tuple[str, str]] = frozenset()
+    """Neighbour entries on vxlan0: (overlay IP, MAC)."""
+    forwarding: frozenset[tuple[str, str]] = frozenset()
+    """FDB entries of vxlan0 towards other nodes: (MAC, underlay IP)."""
+
+
+@dataclass(frozen=True)
+class OverlayRepair:
+    """What to redo so that an overlay holds what it should (`plan_repair`), in this order."""
+
+    create: bool = False
+    """Build (or complete) the namespace, bridge and VXLAN device."""
+    stale_neighbours: frozenset[tuple[str, str]] = frozenset()
+    stale_forwarding: frozenset[tuple[str, str]] = frozenset()
+    attach: frozenset[str] = frozenset()
+    """Addresses of local tasks to plug (again)."""
+    add_peers: frozenset[Peer] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.create or self.stale_neighbours or self.stale_forwarding or self.attach or self.add_peers)
+
+
+def plan_repair(held: OverlayState, endpoints: Iterable[str], peers: Iterable[Peer]) -> OverlayRepair:
+    """The difference between what an overlay holds and what it should: the addresses of its local tasks
+    (`endpoints`) plugged in, and a neighbour and FDB entry for each of `peers`, nothing else towards other
+    nodes. Building the overlay anew removes its devices' entries and veths, so then everything is redone."""
+    peers = frozenset(peers)
+    if not held.built:
+        held = OverlayState()
+    neighbours = {(p.ip, p.mac) for p in peers}
+    forwarding = {(p.mac, p.underlay_ip) for p in peers}
+    return OverlayRepair(
+        create=not held.built,
+        stale_neighbours=held.neighbours - neighbours,
+        stale_forwarding=held.forwarding - forwarding,
+        attach=frozenset(endpoints) - held.endpoints,
+        add_peers=frozenset(
+            p for p in peers if (p.ip, p.mac) not in held.neighbours or (p.mac, p.underlay_ip) not in held.forwarding
+        ),
+    )
 
 
 def mac_for_ip(ip: ipaddress.IPv4Address | str) -> str:
@@ -103,6 +170,43 @@ class OverlayNetwork:
         """Whether this node has the network's namespace (it may be half-built; `create()` completes it)."""
         return netns_exists(self.netns)
 
+    def read(self) -> OverlayState:
+        """What the kernel holds of this network now: one netlink dump of links, the bridge's addresses,
+        and vxlan0's neighbour and FDB tables."""
+        if not netns_exists(self.netns):
+            return OverlayState()
+        with rtnl(self.netns, f"read overlay {self.netns}") as ipr:
+            links = {link.get("ifname"): link for link in ipr.get_links()}
+            bridge, vxlan = links.get(BRIDGE_IFNAME), links.get(VXLAN_IFNAME)
+            if bridge is None or vxlan is None:
+                return OverlayState()
+            addresses = {
+                (a.get("address"), a["prefixlen"]) for a in ipr.get_addr(family=socket.AF_INET, index=bridge["index"])
+            }
+            built = (
+                _is_up(bridge)
+                and (str(self.gateway), self.subnet.prefixlen) in addresses
+                and _is_up(vxlan)
+                and vxlan.get("master") == bridge["index"]
+                and vxlan.get(("linkinfo", "data", "vxlan_id")) == self.vni
+            )
+            endpoints = frozenset(
+                str(ipaddress.IPv4Address(bytes.fromhex(name[2:])))
+                for name, link in links.items()
+                if _is_endpoint_ifname(name) and _is_up(link) and link.get("master") == bridge["index"]
+            )
+            neighbours = frozenset(
+                (entry.get("dst"), (entry.get("lladdr") or "").lower())
+                for entry in ipr.get_neighbours(family=socket.AF_INET, ifindex=vxlan["index"])
+                if entry["state"] & NUD_PERMANENT
+            )
+            forwarding = frozenset(
+                ((entry.get_attr("NDA_LLADDR") or "").lower(), entry.get_attr("NDA_DST"))
+                for entry in ipr.fdb("dump", ifindex=vxlan["index"])
+                if entry["ifindex"] == vxlan["index"] and entry.get_attr("NDA_DST") is not None
+            )
+        return OverlayState(built, endpoints, neighbours, forwarding)
+
     def create(self) -> None:
         """Build the namespace, bridge and VXLAN device, or complete/confirm what is already there."""
         mtu = self._resolve_mtu()
@@ -139,20 +243,55 @@ class OverlayNetwork:
     def add_peer(self, peer_ip: str, peer_mac: str, peer_underlay_ip: str) -> None:
         """Route `peer_ip` (an endpoint on another node) to that node: a permanent neighbour entry
         IP -> MAC, answered by the VXLAN device's ARP proxy, and a permanent FDB entry MAC -> underlay IP."""
-        ip = self._overlay_ip(peer_ip)
-        underlay = _ipv4(peer_underlay_ip, "peer underlay address")
-        what = f"add peer {ip} ({peer_mac}) via {underlay} to overlay {self.netns}"
+        self.add_peers([Peer(peer_ip, peer_mac, peer_underlay_ip)])
+
+    def add_peers(self, peers: Iterable[Peer]) -> None:
+        """`add_peer` for each of `peers` over one netlink socket. A peer the kernel refuses does not keep
+        the others out: the error, naming every refused peer, comes at the end."""
+        peers = list(peers)
+        if not peers:
+            return
+        what = f"add {len(peers)} peer(s) to overlay {self.netns}"
+        refused = []
         with rtnl(self._created_netns(what), what) as ipr:
             vxlan = self._vxlan_index(ipr, what)
-            ipr.neigh("replace", dst=str(ip), lladdr=peer_mac, ifindex=vxlan, state=NUD_PERMANENT)
-            ipr.fdb(
-                "replace",
-                ifindex=vxlan,
-                lladdr=peer_mac,
-                dst=str(underlay),
-                state=NUD_PERMANENT | NUD_NOARP,
-                flags=NTF_SELF,
-            )
+            for peer in peers:
+                try:
+                    ip = self._overlay_ip(peer.ip)
+                    underlay = _ipv4(peer.underlay_ip, "peer underlay address")
+                    ipr.neigh("replace", dst=str(ip), lladdr=peer.mac, ifindex=vxlan, state=NUD_PERMANENT)
+                    ipr.fdb(
+                        "replace",
+                        ifindex=vxlan,
+                        lladdr=peer.mac,
+                        dst=str(underlay),
+                        state=NUD_PERMANENT | NUD_NOARP,
+                        flags=NTF_SELF,
+                    )
+                except (DataplaneError, NetlinkError) as exc:
+                    reason = os.strerror(exc.code) if isinstance(exc, NetlinkError) else str(exc)
+                    refused.append(f"{peer.ip} ({peer.mac}) via {peer.underlay_ip}: {reason}")
+        if refused:
+            raise DataplaneError(f"overlay {self.netns} refused peer(s): {'; '.join(refused)}")
+
+    def remove_entries(self, neighbours: Iterable[tuple[str, str]], forwarding: Iterable[tuple[str, str]]) -> None:
+        """Delete the neighbour entries (IP, MAC) and FDB entries (MAC, underlay IP) of vxlan0 that still
+        say exactly that; entries already gone or since re-pointed are left alone."""
+        neighbours, forwarding = set(neighbours), set(forwarding)
+        if not (neighbours or forwarding) or not netns_exists(self.netns):
+            return
+        with rtnl(self.netns, f"remove stale peers from overlay {self.netns}") as ipr:
+            vxlan = _lookup(ipr, VXLAN_IFNAME)
+            if vxlan is None:
+                return
+            for entry in ipr.get_neighbours(family=socket.AF_INET, ifindex=vxlan):
+                ip, mac = entry.get("dst"), (entry.get("lladdr") or "").lower()
+                if (ip, mac) in neighbours:
+                    with ignoring(errno.ENOENT):
+                        ipr.neigh("del", dst=ip, lladdr=mac, ifindex=vxlan)
+            for mac, underlay in forwarding:
+                with ignoring(errno.ENOENT):
+                    ipr.fdb("del", ifindex=vxlan, lladdr=mac, dst=underlay)
 
     def remove_peer(self, peer_ip: str, peer_mac: str, peer_underlay_ip: str) -> None:
         """Undo `add_peer`. Entries since re-pointed elsewhere (another MAC for the IP, another node for
@@ -342,6 +481,14 @@ class OverlayNetwork:
 def _endpoint_ifname(ip: ipaddress.IPv4Address) -> str:
     """The bridge end of a task's veth, named after the task's IP (unique within one network)."""
     return "ve" + ip.packed.hex()
+
+
+def _is_endpoint_ifname(name: str) -> bool:
+    return len(name) == 10 and name.startswith("ve") and all(c in "0123456789abcdef" for c in name[2:])
+
+
+def _is_up(link) -> bool:
+    return bool(link["flags"] & _IFF_UP)
 
 
 def _lookup(ipr: IPRoute, ifname: str) -> int | None:

@@ -224,12 +224,15 @@ class NodeDaemon:
         self._worker_loops = Supervisor()
         self._worker_loops.start("session", self.session.run, finishes=True)  # ends when the swarm removes the node
         unavailable = data_plane_unavailable(split_addr(state.advertise_addr)[0])
-        if unavailable:
-            # A missing program is the operator's to fix, not a property of how the node was started.
-            level = logging.WARNING if unavailable == missing_data_plane_tool() else logging.INFO
-            log.log(level, "no overlay data plane on this node: %s", unavailable)
+        missing_tool = missing_data_plane_tool()
+        if unavailable and unavailable != missing_tool:
+            log.info("no overlay data plane on this node: %s", unavailable)
             networks = None
         else:
+            if missing_tool:
+                # The operator's to fix, not a property of how the node was started: the data plane runs, its
+                # steps fail and are shown until the program is installed, then its repair pass makes them.
+                log.warning("the overlay data plane cannot work yet: %s", missing_tool)
             networks = NodeNetworks(
                 state.node_id,
                 split_addr(state.advertise_addr)[0],
@@ -337,7 +340,8 @@ class NodeDaemon:
         advertised = split_addr(self.state_dir.load_node_state().advertise_addr)[0] if self.state_dir.has_swarm() else None
         failing = {**self._worker_loops.report(), **(self.manager.loops.report() if self.manager is not None else {})}
         keeps_failing = [f"this node's {name} loop keeps failing: {problem}" for name, problem in sorted(failing.items())]
-        return preflight.warnings(advertised) + keeps_failing
+        networking = [f"overlay networking: {problem}" for problem in self.networks.problems()] if self.networks else []
+        return preflight.warnings(advertised) + keeps_failing + networking
 
     def local_state(self) -> str:
         if not self.state_dir.has_swarm():
