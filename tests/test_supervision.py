@@ -9,6 +9,9 @@ import logging
 import pytest
 
 from raftswarm import supervision
+from raftswarm.manager.reconciler import Reconciler
+from raftswarm.store import ReplicatedStore, create
+from raftswarm.store.state import encode_transaction
 from raftswarm.supervision import Supervisor
 
 
@@ -119,3 +122,43 @@ async def test_a_loop_that_finishes_is_not_restarted_when_it_returns_but_is_when
         await asyncio.sleep(0)
     assert starts == 2 and loops.report() == {}
     await loops.close()
+
+
+class _LeaderDriver:
+    """What the reconciler reads of a Raft driver on a leader; proposals apply at once. Its first read
+    barrier raises what no code expects, as a bug would."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.is_leader = True
+        self.barriers = 0
+
+    async def read_barrier(self, timeout: float | None = None) -> int:
+        self.barriers += 1
+        if self.barriers == 1:
+            raise KeyError("a bug on the way in")
+        return self.store.state.version
+
+    async def propose(self, payload: bytes, timeout: float | None = None):
+        return self.store.apply(self.store.state.version + 1, payload)
+
+
+async def test_the_real_reconciler_raising_once_is_restarted_and_then_reconciles():
+    store = ReplicatedStore()
+    driver = _LeaderDriver(store)
+    store.attach(driver)
+    spec = {"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Args": ["sleep", "9"]}},
+            "Mode": {"Replicated": {"Replicas": 2}}}
+    store.apply(1, encode_transaction([create("services", "web", {"ID": "web", "Spec": spec})]))
+    loops = Supervisor(Clock())
+    loops.start("reconciler", Reconciler(store, driver).run)
+    try:
+        for _ in range(500):
+            if len(store.state.list("tasks")) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert driver.barriers >= 2  # it raised, and was started again
+        assert len(store.state.list("tasks")) == 2  # and, restarted, it reconciled: one task per replica
+        assert "KeyError" in loops.report()["reconciler"]
+    finally:
+        await loops.close()
