@@ -468,3 +468,16 @@ async def test_a_report_on_a_task_this_manager_has_not_applied_yet_is_recorded_a
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
+
+
+async def test_a_node_that_reports_problems_with_its_heartbeat_shows_them_in_its_status_until_they_clear():
+    dispatcher, _ = _dispatcher(5.0, A)
+    identity = NodeIdentity(A, NodeRole.WORKER, "cluster")
+    failing = ["this node's agent loop keeps failing: failed 3 time(s) in 2 s, last: OSError: disk full"]
+    await dispatcher.heartbeat(identity, {"problems": failing})
+    status = dispatcher.control.store.state.get(NODES, A).data["Status"]
+    assert status == {**status, "State": "ready", "Message": failing[0]}  # `node inspect` says what is wrong
+    await dispatcher.heartbeat(identity, {"problems": []})
+    assert dispatcher.control.store.state.get(NODES, A).data["Status"]["Message"] == ""
+    with pytest.raises(RpcError, match="problems"):
+        await dispatcher.heartbeat(identity, {"problems": "not a list"})

@@ -273,7 +273,8 @@ class ControlApi:
         current = await self.store.get(NODES, node_id, linearizable=False)
         if current is None:
             return False
-        if current.data["Status"].get("State") != state:
+        status = current.data["Status"]
+        if status.get("State") != state or status.get("Message", "") != message:
             data = {**current.data, "Status": {**current.data["Status"], "State": state, "Message": message}}
             await self.store.transact([update(NODES, node_id, data, expect=current.version)])
         return True

@@ -50,6 +50,8 @@ starts a new one by heartbeating without a session."""
 MAX_ASSIGNMENT_WAIT = 30.0
 """Longest an assignments call waits for a change before answering with none (the caller asks again)."""
 MAX_STATUS_TEXT = 1024
+MAX_PROBLEMS = 20
+"""What a node may say is failing on it with each heartbeat: its failing loops and data-plane steps."""
 """Longest Message or Err an agent may report (a task's error is a line, not a log)."""
 MAX_KEY_ID_CHARS = 128
 """A subject key ID in hex is 40 characters (SHA-1, RFC 5280); anything much longer is not one."""
@@ -182,6 +184,10 @@ class Dispatcher:
         session = params.get("session")
         if session is not None and not isinstance(session, str):
             raise RpcError("invalid", "session must be the one the last heartbeat's answer named, or absent")
+        problems = params.get("problems") or []
+        if not isinstance(problems, list) or len(problems) > MAX_PROBLEMS or not all(isinstance(p, str) for p in problems):
+            raise RpcError("invalid", f"problems must be a list of at most {MAX_PROBLEMS} strings")
+        message = "; ".join(problems)[:MAX_STATUS_TEXT]
         node_id = identity.node_id
         # The store is read at every heartbeat, not only our memory: another leader may have marked the node
         # down since we last heard it (found by `python -m chaos run --scenario partition-one-way`: nodes stayed
@@ -203,8 +209,10 @@ class Dispatcher:
                 f"session {decision.session} has ended (a new leader, or this node was marked down); "
                 "heartbeat without a session to start a new one",
             )
-        if decision.record_ready:
-            await self._record_ready(node_id)
+        shown = (node.data["Status"].get("Message") or "") if node is not None else ""
+        if decision.record_ready or shown != message:
+            # A node that is up but has something failing says so in its status (`node inspect`).
+            await self._record_ready(node_id, message)
         self._issuers[node_id] = issuer
         managers, rotation, gossip_keys = self._swarm_view()
         # The role the swarm wants this node in: a node whose certificate says otherwise renews it and
@@ -220,13 +228,13 @@ class Dispatcher:
             "attachments": (node.data.get("Attachments") or []) if node else [],
         }
 
-    async def _record_ready(self, node_id: str) -> None:
+    async def _record_ready(self, node_id: str, message: str = "") -> None:
         """Write that a node heard from is ready. A node not in the store yet (`swarm init` still writing it) or
         a write that fails (a concurrent change of the node's object, such as its own Raft join; lost
         leadership) is not an error of the heartbeat: the store still does not say ready, so the node's next
         heartbeat writes again."""
         try:
-            await self.control.set_node_status(node_id, READY)
+            await self.control.set_node_status(node_id, READY, message)
         except RaftswarmError as exc:
             log.info("could not record node %s ready: %s", node_id, exc)
 

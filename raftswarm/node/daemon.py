@@ -338,10 +338,7 @@ class NodeDaemon:
     def warnings(self) -> list[str]:
         """What this node cannot do and what to install for it (`docker info`'s Warnings)."""
         advertised = split_addr(self.state_dir.load_node_state().advertise_addr)[0] if self.state_dir.has_swarm() else None
-        failing = {**self._worker_loops.report(), **(self.manager.loops.report() if self.manager is not None else {})}
-        keeps_failing = [f"this node's {name} loop keeps failing: {problem}" for name, problem in sorted(failing.items())]
-        networking = [f"overlay networking: {problem}" for problem in self.networks.problems()] if self.networks else []
-        return preflight.warnings(advertised) + keeps_failing + networking
+        return preflight.warnings(advertised) + self._problems()
 
     def local_state(self) -> str:
         if not self.state_dir.has_swarm():
@@ -561,7 +558,14 @@ class NodeDaemon:
     def _heartbeat_params(self) -> dict:
         """What the dispatcher learns from each heartbeat: which root CA issued this node's certificate."""
         _, node = self.state_dir.load_certificates()
-        return {"issuer": certificate_issuer_key_id(node.certificate)}
+        return {"issuer": certificate_issuer_key_id(node.certificate), "problems": self._problems()}
+
+    def _problems(self) -> list[str]:
+        """What is failing on this node now (its loops, its data plane), for its status in `node inspect`."""
+        failing = {**self._worker_loops.report(), **(self.manager.loops.report() if self.manager is not None else {})}
+        loops = [f"this node's {name} loop keeps failing: {problem}" for name, problem in sorted(failing.items())]
+        networking = [f"overlay networking: {problem}" for problem in self.networks.problems()] if self.networks else []
+        return loops + networking
 
     def _on_heartbeat(self, answer: dict) -> None:
         networks = self.networks
