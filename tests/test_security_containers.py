@@ -660,8 +660,10 @@ done
 echo "CONTROL:pid1:$(cat /proc/1/comm)"
 echo "CONTROL:host-pids-tried:$(echo $HOST_PIDS | wc -w)"
 """
-TASK_COMMANDS = {"docker-init", "sh", "cat", "ps", "sed", "readlink", "echo", "kill", "wc"}
-"""What runs in the attack's container: tini as its init, the shell, and the applets the script runs."""
+TASK_COMMANDS = {"docker-init", "sh", "cat", "ps", "sed", "readlink", "echo", "kill", "wc", "exe"}
+"""What runs in the attack's container: tini as its init, the shell, and the applets the script runs ("exe":
+busybox's shell runs an applet of a pipeline by re-executing /proc/self/exe, so `sed` is named that for the
+moment before it renames itself)."""
 NAMESPACES = ("pid", "mnt", "net", "uts", "ipc", "cgroup")
 
 
