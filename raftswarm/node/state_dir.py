@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from cryptography import x509
 
 from ..ca.certificates import CertificateError, NodeCertificate, cert_to_pem
 from ..errors import RaftswarmError
+from ..raft.storage import try_lock_directory
 
 
 _PAIR_READS = 5
@@ -81,15 +81,12 @@ class StateDir:
         """Take the directory for this process (an flock held until the returned descriptor is closed), or
         raise StateDirError if another raftswarm-node holds it: one node per state directory."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = try_lock_directory(self.root)
+        if fd is None:
             raise StateDirError(
                 f"{self.root} is in use by another raftswarm-node; stop that one first, or give this one a "
                 f"--state-dir (and --socket) of its own"
-            ) from None
+            )
         return fd
 
     def remove_swarm_state(self) -> None:

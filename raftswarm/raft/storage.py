@@ -329,16 +329,25 @@ def _write_file_atomically(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _lock_directory(directory: Path) -> int:
+def try_lock_directory(directory: Path) -> int | None:
+    """An exclusive flock on `directory`, held until the returned descriptor is closed; None if another
+    holder has it."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
+        return None
+    return fd
+
+
+def _lock_directory(directory: Path) -> int:
+    fd = try_lock_directory(directory)
+    if fd is None:
         raise RaftswarmError(
             f"{directory} is already open (another raftswarm-node on this state directory, or an unclosed "
             "RaftStorage); stop that one first"
-        ) from None
+        )
     return fd
 
 
