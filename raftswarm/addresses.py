@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .errors import RaftswarmError
+from .errors import InvalidInput
 
 
-class InvalidAddress(RaftswarmError):
+class InvalidAddress(InvalidInput):
     """Text that is not HOST:PORT."""
 
 

@@ -5,7 +5,19 @@ class RaftswarmError(Exception):
     """Base of every error raftswarm raises on purpose."""
 
 
-class ProposalDropped(RaftswarmError):
+class InvalidInput(RaftswarmError):
+    """A value a user gave cannot be understood (a malformed token, key, address or request); the API answers 400."""
+
+
+class VersionConflict(RaftswarmError):
+    """The object changed since the caller read it, or the caller's view is too old; the API answers 409."""
+
+
+class Unavailable(RaftswarmError):
+    """The swarm cannot answer now (no leader, a timeout); the caller may retry. The API answers 503."""
+
+
+class ProposalDropped(Unavailable):
     """The Raft core refused a proposal (no leader known, leadership transfer in progress, a membership
     change already pending). Nothing was appended; the caller may retry."""
 
@@ -22,3 +34,11 @@ class WrongKey(RaftswarmError):
 
 class ComposeError(RaftswarmError):
     """A compose file cannot be deployed as a stack; the message names the file, the key path and the problem."""
+
+
+class ControlError(RaftswarmError):
+    """A swarm or node request that cannot be done as asked; `status` is the HTTP code the API answers with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Self
 
 from raftswarm.ca.certificates import NodeIdentity, NodeRole
-from raftswarm.manager.controlapi import NODES
+from raftswarm.objects.kinds import NODES
 from raftswarm.manager.logbroker import LogBroker
-from raftswarm.manager.rpc import RpcClient, RpcServer
+from raftswarm.rpc.channel import RpcClient, RpcServer
 from raftswarm.store import ReplicatedStore, put
 from raftswarm.store.state import encode_transaction
 

@@ -22,7 +22,7 @@ from raftswarm.manager.allocator import (
     allocate_task_networks,
     network_in_use,
 )
-from raftswarm.manager.networks import VXLAN_ID_OPTION, ingress_network_spec, validate_network_spec
+from raftswarm.objects.networks import VXLAN_ID_OPTION, ingress_network_spec, validate_network_spec
 
 
 def add_network(networks: dict, spec: dict, **pool) -> dict:

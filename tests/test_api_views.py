@@ -1,7 +1,7 @@
 """How the API shows stored objects as Docker shapes them."""
 
 from raftswarm.api.swarm import node_view
-from raftswarm.store import StoredObject
+from raftswarm.objects.stored import StoredObject
 
 
 def manager(state: str, raft_id: int) -> StoredObject:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raftswarm.errors import RaftswarmError
-from raftswarm.manager.specs import validate_secret_spec, validate_service_spec
+from raftswarm.objects.specs import validate_secret_spec, validate_service_spec
 from raftswarm.stack import ComposeError, StackSpecs, load_stack, stack_specs
 
 NS = "com.docker.stack.namespace"

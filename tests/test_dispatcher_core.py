@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from raftswarm.ca.certificates import NodeIdentity, NodeRole
-from raftswarm.manager.controlapi import NODES
+from raftswarm.objects.kinds import NODES
 from raftswarm.manager.dispatcher import SESSION_INVALID, Dispatcher
 from raftswarm.manager.heartbeats import (
     DOWN_AFTER_MISSED,
@@ -25,7 +25,7 @@ from raftswarm.manager.heartbeats import (
     NotLeader,
     StaleSession,
 )
-from raftswarm.manager.rpc import RpcError, RpcServer
+from raftswarm.rpc.channel import RpcError, RpcServer
 from raftswarm.raft.driver import Timeout
 from raftswarm.store import ReplicatedStore, StoreError, put
 from raftswarm.store.state import encode_transaction

@@ -33,7 +33,7 @@ from raftswarm.images.auth import decode_auth
 from raftswarm.cli.main import main
 from raftswarm.images import samples
 from raftswarm.images.registryd import HtpasswdUnavailable, LocalRegistry
-from raftswarm.manager.controlapi import ControlError
+from raftswarm.errors import ControlError
 
 pytestmark = [
     pytest.mark.slow,

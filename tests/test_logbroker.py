@@ -15,8 +15,8 @@ from raftswarm.agent import logpublisher
 from raftswarm.agent.logpublisher import MAX_BATCH_BYTES, MAX_BATCH_LINES, serve_log_subscriptions
 from raftswarm.ca.certificates import NodeRole
 from raftswarm.manager import logbroker
-from raftswarm.manager.logbroker import MAX_LINE_BYTES, MESSAGE_OVERHEAD
-from raftswarm.manager.rpc import RpcError
+from raftswarm.rpc.logs import MAX_LINE_BYTES, MESSAGE_OVERHEAD
+from raftswarm.rpc.channel import RpcError
 
 T1, T2, T3 = "task1aaaaaaaaaaaaaaaaaaaaa", "task2bbbbbbbbbbbbbbbbbbbbb", "task3ccccccccccccccccccccc"
 

@@ -20,7 +20,7 @@ from raftswarm.api.logs import log_payload, parse_since, rfc3339_nano
 from raftswarm.api.server import ApiServer
 from raftswarm.api.stdcopy import FrameDecoder, StreamFormatError, encode_frame
 from raftswarm.manager.controlapi import ControlApi
-from raftswarm.manager.serviceapi import SERVICES, TASKS
+from raftswarm.objects.kinds import SERVICES, TASKS
 
 SERVICE = "kzqr6fwm5rh7fzjxvfhqxn1zv"
 T1, T2, T3, PENDING = "t1" + "a" * 23, "t2" + "b" * 23, "t3" + "c" * 23, "tp" + "d" * 23

@@ -8,9 +8,9 @@ import copy
 
 import pytest
 
-from raftswarm.manager.controlapi import ControlError
-from raftswarm.manager.networks import ingress_network_spec, refuse_node_addresses, validate_network_spec
-from raftswarm.manager.specs import InvalidSpec
+from raftswarm.errors import ControlError
+from raftswarm.objects.networks import ingress_network_spec, refuse_node_addresses, validate_network_spec
+from raftswarm.objects.specs import InvalidSpec
 
 
 def full_spec() -> dict:

@@ -43,7 +43,7 @@ from raftswarm.dataplane.loadbalancer import (
 )
 from raftswarm.dataplane.overlay import OverlayNetwork, OverlayRepair, OverlayState, Peer, mac_for_ip, plan_repair
 from raftswarm.dataplane.repair import Repairs
-from raftswarm.manager.networks import VXLAN_ID_OPTION
+from raftswarm.objects.networks import VXLAN_ID_OPTION
 from raftswarm.node.networking import (
     ENDPOINTS,
     MESH_TABLE,

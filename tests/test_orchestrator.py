@@ -12,17 +12,15 @@ from hypothesis import strategies as st
 from raftswarm.manager.orchestrator import (
     InvalidRestartPolicy,
     Plan,
-    TaskState,
     WrongServiceMode,
-    can_move,
-    is_terminal,
     new_task,
     reconcile_global,
     reconcile_replicated,
     restart_decision,
     tasks_to_reap,
 )
-from raftswarm.manager.scheduler import InvalidPlacement
+from raftswarm.objects.tasks import TaskState, can_move, is_terminal
+from raftswarm.objects.placement import InvalidPlacement
 
 NOW = 1_700_000_000.0
 SECOND = 1_000_000_000

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from raftswarm.manager.reconciler import reconcile, view_of
-from raftswarm.manager.serviceapi import SERVICES, TASKS
+from raftswarm.objects.kinds import SERVICES, TASKS
 from raftswarm.store import ClusterState, Committed, Operation, create, delete, update
 from raftswarm.store.state import encode_transaction
 

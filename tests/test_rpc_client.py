@@ -1,4 +1,4 @@
-"""The client side of the RPC channel (`manager.rpc.RpcClient`), over an in-memory stream: no sockets."""
+"""The client side of the RPC channel (`rpc.channel.RpcClient`), over an in-memory stream: no sockets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import msgpack
 import pytest
 
-from raftswarm.manager.rpc import RpcClient, RpcError
+from raftswarm.rpc.channel import RpcClient, RpcError
 
 
 class _Writer:

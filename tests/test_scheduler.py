@@ -9,14 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftswarm.manager.scheduler import (
-    Assignment,
-    Constraint,
-    InvalidPlacement,
-    Pending,
-    parse_constraint,
-    schedule,
-)
+from raftswarm.manager.scheduler import Assignment, Pending, schedule
+from raftswarm.objects.placement import Constraint, InvalidPlacement, parse_constraint
 
 
 def make_node(

@@ -31,7 +31,7 @@ from raftswarm.ca.certificates import (
     new_node_id,
     server_ssl_context,
 )
-from raftswarm.manager.rpc import (
+from raftswarm.rpc.channel import (
     ANONYMOUS_LIMITS,
     AUTHENTICATED_LIMITS,
     MAX_ANONYMOUS_RPC_FRAME,

@@ -25,8 +25,9 @@ from raftswarm.api.server import SWARM_KINDS
 from raftswarm.ca.certificates import NodeRole
 from raftswarm.embedding import EmbeddedNode
 from raftswarm.manager import serviceapi
-from raftswarm.manager.controlapi import NODES, new_node_object
-from raftswarm.manager.specs import MAX_REPLICAS
+from raftswarm.objects.kinds import NODES
+from raftswarm.manager.controlapi import new_node_object
+from raftswarm.objects.specs import MAX_REPLICAS
 from raftswarm.store import create, delete
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

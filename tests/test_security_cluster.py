@@ -36,9 +36,9 @@ from raftswarm.ca.certificates import (
 )
 from raftswarm.ca.tokens import JoinToken, RootCAMismatch
 from raftswarm.manager.reconciler import reconcile, view_of
-from raftswarm.manager.rpc import RpcClient, RpcError, RpcServer
+from raftswarm.rpc.channel import RpcClient, RpcError, RpcServer
 from raftswarm.manager.screening import Screen
-from raftswarm.manager.serviceapi import TASKS
+from raftswarm.objects.kinds import TASKS
 from raftswarm.node.listener import ClusterListener
 from raftswarm.node.manager_client import call_pinned, fetch_pinned_roots, pinned_trust
 from raftswarm.node.state_dir import StateDir

@@ -18,7 +18,7 @@ import pytest
 
 from raftswarm.api.client import ApiClient, ApiError
 from raftswarm.ca.certificates import client_ssl_context
-from raftswarm.manager.rpc import RpcClient, RpcError
+from raftswarm.rpc.channel import RpcClient, RpcError
 from raftswarm.node.state_dir import StateDir
 from raftswarm.node.swarmcluster import SwarmCluster
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftswarm.manager.controlapi import ControlError
-from raftswarm.manager.specs import (
+from raftswarm.errors import ControlError
+from raftswarm.objects.specs import (
     MAX_SECRET_SIZE,
     InvalidSpec,
     referenced_secrets,

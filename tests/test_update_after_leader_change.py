@@ -21,9 +21,10 @@ import itertools
 from collections.abc import Collection
 from typing import Any
 
-from raftswarm.manager.orchestrator import TaskState, is_live, observed_state, rfc3339
+from raftswarm.objects.tasks import TaskState, is_live, observed_state
+from raftswarm.objects.times import rfc3339
 from raftswarm.manager.reconciler import reconcile, view_of
-from raftswarm.manager.serviceapi import SERVICES, TASKS
+from raftswarm.objects.kinds import SERVICES, TASKS
 from raftswarm.manager.updater import STALLED_TASK_TIMEOUT
 from raftswarm.store import ClusterState, Committed, Operation, create, update
 from raftswarm.store.state import encode_transaction

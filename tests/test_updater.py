@@ -11,13 +11,9 @@ import itertools
 
 import pytest
 
-from raftswarm.manager.orchestrator import (
-    TaskState,
-    is_terminal,
-    reconcile_global,
-    reconcile_replicated,
-    rfc3339,
-)
+from raftswarm.objects.tasks import TaskState, is_terminal
+from raftswarm.manager.orchestrator import reconcile_global, reconcile_replicated
+from raftswarm.objects.times import rfc3339
 from raftswarm.manager.updater import STALLED_TASK_TIMEOUT, InvalidUpdateConfig, UpdatePlan, plan_update
 
 START = 1_700_000_000.0  # when the update was started

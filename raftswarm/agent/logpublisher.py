@@ -17,8 +17,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from ..manager.logbroker import MAX_LINE_BYTES, MESSAGE_OVERHEAD
-from ..manager.rpc import RpcClient, RpcError
+from ..rpc.logs import MAX_LINE_BYTES, MESSAGE_OVERHEAD
+from ..rpc.channel import RpcClient, RpcError
 
 log = logging.getLogger(__name__)
 

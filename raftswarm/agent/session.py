@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..addresses import parse_host_port
-from ..manager.rpc import REMOVED, RpcClient, RpcError
+from ..rpc.channel import REMOVED, RpcClient, RpcError
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from typing import Any, Protocol
 from ..addresses import parse_host_port
 from ..errors import RaftswarmError
 from ..images.auth import decode_auth
-from ..manager.orchestrator import TaskState
-from ..manager.rpc import REMOVED, RpcClient, RpcError
+from ..objects.tasks import TaskState
+from ..rpc.channel import REMOVED, RpcClient, RpcError
 from ..runtime.containers import Container, ContainerRuntime, SupervisorGone, TaskRejected
 from .logpublisher import serve_log_subscriptions
 from .session import Session

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..manager.controlapi import ControlError
+from ..errors import ControlError
 
 MAX_JSON_DEPTH = 64
 """How deeply arrays and objects may nest in a request body or a `filters` parameter. Docker's deepest

@@ -48,7 +48,7 @@ from ..images.manifest import PLATFORM_ARCHITECTURE, PLATFORM_OS
 from ..images.reference import InvalidReference, parse
 from ..images.registry import Progress, RegistryError
 from ..images.store import Image, ImageStore
-from ..manager.controlapi import ControlError
+from ..errors import ControlError
 from .logs import _bool
 from .services import _check_filters, _labels_match
 from .swarm import query_filters

@@ -27,11 +27,11 @@ from urllib.parse import quote_plus
 from aiohttp import web
 
 from ..addresses import parse_host_port
-from ..manager.controlapi import ControlError
+from ..errors import ControlError
 from ..manager.logbroker import LogBroker
-from ..manager.rpc import RpcClient, RpcError
+from ..rpc.channel import RpcClient, RpcError
 from ..manager.serviceapi import ServiceApi
-from ..store import StoredObject
+from ..objects.stored import StoredObject
 from .stdcopy import MULTIPLEXED_STREAM, STREAM_IDS, SYSTEMERR, encode_frame
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..manager.controlapi import ControlError
+from ..errors import ControlError
 from ..manager.networkapi import NetworkApi, network_resource
 from .bodies import json_object
 from .services import _check_filters, _labels_match

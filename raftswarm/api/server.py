@@ -29,23 +29,13 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
-from ..addresses import InvalidAddress, parse_host_port
-from ..ca.tokens import JoinTokenError
-from ..ca.unlockkey import InvalidUnlockKey
-from ..errors import ProposalDropped, RaftswarmError
-from ..manager.controlapi import CLUSTER, NODES, ControlError
-from ..manager.serviceapi import (
-    ALLOCATIONS,
-    NETWORK_NAMES,
-    NETWORKS,
-    SECRET_NAMES,
-    SECRETS,
-    SERVICE_NAMES,
-    SERVICES,
-    TASKS,
-)
-from ..raft.driver import Timeout
-from ..store import Conflict, Operation, StoredObject, StoreError, WatchCompacted
+from ..addresses import parse_host_port
+from ..errors import InvalidInput, RaftswarmError, Unavailable, VersionConflict
+from ..objects.kinds import CLUSTER, NODES
+from ..errors import ControlError
+from ..objects.kinds import ALLOCATIONS, NETWORK_NAMES, NETWORKS, SECRET_NAMES, SECRETS, SERVICE_NAMES, SERVICES, TASKS
+from ..store import Operation, StoreError
+from ..objects.stored import StoredObject
 from .bodies import field, json_object
 from .images import ImageRoutes
 from .logs import LogRoutes
@@ -96,14 +86,14 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         raise
     except ControlError as exc:
         return _error(exc.status, str(exc))
-    except (Conflict, WatchCompacted) as exc:
+    except VersionConflict as exc:
         return _error(409, str(exc))
-    except (JoinTokenError, InvalidUnlockKey, InvalidAddress) as exc:
-        return _error(400, str(exc))
-    except (Timeout, ProposalDropped) as exc:
-        return _error(503, str(exc))
     except StoreError as exc:
         return _error(400, f"invalid request: {exc}")
+    except InvalidInput as exc:
+        return _error(400, str(exc))
+    except Unavailable as exc:
+        return _error(503, str(exc))
     except RaftswarmError as exc:
         return _error(500, str(exc))
     except Exception as exc:  # a bug of this node: say so, log why, and keep serving everyone else

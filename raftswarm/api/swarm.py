@@ -13,9 +13,9 @@ from aiohttp import web
 
 from .. import __version__
 from ..ca.authority import MIN_NODE_CERT_LIFETIME
-from ..manager.controlapi import ControlError
-from ..manager.specs import validate_init_request, validate_join_request, validate_node_spec, validate_swarm_spec
-from ..store import StoredObject
+from ..errors import ControlError
+from ..objects.specs import validate_init_request, validate_join_request, validate_node_spec, validate_swarm_spec
+from ..objects.stored import StoredObject
 from .bodies import field, json_object, parse_json
 
 _VERSION = re.compile(r"[0-9]{1,19}")  # Docker parses it with strconv.ParseUint: ASCII digits, 64 bits

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
-from raftswarm.errors import RaftswarmError
 
 from .certificates import NodeRole, root_digest
+from ..errors import InvalidInput
 
 TOKEN_PREFIX = "SWMTKN"
 TOKEN_VERSION = "1"
@@ -44,7 +44,7 @@ _ASK_A_MANAGER = (
 )
 
 
-class JoinTokenError(RaftswarmError):
+class JoinTokenError(InvalidInput):
     """A join token cannot be used: malformed, for another swarm, rotated, or not matching the root CA."""
 
 

@@ -10,13 +10,13 @@ import base64
 import binascii
 import os
 
-from ..errors import RaftswarmError
+from ..errors import InvalidInput
 
 PREFIX = "SWMKEY-1-"
 KEY_BYTES = 32
 
 
-class InvalidUnlockKey(RaftswarmError):
+class InvalidUnlockKey(InvalidInput):
     """The text is not an unlock key, or not this swarm's."""
 
 

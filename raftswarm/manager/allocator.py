@@ -34,9 +34,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .controlapi import ControlError
-from .networks import DEFAULT_DRIVER, DEFAULT_IPAM_DRIVER, VXLAN_ID_OPTION
-from .orchestrator import TaskState, desired_state, is_terminal, observed_state
+from ..errors import ControlError
+from ..objects.networks import DEFAULT_DRIVER, DEFAULT_IPAM_DRIVER, VXLAN_ID_OPTION
+from ..objects.tasks import TaskState, desired_state, is_terminal, observed_state
+from ..store import Operation, ReplicatedStore, create, update
+from ..objects.kinds import ALLOCATIONS, ALLOCATIONS_KEY
 
 __all__ = [
     "DEFAULT_ADDRESS_POOL",
@@ -461,3 +463,15 @@ def network_in_use(network_id: str, services: View, tasks: View) -> list[str]:
             named = (task.get("ServiceAnnotations") or {}).get("Name") or task.get("ServiceID", task["ID"])
             names.add(owner["Spec"]["Name"] if owner else named)
     return sorted(names)
+
+
+ALLOCATION_RETRIES = 5
+"""How often an allocating write is decided again after losing to a concurrent one before giving up."""
+
+
+async def allocation_lock(store: ReplicatedStore) -> Operation:
+    """The operation that makes a transaction conflict with every other allocating one committed meanwhile."""
+    current = await store.get(ALLOCATIONS, ALLOCATIONS_KEY)
+    if current is None:
+        return create(ALLOCATIONS, ALLOCATIONS_KEY, {"Writes": 1})
+    return update(ALLOCATIONS, ALLOCATIONS_KEY, {"Writes": current.data["Writes"] + 1}, expect=current.version)

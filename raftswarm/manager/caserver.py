@@ -18,7 +18,7 @@ from ..raft.driver import RaftDriver
 from ..raft.transport import raft_id_of
 from ..store import ReplicatedStore
 from .controlapi import ControlApi
-from .rpc import RpcError, RpcServer
+from ..rpc.channel import RpcError, RpcServer
 
 MANAGER_JOIN_TIMEOUT = 60.0
 """Seconds a new manager may take to catch up before it is made a voter."""

@@ -20,27 +20,16 @@ from ..addresses import parse_host_port
 from ..ca.authority import CertificateAuthority
 from ..ca.certificates import NodeRole
 from ..ca.unlockkey import generate_unlock_key
-from ..errors import RaftswarmError
+from ..errors import ControlError, RaftswarmError
 from ..raft.transport import raft_id_of
-from ..store import ReplicatedStore, StoredObject, check, create, delete, update
+from ..store import ReplicatedStore, check, create, delete, update
+from ..objects.stored import StoredObject
+from ..objects.kinds import CLUSTER, CLUSTER_KEY, NODES
+from ..objects.times import now_iso
+from .networkapi import ingress_operations
 
-CLUSTER = "cluster"
-NODES = "nodes"
-CLUSTER_KEY = "default"
 MIN_HEARTBEAT_PERIOD_NS = 100_000_000
 """Shorter heartbeats would have thousands of nodes flood the leader; 100 ms is plenty for tests."""
-
-
-class ControlError(RaftswarmError):
-    """A swarm or node request that cannot be done as asked; `status` is the HTTP code the API answers with."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def role_name(role: NodeRole) -> str:
@@ -125,7 +114,6 @@ class ControlApi:
         cluster = new_cluster_object(ca, unlock_key is not None)
         if unlock_key is not None:
             cluster["UnlockKey"] = unlock_key
-        from .networkapi import ingress_operations  # networkapi builds on this module
 
         # As dockerd: a new swarm has the `ingress` network of the routing mesh from the start.
         await self.store.transact(

@@ -32,15 +32,20 @@ from ..ca.authority import CertificateAuthority
 from ..ca.certificates import NodeIdentity, subject_key_id
 from ..errors import RaftswarmError
 from ..raft.driver import RaftDriver
-from ..store import Conflict, ReplicatedStore, StoredObject, WatchCompacted, update
-from .controlapi import CLUSTER, CLUSTER_KEY, NODES, ControlApi, now_iso
+from ..store import Conflict, ReplicatedStore, WatchCompacted, update
+from ..objects.stored import StoredObject
+from ..objects.kinds import CLUSTER, CLUSTER_KEY, NODES
+from .controlapi import ControlApi
+from ..objects.times import now_iso
 from .heartbeats import DEFAULT_HEARTBEAT_PERIOD, DOWN, READY, Heartbeats, NotLeader, StaleSession
 from .heartbeats import DOWN_AFTER_MISSED as DOWN_AFTER_MISSED  # re-exported: node.manager and logbroker read it here
-from .orchestrator import TaskState
-from .rpc import REMOVED, RpcError, RpcServer
+from ..objects.tasks import TaskState
+from ..rpc.channel import REMOVED, RpcError, RpcServer
 from .screening import Broken, check_task
-from .serviceapi import MAX_OPERATIONS_PER_TRANSACTION, SECRETS, TASKS, api_view, new_object_id, secret_data
-from .specs import referenced_secrets
+from .serviceapi import MAX_OPERATIONS_PER_TRANSACTION
+from ..objects.kinds import SECRETS, TASKS, new_object_id
+from ..objects.stored import api_view, secret_data
+from ..objects.specs import referenced_secrets
 
 log = logging.getLogger(__name__)
 

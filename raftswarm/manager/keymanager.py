@@ -26,7 +26,7 @@ from typing import Any
 from ..ca.unlockkey import KEY_BYTES, unlock_key_kek
 from ..raft.driver import RaftDriver
 from ..store import Conflict, ReplicatedStore, update
-from .controlapi import CLUSTER, CLUSTER_KEY
+from ..objects.kinds import CLUSTER, CLUSTER_KEY
 
 log = logging.getLogger(__name__)
 

@@ -37,10 +37,11 @@ from typing import Any
 from ..ca.certificates import NodeIdentity
 from ..raft.driver import RaftDriver
 from ..store import ReplicatedStore
-from .controlapi import NODES
+from ..objects.kinds import NODES
 from .dispatcher import DEFAULT_HEARTBEAT_PERIOD, DOWN_AFTER_MISSED
-from .rpc import RpcError, RpcServer
-from .serviceapi import new_object_id
+from ..rpc.channel import RpcError, RpcServer
+from ..objects.kinds import new_object_id
+from ..rpc.logs import MAX_LINE_BYTES, MESSAGE_OVERHEAD
 
 MAX_LISTEN_WAIT = 30.0
 """Longest a `logs.listen` call waits for news before answering with none (the agent asks again)."""
@@ -57,11 +58,7 @@ MAX_BUFFERED_BYTES = 2 << 20
 """Unread lines held per subscription. With `MAX_SUBSCRIPTIONS` this bounds the broker's memory."""
 MAX_READ_BYTES = 1 << 20
 """Most line bytes one `logs.read` answer carries: far below rpc.MAX_RPC_FRAME."""
-MAX_LINE_BYTES = 64 << 10
-"""Longest line a publish may carry; the agent splits longer output into several messages."""
 MAX_SUBSCRIPTIONS = 256
-MESSAGE_OVERHEAD = 64
-"""Bytes counted per message besides its line (IDs, stream, time) when bounding buffers and batches."""
 STREAMS = ("stdout", "stderr")
 
 

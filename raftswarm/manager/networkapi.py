@@ -16,22 +16,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..store import Conflict, Operation, ReplicatedStore, StoredObject, create, delete
+from ..store import Conflict, Operation, ReplicatedStore, create, delete
+from ..objects.stored import StoredObject
 from .allocator import allocate_network, network_in_use
-from .controlapi import NODES, ControlError, now_iso
-from .networks import VXLAN_ID_OPTION, ingress_network_spec, refuse_node_addresses, validate_network_spec
-from .serviceapi import (
-    ALLOCATION_RETRIES,
-    NETWORK_NAMES,
-    NETWORKS,
-    SERVICES,
-    TASKS,
-    allocation_lock,
-    new_object_id,
-    resolve,
-    spec_name,
-    views,
-)
+from ..objects.kinds import NODES
+from ..objects.times import now_iso
+from ..errors import ControlError
+from ..objects.networks import VXLAN_ID_OPTION, ingress_network_spec, refuse_node_addresses, validate_network_spec
+from .allocator import ALLOCATION_RETRIES, allocation_lock
+from ..objects.kinds import NETWORK_NAMES, NETWORKS, SERVICES, TASKS, new_object_id
+from ..objects.stored import resolve, spec_name, views
 
 
 def new_network(spec: dict[str, Any], networks: dict[str, dict[str, Any]]) -> dict[str, Any]:

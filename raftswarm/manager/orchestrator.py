@@ -26,30 +26,24 @@ from __future__ import annotations
 
 import copy
 import heapq
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import IntEnum
 from typing import Any
 
 from ..errors import RaftswarmError
-from .scheduler import parse_constraint
+from ..objects.placement import parse_constraint
+from ..objects.tasks import TaskState, desired_state, is_current, is_live, is_terminal, observed_state
+from ..objects.defaults import DEFAULT_RESTART_CONDITION, DEFAULT_RESTART_DELAY_NS, DEFAULT_TASK_HISTORY_LIMIT, NANOSECONDS
+from ..objects.times import parse_rfc3339, rfc3339
 
 __all__ = [
     "InvalidRestartPolicy",
     "Plan",
     "RestartDecision",
-    "TaskState",
     "WrongServiceMode",
-    "can_move",
-    "desired_state",
-    "is_current",
-    "is_live",
-    "is_terminal",
     "new_task",
     "node_matches_constraints",
-    "observed_state",
     "reconcile_global",
     "reconcile_replicated",
     "restart_decision",
@@ -57,13 +51,7 @@ __all__ = [
     "tasks_to_reap",
 ]
 
-# Docker's defaults (docker service create --help): restart condition any, delay 5 s, no attempt limit;
-# task history retention 5 (docker swarm init --task-history-limit).
-DEFAULT_RESTART_CONDITION = "any"
-DEFAULT_RESTART_DELAY_NS = 5_000_000_000
-DEFAULT_TASK_HISTORY_LIMIT = 5
 _RESTART_CONDITIONS = ("none", "on-failure", "any")
-_NANOSECONDS = 1_000_000_000
 
 
 class WrongServiceMode(RaftswarmError):
@@ -74,79 +62,11 @@ class InvalidRestartPolicy(RaftswarmError):
     """A service's RestartPolicy cannot be understood."""
 
 
-class TaskState(IntEnum):
-    """A task's observed state, in SwarmKit's order. States only move forward; COMPLETE and after are
-    terminal. The Docker API spells each as the lower-case name (`TaskState.RUNNING.api == "running"`)."""
-
-    NEW = 0
-    PENDING = 1
-    ASSIGNED = 2
-    ACCEPTED = 3
-    PREPARING = 4
-    READY = 5
-    STARTING = 6
-    RUNNING = 7
-    COMPLETE = 8
-    SHUTDOWN = 9
-    FAILED = 10
-    REJECTED = 11
-    REMOVE = 12
-    ORPHANED = 13
-
-    @property
-    def api(self) -> str:
-        return self.name.lower()
-
-    @classmethod
-    def of(cls, state: TaskState | str) -> TaskState:
-        """The state named by a Docker API string such as "running" (or the state itself)."""
-        if isinstance(state, TaskState):
-            return state
-        try:
-            return cls[state.upper()]
-        except KeyError:
-            raise ValueError(f"unknown task state {state!r}; expected one of {', '.join(s.api for s in cls)}") from None
-
-
-def can_move(from_state: TaskState | str, to_state: TaskState | str) -> bool:
-    """Whether a task may go from `from_state` to `to_state`: only strictly forward."""
-    return TaskState.of(to_state) > TaskState.of(from_state)
-
-
-def is_terminal(state: TaskState | str) -> bool:
-    """Whether a task in `state` has finished for good (COMPLETE or any later state)."""
-    return TaskState.of(state) >= TaskState.COMPLETE
-
-
-def observed_state(task: dict[str, Any]) -> TaskState:
-    """The task's Status.State (new when it has none)."""
-    return TaskState.of((task.get("Status") or {}).get("State") or "new")
-
-
-def desired_state(task: dict[str, Any]) -> TaskState:
-    """The task's DesiredState (running when it has none)."""
-    return TaskState.of(task.get("DesiredState") or "running")
-
-
-def is_live(task: dict[str, Any]) -> bool:
-    """Whether the task holds its slot (or node): not ended, and not told to stop."""
-    return not is_terminal(observed_state(task)) and desired_state(task) <= TaskState.RUNNING
-
-
-def rfc3339(now: float) -> str:
-    """Unix time as Docker writes timestamps."""
-    return datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
-
-
-# Docker writes nanoseconds; Python 3.11's fromisoformat reads at most microseconds.
-_EXCESS_FRACTION = re.compile(r"(\.\d{6})\d+")
-
-
 def _timestamp(task: dict[str, Any]) -> datetime:
     text = (task.get("Status") or {}).get("Timestamp")
     if not text:
         return datetime.min.replace(tzinfo=UTC)
-    return datetime.fromisoformat(_EXCESS_FRACTION.sub(r"\1", text))
+    return parse_rfc3339(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,12 +105,6 @@ def new_task(
     else:
         task["NodeID"] = node_id
     return task
-
-
-def is_current(task: dict[str, Any], template: dict[str, Any]) -> bool:
-    """Whether `task` was made from `template`, the service's current TaskTemplate (compared whole, so a
-    bumped ForceUpdate makes every older task dirty)."""
-    return (task.get("Spec") or {}) == (template or {})
 
 
 def _keep_order(task: dict[str, Any]) -> tuple[int, datetime, str]:
@@ -397,9 +311,9 @@ def restart_decision(
             " fix the service's --restart-condition"
         )
     delay_ns = policy.get("Delay")
-    delay = (DEFAULT_RESTART_DELAY_NS if delay_ns is None else delay_ns) / _NANOSECONDS
+    delay = (DEFAULT_RESTART_DELAY_NS if delay_ns is None else delay_ns) / NANOSECONDS
     max_attempts = policy.get("MaxAttempts") or 0
-    window = (policy.get("Window") or 0) / _NANOSECONDS
+    window = (policy.get("Window") or 0) / NANOSECONDS
 
     state = observed_state(task)
     if not is_terminal(state):

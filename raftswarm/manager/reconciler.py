@@ -36,17 +36,8 @@ from typing import Any
 
 from ..errors import ProposalDropped
 from ..raft.driver import RaftDriver, Timeout
-from ..store import (
-    ClusterState,
-    Conflict,
-    Operation,
-    ReplicatedStore,
-    StoredObject,
-    WatchCompacted,
-    create,
-    delete,
-    update,
-)
+from ..store import ClusterState, Conflict, Operation, ReplicatedStore, WatchCompacted, create, delete, update
+from ..objects.stored import StoredObject
 from .allocator import (
     AllocationError,
     addresses_in_use,
@@ -54,33 +45,16 @@ from .allocator import (
     allocate_task_networks,
     ingress_network,
 )
-from .controlapi import CLUSTER, CLUSTER_KEY, NODES
-from .orchestrator import (
-    DEFAULT_TASK_HISTORY_LIMIT,
-    TaskState,
-    desired_state,
-    is_live,
-    is_terminal,
-    new_task,
-    observed_state,
-    reconcile_global,
-    reconcile_replicated,
-    restart_decision,
-    rfc3339,
-    tasks_to_reap,
-)
+from ..objects.kinds import CLUSTER, CLUSTER_KEY, NODES
+from ..objects.defaults import DEFAULT_TASK_HISTORY_LIMIT
+from .orchestrator import new_task, reconcile_global, reconcile_replicated, restart_decision, tasks_to_reap
+from ..objects.times import rfc3339
+from ..objects.tasks import TaskState, desired_state, is_live, is_terminal, observed_state
 from .scheduler import Assignment, schedule
-from .serviceapi import (
-    ALLOCATIONS,
-    ALLOCATIONS_KEY,
-    MAX_OPERATIONS_PER_TRANSACTION,
-    NETWORKS,
-    SERVICES,
-    TASKS,
-    new_object_id,
-)
+from ..objects.kinds import ALLOCATIONS, ALLOCATIONS_KEY, NETWORKS, SERVICES, TASKS, new_object_id
+from .serviceapi import MAX_OPERATIONS_PER_TRANSACTION
 from .screening import Screen
-from .specs import restart_policy
+from ..objects.specs import restart_policy
 from .updater import IN_PROGRESS, plan_update
 
 log = logging.getLogger(__name__)

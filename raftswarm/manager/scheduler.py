@@ -33,18 +33,13 @@ from __future__ import annotations
 
 import heapq
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import RaftswarmError
+from ..objects.placement import parse_constraint, spread_label
 
-__all__ = ["Assignment", "Constraint", "Decision", "InvalidPlacement", "Pending", "parse_constraint", "schedule"]
-
-
-class InvalidPlacement(RaftswarmError):
-    """A placement constraint or preference cannot be understood; nothing was scheduled."""
+__all__ = ["Assignment", "Decision", "Pending", "schedule"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,68 +59,6 @@ class Pending:
 
 
 Decision = Assignment | Pending
-
-
-# Constraint syntax, from SwarmKit's manager/constraint: a key such as node.labels.zone, then == or !=,
-# then a value that cannot contain an operator character (so future operators like < stay free).
-_KEY_PATTERN = re.compile(r"^[a-z_][a-z0-9\-_.]+$", re.IGNORECASE)
-_VALUE_PATTERN = re.compile(r"^[a-z0-9:\-_\s.*()?+\[\]\\^$|/]+$", re.IGNORECASE)
-_OPERATORS = ("==", "!=")
-_NODE_FIELDS = ("node.id", "node.hostname", "node.role", "node.platform.os", "node.platform.arch")
-_NODE_LABEL_PREFIX = "node.labels."
-
-
-@dataclass(frozen=True, slots=True)
-class Constraint:
-    """One parsed placement constraint. Values compare case-insensitively and whole, as in Docker;
-    label names (after `node.labels.`) are case-sensitive."""
-
-    key: str
-    operator: str
-    value: str
-
-    def _field(self) -> tuple[str, str]:
-        """("field", name) for node.id and friends, ("label", label name) for node.labels.<name>."""
-        lowered = self.key.lower()
-        if lowered.startswith(_NODE_LABEL_PREFIX):
-            return "label", self.key[len(_NODE_LABEL_PREFIX) :]
-        return "field", lowered
-
-    def __str__(self) -> str:
-        return f"{self.key}{self.operator}{self.value}"
-
-
-def parse_constraint(text: str) -> Constraint:
-    """Parse one constraint such as ``node.labels.zone==a`` or ``node.role != manager``.
-
-    Supported keys: node.id, node.hostname, node.role, node.platform.os, node.platform.arch and
-    node.labels.<name>. Raises `InvalidPlacement` saying what is wrong with the text.
-    """
-    for operator in _OPERATORS:
-        if operator not in text:
-            continue
-        key, _, value = text.partition(operator)
-        key, value = key.strip(), value.strip()
-        if not _KEY_PATTERN.match(key):
-            raise InvalidPlacement(
-                f"invalid constraint {text!r}: key {key!r} is invalid; a key is a name such as node.labels.zone"
-            )
-        if not _VALUE_PATTERN.match(value):
-            raise InvalidPlacement(
-                f"invalid constraint {text!r}: value {value!r} is invalid; a value is a non-empty word"
-                " without operator characters such as =, !, <, >"
-            )
-        constraint = Constraint(key, operator, value)
-        kind, name = constraint._field()
-        # SwarmKit accepts unknown keys and then matches no node; a typo like node.lables.zone would leave
-        # the service pending forever with no hint, so it is rejected here.
-        if kind == "field" and name not in _NODE_FIELDS:
-            raise InvalidPlacement(
-                f"invalid constraint {text!r}: unsupported key {key!r}; use one of "
-                f"{', '.join(_NODE_FIELDS)} or node.labels.<name>"
-            )
-        return constraint
-    raise InvalidPlacement(f"invalid constraint {text!r}: expected one operator from {', '.join(_OPERATORS)}")
 
 
 class _NodeState:
@@ -189,7 +122,7 @@ class _Placement:
         self.service_id: str = task.get("ServiceID", "")
         self.constraints = [parse_constraint(text) for text in placement.get("Constraints") or ()]
         self.matchers = [(c.operator == "==", *c._field(), c.value.casefold()) for c in self.constraints]
-        self.spread = [_spread_label(preference) for preference in placement.get("Preferences") or ()]
+        self.spread = [spread_label(preference) for preference in placement.get("Preferences") or ()]
         self.max_replicas: int = placement.get("MaxReplicas") or 0
         self.cpus: int = reservations.get("NanoCPUs") or 0
         self.memory: int = reservations.get("MemoryBytes") or 0
@@ -227,16 +160,6 @@ class _Placement:
         if not ranked:
             return "no suitable node"
         return f"no suitable node ({'; '.join(_explain(index, failures[index]) for index in ranked)})"
-
-
-def _spread_label(preference: dict[str, Any]) -> str:
-    descriptor = (preference.get("Spread") or {}).get("SpreadDescriptor", "")
-    if descriptor.lower().startswith(_NODE_LABEL_PREFIX) and len(descriptor) > len(_NODE_LABEL_PREFIX):
-        return descriptor[len(_NODE_LABEL_PREFIX) :]
-    raise InvalidPlacement(
-        f"invalid placement preference {preference!r}: only spread over node.labels.<name> is supported,"
-        " e.g. {'Spread': {'SpreadDescriptor': 'node.labels.zone'}}"
-    )
 
 
 def _host_ports(task: dict[str, Any]) -> frozenset[tuple[str, int]]:

@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..store import StoredObject
-from .orchestrator import TaskState
-from .specs import InvalidSpec, validate_service_spec
+from ..objects.stored import StoredObject
+from ..objects.tasks import TaskState
+from ..objects.specs import InvalidSpec, validate_service_spec
 
 _ROLES = ("manager", "worker")
 _AVAILABILITIES = ("active", "pause", "drain")

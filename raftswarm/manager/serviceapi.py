@@ -14,32 +14,19 @@ from __future__ import annotations
 import base64
 import copy
 import secrets as random_source
-from collections.abc import Callable
 from typing import Any
 
-from ..store import Conflict, Operation, ReplicatedStore, StoredObject, check, create, delete, update
-from .allocator import addresses_in_use, allocate_endpoint
-from .controlapi import NODES, ControlError, now_iso
-from .orchestrator import TaskState, is_terminal
-from .specs import referenced_secrets, validate_secret_spec, validate_service_spec
+from ..store import Conflict, Operation, ReplicatedStore, check, create, delete, update
+from ..objects.stored import StoredObject, resolve, secret_data, spec_name, views
+from .allocator import ALLOCATION_RETRIES, addresses_in_use, allocate_endpoint, allocation_lock
+from ..objects.kinds import NETWORKS, NODES, SECRETS, SECRET_NAMES, SERVICES, SERVICE_NAMES, TASKS, new_object_id
+from ..objects.times import now_iso
+from ..errors import ControlError
+from ..objects.tasks import TaskState, is_terminal
+from ..objects.specs import referenced_secrets, validate_secret_spec, validate_service_spec
 from .updater import IN_PROGRESS
 
-SERVICES = "services"
-TASKS = "tasks"
-SECRETS = "secrets"
-SERVICE_NAMES = "service-names"
-SECRET_NAMES = "secret-names"
-NETWORKS = "networks"
-NETWORK_NAMES = "network-names"
-ALLOCATIONS = "allocations"
-"""One object ("swarm") that every write handing out addresses, subnets, VXLAN IDs or ports bumps with a
-version check (`allocation_lock`), so concurrent allocations cannot both commit from the same view."""
-ALLOCATIONS_KEY = "swarm"
-ALLOCATION_RETRIES = 5
-"""How often an allocating write is decided again after losing to a concurrent one before giving up."""
 
-_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-_ID_LENGTH = 25
 MAX_OPERATIONS_PER_TRANSACTION = 500
 """Bulk changes (removing a service with thousands of tasks) go in several transactions of at most this
 many operations, so no Raft entry comes near the transport's frame limit."""
@@ -51,24 +38,6 @@ whole swarm, Swarm3k, ran about 100,000 containers. A create or scale past this 
 otherwise leave the leader making tasks until the swarm falls over. (`specs.MAX_REPLICAS` bounds one service.)"""
 
 
-async def allocation_lock(store: ReplicatedStore) -> Operation:
-    """The operation that makes a transaction conflict with every other allocating one committed meanwhile."""
-    current = await store.get(ALLOCATIONS, ALLOCATIONS_KEY)
-    if current is None:
-        return create(ALLOCATIONS, ALLOCATIONS_KEY, {"Writes": 1})
-    return update(ALLOCATIONS, ALLOCATIONS_KEY, {"Writes": current.data["Writes"] + 1}, expect=current.version)
-
-
-def views(objects: list[StoredObject]) -> dict[str, dict[str, Any]]:
-    """ID -> object data: the allocator's view of one kind."""
-    return {o.id: o.data for o in objects}
-
-
-def new_object_id() -> str:
-    """A random object ID in Docker's format: 25 lowercase base-36 characters."""
-    return "".join(random_source.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
-
-
 _NAME_ADJECTIVES = ("admiring", "brave", "clever", "eager", "focused", "gifted", "jolly", "keen", "lucid", "nifty",
                     "quirky", "serene", "vibrant", "wizardly", "zealous")
 _NAME_SCIENTISTS = ("lamport", "liskov", "lovelace", "hopper", "dijkstra", "ongaro", "ousterhout", "shamir",
@@ -78,37 +47,6 @@ _NAME_SCIENTISTS = ("lamport", "liskov", "lovelace", "hopper", "dijkstra", "onga
 def random_service_name() -> str:
     """A name like dockerd gives a service created without one: adjective_scientist."""
     return f"{random_source.choice(_NAME_ADJECTIVES)}_{random_source.choice(_NAME_SCIENTISTS)}"
-
-
-def api_view(stored: StoredObject) -> dict[str, Any]:
-    """A stored object as Docker's API shows it: with Version.Index, without raftswarm's "_" keys."""
-    view = {key: value for key, value in stored.data.items() if not key.startswith("_")}
-    view["Version"] = {"Index": stored.version}
-    return view
-
-
-def secret_data(stored: StoredObject) -> bytes:
-    return stored.data["_Data"]
-
-
-def resolve(objects: list[StoredObject], ref: str, kind: str, name_of: Callable[[StoredObject], str]) -> StoredObject:
-    """Docker's lookup order: full ID, then exact name, then a unique ID prefix."""
-    for o in objects:
-        if o.id == ref:
-            return o
-    named = [o for o in objects if name_of(o) == ref]
-    if len(named) == 1:
-        return named[0]
-    prefixed = [o for o in objects if o.id.startswith(ref)]
-    if len(prefixed) == 1:
-        return prefixed[0]
-    if len(prefixed) > 1:
-        raise ControlError(f"{kind} {ref} is ambiguous ({len(prefixed)} matches found)", 400)
-    raise ControlError(f"{kind} {ref} not found", 404)
-
-
-def spec_name(o: StoredObject) -> str:
-    return o.data["Spec"]["Name"]
 
 
 def desired_tasks(spec: dict[str, Any], node_count: int) -> int:

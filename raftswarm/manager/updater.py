@@ -57,31 +57,16 @@ import copy
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from ..errors import RaftswarmError
-from .orchestrator import (
-    _EXCESS_FRACTION,
-    TaskState,
-    desired_state,
-    is_current,
-    is_live,
-    is_terminal,
-    new_task,
-    observed_state,
-    rfc3339,
-)
+from ..objects.times import parse_rfc3339, rfc3339
+from .orchestrator import new_task
+from ..objects.tasks import TaskState, desired_state, is_current, is_live, is_terminal, observed_state
+from ..objects.defaults import NANOSECONDS, effective_update_config
 
 __all__ = ["STALLED_TASK_TIMEOUT", "InvalidUpdateConfig", "UpdatePlan", "plan_update"]
 
-# Docker's defaults (docker service update --help), the same for --update-* and --rollback-*.
-DEFAULT_PARALLELISM = 1
-DEFAULT_DELAY_NS = 0
-DEFAULT_FAILURE_ACTION = "pause"
-DEFAULT_MONITOR_NS = 5_000_000_000
-DEFAULT_MAX_FAILURE_RATIO = 0.0
-DEFAULT_ORDER = "stop-first"
 STALLED_TASK_TIMEOUT = 60.0
 """Seconds a task of the update may go unreported in a state its agent leaves at once before it counts as a
 failure. SwarmKit bounds its wait for a task that may never answer at one minute (the restart supervisor's
@@ -89,7 +74,6 @@ old-task timeout). Twice what a leader change costs an agent here at worst: call
 time out within 30 s, and the agent then talks to the new one."""
 _FAILURE_ACTIONS = ("pause", "continue", "rollback")
 _ORDERS = ("stop-first", "start-first")
-_NANOSECONDS = 1_000_000_000
 
 UPDATING = "updating"
 PAUSED = "paused"
@@ -134,39 +118,32 @@ class _Rollout:
 
 
 def _rollout(config: dict[str, Any] | None, *, rollback: bool) -> _Rollout:
-    config = config or {}
+    config = effective_update_config(config)
     flag = "--rollback" if rollback else "--update"
-    failure_action = config.get("FailureAction") or DEFAULT_FAILURE_ACTION
+    failure_action = config["FailureAction"]
     if failure_action not in _FAILURE_ACTIONS:
         raise InvalidUpdateConfig(
             f"failure action {failure_action!r} is not one of {', '.join(_FAILURE_ACTIONS)};"
             f" fix the service's {flag}-failure-action"
         )
-    order = config.get("Order") or DEFAULT_ORDER
+    order = config["Order"]
     if order not in _ORDERS:
         raise InvalidUpdateConfig(f"order {order!r} is not one of {', '.join(_ORDERS)}; fix the service's {flag}-order")
     return _Rollout(
-        parallelism=_number(config, "Parallelism", DEFAULT_PARALLELISM),
-        delay=_number(config, "Delay", DEFAULT_DELAY_NS) / _NANOSECONDS,
+        parallelism=config["Parallelism"],
+        delay=config["Delay"] / NANOSECONDS,
         failure_action=failure_action,
-        monitor=_number(config, "Monitor", DEFAULT_MONITOR_NS) / _NANOSECONDS,
-        max_failure_ratio=_number(config, "MaxFailureRatio", DEFAULT_MAX_FAILURE_RATIO),
+        monitor=config["Monitor"] / NANOSECONDS,
+        max_failure_ratio=config["MaxFailureRatio"],
         order=order,
     )
-
-
-def _number(config: dict[str, Any], name: str, default: float) -> Any:
-    """A numeric setting; only a missing one takes the default, since 0 means something (all at once, no
-    delay, no monitoring)."""
-    value = config.get(name)
-    return default if value is None else value
 
 
 def _seconds(text: str | None) -> float:
     """Unix time of an RFC 3339 timestamp; a missing one is before everything."""
     if not text:
         return -math.inf
-    return datetime.fromisoformat(_EXCESS_FRACTION.sub(r"\1", text)).timestamp()
+    return parse_rfc3339(text).timestamp()
 
 
 def _created(task: dict[str, Any]) -> float:

@@ -44,7 +44,8 @@ from ..ca.unlockkey import generate_unlock_key, unlock_key_kek
 from ..errors import RaftswarmError, WrongKey
 from ..images.registry import RegistryClient
 from ..images.store import ImageStore
-from ..manager.controlapi import ControlApi, ControlError, new_node_object
+from ..manager.controlapi import ControlApi, new_node_object
+from ..errors import ControlError
 from ..raft.core import RaftCore
 from ..raft.driver import DriverConfig
 from ..raft.storage import RaftStorage

@@ -7,7 +7,7 @@ channel:
 
 - `PREAMBLE_RAFT`: a manager's Raft stream, handed to `raft.transport.RaftTransport`, which refuses anyone
   but a manager of this cluster;
-- `PREAMBLE_RPC`: calls (`manager.rpc`), each method allowing only some callers (anonymous, worker, manager).
+- `PREAMBLE_RPC`: calls (`rpc.channel`), each method allowing only some callers (anonymous, worker, manager).
 
 A certificate of a node removed from the swarm is refused on either channel (`check_peer`), when the
 connection opens and again before every call; its first RPC call is answered with error code "removed", so
@@ -21,7 +21,7 @@ Bounds. What a peer can make the listener hold depends on what it has proven:
 - after TLS, a connection with a certificate of this swarm counts toward `MAX_CONNECTIONS` and its node's
   `MAX_CONNECTIONS_PER_NODE`; one without (a joining node, or anyone who can reach the port) toward
   `MAX_ANONYMOUS_CONNECTIONS` and its source's `MAX_ANONYMOUS_PER_SOURCE` (an IPv4 address, an IPv6 /64);
-- on the RPC channel, frame size, idle and per-frame deadlines follow the caller (`manager.rpc.CallerLimits`):
+- on the RPC channel, frame size, idle and per-frame deadlines follow the caller (`rpc.channel.CallerLimits`):
   64 KiB and 10 s without a certificate; Raft streams have the transport's deadlines.
 
 Making room instead of refusing. When a connection finds its quota full, the connection of that quota which
@@ -54,7 +54,7 @@ from cryptography import x509
 from ..ca.authority import NodeRemoved, PeerRefused
 from ..ca.certificates import CertificateError, NodeIdentity
 from ..errors import RaftswarmError
-from ..manager.rpc import PREAMBLE_BYTES, PREAMBLE_RPC, REMOVED, RpcServer
+from ..rpc.channel import PREAMBLE_BYTES, PREAMBLE_RPC, REMOVED, RpcServer
 from ..raft.transport import PREAMBLE_RAFT
 
 log = logging.getLogger(__name__)

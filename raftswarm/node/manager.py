@@ -17,12 +17,12 @@ from ..addresses import parse_host_port
 from ..ca.authority import CertificateAuthority
 from ..ca.certificates import NodeIdentity, client_ssl_context, server_ssl_context
 from ..manager.caserver import CAServer
-from ..manager.controlapi import CLUSTER, CLUSTER_KEY
+from ..objects.kinds import CLUSTER, CLUSTER_KEY
 from ..manager.dispatcher import DEFAULT_HEARTBEAT_PERIOD, DOWN_AFTER_MISSED, Dispatcher
 from ..manager.keymanager import KeyManager
 from ..manager.logbroker import LogBroker
 from ..manager.reconciler import Reconciler
-from ..manager.rpc import RpcServer
+from ..rpc.channel import RpcServer
 from ..raft.core import RaftConfig
 from ..raft.driver import DriverConfig, RaftDriver
 from ..raft.storage import RaftStorage

@@ -14,8 +14,8 @@ from cryptography.exceptions import InvalidSignature
 from ..addresses import parse_host_port
 from ..ca.certificates import NodeCertificate, NodeRole, client_ssl_context, root_digest, trust_roots
 from ..ca.tokens import JoinToken, RootCAMismatch, fingerprint_matches
-from ..manager.controlapi import ControlError
-from ..manager.rpc import RpcClient, RpcError
+from ..errors import ControlError
+from ..rpc.channel import RpcClient, RpcError
 
 JOIN_TIMEOUT = 60.0
 SWARM_PORT = 2377

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import msgpack
 
 from ..addresses import parse_host_port
-from ..errors import ProposalDropped, RaftswarmError
+from ..errors import ProposalDropped, Unavailable
 from .core import RaftConfig, RaftCore
 from .messages import (
     NONE,
@@ -48,7 +48,6 @@ from .pipeline import Batch, Pipeline
 log = logging.getLogger(__name__)
 
 _TAG = struct.Struct(">QQ")
-
 
 
 class StateMachine(Protocol):
@@ -76,7 +75,7 @@ class Sender(Protocol):
     def remove_peer(self, raft_id: int) -> None: ...
 
 
-class Timeout(RaftswarmError):
+class Timeout(Unavailable):
     """The operation did not complete in time; a write may or may not have been applied."""
 
 

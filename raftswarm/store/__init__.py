@@ -14,7 +14,6 @@ from .state import (
     Committed,
     Conflict,
     Operation,
-    StoredObject,
     StoreError,
     WatchCompacted,
     check,
@@ -23,6 +22,7 @@ from .state import (
     put,
     update,
 )
+from ..objects.stored import StoredObject
 from .store import ReplicatedStore
 
 __all__ = [

@@ -19,7 +19,8 @@ from typing import Any
 
 import msgpack
 
-from ..errors import RaftswarmError
+from ..errors import InvalidInput, VersionConflict
+from ..objects.stored import StoredObject
 
 HISTORY_TRANSACTIONS = 10_000
 """How many recent transactions' changes are kept for watchers to resume from."""
@@ -28,15 +29,15 @@ MAX_KIND_LENGTH = 64
 MAX_ID_LENGTH = 256
 
 
-class StoreError(RaftswarmError):
+class StoreError(InvalidInput):
     """A store request was invalid; nothing was changed."""
 
 
-class Conflict(StoreError):
+class Conflict(StoreError, VersionConflict):
     """A transaction's version expectation did not hold; nothing was changed. Re-read and retry."""
 
 
-class WatchCompacted(StoreError):
+class WatchCompacted(StoreError, VersionConflict):
     """A watch asked to resume from a version older than the kept history; list the objects again."""
 
 
@@ -45,15 +46,6 @@ class Action(enum.Enum):
     UPDATE = "update"  # fails if it does not
     PUT = "put"  # create or replace
     DELETE = "delete"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredObject:
-    kind: str
-    id: str
-    version: int
-    created: int
-    data: Any
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 from ..raft.driver import RaftDriver
-from .state import Change, ClusterState, Committed, Operation, StoredObject, StoreError, encode_transaction
+from .state import Change, ClusterState, Committed, Operation, StoreError, encode_transaction
+from ..objects.stored import StoredObject
 
 WATCH_BACKLOG = 10_000
 """Transactions buffered per watcher. One that falls further behind resumes from the state's history

@@ -41,9 +41,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
-from .controlapi import ControlError
-from .orchestrator import DEFAULT_RESTART_CONDITION, DEFAULT_RESTART_DELAY_NS
-from .scheduler import InvalidPlacement, _spread_label, parse_constraint
+from ..errors import ControlError
+from .defaults import RESTART_DEFAULTS, effective_update_config
+from .placement import InvalidPlacement, parse_constraint, spread_label
 
 __all__ = [
     "MAX_REPLICAS",
@@ -117,24 +117,6 @@ _NODE_AVAILABILITIES = ("active", "pause", "drain")
 _MOUNT_TYPES = ("bind", "volume", "tmpfs", "npipe", "cluster", "image")
 _BIND_PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
 _ISOLATIONS = ("default", "process", "hyperv", "")
-
-# Docker's defaults (docker service create --help; SwarmKit api/defaults), the same for updates and rollbacks.
-_DEFAULT_MONITOR_NS = 5_000_000_000
-_UPDATE_DEFAULTS: dict[str, Any] = {
-    "Parallelism": 1,
-    "Delay": 0,
-    "FailureAction": "pause",
-    "Monitor": _DEFAULT_MONITOR_NS,
-    "MaxFailureRatio": 0.0,
-    "Order": "stop-first",
-}
-_RESTART_DEFAULTS: dict[str, Any] = {
-    "Condition": DEFAULT_RESTART_CONDITION,
-    "Delay": DEFAULT_RESTART_DELAY_NS,
-    "MaxAttempts": 0,
-    "Window": 0,
-}
-
 
 class InvalidSpec(ControlError):
     """A spec that cannot be accepted; the message names the field path
@@ -512,7 +494,7 @@ def _preferences(value: Any, path: str) -> None:
     for pref_path, preference in _objects(value, path):
         _fields(preference, pref_path, _PREFERENCE, {"Spread": 'only spread preferences exist: {"Spread": {...}}'})
         try:
-            _spread_label(preference)  # the scheduler's own rule, so the two cannot disagree
+            spread_label(preference)  # the scheduler's own rule, so the two cannot disagree
         except InvalidPlacement as exc:
             _fail(_at(_at(pref_path, "Spread"), "SpreadDescriptor"), str(exc))
 
@@ -841,18 +823,14 @@ def update_config(spec: dict[str, Any], rollback: bool = False) -> dict[str, Any
 
     Given values win, except a Monitor of 0: Docker cannot express "no monitoring" and reads 0 as the default.
     """
-    given = spec.get("RollbackConfig" if rollback else "UpdateConfig") or {}
-    effective = {**_UPDATE_DEFAULTS, **given}
-    if not effective["Monitor"]:
-        effective["Monitor"] = _DEFAULT_MONITOR_NS
-    return effective
+    return effective_update_config(spec.get("RollbackConfig" if rollback else "UpdateConfig"))
 
 
 def restart_policy(spec: dict[str, Any]) -> dict[str, Any]:
     """Effective TaskTemplate.RestartPolicy of a validated spec: Condition "any", Delay 5 s in ns, MaxAttempts 0
     (unlimited), Window 0 -- given values win."""
     given = (spec.get("TaskTemplate") or {}).get("RestartPolicy") or {}
-    return {**_RESTART_DEFAULTS, **given}
+    return {**RESTART_DEFAULTS, **given}
 
 
 def referenced_secrets(spec: dict[str, Any]) -> list[str]:
