@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from raftswarm.addresses import parse_host_port
 from raftswarm.ca.certificates import NodeCertificate, NodeRole, client_ssl_context, new_node_key, node_csr
 from raftswarm.ca.tokens import JoinToken
-from raftswarm.manager.orchestrator import TaskState
-from raftswarm.manager.rpc import RpcClient, RpcError
+from raftswarm.objects.tasks import TaskState
+from raftswarm.rpc.channel import RpcClient, RpcError
 from raftswarm.node.manager_client import call_pinned, fetch_pinned_roots
 
 JOIN_CONCURRENCY = 16
