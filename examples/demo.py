@@ -14,7 +14,7 @@ import time
 import urllib.request
 
 from raftswarm.api.client import ApiClient
-from raftswarm.node.swarmcluster import SwarmCluster
+from raftswarm.localcluster.swarm import SwarmCluster
 
 
 async def wait_for_replicas(api: ApiClient, service: str, count: int, within: float = 60.0) -> None:

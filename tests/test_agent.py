@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 from raftswarm.api.client import ApiClient
 from raftswarm.cli.main import main
-from raftswarm.node.swarmcluster import ClusterNode, SwarmCluster
+from raftswarm.localcluster.swarm import ClusterNode, SwarmCluster
 from raftswarm.runtime.containers import unavailable
 
 from test_services import converged, create_secret, eventually, ids_by_name, spec

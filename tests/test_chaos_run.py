@@ -20,7 +20,7 @@ from chaos.cluster import checkers
 from chaos.cluster.runner import RunOptions, run_scenario, summary
 from chaos.cluster.scenarios import CI_SUBSET, SCENARIOS
 from chaos.cluster.workload import Acks
-from raftswarm.node.swarmcluster import REGISTRY_STORAGE, netns_unavailable_reason
+from raftswarm.localcluster.swarm import REGISTRY_STORAGE, netns_unavailable_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 CI_DURATION = 15.0
@@ -107,7 +107,7 @@ async def test_the_ci_scenarios_hold_every_check(scenario, tmp_path, clusters_di
     assert written["checks"]["linearizability"]["result"] == "linearizable"
     assert (tmp_path / "reports" / f"{scenario}.png").read_bytes().startswith(b"\x89PNG")
     assert (tmp_path / "reports" / f"{scenario}.txt").read_text().startswith(f"{scenario}: PASS")
-    # Only the registry's storage stays (it is kept across clusters by design: swarmcluster.REGISTRY_STORAGE).
+    # Only the registry's storage stays (it is kept across clusters by design: localcluster.swarm.REGISTRY_STORAGE).
     assert [p.name for p in clusters_dir.iterdir()] in ([], [REGISTRY_STORAGE]), "the cluster was not taken down"
 
 

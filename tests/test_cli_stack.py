@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from test_services import eventually
 
 from raftswarm.cli.main import main
-from raftswarm.node.swarmcluster import SwarmCluster
+from raftswarm.localcluster.swarm import SwarmCluster
 from raftswarm.runtime.containers import unavailable
 
 pytestmark = pytest.mark.slow

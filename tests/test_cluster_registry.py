@@ -18,8 +18,8 @@ import urllib.request
 import pytest
 
 from raftswarm.images import samples
-from raftswarm.images.registryd import HtpasswdUnavailable, LocalRegistry
-from raftswarm.node.swarmcluster import REGISTRY_STORAGE, SwarmCluster, netns_unavailable_reason
+from raftswarm.localcluster.registry import HtpasswdUnavailable, LocalRegistry
+from raftswarm.localcluster.swarm import REGISTRY_STORAGE, SwarmCluster, netns_unavailable_reason
 from raftswarm.runtime.containers import unavailable
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from raftswarm.node.swarmcluster import SwarmCluster
+from raftswarm.localcluster.swarm import SwarmCluster
 from raftswarm.runtime.containers import unavailable
 
 pytestmark = pytest.mark.slow

@@ -29,10 +29,10 @@ from click.testing import CliRunner
 
 from raftswarm.api.client import ApiClient, ApiError
 from raftswarm.api.images import import_changes, path_match
-from raftswarm.images.auth import decode_auth
+from raftswarm.objects.registryauth import decode_auth
 from raftswarm.cli.main import main
 from raftswarm.images import samples
-from raftswarm.images.registryd import HtpasswdUnavailable, LocalRegistry
+from raftswarm.localcluster.registry import HtpasswdUnavailable, LocalRegistry
 from raftswarm.errors import ControlError
 
 pytestmark = [

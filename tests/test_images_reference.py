@@ -4,7 +4,7 @@ cases are distribution/reference's own tests (normalize_test.go, reference_test.
 import pytest
 
 from raftswarm.errors import RaftswarmError
-from raftswarm.images.reference import InvalidReference, Reference, parse
+from raftswarm.objects.reference import InvalidReference, Reference, parse
 
 DIGEST = "sha256:" + "f" * 64
 REDIS_DIGEST = "sha256:dbcc1c35ac38df41fd2f5e4130b32ffdb93ebae8b3dbe638c23575912276fc9c"

@@ -26,11 +26,11 @@ import pytest
 from raftswarm.images import samples
 from raftswarm.images.errors import DigestMismatch, ImageNotFound
 from raftswarm.images.manifest import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
-from raftswarm.images.reference import parse
+from raftswarm.objects.reference import parse
 from raftswarm.images.registry import Endpoint, RegistryClient, RegistryError, _error
-from raftswarm.images.registryd import HtpasswdUnavailable, LocalRegistry, bcrypt_hash, spawn_detached, stop_pid
+from raftswarm.localcluster.registry import HtpasswdUnavailable, LocalRegistry, bcrypt_hash, spawn_detached, stop_pid
 from raftswarm.images.store import ImageStore
-from raftswarm.node.processes import process_start_time
+from raftswarm.localcluster.processes import process_start_time
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("skopeo") and Path("/usr/bin/docker-registry").is_file()),

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from raftswarm.images import archive, overlay, store as store_module
-from raftswarm.images.reference import InvalidReference
+from raftswarm.objects.reference import InvalidReference
 from raftswarm.images.store import (
     DigestMismatch,
     ImageConflict,

@@ -13,7 +13,7 @@ import pytest
 
 from raftswarm.api.client import ApiError
 from raftswarm.ca.certificates import NodeRole, RootCA, client_ssl_context
-from raftswarm.node.localcluster import LocalCluster, LocalManager
+from raftswarm.localcluster.managers import LocalCluster, LocalManager
 from raftswarm.node.state_dir import StateDir
 from raftswarm.raft.messages import Entry, EntryType
 from raftswarm.raft.storage import RaftStorage

@@ -15,7 +15,7 @@ from test_services import converged, eventually, spec
 
 from raftswarm.api.client import ApiClient, ApiError
 from raftswarm.cli.main import main
-from raftswarm.node.swarmcluster import SwarmCluster
+from raftswarm.localcluster.swarm import SwarmCluster
 from raftswarm.runtime.containers import unavailable
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ import pytest
 from test_services import converged, eventually, spec
 
 from raftswarm.api.client import ApiClient
-from raftswarm.node.swarmcluster import SwarmCluster, netns_unavailable_reason
+from raftswarm.localcluster.swarm import SwarmCluster, netns_unavailable_reason
 from raftswarm.runtime.containers import unavailable
 
 pytestmark = [

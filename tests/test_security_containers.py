@@ -50,7 +50,7 @@ import pytest
 
 from raftswarm.api.client import ApiClient
 from raftswarm.node.state_dir import StateDir
-from raftswarm.node.swarmcluster import SwarmCluster
+from raftswarm.localcluster.swarm import SwarmCluster
 from raftswarm.runtime.containers import INIT_BINARY, unavailable
 
 from test_services import create_secret, converged, eventually

@@ -20,7 +20,7 @@ from raftswarm.api.client import ApiClient, ApiError
 from raftswarm.ca.certificates import client_ssl_context
 from raftswarm.rpc.channel import RpcClient, RpcError
 from raftswarm.node.state_dir import StateDir
-from raftswarm.node.swarmcluster import SwarmCluster
+from raftswarm.localcluster.swarm import SwarmCluster
 
 pytestmark = pytest.mark.slow
 

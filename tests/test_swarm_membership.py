@@ -18,7 +18,7 @@ from raftswarm.api.client import ApiClient, ApiError
 from raftswarm.ca.certificates import certificate_issuer_key_id, client_ssl_context, subject_key_id
 from raftswarm.ca.unlockkey import unlock_key_kek
 from raftswarm.rpc.channel import RpcClient, RpcError
-from raftswarm.node.localcluster import free_port
+from raftswarm.localcluster.managers import free_port
 from raftswarm.node.state_dir import StateDir
 from raftswarm.raft.transport import PREAMBLE_RAFT
 

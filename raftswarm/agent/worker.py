@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from ..addresses import parse_host_port
 from ..errors import RaftswarmError
-from ..images.auth import decode_auth
+from ..objects.registryauth import decode_auth
 from ..objects.tasks import TaskState
 from ..rpc.channel import REMOVED, RpcClient, RpcError
 from ..runtime.containers import Container, ContainerRuntime, SupervisorGone, TaskRejected

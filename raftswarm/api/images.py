@@ -45,14 +45,14 @@ from ..errors import RaftswarmError
 from ..images import archive
 from ..images.errors import DigestMismatch, ImageConflict, ImageError, ImageNotFound, InvalidImage
 from ..images.manifest import PLATFORM_ARCHITECTURE, PLATFORM_OS
-from ..images.reference import InvalidReference, parse
+from ..objects.reference import InvalidReference, parse
 from ..images.registry import Progress, RegistryError
 from ..images.store import Image, ImageStore
 from ..errors import ControlError
 from .logs import _bool
 from .services import _check_filters, _labels_match
 from .swarm import query_filters
-from ..images.auth import AUTH_HEADER, decode_auth
+from ..objects.registryauth import AUTH_HEADER, decode_auth
 
 log = logging.getLogger(__name__)
 

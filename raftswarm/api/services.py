@@ -11,7 +11,7 @@ from ..errors import ControlError
 from ..objects.tasks import TaskState, is_current
 from ..manager.serviceapi import ServiceApi
 from ..objects.stored import api_view, resolve, spec_name
-from ..images.auth import AUTH_HEADER, decode_auth
+from ..objects.registryauth import AUTH_HEADER, decode_auth
 from ..objects.stored import StoredObject
 from .bodies import json_object
 from .swarm import query_filters, query_version

@@ -1,7 +1,7 @@
 """`raftswarm cluster ...`: up, down, ls, status, env -- a local swarm of `raftswarm-node` processes.
 
 Unlike the other command groups this one does not talk to one node: it starts and ends node processes, so it
-drives `node.swarmcluster` directly. `up` makes the new cluster the CLI's current target by writing its first
+drives `localcluster.swarm` directly. `up` makes the new cluster the CLI's current target by writing its first
 manager's socket to the current-host file (see `cli.host`); `down` removes that file when it points into the
 cluster being removed.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from ..errors import RaftswarmError
-from ..node.swarmcluster import (
+from ..localcluster.swarm import (
     DEFAULT_NAME,
     LOOPBACK,
     NETWORKS,

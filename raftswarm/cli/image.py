@@ -1,6 +1,6 @@
 """`raftswarm image ...`: ls, load, pull, push, tag, rm, inspect -- the node's images, with docker's flags and output.
 
-Names are parsed as docker's client parses them (`images.reference`, Docker's own grammar: `busybox` is
+Names are parsed as docker's client parses them (`objects.reference`, Docker's own grammar: `busybox` is
 docker.io/library/busybox:latest), so the node gets the requests docker sends. Progress streams are shown the
 way docker shows them when its output is not a terminal: one line per status, no progress bars; an error in
 the stream ends the command with its message. The node has no credentials store, so nothing here logs in:
@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from ..api.client import ApiClient, ApiError
-from ..images.reference import InvalidReference, Reference, parse
+from ..objects.reference import InvalidReference, Reference, parse
 from . import output
 from .daemon import daemon_command, daemon_message
 from .errors import CommandError

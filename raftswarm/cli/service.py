@@ -31,9 +31,9 @@ import click
 
 from ..api.client import ApiClient, ApiError
 from ..api.stdcopy import StreamFormatError
-from ..images.auth import encode_auth
-from ..images.reference import InvalidReference
-from ..images.reference import parse as parse_reference
+from ..objects.registryauth import encode_auth
+from ..objects.reference import InvalidReference
+from ..objects.reference import parse as parse_reference
 from . import output
 from .daemon import daemon_command, daemon_message, remove_each
 from .errors import CommandError

@@ -3,11 +3,10 @@ filesystems tasks run in.
 
 - store.py: the node image store (blobs, layers unpacked once, references, task rootfs overlay mounts),
   with the image errors (errors.py) re-exported;
-- reference.py: image references (`busybox` -> docker.io/library/busybox:latest), parsed as Docker does;
 - archive.py: docker-archive and OCI-layout tarballs (`docker load`, `docker save`);
 - registry.py: the registry client (pull and push, driving skopeo against the store's shared blob directory);
 - the store's parts, one concept each: manifest.py (manifests, indexes, configs, platform choice),
   unpack.py (layer tar -> directory, safely, with overlay whiteouts), overlay.py (overlay mounts),
   digest.py (content digests);
-- samples.py and registryd.py: sample images and a local registry, for tests and `cluster up`.
+- samples.py: sample images built from Debian packages, for tests and `cluster up`.
 """

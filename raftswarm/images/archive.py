@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 from . import digest as digests
 from . import manifest as manifests
 from .errors import InvalidImage
-from .reference import InvalidReference, Reference, parse
+from ..objects.reference import InvalidReference, Reference, parse
 from .store import Image, ImageStore
 from .unpack import MAGIC_LENGTH, compression_of
 

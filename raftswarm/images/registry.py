@@ -56,7 +56,7 @@ from .digest import of_bytes
 from .errors import DigestMismatch, ImageNotFound
 from . import manifest as manifests
 from .manifest import DOCKER_SCHEMA1_TYPES, OCI_INDEX, OCI_MANIFEST, PLATFORM_ARCHITECTURE, PLATFORM_OS
-from .reference import Reference, parse
+from ..objects.reference import Reference, parse
 from .store import Image, ImageStore
 
 log = logging.getLogger(__name__)

@@ -65,7 +65,7 @@ from .errors import (
     InvalidImage,
     RootfsUnavailable,
 )
-from .reference import Reference, parse
+from ..objects.reference import Reference, parse
 from .unpack import COPY_CHUNK, decompressed, unpack_layer
 
 __all__ = [

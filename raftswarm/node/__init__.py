@@ -4,7 +4,7 @@
   certificate renewal, unlock;
 - `manager`: the manager role (Raft member, store, manager services); `listener`: TCP 2377;
 - `manager_client`: a node's calls to the managers (pinned join, calls with its certificate);
-- `provision`, `state_dir`: what a node keeps on disk and how it is laid out;
-- `processes`, `localcluster`, `swarmcluster`: real clusters of node processes on one machine (tests,
-  bench, chaos, `raftswarm cluster up`).
+- `provision`, `state_dir`: what a node keeps on disk and how it is laid out.
+
+Clusters of these processes on one machine are `raftswarm.localcluster`'s.
 """

@@ -17,7 +17,7 @@ from typing import Any
 from ..agent.worker import ImageUnavailable
 from ..errors import RaftswarmError
 from ..images.errors import ImageNotFound
-from ..images.reference import InvalidReference
+from ..objects.reference import InvalidReference
 from ..images.registry import RegistryClient
 from ..images.store import ImageStore
 

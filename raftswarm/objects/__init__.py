@@ -8,4 +8,7 @@ through Docker's API. Nothing here does I/O or imports anything of raftswarm but
 - `defaults`: Docker's defaults, in one place.
 - `validation`: the toolkit specs are checked with (paths in messages, Go's case-folding of keys).
 - `specs`, `placement`, `networks`: the specs the API accepts, checked and normalised at the API edge.
+- `reference`: image references (`busybox` -> docker.io/library/busybox:latest), parsed as Docker does.
+- `registryauth`: registry credentials as Docker encodes them (X-Registry-Auth, a service's RegistryAuth).
+- `times`: timestamps as Docker writes them.
 """

@@ -9,7 +9,7 @@ address with the standard ports. Otherwise each node gets its own loopback addre
 standard ports, and there is no data plane.
 
 Registry. With `registry=True` (what `raftswarm cluster up` asks for) the cluster gets a real registry (Debian's
-`docker-registry`, `images.registryd`) that the host reaches at `localhost:5000` (127.0.0.1; another free port
+`docker-registry`, `localcluster.registry`) that the host reaches at `localhost:5000` (127.0.0.1; another free port
 if 5000 is taken) and every node reaches under the same name: a node in a namespace through an alias to the
 bridge's host address, where an nftables DNAT rule (with route_localnet on the bridge) hands the connection to
 127.0.0.1. It is also every node's Docker Hub mirror, so `image: busybox` pulls `library/busybox` from it.
@@ -43,17 +43,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
-from .networking import namespace_prefix
+from ..node.networking import namespace_prefix
 from ..api.client import ApiClient, ApiError
 from ..errors import RaftswarmError
 from ..raft.transport import raft_id_of
-from ..images.registryd import PIDFILE, LocalRegistry, stop_pid
+from .registry import PIDFILE, LocalRegistry, stop_pid
 from ..images.samples import SAMPLES
 from ..images.samples import push as push_sample
 from ..images.store import ImageStore
 from ..runtime.containers import release_all
 from .processes import NodeProcess, NodeStartError, log_tail, spawn, stop_all, wait_for_api
-from .state_dir import StateDir
+from ..node.state_dir import StateDir
 
 REGISTRY_PORT = 5000
 """Where `raftswarm cluster up`'s registry answers, as kind's and k3d's local registries do."""

@@ -2,7 +2,7 @@
 
 Raft tests and `bench/` use it: it lays out manager state directories offline (`node.provision`) with one
 root CA, gives each manager its own loopback port, and starts, kills, restarts and adds managers. (A whole
-swarm formed through the API with join tokens, as `raftswarm cluster up` makes it, is `node.swarmcluster`.)
+swarm formed through the API with join tokens, as `raftswarm cluster up` makes it, is `localcluster.swarm`.)
 Everything it makes lives under `base_dir`, and every process it starts is ended by PID in `close()`.
 """
 
@@ -23,8 +23,8 @@ from ..ca.certificates import NodeCertificate, NodeRole, RootCA, new_cluster_id,
 from ..errors import RaftswarmError
 from ..raft.transport import raft_id_of
 from .processes import log_tail, spawn, stop_child, wait_for_api
-from .provision import provision_manager
-from .state_dir import StateDir
+from ..node.provision import provision_manager
+from ..node.state_dir import StateDir
 
 
 def free_port(host: str = "127.0.0.1") -> int:

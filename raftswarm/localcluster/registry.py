@@ -6,7 +6,7 @@ cluster's `localhost:5000` and the nodes' Docker Hub mirror).
 into a run directory of its own, starts the process with its output in `registry.log` there, and counts it as
 started once `GET /v2/` answers. Tests use it as an async context manager; `cluster up` starts it detached
 (`spawn_detached`), and `stop_pid` ends it later from any process through the pidfile, which holds the PID with
-the process's start time (as `node.processes` writes them) so a recycled PID is never signalled.
+the process's start time (as `localcluster.processes` writes them) so a recycled PID is never signalled.
 
 Passwords are only ever written hashed (bcrypt, the one scheme distribution's htpasswd accepts).
 """
@@ -32,7 +32,7 @@ import aiohttp
 import yaml
 
 from ..errors import RaftswarmError
-from ..node.processes import NodeProcess, log_tail, spawn, stop_all
+from .processes import NodeProcess, log_tail, spawn, stop_all
 
 REGISTRY_BINARY = Path("/usr/bin/docker-registry")
 """Debian's package `docker-registry`."""
