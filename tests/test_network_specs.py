@@ -10,7 +10,7 @@ import pytest
 
 from raftswarm.errors import ControlError
 from raftswarm.objects.networks import ingress_network_spec, refuse_node_addresses, validate_network_spec
-from raftswarm.objects.specs import InvalidSpec
+from raftswarm.objects.validation import InvalidSpec
 
 
 def full_spec() -> dict:

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from raftswarm.errors import ControlError
 from raftswarm.objects.specs import (
     MAX_SECRET_SIZE,
-    InvalidSpec,
     referenced_secrets,
     restart_policy,
     update_config,
@@ -24,8 +23,8 @@ from raftswarm.objects.specs import (
     validate_secret_spec,
     validate_service_spec,
     validate_swarm_spec,
-    without_nulls,
 )
+from raftswarm.objects.validation import InvalidSpec, without_nulls
 
 SECOND = 1_000_000_000
 MIB = 1024 * 1024

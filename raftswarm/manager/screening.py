@@ -17,7 +17,8 @@ from typing import Any
 
 from ..objects.stored import StoredObject
 from ..objects.tasks import TaskState
-from ..objects.specs import InvalidSpec, validate_service_spec
+from ..objects.validation import InvalidSpec
+from ..objects.specs import validate_service_spec
 
 _ROLES = ("manager", "worker")
 _AVAILABILITIES = ("active", "pause", "drain")

@@ -26,18 +26,18 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
-from .specs import (
+from .validation import (
     InvalidSpec,
-    _at,
-    _boolean,
-    _canonical_keys,
-    _check,
-    _fail,
-    _object,
-    _objects,
-    _shown,
-    _string,
-    _string_map,
+    an_object,
+    at,
+    boolean,
+    canonical_keys,
+    check_field,
+    fail,
+    objects_in,
+    shown,
+    string,
+    string_map,
     without_nulls,
 )
 
@@ -88,34 +88,34 @@ def validate_network_spec(spec: Any) -> dict[str, Any]:
 
     Raises `InvalidSpec` naming the first field at fault."""
     if not isinstance(spec, dict):
-        raise InvalidSpec(f"the network spec must be a JSON object, got {_shown(spec)}")
+        raise InvalidSpec(f"the network spec must be a JSON object, got {shown(spec)}")
     network = without_nulls(spec)
-    _canonical_keys(network, _REQUEST_FIELDS)
+    canonical_keys(network, _REQUEST_FIELDS)
     _name(network)
-    driver = _check(network, "", "Driver", _string)
+    driver = check_field(network, "", "Driver", string)
     if driver not in (None, "", DEFAULT_DRIVER):
-        _fail(
+        fail(
             "Driver",
-            f"network driver {_shown(driver)} is not supported in swarm mode; swarm networks use the"
+            f"network driver {shown(driver)} is not supported in swarm mode; swarm networks use the"
             f' "{DEFAULT_DRIVER}" driver (leave Driver out to get it)',
         )
-    scope = _check(network, "", "Scope", _string)
+    scope = check_field(network, "", "Scope", string)
     if scope not in (None, "", "swarm"):
-        _fail("Scope", f'a network created through the swarm has scope "swarm", got {_shown(scope)}')
+        fail("Scope", f'a network created through the swarm has scope "swarm", got {shown(scope)}')
     for key in ("Attachable", "Ingress", "Internal", "EnableIPv6", "CheckDuplicate", "ConfigOnly"):
-        _check(network, "", key, _boolean)
+        check_field(network, "", key, boolean)
     if network.get("EnableIPv6"):
-        _fail("EnableIPv6", "IPv6 overlay networks are not supported by raftswarm; leave EnableIPv6 out")
+        fail("EnableIPv6", "IPv6 overlay networks are not supported by raftswarm; leave EnableIPv6 out")
     if network.get("ConfigOnly") or network.get("ConfigFrom"):
-        _fail(
+        fail(
             "ConfigOnly" if network.get("ConfigOnly") else "ConfigFrom",
             "config-only networks are not supported by raftswarm; give the IPAM settings to the network itself",
         )
     if network.get("Ingress") and network.get("Attachable"):
-        _fail("Attachable", "ingress network cannot be attachable; the routing mesh is for services only")
-    _check(network, "", "Labels", _string_map)
-    _check(network, "", "Options", _options)
-    _check(network, "", "IPAM", _ipam)
+        fail("Attachable", "ingress network cannot be attachable; the routing mesh is for services only")
+    check_field(network, "", "Labels", string_map)
+    check_field(network, "", "Options", _options)
+    check_field(network, "", "IPAM", _ipam)
     return network
 
 
@@ -138,13 +138,13 @@ def parse_subnet(text: str, path: str) -> ipaddress.IPv4Network:
     try:
         address = ipaddress.ip_interface(text)
     except ValueError:
-        _fail(path, f"invalid CIDR {_shown(text)}: expected IPv4 CIDR notation such as 10.0.9.0/24")
+        fail(path, f"invalid CIDR {shown(text)}: expected IPv4 CIDR notation such as 10.0.9.0/24")
     if "/" not in text:
-        _fail(path, f"invalid CIDR {_shown(text)}: give the prefix length too, e.g. {text}/24")
+        fail(path, f"invalid CIDR {shown(text)}: give the prefix length too, e.g. {text}/24")
     if address.version != 4:
-        _fail(path, f"{text} is an IPv6 subnet; raftswarm overlay networks are IPv4 only")
+        fail(path, f"{text} is an IPv6 subnet; raftswarm overlay networks are IPv4 only")
     if address.ip != address.network.network_address:
-        _fail(path, f"invalid subnet {text}: it should be {address.network}")
+        fail(path, f"invalid subnet {text}: it should be {address.network}")
     return address.network
 
 
@@ -161,7 +161,7 @@ def refuse_node_addresses(spec: dict[str, Any], nodes: Iterable[dict[str, Any]])
         for address in _node_addresses(node):
             if address in subnet:
                 name = (node.get("Description") or {}).get("Hostname") or node.get("ID", "")
-                _fail(
+                fail(
                     "IPAM.Config[0].Subnet",
                     f"{subnet} overlaps the network of node {name} ({address}): the overlay would take over that"
                     " node's own traffic; pick a subnet that holds no node's address",
@@ -187,52 +187,52 @@ def _node_addresses(node: dict[str, Any]) -> list[ipaddress.IPv4Address | ipaddr
 
 def _name(network: dict[str, Any]) -> None:
     if "Name" not in network:
-        _fail("Name", 'required; name the network, e.g. "backend"')
-    name = _string(network["Name"], "Name")
+        fail("Name", 'required; name the network, e.g. "backend"')
+    name = string(network["Name"], "Name")
     if not name:
-        _fail("Name", "name must be provided")
+        fail("Name", "name must be provided")
     if len(name) > _NAME_MAX:
-        _fail("Name", f"must be {_NAME_MAX} characters or fewer, got {len(name)}")
+        fail("Name", f"must be {_NAME_MAX} characters or fewer, got {len(name)}")
     if not (name[0].isascii() and name[0].isalnum()) or not all(
         c.isascii() and (c.isalnum() or c in "_.-") for c in name
     ):
-        _fail(
+        fail(
             "Name",
-            f"invalid name {_shown(name)}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+            f"invalid name {shown(name)}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
         )
     if name in _PREDEFINED_NAMES:
-        _fail("Name", f"{name} is a pre-defined network and cannot be created")
+        fail("Name", f"{name} is a pre-defined network and cannot be created")
 
 
 def _options(value: Any, path: str) -> None:
-    _string_map(value, path)
+    string_map(value, path)
     if ENCRYPTED_OPTION in value:
-        _fail(
-            _at(path, ENCRYPTED_OPTION),
+        fail(
+            at(path, ENCRYPTED_OPTION),
             "encrypted overlay networks are not supported: this kernel has no IPsec ESP, and raftswarm never"
             " sends the traffic of a network asked to be encrypted in cleartext instead; leave out"
             " --opt encrypted and protect the traffic in the application (TLS)",
         )
     if VXLAN_ID_OPTION in value:
-        _fail(
-            _at(path, VXLAN_ID_OPTION),
+        fail(
+            at(path, VXLAN_ID_OPTION),
             "the VXLAN ID is chosen by the swarm, so no two networks share one; leave this option out",
         )
 
 
 def _ipam(value: Any, path: str) -> None:
-    ipam = _object(value, path)
-    _canonical_keys(ipam, _IPAM_FIELDS)
-    driver = _check(ipam, path, "Driver", _string)
+    ipam = an_object(value, path)
+    canonical_keys(ipam, _IPAM_FIELDS)
+    driver = check_field(ipam, path, "Driver", string)
     if driver not in (None, "", DEFAULT_IPAM_DRIVER):
-        _fail(
-            _at(path, "Driver"),
-            f'IPAM driver {_shown(driver)} is not supported; raftswarm allocates addresses itself ("default")',
+        fail(
+            at(path, "Driver"),
+            f'IPAM driver {shown(driver)} is not supported; raftswarm allocates addresses itself ("default")',
         )
-    _check(ipam, path, "Options", _string_map)
-    configs = _objects(ipam.get("Config") or [], _at(path, "Config"))
+    check_field(ipam, path, "Options", string_map)
+    configs = objects_in(ipam.get("Config") or [], at(path, "Config"))
     if len(configs) > 1:
-        _fail(_at(path, "Config"), f"raftswarm gives a network one IPv4 subnet; got {len(configs)} configs")
+        fail(at(path, "Config"), f"raftswarm gives a network one IPv4 subnet; got {len(configs)} configs")
     for config_path, config in configs:
         _ipam_config(config, config_path)
 
@@ -253,40 +253,40 @@ def _special_space(subnet: ipaddress.IPv4Network) -> str:
 
 
 def _ipam_config(config: dict[str, Any], path: str) -> None:
-    _canonical_keys(config, _IPAM_CONFIG_FIELDS)
+    canonical_keys(config, _IPAM_CONFIG_FIELDS)
     if config.get("AuxiliaryAddresses"):
-        _fail(_at(path, "AuxiliaryAddresses"), "auxiliary addresses are not supported by raftswarm; leave them out")
-    subnet_text = _check(config, path, "Subnet", _string)
+        fail(at(path, "AuxiliaryAddresses"), "auxiliary addresses are not supported by raftswarm; leave them out")
+    subnet_text = check_field(config, path, "Subnet", string)
     if not subnet_text:
         for key in ("IPRange", "Gateway"):
             if config.get(key):
-                _fail(_at(path, key), f"{key} needs a Subnet to belong to; give Subnet too")
+                fail(at(path, key), f"{key} needs a Subnet to belong to; give Subnet too")
         return
-    subnet = parse_subnet(subnet_text, _at(path, "Subnet"))
+    subnet = parse_subnet(subnet_text, at(path, "Subnet"))
     if not _MIN_PREFIX <= subnet.prefixlen <= _MAX_PREFIX:
-        _fail(
-            _at(path, "Subnet"),
+        fail(
+            at(path, "Subnet"),
             f"{subnet} is a /{subnet.prefixlen}; an overlay subnet must be from /{_MIN_PREFIX} to /{_MAX_PREFIX}",
         )
     if not any(subnet.subnet_of(private) for private in _PRIVATE_RANGES):
-        _fail(
-            _at(path, "Subnet"),
+        fail(
+            at(path, "Subnet"),
             f"{subnet} is {_special_space(subnet)}not a private range; use one inside 10.0.0.0/8, 172.16.0.0/12"
             " or 192.168.0.0/16 so the overlay never shadows real hosts",
         )
-    ip_range_text = _check(config, path, "IPRange", _string)
+    ip_range_text = check_field(config, path, "IPRange", string)
     if ip_range_text:
-        ip_range = parse_subnet(ip_range_text, _at(path, "IPRange"))
+        ip_range = parse_subnet(ip_range_text, at(path, "IPRange"))
         if not ip_range.subnet_of(subnet):
-            _fail(_at(path, "IPRange"), f"IP range {ip_range} is not inside subnet {subnet}")
-    gateway_text = _check(config, path, "Gateway", _string)
+            fail(at(path, "IPRange"), f"IP range {ip_range} is not inside subnet {subnet}")
+    gateway_text = check_field(config, path, "Gateway", string)
     if gateway_text:
         try:
             gateway = ipaddress.IPv4Address(gateway_text)
         except ValueError:
-            _fail(_at(path, "Gateway"), f"invalid gateway address {_shown(gateway_text)}: expected e.g. 10.0.9.1")
+            fail(at(path, "Gateway"), f"invalid gateway address {shown(gateway_text)}: expected e.g. 10.0.9.1")
         if gateway not in subnet:
-            _fail(_at(path, "Gateway"), f"gateway {gateway} is not in subnet {subnet}")
+            fail(at(path, "Gateway"), f"gateway {gateway} is not in subnet {subnet}")
         if gateway in (subnet.network_address, subnet.broadcast_address):
             which = "network" if gateway == subnet.network_address else "broadcast"
-            _fail(_at(path, "Gateway"), f"gateway {gateway} is the {which} address of {subnet}; pick a host address")
+            fail(at(path, "Gateway"), f"gateway {gateway} is the {which} address of {subnet}; pick a host address")
