@@ -46,6 +46,7 @@ from raftswarm.node.listener import MAX_ANONYMOUS_CONNECTIONS, MAX_ANONYMOUS_PER
 from raftswarm.raft.messages import Entry, Message, MessageType
 from raftswarm.raft.transport import FRAME_TIMEOUT, IDLE_TIMEOUT, PREAMBLE_RAFT, RaftTransport, raft_id_of
 from raftswarm.raft.wire import encode_frame
+from raftswarm.node.manager import raft_peer_identity
 
 HOST = "127.0.0.1"
 MANAGER_NAME = NodeRole.MANAGER.value
@@ -96,7 +97,8 @@ class Port2377:
         server_ssl.verify_mode = ssl.CERT_OPTIONAL  # as the manager's: a joining node has no certificate
         self.transport = RaftTransport(
             node_id=server.identity.node_id,
-            cluster_id=ca.cluster_id,
+            identify=raft_peer_identity(ca.cluster_id),
+            server_hostname="swarm-manager",
             server_ssl=server_ssl_context(ca.root.certificate, server),
             client_ssl=client_ssl_context(ca.root.certificate, server),
             listen_host=HOST,

@@ -28,6 +28,7 @@ from raftswarm.ca.certificates import (
 from raftswarm.raft.messages import ConfState, Entry, Message, MessageType, SnapshotMeta
 from raftswarm.raft.transport import PREAMBLE_RAFT, RaftTransport, raft_id_of
 from raftswarm.raft.wire import MAX_FRAME_BYTES, encode_frame
+from raftswarm.node.manager import raft_peer_identity
 
 HOST = "127.0.0.1"
 
@@ -60,7 +61,8 @@ class Node:
         self.on_message: Callable[[Message], None] = self.inbox.append
         self.transport = RaftTransport(
             node_id=self.node_id,
-            cluster_id=cluster_id,
+            identify=raft_peer_identity(cluster_id),
+            server_hostname="swarm-manager",
             server_ssl=server_ssl_context(root.certificate, certificate),
             client_ssl=client_ssl_context(root.certificate, certificate),
             listen_host=HOST,

@@ -146,7 +146,7 @@ class ClusterListener:
         server_ssl: ssl.SSLContext,
         cluster_id: str,
         rpc: RpcServer,
-        raft_inbound: Callable[[asyncio.StreamReader, asyncio.StreamWriter, NodeIdentity], Awaitable[None]] | None,
+        raft_inbound: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]] | None,
         check_peer: Callable[[NodeIdentity], None] = lambda identity: None,
         limits: ListenerLimits = ListenerLimits(),
     ) -> None:
@@ -241,7 +241,7 @@ class ClusterListener:
                     self._refuse(conn, "removed", str(removal))
                 else:
                     conn.displaceable = False  # one per peer (the transport replaces an older one), never idle
-                    await self._raft_inbound(reader, writer, identity)
+                    await self._raft_inbound(reader, writer)
             elif preamble == PREAMBLE_RPC:
                 if removal is not None:
                     self._refuse(conn, "removed", str(removal))

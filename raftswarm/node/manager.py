@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..addresses import parse_host_port
 from ..ca.authority import CertificateAuthority
-from ..ca.certificates import NodeIdentity, client_ssl_context, server_ssl_context
+from ..ca.certificates import CertificateError, NodeIdentity, NodeRole, client_ssl_context, server_ssl_context
 from ..manager.caserver import CAServer
 from ..objects.kinds import CLUSTER, CLUSTER_KEY
 from ..manager.dispatcher import DEFAULT_HEARTBEAT_PERIOD, DOWN_AFTER_MISSED, Dispatcher
@@ -26,11 +26,12 @@ from ..rpc.channel import RpcServer
 from ..raft.core import RaftConfig
 from ..raft.driver import DriverConfig, RaftDriver
 from ..raft.storage import RaftStorage
-from ..raft.transport import RaftTransport, raft_id_of
+from ..raft.transport import PeerIdentify, PeerRefused, RaftTransport, raft_id_of
 from ..store import ReplicatedStore, WatchCompacted
 from ..supervision import Supervisor
 from .listener import ClusterListener
 from .state_dir import StateDir, StateDirError
+from cryptography import x509
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ class Manager:
         self.tls_contexts = [listener_ssl, raft_client_ssl]
         self.transport = RaftTransport(
             node_id=self.node_state.node_id,
-            cluster_id=self.node_state.cluster_id,
+            identify=raft_peer_identity(self.node_state.cluster_id),
+            server_hostname=NodeRole.MANAGER.value,
             server_ssl=server_ssl_context(root, node),  # unused: the listener owns the port
             client_ssl=raft_client_ssl,
             listen_host=self.config.listen_host,
@@ -197,3 +199,24 @@ class Manager:
                 f"{kind}/{object_id}": problem for (kind, object_id), problem in (self.reconciler.skipped if self.reconciler else {}).items()
             },
         }
+
+
+def raft_peer_identity(cluster_id: str) -> PeerIdentify:
+    """Who may speak Raft with a manager of `cluster_id`: a node holding a manager certificate of that cluster."""
+
+    def identify(certificate: bytes) -> str:
+        try:
+            identity = NodeIdentity.from_certificate(x509.load_der_x509_certificate(certificate))
+        except (CertificateError, ValueError) as exc:
+            raise PeerRefused(str(exc), "bad_certificate") from None
+        if identity.role is not NodeRole.MANAGER:
+            raise PeerRefused(
+                f"node {identity.node_id} holds a {identity.role} certificate; only managers speak Raft", "not_manager"
+            )
+        if identity.cluster_id != cluster_id:
+            raise PeerRefused(
+                f"node {identity.node_id} belongs to cluster {identity.cluster_id}, not {cluster_id}", "other_cluster"
+            )
+        return identity.node_id
+
+    return identify

@@ -42,9 +42,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
-
-from ..ca.certificates import CertificateError, NodeIdentity, NodeRole
 from ..errors import RaftswarmError
 from .messages import Message
 from .wire import MAX_FRAME_BYTES, FrameDecoder, FrameError, encode_frame
@@ -113,6 +110,11 @@ class PeerRefused(RaftswarmError):
         super().__init__(message)
         self.reason = reason
 
+
+PeerIdentify = Callable[[bytes], str]
+"""Given a peer's TLS-verified certificate (DER), the node ID it proves if that node may speak Raft with us;
+raises `PeerRefused` (reason not_manager, other_cluster, bad_certificate, ...) otherwise. The node supplies it:
+what a certificate says is the CA's business, not Raft's."""
 
 @dataclass
 class TransportStats:
@@ -196,7 +198,8 @@ class RaftTransport:
         self,
         *,
         node_id: str,
-        cluster_id: str,
+        identify: PeerIdentify,
+        server_hostname: str,
         server_ssl: ssl.SSLContext,
         client_ssl: ssl.SSLContext,
         listen_host: str,
@@ -210,7 +213,8 @@ class RaftTransport:
         self.raft_id = raft_id_of(node_id)
         self.port = listen_port
         self.stats = TransportStats()
-        self._cluster_id = cluster_id
+        self._identify = identify
+        self._server_hostname = server_hostname
         self._server_ssl = server_ssl
         self._client_ssl = client_ssl
         self._listen_host = listen_host
@@ -364,15 +368,15 @@ class RaftTransport:
                 peer.host,
                 peer.port,
                 ssl=self._client_ssl,
-                server_hostname=NodeRole.MANAGER.value,
+                server_hostname=self._server_hostname,
                 ssl_handshake_timeout=CONNECT_TIMEOUT,
                 limit=READ_CHUNK,
             )
         try:
-            identity = self._authenticate(writer)
-            if raft_id_of(identity.node_id) != peer.raft_id:
+            node_id = self._authenticate(writer)
+            if raft_id_of(node_id) != peer.raft_id:
                 raise PeerRefused(
-                    f"the server is node {identity.node_id} (raft ID {raft_id_of(identity.node_id):x}), "
+                    f"the server is node {node_id} (raft ID {raft_id_of(node_id):x}), "
                     f"not the peer we meant to reach",
                     "wrong_peer",
                 )
@@ -427,7 +431,7 @@ class RaftTransport:
         try:
             try:
                 await writer.start_tls(self._server_ssl, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
-                identity = self._authenticate(writer)
+                node_id = self._authenticate(writer)
             except OSError as exc:
                 self._refuse(writer, "tls_handshake", str(exc) or type(exc).__name__)
                 return
@@ -442,39 +446,38 @@ class RaftTransport:
             if preamble != PREAMBLE_RAFT:
                 self._refuse(writer, "not_raft", f"expected the Raft preamble, got {preamble!r}")
                 return
-            await self._receive_stream(reader, writer, identity)
+            await self._receive_stream(reader, writer, node_id)
         finally:
             writer.transport.abort()
             self._inbound.pop(writer, None)
 
-    async def accept_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: NodeIdentity) -> None:
+    async def accept_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Receive a Raft stream that a shared listener (node.listener) accepted: TLS done, preamble read.
         The peer must still be a manager of our cluster."""
-        if peer.role is not NodeRole.MANAGER:
-            self._refuse(writer, "not_manager", f"node {peer.node_id} holds a {peer.role} certificate")
-            return
-        if peer.cluster_id != self._cluster_id:
-            self._refuse(writer, "other_cluster", f"node {peer.node_id} belongs to cluster {peer.cluster_id}")
+        try:
+            node_id = self._authenticate(writer)
+        except PeerRefused as exc:
+            self._refuse(writer, exc.reason, str(exc))
             return
         self._inbound[writer] = None
         try:
-            await self._receive_stream(reader, writer, peer)
+            await self._receive_stream(reader, writer, node_id)
         finally:
             self._inbound.pop(writer, None)
 
-    async def _receive_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, identity: NodeIdentity) -> None:
+    async def _receive_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, node_id: str) -> None:
         self.stats.connections_accepted += 1
         # A peer keeps one connection to us; a new one means the old is dead (it reconnected).
-        for other, node_id in list(self._inbound.items()):
-            if node_id == identity.node_id and other is not writer:
+        for other, holder in list(self._inbound.items()):
+            if holder == node_id and other is not writer:
                 other.transport.abort()
-        self._inbound[writer] = identity.node_id
+        self._inbound[writer] = node_id
         _tune_socket(writer, user_timeout=False)
-        await self._receive(reader, identity)
+        await self._receive(reader, node_id)
 
-    async def _receive(self, reader: asyncio.StreamReader, peer: NodeIdentity) -> None:
+    async def _receive(self, reader: asyncio.StreamReader, peer: str) -> None:
         decoder = FrameDecoder(self._max_frame_bytes)
-        sender = raft_id_of(peer.node_id)
+        sender = raft_id_of(peer)
         stats = self.stats
         loop = asyncio.get_running_loop()
         frame_deadline: float | None = None  # while the decoder holds part of a frame: when it must be complete
@@ -486,10 +489,10 @@ class RaftTransport:
             except TimeoutError:  # an OSError too, so caught first
                 reason = "idle" if frame_deadline is None else "slow_frame"
                 _count(stats.connections_timed_out, reason)
-                log.info("closing raft connection from node %s: %s", peer.node_id, reason)
+                log.info("closing raft connection from node %s: %s", peer, reason)
                 return
             except OSError as exc:
-                log.info("raft connection from node %s failed: %s", peer.node_id, exc)
+                log.info("raft connection from node %s failed: %s", peer, exc)
                 return
             if not data:
                 return
@@ -518,35 +521,21 @@ class RaftTransport:
                     self._on_message(message)
                 except Exception:
                     stats.handler_errors += 1
-                    log.exception("raft message handler failed on a %s from node %s", message.type.name, peer.node_id)
+                    log.exception("raft message handler failed on a %s from node %s", message.type.name, peer)
 
     # -- shared ------------------------------------------------------------------------------------------
 
-    def _authenticate(self, writer: asyncio.StreamWriter) -> NodeIdentity:
-        """The identity in the peer's (already TLS-verified) certificate, if it may speak Raft with us."""
-        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        try:
-            identity = NodeIdentity.from_certificate(x509.load_der_x509_certificate(der))
-        except (CertificateError, ValueError) as exc:
-            raise PeerRefused(str(exc), "bad_certificate") from None
-        if identity.role is not NodeRole.MANAGER:
-            raise PeerRefused(
-                f"node {identity.node_id} holds a {identity.role} certificate; only managers speak Raft", "not_manager"
-            )
-        if identity.cluster_id != self._cluster_id:
-            raise PeerRefused(
-                f"node {identity.node_id} belongs to cluster {identity.cluster_id}, not {self._cluster_id}",
-                "other_cluster",
-            )
-        return identity
+    def _authenticate(self, writer: asyncio.StreamWriter) -> str:
+        """The node ID the peer's (already TLS-verified) certificate proves, if it may speak Raft with us."""
+        return self._identify(writer.get_extra_info("ssl_object").getpeercert(binary_form=True))
 
     def _refuse(self, writer: asyncio.StreamWriter, reason: str, detail: str) -> None:
         _count(self.stats.connections_refused, reason)
         log.warning("refused raft connection from %s (%s): %s", _address(writer), reason, detail)
 
-    def _reject(self, peer: NodeIdentity, reason: str, detail: str) -> None:
+    def _reject(self, peer: str, reason: str, detail: str) -> None:
         _count(self.stats.frames_rejected, reason)
-        log.warning("closing raft connection from node %s (%s): %s", peer.node_id, reason, detail)
+        log.warning("closing raft connection from node %s (%s): %s", peer, reason, detail)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
