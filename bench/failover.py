@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from raftswarm.api.client import ApiError
-from raftswarm.node.swarmcluster import ClusterNode, SwarmCluster
+from raftswarm.localcluster.swarm import ClusterNode, SwarmCluster
 
 from .schedule import HEARTBEAT_PERIOD, BenchFailed, failover_scenario
 

@@ -36,7 +36,7 @@ from typing import Any
 from raftswarm.api.client import ApiClient
 from raftswarm.images import archive, samples
 from raftswarm.images.store import ImageStore
-from raftswarm.node.swarmcluster import SwarmCluster
+from raftswarm.localcluster.swarm import SwarmCluster
 
 SCENARIOS = ("load_push", "pull4", "shared_layers")
 SHARED_IMAGES = 10

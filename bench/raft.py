@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from raftswarm.node.localcluster import LocalCluster, free_port
+from raftswarm.localcluster.managers import LocalCluster, free_port
 
 from .workload import WRITE_TIMEOUT, WorkloadPlan
 

@@ -53,7 +53,7 @@ from typing import Any
 from raftswarm.api.client import ApiClient
 from raftswarm.errors import RaftswarmError
 from raftswarm.objects.tasks import TaskState
-from raftswarm.node.swarmcluster import NETNS, ClusterNode, SwarmCluster
+from raftswarm.localcluster.swarm import NETNS, ClusterNode, SwarmCluster
 
 from .simulated_agents import AgentFleet, TaskTally, join_agents
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from raftswarm.images import archive, samples
 from raftswarm.images.store import ImageStore
-from raftswarm.node.swarmcluster import SwarmCluster
+from raftswarm.localcluster.swarm import SwarmCluster
 from raftswarm.runtime.containers import Container, ContainerRuntime, unavailable
 
 from .schedule import BenchFailed, StoreWatch, _remove_service, _round, _running, leader_of, service_spec

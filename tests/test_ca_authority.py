@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from raftswarm.ca.authority import (
-    MIN_NODE_CERT_LIFETIME,
+
     AuthorityError,
     CertificateAuthority,
     Enrollment,
@@ -46,6 +46,7 @@ from raftswarm.ca.certificates import (
     server_ssl_context,
 )
 from raftswarm.ca.tokens import JoinTokenRejected, WrongSwarm, fingerprint_matches
+from raftswarm.objects.specs import MIN_NODE_CERT_LIFETIME
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 

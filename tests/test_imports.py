@@ -41,8 +41,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "manager": {"raft", "store", "ca", "rpc"} | _SHARED,
     "agent": {"rpc", "runtime", "images", "ca"} | _SHARED,
     "stack": _VOCABULARY,
-    # the API server sees the node through api/backend.py's interface, not through manager/ or agent/
-    "api": {"images"} | _SHARED,
+    # the API server sees the node through api/backend.py's interface, not through manager/ or agent/; it serves
+    # the node's image store and the replicated store's own operations (/raftswarm/store)
+    "api": {"images", "store"} | _SHARED,
     # the daemon assembles everything below it
     "node": {"raft", "store", "ca", "rpc", "gossip", "dataplane", "images", "runtime", "manager", "agent", "api"}
     | _SHARED,

@@ -21,6 +21,8 @@ from raftswarm.api.server import ApiServer
 from raftswarm.api.stdcopy import FrameDecoder, StreamFormatError, encode_frame
 from raftswarm.manager.controlapi import ControlApi
 from raftswarm.objects.kinds import SERVICES, TASKS
+from raftswarm.manager.serviceapi import ServiceApi
+from raftswarm.node.leaderlogs import LeaderLogs, leader_log_broker
 
 SERVICE = "kzqr6fwm5rh7fzjxvfhqxn1zv"
 T1, T2, T3, PENDING = "t1" + "a" * 23, "t2" + "b" * 23, "t3" + "c" * 23, "tp" + "d" * 23
@@ -106,6 +108,12 @@ class FakeDaemon:
 
     def control(self) -> ControlApi:
         return ControlApi(self.harness.store)
+
+    def services(self) -> ServiceApi:
+        return ServiceApi(self.harness.store)
+
+    async def leader_logs(self) -> LeaderLogs:
+        return await leader_log_broker(self.manager)
 
     def local_state(self) -> str:
         return "active"

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from raftswarm.api.client import ApiError
-from raftswarm.node.swarmcluster import ClusterNode, SwarmCluster
+from raftswarm.localcluster.swarm import ClusterNode, SwarmCluster
 
 from . import checkers, linearizability
 from .faults import TEST_HOOKS_ENV, Nemesis, find_leader

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .faults import find_leader
 
 if TYPE_CHECKING:
-    from raftswarm.node.swarmcluster import ClusterNode
+    from raftswarm.localcluster.swarm import ClusterNode
 
     from .runner import Run
 

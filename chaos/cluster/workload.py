@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 
 from raftswarm.api.client import ApiClient, ApiError
-from raftswarm.node.swarmcluster import ClusterNode, SwarmCluster
+from raftswarm.localcluster.swarm import ClusterNode, SwarmCluster
 
 from .history import Event, History
 

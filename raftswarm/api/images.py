@@ -49,6 +49,7 @@ from ..objects.reference import InvalidReference, parse
 from ..images.registry import Progress, RegistryError
 from ..images.store import Image, ImageStore
 from ..errors import ControlError
+from .backend import Node
 from .logs import _bool
 from .services import _check_filters, _labels_match
 from .swarm import query_filters
@@ -555,7 +556,7 @@ def _is_pull_opening(message: dict[str, Any]) -> bool:
 class ImageRoutes:
     """The image endpoints of one node daemon (`daemon.images`, `daemon.registry`)."""
 
-    def __init__(self, daemon: Any) -> None:
+    def __init__(self, daemon: Node) -> None:
         self.daemon = daemon
         self._handlers: set[asyncio.Task[Any]] = set()
 

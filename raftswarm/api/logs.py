@@ -18,19 +18,15 @@ import contextlib
 import logging
 import math
 import re
-import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote_plus
 
 from aiohttp import web
 
-from ..addresses import parse_host_port
-from ..errors import ControlError
-from ..manager.logbroker import LogBroker
-from ..rpc.channel import RpcClient, RpcError
-from ..manager.serviceapi import ServiceApi
+from ..errors import ControlError, Unavailable
+from .backend import Node
 from ..objects.stored import StoredObject
 from .stdcopy import MULTIPLEXED_STREAM, STREAM_IDS, SYSTEMERR, encode_frame
 
@@ -39,7 +35,6 @@ log = logging.getLogger(__name__)
 READ_WAIT = 2.0
 """How long one read of the broker waits for lines; also how soon a client that went away is noticed while
 no lines arrive."""
-CALL_MARGIN = 10.0
 NODE_KEY = "com.docker.swarm.node.id"
 SERVICE_KEY = "com.docker.swarm.service.id"
 TASK_KEY = "com.docker.swarm.task.id"
@@ -130,66 +125,8 @@ def incomplete_stream_error(errors: list[str]) -> bytes:
     return encode_frame(SYSTEMERR, text.encode())
 
 
-class _Broker(Protocol):
-    async def subscribe(
-        self, tasks: dict[str, list[str]], tail: int | None, follow: bool, since: float | None
-    ) -> str: ...
-    async def read(self, subscription_id: str, timeout: float) -> dict[str, Any]: ...
-    async def cancel(self, subscription_id: str) -> None: ...
-    async def close(self) -> None: ...
-
-
-class _LocalBroker:
-    """The broker of this manager, which is the leader."""
-
-    def __init__(self, broker: LogBroker) -> None:
-        self.broker = broker
-
-    async def subscribe(self, tasks: dict[str, list[str]], tail: int | None, follow: bool, since: float | None) -> str:
-        return self.broker.subscribe(tasks, tail=tail, follow=follow, since=since)
-
-    async def read(self, subscription_id: str, timeout: float) -> dict[str, Any]:
-        return await self.broker.read(subscription_id, timeout)
-
-    async def cancel(self, subscription_id: str) -> None:
-        self.broker.cancel(subscription_id)
-
-    async def close(self) -> None:
-        pass
-
-
-class _RemoteBroker:
-    """The leader's broker, over one RPC connection of this manager's own."""
-
-    def __init__(self, client: RpcClient) -> None:
-        self.client = client
-
-    async def subscribe(self, tasks: dict[str, list[str]], tail: int | None, follow: bool, since: float | None) -> str:
-        answer = await self.client.call(
-            "logs.subscribe", {"tasks": tasks, "tail": tail, "follow": follow, "since": since}
-        )
-        return answer["id"]
-
-    async def read(self, subscription_id: str, timeout: float) -> dict[str, Any]:
-        return await self.client.call(
-            "logs.read", {"id": subscription_id, "timeout": timeout}, timeout=timeout + CALL_MARGIN
-        )
-
-    async def cancel(self, subscription_id: str) -> None:
-        await self.client.call("logs.cancel", {"id": subscription_id})
-
-    async def close(self) -> None:
-        await self.client.close()
-
-
-def _unavailable(exc: RpcError) -> ControlError:
-    if exc.code == "not_leader":
-        return ControlError("the swarm's leader changed while subscribing to the logs; try again", 503)
-    return ControlError(f"cannot get logs from the swarm's leader: {exc}", 503)
-
-
 class LogRoutes:
-    def __init__(self, daemon: Any) -> None:
+    def __init__(self, daemon: Node) -> None:
         self.daemon = daemon
         self._closing = False
 
@@ -205,31 +142,15 @@ class LogRoutes:
 
     async def service_logs(self, request: web.Request) -> web.StreamResponse:
         options = LogOptions.from_query(request)
-        api = ServiceApi(self.daemon.control().store)
+        api = self.daemon.services()
         service = await api.service(request.match_info["id"])
         tasks = [task for task in await api.tasks() if task.data.get("ServiceID") == service.id]
         return await self._stream(request, options, tasks)
 
     async def task_logs(self, request: web.Request) -> web.StreamResponse:
         options = LogOptions.from_query(request)
-        api = ServiceApi(self.daemon.control().store)
+        api = self.daemon.services()
         return await self._stream(request, options, [await api.task(request.match_info["id"])])
-
-    async def _leader_broker(self) -> _Broker:
-        manager = self.daemon.manager
-        if manager is None or manager.driver is None:
-            raise ControlError("this node is not a swarm manager", 503)
-        if manager.driver.is_leader:
-            return _LocalBroker(manager.logbroker)
-        address = manager.logbroker.leader_address()
-        if not address:
-            raise ControlError("the swarm has no leader right now (an election is under way); try again", 503)
-        context = next(c for c in manager.tls_contexts if c.protocol == ssl.PROTOCOL_TLS_CLIENT)
-        host, port = parse_host_port(address)
-        try:
-            return _RemoteBroker(await RpcClient.connect(host, port, context, server_hostname="swarm-manager"))
-        except RpcError as exc:
-            raise _unavailable(exc) from None
 
     async def _stream(self, request: web.Request, options: LogOptions, tasks: list[StoredObject]) -> web.StreamResponse:
         by_node: dict[str, list[str]] = {}
@@ -242,14 +163,11 @@ class LogRoutes:
         wanted = {STREAM_IDS["stdout"]} if options.stdout else set()
         if options.stderr:
             wanted.add(STREAM_IDS["stderr"])
-        broker = await self._leader_broker()
+        broker = await self.daemon.leader_logs()
         subscription_id = None
         response = web.StreamResponse(headers={"Content-Type": MULTIPLEXED_STREAM})
         try:
-            try:
-                subscription_id = await broker.subscribe(by_node, options.tail, options.follow, options.since)
-            except RpcError as exc:
-                raise _unavailable(exc) from None
+            subscription_id = await broker.subscribe(by_node, options.tail, options.follow, options.since)
             await response.prepare(request)
             while True:
                 answer = await broker.read(subscription_id, READ_WAIT)
@@ -270,19 +188,17 @@ class LogRoutes:
                 if self._closing:
                     break
             await response.write_eof()
-        except RpcError as exc:
+        except Unavailable as exc:
+            if not response.prepared:
+                raise
             # Mid-stream the status is sent already: say it in the stream, as dockerd does.
-            message = "the swarm's leader changed; run the command again" if exc.code == "not_leader" else str(exc)
             with contextlib.suppress(ConnectionResetError):
-                await response.write(encode_frame(SYSTEMERR, f"Error grabbing logs: {message}\n".encode()))
+                await response.write(encode_frame(SYSTEMERR, f"Error grabbing logs: {exc}\n".encode()))
                 await response.write_eof()
         except ConnectionResetError:
             pass  # the client went away
         finally:
             if subscription_id is not None:
-                try:
-                    await broker.cancel(subscription_id)
-                except RpcError as exc:  # it expires on the leader anyway
-                    log.debug("could not cancel log subscription %s: %s", subscription_id, exc)
+                await broker.cancel(subscription_id)
             await broker.close()
         return response

@@ -9,7 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import ControlError
-from ..manager.networkapi import NetworkApi, network_resource
+from .backend import NetworkBackend, Node
+from ..objects.networks import network_resource
 from .bodies import json_object
 from .services import _check_filters, _labels_match
 from .swarm import query_filters
@@ -37,7 +38,7 @@ def _network_matches(network: dict[str, Any], filters: dict[str, list[str]]) -> 
 
 
 class NetworkRoutes:
-    def __init__(self, daemon: Any) -> None:
+    def __init__(self, daemon: Node) -> None:
         self.daemon = daemon
 
     def routes(self) -> list[web.RouteDef]:
@@ -48,8 +49,8 @@ class NetworkRoutes:
             web.delete("/networks/{id}", self.network_remove),
         ]
 
-    def _api(self) -> NetworkApi:
-        return NetworkApi(self.daemon.control().store)
+    def _api(self) -> NetworkBackend:
+        return self.daemon.swarm_networks()
 
     async def networks(self, request: web.Request) -> web.Response:
         filters = query_filters(request)

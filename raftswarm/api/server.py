@@ -36,6 +36,7 @@ from ..errors import ControlError
 from ..objects.kinds import ALLOCATIONS, NETWORK_NAMES, NETWORKS, SECRET_NAMES, SECRETS, SERVICE_NAMES, SERVICES, TASKS
 from ..store import Operation, StoreError
 from ..objects.stored import StoredObject
+from .backend import ManagerRole, Node
 from .bodies import field, json_object
 from .images import ImageRoutes
 from .logs import LogRoutes
@@ -111,7 +112,7 @@ class ApiServer:
     """Serves the API of one node daemon (`node.daemon.NodeDaemon`); store and Raft endpoints need the node
     to be a manager and answer 503 otherwise."""
 
-    def __init__(self, daemon: Any) -> None:
+    def __init__(self, daemon: Node) -> None:
         self.daemon = daemon
         self.app = web.Application(middlewares=[_errors], client_max_size=8 << 20)
         logs = LogRoutes(daemon)
@@ -176,7 +177,7 @@ class ApiServer:
             }
         )
 
-    def _manager(self) -> Any:
+    def _manager(self) -> ManagerRole:
         manager = self.daemon.manager
         if manager is None or manager.driver is None:
             raise ControlError("this node is not a swarm manager", 503)

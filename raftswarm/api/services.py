@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..errors import ControlError
 from ..objects.tasks import TaskState, is_current
-from ..manager.serviceapi import ServiceApi
+from .backend import Node, ServiceBackend
 from ..objects.stored import api_view, resolve, spec_name
 from ..objects.registryauth import AUTH_HEADER, decode_auth
 from ..objects.stored import StoredObject
@@ -87,7 +87,7 @@ def public_view(stored: StoredObject) -> dict[str, Any]:
 
 
 class ServiceRoutes:
-    def __init__(self, daemon: Any) -> None:
+    def __init__(self, daemon: Node) -> None:
         self.daemon = daemon
 
     def routes(self) -> list[web.RouteDef]:
@@ -111,8 +111,8 @@ class ServiceRoutes:
         """raftswarm has no configs; `docker stack rm` lists them."""
         return web.json_response([])
 
-    def _api(self) -> ServiceApi:
-        return ServiceApi(self.daemon.control().store)
+    def _api(self) -> ServiceBackend:
+        return self.daemon.services()
 
     # -- services --------------------------------------------------------------------------------------
 

@@ -6,16 +6,15 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
 from .. import __version__
-from ..ca.authority import MIN_NODE_CERT_LIFETIME
 from ..errors import ControlError
-from ..objects.specs import validate_init_request, validate_join_request, validate_node_spec, validate_swarm_spec
+from ..objects.specs import node_certificate_lifetime, validate_init_request, validate_join_request, validate_node_spec, validate_swarm_spec
 from ..objects.stored import StoredObject
+from .backend import Node
 from .bodies import field, json_object, parse_json
 
 _VERSION = re.compile(r"[0-9]{1,19}")  # Docker parses it with strconv.ParseUint: ASCII digits, 64 bits
@@ -85,7 +84,7 @@ def _matches(node: dict[str, Any], filters: dict[str, list[str]]) -> bool:
 
 
 class SwarmRoutes:
-    def __init__(self, daemon: Any) -> None:
+    def __init__(self, daemon: Node) -> None:
         self.daemon = daemon
 
     def routes(self) -> list[web.RouteDef]:
@@ -106,13 +105,7 @@ class SwarmRoutes:
 
     async def init(self, request: web.Request) -> web.Response:
         body = validate_init_request(await json_object(request, optional=True))
-        expiry = body.get("Spec", {}).get("CAConfig", {}).get("NodeCertExpiry", 0)
-        lifetime = timedelta(seconds=expiry / 1e9) if expiry else None
-        if lifetime is not None and lifetime < MIN_NODE_CERT_LIFETIME:
-            raise ControlError(
-                f"Spec.CAConfig.NodeCertExpiry: node certificates must live at least {MIN_NODE_CERT_LIFETIME},"
-                f" got {lifetime}"
-            )
+        lifetime = node_certificate_lifetime(body)
         node_id = await self.daemon.init_swarm(
             body.get("ListenAddr", ""), body.get("AdvertiseAddr") or None, body.get("AutoLockManagers", False), lifetime
         )

@@ -43,10 +43,8 @@ from .certificates import (
     new_node_id,
 )
 from .tokens import JoinToken, check_join_token
+from ..objects.specs import MIN_NODE_CERT_LIFETIME
 
-MIN_NODE_CERT_LIFETIME = timedelta(minutes=1)
-"""Docker's floor is one hour; raftswarm goes down to a minute so tests and chaos runs can watch renewals
-happen. Below that a node could not reliably renew (at 50-80% of the lifetime) across a slow round trip."""
 
 RENEWAL_WINDOW = (0.5, 0.8)
 """Nodes renew at a random point in this fraction of their certificate's lifetime (SwarmKit's

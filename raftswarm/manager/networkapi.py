@@ -88,38 +88,6 @@ class NetworkApi:
         )
 
 
-def network_resource(stored: StoredObject | dict[str, Any]) -> dict[str, Any]:
-    """A swarm network as Docker's engine API shows it (`GET /networks`, `docker network inspect`)."""
-    network = stored.data if isinstance(stored, StoredObject) else stored
-    spec = network["Spec"]
-    ipam = network.get("IPAMOptions") or {}
-    options = dict(((network.get("DriverState") or {}).get("Options")) or {})
-    options.update((spec.get("DriverConfiguration") or {}).get("Options") or {})
-    return {
-        "Name": spec["Name"],
-        "Id": network["ID"],
-        "Created": network.get("CreatedAt", ""),
-        "Scope": "swarm",
-        "Driver": (network.get("DriverState") or {}).get("Name", "overlay"),
-        "EnableIPv6": False,
-        "IPAM": {
-            "Driver": (ipam.get("Driver") or {}).get("Name", "default"),
-            "Options": (ipam.get("Driver") or {}).get("Options"),
-            "Config": [
-                {k: v for k, v in (("Subnet", c.get("Subnet")), ("Gateway", c.get("Gateway")), ("IPRange", c.get("Range"))) if v}
-                for c in ipam.get("Configs") or []
-            ],
-        },
-        "Internal": bool(spec.get("Internal")),
-        "Attachable": bool(spec.get("Attachable")),
-        "Ingress": bool(spec.get("Ingress")),
-        "ConfigFrom": {"Network": ""},
-        "ConfigOnly": False,
-        "Containers": {},
-        "Options": options,
-        "Labels": dict(spec.get("Labels") or {}),
-    }
-
 
 def vxlan_id(network: dict[str, Any]) -> int:
     return int(((network.get("DriverState") or {}).get("Options") or {})[VXLAN_ID_OPTION].split(",")[0])

@@ -45,6 +45,8 @@ from ..errors import RaftswarmError, WrongKey
 from ..images.registry import RegistryClient
 from ..images.store import ImageStore
 from ..manager.controlapi import ControlApi, new_node_object
+from ..manager.networkapi import NetworkApi
+from ..manager.serviceapi import ServiceApi
 from ..errors import ControlError
 from ..raft.core import RaftCore
 from ..raft.driver import DriverConfig
@@ -55,6 +57,7 @@ from ..supervision import Supervisor
 from ..runtime.containers import unavailable as containers_unavailable
 from . import preflight
 from .images import NodeImages
+from .leaderlogs import LeaderLogs, leader_log_broker
 from .manager import Manager, ManagerConfig
 from .manager_client import JOIN_TIMEOUT, call_as, call_pinned, fetch_pinned_roots, join_raft, split_addr
 from .provision import provision_manager, provision_worker
@@ -380,6 +383,19 @@ class NodeDaemon:
             )
         return ControlApi(self.manager.store)
 
+
+    def services(self) -> ServiceApi:
+        """Services, tasks and secrets of the swarm this node manages."""
+        return ServiceApi(self.control().store)
+
+    def swarm_networks(self) -> NetworkApi:
+        """The swarm's networks."""
+        return NetworkApi(self.control().store)
+
+    async def leader_logs(self) -> LeaderLogs:
+        """The leader's log broker, reached from this manager."""
+        self.control()  # refuses as every swarm call does when this node cannot answer for the swarm
+        return await leader_log_broker(self.manager)
     def _refuse_if_in_swarm(self) -> None:
         if self.state_dir.has_swarm():
             raise ControlError(

@@ -40,6 +40,7 @@ from .validation import (
     string_map,
     without_nulls,
 )
+from .stored import StoredObject
 
 __all__ = [
     "DEFAULT_DRIVER",
@@ -47,6 +48,7 @@ __all__ = [
     "ENCRYPTED_OPTION",
     "VXLAN_ID_OPTION",
     "ingress_network_spec",
+    "network_resource",
     "parse_subnet",
     "refuse_node_addresses",
     "validate_network_spec",
@@ -290,3 +292,36 @@ def _ipam_config(config: dict[str, Any], path: str) -> None:
         if gateway in (subnet.network_address, subnet.broadcast_address):
             which = "network" if gateway == subnet.network_address else "broadcast"
             fail(at(path, "Gateway"), f"gateway {gateway} is the {which} address of {subnet}; pick a host address")
+
+
+def network_resource(stored: StoredObject | dict[str, Any]) -> dict[str, Any]:
+    """A swarm network as Docker's engine API shows it (`GET /networks`, `docker network inspect`)."""
+    network = stored.data if isinstance(stored, StoredObject) else stored
+    spec = network["Spec"]
+    ipam = network.get("IPAMOptions") or {}
+    options = dict(((network.get("DriverState") or {}).get("Options")) or {})
+    options.update((spec.get("DriverConfiguration") or {}).get("Options") or {})
+    return {
+        "Name": spec["Name"],
+        "Id": network["ID"],
+        "Created": network.get("CreatedAt", ""),
+        "Scope": "swarm",
+        "Driver": (network.get("DriverState") or {}).get("Name", "overlay"),
+        "EnableIPv6": False,
+        "IPAM": {
+            "Driver": (ipam.get("Driver") or {}).get("Name", "default"),
+            "Options": (ipam.get("Driver") or {}).get("Options"),
+            "Config": [
+                {k: v for k, v in (("Subnet", c.get("Subnet")), ("Gateway", c.get("Gateway")), ("IPRange", c.get("Range"))) if v}
+                for c in ipam.get("Configs") or []
+            ],
+        },
+        "Internal": bool(spec.get("Internal")),
+        "Attachable": bool(spec.get("Attachable")),
+        "Ingress": bool(spec.get("Ingress")),
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": False,
+        "Containers": {},
+        "Options": options,
+        "Labels": dict(spec.get("Labels") or {}),
+    }

@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import math
 import re
+from datetime import timedelta
 from collections.abc import Callable
 from typing import Any
 
@@ -75,6 +76,8 @@ from .validation import (
 __all__ = [
     "MAX_REPLICAS",
     "MAX_SECRET_SIZE",
+    "MIN_NODE_CERT_LIFETIME",
+    "node_certificate_lifetime",
     "referenced_secrets",
     "restart_policy",
     "update_config",
@@ -89,6 +92,10 @@ __all__ = [
 MAX_SECRET_SIZE = 500 * 1024
 """Secret data must be shorter than this many bytes. This is SwarmKit's MaxSecretSize with SwarmKit's
 exclusive bound ("less than 512000 bytes"), so Docker would accept every secret raftswarm accepts."""
+
+MIN_NODE_CERT_LIFETIME = timedelta(minutes=1)
+"""Docker's floor is one hour; raftswarm goes down to a minute so tests and chaos runs can watch renewals
+happen. Below that a node could not reliably renew (at 50-80% of the lifetime) across a slow round trip."""
 
 MAX_REPLICAS = 100_000
 """The most tasks one replicated service may ask for. Docker takes any uint64, and a typo such as
@@ -558,7 +565,20 @@ def validate_node_spec(spec: Any) -> dict[str, Any]:
 
 def validate_init_request(body: Any) -> dict[str, Any]:
     """Check Docker's InitRequest (`POST /swarm/init`); returns a deep copy, known keys in Docker's spelling."""
-    return validated(body, "the swarm init request", _INIT_REQUEST)
+    request = validated(body, "the swarm init request", _INIT_REQUEST)
+    lifetime = node_certificate_lifetime(request)
+    if lifetime is not None and lifetime < MIN_NODE_CERT_LIFETIME:
+        raise InvalidSpec(
+            f"Spec.CAConfig.NodeCertExpiry: node certificates must live at least {MIN_NODE_CERT_LIFETIME},"
+            f" got {lifetime}"
+        )
+    return request
+
+
+def node_certificate_lifetime(init_request: dict[str, Any]) -> timedelta | None:
+    """The node certificate lifetime a checked InitRequest asks for; None for the default."""
+    expiry = init_request.get("Spec", {}).get("CAConfig", {}).get("NodeCertExpiry", 0)
+    return timedelta(seconds=expiry / 1e9) if expiry else None
 
 
 def validate_join_request(body: Any) -> dict[str, Any]:
