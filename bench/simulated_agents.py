@@ -8,7 +8,7 @@ RUNNING at once (no process is started: the manager's work is what is measured).
 
 One connection per agent, on which the agent takes turns: a heartbeat whenever one is due, else its
 pending status report, else the assignments long-poll until the next heartbeat is due. A real node uses
-three (`agent.session` heartbeats, `agent.worker` assignments and reports), but the manager's listener
+three (`agent.session` heartbeats, `agent.agent` assignments and reports), but the manager's listener
 accepts at most `node.listener.MAX_CONNECTIONS` (1024) at once, so three per agent would cap the swarm
 at about 340 nodes and two at about 500; one keeps a thousand agents under the limit. The load the
 manager sees per agent is the same: the same calls at the same rates.
@@ -38,7 +38,7 @@ from raftswarm.node.manager_client import call_pinned, fetch_pinned_roots
 JOIN_CONCURRENCY = 16
 """Joins in flight at once: enough to keep the managers' CAs busy, few enough not to time out under load."""
 RETRY_DELAY = 0.2
-"""Before reporting again a status the dispatcher could not record (as `agent.worker` waits)."""
+"""Before reporting again a status the dispatcher could not record (as `agent.agent` waits)."""
 BACKOFF_MAX = 2.0
 CALL_MARGIN = 10.0
 """Seconds a call may take beyond what it asked the manager to wait, before the agent gives up on it."""

@@ -46,7 +46,7 @@ from raftswarm.node.listener import MAX_ANONYMOUS_CONNECTIONS, MAX_ANONYMOUS_PER
 from raftswarm.raft.messages import Entry, Message, MessageType
 from raftswarm.raft.transport import FRAME_TIMEOUT, IDLE_TIMEOUT, PREAMBLE_RAFT, RaftTransport, raft_id_of
 from raftswarm.raft.wire import encode_frame
-from raftswarm.node.manager import raft_peer_identity
+from raftswarm.node.manager_role import raft_peer_identity
 
 HOST = "127.0.0.1"
 MANAGER_NAME = NodeRole.MANAGER.value

@@ -28,7 +28,7 @@ from raftswarm.ca.certificates import (
 from raftswarm.raft.messages import ConfState, Entry, Message, MessageType, SnapshotMeta
 from raftswarm.raft.transport import PREAMBLE_RAFT, RaftTransport, raft_id_of
 from raftswarm.raft.wire import MAX_FRAME_BYTES, encode_frame
-from raftswarm.node.manager import raft_peer_identity
+from raftswarm.node.manager_role import raft_peer_identity
 
 HOST = "127.0.0.1"
 

@@ -91,7 +91,7 @@ class ReplicatedStore(Protocol):
 
 
 class ManagerRole(Protocol):
-    """This node as a Raft member (`node.manager.Manager`); `driver` is None until it has started."""
+    """This node as a Raft member (`node.manager_role.Manager`); `driver` is None until it has started."""
 
     driver: RaftMembership | None
     store: ReplicatedStore
@@ -100,7 +100,7 @@ class ManagerRole(Protocol):
 
 
 class WorkerRole(Protocol):
-    """This node's agent (`agent.worker.Agent`)."""
+    """This node's agent (`agent.agent.Agent`)."""
 
     def status(self) -> dict[str, Any]: ...
 

@@ -38,7 +38,7 @@ from ..objects.kinds import CLUSTER, CLUSTER_KEY, NODES
 from .controlapi import ControlApi
 from ..objects.times import now_iso
 from .heartbeats import DEFAULT_HEARTBEAT_PERIOD, DOWN, READY, Heartbeats, NotLeader, StaleSession
-from .heartbeats import DOWN_AFTER_MISSED as DOWN_AFTER_MISSED  # re-exported: node.manager and logbroker read it here
+from .heartbeats import DOWN_AFTER_MISSED as DOWN_AFTER_MISSED  # re-exported: node.manager_role and logbroker read it here
 from ..objects.tasks import TaskState
 from ..rpc.channel import REMOVED, RpcError, RpcServer
 from .screening import Broken, check_task

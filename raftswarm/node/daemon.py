@@ -3,7 +3,7 @@
 A node starts standalone, like dockerd: `swarm init` makes it the first manager of a new swarm, `swarm
 join` a worker or manager of an existing one. What it became is in its state directory, so a restart comes
 back in the same role. Every node in a swarm keeps a session with the dispatcher (`agent.session`);
-managers also run the Raft member, the store and the manager services (`node.manager`).
+managers also run the Raft member, the store and the manager services (`node.manager_role`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ..addresses import parse_host_port
 from ..agent.session import Session
 from .networking import NodeNetworks, data_plane_unavailable, missing_data_plane_tool, namespace_prefix
-from ..agent.worker import Agent
+from ..agent.agent import Agent
 from ..api.server import ApiServer
 from ..ca.authority import CertificateAuthority, renewal_time
 from ..ca.certificates import (
@@ -58,7 +58,7 @@ from ..runtime.containers import unavailable as containers_unavailable
 from . import preflight
 from .images import NodeImages
 from .leaderlogs import LeaderLogs, leader_log_broker
-from .manager import Manager, ManagerConfig
+from .manager_role import Manager, ManagerConfig
 from .manager_client import JOIN_TIMEOUT, call_as, call_pinned, fetch_pinned_roots, join_raft, split_addr
 from .provision import provision_manager, provision_worker
 from .state_dir import StateDir

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..agent.worker import ImageUnavailable
+from ..agent.agent import ImageUnavailable
 from ..errors import RaftswarmError
 from ..images.errors import ImageNotFound
 from ..objects.reference import InvalidReference
@@ -32,7 +32,7 @@ _QUIET_STATUSES = ("Downloading", "Extracting", "Waiting")
 
 
 class NodeImages:
-    """The `agent.worker.TaskImages` of a node: its image store and registry client."""
+    """The `agent.agent.TaskImages` of a node: its image store and registry client."""
 
     def __init__(self, store: ImageStore, registry: RegistryClient) -> None:
         self.store = store

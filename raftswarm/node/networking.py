@@ -1,6 +1,6 @@
 """`NodeNetworks`: this node's part of the swarm's overlay networks, driven by its tasks and by gossip.
 It lives with the node (which assembles the roles) because it joins the agent to `gossip` and
-`dataplane`; the agent calls it through `agent.worker.TaskNetworks`.
+`dataplane`; the agent calls it through `agent.agent.TaskNetworks`.
 
 When a task with NetworksAttachments starts (between the creation of its namespaces and the start of its
 command: `runtime.containers.ContainerRuntime.start(prepare=...)`), for each of its networks:
