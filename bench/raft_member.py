@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from raftswarm.errors import RaftswarmError
-from raftswarm.node.manager import Manager, ManagerConfig
+from raftswarm.node.manager_role import Manager, ManagerConfig
 from raftswarm.node.state_dir import StateDir
 from raftswarm.raft.messages import NONE
 from raftswarm.store.state import put

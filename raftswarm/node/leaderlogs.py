@@ -11,7 +11,7 @@ from ..addresses import parse_host_port
 from ..errors import ControlError, Unavailable
 from ..manager.logbroker import LogBroker
 from ..rpc.channel import RpcClient, RpcError
-from .manager import Manager
+from .manager_role import Manager
 
 log = logging.getLogger(__name__)
 
