@@ -13,6 +13,7 @@ BENCHMARKS = {
     "failover": ("bench.failover", "Leader kill to new leader and first committed write (p50/p99); worker kill to tasks running elsewhere"),
     "tasks": ("bench.tasks", "Real tasks: 100 replicas on 2 workers to RUNNING; the task runtime's start cost and memory"),
     "images": ("bench.images", "Image store and cluster registry: docker load + push, 4 nodes pulling at once, shared layers on disk"),
+    "objects": ("bench.objects", "Docker's object model: dicts against msgspec, pydantic and attrs+cattrs on snapshots, service create and API JSON"),
     "schedule": ("bench.schedule", "Task placement, node-failure replacement and 1,000 simulated agents on local swarms"),
 }
 
