@@ -27,7 +27,7 @@ from chaos.cluster.runner import RunOptions, run_scenario, summary
 from chaos.cluster.scenarios import CI_SUBSET, SCENARIOS
 from chaos.driver import DRIVER, PERSISTENCE_MODES
 from chaos.sim import TRACE_LEN, Result, run_seed
-from raftswarm.localcluster.swarm import netns_unavailable_reason as cluster_unavailable_reason
+from raftswarm.localcluster.hostnet import netns_unavailable_reason as cluster_unavailable_reason
 from raftswarm.raft.core import RaftCore
 
 SIZES = (3, 5, 7)

@@ -20,7 +20,8 @@ from chaos.cluster import checkers
 from chaos.cluster.runner import RunOptions, run_scenario, summary
 from chaos.cluster.scenarios import CI_SUBSET, SCENARIOS
 from chaos.cluster.workload import Acks
-from raftswarm.localcluster.swarm import REGISTRY_STORAGE, netns_unavailable_reason
+from raftswarm.localcluster.swarm import REGISTRY_STORAGE
+from raftswarm.localcluster.hostnet import netns_unavailable_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 CI_DURATION = 15.0

@@ -19,7 +19,8 @@ import pytest
 
 from raftswarm.images import samples
 from raftswarm.localcluster.registry import HtpasswdUnavailable, LocalRegistry
-from raftswarm.localcluster.swarm import REGISTRY_STORAGE, SwarmCluster, netns_unavailable_reason
+from raftswarm.localcluster.swarm import REGISTRY_STORAGE, SwarmCluster
+from raftswarm.localcluster.hostnet import netns_unavailable_reason
 from raftswarm.runtime.containers import unavailable
 
 pytestmark = pytest.mark.slow

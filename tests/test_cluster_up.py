@@ -22,13 +22,8 @@ from pathlib import Path
 import pytest
 
 from raftswarm.localcluster.processes import process_start_time
-from raftswarm.localcluster.swarm import (
-    ClusterError,
-    ClusterExists,
-    SwarmCluster,
-    interface_tag,
-    netns_unavailable_reason,
-)
+from raftswarm.localcluster.hostnet import ClusterError, netns_unavailable_reason
+from raftswarm.localcluster.swarm import ClusterExists, SwarmCluster, interface_tag
 
 pytestmark = pytest.mark.slow
 
@@ -197,7 +192,7 @@ async def test_up_refuses_a_name_that_exists_and_leaves_that_cluster_alone(clust
 
 
 async def test_without_root_auto_falls_back_to_loopback_and_says_why(clusters, monkeypatch):
-    monkeypatch.setattr("raftswarm.localcluster.swarm.os.geteuid", lambda: 1000)
+    monkeypatch.setattr("raftswarm.localcluster.hostnet.os.geteuid", lambda: 1000)
     with pytest.raises(ClusterError, match="cannot give nodes network namespaces: not running as root"):
         await SwarmCluster.up(clusters.name(), managers=1, workers=0, base_dir=clusters.base, network="netns")
     cluster = await SwarmCluster.up(clusters.name(), managers=1, workers=0, base_dir=clusters.base)

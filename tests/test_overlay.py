@@ -19,7 +19,8 @@ import pytest
 from test_services import converged, eventually, spec
 
 from raftswarm.api.client import ApiClient
-from raftswarm.localcluster.swarm import SwarmCluster, netns_unavailable_reason
+from raftswarm.localcluster.swarm import SwarmCluster
+from raftswarm.localcluster.hostnet import netns_unavailable_reason
 from raftswarm.runtime.containers import unavailable
 
 pytestmark = [

@@ -33,7 +33,8 @@ from pathlib import Path
 from raftswarm.images.store import ImageStore
 from raftswarm.node.state_dir import StateDir
 from raftswarm.node.networking import namespace_prefix
-from raftswarm.localcluster.swarm import ClusterNode, SwarmCluster, network_namespaces
+from raftswarm.localcluster.swarm import ClusterNode, SwarmCluster
+from raftswarm.localcluster.hostnet import network_namespaces
 from raftswarm.raft.wal import FSYNC_DELAY_FILE, SegmentHeader
 from raftswarm.runtime.containers import release_all
 

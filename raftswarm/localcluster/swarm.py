@@ -32,11 +32,9 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,7 +43,6 @@ from typing import Any, Self
 
 from ..node.networking import namespace_prefix
 from ..api.client import ApiClient, ApiError
-from ..errors import RaftswarmError
 from ..raft.transport import raft_id_of
 from .registry import PIDFILE, LocalRegistry, stop_pid
 from ..images.samples import SAMPLES
@@ -54,6 +51,7 @@ from ..images.store import ImageStore
 from ..runtime.containers import release_all
 from .processes import NodeProcess, NodeStartError, log_tail, spawn, stop_all, wait_for_api
 from ..node.state_dir import StateDir
+from .hostnet import ClusterError, bridge_netfilter_hint, choose_subnet, host_networks, ip_command, links, loopback_addresses, netns_unavailable_reason, network_namespaces, nft_tables, port_free
 
 REGISTRY_PORT = 5000
 """Where `raftswarm cluster up`'s registry answers, as kind's and k3d's local registries do."""
@@ -81,10 +79,6 @@ NETNS = "netns"
 LOOPBACK = "loopback"
 NETWORKS = ("auto", NETNS, LOOPBACK)
 
-# Private /24s for the bridge, tried in order; the first that overlaps no address or route of the host wins.
-# 10.211/16 is far from the low end of 10.0.0.0/8 where swarm's default address pool hands out overlay
-# subnets; 172.30/16 is the fallback (Docker's own bridges, which also live in 172.16/12, show up as routes).
-SUBNET_CANDIDATES = [f"10.211.{x}.0/24" for x in range(256)] + [f"172.30.{x}.0/24" for x in range(256)]
 
 # Waits while the swarm forms. A node's API socket answers within a second or two of its start, and a 3+2
 # cluster is Ready within 3-5 s; the default bound of the whole `up` leaves ample room on a loaded machine
@@ -97,10 +91,6 @@ POLL_INTERVAL = 0.05
 # `ip netns exec` keeps the host's UTS namespace; `unshare --uts` gives the node its own, and this sets the
 # hostname in it before it becomes the node (exec keeps the PID, so the recorded PID is the node's).
 _EXEC_WITH_HOSTNAME = "import os, socket, sys; socket.sethostname(sys.argv[1]); os.execv(sys.argv[2], sys.argv[2:])"
-
-
-class ClusterError(RaftswarmError):
-    """`cluster up/down/...` cannot do what was asked; the message says why and what to do."""
 
 
 class ClusterExists(ClusterError):
@@ -136,85 +126,6 @@ def interface_tag(name: str) -> str:
 
 
 # -- the `ip` command -------------------------------------------------------------------------------------
-
-
-def _ip(*args: str) -> str:
-    try:
-        result = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise ClusterError("the `ip` command (iproute2) is not installed") from None
-    if result.returncode != 0:
-        raise ClusterError(
-            f"`ip {' '.join(args)}` failed: {result.stderr.strip() or f'exit status {result.returncode}'}"
-        )
-    return result.stdout
-
-
-def network_namespaces() -> set[str]:
-    return {line.split()[0] for line in _ip("netns", "list").splitlines() if line.strip()}
-
-
-def links() -> set[str]:
-    return {link["ifname"] for link in json.loads(_ip("-j", "link", "show") or "[]")}
-
-
-def netns_unavailable_reason() -> str | None:
-    """Why this process cannot give nodes network namespaces, or None if it can."""
-    if os.geteuid() != 0:
-        return "not running as root"
-    if shutil.which("ip") is None:
-        return "the `ip` command (iproute2) is not installed"
-    probe = f"rsw-probe-{os.getpid()}"
-    try:
-        _ip("netns", "add", probe)
-    except ClusterError as exc:
-        return str(exc)
-    _ip("netns", "delete", probe)
-    return None
-
-
-def host_networks() -> list[ipaddress.IPv4Network]:
-    """Every IPv4 network the host has an address in or a route to (the default route aside)."""
-    networks = []
-    for iface in json.loads(_ip("-j", "addr", "show") or "[]"):
-        for info in iface.get("addr_info", []):
-            if info.get("family") == "inet":
-                networks.append(ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}").network)
-    for route in json.loads(_ip("-j", "-4", "route", "show", "table", "all") or "[]"):
-        dst = route.get("dst", "default")
-        if dst != "default":
-            networks.append(ipaddress.ip_network(dst, strict=False))
-    return networks
-
-
-def choose_subnet(taken: Sequence[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
-    for candidate in map(ipaddress.IPv4Network, SUBNET_CANDIDATES):
-        if not any(candidate.overlaps(network) for network in taken):
-            return candidate
-    raise ClusterError("every candidate subnet (10.211.0.0/16, 172.30.0.0/16) overlaps a network of this host")
-
-
-def _port_free(ip: str, port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the node binds: TIME_WAIT is no conflict
-        try:
-            probe.bind((ip, port))
-        except OSError:
-            return False
-    return True
-
-
-def bridge_netfilter_hint() -> str:
-    """Bridged traffic that goes through iptables may be dropped by a FORWARD policy (Docker sets one)."""
-    try:
-        if Path("/proc/sys/net/bridge/bridge-nf-call-iptables").read_text().strip() == "1":
-            return (
-                "\nnote: bridged traffic passes through iptables on this host (net.bridge.bridge-nf-call-iptables=1); "
-                "if the FORWARD chain drops it, as on a host running Docker, use `--network loopback`"
-            )
-    except OSError:
-        pass
-    return ""
 
 
 # -- the cluster ------------------------------------------------------------------------------------------
@@ -461,7 +372,7 @@ class SwarmCluster:
             subnet = choose_subnet(host_networks() + [ipaddress.IPv4Network(c.subnet) for c in others if c.subnet])
             self.subnet = str(subnet)
             return [str(ip) for ip in list(subnet.hosts())[1 : count + 1]]  # .1 is the host's, on the bridge
-        return _loopback_addresses(count, {n.ip for c in others for n in c.nodes}, self.name)
+        return loopback_addresses(count, {n.ip for c in others for n in c.nodes}, self.name, SWARM_PORT)
 
     def _plan(
         self,
@@ -525,7 +436,7 @@ class SwarmCluster:
         run_dir = self.directory / "registry"
         self.resources.append({"kind": "registry", "name": str(run_dir / PIDFILE)})
         self.save()
-        port = REGISTRY_PORT if _port_free("127.0.0.1", REGISTRY_PORT) else None
+        port = REGISTRY_PORT if port_free("127.0.0.1", REGISTRY_PORT) else None
         registry = LocalRegistry(base / REGISTRY_STORAGE, run_dir, port=port)
         await registry.start(detach=True)
         self.registry = registry.address
@@ -555,7 +466,7 @@ class SwarmCluster:
         assert self.registry is not None and self.bridge is not None
         port = int(self.registry.rsplit(":", 1)[1])
         table = f"rswreg-{interface_tag(self.name)}"
-        self._make("nftables", table, _nft_tables())
+        self._make("nftables", table, nft_tables())
         ruleset = (
             f"table ip {table} {{\n"
             "  chain prerouting {\n"
@@ -578,20 +489,20 @@ class SwarmCluster:
         gateway = f"{next(subnet.hosts())}/{subnet.prefixlen}"
         existing_links, existing_namespaces = links(), network_namespaces()
         self._make("bridge", self.bridge, existing_links)
-        _ip("link", "add", self.bridge, "type", "bridge")
-        _ip("addr", "add", gateway, "dev", self.bridge)
-        _ip("link", "set", self.bridge, "up")
+        ip_command("link", "add", self.bridge, "type", "bridge")
+        ip_command("addr", "add", gateway, "dev", self.bridge)
+        ip_command("link", "set", self.bridge, "up")
         for node in self.nodes:
             assert node.namespace is not None
             veth = f"rswv{node.number}-{tag}"
             self._make("netns", node.namespace, existing_namespaces)
-            _ip("netns", "add", node.namespace)
+            ip_command("netns", "add", node.namespace)
             self._make("veth", veth, existing_links)
-            _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", node.namespace)
-            _ip("link", "set", veth, "master", self.bridge, "up")
-            _ip("-n", node.namespace, "addr", "add", f"{node.ip}/{subnet.prefixlen}", "dev", "eth0")
-            _ip("-n", node.namespace, "link", "set", "eth0", "up")
-            _ip("-n", node.namespace, "link", "set", "lo", "up")
+            ip_command("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", node.namespace)
+            ip_command("link", "set", veth, "master", self.bridge, "up")
+            ip_command("-n", node.namespace, "addr", "add", f"{node.ip}/{subnet.prefixlen}", "dev", "eth0")
+            ip_command("-n", node.namespace, "link", "set", "eth0", "up")
+            ip_command("-n", node.namespace, "link", "set", "lo", "up")
         if self.registry is not None:
             self._forward_registry(gateway.split("/")[0])
 
@@ -876,7 +787,7 @@ class SwarmCluster:
         for namespace in network_namespaces() if prefixes else ():
             if namespace.startswith(prefixes):
                 try:
-                    _ip("netns", "delete", namespace)
+                    ip_command("netns", "delete", namespace)
                 except ClusterError as exc:
                     failures.append(str(exc))
         remaining = []
@@ -912,12 +823,12 @@ def _remove(resource: dict[str, str], existing_links: set[str], existing_namespa
     kind, name = resource["kind"], resource["name"]
     if kind in ("veth", "bridge"):
         if name in existing_links:
-            _ip("link", "delete", name)  # a veth's peer in the namespace goes with it
+            ip_command("link", "delete", name)  # a veth's peer in the namespace goes with it
     elif kind == "netns":
         if name in existing_namespaces:
-            _ip("netns", "delete", name)
+            ip_command("netns", "delete", name)
     elif kind == "nftables":
-        if name in _nft_tables():
+        if name in nft_tables():
             done = subprocess.run(["nft", "delete", "table", "ip", name], capture_output=True, text=True)
             if done.returncode != 0:
                 raise ClusterError(f"could not remove nftables table {name}: {done.stderr.strip()}")
@@ -926,30 +837,6 @@ def _remove(resource: dict[str, str], existing_links: set[str], existing_namespa
             raise ClusterError(f"the cluster's registry (pidfile {name}) is still running")
     else:
         raise ClusterError(f"{RECORD_FILE} lists a {kind} {name!r} that this version of raftswarm cannot remove")
-
-
-def _nft_tables() -> set[str]:
-    """Names of the host's `ip` family nftables tables (none if nft is not installed)."""
-    try:
-        done = subprocess.run(["nft", "list", "tables", "ip"], capture_output=True, text=True)
-    except FileNotFoundError:
-        return set()
-    return {line.split()[-1] for line in done.stdout.splitlines() if line.startswith("table ")}
-
-
-def _loopback_addresses(count: int, taken: set[str], name: str) -> list[str]:
-    """127.0.0.N, skipping those other clusters recorded and those where something holds port 2377. The scan
-    starts at an offset of the cluster's name: clusters of other directories, planned at the same moment,
-    would otherwise both find 127.0.0.2 free before either binds it."""
-    found = []
-    start = zlib.crc32(name.encode()) % 253
-    for host in (2 + (start + i) % 253 for i in range(253)):
-        ip = f"127.0.0.{host}"
-        if ip not in taken and _port_free(ip, SWARM_PORT):
-            found.append(ip)
-            if len(found) == count:
-                return found
-    raise ClusterError(f"fewer than {count} loopback addresses 127.0.0.N have port {SWARM_PORT} free")
 
 
 def _node_ready(node: dict[str, Any]) -> bool:
