@@ -1,4 +1,5 @@
-"""`Supervisor`: owns a node's long-lived loops, and restarts one that fails instead of losing it.
+"""What owns a node's tasks: `Supervisor` for long-lived loops, restarted when they fail; `TaskOwner` for
+tasks that run once (a connection's handler, a peer's sender), cancelled when their owner closes.
 
 A control loop that raises is a bug or a fault outside the node (a full disk, a vanished namespace); either
 way the node must not go on serving while silently no longer reconciling. The supervisor logs the failure
@@ -7,6 +8,9 @@ reset once the loop has run `HEALTHY_AFTER` seconds), and keeps what happened fo
 (`report`), so a loop that keeps failing is visible rather than looking healthy. A loop that returns is
 restarted the same way (the control loops are meant to run until cancelled), unless it was started as one
 that `finishes` (a worker's session ends when the swarm removes the node).
+
+A task a `TaskOwner` started is not restarted: its exception is logged, with the owner's logger and label,
+and the task forgotten.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -94,3 +99,51 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
+
+
+class TaskOwner:
+    """Owns the tasks one object starts, so that none outlives the object's `close` and no failure goes unseen.
+
+    `spawn` starts a named task on the running loop and holds a strong reference to it (the loop holds only a
+    weak one) until it ends. A task that ends with an exception is logged on the owner's `logger` as
+    "<label>: task <name> failed", with its traceback, and forgotten like any other. `len()` counts the tasks
+    still alive.
+
+    `close` cancels every task and returns once all have ended. From then on `spawn` refuses (RuntimeError,
+    the coroutine closed unstarted): a task started after `close` would outlive it. Called from one of the
+    owner's own tasks, `close` cancels and awaits the others but not the caller, which cannot wait for itself;
+    the owner forgets it when it returns.
+    """
+
+    def __init__(self, label: str, logger: logging.Logger) -> None:
+        self._label = label
+        self._log = logger
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run `coro` as a task called `name`, owned until it ends; RuntimeError once `close` was called."""
+        if self._closed:
+            coro.close()
+            raise RuntimeError(f"{self._label} is closed: not starting task {name}")
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._forget)
+        return task
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._log.error("%s: task %s failed", self._label, task.get_name(), exc_info=exc)
+
+    async def close(self) -> None:
+        """Cancel every task but the caller's own and wait until they have ended. Idempotent."""
+        # One pass is enough: from here on nothing joins the set.
+        self._closed = True
+        others = [task for task in self._tasks if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)

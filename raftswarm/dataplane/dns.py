@@ -27,14 +27,15 @@ import os
 import random
 import socket
 import struct
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Self
 
 from dnslib import QTYPE, RCODE, RR, A, DNSError, DNSHeader, DNSRecord
 
 from raftswarm.dataplane import DataplaneError
+from raftswarm.supervision import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -409,7 +410,7 @@ class DnsServer:
         self._sockets = _NamespaceSockets(netns_path)
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskOwner(f"DNS server in {netns_path}", log)
         self._forwards_in_flight = 0
         self._tcp_connections = 0
         self._closed = False
@@ -432,7 +433,7 @@ class DnsServer:
             except OSError as exc:
                 tcp_sock.close()
                 raise DataplaneError(self._bind_error("TCP", exc)) from exc
-            self._tcp = await asyncio.start_server(self._serve_tcp, sock=tcp_sock, limit=0x10000 + 2)
+            self._tcp = await asyncio.start_server(self._accept_tcp, sock=tcp_sock, limit=0x10000 + 2)
         except BaseException:
             await self.close()
             raise
@@ -451,10 +452,7 @@ class DnsServer:
             self._udp.close()
         if self._tcp is not None:
             self._tcp.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         if self._tcp is not None:
             await self._tcp.wait_closed()
         self._sockets.close()
@@ -466,16 +464,6 @@ class DnsServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("DNS server task failed", exc_info=task.exception())
-
     def _on_udp_query(self, data: bytes, addr: tuple[str, int]) -> None:
         if self._closed or not is_query(data):
             return
@@ -486,7 +474,7 @@ class DnsServer:
         if not self._begin_forward():
             self._send_udp(_error_reply(data, RCODE.SERVFAIL), addr)
             return
-        self._spawn(self._forward_udp_query(data, addr))
+        self._tasks.spawn(self._forward_udp_query(data, addr), "dns-forward-udp")
 
     def _send_udp(self, reply: bytes, addr: tuple[str, int]) -> None:
         if self._udp is not None and not self._udp.is_closing():
@@ -548,14 +536,20 @@ class DnsServer:
             return False
         return bool(_HEADER.unpack_from(reply)[1] & _FLAG_QR)
 
-    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._tcp_connections >= MAX_TCP_CONNECTIONS:
+    def _accept_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closed or self._tcp_connections >= MAX_TCP_CONNECTIONS:
             writer.close()
             return
         self._tcp_connections += 1
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
+        task = self._tasks.spawn(self._serve_tcp(reader, writer), "dns-tcp")
+        # Not in _serve_tcp's own cleanup: a task cancelled before it first ran never runs that.
+        task.add_done_callback(lambda _: self._end_tcp(writer))
+
+    def _end_tcp(self, writer: asyncio.StreamWriter) -> None:
+        self._tcp_connections -= 1
+        writer.close()
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while not self._closed:
                 try:
@@ -572,11 +566,6 @@ class DnsServer:
                 await writer.drain()
         except ConnectionError:
             return
-        finally:
-            self._tcp_connections -= 1
-            if task is not None:
-                self._tasks.discard(task)
-            writer.close()
 
     async def _tcp_reply(self, query: bytes) -> bytes | None:
         if not is_query(query):

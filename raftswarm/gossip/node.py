@@ -30,10 +30,11 @@ import ipaddress
 import logging
 import random
 import struct
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..supervision import TaskOwner
 from .membership import Member, MemberEvent, Membership, MembershipConfig, Step
 from .table import NetworkTables, TableConfig, TableEvent, TableStep
 from .wire import MAX_PACKET_BYTES, MAX_STREAM_BYTES, STREAM_TYPES, GossipProtocolError, Keyring, Message, MessageType
@@ -129,7 +130,7 @@ class GossipNode:
         self._udp: asyncio.DatagramTransport | None = None
         self._udp_endpoint: _DatagramEndpoint | None = None
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskOwner(f"gossip node {name}", log)
         self._streams_out = 0
         self._inbound: set[asyncio.StreamWriter] = set()
         self._next_join = 0.0
@@ -150,7 +151,7 @@ class GossipNode:
         self._membership = Membership(self.name, self.addr, self.config.membership, self._meta)
         log.info("gossip node %s listening on %s (udp+tcp)", self.name, self.addr)
         self._maybe_rejoin(self._now())
-        self._spawn(self._tick_loop(), f"gossip-tick-{self.name}")
+        self._tasks.spawn(self._tick_loop(), f"gossip-tick-{self.name}")
 
     async def close(self, leave: bool = True) -> None:
         """Leave the cluster (tell every live member we are gone), then close every socket and end every
@@ -162,11 +163,7 @@ class GossipNode:
         self._closing = True
         if self._server is not None:
             self._server.close()
-        while self._tasks:
-            tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
         # An inbound connection whose task was cancelled before it first ran never closed its socket.
         for writer in list(self._inbound):
             writer.transport.abort()
@@ -325,7 +322,7 @@ class GossipNode:
         elif self._streams_out >= MAX_STREAMS_IN_FLIGHT:
             self._send_failed(addr, message, f"{MAX_STREAMS_IN_FLIGHT} streams already in flight")
         else:
-            self._spawn(self._send_stream(addr, host, port, message.type, sealed), f"gossip-stream-{addr}")
+            self._tasks.spawn(self._send_stream(addr, host, port, message.type, sealed), f"gossip-stream-{addr}")
 
     async def _send_stream(self, addr: str, host: str, port: int, kind: MessageType, sealed: bytes) -> None:
         self._streams_out += 1
@@ -369,7 +366,7 @@ class GossipNode:
             writer.transport.abort()
             return
         self._inbound.add(writer)
-        self._spawn(self._serve_stream(reader, writer), f"gossip-serve-{_peer(writer)}")
+        self._tasks.spawn(self._serve_stream(reader, writer), f"gossip-serve-{_peer(writer)}")
 
     async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer(writer)
@@ -408,17 +405,6 @@ class GossipNode:
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("gossip node %s: task %s failed", self.name, task.get_name(), exc_info=task.exception())
 
 
 class _DatagramEndpoint(asyncio.DatagramProtocol):

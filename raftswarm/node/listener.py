@@ -56,6 +56,7 @@ from ..ca.certificates import CertificateError, NodeIdentity
 from ..errors import RaftswarmError
 from ..rpc.channel import PREAMBLE_BYTES, PREAMBLE_RPC, REMOVED, RpcServer
 from ..raft.transport import PREAMBLE_RAFT
+from ..supervision import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ class ClusterListener:
         self._check_peer = check_peer
         self._limits = limits
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskOwner("2377 listener", log)
         self._closing = False
         self._pools: dict[str, dict[_Connection, None]] = {_HANDSHAKE: {}, _ANONYMOUS: {}, _AUTHENTICATED: {}}
         """Connections by pool, oldest first."""
@@ -182,9 +183,7 @@ class ClusterListener:
         self._closing = True
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -217,16 +216,9 @@ class ClusterListener:
             self._refuse(conn, "too_many_connections", "handshake limit reached")
             writer.transport.abort()
             return
-        task = asyncio.get_running_loop().create_task(self._serve(conn, reader, writer), name="cluster-connection")
-        conn.task = task
-        self._tasks.add(task)
-        task.add_done_callback(functools.partial(self._done, conn))
-
-    def _done(self, conn: _Connection, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        self._leave(conn)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("a 2377 connection handler failed", exc_info=task.exception())
+        conn.task = self._tasks.spawn(self._serve(conn, reader, writer), "cluster-connection")
+        # Not in _serve's own cleanup: a task cancelled before it first ran never runs that.
+        conn.task.add_done_callback(lambda _: self._leave(conn))
 
     async def _serve(self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -38,11 +38,11 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import RaftswarmError
+from ..supervision import TaskOwner
 from .messages import Message
 from .wire import MAX_FRAME_BYTES, FrameDecoder, FrameError, encode_frame
 
@@ -226,7 +226,7 @@ class RaftTransport:
         self._peers: dict[int, _Peer] = {}
         self._inbound: dict[asyncio.StreamWriter, str | None] = {}
         """Every inbound connection, with the node ID it authenticated as (None during the handshake)."""
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskOwner(f"raft transport of node {node_id}", log)
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -250,11 +250,7 @@ class RaftTransport:
         if self._server is not None:
             self._server.close()
         self._peers.clear()
-        while self._tasks:
-            tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
         # A connection accepted just before close() may have a task that was cancelled before it first ran,
         # so its own cleanup never ran either.
         for writer in list(self._inbound):
@@ -275,7 +271,7 @@ class RaftTransport:
                 return
             self.remove_peer(raft_id)
         peer = _Peer(raft_id, host, port)
-        peer.task = self._spawn(self._run_peer(peer), f"raft-send-{raft_id:x}")
+        peer.task = self._tasks.spawn(self._run_peer(peer), f"raft-send-{raft_id:x}")
         self._peers[raft_id] = peer
 
     def remove_peer(self, raft_id: int) -> None:
@@ -342,7 +338,7 @@ class RaftTransport:
                     self.stats.reconnects += 1
                 connected_at = time.monotonic()
                 peer.connected = True
-                watcher = self._spawn(self._watch_outbound(peer, outbound), f"raft-watch-{peer.raft_id:x}")
+                watcher = self._tasks.spawn(self._watch_outbound(peer, outbound), f"raft-watch-{peer.raft_id:x}")
                 try:
                     await self._pump(peer, outbound)
                 except OSError as exc:
@@ -425,7 +421,7 @@ class RaftTransport:
             writer.transport.abort()
             return
         self._inbound[writer] = None
-        self._spawn(self._serve_inbound(reader, writer), "raft-receive")
+        self._tasks.spawn(self._serve_inbound(reader, writer), "raft-receive")
 
     async def _serve_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -536,17 +532,6 @@ class RaftTransport:
     def _reject(self, peer: str, reason: str, detail: str) -> None:
         _count(self.stats.frames_rejected, reason)
         log.warning("closing raft connection from node %s (%s): %s", peer, reason, detail)
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("raft transport task %s failed", task.get_name(), exc_info=task.exception())
 
 
 def _count(counts: dict[str, int], reason: str, n: int = 1) -> None:
