@@ -17,11 +17,12 @@ from click.testing import CliRunner, Result
 from fake_engine import SELF_ID, WORKER_ID, FakeEngine, standard_swarm
 
 from raftswarm.api.stdcopy import encode_frame
-from raftswarm.cli import service as service_cli
 from raftswarm.cli.main import main
 from raftswarm.cli.options import parse_cpus, ram_in_bytes
 from raftswarm.cli.output import go_duration
-from raftswarm.cli.service import ConvergenceWatch, parse_network, parse_port, parse_secret
+from raftswarm.cli.service import progress
+from raftswarm.cli.service.flags import parse_network, parse_port, parse_secret
+from raftswarm.cli.service.progress import ConvergenceWatch
 
 CLEAN_ENV = {"RAFTSWARM_HOST": None, "DOCKER_HOST": None}
 
@@ -41,7 +42,7 @@ def engine(tmp_path: Path):
 
 @pytest.fixture
 def fast_polls(monkeypatch):
-    monkeypatch.setattr(service_cli, "POLL_INTERVAL", 0.005)
+    monkeypatch.setattr(progress, "POLL_INTERVAL", 0.005)
 
 
 def run(engine: FakeEngine, *args: str, input: str | bytes | None = None) -> Result:
@@ -411,7 +412,7 @@ def test_create_quiet_waits_without_printing_progress(engine, fast_polls):
 
 
 def test_waiting_gives_up_after_the_timeout_with_what_keeps_the_tasks_from_running(engine, fast_polls, monkeypatch):
-    monkeypatch.setattr(service_cli, "CONVERGENCE_TIMEOUT", 0.05)
+    monkeypatch.setattr(progress, "CONVERGENCE_TIMEOUT", 0.05)
     engine.reply("GET", "/services/web", web_service())
     engine.reply("POST", f"/services/{SERVICE_ID}/update", {"Warnings": []})
     unschedulable = "no suitable node (insufficient resources on 3 nodes)"

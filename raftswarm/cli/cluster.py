@@ -26,7 +26,7 @@ from ..localcluster.swarm import (
     default_clusters_dir,
 )
 from . import output
-from .daemon import fail
+from .errors import fail
 from .host import UNIX_SCHEME, current_host_file
 
 CLUSTER_SAMPLES = ("busybox", "python")

@@ -20,10 +20,11 @@ import click
 from ..api.client import ApiClient, ApiError
 from ..objects.reference import InvalidReference, Reference, parse
 from . import output
-from .daemon import daemon_command, daemon_message
+from .connection import api_command, daemon_message, inspect_each, print_json
 from .errors import CommandError
+from .group import DockerGroup
+from .listing import ListFormat, filter_option, format_option, quiet_option
 from .options import parse_filters
-from .service import DockerGroup
 
 IMAGE_HEADERS = {
     "ID": "IMAGE ID",
@@ -132,12 +133,12 @@ def image_record(summary: dict[str, Any], row: tuple[str, str, str], no_trunc: b
 @image.command("ls")
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show all images (default hides intermediate images)")
 @click.option("--digests", is_flag=True, help="Show digests")
-@click.option("-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided")
-@click.option("--format", "format_spec", help="Format output: table (default), json, or a {{.Field}} template")
+@filter_option("Filter output based on conditions provided")
+@format_option()
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output")
-@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs")
+@quiet_option("Only show image IDs")
 @click.argument("repository", required=False, metavar="[REPOSITORY[:TAG]]")
-@daemon_command
+@api_command
 async def list_images(
     api: ApiClient,
     show_all: bool,
@@ -149,7 +150,7 @@ async def list_images(
     repository: str | None,
 ) -> None:
     """List images."""
-    fmt = output.ListFormat(format_spec, quiet)
+    fmt = ListFormat(format_spec, quiet)
     wanted = parse_filters(filters)
     if repository:
         wanted.setdefault("reference", []).append(repository)
@@ -163,11 +164,7 @@ async def list_images(
         for summary in summaries
         for row in image_rows(summary, digests or "{{.Digest}}" in (format_spec or ""))
     ]
-    if fmt.uses_default_table:
-        columns = DIGEST_COLUMNS if digests else IMAGE_COLUMNS
-        output.print_table([IMAGE_HEADERS[c] for c in columns], [[r[c] for c in columns] for r in records])
-    else:
-        fmt.print(records, IMAGE_HEADERS)
+    fmt.print(records, IMAGE_HEADERS, DIGEST_COLUMNS if digests else IMAGE_COLUMNS)
 
 
 # -- transfers -------------------------------------------------------------------------------------------------
@@ -178,7 +175,7 @@ async def list_images(
     "-i", "--input", "source", type=click.File("rb"), default="-", help="Read from tar archive file, instead of STDIN"
 )
 @click.option("-q", "--quiet", is_flag=True, help="Suppress the load output")
-@daemon_command
+@api_command
 async def load(api: ApiClient, source: Any, quiet: bool) -> None:
     """Load an image from a tar archive or STDIN."""
     if source is sys.stdin.buffer and sys.stdin.isatty():
@@ -191,7 +188,7 @@ async def load(api: ApiClient, source: Any, quiet: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Suppress verbose output")
 @click.option("--platform", default="", metavar="string", help="Set platform if server is multi-platform capable")
 @click.argument("name", metavar="NAME[:TAG|@DIGEST]")
-@daemon_command
+@api_command
 async def pull(api: ApiClient, quiet: bool, platform: str, name: str) -> None:
     """Download an image from a registry."""
     ref = _reference(name)
@@ -208,7 +205,7 @@ async def pull(api: ApiClient, quiet: bool, platform: str, name: str) -> None:
 @click.option("-a", "--all-tags", is_flag=True, help="Push all tags of an image to the repository")
 @click.option("-q", "--quiet", is_flag=True, help="Suppress verbose output")
 @click.argument("name", metavar="NAME[:TAG]")
-@daemon_command
+@api_command
 async def push(api: ApiClient, all_tags: bool, quiet: bool, name: str) -> None:
     """Upload an image to a registry."""
     ref = _reference(name)
@@ -233,7 +230,7 @@ async def push(api: ApiClient, all_tags: bool, quiet: bool, name: str) -> None:
 @image.command()
 @click.argument("source", metavar="SOURCE_IMAGE[:TAG]")
 @click.argument("target", metavar="TARGET_IMAGE[:TAG]")
-@daemon_command
+@api_command
 async def tag(api: ApiClient, source: str, target: str) -> None:
     """Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE."""
     ref = _reference(target)
@@ -246,7 +243,7 @@ async def tag(api: ApiClient, source: str, target: str) -> None:
 @click.option("-f", "--force", is_flag=True, help="Force removal of the image")
 @click.option("--no-prune", is_flag=True, help="Do not delete untagged parents")
 @click.argument("names", nargs=-1, required=True, metavar="IMAGE [IMAGE...]")
-@daemon_command
+@api_command
 async def remove(api: ApiClient, force: bool, no_prune: bool, names: tuple[str, ...]) -> None:
     """Remove one or more images."""
     params = {"force": "1" if force else "0", "noprune": "1" if no_prune else "0"}
@@ -268,18 +265,14 @@ async def remove(api: ApiClient, force: bool, no_prune: bool, names: tuple[str, 
 @image.command()
 @click.option("-f", "--format", "format_spec", help="Format output using a {{.Field}} template, or json")
 @click.argument("names", nargs=-1, required=True, metavar="IMAGE [IMAGE...]")
-@daemon_command
+@api_command
 async def inspect(api: ApiClient, format_spec: str | None, names: tuple[str, ...]) -> None:
     """Display detailed information on one or more images."""
-    found, errors = [], []
-    for name in names:
-        try:
-            found.append(await api.request("GET", f"/images/{name}/json"))
-        except ApiError as exc:
-            errors.append(daemon_message(exc))
-    if format_spec:
-        output.ListFormat(format_spec).print(found, {})
-    else:
-        click.echo(json.dumps(found, indent=4))
-    if errors:
-        raise CommandError("\n".join(errors))
+
+    async def inspect_image(name: str) -> dict[str, Any]:
+        return await api.request("GET", f"/images/{name}/json")
+
+    def show(found: list[Any]) -> None:
+        ListFormat(format_spec).print_formatted(found, {})
+
+    await inspect_each(names, inspect_image, show if format_spec else print_json)

@@ -5,17 +5,17 @@ A NETWORK argument goes to the node as given (ID, unique ID prefix or name).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 
-from ..api.client import ApiClient, ApiError
+from ..api.client import ApiClient
 from . import output
-from .daemon import daemon_command, daemon_message, remove_each
+from .connection import api_command, inspect_each, remove_each
 from .errors import CommandError
+from .group import DockerGroup
+from .listing import ListFormat, filter_option, format_option, quiet_option
 from .options import check_labels, parse_filters, parse_labels
-from .service import DockerGroup
 
 NETWORK_HEADERS = {
     "ID": "NETWORK ID",
@@ -58,7 +58,7 @@ def _options(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("-o", "--opt", multiple=True, metavar="map", help="Set driver specific options")
 @click.option("--label", multiple=True, callback=check_labels, metavar="list", help="Set metadata on a network")
 @click.argument("name", metavar="NETWORK")
-@daemon_command
+@api_command
 async def create(api: ApiClient, name: str, **flags: Any) -> None:
     """Create a network."""
     if len(flags["gateway"]) > len(flags["subnet"]) or len(flags["ip_range"]) > len(flags["subnet"]):
@@ -102,44 +102,30 @@ def network_record(n: dict[str, Any], no_trunc: bool) -> dict[str, Any]:
 
 
 @network.command("ls")
-@click.option("-f", "--filter", "filters", multiple=True, help="Provide filter values (e.g. 'driver=overlay')")
-@click.option("--format", "format_spec", help="Format output: table (default), json, or a {{.Field}} template")
+@filter_option("Provide filter values (e.g. 'driver=overlay')")
+@format_option()
 @click.option("--no-trunc", is_flag=True, help="Do not truncate the output")
-@click.option("-q", "--quiet", is_flag=True, help="Only display network IDs")
-@daemon_command
+@quiet_option("Only display network IDs")
+@api_command
 async def list_networks(api: ApiClient, filters: tuple[str, ...], format_spec: str | None, no_trunc: bool, quiet: bool) -> None:
     """List networks."""
-    fmt = output.ListFormat(format_spec, quiet)
+    fmt = ListFormat(format_spec, quiet)
     networks = await api.network_list(parse_filters(filters))
     networks.sort(key=lambda n: output.natural_key(n["Name"]))
-    records = [network_record(n, no_trunc) for n in networks]
-    if fmt.uses_default_table:
-        output.print_table(
-            [NETWORK_HEADERS[c] for c in NETWORK_COLUMNS], [[r[c] for c in NETWORK_COLUMNS] for r in records]
-        )
-    else:
-        fmt.print(records, NETWORK_HEADERS)
+    fmt.print([network_record(n, no_trunc) for n in networks], NETWORK_HEADERS, NETWORK_COLUMNS)
 
 
 @network.command()
 @click.argument("refs", nargs=-1, required=True, metavar="NETWORK [NETWORK...]")
-@daemon_command
+@api_command
 async def inspect(api: ApiClient, refs: tuple[str, ...]) -> None:
     """Display detailed information on one or more networks."""
-    found, errors = [], []
-    for ref in refs:
-        try:
-            found.append(await api.network_inspect(ref))
-        except ApiError as exc:
-            errors.append(daemon_message(exc))
-    click.echo(json.dumps(found, indent=4))
-    if errors:
-        raise CommandError("\n".join(errors))
+    await inspect_each(refs, api.network_inspect)
 
 
 @network.command("rm")
 @click.argument("refs", nargs=-1, required=True, metavar="NETWORK [NETWORK...]")
-@daemon_command
+@api_command
 async def remove(api: ApiClient, refs: tuple[str, ...]) -> None:
     """Remove one or more networks."""
     await remove_each(refs, api.network_remove)

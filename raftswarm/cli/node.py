@@ -7,19 +7,21 @@ CLI is connected to); the CLI resolves it against `GET /nodes` and then calls th
 from __future__ import annotations
 
 import copy
-import json
-import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any
 
 import click
 
 from ..api.client import ApiClient, ApiError
 from . import output
-from .daemon import daemon_command, daemon_message
+from .connection import api_command, failure_message, inspect_each, remove_each
 from .errors import CommandError
+from .group import DockerGroup
+from .listing import ListFormat, filter_option, format_option, quiet_option
+from .nodelookup import NodeResolver
 from .options import parse_filters, parse_labels
+from .shapes import description_of, spec_of, status_of, swarm_info
+from .tasks import TASK_HEADERS, print_tasks, task_list_options
 
 NODE_HEADERS = {
     "ID": "ID",
@@ -31,90 +33,22 @@ NODE_HEADERS = {
     "EngineVersion": "ENGINE VERSION",
     "TLSStatus": "TLS STATUS",
 }
-
-TASK_HEADERS = {
-    "ID": "ID",
-    "Name": "NAME",
-    "Image": "IMAGE",
-    "Node": "NODE",
-    "DesiredState": "DESIRED STATE",
-    "CurrentState": "CURRENT STATE",
-    "Error": "ERROR",
-    "Ports": "PORTS",
-}
-TASK_COLUMNS = list(TASK_HEADERS)
-
-# docker/cli's task formatter cuts errors to this many columns unless --no-trunc.
-TASK_ERROR_LENGTH = 30
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # sorts tasks without a creation time last
+# docker's default node table, `{{.ID}} {{if .Self}}*{{else}} {{end}}\t{{.Hostname}}\t...`: after its ID, a `*`
+# marks the node the CLI talks to, and the ID column's header is "ID " (the template's space, then the empty
+# header of the `if`).
+NODE_TABLE_HEADERS = {**NODE_HEADERS, "ID": "ID "}
+NODE_TABLE_COLUMNS = ["ID", "Hostname", "Status", "Availability", "ManagerStatus", "EngineVersion"]
 
 
-class _NodeGroup(click.Group):
-    """Accepts docker's aliases: `node list` for `node ls`, `node remove` for `node rm`."""
-
-    ALIASES: ClassVar[dict[str, str]] = {"list": "ls", "remove": "rm"}
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return super().get_command(ctx, self.ALIASES.get(cmd_name, cmd_name))
-
-
-@click.group(cls=_NodeGroup)
+@click.group(cls=DockerGroup)
 def node() -> None:
     """Manage swarm nodes."""
-
-
-# -- resolving NODE arguments ----------------------------------------------------------------------------
-
-
-class NodeResolver:
-    """Turns NODE arguments into node IDs with one `GET /nodes` (and `GET /info` for `self`), matching in
-    swarmkit's order: exact ID, then name or hostname, then unique ID prefix."""
-
-    def __init__(self, api: ApiClient) -> None:
-        self.api = api
-        self._nodes: list[dict[str, Any]] | None = None
-
-    async def nodes(self) -> list[dict[str, Any]]:
-        if self._nodes is None:
-            self._nodes = await self.api.node_list()
-        return self._nodes
-
-    async def resolve(self, ref: str) -> str:
-        if ref == "self":
-            node_id = ((await self.api.info()).get("Swarm") or {}).get("NodeID", "")
-            if not node_id:
-                await self.nodes()  # the node's own error ("not a swarm manager") says more than ours
-                raise CommandError("node ID not found in /info")
-            return node_id
-        nodes = await self.nodes()
-        if any(n["ID"] == ref for n in nodes):
-            return ref
-        named = [n for n in nodes if ref in (_spec(n).get("Name"), _description(n).get("Hostname"))]
-        candidates = named or [n for n in nodes if n["ID"].startswith(ref)]
-        if len(candidates) == 1:
-            return candidates[0]["ID"]
-        if candidates:
-            raise CommandError(f"Error: node {ref} is ambiguous ({len(candidates)} matches found)")
-        raise CommandError(f"Error: No such node: {ref}")
-
-
-def _spec(n: dict[str, Any]) -> dict[str, Any]:
-    return n.get("Spec") or {}
-
-
-def _description(n: dict[str, Any]) -> dict[str, Any]:
-    return n.get("Description") or {}
-
-
-def _status(n: dict[str, Any]) -> dict[str, Any]:
-    return n.get("Status") or {}
 
 
 # -- ls -------------------------------------------------------------------------------------------------
 
 
-def node_record(n: dict[str, Any], swarm_info: dict[str, Any]) -> dict[str, Any]:
+def node_record(n: dict[str, Any], swarm: dict[str, Any]) -> dict[str, Any]:
     """The fields docker's node formatter offers (`--format`), computed the same way."""
     manager = n.get("ManagerStatus")
     manager_status = ""
@@ -122,57 +56,43 @@ def node_record(n: dict[str, Any], swarm_info: dict[str, Any]) -> dict[str, Any]
         manager_status = "Leader" if manager.get("Leader") else output.pretty(manager.get("Reachability", ""))
     return {
         "ID": n["ID"],
-        "Self": n["ID"] == swarm_info.get("NodeID"),
-        "Hostname": _description(n).get("Hostname", ""),
-        "Status": output.pretty(_status(n).get("State", "")),
-        "Availability": output.pretty(_spec(n).get("Availability", "")),
+        "Self": n["ID"] == swarm.get("NodeID"),
+        "Hostname": description_of(n).get("Hostname", ""),
+        "Status": output.pretty(status_of(n).get("State", "")),
+        "Availability": output.pretty(spec_of(n).get("Availability", "")),
         "ManagerStatus": manager_status,
-        "EngineVersion": (_description(n).get("Engine") or {}).get("EngineVersion", ""),
-        "TLSStatus": _tls_status(n, swarm_info),
+        "EngineVersion": (description_of(n).get("Engine") or {}).get("EngineVersion", ""),
+        "TLSStatus": _tls_status(n, swarm),
     }
 
 
-def _tls_status(n: dict[str, Any], swarm_info: dict[str, Any]) -> str:
-    cluster_tls = (swarm_info.get("Cluster") or {}).get("TLSInfo") or {}
-    node_tls = _description(n).get("TLSInfo") or {}
+def _tls_status(n: dict[str, Any], swarm: dict[str, Any]) -> str:
+    cluster_tls = (swarm.get("Cluster") or {}).get("TLSInfo") or {}
+    node_tls = description_of(n).get("TLSInfo") or {}
     if not any(cluster_tls.values()) or not any(node_tls.values()):
         return "Unknown"
     return "Ready" if cluster_tls == node_tls else "Needs Rotation"
 
 
 @node.command("ls")
-@click.option("-q", "--quiet", is_flag=True, help="Only display IDs")
-@click.option("--format", "format_spec", help="Format output: table (default), json, or a {{.Field}} template")
-@click.option(
-    "-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided (name=value)"
-)
-@daemon_command
+@quiet_option()
+@format_option()
+@filter_option()
+@api_command
 async def list_nodes(api: ApiClient, quiet: bool, format_spec: str | None, filters: tuple[str, ...]) -> None:
     """List nodes in the swarm."""
-    fmt = output.ListFormat(format_spec, quiet)
+    fmt = ListFormat(format_spec, quiet)
     nodes = await api.node_list(parse_filters(filters))
-    swarm_info: dict[str, Any] = {}
+    swarm: dict[str, Any] = {}
     if nodes and not quiet:
-        swarm_info = (await api.info()).get("Swarm") or {}
-    nodes.sort(key=lambda n: output.natural_key(_description(n).get("Hostname", "")))
-    records = [node_record(n, swarm_info) for n in nodes]
-    if not fmt.uses_default_table:
+        swarm = swarm_info(await api.info())
+    nodes.sort(key=lambda n: output.natural_key(description_of(n).get("Hostname", "")))
+    records = [node_record(n, swarm) for n in nodes]
+    if fmt.uses_default_table:
+        marked = [{**r, "ID": f"{r['ID']} {'*' if r['Self'] else ' '}"} for r in records]
+        fmt.print(marked, NODE_TABLE_HEADERS, NODE_TABLE_COLUMNS)
+    else:
         fmt.print(records, NODE_HEADERS)
-        return
-    output.print_table(
-        ["ID ", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"],
-        [
-            [
-                f"{r['ID']} {'*' if r['Self'] else ' '}",
-                r["Hostname"],
-                r["Status"],
-                r["Availability"],
-                r["ManagerStatus"],
-                r["EngineVersion"],
-            ]
-            for r in records
-        ],
-    )
 
 
 # -- inspect --------------------------------------------------------------------------------------------
@@ -181,30 +101,24 @@ async def list_nodes(api: ApiClient, quiet: bool, format_spec: str | None, filte
 @node.command()
 @click.option("--pretty", is_flag=True, help="Print the information in a human friendly format")
 @click.argument("refs", nargs=-1, required=True, metavar="self|NODE [NODE...]")
-@daemon_command
+@api_command
 async def inspect(api: ApiClient, pretty: bool, refs: tuple[str, ...]) -> None:
     """Display detailed information on one or more nodes."""
     resolver = NodeResolver(api)
+
+    async def inspect_node(ref: str) -> dict[str, Any]:
+        return await api.node_inspect(await resolver.resolve(ref))
+
     if pretty:
         for ref in refs:
-            click.echo(pretty_node(await api.node_inspect(await resolver.resolve(ref))))
+            click.echo(pretty_node(await inspect_node(ref)))
         return
-    found, errors = [], []
-    for ref in refs:
-        try:
-            found.append(await api.node_inspect(await resolver.resolve(ref)))
-        except CommandError as exc:
-            errors.append(str(exc))
-        except ApiError as exc:
-            errors.append(daemon_message(exc))
-    click.echo(json.dumps(found, indent=4))
-    if errors:
-        raise CommandError("\n".join(errors))
+    await inspect_each(refs, inspect_node)
 
 
 def pretty_node(n: dict[str, Any]) -> str:
     """docker's nodeInspectPrettyTemplate, tabs included."""
-    spec, description, status = _spec(n), _description(n), _status(n)
+    spec, description, status = spec_of(n), description_of(n), status_of(n)
     lines = [f"ID:\t\t\t{n['ID']}"]
     if spec.get("Name"):
         lines.append(f"Name:\t\t\t{spec['Name']}")
@@ -283,7 +197,7 @@ async def update_nodes(api: ApiClient, refs: Sequence[str], change: SpecChange, 
     resolver = NodeResolver(api)
     for ref in refs:
         current = await api.node_inspect(await resolver.resolve(ref))
-        spec = copy.deepcopy(current.get("Spec") or {})
+        spec = copy.deepcopy(spec_of(current))
         spec["Labels"] = spec.get("Labels") or {}
         try:
             change(current, spec)
@@ -293,40 +207,33 @@ async def update_nodes(api: ApiClient, refs: Sequence[str], change: SpecChange, 
         success(ref)
 
 
-def _set_role(role: str, already: str) -> SpecChange:
+async def set_role(api: ApiClient, refs: Sequence[str], role: str, already: str, done: str) -> None:
+    """`promote` and `demote`: give each node `role`, printing `done` (or `already`, for a node that has it)
+    with the node's argument (or ID) in place of `{}`."""
+
     def change(current: dict[str, Any], spec: dict[str, Any]) -> None:
         if spec.get("Role") == role:
             click.echo(already.format(current["ID"]))
             raise NoChange
         spec["Role"] = role
 
-    return change
+    await update_nodes(api, refs, change, lambda ref: click.echo(done.format(ref)))
 
 
 @node.command()
 @click.argument("refs", nargs=-1, required=True, metavar="NODE [NODE...]")
-@daemon_command
+@api_command
 async def promote(api: ApiClient, refs: tuple[str, ...]) -> None:
     """Promote one or more nodes to manager in the swarm."""
-    await update_nodes(
-        api,
-        refs,
-        _set_role("manager", "Node {} is already a manager."),
-        lambda ref: click.echo(f"Node {ref} promoted to a manager in the swarm."),
-    )
+    await set_role(api, refs, "manager", "Node {} is already a manager.", "Node {} promoted to a manager in the swarm.")
 
 
 @node.command()
 @click.argument("refs", nargs=-1, required=True, metavar="NODE [NODE...]")
-@daemon_command
+@api_command
 async def demote(api: ApiClient, refs: tuple[str, ...]) -> None:
     """Demote one or more nodes from manager in the swarm."""
-    await update_nodes(
-        api,
-        refs,
-        _set_role("worker", "Node {} is already a worker."),
-        lambda ref: click.echo(f"Manager {ref} demoted in the swarm."),
-    )
+    await set_role(api, refs, "worker", "Node {} is already a worker.", "Manager {} demoted in the swarm.")
 
 
 @node.command()
@@ -335,7 +242,7 @@ async def demote(api: ApiClient, refs: tuple[str, ...]) -> None:
 @click.option("--label-add", multiple=True, help='Add or update a node label ("key=value")')
 @click.option("--label-rm", multiple=True, help="Remove a node label if exists")
 @click.argument("ref", metavar="NODE")
-@daemon_command
+@api_command
 async def update(
     api: ApiClient,
     availability: str | None,
@@ -366,49 +273,24 @@ async def update(
 @node.command("rm")
 @click.option("-f", "--force", is_flag=True, help="Force remove a node from the swarm")
 @click.argument("refs", nargs=-1, required=True, metavar="NODE [NODE...]")
-@daemon_command
+@api_command
 async def remove(api: ApiClient, force: bool, refs: tuple[str, ...]) -> None:
     """Remove one or more nodes from the swarm."""
     resolver = NodeResolver(api)
-    errors = []
-    for ref in refs:
-        try:
-            await api.node_remove(await resolver.resolve(ref), force=force)
-        except CommandError as exc:
-            errors.append(str(exc))
-            continue
-        except ApiError as exc:
-            errors.append(daemon_message(exc))
-            continue
-        click.echo(ref)
-    if errors:
-        raise CommandError("\n".join(errors))
+
+    async def remove_node(ref: str) -> None:
+        await api.node_remove(await resolver.resolve(ref), force=force)
+
+    await remove_each(refs, remove_node)
 
 
 # -- ps -------------------------------------------------------------------------------------------------
 
 
-def task_list_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """docker's options of `node ps` and `service ps`: --filter, --format, --no-resolve, --no-trunc, --quiet."""
-    for option in reversed(
-        (
-            click.option(
-                "-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided (name=value)"
-            ),
-            click.option("--format", "format_spec", help="Format output: table (default), json, or a {{.Field}} template"),
-            click.option("--no-resolve", is_flag=True, help="Do not map IDs to Names"),
-            click.option("--no-trunc", is_flag=True, help="Do not truncate output"),
-            click.option("-q", "--quiet", is_flag=True, help="Only display task IDs"),
-        )
-    ):
-        command = option(command)
-    return command
-
-
 @node.command()
 @task_list_options
 @click.argument("refs", nargs=-1, metavar="[NODE...]")
-@daemon_command
+@api_command
 async def ps(
     api: ApiClient,
     filters: tuple[str, ...],
@@ -419,7 +301,7 @@ async def ps(
     refs: tuple[str, ...],
 ) -> None:
     """List tasks running on one or more nodes, defaults to current node."""
-    fmt = output.ListFormat(format_spec, quiet)
+    fmt = ListFormat(format_spec, quiet)
     user_filters = parse_filters(filters)
     resolver = NodeResolver(api)
     tasks: list[dict[str, Any]] = []
@@ -427,20 +309,17 @@ async def ps(
     for ref in refs or ("self",):
         try:
             node_id = await resolver.resolve(ref)
-        except CommandError as exc:
-            errors.append(str(exc))
-            continue
-        except ApiError as exc:
-            errors.append(daemon_message(exc))
+        except (CommandError, ApiError) as exc:
+            errors.append(failure_message(exc))
             continue
         try:
             tasks += await api.task_list({**user_filters, "node": [node_id]})
         except ApiError as exc:
             if exc.status != 404:
-                errors.append(daemon_message(exc))
+                errors.append(failure_message(exc))
                 continue
             if fmt.uses_default_table:
-                output.print_table(list(TASK_HEADERS.values()), [])
+                fmt.print([], TASK_HEADERS)
             raise CommandError(
                 f"Error: the node does not serve the tasks API yet (GET /tasks answered 404: {exc}), "
                 "so `raftswarm node ps` cannot list tasks"
@@ -449,80 +328,3 @@ async def ps(
         await print_tasks(api, resolver, tasks, fmt, resolve=not no_resolve, truncate=not no_trunc)
     if errors:
         raise CommandError("\n".join(errors))
-
-
-async def print_tasks(
-    api: ApiClient, resolver: NodeResolver, tasks: list[dict[str, Any]], fmt: output.ListFormat, *, resolve: bool, truncate: bool
-) -> None:
-    """A task list as `node ps`, `service ps` and `stack ps` print it: docker's table, or `--format`/`-q`."""
-    records = await task_records(api, resolver, tasks, resolve=resolve, truncate=truncate, indent=fmt.is_table)
-    if fmt.uses_default_table:
-        output.print_table(list(TASK_HEADERS.values()), [[r[c] for c in TASK_COLUMNS] for r in records])
-    else:
-        fmt.print(records, TASK_HEADERS)
-
-
-async def task_records(
-    api: ApiClient, resolver: NodeResolver, tasks: list[dict[str, Any]], resolve: bool, truncate: bool, indent: bool
-) -> list[dict[str, Any]]:
-    """docker's task.Print: names `<service>.<slot>` (or `.<node ID>` for global services), sorted by name with
-    the newest first, earlier tasks of a slot indented with ` \\_ `."""
-    service_names = await _service_names(api, tasks) if resolve else {}
-    node_names = {}
-    if resolve:
-        for n in await resolver.nodes():
-            node_names[n["ID"]] = _spec(n).get("Name") or _description(n).get("Hostname") or n["ID"]
-    named = []
-    for task in tasks:
-        service = service_names.get(task.get("ServiceID", ""), task.get("ServiceID", ""))
-        slot = task.get("Slot") or task.get("NodeID", "")
-        named.append((f"{service}.{slot}", task))
-    named.sort(key=lambda item: output.parse_timestamp(item[1].get("CreatedAt")) or _EPOCH, reverse=True)
-    named.sort(key=lambda item: output.natural_key(item[0]))
-    records, previous = [], None
-    now = time.time()
-    for name, task in named:
-        records.append(_task_record(task, name, previous == name and indent, node_names, truncate, now))
-        previous = name
-    return records
-
-
-def _task_record(
-    task: dict[str, Any], name: str, earlier: bool, node_names: dict[str, str], truncate: bool, now: float
-) -> dict[str, Any]:
-    status = task.get("Status") or {}
-    image = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Image", "")
-    if truncate:
-        image = image.split("@", 1)[0].removeprefix("docker.io/").removeprefix("library/")
-    stamp = output.parse_timestamp(status.get("Timestamp"))
-    since = output.human_duration(now - stamp.timestamp()).lower() if stamp else ""
-    error = status.get("Err", "")
-    if truncate:
-        error = output.ellipsis(error, TASK_ERROR_LENGTH)
-    ports = (status.get("PortStatus") or {}).get("Ports") or []
-    node_id = task.get("NodeID", "")
-    return {
-        "ID": task["ID"][: output.SHORT_ID_LENGTH] if truncate else task["ID"],
-        "Name": (" \\_ " if earlier else "") + name,
-        "Image": image,
-        "Node": node_names.get(node_id, node_id),
-        "DesiredState": output.pretty(task.get("DesiredState", "")),
-        "CurrentState": f"{output.pretty(status.get('State', ''))} {since} ago"
-        if since
-        else output.pretty(status.get("State", "")),
-        "Error": f'"{error}"' if error else "",
-        "Ports": ",".join(
-            f"*:{p.get('PublishedPort')}->{p.get('TargetPort')}/{p.get('Protocol', 'tcp')}" for p in ports
-        ),
-    }
-
-
-async def _service_names(api: ApiClient, tasks: list[dict[str, Any]]) -> dict[str, str]:
-    """Service ID -> name; an ID the node cannot resolve stays an ID, as with docker's idresolver."""
-    names = {}
-    for service_id in {t.get("ServiceID", "") for t in tasks} - {""}:
-        try:
-            names[service_id] = ((await api.service_inspect(service_id)).get("Spec") or {}).get("Name") or service_id
-        except ApiError:
-            names[service_id] = service_id
-    return names

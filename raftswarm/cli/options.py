@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from fractions import Fraction
 from typing import Any
@@ -87,18 +87,25 @@ def docker_timestamp(value: str, now: float) -> str:
     return value
 
 
-class GoDuration(click.ParamType):
-    """A Go duration flag; the value is in nanoseconds."""
+class ParsedFlag(click.ParamType):
+    """A flag whose text `parse` turns into its value (a value that is not text, such as a default, is kept);
+    the ValueError of a bad text is a usage error."""
 
-    name = "duration"
+    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
+        self.name = name
+        self._parse = parse
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
             return value
         try:
-            return parse_go_duration(str(value))
+            return self._parse(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+GO_DURATION = ParsedFlag("duration", parse_go_duration)
+"""A Go duration flag ("90s", "1h30m"); the value is in nanoseconds."""
 
 
 class NodeAddr(click.ParamType):
@@ -156,18 +163,8 @@ def parse_cpus(text: str) -> int:
     return int(nano)
 
 
-class NanoCPUs(click.ParamType):
-    """A decimal CPU count flag (`--limit-cpu 0.5`); the value is in NanoCPUs."""
-
-    name = "decimal"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_cpus(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+NANO_CPUS = ParsedFlag("decimal", parse_cpus)
+"""A decimal CPU count flag (`--limit-cpu 0.5`); the value is in NanoCPUs."""
 
 
 # go-units' binary multipliers: RAMInBytes reads "k", "m", "g", "t", "p" as powers of 1024.
@@ -195,18 +192,8 @@ def ram_in_bytes(text: str) -> int:
     return int(size * _RAM_UNITS[lowered[0]])
 
 
-class MemoryBytes(click.ParamType):
-    """A memory size flag (`--reserve-memory 64MiB`); the value is in bytes."""
-
-    name = "bytes"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return ram_in_bytes(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+MEMORY_BYTES = ParsedFlag("bytes", ram_in_bytes)
+"""A memory size flag (`--reserve-memory 64MiB`); the value is in bytes."""
 
 
 def check_labels(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:

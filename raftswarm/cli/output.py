@@ -1,10 +1,8 @@
-"""How the CLI prints: docker's tables, `--format`, `-q`, and the small value formatters docker uses.
+"""How the CLI writes values: docker's aligned tables, Go's JSON, and the small value formatters docker uses
+(durations, sizes, times, "Ready" for "ready"). What list commands print with these is in `listing`.
 
 Tables follow docker/cli's formatter: cells are aligned like Go's `text/tabwriter` with minimum width 10
-and padding 3, the last column is not padded, headers are upper-case. `--format json` prints one compact
-JSON object per line with sorted keys (what docker's `{{json .}}` gives). A `--format` template may use
-`{{.Field}}`, `{{json .}}` and `{{json .Field}}`, optionally after `table ` to get aligned columns with
-headers; Go's other template actions are refused with a message rather than printed wrongly.
+and padding 3, the last column is not padded, headers are upper-case.
 """
 
 from __future__ import annotations
@@ -12,13 +10,11 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import click
-
-from .errors import CommandError
 
 # docker/cli's formatter.Context: tabwriter.NewWriter(out, 10, 1, 3, ' ', 0).
 TABLE_MIN_WIDTH = 10
@@ -59,81 +55,6 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 def json_line(value: Any) -> str:
     """One value as Go's encoding/json writes it: compact, map keys sorted, UTF-8 kept."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-_ACTION = re.compile(r"{{-?\s*(.*?)\s*-?}}")
-_FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)")
-
-
-class ListFormat:
-    """A list command's `--format` / `-q` choice, applied to records (dicts keyed like docker's formatter
-    context: `ID`, `Hostname`, ...). `None` and `"table"` mean the command's default table."""
-
-    def __init__(self, spec: str | None, quiet: bool = False) -> None:
-        self.spec = spec or "table"
-        self.quiet = quiet
-        self.is_json = self.spec == "json"
-        self.is_table = self.spec.startswith("table")
-        template = self.spec[len("table") :] if self.is_table else self.spec
-        # Like docker: surrounding spaces dropped, literal \t and \n in a flag value mean tab and newline.
-        self.template = template.strip(" ").replace("\\t", "\t").replace("\\n", "\n")
-        for action in _ACTION.findall(self.template):
-            _check_action(action)
-
-    @property
-    def uses_default_table(self) -> bool:
-        return self.is_table and not self.template and not self.quiet
-
-    def print(self, records: Sequence[Mapping[str, Any]], headers: Mapping[str, str]) -> None:
-        """Print records in any form but the default table (which the command draws itself)."""
-        if self.is_json:
-            for record in records:
-                click.echo(json_line(dict(record)))
-        elif self.is_table and not self.template:
-            # `-q`: docker's quiet format `{{.ID}}`, which is not a table, so no header.
-            for record in records:
-                click.echo(record["ID"])
-        elif self.is_table:
-            cells = [self.template.split("\t")]
-            header = [_ACTION.sub(lambda m: _header(m.group(1), headers), cell) for cell in cells[0]]
-            rows = [self._render(record).split("\t") for record in records]
-            print_table(header, rows)
-        else:
-            for record in records:
-                click.echo(self._render(record))
-
-    def _render(self, record: Mapping[str, Any]) -> str:
-        return _ACTION.sub(lambda m: _evaluate(m.group(1), record), self.template)
-
-
-def _check_action(action: str) -> None:
-    if action == "json ." or _FIELD.fullmatch(action) or re.fullmatch(r"json\s+" + _FIELD.pattern, action):
-        return
-    raise CommandError(
-        f"template parsing error: unsupported action {{{{{action}}}}}: "
-        "raftswarm supports {{.Field}}, {{json .}} and {{json .Field}}"
-    )
-
-
-def _evaluate(action: str, record: Mapping[str, Any]) -> str:
-    if action == "json .":
-        return json_line(dict(record))
-    name = _FIELD.search(action).group(1)  # type: ignore[union-attr]  # _check_action guarantees a field
-    if name not in record:
-        raise CommandError(f'template: executing "" at <.{name}>: can\'t evaluate field {name}')
-    value = record[name]
-    if action.startswith("json"):
-        return json_line(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
-
-
-def _header(action: str, headers: Mapping[str, str]) -> str:
-    field = _FIELD.search(action)
-    if field is None:
-        return ""
-    return headers.get(field.group(1), field.group(1).upper())
 
 
 def pretty(value: Any) -> str:

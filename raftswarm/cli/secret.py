@@ -7,7 +7,6 @@ secret's data, so neither `inspect` nor `ls` can show it.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import sys
 import time
@@ -15,12 +14,14 @@ from typing import Any
 
 import click
 
-from ..api.client import ApiClient, ApiError
+from ..api.client import ApiClient
 from . import output
-from .daemon import daemon_command, daemon_message, remove_each
+from .connection import api_command, inspect_each, remove_each
 from .errors import CommandError
+from .group import DockerGroup
+from .listing import ListFormat, filter_option, format_option, quiet_option
 from .options import check_labels, parse_filters, parse_labels
-from .service import DockerGroup
+from .shapes import spec_of
 
 SECRET_HEADERS = {
     "ID": "ID",
@@ -58,7 +59,7 @@ def read_secret_data(source: str) -> bytes:
 @click.option("-l", "--label", multiple=True, callback=check_labels, metavar="list", help="Secret labels")
 @click.argument("name", metavar="SECRET")
 @click.argument("source", required=False, metavar="[file|-]")
-@daemon_command
+@api_command
 async def create(api: ApiClient, label: tuple[str, ...], name: str, source: str | None) -> None:
     """Create a secret from a file or STDIN as content."""
     spec: dict[str, Any] = {"Name": name, "Labels": parse_labels(label)}
@@ -70,7 +71,7 @@ async def create(api: ApiClient, label: tuple[str, ...], name: str, source: str 
 
 def secret_record(s: dict[str, Any], now: float) -> dict[str, Any]:
     """The fields docker's secret formatter offers (`--format`)."""
-    spec = s.get("Spec") or {}
+    spec = spec_of(s)
     return {
         "ID": s["ID"],
         "Name": spec.get("Name", ""),
@@ -87,51 +88,35 @@ def _ago(stamp: str | None, now: float) -> str:
 
 
 @secret.command("ls")
-@click.option(
-    "-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided (name=value)"
-)
-@click.option("--format", "format_spec", help="Format output: table (default), json, or a {{.Field}} template")
-@click.option("-q", "--quiet", is_flag=True, help="Only display IDs")
-@daemon_command
+@filter_option()
+@format_option()
+@quiet_option()
+@api_command
 async def list_secrets(api: ApiClient, filters: tuple[str, ...], format_spec: str | None, quiet: bool) -> None:
     """List secrets."""
-    fmt = output.ListFormat(format_spec, quiet)
+    fmt = ListFormat(format_spec, quiet)
     secrets = await api.secret_list(parse_filters(filters))
-    secrets.sort(key=lambda s: output.natural_key((s.get("Spec") or {}).get("Name", "")))
+    secrets.sort(key=lambda s: output.natural_key(spec_of(s).get("Name", "")))
     now = time.time()
-    records = [secret_record(s, now) for s in secrets]
-    if fmt.uses_default_table:
-        output.print_table(
-            [SECRET_HEADERS[c] for c in SECRET_COLUMNS], [[r[c] for c in SECRET_COLUMNS] for r in records]
-        )
-    else:
-        fmt.print(records, SECRET_HEADERS)
+    fmt.print([secret_record(s, now) for s in secrets], SECRET_HEADERS, SECRET_COLUMNS)
 
 
 @secret.command()
 @click.option("--pretty", is_flag=True, help="Print the information in a human friendly format")
 @click.argument("refs", nargs=-1, required=True, metavar="SECRET [SECRET...]")
-@daemon_command
+@api_command
 async def inspect(api: ApiClient, pretty: bool, refs: tuple[str, ...]) -> None:
     """Display detailed information on one or more secrets."""
     if pretty:
         for ref in refs:
             click.echo(pretty_secret(await api.secret_inspect(ref)))
         return
-    found, errors = [], []
-    for ref in refs:
-        try:
-            found.append(await api.secret_inspect(ref))
-        except ApiError as exc:
-            errors.append(daemon_message(exc))
-    click.echo(json.dumps(found, indent=4))
-    if errors:
-        raise CommandError("\n".join(errors))
+    await inspect_each(refs, api.secret_inspect)
 
 
 def pretty_secret(s: dict[str, Any]) -> str:
     """docker's secretInspectPrettyTemplate."""
-    spec = s.get("Spec") or {}
+    spec = spec_of(s)
     lines = [f"ID:              {s['ID']}", f"Name:              {spec.get('Name', '')}"]
     if spec.get("Labels"):
         lines.append("Labels:")
@@ -146,7 +131,7 @@ def pretty_secret(s: dict[str, Any]) -> str:
 
 @secret.command("rm")
 @click.argument("refs", nargs=-1, required=True, metavar="SECRET [SECRET...]")
-@daemon_command
+@api_command
 async def remove(api: ApiClient, refs: tuple[str, ...]) -> None:
     """Remove one or more secrets."""
     await remove_each(refs, api.secret_remove)

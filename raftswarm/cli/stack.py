@@ -16,13 +16,20 @@ import click
 
 from ..api.client import ApiClient, ApiError
 from ..errors import ComposeError
-from ..stack.compose import NAMESPACE_LABEL, load_stack, stack_specs
-from . import output
-from .daemon import daemon_command, daemon_message
+from ..stack import NAMESPACE_LABEL, load_stack, stack_specs
+from .connection import api_command, daemon_message
 from .errors import CommandError
-from .node import NodeResolver, print_tasks, task_list_options
+from .group import DockerGroup
+from .listing import ListFormat, filter_option, format_option, quiet_option
+from .nodelookup import NodeResolver
 from .options import parse_filters
-from .service import DockerGroup, list_services, pin_image, registry_auth, wait_for_service
+from .service.image import pin_image, registry_auth
+from .service.listing import list_services
+from .service.progress import wait_for_service
+from .shapes import container_spec, task_template
+from .tasks import print_tasks, task_list_options
+
+STACK_HEADERS = {"Name": "NAME", "Services": "SERVICES"}
 
 
 @click.group(cls=DockerGroup)
@@ -48,7 +55,7 @@ def _namespace_filter(name: str) -> dict[str, list[str]]:
 )
 @click.option("--with-registry-auth", is_flag=True, help="Send registry authentication details to Swarm agents")
 @click.argument("name", metavar="STACK")
-@daemon_command
+@api_command
 async def deploy(
     api: ApiClient,
     compose_files: tuple[str, ...],
@@ -90,7 +97,7 @@ async def deploy(
     current = {s["Spec"]["Name"]: s for s in await api.service_list(_namespace_filter(name))}
     changed: list[tuple[str, dict[str, Any] | None]] = []
     for spec in specs.services.values():
-        for reference in (spec["TaskTemplate"].get("ContainerSpec") or {}).get("Secrets") or []:
+        for reference in container_spec(spec["TaskTemplate"]).get("Secrets") or []:
             reference["SecretID"] = secret_ids[reference["SecretName"]]
         found = current.pop(spec["Name"], None)
         container = spec["TaskTemplate"]["ContainerSpec"]
@@ -120,7 +127,7 @@ def _image_changed(found: dict[str, Any] | None, image: str) -> bool:
     left aside)."""
     if found is None:
         return True
-    stored = ((found["Spec"].get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image", "")
+    stored = container_spec(task_template(found["Spec"])).get("Image", "")
     return stored.partition("@")[0] != image.partition("@")[0]
 
 
@@ -134,8 +141,8 @@ def _differs(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 
 @stack.command("ls")
-@click.option("--format", "format_spec", help="Format output: table (default), json, or a {{.Field}} template")
-@daemon_command
+@format_option()
+@api_command
 async def list_stacks(api: ApiClient, format_spec: str | None) -> None:
     """List stacks."""
     counts: dict[str, int] = {}
@@ -144,18 +151,13 @@ async def list_stacks(api: ApiClient, format_spec: str | None) -> None:
         if namespace:
             counts[namespace] = counts.get(namespace, 0) + 1
     records = [{"Name": n, "Services": str(c), "Orchestrator": "Swarm"} for n, c in sorted(counts.items())]
-    headers = {"Name": "NAME", "Services": "SERVICES"}
-    fmt = output.ListFormat(format_spec)
-    if fmt.uses_default_table:
-        output.print_table(list(headers.values()), [[r[c] for c in headers] for r in records])
-    else:
-        fmt.print(records, headers)
+    ListFormat(format_spec).print(records, STACK_HEADERS)
 
 
 @stack.command()
-@click.option("-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided")
-@click.option("--format", "format_spec", help="Format output: table (default), json, or a {{.Field}} template")
-@click.option("-q", "--quiet", is_flag=True, help="Only display IDs")
+@filter_option("Filter output based on conditions provided")
+@format_option()
+@quiet_option()
 @click.argument("name", metavar="STACK")
 @click.pass_context
 def services(ctx: click.Context, filters: tuple[str, ...], format_spec: str | None, quiet: bool, name: str) -> None:
@@ -166,12 +168,12 @@ def services(ctx: click.Context, filters: tuple[str, ...], format_spec: str | No
 @stack.command()
 @task_list_options
 @click.argument("name", metavar="STACK")
-@daemon_command
+@api_command
 async def ps(
     api: ApiClient, filters: tuple[str, ...], format_spec: str | None, no_resolve: bool, no_trunc: bool, quiet: bool, name: str
 ) -> None:
     """List the tasks in the stack."""
-    fmt = output.ListFormat(format_spec, quiet)
+    fmt = ListFormat(format_spec, quiet)
     task_filters = {**parse_filters(filters), **_namespace_filter(name)}
     tasks = await api.task_list(task_filters)
     if not tasks:
@@ -181,7 +183,7 @@ async def ps(
 
 @stack.command("rm")
 @click.argument("names", nargs=-1, required=True, metavar="STACK [STACK...]")
-@daemon_command
+@api_command
 async def remove(api: ApiClient, names: tuple[str, ...]) -> None:
     """Remove one or more stacks."""
     errors = []

@@ -15,9 +15,11 @@ from typing import Any
 import click
 
 from ..api.client import ApiClient
-from .daemon import daemon_command
+from ..objects.defaults import DEFAULT_TASK_HISTORY_LIMIT
+from .connection import api_command
 from .errors import CommandError
-from .options import DEFAULT_LISTEN_ADDR, GoDuration, NodeAddr
+from .options import DEFAULT_LISTEN_ADDR, GO_DURATION, NodeAddr
+from .shapes import description_of, swarm_info
 
 # How often `swarm ca --rotate` looks at the swarm while waiting for a root rotation (docker: 200 ms).
 ROTATION_POLL_INTERVAL = 0.2
@@ -36,15 +38,19 @@ def swarm() -> None:
 def _swarm_spec_options(fn: Any) -> Any:
     for option in reversed(
         [
-            click.option("--task-history-limit", type=int, help="Task history retention limit  [default: 5]"),
+            click.option(
+                "--task-history-limit",
+                type=int,
+                help=f"Task history retention limit  [default: {DEFAULT_TASK_HISTORY_LIMIT}]",
+            ),
             click.option(
                 "--dispatcher-heartbeat",
-                type=GoDuration(),
+                type=GO_DURATION,
                 help="Dispatcher heartbeat period (ns|us|ms|s|m|h)  [default: 5s]",
             ),
             click.option(
                 "--cert-expiry",
-                type=GoDuration(),
+                type=GO_DURATION,
                 help="Validity period for node certificates (ns|us|ms|s|m|h)  [default: 2160h0m0s]",
             ),
             click.option(
@@ -59,6 +65,38 @@ def _swarm_spec_options(fn: Any) -> Any:
     ):
         fn = option(fn)
     return fn
+
+
+def _autolock_option(help_text: str) -> Any:
+    """--autolock, alone (true) or with a value (--autolock=false); None when not given."""
+    return click.option(
+        "--autolock",
+        type=click.BOOL,
+        is_flag=False,
+        flag_value=True,
+        default=None,
+        metavar="[true|false]",
+        help=help_text,
+    )
+
+
+# -- options shared by `init` and `join` ----------------------------------------------------------------
+
+_advertise_addr_option = click.option(
+    "--advertise-addr", default="", help='Advertised address (format: "<ip|interface>[:port]")'
+)
+_listen_addr_option = click.option(
+    "--listen-addr",
+    type=NodeAddr(),
+    default=DEFAULT_LISTEN_ADDR,
+    show_default=True,
+    help='Listen address (format: "<ip|interface>[:port]")',
+)
+_availability_option = click.option(
+    "--availability",
+    type=click.Choice(AVAILABILITIES, case_sensitive=False),
+    help="Availability of the node  [default: active]",
+)
 
 
 def merge_swarm_spec(spec: dict[str, Any], options: dict[str, Any]) -> None:
@@ -109,31 +147,13 @@ async def print_join_command(api: ApiClient, node_id: str, worker: bool, manager
 
 
 @swarm.command()
-@click.option("--advertise-addr", default="", help='Advertised address (format: "<ip|interface>[:port]")')
-@click.option(
-    "--listen-addr",
-    type=NodeAddr(),
-    default=DEFAULT_LISTEN_ADDR,
-    show_default=True,
-    help='Listen address (format: "<ip|interface>[:port]")',
-)
+@_advertise_addr_option
+@_listen_addr_option
 @click.option("--force-new-cluster", is_flag=True, help="Force create a new cluster from current state")
-@click.option(
-    "--autolock",
-    type=click.BOOL,
-    is_flag=False,
-    flag_value=True,
-    default=None,
-    metavar="[true|false]",
-    help="Enable manager autolocking (requiring an unlock key to start a stopped manager)",
-)
-@click.option(
-    "--availability",
-    type=click.Choice(AVAILABILITIES, case_sensitive=False),
-    help="Availability of the node  [default: active]",
-)
+@_autolock_option("Enable manager autolocking (requiring an unlock key to start a stopped manager)")
+@_availability_option
 @_swarm_spec_options
-@daemon_command
+@api_command
 async def init(
     api: ApiClient,
     advertise_addr: str,
@@ -165,21 +185,11 @@ async def init(
 
 @swarm.command(short_help="Join a swarm as a node and/or manager.")
 @click.option("--token", required=True, help="Token for entry into the swarm")
-@click.option("--advertise-addr", default="", help='Advertised address (format: "<ip|interface>[:port]")')
-@click.option(
-    "--listen-addr",
-    type=NodeAddr(),
-    default=DEFAULT_LISTEN_ADDR,
-    show_default=True,
-    help='Listen address (format: "<ip|interface>[:port]")',
-)
-@click.option(
-    "--availability",
-    type=click.Choice(AVAILABILITIES, case_sensitive=False),
-    help="Availability of the node  [default: active]",
-)
+@_advertise_addr_option
+@_listen_addr_option
+@_availability_option
 @click.argument("remote", metavar="HOST:PORT")
-@daemon_command
+@api_command
 async def join(
     api: ApiClient, token: str, advertise_addr: str, listen_addr: str, availability: str | None, remote: str
 ) -> None:
@@ -194,13 +204,13 @@ async def join(
         request["Availability"] = availability.lower()
     await api.swarm_join(request)
     info = await api.info()
-    role = "manager" if (info.get("Swarm") or {}).get("ControlAvailable") else "worker"
+    role = "manager" if swarm_info(info).get("ControlAvailable") else "worker"
     click.echo(f"This node joined a swarm as a {role}.")
 
 
 @swarm.command()
 @click.option("-f", "--force", is_flag=True, help="Force this node to leave the swarm, ignoring warnings")
-@daemon_command
+@api_command
 async def leave(api: ApiClient, force: bool) -> None:
     """Leave the swarm."""
     await api.swarm_leave(force=force)
@@ -214,7 +224,7 @@ async def leave(api: ApiClient, force: bool) -> None:
 @click.option("--rotate", is_flag=True, help="Rotate join token")
 @click.option("-q", "--quiet", is_flag=True, help="Only display token")
 @click.argument("role", type=click.Choice(["worker", "manager"]))
-@daemon_command
+@api_command
 async def join_token(api: ApiClient, rotate: bool, quiet: bool, role: str) -> None:
     """Manage join tokens: show (or rotate) the token for ROLE (worker|manager)."""
     if rotate:
@@ -232,17 +242,17 @@ async def join_token(api: ApiClient, rotate: bool, quiet: bool, role: str) -> No
     if quiet:
         click.echo((cluster.get("JoinTokens") or {}).get(role.capitalize(), ""))
         return
-    node_id = ((await api.info()).get("Swarm") or {}).get("NodeID")
+    node_id = swarm_info(await api.info()).get("NodeID")
     if not node_id:
         raise CommandError("node ID not found in /info")
     await print_join_command(api, node_id, worker=role == "worker", manager=role == "manager")
 
 
 @swarm.command()
-@daemon_command
+@api_command
 async def unlock(api: ApiClient) -> None:
     """Unlock swarm: give a restarted autolocked manager its unlock key (read from stdin, or prompted for)."""
-    state = ((await api.info()).get("Swarm") or {}).get("LocalNodeState", "")
+    state = swarm_info(await api.info()).get("LocalNodeState", "")
     if state == "inactive":
         raise CommandError("Error: This node is not part of a swarm")
     if state != "locked":
@@ -260,7 +270,7 @@ def read_unlock_key() -> str:
 @swarm.command("unlock-key")
 @click.option("--rotate", is_flag=True, help="Rotate unlock key")
 @click.option("-q", "--quiet", is_flag=True, help="Only display token")
-@daemon_command
+@api_command
 async def unlock_key(api: ApiClient, rotate: bool, quiet: bool) -> None:
     """Manage the unlock key."""
     if rotate:
@@ -283,17 +293,9 @@ async def unlock_key(api: ApiClient, rotate: bool, quiet: bool) -> None:
 
 
 @swarm.command()
-@click.option(
-    "--autolock",
-    type=click.BOOL,
-    is_flag=False,
-    flag_value=True,
-    default=None,
-    metavar="[true|false]",
-    help="Change manager autolocking setting (true|false)",
-)
+@_autolock_option("Change manager autolocking setting (true|false)")
 @_swarm_spec_options
-@daemon_command
+@api_command
 async def update(api: ApiClient, autolock: bool | None, **spec_options: Any) -> None:
     """Update the swarm."""
     options = {"autolock": autolock, **spec_options}
@@ -313,12 +315,12 @@ async def update(api: ApiClient, autolock: bool | None, **spec_options: Any) -> 
 
 @swarm.command()
 @click.option("--rotate", is_flag=True, help="Rotate the swarm CA - new root certificate and key are generated")
-@click.option("--cert-expiry", type=GoDuration(), help="Validity period for node certificates (ns|us|ms|s|m|h)")
+@click.option("--cert-expiry", type=GO_DURATION, help="Validity period for node certificates (ns|us|ms|s|m|h)")
 @click.option(
     "-d", "--detach", is_flag=True, help="Exit immediately instead of waiting for the root rotation to converge"
 )
 @click.option("-q", "--quiet", is_flag=True, help="Suppress progress output")
-@daemon_command
+@api_command
 async def ca(api: ApiClient, rotate: bool, cert_expiry: int | None, detach: bool, quiet: bool) -> None:
     """Display and rotate the root CA."""
     cluster = await api.swarm_inspect()
@@ -357,7 +359,7 @@ async def wait_for_root_rotation(api: ApiClient, quiet: bool) -> None:
             cluster = await api.swarm_inspect()
             nodes = await api.node_list()
             desired = cluster.get("TLSInfo") or {}
-            reporting = [n for n in nodes if any(((n.get("Description") or {}).get("TLSInfo") or {}).values())]
+            reporting = [n for n in nodes if any((description_of(n).get("TLSInfo") or {}).values())]
             certs = sum(1 for n in reporting if _issuer(n["Description"]["TLSInfo"]) == _issuer(desired))
             roots = sum(
                 1 for n in reporting if n["Description"]["TLSInfo"].get("TrustRoot") == desired.get("TrustRoot")

@@ -1,5 +1,6 @@
-"""Running one command against the node: an `ApiClient` on the resolved socket, and every failure turned
-into docker's one-line messages with exit status 1.
+"""The CLI's connection to a node, for one command: an `ApiClient` on the node's socket (chosen by `host`), and
+every failure turned into docker's one-line messages with exit status 1. Also docker's way with several objects
+in one command (`rm`, `inspect`): each is tried, and the command fails at the end with every error.
 
     Error response from daemon: <the node's message>         the node answered with an error status
     Cannot connect to the raftswarm daemon at unix://PATH. Is the node running?
@@ -11,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-from collections.abc import Awaitable, Callable
-from typing import Any, Concatenate, NoReturn, ParamSpec
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Concatenate, ParamSpec
 
 import aiohttp
 import click
 
 from ..api.client import ApiClient, ApiError
-from .errors import CommandError
+from .errors import CommandError, fail
 from .host import DaemonAddress, resolve_host
 
 P = ParamSpec("P")
@@ -31,6 +33,11 @@ def daemon_message(exc: ApiError) -> str:
     return f"Error response from daemon: {exc}"
 
 
+def failure_message(exc: CommandError | ApiError) -> str:
+    """The line docker prints for one object's failure among several: the node's error, or the CLI's own."""
+    return daemon_message(exc) if isinstance(exc, ApiError) else str(exc)
+
+
 def daemon_address(ctx: click.Context) -> DaemonAddress:
     """The address chosen by the global options, resolved once per invocation."""
     root = ctx.find_root()
@@ -38,11 +45,6 @@ def daemon_address(ctx: click.Context) -> DaemonAddress:
     if "address" not in root.obj:
         root.obj["address"] = resolve_host(root.obj.get("host_flag"))
     return root.obj["address"]
-
-
-def fail(message: str) -> NoReturn:
-    click.echo(message, err=True)
-    raise click.exceptions.Exit(1)
 
 
 def run(ctx: click.Context, command: Callable[[ApiClient], Awaitable[None]]) -> None:
@@ -77,7 +79,7 @@ def run(ctx: click.Context, command: Callable[[ApiClient], Awaitable[None]]) -> 
         fail(f"Error: unexpected answer from the node at {address.url} ({type(exc).__name__}: {exc})")
 
 
-def daemon_command(
+def api_command(
     fn: Callable[Concatenate[ApiClient, P], Awaitable[None]],
 ) -> Callable[P, None]:
     """Make an async `fn(api, **options)` the body of a click command (apply under the click decorators)."""
@@ -89,15 +91,37 @@ def daemon_command(
     return command  # type: ignore[return-value]
 
 
-async def remove_each(refs: tuple[str, ...], remove: Callable[[str], Awaitable[Any]]) -> None:
+async def remove_each(refs: Sequence[str], remove: Callable[[str], Awaitable[Any]]) -> None:
     """docker's `rm` for several objects: try each, print the ones removed, then fail with every error."""
     errors = []
     for ref in refs:
         try:
             await remove(ref)
-        except ApiError as exc:
-            errors.append(daemon_message(exc))
+        except (CommandError, ApiError) as exc:
+            errors.append(failure_message(exc))
             continue
         click.echo(ref)
+    if errors:
+        raise CommandError("\n".join(errors))
+
+
+def print_json(found: list[Any]) -> None:
+    """docker's default `inspect` output: one JSON array, indented by four spaces."""
+    click.echo(json.dumps(found, indent=4))
+
+
+async def inspect_each(
+    refs: Sequence[str],
+    inspect: Callable[[str], Awaitable[Any]],
+    show: Callable[[list[Any]], None] = print_json,
+) -> None:
+    """docker's `inspect` for several objects: look each up, show the ones found, then fail with every error."""
+    found, errors = [], []
+    for ref in refs:
+        try:
+            found.append(await inspect(ref))
+        except (CommandError, ApiError) as exc:
+            errors.append(failure_message(exc))
+    show(found)
     if errors:
         raise CommandError("\n".join(errors))
