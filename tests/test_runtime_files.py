@@ -1,5 +1,6 @@
 """What the task runtime reads and writes around a container, without running one: the image files read
-without leaving its root (`runtime.files`), the generated /etc/hosts and resolv.conf, conmon's k8s-file log
+without leaving its root (`runtime.files`), the generated /etc/hosts and resolv.conf (with the spec's extra
+hosts and DNSConfig), conmon's k8s-file log
 read back as lines (`runtime.logs`: partial lines, nanosecond timestamps, tail and since, following across
 conmon's replacement of the file), and which secret references become which files (`runtime.secrets`).
 """
@@ -14,9 +15,17 @@ from pathlib import Path
 import pytest
 
 from raftswarm.runtime import logs
-from raftswarm.runtime.files import TASK_RESOLVER, hosts_file, read_in_rootfs, resolv_conf
+from raftswarm.runtime.files import (
+    TASK_RESOLVER,
+    configured_nameservers,
+    hosts_file,
+    parse_extra_hosts,
+    read_in_rootfs,
+    resolv_conf,
+)
 from raftswarm.runtime.logs import LogParser, follow_lines, parse_time, read_lines
 from raftswarm.runtime.secrets import MAX_SECRET_FILES, InvalidSecretTarget, SecretFile, secret_files, target_path
+from raftswarm.runtime.spec import InvalidContainerSpec
 
 # -- reading the image's files ---------------------------------------------------------------------------
 
@@ -97,6 +106,37 @@ def test_hosts_file_has_dockers_loopback_names_then_each_address_with_the_hostna
     assert "web-1" not in hosts_file("web-1", [])
 
 
+def test_extra_hosts_come_after_the_loopback_names_and_before_the_tasks_own_addresses():
+    extra = ["192.0.2.10 db", "192.0.2.11  cache  cache.internal\tredis"]
+    lines = hosts_file("web-1", ["10.0.1.5"], extra).splitlines()
+    assert lines[-3:] == ["192.0.2.10\tdb", "192.0.2.11\tcache cache.internal redis", "10.0.1.5\tweb-1"]
+    assert lines[0] == "127.0.0.1\tlocalhost"
+
+
+def test_an_extra_hosts_ipv6_address_is_written_in_its_canonical_form():
+    assert hosts_file("web-1", [], ["2001:DB8:0::1 v6host"]).splitlines()[-1] == "2001:db8::1\tv6host"
+
+
+def test_a_hostname_with_a_dot_is_listed_with_its_first_label_too():
+    assert hosts_file("web.example.com", ["10.0.1.5"]).splitlines()[-1] == "10.0.1.5\tweb.example.com web"
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ("192.0.2.10", "is not \"IP_ADDRESS HOSTNAME \\[ALIAS...\\]\""),  # no name
+        ("", "is not \"IP_ADDRESS HOSTNAME"),
+        ("db:192.0.2.10", "--host name:ip"),  # the CLI's form, which the CLI converts
+        ("db 192.0.2.10", "db is not an IP address"),  # the two fields swapped
+        ("host-gateway db", "host-gateway is not supported here"),
+        ("192.0.2.300 db", "192.0.2.300 is not an IP address"),
+    ],
+)
+def test_an_extra_host_not_in_hosts_format_is_refused(entry, message):
+    with pytest.raises(InvalidContainerSpec, match=message):
+        parse_extra_hosts(["192.0.2.1 fine", entry])
+
+
 HOST_RESOLV = """# from the node's DHCP
 nameserver 127.0.0.53
 nameserver ::1
@@ -125,6 +165,57 @@ def test_resolv_conf_on_no_network_is_the_hosts_without_loopback_servers(tmp_pat
 def test_resolv_conf_without_a_host_file(tmp_path):
     assert resolv_conf(True, str(tmp_path / "missing")) == f"nameserver {TASK_RESOLVER}\n"
     assert resolv_conf(False, str(tmp_path / "missing")) == ""
+
+
+@pytest.mark.parametrize(
+    "on_networks, dns, expected",
+    [
+        # On networks the file names only the task's resolver; the servers are its upstreams.
+        (True, {"Nameservers": ["192.0.2.1"]},
+         ["nameserver 127.0.0.11", "search corp.example", "options ndots:2 timeout:1"]),
+        (True, {"Search": ["a.example", "b.example"]}, ["nameserver 127.0.0.11", "search a.example b.example",
+                                                        "options ndots:2 timeout:1"]),
+        (True, {"Options": ["ndots:5", "edns0"]},
+         ["nameserver 127.0.0.11", "search corp.example", "options ndots:5 edns0"]),
+        (True, {"Search": ["."]}, ["nameserver 127.0.0.11", "options ndots:2 timeout:1"]),  # "." means none
+        # On no network: each given setting replaces the host's.
+        (False, {"Nameservers": ["192.0.2.1", "2001:db8::53"]},
+         ["nameserver 192.0.2.1", "nameserver 2001:db8::53", "search corp.example", "options ndots:2 timeout:1"]),
+        (False, {"Search": ["a.example"]}, ["nameserver 192.0.2.53", "search a.example", "options ndots:2 timeout:1"]),
+        (False, {"Nameservers": ["192.0.2.1"], "Search": ["a.example"], "Options": ["rotate"]},
+         ["nameserver 192.0.2.1", "search a.example", "options rotate"]),
+        (False, {"Nameservers": [], "Search": [], "Options": []},  # all empty: the host's file as before
+         ["# from the node's DHCP", "nameserver 192.0.2.53", "search corp.example", "options ndots:2 timeout:1"]),
+    ],
+)
+def test_resolv_conf_with_dns_config_is_written_as_dockerd_writes_it_for_dns_flags(
+    tmp_path, on_networks, dns, expected
+):
+    host = tmp_path / "resolv.conf"
+    host.write_text(HOST_RESOLV)
+    assert resolv_conf(on_networks, str(host), dns=dns).splitlines() == expected
+
+
+def test_the_configured_nameservers_are_the_resolvers_upstreams():
+    servers = {"DNSConfig": {"Nameservers": ["192.0.2.1", " 10.0.0.2"]}}
+    assert configured_nameservers(servers) == ["192.0.2.1", "10.0.0.2"]
+    assert configured_nameservers({"DNSConfig": {"Search": ["a.example"]}}) == []
+    assert configured_nameservers({}) == []
+
+
+@pytest.mark.parametrize(
+    "dns, message",
+    [
+        ({"Nameservers": ["dns.example"]}, "nameserver 'dns.example' is not an IP address"),
+        ({"Nameservers": ["192.0.2.1:53"]}, "is not an IP address"),
+        ({"Search": ["a.example b.example"]}, "search domain 'a.example b.example' must be one word"),
+        ({"Search": [""]}, "must be one word"),
+        ({"Options": ["ndots:1\nnameserver 6.6.6.6"]}, "option .* must be one word"),
+    ],
+)
+def test_a_dns_config_resolv_conf_cannot_hold_is_refused(tmp_path, dns, message):
+    with pytest.raises(InvalidContainerSpec, match=message):
+        resolv_conf(True, str(tmp_path / "missing"), dns=dns)
 
 
 # -- conmon's log file -----------------------------------------------------------------------------------

@@ -1,11 +1,24 @@
-"""The OCI runtime spec a task runs under: Docker's process, user, isolation and resource rules."""
+"""The OCI runtime spec a task runs under: Docker's process, user, isolation and resource rules, and the
+ContainerSpec settings dockerd applies on top (StopSignal, CapabilityAdd/Drop, ReadOnly, Sysctls, Ulimits,
+Groups, TTY)."""
 
 import json
 
 import pytest
 
 from raftswarm.runtime.seccomp import default_profile
-from raftswarm.runtime.spec import DEFAULT_PATH, NoCommand, UnknownUser, resolve_user, task_spec
+from raftswarm.runtime.spec import (
+    ALL_CAPABILITIES,
+    DEFAULT_PATH,
+    RLIM_INFINITY,
+    STOP_SIGNAL_ANNOTATION,
+    InvalidContainerSpec,
+    NoCommand,
+    UnknownUser,
+    parse_signal,
+    resolve_user,
+    task_spec,
+)
 
 PASSWD = """root:x:0:0:root:/root:/bin/bash
 daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
@@ -215,3 +228,225 @@ def test_seccomp_allows_by_default_and_denies_dockers_documented_list():
 def test_spec_is_json_serializable():
     spec = make_spec({"User": "app"}, netns="/run/netns/t1", secrets_dir="/s", limits={"MemoryBytes": 1 << 20})
     assert json.loads(json.dumps(spec)) == spec
+
+
+# -- StopSignal ------------------------------------------------------------------------------------------
+
+
+def stop_signal_of(spec: dict) -> int:
+    return int(spec["annotations"][STOP_SIGNAL_ANNOTATION])
+
+
+@pytest.mark.parametrize(
+    "spec_signal, image_signal, expected",
+    [
+        (None, None, 15),  # Docker's default: SIGTERM
+        ("SIGINT", None, 2),
+        ("INT", None, 2),
+        ("sigint", None, 2),
+        ("2", None, 2),
+        ("SIGUSR1", None, 10),
+        ("SIGRTMIN+3", None, 37),
+        ("RTMAX", None, 64),
+        (None, "SIGQUIT", 3),  # the image's STOPSIGNAL when the service names none
+        ("SIGHUP", "SIGQUIT", 1),  # the service's wins
+    ],
+)
+def test_the_stop_signal_is_the_specs_then_the_images_then_sigterm(spec_signal, image_signal, expected):
+    image = {"Cmd": ["x"], **({"StopSignal": image_signal} if image_signal else {})}
+    assert stop_signal_of(make_spec({"StopSignal": spec_signal}, image)) == expected
+
+
+@pytest.mark.parametrize("text", ["SIGFOO", "FOO", "0", "65", "-1", "SIG", "2.0", "١"])
+def test_a_stop_signal_docker_would_not_parse_is_refused(text):
+    with pytest.raises(InvalidContainerSpec, match="invalid signal"):
+        make_spec({"StopSignal": text})
+    with pytest.raises(InvalidContainerSpec, match="invalid signal"):
+        parse_signal(text)
+
+
+# -- CapabilityAdd / CapabilityDrop ----------------------------------------------------------------------
+
+DEFAULT_CAPS = {
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+}
+
+
+def capability_mask(names) -> int:
+    return sum(1 << ALL_CAPABILITIES.index(name) for name in names)
+
+
+def test_the_default_capabilities_are_dockers_mask():
+    assert capability_mask(make_spec()["process"]["capabilities"]["bounding"]) == 0xA80425FB
+    assert ALL_CAPABILITIES.index("CAP_SYS_ADMIN") == 21 and len(ALL_CAPABILITIES) == 41
+
+
+@pytest.mark.parametrize(
+    "add, drop, expected",
+    [
+        ([], [], DEFAULT_CAPS),
+        (["NET_ADMIN"], [], DEFAULT_CAPS | {"CAP_NET_ADMIN"}),
+        (["cap_net_admin", "sys_ptrace"], [], DEFAULT_CAPS | {"CAP_NET_ADMIN", "CAP_SYS_PTRACE"}),
+        ([], ["CHOWN", "cap_kill"], DEFAULT_CAPS - {"CAP_CHOWN", "CAP_KILL"}),
+        (["NET_ADMIN"], ["NET_RAW"], DEFAULT_CAPS - {"CAP_NET_RAW"} | {"CAP_NET_ADMIN"}),
+        (["CHOWN"], [], DEFAULT_CAPS),  # adding one it has already changes nothing
+        (["NET_ADMIN"], ["NET_ADMIN"], DEFAULT_CAPS | {"CAP_NET_ADMIN"}),  # CapAdd takes precedence
+        (["ALL"], [], set(ALL_CAPABILITIES)),
+        (["all"], ["SYS_ADMIN", "CAP_SYS_MODULE"], set(ALL_CAPABILITIES) - {"CAP_SYS_ADMIN", "CAP_SYS_MODULE"}),
+        ([], ["ALL"], set()),
+        (["NET_BIND_SERVICE"], ["ALL"], {"CAP_NET_BIND_SERVICE"}),
+    ],
+)
+def test_capabilities_are_added_and_dropped_as_mobys_tweak_capabilities(add, drop, expected):
+    caps = make_spec({"CapabilityAdd": add, "CapabilityDrop": drop})["process"]["capabilities"]
+    for kind in ("bounding", "effective", "permitted"):
+        assert set(caps[kind]) == expected and len(caps[kind]) == len(expected)  # each once
+    assert "inheritable" not in caps and "ambient" not in caps
+
+
+@pytest.mark.parametrize("field", ["CapabilityAdd", "CapabilityDrop"])
+@pytest.mark.parametrize("name, shown", [("FOO", "CAP_FOO"), ("cap_bar", "CAP_BAR"), ("", "CAP_")])
+def test_an_unknown_capability_is_refused_with_dockers_words(field, name, shown):
+    with pytest.raises(InvalidContainerSpec, match=f'unknown capability: "{shown}"'):
+        make_spec({field: [name]})
+
+
+# -- ReadOnly ----------------------------------------------------------------------------------------------
+
+
+def test_read_only_makes_the_root_and_the_etc_files_read_only_as_docker_does():
+    spec = make_spec({"ReadOnly": True}, secrets_dir="/s", resolv_conf="/r", hosts="/h", hostname_file="/n")
+    assert spec["root"]["readonly"] is True
+    options = {m["destination"]: m["options"] for m in spec["mounts"]}
+    for read_only in ("/etc/resolv.conf", "/etc/hosts", "/etc/hostname", "/run/secrets", "/sys", "/sys/fs/cgroup"):
+        assert "ro" in options[read_only], read_only
+    for writable in ("/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue"):
+        assert "ro" not in options[writable], writable
+    assert options["/sys"].count("ro") == 1
+
+
+def test_without_read_only_the_root_is_writable():
+    assert make_spec({"ReadOnly": False})["root"]["readonly"] is False
+
+
+# -- Sysctls -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "net.ipv4.ip_forward", "net.core.somaxconn", "net.ipv4.conf.all.rp_filter",  # the task's netns
+        "kernel.shmmax", "kernel.shmall", "kernel.shmmni", "kernel.shm_rmid_forced", "kernel.msgmax",
+        "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "fs.mqueue.msg_max",  # its IPC namespace
+        "kernel.domainname",  # its UTS namespace
+    ],
+)
+def test_a_namespaced_sysctl_is_set(key):
+    assert make_spec({"Sysctls": {key: "1"}})["linux"]["sysctl"] == {key: "1"}
+    assert make_spec({"Sysctls": {key: "1"}}, netns="/run/netns/t1")["linux"]["sysctl"] == {key: "1"}
+
+
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        ("vm.swappiness", 'sysctl "vm.swappiness" is not in a separate kernel namespace'),
+        ("kernel.panic", "is not in a separate kernel namespace"),
+        ("fs.file-max", "is not in a separate kernel namespace"),
+        ("kernel.shm", "is not in a separate kernel namespace"),  # a prefix of the IPC ones is not one
+        ("kernel.core_pattern", "is not in a separate kernel namespace"),
+        ("kernel.hostname", "set the hostname with ContainerSpec.Hostname"),
+    ],
+)
+def test_a_sysctl_of_the_host_is_refused(key, message):
+    with pytest.raises(InvalidContainerSpec, match=message):
+        make_spec({"Sysctls": {"net.ipv4.ip_forward": "1", key: "1"}})
+
+
+def test_no_sysctl_section_without_sysctls():
+    assert "sysctl" not in make_spec()["linux"]
+
+
+# -- Ulimits -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ulimits, expected",
+    [
+        ([{"Name": "nofile", "Soft": 1024, "Hard": 4096}], [("RLIMIT_NOFILE", 1024, 4096)]),
+        ([{"Name": "nproc", "Soft": 10, "Hard": 10}, {"Name": "core", "Soft": 0, "Hard": 0}],
+         [("RLIMIT_NPROC", 10, 10), ("RLIMIT_CORE", 0, 0)]),
+        ([{"Name": "memlock", "Soft": -1, "Hard": -1}], [("RLIMIT_MEMLOCK", RLIM_INFINITY, RLIM_INFINITY)]),
+        ([{"Name": "stack", "Soft": 8388608, "Hard": -1}], [("RLIMIT_STACK", 8388608, RLIM_INFINITY)]),
+        ([{"Name": "nofile", "Soft": 1, "Hard": 2}, {"Name": "nofile", "Soft": 3, "Hard": 4}],
+         [("RLIMIT_NOFILE", 3, 4)]),  # the last one for a name
+        *[([{"Name": name, "Soft": 1, "Hard": 1}], [(f"RLIMIT_{name.upper()}", 1, 1)]) for name in (
+            "cpu", "data", "fsize", "locks", "msgqueue", "nice", "rss", "rtprio", "rttime", "sigpending")],
+    ],
+)
+def test_ulimits_become_rlimits_by_dockers_names(ulimits, expected):
+    rlimits = make_spec({"Ulimits": ulimits})["process"]["rlimits"]
+    assert [(r["type"], r["soft"], r["hard"]) for r in rlimits] == expected
+
+
+@pytest.mark.parametrize(
+    "ulimit, message",
+    [
+        ({"Name": "files", "Soft": 1, "Hard": 1}, "invalid ulimit type: files"),
+        ({"Name": "NOFILE", "Soft": 1, "Hard": 1}, "invalid ulimit type: NOFILE"),
+        ({"Name": "as", "Soft": 1, "Hard": 1}, "invalid ulimit type: as"),  # not one of go-units' names
+        ({"Soft": 1, "Hard": 1}, "invalid ulimit type"),
+        ({"Name": "nofile", "Soft": 10, "Hard": 5}, "soft limit must be less than or equal to hard limit: 10 > 5"),
+        ({"Name": "nofile", "Soft": -1, "Hard": 5}, "soft limit must be less than or equal to hard limit: -1 > 5"),
+        ({"Name": "nofile", "Soft": -2, "Hard": 5}, "-2 is not a limit"),
+    ],
+)
+def test_a_ulimit_docker_would_refuse_is_refused(ulimit, message):
+    with pytest.raises(InvalidContainerSpec, match=message):
+        make_spec({"Ulimits": [ulimit]})
+
+
+def test_no_rlimits_without_ulimits():
+    assert "rlimits" not in make_spec()["process"]
+
+
+# -- Groups ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "user, groups, expected",
+    [
+        ("", ["audio"], [29]),
+        ("", ["audio", "44"], [29, 44]),  # by name or by gid
+        ("", ["4242"], [4242]),  # a gid the image does not list is used as is
+        ("app", ["tty"], [29, 44, 5]),  # after the user's own supplementary groups
+        ("app", ["video", "audio"], [29, 44]),  # each once
+        ("app:tty", ["audio"], [29]),  # an explicit group drops the user's, not the added ones
+        ("www-data", ["33"], [29, 33]),
+    ],
+)
+def test_groups_are_added_to_the_users_supplementary_groups(user, groups, expected):
+    process_user = make_spec({"User": user, "Groups": groups})["process"]["user"]
+    assert process_user["additionalGids"] == expected
+
+
+def test_an_unknown_group_name_is_refused_with_runcs_words():
+    with pytest.raises(UnknownUser, match="unable to find group staff: no matching entries in group file"):
+        make_spec({"Groups": ["audio", "staff"]})
+    with pytest.raises(UnknownUser, match="unable to find group audio"):
+        make_spec({"Groups": ["audio"]}, group=None)  # an image without /etc/group knows no names
+    with pytest.raises(UnknownUser, match="out of range"):
+        make_spec({"Groups": [str(2**31)]})
+
+
+# -- TTY ---------------------------------------------------------------------------------------------------
+
+
+def test_a_tty_gives_the_process_a_terminal_and_term_xterm():
+    process = make_spec({"TTY": True})["process"]
+    assert process["terminal"] is True and "TERM=xterm" in process["env"]
+    process = make_spec({"TTY": True, "Env": ["TERM=vt100"]})["process"]
+    assert [e for e in process["env"] if e.startswith("TERM=")] == ["TERM=vt100"]  # the spec's wins
+    process = make_spec()["process"]
+    assert process["terminal"] is False and not any(e.startswith("TERM=") for e in process["env"])

@@ -5,6 +5,13 @@ A task moves ACCEPTED -> PREPARING -> READY, waits there while its desired state
 restart), then STARTING -> RUNNING and ends COMPLETE (exit 0), FAILED (any other exit, with the exit code),
 REJECTED (it could not be started) or SHUTDOWN (the swarm told it to stop). States only move forward.
 
+A task with a healthcheck (its service's merged over its image's, `runtime.health`) stays STARTING until a probe
+in its container succeeds, as Docker's swarm executor waits for the container's first healthy event; only then
+is it RUNNING, which is what convergence and rolling updates wait for. One that becomes unhealthy, starting or
+running, is stopped and FAILED with Docker's words, "task: non-zero exit (143): dockerexec: unhealthy
+container", so its restart policy replaces it and an update counts it as a failure. Its probes are tasks of its
+controller: none outlives the task, or the agent; an agent that takes a running container back probes it again.
+
 Tasks run as OCI containers (`runtime.containers`) whose monitors outlive the agent: an agent that starts
 again finds the containers its predecessor started, and the first complete assignment set decides their fate
 -- an assigned one is followed on where it is, never started twice; one no longer assigned here is stopped. A
@@ -26,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
@@ -35,7 +43,9 @@ from ..errors import RaftswarmError
 from ..objects.registryauth import decode_auth
 from ..objects.tasks import TaskState
 from ..rpc.channel import REMOVED, RpcClient, RpcError
+from ..runtime import health
 from ..runtime.containers import Container, ContainerRuntime, SupervisorGone, TaskRejected
+from ..supervision import TaskOwner
 from .logpublisher import serve_log_subscriptions
 from .session import Session
 
@@ -90,6 +100,9 @@ class _TaskController:
         self.state = TaskState.of(task["Status"]["State"])
         self.running = running
         self._changed = asyncio.Event()
+        self._probes = TaskOwner(f"task {task['ID']}", log)
+        """The task's health probes (`runtime.health.watch`), closed when its container stops or the agent closes."""
+        self._unhealthy = asyncio.Event()
         self.runner = asyncio.create_task(self._run(), name=f"task-{task['ID'][:12]}")
         self.runner.add_done_callback(self._finished)
 
@@ -123,11 +136,15 @@ class _TaskController:
             await self._changed.wait()
 
     async def _run(self) -> None:
-        if self.running is None:
-            if not await self._start():
-                return
-        else:
-            self._report(TaskState.RUNNING, "started")  # an earlier agent may have died before reporting it
+        found = self.running is not None
+        if not found and not await self._start():
+            return
+        assert self.running is not None
+        checked = await self._health(self.running)
+        if checked is None:
+            # Started is running; for a found one, an earlier agent may have died before reporting it.
+            self._report(TaskState.RUNNING, "started")
+        if found:
             plug = self._plug_networks()
             if plug is not None:
                 try:
@@ -135,7 +152,7 @@ class _TaskController:
                 except Exception:
                     log.exception("task %s: could not plug it into its networks again", self.task["ID"])
         try:
-            code = await self._supervise(self.running)
+            code = await self._supervise(self.running, checked)
         except SupervisorGone:
             self._report(TaskState.FAILED, "failed", "task: its container's monitor died; the task's fate is unknown")
             return
@@ -145,7 +162,12 @@ class _TaskController:
         if code == 0:
             self._report(TaskState.COMPLETE, "finished", exit_code=0)
         else:
-            self._report(TaskState.FAILED, "started", f"task: non-zero exit ({code})", exit_code=code)
+            self._report(TaskState.FAILED, self._last_transition(), f"task: non-zero exit ({code})", exit_code=code)
+
+    def _last_transition(self) -> str:
+        """A failed task keeps the message of its last transition, as in SwarmKit: a task with a healthcheck
+        can fail before it ran."""
+        return "started" if self.state == TaskState.RUNNING else "starting"
 
     async def _start(self) -> bool:
         if self._desired() > TaskState.RUNNING:
@@ -178,31 +200,65 @@ class _TaskController:
         except TaskRejected as exc:
             self._report(TaskState.REJECTED, "rejected", str(exc))
             return False
-        self._report(TaskState.RUNNING, "started")
         return True
+
+    async def _health(self, running: Container) -> health.Health | None:
+        """The task's health to follow, or None if it has no healthcheck (or is to stop anyway)."""
+        if self._desired() > TaskState.RUNNING:
+            return None
+        check = await asyncio.to_thread(health.task_healthcheck, self.task, self.agent.runtime.images)
+        if check is None:
+            return None
+        started = health.started_at(running.pid)
+        return health.Health(check, time.monotonic() if started is None else started)
+
+    def _health_changed(self, status: health.HealthStatus) -> None:
+        if status is health.HealthStatus.HEALTHY:
+            self._report(TaskState.RUNNING, "started")
+        elif status is health.HealthStatus.UNHEALTHY:
+            self._unhealthy.set()
 
     def _preparing(self, line: str) -> None:
         """Image progress as the PREPARING status message (`docker service ps` shows it), at most one report
         per state change of a layer, not per byte."""
         self.agent.report(self.task["ID"], {"State": TaskState.PREPARING.api, "Message": f"preparing: {line}"})
 
-    async def _supervise(self, running: Container) -> int | None:
-        """Until the task ends: its exit code, or None once it was stopped (reported SHUTDOWN)."""
+    async def _supervise(self, running: Container, checked: health.Health | None) -> int | None:
+        """Until the task ends: its exit code, or None once it was stopped (reported SHUTDOWN, or FAILED as
+        unhealthy). `checked`: its health, probed meanwhile."""
+        if checked is not None:
+            self._probes.spawn(health.watch(running, checked, self._health_changed), f"health-{self.task['ID'][:12]}")
         exited = asyncio.create_task(running.wait())
         stop_requested = asyncio.create_task(self._wait_for(lambda: self._desired() > TaskState.RUNNING))
+        unhealthy = asyncio.create_task(self._unhealthy.wait())
         try:
-            await asyncio.wait({exited, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({exited, stop_requested, unhealthy}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            await self._probes.close()  # no probe runs into the container's stop
             stop_requested.cancel()
+            unhealthy.cancel()
             if not exited.done():
                 exited.cancel()
-            await asyncio.gather(exited, stop_requested, return_exceptions=True)
+            await asyncio.gather(exited, stop_requested, unhealthy, return_exceptions=True)
+        if self._unhealthy.is_set():
+            assert checked is not None and checked.last is not None
+            log.warning(
+                "task %s is unhealthy (%d failed probes in a row), stopping it; the last probe said: %s",
+                self.task["ID"], checked.failing_streak, checked.last.output.strip(),
+            )
+            code = await self._stop(running)
+            # Docker's words; a task that exits 0 when stopped ends COMPLETE in Docker, here it fails all the same.
+            err = f"task: non-zero exit ({code}): {health.UNHEALTHY}" if code else health.UNHEALTHY
+            self._report(TaskState.FAILED, self._last_transition(), err, exit_code=code)
+            return None
         if exited.cancelled():
-            grace = ((self.task.get("Spec") or {}).get("ContainerSpec") or {}).get("StopGracePeriod")
-            code = await running.stop(grace)
-            self._report(TaskState.SHUTDOWN, "shutdown", exit_code=code)
+            self._report(TaskState.SHUTDOWN, "shutdown", exit_code=await self._stop(running))
             return None
         return exited.result()
+
+    async def _stop(self, running: Container) -> int:
+        grace = ((self.task.get("Spec") or {}).get("ContainerSpec") or {}).get("StopGracePeriod")
+        return await running.stop(grace)
 
     def _plug_networks(self):
         """What connects the task to its networks before its command starts, or None if nothing does."""
@@ -239,6 +295,7 @@ class _TaskController:
         """Stop following the task; kill it too if `stop_task` (else it runs on, for the next agent to find)."""
         self.runner.cancel()
         await asyncio.gather(self.runner, return_exceptions=True)
+        await self._probes.close()
         if self.running is not None:
             if stop_task:
                 await self.running.release()

@@ -24,7 +24,7 @@ decision is derived again from the store, so calling twice with the same state g
   that ends on its own (complete, failed, rejected), or ends any other way while desired running, is a
   failure of its slot; one the swarm told to stop (shutdown) is not. A live one that *stalled* is a failure
   too: its node has not reported on it for `STALLED_TASK_TIMEOUT` in a state an agent leaves at once
-  (assigned, accepted, ready to start, starting), as a task assigned around a leader change whose agent
+  (assigned, accepted, ready to start), as a task assigned around a leader change whose agent
   never acknowledged it. No slot waits on a stalled task; a task still pulling its image (preparing), waiting
   for its restart delay or for a node to take it (pending) is not stalled, however long it takes. When failed
   slots / slots (those with a live task or a failure) exceed MaxFailureRatio, FailureAction applies: pause
@@ -174,8 +174,10 @@ def _is_failure(task: dict[str, Any]) -> bool:
 
 # States an agent moves a task out of at once, so that a long silence in one means the store lost track of
 # the task (an assignment or a report lost around a leader change). Not PREPARING: an image pull takes as long
-# as it takes. Not NEW or PENDING: no node has the task yet; it waits for the scheduler, as in Docker.
-_LEFT_AT_ONCE = (TaskState.ASSIGNED, TaskState.ACCEPTED, TaskState.READY, TaskState.STARTING)
+# as it takes. Not NEW or PENDING: no node has the task yet; it waits for the scheduler, as in Docker. Not
+# STARTING: a task with a healthcheck (its image's, which the manager cannot see) stays there until healthy,
+# as long as its start period and probes take; an unhealthy one ends FAILED from its node.
+_LEFT_AT_ONCE = (TaskState.ASSIGNED, TaskState.ACCEPTED, TaskState.READY)
 
 
 def _stalls_at(task: dict[str, Any]) -> float | None:

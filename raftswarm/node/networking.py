@@ -70,6 +70,7 @@ from ..gossip.wire import Keyring
 from ..manager.keymanager import gossip_keyring_order
 from ..manager.networkapi import vxlan_id
 from ..runtime.containers import Container
+from ..runtime.files import configured_nameservers
 
 log = logging.getLogger(__name__)
 
@@ -385,9 +386,10 @@ class NodeNetworks:
                 self.gossip.create_entry(network["ID"], ENDPOINTS, task["ID"], endpoint.encode())
         await self._attach_gateway(task, local, f"eth{len(attachments)}")
         self._refresh_endpoints()
-        local.dns = DnsServer(
-            running.netns_path, [e.network_id for e in local.endpoints], self.records, upstreams=self.dns_upstreams
-        )
+        # A task's --dns servers are where its resolver forwards other names, as Docker's embedded DNS does.
+        nameservers = configured_nameservers((task.get("Spec") or {}).get("ContainerSpec") or {})
+        upstreams = [(server, 53) for server in nameservers] if nameservers else self.dns_upstreams
+        local.dns = DnsServer(running.netns_path, [e.network_id for e in local.endpoints], self.records, upstreams=upstreams)
         await local.dns.start()
         vips = _task_vips(local, self.endpoints)
         await asyncio.to_thread(apply_nft, running.netns_path, render_ruleset(TASK_TABLE, vips))

@@ -1,5 +1,7 @@
 """Tasks as OCI containers, as Docker runs them:
 
+- `templates`: Docker's templates ({{.Service.Name}}, {{.Task.Slot}}, ...) in a task's hostname, env and mounts.
+- `health`: healthchecks -- the spec's merged over the image's, probes in the container, healthy or not.
 - `containers`: the driver -- bundles, runc under conmon, reattaching after an agent restart, stop, logs.
 - `spec`: the OCI runtime spec Docker would give a task (process rules, confinement, mounts, limits).
 - `seccomp`: Docker's default seccomp policy.

@@ -57,7 +57,8 @@ from ..images.errors import ImageError
 from ..images.store import ImageStore
 from . import files, logs
 from .secrets import InvalidSecretTarget, mount_secrets, secret_files, unmount_secrets
-from .spec import NoCommand, UnknownUser, task_spec
+from .spec import DEFAULT_STOP_SIGNAL, STOP_SIGNAL_ANNOTATION, InvalidContainerSpec, NoCommand, UnknownUser, task_spec
+from .templates import expand_task, local_node
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,12 @@ class ContainerRuntime:
         return container
 
     def _write_bundle(self, task: dict[str, Any], secrets: Mapping[str, bytes], directory: Path) -> None:
+
         task_id = task["ID"]
+        try:
+            task = expand_task(task, local_node())  # swarmkit's templates: Hostname, Env values, mounts
+        except InvalidContainerSpec as exc:
+            raise TaskRejected(str(exc)) from None
         container_spec = (task.get("Spec") or {}).get("ContainerSpec") or {}
         reference = container_spec.get("Image") or ""
         try:
@@ -185,6 +191,8 @@ class ContainerRuntime:
         limits = ((task.get("Spec") or {}).get("Resources") or {}).get("Limits") or {}
         try:
             file_list = secret_files(container_spec, secrets)
+            hosts = files.hosts_file(hostname, task_addresses(task), container_spec.get("Hosts") or [])
+            resolv_conf = files.resolv_conf(bool(task.get("NetworksAttachments")), dns=container_spec.get("DNSConfig"))
             spec = task_spec(
                 task=task,
                 image_config=image.config.get("config") or {},
@@ -200,7 +208,7 @@ class ContainerRuntime:
                 cgroups_path=f"/{CGROUP_PARENT}/{task_id}",
                 limits=limits,
             )
-        except (NoCommand, UnknownUser, InvalidSecretTarget) as exc:
+        except (NoCommand, UnknownUser, InvalidSecretTarget, InvalidContainerSpec) as exc:
             raise TaskRejected(str(exc)) from None
         init = container_spec.get("Init")
         if init if init is not None else self.init:
@@ -208,10 +216,10 @@ class ContainerRuntime:
             spec["mounts"].append(
                 {"destination": INIT_PATH, "type": "bind", "source": INIT_BINARY, "options": ["rbind", "ro"]}
             )
-        spec["annotations"] = {"io.raftswarm.task.id": task_id, "io.raftswarm.container.id": container_id}
-        _write_text(directory / "hosts", files.hosts_file(hostname, task_addresses(task)))
+        spec["annotations"] |= {"io.raftswarm.task.id": task_id, "io.raftswarm.container.id": container_id}
+        _write_text(directory / "hosts", hosts)
         _write_text(directory / "hostname", f"{hostname}\n")
-        _write_text(directory / "resolv.conf", files.resolv_conf(bool(task.get("NetworksAttachments"))))
+        _write_text(directory / "resolv.conf", resolv_conf)
         if file_list:
             mount_secrets(directory / "secrets", file_list)
         _write_text(directory / "config.json", json.dumps(spec), mode=0o600)
@@ -219,10 +227,12 @@ class ContainerRuntime:
     async def _create(self, task_id: str, directory: Path) -> Container:
         """conmon runs `runc create`: the container exists, its process waits for `runc start`."""
         (directory / "conmon").mkdir(mode=0o700, exist_ok=True)
+        # A task with a TTY: conmon holds the terminal's master side and logs what the task writes to it.
+        terminal = json.loads((directory / "config.json").read_text())["process"].get("terminal", False)
         read_end, write_end = os.pipe()
         try:
             process = await asyncio.create_subprocess_exec(
-                CONMON, "--api-version", "1", "-c", task_id, "-u", task_id, "-n", task_id,
+                CONMON, *(["--terminal"] if terminal else []), "--api-version", "1", "-c", task_id, "-u", task_id, "-n", task_id,
                 "-r", shutil.which(RUNC) or RUNC, "-b", str(directory),
                 "-p", str(directory / "pid"), "-P", str(directory / "conmon.pid"),
                 "-l", f"k8s-file:{directory / 'log'}", "--log-size-max", str(logs.LOG_MAX_BYTES),
@@ -395,9 +405,15 @@ class Container:
                 raise
 
     async def stop(self, grace_ns: int | None) -> int:
-        """SIGTERM, then SIGKILL after the grace period (Docker's 10 s if None); returns the exit code."""
+        """The task's stop signal (its spec's StopSignal, else its image's, else SIGTERM; the bundle records it),
+        then SIGKILL after the grace period (Docker's 10 s if None); returns the exit code."""
+
         grace = (DEFAULT_STOP_GRACE_NS if grace_ns is None else grace_ns) / 1e9
-        await self.signal(signal.SIGTERM)
+        try:
+            stop_signal = int(self._annotations().get(STOP_SIGNAL_ANNOTATION, DEFAULT_STOP_SIGNAL))
+        except ValueError:
+            stop_signal = DEFAULT_STOP_SIGNAL
+        await self.signal(stop_signal)
         if not await self._wait_monitor(grace):
             await self.signal(signal.SIGKILL)
         try:
@@ -417,6 +433,70 @@ class Container:
         async for batch in logs.follow_lines(self.log_path, self._monitor_gone, tail=tail, since=since):
             for line in batch:
                 yield line
+
+    async def exec(self, argv: list[str], timeout: float, *, output_limit: int) -> tuple[int | None, bytes]:
+        """Run `argv` in the running container, as `docker exec` does: `runc exec` puts it in the container's
+        namespaces and cgroup, as its user, in its working directory, with its environment and confinement.
+        Returns its exit code and the first `output_limit` bytes of its stdout and stderr together (runc copies
+        each stream on its own, so lines of the two may come out of order; the rest is read and dropped, so a
+        chatty process never blocks on a full pipe). One still running after `timeout`
+        seconds is killed with its process group (runc makes it a session leader, so the group is what it
+        started) and its code is None; cancelling the call kills it likewise. If runc cannot run it (the
+        container ended, no such program), the code is runc's and the output says why."""
+        loop = asyncio.get_running_loop()
+        pid_file = self.directory / f"exec-{random_ids.token_hex(8)}.pid"
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        output = bytearray()
+
+        def drain() -> None:
+            try:
+                while chunk := os.read(read_end, 65536):
+                    output.extend(chunk[: max(0, output_limit - len(output))])
+            except BlockingIOError:
+                return
+            loop.remove_reader(read_end)  # end of file: the process and whatever it started closed it
+
+        loop.add_reader(read_end, drain)
+        process = None
+        code: int | None = None
+        try:
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    RUNC, f"--root={self.runtime.runc_root}", "exec", "--pid-file", str(pid_file), self.task_id, *argv,
+                    stdin=asyncio.subprocess.DEVNULL, stdout=write_end, stderr=write_end, start_new_session=True,
+                )
+            finally:
+                os.close(write_end)
+            try:
+                async with asyncio.timeout(timeout):
+                    code = await process.wait()
+            except TimeoutError:
+                code = None
+        finally:
+            if process is not None:
+                give_up = loop.time() + RELEASE_TIMEOUT
+                while process.returncode is None:
+                    try:
+                        # While runc runs, its child (the group's leader) is alive or only just reaped: its PID is
+                        # not reused.
+                        os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+                        break
+                    except ProcessLookupError:
+                        break  # it ended by itself just now
+                    except (FileNotFoundError, ValueError):
+                        # runc writes the PID once the process runs, within milliseconds; killing runc before
+                        # would leave the process behind, unless runc never gets that far.
+                        if loop.time() > give_up:
+                            process.kill()
+                            break
+                        await asyncio.sleep(0.01)
+                await process.wait()
+            drain()
+            loop.remove_reader(read_end)
+            os.close(read_end)
+            pid_file.unlink(missing_ok=True)
+        return code, bytes(output)
 
     async def release(self) -> None:
         """Kill what still runs, delete the container, unmount its secrets and root filesystem, forget it."""

@@ -2,18 +2,23 @@
 
 `read_in_rootfs` reads a file of a task's root filesystem from the host without following a symlink out of
 it: an image is untrusted input, and its /etc/passwd could be a link to the node's own files. The generated
-files are Docker's: /etc/hosts with the loopback names and the task's own addresses under its hostname,
-/etc/hostname, and /etc/resolv.conf naming the task's resolver (127.0.0.11) with the host's search domains
-and options, or the host's file (minus loopback servers) for a task on no network.
+files are Docker's: /etc/hosts with the loopback names, the spec's extra hosts (ContainerSpec.Hosts) and
+the task's own addresses under its hostname, /etc/hostname, and /etc/resolv.conf naming the task's resolver
+(127.0.0.11) with the host's search domains and options, or the host's file (minus loopback servers) for a
+task on no network -- with ContainerSpec.DNSConfig's servers, search domains and options in place of the
+host's, as dockerd writes it for `--dns`, `--dns-search` and `--dns-option`.
 """
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from raftswarm.runtime.spec import InvalidContainerSpec
 
 TASK_RESOLVER = "127.0.0.11"
 MAX_IMAGE_FILE = 1 << 20
@@ -63,26 +68,98 @@ def read_in_rootfs(rootfs: Path, relative: str, limit: int = MAX_IMAGE_FILE) -> 
         os.close(fd)
 
 
-def hosts_file(hostname: str, addresses: Iterable[str]) -> str:
-    """Docker's /etc/hosts for a container: the loopback names, then each of its addresses with its hostname."""
-    own = "".join(f"{address}\t{hostname}\n" for address in addresses)
-    return _LOOPBACK_HOSTS + own
+def hosts_file(hostname: str, addresses: Iterable[str], extra_hosts: Iterable[str] = ()) -> str:
+    """Docker's /etc/hosts for a container: the loopback names, the extra hosts (swarmkit's ContainerSpec.Hosts,
+    "IP_ADDRESS HOSTNAME [ALIAS...]" as in hosts(5)), then each of its addresses with its hostname -- and, for a
+    hostname with a dot, its first label too (libnetwork's "fqdn short" record)."""
+    extra = "".join(f"{address}\t{' '.join(names)}\n" for address, names in parse_extra_hosts(extra_hosts))
+    first_label = hostname.partition(".")[0]
+    names = f"{hostname} {first_label}" if first_label != hostname else hostname
+    own = "".join(f"{address}\t{names}\n" for address in addresses)
+    return _LOOPBACK_HOSTS + extra + own
 
 
-def resolv_conf(on_networks: bool, host_file: str = "/etc/resolv.conf") -> str:
+def parse_extra_hosts(entries: Iterable[str]) -> list[tuple[str, list[str]]]:
+    """(address, names) of each "IP_ADDRESS HOSTNAME [ALIAS...]" entry. The docker CLI turns `--host name:ip`
+    into this form; an entry in another form is refused, not silently dropped as dockerd drops it."""
+    parsed = []
+    for entry in entries:
+        fields = str(entry).split()
+        if len(fields) < 2:
+            raise InvalidContainerSpec(
+                f'extra host "{entry}" is not "IP_ADDRESS HOSTNAME [ALIAS...]" (`--host name:ip` is the CLI\'s form)'
+            )
+        address, *names = fields
+        if address == "host-gateway":
+            raise InvalidContainerSpec(f'extra host "{entry}": host-gateway is not supported here; give an address')
+        try:
+            address = str(ipaddress.ip_address(address))
+        except ValueError:
+            raise InvalidContainerSpec(f'extra host "{entry}": {address} is not an IP address') from None
+        parsed.append((address, names))
+    return parsed
+
+
+def resolv_conf(on_networks: bool, host_file: str = "/etc/resolv.conf", dns: Mapping | None = None) -> str:
     """A task's resolv.conf. On networks: its own resolver (which forwards other names to the node's
     servers), with the host's search domains and options, as Docker writes it for a user-defined network.
-    On none: the host's file without loopback servers, which mean nothing in the task's namespace."""
+    On none: the host's file without loopback servers, which mean nothing in the task's namespace.
+
+    `dns` is ContainerSpec.DNSConfig: its Nameservers, Search and Options each replace the host's (a Search of
+    just "." means none). On networks its servers are the resolver's upstreams (`configured_nameservers`), and
+    the file still names only the resolver."""
+    nameservers, search, options = dns_settings(dns)
     try:
         with open(host_file) as host:
             lines = [line.strip() for line in host]
     except OSError:
         lines = []
+    if not (nameservers or search or options):
+        if on_networks:
+            kept = [line for line in lines if line.split()[:1] in (["search"], ["options"])]
+            return "".join(f"{line}\n" for line in [f"nameserver {TASK_RESOLVER}", *kept])
+        kept = [line for line in lines if not _loopback_server(line)]
+        return "".join(f"{line}\n" for line in kept)
     if on_networks:
-        kept = [line for line in lines if line.split()[:1] in (["search"], ["options"])]
-        return "".join(f"{line}\n" for line in [f"nameserver {TASK_RESOLVER}", *kept])
-    kept = [line for line in lines if not _loopback_server(line)]
-    return "".join(f"{line}\n" for line in kept)
+        servers = [f"nameserver {TASK_RESOLVER}"]
+    elif nameservers:
+        servers = [f"nameserver {server}" for server in nameservers]
+    else:
+        servers = [line for line in lines if line.split()[:1] == ["nameserver"] and not _loopback_server(line)]
+    if search:
+        search_lines = [] if search == ["."] else [f"search {' '.join(search)}"]
+    else:
+        search_lines = [line for line in lines if line.split()[:1] == ["search"]]
+    if options:
+        options_lines = [f"options {' '.join(options)}"]
+    else:
+        options_lines = [line for line in lines if line.split()[:1] == ["options"]]
+    return "".join(f"{line}\n" for line in [*servers, *search_lines, *options_lines])
+
+
+def configured_nameservers(container_spec: Mapping) -> list[str]:
+    """The servers ContainerSpec.DNSConfig names (empty: the node's own). For a task on networks they are what
+    its resolver at 127.0.0.11 forwards other names to, as Docker's embedded DNS server uses `--dns` servers."""
+    return dns_settings(container_spec.get("DNSConfig"))[0]
+
+
+def dns_settings(dns: Mapping | None) -> tuple[list[str], list[str], list[str]]:
+    """DNSConfig's (nameservers, search domains, options), checked: addresses, and single words a resolv.conf
+    line can hold. Raises InvalidContainerSpec (a service spec's validation can call it too)."""
+    dns = dns or {}
+    nameservers = []
+    for server in dns.get("Nameservers") or []:
+        try:
+            nameservers.append(str(ipaddress.ip_address(str(server).strip())))
+        except ValueError:
+            raise InvalidContainerSpec(f"DNS nameserver {server!r} is not an IP address") from None
+    words = {}
+    for field, what in (("Search", "search domain"), ("Options", "option")):
+        words[field] = [str(word) for word in dns.get(field) or []]
+        for word in words[field]:
+            if not word or len(word.split()) != 1 or word != word.strip():
+                raise InvalidContainerSpec(f"DNS {what} {word!r} must be one word without spaces")
+    return nameservers, words["Search"], words["Options"]
 
 
 def _loopback_server(line: str) -> bool:

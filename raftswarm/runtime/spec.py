@@ -9,6 +9,12 @@ a dict ready for `json.dump`. The rules are Docker's, each named where it is app
   libcontainer/user.GetExecUser does.
 - the rest (capabilities, mounts, masked and read-only paths, device cgroup) follows moby's
   oci.DefaultLinuxSpec and the devices runc allows every container (specconv.AllowedDevices).
+- the ContainerSpec's own settings, as dockerd applies a swarm task's HostConfig: CapabilityAdd/Drop (moby's
+  caps.TweakCapabilities), ReadOnly, Sysctls (only those runc accepts: namespaced ones), Ulimits (go-units'
+  names), Groups (runc's GetAdditionalGroups), TTY, and StopSignal (signal.ParseSignal), which the bundle
+  carries as an annotation for whoever stops the task.
+
+A setting the runtime cannot honour as given raises InvalidContainerSpec with a message for `service ps`.
 """
 
 from raftswarm.errors import RaftswarmError
@@ -48,6 +54,68 @@ class UnknownUser(RaftswarmError):
     """The task's user or group is a name the image's /etc/passwd or /etc/group does not know."""
 
 
+class InvalidContainerSpec(RaftswarmError):
+    """A ContainerSpec setting that no container can be given as it is (an unknown capability or ulimit, a
+    sysctl outside the task's namespaces, a malformed stop signal, extra host or DNS setting, a template)."""
+
+
+ALL_CAPABILITIES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN",
+    "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+"""Every capability Linux has (0 to 40, in number order): what "ALL" means in CapabilityAdd and CapabilityDrop,
+and the names they accept (moby's caps.GetAllCapabilities, on a kernel that knows them all)."""
+
+ALL = "ALL"
+
+IPC_SYSCTLS = frozenset({
+    "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax",
+    "kernel.shmmni", "kernel.shm_rmid_forced",
+})
+"""With fs.mqueue.*, the sysctls of the IPC namespace: runc's validator (libcontainer/configs/validate) allows
+them to a container with its own IPC namespace, net.* to one with its own network namespace, and
+kernel.domainname to one with its own UTS namespace; every other one is the host's and refused."""
+
+ULIMITS = {
+    name: f"RLIMIT_{name.upper()}"
+    for name in (
+        "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss", "rtprio",
+        "rttime", "sigpending", "stack",
+    )
+}
+"""Docker's ulimit names (go-units ulimitNameMapping) and the OCI rlimit each one sets."""
+
+RLIM_INFINITY = 2**64 - 1
+"""A ulimit of -1 is "unlimited" (go-units parses "unlimited" as -1; dockerd passes it on as uint64)."""
+
+SIGNALS = {
+    "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7, "FPE": 8, "KILL": 9,
+    "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15, "STKFLT": 16, "CHLD": 17, "CLD": 17,
+    "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21, "TTOU": 22, "URG": 23, "XCPU": 24, "XFSZ": 25, "VTALRM": 26,
+    "PROF": 27, "WINCH": 28, "IO": 29, "POLL": 29, "PWR": 30, "SYS": 31,
+    "RTMIN": 34, **{f"RTMIN+{n}": 34 + n for n in range(1, 16)},
+    **{f"RTMAX-{n}": 64 - n for n in range(1, 15)}, "RTMAX": 64,
+}
+"""The Linux signal names Docker's signal.ParseSignal knows (moby/sys/signal SignalMap, x86-64 numbers), without
+their SIG prefix."""
+
+SIGNAL_MAX = 64
+DEFAULT_STOP_SIGNAL = 15
+"""SIGTERM: what Docker stops a container with when neither the service nor the image names a signal."""
+
+MAX_ID = 2**31 - 1
+"""The largest uid or gid runc accepts (libcontainer/user maxID)."""
+
+STOP_SIGNAL_ANNOTATION = "io.raftswarm.stop.signal"
+"""The bundle's annotation holding the number of the signal that stops the task: a runtime that reattaches to
+the container after an agent restart stops it as the one that started it would have."""
+
+
 def task_spec(
     *,
     task: dict,
@@ -69,39 +137,55 @@ def task_spec(
     `passwd` and `group` are the contents of the image's /etc/passwd and /etc/group (None if absent).
     `netns` is the path of a prepared network namespace (None: a new, empty one). The file arguments are
     host paths bind-mounted at /run/secrets (read-only), /etc/resolv.conf, /etc/hosts and /etc/hostname.
-    `limits` is the service's Resources.Limits (MemoryBytes, NanoCPUs, Pids).
+    `limits` is the service's Resources.Limits (MemoryBytes, NanoCPUs, Pids). The task's ContainerSpec is
+    taken as it is: expand its templates first (`runtime.templates.expand_task`).
     """
     container = task.get("Spec", {}).get("ContainerSpec", {})
     uid, gid, additional_gids = resolve_user(container.get("User") or image_config.get("User") or "", passwd, group)
+    for extra in additional_groups(container.get("Groups") or [], group):
+        if extra not in additional_gids:
+            additional_gids.append(extra)
     user = {"uid": uid, "gid": gid}
     if additional_gids:
         user["additionalGids"] = additional_gids
-    capabilities = list(DEFAULT_CAPABILITIES)
+    capabilities = tweak_capabilities(
+        DEFAULT_CAPABILITIES, container.get("CapabilityAdd") or [], container.get("CapabilityDrop") or []
+    )
+    readonly = bool(container.get("ReadOnly"))
+    process: dict = {
+        "terminal": bool(container.get("TTY")),
+        "user": user,
+        "args": process_args(container, image_config),
+        "env": process_env(container, image_config, hostname),
+        "cwd": container.get("Dir") or image_config.get("WorkingDir") or "/",
+        "capabilities": {
+            "bounding": capabilities,
+            "effective": list(capabilities),
+            "permitted": list(capabilities),
+        },
+        "noNewPrivileges": False,
+    }
+    if container.get("Ulimits"):
+        process["rlimits"] = rlimits(container["Ulimits"])
+    namespaces = _namespaces(netns)
+    linux = {
+        "namespaces": namespaces,
+        "maskedPaths": list(MASKED_PATHS),
+        "readonlyPaths": list(READONLY_PATHS),
+        "resources": _resources(limits),
+        "cgroupsPath": cgroups_path,
+        "seccomp": default_profile(),
+    }
+    if container.get("Sysctls"):
+        linux["sysctl"] = sysctls(container["Sysctls"], namespaces)
     return {
         "ociVersion": OCI_VERSION,
-        "process": {
-            "user": user,
-            "args": process_args(container, image_config),
-            "env": process_env(container, image_config, hostname),
-            "cwd": container.get("Dir") or image_config.get("WorkingDir") or "/",
-            "capabilities": {
-                "bounding": capabilities,
-                "effective": list(capabilities),
-                "permitted": list(capabilities),
-            },
-            "noNewPrivileges": False,
-        },
-        "root": {"path": rootfs, "readonly": False},
+        "process": process,
+        "root": {"path": rootfs, "readonly": readonly},
         "hostname": hostname,
-        "mounts": _default_mounts() + _task_mounts(secrets_dir, resolv_conf, hosts, hostname_file),
-        "linux": {
-            "namespaces": _namespaces(netns),
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
-            "resources": _resources(limits),
-            "cgroupsPath": cgroups_path,
-            "seccomp": default_profile(),
-        },
+        "mounts": _default_mounts(readonly) + _task_mounts(secrets_dir, resolv_conf, hosts, hostname_file, readonly),
+        "linux": linux,
+        "annotations": {STOP_SIGNAL_ANNOTATION: str(stop_signal(container, image_config))},
     }
 
 
@@ -120,11 +204,12 @@ def process_args(container: dict, image_config: dict) -> list[str]:
 
 
 def process_env(container: dict, image_config: dict, hostname: str) -> list[str]:
-    """The spec's Env, then the image's for names the spec does not set; over a base of PATH and HOSTNAME."""
+    """The spec's Env, then the image's for names the spec does not set; over a base of PATH and HOSTNAME, and
+    TERM=xterm for a task with a TTY (container.CreateDaemonEnvironment)."""
     spec_env = list(container.get("Env") or [])
     spec_names = {_env_name(entry) for entry in spec_env}
     merged = spec_env + [e for e in image_config.get("Env") or [] if _env_name(e) not in spec_names]
-    env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
+    env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"] + (["TERM=xterm"] if container.get("TTY") else [])
     for entry in merged:
         name = _env_name(entry)
         for i, existing in enumerate(env):
@@ -172,6 +257,127 @@ def resolve_user(spec: str, passwd: str | None, group: str | None) -> tuple[int,
     return uid, gid, supplementary
 
 
+def additional_groups(names: list[str], group: str | None) -> list[int]:
+    """The gids of ContainerSpec.Groups (`--group-add`), by name or gid in the image's /etc/group; a number it
+    does not list is used as is, a name it does not list is refused (runc's user.GetAdditionalGroups)."""
+    entries = list(_group_entries(group))
+    gids: list[int] = []
+    for name in names:
+        for entry_name, entry_gid, _members in entries:
+            if name == entry_name or name == str(entry_gid):
+                gid = entry_gid
+                break
+        else:
+            if not (name.isascii() and name.isdigit()):
+                raise UnknownUser(f"unable to find group {name}: no matching entries in group file")
+            gid = int(name)
+            if gid > MAX_ID:
+                raise UnknownUser(f"group {name} is out of range (at most {MAX_ID})")
+        if gid not in gids:
+            gids.append(gid)
+    return gids
+
+
+def tweak_capabilities(defaults: tuple[str, ...], add: list[str], drop: list[str]) -> list[str]:
+    """moby's caps.TweakCapabilities: "ALL" in `add` gives every capability but those dropped; "ALL" in `drop`
+    gives only those added; otherwise the defaults less those dropped, plus those added -- so a capability
+    both added and dropped is kept, as the docker CLI also decides (CapAdd takes precedence over CapDrop)."""
+    if not add and not drop:
+        return list(defaults)
+    add, drop = _capability_names(add), _capability_names(drop)
+    if ALL in add:
+        chosen = [cap for cap in ALL_CAPABILITIES if cap not in drop]
+    elif ALL in drop:
+        chosen = add
+    else:
+        chosen = [cap for cap in defaults if cap not in drop] + add
+    return list(dict.fromkeys(chosen))
+
+
+def _capability_names(names: list[str]) -> list[str]:
+    """Upper-cased, with a CAP_ prefix, each one known (moby's caps.NormalizeLegacyCapabilities)."""
+    normalized = []
+    for name in names:
+        name = name.upper()
+        if name != ALL and not name.startswith("CAP_"):
+            name = f"CAP_{name}"
+        if name != ALL and name not in ALL_CAPABILITIES:
+            raise InvalidContainerSpec(f'unknown capability: "{name}"')
+        normalized.append(name)
+    return normalized
+
+
+def sysctls(settings: dict, namespaces: list[dict]) -> dict[str, str]:
+    """ContainerSpec.Sysctls, each one checked as runc checks it: it must belong to a namespace of the task's own
+    (every one in `namespaces` is: the network namespace the agent prepares too)."""
+    own = {namespace["type"] for namespace in namespaces}
+    checked = {}
+    for key, value in settings.items():
+        if key in IPC_SYSCTLS or key.startswith("fs.mqueue."):
+            needed = "ipc"
+        elif key.startswith("net."):
+            needed = "network"
+        elif key == "kernel.domainname":
+            needed = "uts"
+        elif key == "kernel.hostname":
+            raise InvalidContainerSpec(f'sysctl "{key}" is not allowed: set the hostname with ContainerSpec.Hostname')
+        else:
+            raise InvalidContainerSpec(
+                f'sysctl "{key}" is not in a separate kernel namespace: a task may set only net.*, fs.mqueue.*, '
+                f"kernel.domainname and {', '.join(sorted(IPC_SYSCTLS))}"
+            )
+        if needed not in own:
+            raise InvalidContainerSpec(f'sysctl "{key}" is not allowed in the host\'s {needed} namespace')
+        checked[key] = str(value)
+    return checked
+
+
+def rlimits(ulimits: list[dict]) -> list[dict]:
+    """ContainerSpec.Ulimits as OCI rlimits; a later entry for the same name replaces an earlier one."""
+    by_type: dict[str, dict] = {}
+    for ulimit in ulimits:
+        name = str(ulimit.get("Name") or "")
+        if name not in ULIMITS:
+            raise InvalidContainerSpec(f"invalid ulimit type: {name or '(none)'} (one of {', '.join(ULIMITS)})")
+        soft, hard = (_rlimit_value(name, ulimit.get(field) or 0) for field in ("Soft", "Hard"))
+        if soft > hard:
+            raise InvalidContainerSpec(
+                f"ulimit {name}: soft limit must be less than or equal to hard limit: "
+                f"{ulimit.get('Soft')} > {ulimit.get('Hard')}"
+            )
+        by_type[ULIMITS[name]] = {"type": ULIMITS[name], "hard": hard, "soft": soft}
+    return list(by_type.values())
+
+
+def _rlimit_value(name: str, value: int) -> int:
+    if value == -1:
+        return RLIM_INFINITY
+    if value < 0:
+        raise InvalidContainerSpec(f"ulimit {name}: {value} is not a limit (-1 means unlimited)")
+    return int(value)
+
+
+def parse_signal(text: str) -> int:
+    """A signal's number from "SIGINT", "INT", "sigint" or "2", as Docker's signal.ParseSignal reads it."""
+    text = str(text).strip()
+    if text.isascii() and text.isdigit():
+        number = int(text)
+        if not 0 < number <= SIGNAL_MAX:
+            raise InvalidContainerSpec(f"invalid signal: {text} (signals are 1 to {SIGNAL_MAX})")
+        return number
+    number = SIGNALS.get(text.upper().removeprefix("SIG"))
+    if number is None:
+        raise InvalidContainerSpec(f"invalid signal: {text} (a name such as SIGINT or INT, or a number)")
+    return number
+
+
+def stop_signal(container: dict, image_config: dict) -> int:
+    """The signal that stops the task: the spec's StopSignal, else its image's, else SIGTERM (dockerd's merge of
+    the image config, then container.StopSignal)."""
+    named = container.get("StopSignal") or image_config.get("StopSignal")
+    return parse_signal(named) if named else DEFAULT_STOP_SIGNAL
+
+
 def _passwd_entries(text: str | None):
     """(name, uid, gid) of each well-formed /etc/passwd line."""
     for line in (text or "").splitlines():
@@ -189,13 +395,15 @@ def _group_entries(text: str | None):
             yield fields[0], int(fields[2]), members
 
 
-def _default_mounts() -> list[dict]:
-    """moby's DefaultLinuxSpec mounts, with /dev/shm a private tmpfs of Docker's default size."""
+def _default_mounts(readonly_rootfs: bool = False) -> list[dict]:
+    """moby's DefaultLinuxSpec mounts, with /dev/shm a private tmpfs of Docker's default size. With a read-only
+    root file system they are read-only too except /proc, /dev, /dev/pts, /dev/shm and /dev/mqueue (moby's
+    WithMounts)."""
 
     def mount(destination, type_, source, *options):
         return {"destination": destination, "type": type_, "source": source, "options": list(options)}
 
-    return [
+    mounts = [
         mount("/proc", "proc", "proc", "nosuid", "noexec", "nodev"),
         mount("/dev", "tmpfs", "tmpfs", "nosuid", "strictatime", "mode=755", "size=65536k"),
         mount("/dev/pts", "devpts", "devpts", "nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620",
@@ -205,16 +413,25 @@ def _default_mounts() -> list[dict]:
         mount("/dev/mqueue", "mqueue", "mqueue", "nosuid", "noexec", "nodev"),
         mount("/dev/shm", "tmpfs", "shm", "nosuid", "noexec", "nodev", "mode=1777", f"size={DEFAULT_SHM_BYTES}"),
     ]
+    if readonly_rootfs:
+        for entry in mounts:
+            if entry["destination"] not in _WRITABLE_UNDER_READONLY_ROOT and "ro" not in entry["options"]:
+                entry["options"].append("ro")
+    return mounts
 
 
-def _task_mounts(secrets_dir, resolv_conf, hosts, hostname_file) -> list[dict]:
-    """The per-task files, bind-mounted as Docker does: secrets read-only, the /etc files writable."""
+_WRITABLE_UNDER_READONLY_ROOT = ("/proc", "/dev/pts", "/dev/shm", "/dev/mqueue", "/dev")
+
+
+def _task_mounts(secrets_dir, resolv_conf, hosts, hostname_file, readonly_rootfs: bool = False) -> list[dict]:
+    """The per-task files, bind-mounted as Docker does: secrets read-only, the /etc files writable unless the
+    root file system is read-only (moby's container.NetworkMounts: `writable := !ReadonlyRootfs`)."""
     mounts = []
     for source, destination, readonly in (
         (secrets_dir, "/run/secrets", True),
-        (resolv_conf, "/etc/resolv.conf", False),
-        (hostname_file, "/etc/hostname", False),
-        (hosts, "/etc/hosts", False),
+        (resolv_conf, "/etc/resolv.conf", readonly_rootfs),
+        (hostname_file, "/etc/hostname", readonly_rootfs),
+        (hosts, "/etc/hosts", readonly_rootfs),
     ):
         if source is not None:
             options = ["rbind", "rprivate"] + (["ro"] if readonly else [])
