@@ -1,5 +1,5 @@
 """The docker SDK for Python and the real docker CLI (the `docker` binary, where installed) driving a raftswarm swarm through the Docker
-Engine API on a manager's socket: nodes, networks, secrets, services (with docker's own convergence
+Engine API on a manager's socket: nodes, networks, secrets, configs, services (with docker's own convergence
 monitor), logs, stacks from a compose file; and a clear, quick error for what raftswarm does not do.
 """
 
@@ -122,6 +122,20 @@ def test_docker_stack_deploy_services_ps_and_rm(docker, tmp_path):
     assert docker("service", "ls", "--format", "{{.Name}}").stdout.strip() == ""
 
 
+@needs_cli
+@needs_containers
+def test_docker_stack_deploy_sends_empty_values_that_read_as_dockers_defaults(docker, tmp_path):
+    # The docker CLI sends "" and 0 for whatever the compose file leaves out: FailureAction, Order, Monitor.
+    compose = tmp_path / "compose.yml"
+    compose.write_text(
+        COMPOSE.replace("replicas: 2", "replicas: 1\n      update_config: {parallelism: 1, delay: 1s}")
+    )
+    docker("stack", "deploy", "-c", str(compose), "upd")
+    shown = docker("service", "inspect", "upd_app", "--format", "{{json .Spec.UpdateConfig}}").stdout
+    assert '"FailureAction":"pause"' in shown and '"Order":"stop-first"' in shown and '"Delay":1000000000' in shown
+    docker("stack", "rm", "upd")
+
+
 def out_names(text: str) -> list[str]:
     return sorted(line.split()[0] for line in text.splitlines() if line.strip())
 
@@ -174,5 +188,80 @@ def test_the_docker_sdk_for_python_drives_the_swarm(swarm):
         assert [n.name for n in client.networks.list()] == ["ingress"]
         with pytest.raises(docker_sdk.errors.APIError):
             client.containers.list()  # no containers here: a clear error, not a hang
+    finally:
+        client.close()
+
+
+@needs_cli
+@needs_containers
+def test_docker_config_is_a_file_at_its_target_and_is_rotated_by_service_update(docker, tmp_path):
+    docker("config", "create", "-l", "env=test", "app.conf", "-", stdin="version=1\n")
+    (tmp_path / "v2").write_text("version=2\n")
+    docker("config", "create", "app.conf.v2", str(tmp_path / "v2"))
+    assert docker("config", "ls", "--format", "{{.Name}}").stdout.split() == ["app.conf", "app.conf.v2"]
+    pretty = docker("config", "inspect", "--pretty", "app.conf").stdout
+    assert "Name:\t\t\tapp.conf\nLabels:\n - env=test\n" in pretty and pretty.endswith("Data:\nversion=1\n\n")
+    (tmp_path / "big").write_bytes(b"x" * 1000 * 1024)
+    too_big = docker("config", "create", "big", str(tmp_path / "big"), ok=False)
+    assert too_big.returncode != 0
+    assert "Error response from daemon: Data: config data must be larger than 0 and less than 1024000 bytes" in too_big.stderr
+
+    # /etc/app does not exist in the image: the target is made, as Docker does.
+    show = "while true; do cat /etc/app/app.conf; stat -c 'mode=%a owner=%u:%g' /etc/app/app.conf; sleep 0.5; done"
+    docker(
+        "service", "create", "--name", "cfg", "--config", "source=app.conf,target=/etc/app/app.conf,uid=1000,mode=0440",
+        "busybox", "sh", "-c", show,
+    )  # fmt: skip
+    logs = eventually_output(docker, ("service", "logs", "cfg"), lambda out: "version=1" in out)
+    assert "version=1" in logs and "mode=440 owner=1000:0" in logs
+    refused = docker("config", "rm", "app.conf", ok=False)
+    assert "config 'app.conf' is in use by the following service: cfg" in refused.stderr
+
+    docker("service", "update", "--config-rm", "app.conf", "--config-add", "source=app.conf.v2,target=/etc/app/app.conf", "cfg")
+    assert docker("service", "inspect", "cfg", "--format", "{{range .Spec.TaskTemplate.ContainerSpec.Configs}}{{.ConfigName}}{{end}}").stdout.strip() == "app.conf.v2"
+    rotated = eventually_output(docker, ("service", "logs", "--tail", "4", "cfg"), lambda out: "version=2" in out)
+    assert "version=2" in rotated
+    docker("config", "rm", "app.conf")  # no service uses it any more
+    docker("service", "rm", "cfg")
+    docker("config", "rm", "app.conf.v2")
+
+
+@needs_cli
+@needs_containers
+def test_docker_stack_deploy_creates_the_compose_files_configs(docker, tmp_path):
+    (tmp_path / "app.conf").write_text("from compose\n")
+    compose = tmp_path / "compose.yml"
+    compose.write_text(
+        COMPOSE.replace("replicas: 2", "replicas: 1")
+        .replace('command: ["sleep", "1000"]', 'command: ["sh", "-c", "cat /app.conf; sleep 1000"]\n    configs: [app.conf]')
+        + "configs:\n  app.conf:\n    file: ./app.conf\n"
+    )
+    docker("stack", "deploy", "-c", str(compose), "cfgst")
+    assert docker("config", "ls", "--format", "{{.Name}}").stdout.split() == ["cfgst_app.conf"]
+    logs = eventually_output(docker, ("service", "logs", "cfgst_app"), lambda out: "from compose" in out)
+    assert "from compose" in logs
+    docker("stack", "rm", "cfgst")
+    assert eventually_output(docker, ("config", "ls", "-q"), lambda out: not out.strip()).strip() == ""
+
+
+@needs_containers
+def test_the_docker_sdk_creates_a_service_with_configs(swarm):
+    docker_sdk = pytest.importorskip("docker")
+    client = docker_sdk.DockerClient(base_url=f"unix://{swarm.node('manager1').socket}", version="1.50")
+    try:
+        config = client.configs.create(name="sdkconf", data=b"from-sdk-config\n")
+        service = client.services.create(
+            "busybox",
+            ["sh", "-c", "cat /etc/sdk/sdk.conf; sleep 1000"],
+            name="sdkcfg",
+            configs=[docker_sdk.types.ConfigReference(config.id, "sdkconf", "/etc/sdk/sdk.conf")],
+        )
+        deadline = time.monotonic() + 30
+        while b"from-sdk-config" not in b"".join(service.logs(stdout=True)) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert b"from-sdk-config" in b"".join(service.logs(stdout=True))
+        service.remove()
+        config.remove()
+        assert client.configs.list() == []
     finally:
         client.close()

@@ -4,7 +4,7 @@ constants, and the errors Go's text/template would give."""
 
 import pytest
 
-from raftswarm.runtime.spec import InvalidContainerSpec
+from raftswarm.objects.containerspec import InvalidContainerSpec
 from raftswarm.runtime.templates import (
     TemplateError,
     context_of,

@@ -15,17 +15,11 @@ from pathlib import Path
 import pytest
 
 from raftswarm.runtime import logs
-from raftswarm.runtime.files import (
-    TASK_RESOLVER,
-    configured_nameservers,
-    hosts_file,
-    parse_extra_hosts,
-    read_in_rootfs,
-    resolv_conf,
-)
+from raftswarm.runtime.files import TASK_RESOLVER, configured_nameservers, hosts_file, read_in_rootfs, resolv_conf
+from raftswarm.objects.containerspec import parse_extra_hosts
 from raftswarm.runtime.logs import LogParser, follow_lines, parse_time, read_lines
 from raftswarm.runtime.secrets import MAX_SECRET_FILES, InvalidSecretTarget, SecretFile, secret_files, target_path
-from raftswarm.runtime.spec import InvalidContainerSpec
+from raftswarm.objects.containerspec import InvalidContainerSpec
 
 # -- reading the image's files ---------------------------------------------------------------------------
 

@@ -7,18 +7,8 @@ import json
 import pytest
 
 from raftswarm.runtime.seccomp import default_profile
-from raftswarm.runtime.spec import (
-    ALL_CAPABILITIES,
-    DEFAULT_PATH,
-    RLIM_INFINITY,
-    STOP_SIGNAL_ANNOTATION,
-    InvalidContainerSpec,
-    NoCommand,
-    UnknownUser,
-    parse_signal,
-    resolve_user,
-    task_spec,
-)
+from raftswarm.objects.containerspec import ALL_CAPABILITIES, RLIM_INFINITY, InvalidContainerSpec, parse_signal
+from raftswarm.runtime.spec import DEFAULT_PATH, STOP_SIGNAL_ANNOTATION, NoCommand, UnknownUser, resolve_user, task_spec
 
 PASSWD = """root:x:0:0:root:/root:/bin/bash
 daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin

@@ -23,10 +23,13 @@ def make_node(
     os: str = "linux",
     arch: str = "x86_64",
     labels: dict[str, str] | None = None,
+    engine_labels: dict[str, str] | None = None,
     cpus: int | None = None,
     memory: int | None = None,
 ) -> dict:
     description: dict = {"Hostname": hostname or f"host-{node_id}", "Platform": {"OS": os, "Architecture": arch}}
+    if engine_labels is not None:
+        description["Engine"] = {"EngineVersion": "raftswarm", "Labels": engine_labels}
     if cpus is not None or memory is not None:
         description["Resources"] = {"NanoCPUs": cpus or 0, "MemoryBytes": memory or 0}
     return {
@@ -160,7 +163,10 @@ def test_empty_cluster_leaves_tasks_pending():
 
 
 CONSTRAINT_NODES = [
-    make_node("id-a", role="manager", hostname="alpha", os="linux", arch="x86_64", labels={"zone": "a"}),
+    make_node(
+        "id-a", role="manager", hostname="alpha", os="linux", arch="x86_64", labels={"zone": "a"},
+        engine_labels={"disk": "ssd"},
+    ),
     make_node("id-b", role="worker", hostname="beta", os="windows", arch="aarch64", labels={"zone": "b"}),
 ]
 
@@ -180,6 +186,9 @@ CONSTRAINT_NODES = [
         ("node.platform.arch!=x86_64", "id-b"),
         ("node.labels.zone==b", "id-b"),
         ("node.labels.zone!=b", "id-a"),
+        ("engine.labels.disk==ssd", "id-a"),  # the labels `raftswarm-node --label` gave the node's daemon
+        ("engine.labels.disk!=ssd", "id-b"),  # a node without the engine label reads it as ""
+        ("ENGINE.LABELS.disk==SSD", "id-a"),
         ("node.role==MANAGER", "id-a"),  # values compare case-insensitively, as in Docker
         ("NODE.ROLE==worker", "id-b"),  # so do the fixed keys
     ],
@@ -199,6 +208,13 @@ def test_label_names_are_case_sensitive_and_missing_labels_are_empty():
     assert not placed(schedule(nodes, replicas(1, constraints=["node.labels.zone==a"]), []))
     # A node without the label fails == but passes !=, as in SwarmKit.
     assert placed(schedule(nodes, replicas(2, constraints=["node.labels.zone!=a"]), [])) == {"n0": 1, "n1": 1}
+
+
+def test_engine_labels_and_node_labels_are_separate_sets_of_names():
+    nodes = [make_node("n0", labels={"disk": "ssd"}), make_node("n1", engine_labels={"disk": "ssd", "Rack": "r1"})]
+    assert placed(schedule(nodes, replicas(2, constraints=["engine.labels.disk==ssd"]), [])) == {"n1": 2}
+    assert placed(schedule(nodes, replicas(2, constraints=["node.labels.disk==ssd"]), [])) == {"n0": 2}
+    assert not placed(schedule(nodes, replicas(1, constraints=["engine.labels.rack==r1"]), []))  # names keep their case
 
 
 def test_constraint_that_fits_nowhere_counts_each_reason_most_frequent_first():
@@ -362,7 +378,9 @@ def test_parse_constraint_trims_spaces_and_keeps_the_label_case():
         ("node.role==a>b", "value 'a>b' is invalid"),
         ("node.labels.zone==a!=b", "value 'a!=b' is invalid"),
         ("node.lables.zone==a", "unsupported key 'node.lables.zone'"),
-        ("engine.labels.x==y", "unsupported key"),
+        ("engine.label.x==y", "unsupported key 'engine.label.x'"),
+        ("node.labels.==y", "unsupported key 'node.labels.'"),
+        ("engine.labels.==y", "unsupported key"),
     ],
 )
 def test_invalid_constraint_is_a_clear_error(text, complaint):

@@ -7,6 +7,8 @@ import base64
 import copy
 import math
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +18,7 @@ from raftswarm.objects.specs import (
     MAX_SECRET_SIZE,
     referenced_secrets,
     restart_policy,
+    service_warnings,
     update_config,
     validate_init_request,
     validate_join_request,
@@ -93,9 +96,9 @@ def full_spec() -> dict:
             "Ports": [
                 {"Name": "http", "Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"},
                 {"Protocol": "udp", "TargetPort": 53, "PublishedPort": 8080, "PublishMode": "host"},
-                {"Protocol": "sctp", "TargetPort": 9000},
-                {"TargetPort": 9001, "PublishedPort": 0},
-                {"TargetPort": 9002, "PublishedPort": 0},
+                {"Protocol": "sctp", "TargetPort": 9000, "PublishMode": "ingress"},
+                {"TargetPort": 9001, "PublishedPort": 0, "Protocol": "tcp", "PublishMode": "ingress"},
+                {"TargetPort": 9002, "PublishedPort": 0, "Protocol": "tcp", "PublishMode": "ingress"},
             ],
         },
     }
@@ -244,7 +247,21 @@ def test_refusals_are_400_control_errors():
 )
 def test_docker_accepts_these_and_so_does_raftswarm(path, value):
     spec = changed(full_spec(), path, value)
-    assert validate_service_spec(spec) == without_nulls(spec)  # a null member is an absent one
+    # A null member is an absent one; the enums SwarmKit always holds read as their defaults when left out.
+    assert without_enum_defaults(validate_service_spec(spec)) == without_enum_defaults(without_nulls(spec))
+
+
+_ENUM_DEFAULTS = {"FailureAction": "pause", "Order": "stop-first", "Condition": "any", "Mode": "vip",
+                  "Protocol": "tcp", "PublishMode": "ingress"}
+
+
+def without_enum_defaults(value):
+    """A spec without the enum members that hold their default (as `_empty_means_default` fills them)."""
+    if isinstance(value, dict):
+        return {k: without_enum_defaults(v) for k, v in value.items() if _ENUM_DEFAULTS.get(k, object()) != v}
+    if isinstance(value, list):
+        return [without_enum_defaults(item) for item in value]
+    return value
 
 
 def test_a_global_service_without_max_replicas_is_accepted():
@@ -339,7 +356,6 @@ def test_a_global_service_without_max_replicas_is_accepted():
         ),
         # Restart policy.
         ("TaskTemplate.RestartPolicy.Condition", "always", "TaskTemplate.RestartPolicy.Condition", "none, on-failure"),
-        ("TaskTemplate.RestartPolicy.Condition", "", "TaskTemplate.RestartPolicy.Condition", "one of"),
         ("TaskTemplate.RestartPolicy.Delay", -1, "TaskTemplate.RestartPolicy.Delay", "nanoseconds"),
         ("TaskTemplate.RestartPolicy.Window", -1, "TaskTemplate.RestartPolicy.Window", "nanoseconds"),
         ("TaskTemplate.RestartPolicy.MaxAttempts", -1, "TaskTemplate.RestartPolicy.MaxAttempts", ">= 0"),
@@ -366,8 +382,6 @@ def test_a_global_service_without_max_replicas_is_accepted():
         ("Networks.0", {"Aliases": []}, "Networks[0].Target", "required"),
         ("TaskTemplate.ForceUpdate", -1, "TaskTemplate.ForceUpdate", ">= 0"),
         # Mode.
-        ("Mode", {"ReplicatedJob": {}}, "Mode.ReplicatedJob", "not supported by raftswarm"),
-        ("Mode", {"GlobalJob": {}}, "Mode.GlobalJob", "not supported by raftswarm"),
         ("Mode", {"Replicated": {"Replicas": 1}, "Global": {}}, "Mode", "not both"),
         ("Mode", "replicated", "Mode", "JSON object"),
         ("Mode.Replicated.Replicas", -1, "Mode.Replicated.Replicas", "from 0 to 100000"),
@@ -647,7 +661,8 @@ def test_junk_anywhere_in_a_valid_spec_is_refused_or_kept_exactly(path, junk):
     except InvalidSpec as exc:
         assert str(exc).split(":")[0]  # names a field
         return
-    assert checked == without_nulls(spec)  # nulls read as absent, as Docker's Go decoding reads them
+    # nulls read as absent, as Docker's Go decoding reads them; left-out enums as their defaults
+    assert without_enum_defaults(checked) == without_enum_defaults(without_nulls(spec))
     update_config(checked)
     update_config(checked, rollback=True)
     restart_policy(checked)
@@ -700,3 +715,82 @@ def test_a_swarm_spec_keeps_dockers_fields_only_so_the_stored_one_can_be_merged_
         "Labels": {"a": "b"},
         "Raft": {"Newer": 1},
     }
+
+
+def test_empty_strings_the_docker_cli_sends_read_as_dockers_defaults():
+    # `docker stack deploy` of `update_config: {parallelism: 1, delay: 1s}` and an unset restart condition and
+    # port protocol: what dockerd reads as pause, stop-first, any, vip, tcp and ingress.
+    spec = validate_service_spec(
+        {
+            "Name": "web",
+            "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "RestartPolicy": {"Condition": "", "MaxAttempts": 0}},
+            "UpdateConfig": {"Parallelism": 1, "Delay": SECOND, "FailureAction": "", "Monitor": 0, "Order": ""},
+            "RollbackConfig": {"Parallelism": 1, "FailureAction": "", "Order": ""},
+            "EndpointSpec": {"Mode": "", "Ports": [{"TargetPort": 80, "Protocol": "", "PublishMode": ""}]},
+        }
+    )
+    assert spec["UpdateConfig"] == {"Parallelism": 1, "Delay": SECOND, "FailureAction": "pause", "Monitor": 0, "Order": "stop-first"}
+    assert spec["RollbackConfig"]["FailureAction"] == "pause" and spec["RollbackConfig"]["Order"] == "stop-first"
+    assert spec["TaskTemplate"]["RestartPolicy"]["Condition"] == "any"
+    assert spec["EndpointSpec"] == {"Mode": "vip", "Ports": [{"TargetPort": 80, "Protocol": "tcp", "PublishMode": "ingress"}]}
+    assert update_config(spec)["Monitor"] == 5 * SECOND  # Monitor 0 is the default too
+    # Missing ones too, where the object holding them was given: SwarmKit keeps them as enums.
+    spec = validate_service_spec(
+        {"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "RestartPolicy": {}},
+         "UpdateConfig": {"Parallelism": 2}, "EndpointSpec": {"Ports": [{"TargetPort": 80}]}}
+    )
+    assert spec["UpdateConfig"] == {"Parallelism": 2, "FailureAction": "pause", "Order": "stop-first"}
+    assert spec["TaskTemplate"]["RestartPolicy"] == {"Condition": "any"} and "RollbackConfig" not in spec
+    assert spec["EndpointSpec"] == {"Mode": "vip", "Ports": [{"TargetPort": 80, "Protocol": "tcp", "PublishMode": "ingress"}]}
+
+
+def test_an_unknown_choice_is_still_refused_after_empty_strings_became_defaults():
+    with pytest.raises(InvalidSpec, match="UpdateConfig.Order: must be one of stop-first, start-first"):
+        validate_service_spec(
+            {"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}, "UpdateConfig": {"Order": "sideways"}}
+        )
+
+
+def test_warnings_name_every_field_raftswarm_ignores_known_to_docker_or_not():
+    spec = validate_service_spec(
+        {
+            "Name": "web",
+            "TaskTemplate": {
+                "ContainerSpec": {"Image": "busybox", "Labels": {"a": "b"}, "Colour": "blue"},
+                "LogDriver": {"Name": "syslog"},
+            },
+            "Shiny": True,
+        }
+    )
+    assert service_warnings(spec) == [
+        "unknown field TaskTemplate.ContainerSpec.Colour is ignored: Docker's API has no such field",
+        "unknown field Shiny is ignored: Docker's API has no such field",
+        "TaskTemplate.ContainerSpec.Labels is ignored: container labels are not kept: raftswarm has no container API",
+        "TaskTemplate.LogDriver is ignored: a task's output is kept by its node (`service logs`); log drivers are not used",
+    ]
+    assert service_warnings(validate_service_spec({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}})) == []
+
+
+def test_an_unconfined_or_custom_seccomp_profile_is_refused():
+    for mode in ("unconfined", "custom"):
+        with pytest.raises(InvalidSpec, match=f"Privileges.Seccomp.Mode: {mode} is refused"):
+            validate_service_spec(
+                {"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Privileges": {"Seccomp": {"Mode": mode}}}}}
+            )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("StopSignal", "SIGFOO", "invalid signal: SIGFOO"),
+        ("CapabilityAdd", ["SYS_EVERYTHING"], 'unknown capability: "CAP_SYS_EVERYTHING"'),
+        ("Sysctls", {"vm.swappiness": "10"}, 'sysctl "vm.swappiness" is not in a separate kernel namespace'),
+        ("Ulimits", [{"Name": "files", "Soft": 1, "Hard": 1}], "invalid ulimit type: files"),
+        ("Ulimits", [{"Name": "nofile", "Soft": 9, "Hard": 1}], "soft limit must be less than or equal to hard"),
+        ("Hosts", ["db:192.0.2.10"], 'extra host "db:192.0.2.10" is not "IP_ADDRESS HOSTNAME'),
+        ("DNSConfig", {"Nameservers": ["dns.example"]}, "nameserver 'dns.example' is not an IP address"),
+    ],
+)
+def test_a_container_setting_no_container_can_have_is_refused_when_the_service_is_created(field, value, words):
+    with pytest.raises(InvalidSpec, match=rf"TaskTemplate\.ContainerSpec\.{field}: .*{re.escape(words)}"):
+        validate_service_spec({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox", field: value}}})

@@ -409,8 +409,9 @@ async def test_leaving_the_swarm(nodes):
     async with worker.client() as client:
         await client.request("POST", "/swarm/leave?force=false")
         assert (await client.request("GET", "/info"))["Swarm"]["LocalNodeState"] == "inactive"
-    # Certificates and all: nothing of the swarm is left on the worker; its images stay, as dockerd's do.
-    assert sorted(p.name for p in worker.state_dir.iterdir()) == ["images"]
+    # Certificates and all: nothing of the swarm is left on the worker; its images and volumes stay, as dockerd's do.
+    assert sorted(p.name for p in worker.state_dir.iterdir()) == ["images", "volumes"]
+
     await wait_for(lambda: _state_of(manager, worker_id, "down"), "the departed worker to be down", within=30)
 
 

@@ -18,8 +18,8 @@ again finds the containers its predecessor started, and the first complete assig
 task the swarm believes started here but whose container is gone is reported FAILED, so its restart policy
 replaces it.
 
-Secrets arrive with the assignments of the tasks that use them and are kept in this process's memory
-only, never written to the state directory or logged; a secret no assigned task references is dropped.
+Secrets and configs arrive with the assignments of the tasks that use them and are kept in this process's
+memory only, never written to the state directory or logged; one no assigned task references is dropped.
 Tasks' output stays in their containers' log files while they run; the agent keeps the last
 `ENDED_LOG_LINES` lines of each of the last `ENDED_TASK_LOGS` tasks that ended, for `service logs`.
 
@@ -170,7 +170,7 @@ class _TaskController:
         return "started" if self.state == TaskState.RUNNING else "starting"
 
     async def _start(self) -> bool:
-        if self._desired() > TaskState.RUNNING:
+        if self._desired() >= TaskState.SHUTDOWN:
             self._report(TaskState.SHUTDOWN, "shutdown")
             return False
         if self.state >= TaskState.STARTING:
@@ -189,13 +189,16 @@ class _TaskController:
             return False
         self._report(TaskState.READY, "prepared")
         await self._wait_for(lambda: self._desired() != TaskState.READY)
-        if self._desired() > TaskState.RUNNING:
+        if self._desired() >= TaskState.SHUTDOWN:
             self._report(TaskState.SHUTDOWN, "shutdown")
             return False
         self._report(TaskState.STARTING, "starting")
         try:
             self.running = await self.agent.runtime.start(
-                self.task, self.agent.secrets_of(self.task), prepare=self._plug_networks()
+                self.task,
+                self.agent.secrets_of(self.task),
+                prepare=self._plug_networks(),
+                configs=self.agent.configs_of(self.task),
             )
         except TaskRejected as exc:
             self._report(TaskState.REJECTED, "rejected", str(exc))
@@ -204,7 +207,7 @@ class _TaskController:
 
     async def _health(self, running: Container) -> health.Health | None:
         """The task's health to follow, or None if it has no healthcheck (or is to stop anyway)."""
-        if self._desired() > TaskState.RUNNING:
+        if self._desired() >= TaskState.SHUTDOWN:
             return None
         check = await asyncio.to_thread(health.task_healthcheck, self.task, self.agent.runtime.images)
         if check is None:
@@ -229,7 +232,7 @@ class _TaskController:
         if checked is not None:
             self._probes.spawn(health.watch(running, checked, self._health_changed), f"health-{self.task['ID'][:12]}")
         exited = asyncio.create_task(running.wait())
-        stop_requested = asyncio.create_task(self._wait_for(lambda: self._desired() > TaskState.RUNNING))
+        stop_requested = asyncio.create_task(self._wait_for(lambda: self._desired() >= TaskState.SHUTDOWN))
         unhealthy = asyncio.create_task(self._unhealthy.wait())
         try:
             await asyncio.wait({exited, stop_requested, unhealthy}, return_when=asyncio.FIRST_COMPLETED)
@@ -326,6 +329,8 @@ class Agent:
         self.tasks: dict[str, _TaskController] = {}
         self.secrets: dict[str, dict[str, Any]] = {}
         """Secret ID -> {"Spec", "Data"}: in memory only."""
+        self.configs: dict[str, dict[str, Any]] = {}
+        """Config ID -> {"Spec", "Data"}: in memory only, as secrets."""
         self.assignment_session: str | None = None
         self._retired: set[_TaskController] = set()
         """Controllers of tasks no longer assigned here, until their process has stopped."""
@@ -336,11 +341,12 @@ class Agent:
         self._ended_logs: OrderedDict[str, list[LogLine]] = OrderedDict()
 
     def status(self) -> dict[str, Any]:
-        """What this agent holds, for inspection: tasks and their states, and the secrets' IDs and names
-        (never their data)."""
+        """What this agent holds, for inspection: tasks and their states, and the secrets' and configs' IDs and
+        names (never their data)."""
         return {
             "tasks": {task_id: c.state.api for task_id, c in sorted(self.tasks.items())},
             "secrets": {secret_id: s["Spec"]["Name"] for secret_id, s in sorted(self.secrets.items())},
+            "configs": {config_id: c["Spec"]["Name"] for config_id, c in sorted(self.configs.items())},
         }
 
     def report(self, task_id: str, status: dict[str, Any]) -> None:
@@ -357,6 +363,12 @@ class Agent:
         references = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Secrets") or []
         wanted = {ref.get("SecretID") for ref in references}
         return {secret_id: secret["Data"] for secret_id, secret in self.secrets.items() if secret_id in wanted}
+
+    def configs_of(self, task: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Config ID -> {"Spec", "Data"}, for the configs delivered here that `task` references."""
+        references = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Configs") or []
+        wanted = {ref.get("ConfigID") for ref in references}
+        return {config_id: config for config_id, config in self.configs.items() if config_id in wanted}
 
     def keep_logs(self, task_id: str, lines: list[LogLine]) -> None:
         self._ended_logs[task_id] = lines
@@ -411,6 +423,7 @@ class Agent:
         self.tasks.clear()
         self._retired.clear()
         self.secrets.clear()
+        self.configs.clear()
 
     async def _connect(self, target: str | None) -> RpcClient:
         host, port = parse_host_port(target or self.session.connected_to or self.session.managers[0])
@@ -459,10 +472,15 @@ class Agent:
         complete = answer.get("type") == "complete"
         if complete:
             self.secrets = {}
+            self.configs = {}
         for secret in answer.get("secrets") or []:
             self.secrets[secret["ID"]] = {"Spec": secret["Spec"], "Data": secret["Data"]}
         for secret_id in answer.get("removed_secrets") or []:
             self.secrets.pop(secret_id, None)
+        for config in answer.get("configs") or []:
+            self.configs[config["ID"]] = {"Spec": config["Spec"], "Data": config["Data"]}
+        for config_id in answer.get("removed_configs") or []:
+            self.configs.pop(config_id, None)
         assigned = {task["ID"]: task for task in answer.get("tasks") or []}
         removed = set(answer.get("removed_tasks") or [])
         if complete:

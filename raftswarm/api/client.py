@@ -213,6 +213,23 @@ class ApiClient:
     async def secret_remove(self, ref: str) -> None:
         await self.request("DELETE", f"/secrets/{ref}")
 
+    async def config_create(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """`spec` is Docker's ConfigSpec (Name, Labels, Data in base64, Templating); returns {"ID": ...}."""
+        return await self.request("POST", "/configs/create", spec)
+
+    async def config_list(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        return await self.request("GET", "/configs", params=_filters(filters))
+
+    async def config_inspect(self, ref: str) -> dict[str, Any]:
+        return await self.request("GET", f"/configs/{ref}")
+
+    async def config_update(self, config_id: str, version: int, spec: dict[str, Any]) -> None:
+        """Only the labels of a config may change."""
+        await self.request("POST", f"/configs/{config_id}/update", spec, params={"version": str(version)})
+
+    async def config_remove(self, ref: str) -> None:
+        await self.request("DELETE", f"/configs/{ref}")
+
     async def network_create(self, body: dict[str, Any]) -> dict[str, Any]:
         """`POST /networks/create`: {"Id", "Warning"}."""
         return await self.request("POST", "/networks/create", body)

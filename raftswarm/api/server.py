@@ -12,8 +12,8 @@ chaos workloads and tools that drive a cluster from outside:
     GET  /raftswarm/store/{kind}               ?consistency=linearizable (default) | local; any kind but
                                                those holding keys or secret data (`UNREADABLE_KINDS`)
     GET  /raftswarm/store/{kind}/{id}          same
-    GET  /raftswarm/agent                      what this node's agent holds: task IDs and states, secret IDs
-                                               and names (never secret data)
+    GET  /raftswarm/agent                      what this node's agent holds: task IDs and states, secret and
+                                               config IDs and names (never their data)
 
 Errors are Docker's shape: a status code and `{"message": "..."}`. Bad input is a 4xx; a 500 is a bug of
 the node, logged with its traceback, and the node keeps serving.
@@ -34,15 +34,18 @@ from ..errors import InvalidInput, RaftswarmError, Unavailable, VersionConflict
 from ..objects.kinds import CLUSTER, NODES
 from ..errors import ControlError
 from ..objects.kinds import ALLOCATIONS, NETWORK_NAMES, NETWORKS, SECRET_NAMES, SECRETS, SERVICE_NAMES, SERVICES, TASKS
+from ..objects.kinds import CONFIG_NAMES, CONFIGS
 from ..store import Operation, StoreError
 from ..objects.stored import StoredObject
 from .backend import ManagerRole, Node
 from .bodies import field, json_object
+from .configs import ConfigRoutes
 from .images import ImageRoutes
 from .logs import LogRoutes
 from .networks import NetworkRoutes
 from .services import ServiceRoutes
 from .swarm import SwarmRoutes
+from .volumes import VolumeRoutes
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,8 @@ SWARM_KINDS = {
     TASKS: "/services (tasks are the orchestrator's)",
     SECRETS: "/secrets",
     SECRET_NAMES: "/secrets",
+    CONFIGS: "/configs",
+    CONFIG_NAMES: "/configs",
     NETWORKS: "/networks",
     NETWORK_NAMES: "/networks",
     ALLOCATIONS: "/services and /networks (allocations are the allocator's)",
@@ -67,6 +72,7 @@ those endpoints can stop the control loops or every client that reads it."""
 
 UNREADABLE_KINDS = {
     SECRETS: "holds secret data; use /secrets",
+    CONFIGS: "holds config data (bytes, which JSON cannot carry); use /configs",
     CLUSTER: "holds the swarm's root CA key, unlock key and gossip keys; use /swarm",
 }
 """Kinds the raw store endpoints do not show: only the endpoints that leave their keys out read them."""
@@ -131,8 +137,10 @@ class ApiServer:
             web.get("/raftswarm/agent", self.agent_status),
             *SwarmRoutes(daemon).routes(),
             *ServiceRoutes(daemon).routes(),
+            *ConfigRoutes(daemon).routes(),
             *logs.routes(),
             *NetworkRoutes(daemon).routes(),
+            *VolumeRoutes(daemon).routes(),
             *images.routes(),
         ]
         # Docker clients put the API version in front of every path: /v1.50/services/...

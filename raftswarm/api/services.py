@@ -9,12 +9,14 @@ from aiohttp import web
 
 from ..errors import ControlError
 from ..objects.tasks import TaskState, is_current
+from ..objects.jobs import service_status
 from .backend import Node, ServiceBackend
 from ..objects.stored import api_view, resolve, spec_name
 from ..objects.registryauth import AUTH_HEADER, decode_auth
 from ..objects.stored import StoredObject
 from .bodies import json_object
 from .swarm import query_filters, query_version
+from ..objects.specs import service_warnings
 
 
 def _labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
@@ -39,7 +41,9 @@ def _service_matches(service: dict[str, Any], filters: dict[str, list[str]]) -> 
         return False
     if "label" in filters and not _labels_match(spec.get("Labels") or {}, filters["label"]):
         return False
-    mode = "global" if "Global" in (spec.get("Mode") or {}) else "replicated"
+    given = spec.get("Mode") or {}
+    names = (("Global", "global"), ("ReplicatedJob", "replicated-job"), ("GlobalJob", "global-job"))
+    mode = next((name for key, name in names if key in given), "replicated")
     return "mode" not in filters or mode in filters["mode"]
 
 
@@ -104,12 +108,7 @@ class ServiceRoutes:
             web.get("/secrets/{id}", self.secret),
             web.post("/secrets/{id}/update", self.secret_update),
             web.delete("/secrets/{id}", self.secret_remove),
-            web.get("/configs", self.configs),
         ]
-
-    async def configs(self, request: web.Request) -> web.Response:
-        """raftswarm has no configs; `docker stack rm` lists them."""
-        return web.json_response([])
 
     def _api(self) -> ServiceBackend:
         return self.daemon.services()
@@ -127,7 +126,7 @@ class ServiceRoutes:
             for task in await api.tasks():
                 by_service.setdefault(task.data.get("ServiceID", ""), []).append(task.data)
             for view in views:
-                view["ServiceStatus"] = _service_status(view, by_service.get(view["ID"], []))
+                view["ServiceStatus"] = service_status(view, by_service.get(view["ID"], []))
         return web.json_response(views)
 
     async def service(self, request: web.Request) -> web.Response:
@@ -136,7 +135,7 @@ class ServiceRoutes:
     async def service_create(self, request: web.Request) -> web.Response:
         spec = with_registry_auth(request, await json_object(request), None)
         service_id = await self._api().create_service(spec)
-        return web.json_response({"ID": service_id, "Warnings": []}, status=201)
+        return web.json_response({"ID": service_id, "Warnings": service_warnings(spec)}, status=201)
 
     async def service_update(self, request: web.Request) -> web.Response:
         rollback = request.query.get("rollback", "")
@@ -146,8 +145,10 @@ class ServiceRoutes:
         if not rollback:
             current = await self._api().service(request.match_info["id"])
             spec = with_registry_auth(request, spec, current.data["Spec"])
-        await self._api().update_service(request.match_info["id"], query_version(request), spec, rollback=bool(rollback))
-        return web.json_response({"Warnings": []})
+        updated = await self._api().update_service(
+            request.match_info["id"], query_version(request), spec, rollback=bool(rollback)
+        )
+        return web.json_response({"Warnings": service_warnings(updated.data["Spec"])})
 
     async def service_remove(self, request: web.Request) -> web.Response:
         await self._api().remove_service(request.match_info["id"])
@@ -219,13 +220,15 @@ def _task_matches(task: dict[str, Any], filters: dict[str, list[str]], service_n
     if "desired-state" in filters:
         desired = TaskState.of(task.get("DesiredState", "running"))
         for value in filters["desired-state"]:
-            if value not in ("running", "shutdown", "accepted"):
+            if value not in ("running", "shutdown", "accepted", "complete"):
                 raise ControlError(f"invalid filter 'desired-state={value}'", 400)
-        # Docker: "running" also covers tasks about to run; "shutdown" every state past running.
+        # Docker: "running" also covers tasks about to run; "shutdown" every state past it but a job's
+        # tasks' "complete".
         matches = {
             "running": desired <= TaskState.RUNNING,
-            "shutdown": desired > TaskState.RUNNING,
+            "shutdown": desired >= TaskState.SHUTDOWN,
             "accepted": desired == TaskState.ACCEPTED,
+            "complete": desired == TaskState.COMPLETE,
         }
         if not any(matches[v] for v in filters["desired-state"]):
             return False
@@ -241,17 +244,3 @@ def _secret_matches(secret: dict[str, Any], filters: dict[str, list[str]]) -> bo
     if "names" in filters and name not in filters["names"]:
         return False
     return "label" not in filters or _labels_match(secret["Spec"].get("Labels") or {}, filters["label"])
-
-
-def _service_status(service: dict[str, Any], own: list[dict[str, Any]]) -> dict[str, int]:
-    """Docker's ServiceStatus (`GET /services?status=true`) from the service's tasks, as `docker service ls`
-    shows REPLICAS."""
-    running = sum(1 for t in own if t["Status"]["State"] == "running" and TaskState.of(t["DesiredState"]) <= TaskState.RUNNING)
-    completed = sum(1 for t in own if t["Status"]["State"] == "complete")
-    mode = service["Spec"].get("Mode") or {}
-    if "Global" in mode:
-        desired = sum(1 for t in own if TaskState.of(t["DesiredState"]) <= TaskState.RUNNING)
-    else:
-        desired = (mode.get("Replicated") or {}).get("Replicas", 1)
-    return {"RunningTasks": running, "DesiredTasks": desired, "CompletedTasks": completed}
-

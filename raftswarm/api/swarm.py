@@ -201,6 +201,7 @@ class SwarmRoutes:
                 "ID": daemon.node_id(),
                 "Name": socket.gethostname(),
                 "ServerVersion": __version__,
+                "Labels": [f"{key}={value}" for key, value in sorted(daemon.engine_labels().items())],
                 "Swarm": swarm,
                 "Warnings": await asyncio.to_thread(daemon.warnings),
             }

@@ -4,6 +4,7 @@ import click
 
 from .. import __version__
 from .cluster import cluster
+from .config import config
 from .image import image
 from .node import node
 from .network import network
@@ -11,6 +12,7 @@ from .secret import secret
 from .stack import stack
 from .service import service
 from .swarm import swarm
+from .volume import volume
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,5 +48,7 @@ main.add_command(cluster)
 main.add_command(service)
 main.add_command(network)
 main.add_command(secret)
+main.add_command(config)
 main.add_command(stack)
 main.add_command(image)
+main.add_command(volume)

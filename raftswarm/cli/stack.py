@@ -1,5 +1,5 @@
-"""`raftswarm stack ...`: deploy, ls, services, ps, rm -- a compose file as a set of services, networks and
-secrets under one namespace (`raftswarm.stack` turns the file into specs), as `docker stack` does.
+"""`raftswarm stack ...`: deploy, ls, services, ps, rm -- a compose file as a set of services, networks, secrets
+and configs under one namespace (`raftswarm.stack` turns the file into specs), as `docker stack` does.
 
 Everything a stack makes carries the label `com.docker.stack.namespace=<name>`; that label is how
 `ls`, `services`, `ps` and `rm` find it. A redeploy creates what is new, updates the services whose spec
@@ -94,11 +94,22 @@ async def deploy(
             click.echo(f"Creating secret {secret_name}")
             secret_ids[secret_name] = (await api.secret_create(body))["ID"]
 
+    config_ids = {c["Spec"]["Name"]: c["ID"] for c in await api.config_list()}
+    for external in specs.external_configs:
+        if external not in config_ids:
+            raise CommandError(f"config not found: {external}")
+    for config_name, body in specs.configs.items():
+        if config_name not in config_ids:
+            click.echo(f"Creating config {config_name}")
+            config_ids[config_name] = (await api.config_create(body))["ID"]
+
     current = {s["Spec"]["Name"]: s for s in await api.service_list(_namespace_filter(name))}
     changed: list[tuple[str, dict[str, Any] | None]] = []
     for spec in specs.services.values():
         for reference in container_spec(spec["TaskTemplate"]).get("Secrets") or []:
             reference["SecretID"] = secret_ids[reference["SecretName"]]
+        for reference in container_spec(spec["TaskTemplate"]).get("Configs") or []:
+            reference["ConfigID"] = config_ids[reference["ConfigName"]]
         found = current.pop(spec["Name"], None)
         container = spec["TaskTemplate"]["ContainerSpec"]
         if resolve_image == "always" or (resolve_image == "changed" and _image_changed(found, container["Image"])):
@@ -191,8 +202,9 @@ async def remove(api: ApiClient, names: tuple[str, ...]) -> None:
         found = _namespace_filter(name)
         services_ = await api.service_list(found)
         secrets = await api.secret_list(found)
+        configs = await api.config_list(found)
         networks = await api.network_list(found)
-        if not (services_ or secrets or networks):
+        if not (services_ or secrets or configs or networks):
             click.echo(f"Nothing found in stack: {name}")
             continue
         for service in sorted(services_, key=lambda s: s["Spec"]["Name"]):
@@ -202,6 +214,12 @@ async def remove(api: ApiClient, names: tuple[str, ...]) -> None:
             click.echo(f"Removing secret {secret['Spec']['Name']}")
             try:
                 await api.secret_remove(secret["ID"])
+            except ApiError as exc:
+                errors.append(daemon_message(exc))
+        for config in sorted(configs, key=lambda c: c["Spec"]["Name"]):
+            click.echo(f"Removing config {config['Spec']['Name']}")
+            try:
+                await api.config_remove(config["ID"])
             except ApiError as exc:
                 errors.append(daemon_message(exc))
         for network in sorted(networks, key=lambda n: n["Name"]):

@@ -52,6 +52,7 @@ from ..runtime.containers import release_all
 from .processes import NodeProcess, NodeStartError, log_tail, spawn, stop_all, wait_for_api
 from ..node.state_dir import StateDir
 from .hostnet import ClusterError, bridge_netfilter_hint, choose_subnet, host_networks, ip_command, links, loopback_addresses, netns_unavailable_reason, network_namespaces, nft_tables, port_free
+from ..runtime.volumes import unmount_all
 
 REGISTRY_PORT = 5000
 """Where `raftswarm cluster up`'s registry answers, as kind's and k3d's local registries do."""
@@ -783,6 +784,9 @@ class SwarmCluster:
             state = StateDir(node.state_dir)
             if state.worker_containers.is_dir():
                 failures += release_all(state.worker_containers, ImageStore(state.images))
+            if state.volumes.is_dir():
+                # A bind-like volume left mounted would have the directory's removal delete what it binds.
+                failures += unmount_all(state.volumes)
         prefixes = tuple(f"{namespace_prefix(node.node_id)}ov-" for node in self.nodes if node.node_id)
         for namespace in network_namespaces() if prefixes else ():
             if namespace.startswith(prefixes):

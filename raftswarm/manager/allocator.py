@@ -456,7 +456,7 @@ def network_in_use(network_id: str, services: View, tasks: View) -> list[str]:
     for task in tasks.values():
         # As SwarmKit: a task told to stop no longer holds the network (`docker stack rm` removes the
         # services, then at once their networks); its address stays held until it has stopped.
-        if is_terminal(observed_state(task)) or desired_state(task) > TaskState.RUNNING:
+        if is_terminal(observed_state(task)) or desired_state(task) >= TaskState.SHUTDOWN:
             continue
         if any(a["Network"]["ID"] == network_id for a in task.get("NetworksAttachments") or ()):
             owner = services.get(task.get("ServiceID", ""))

@@ -37,6 +37,11 @@ MAX_HOSTNAME_CHARS = 253
 MAX_ADDRESS_CHARS = 261
 """`[` + the longest IPv6 text (45) + `]:65535`, or a 253-character DNS name with a port."""
 
+MAX_ENGINE_LABELS_CHARS = 64 << 10
+"""All of a joining node's engine labels (`raftswarm-node --label`), keys and values together. A node's labels
+are a few short words; the bound keeps one join with the worker token from putting much into every manager's
+store (and every scheduling round's reading of it)."""
+
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.:_-]*[A-Za-z0-9])?")
 """What a node may give as its address's host: an IP literal or a DNS name, nothing a shell or a log could
 misread."""
@@ -51,6 +56,7 @@ class JoinRequest:
     csr: bytes
     addr: str
     hostname: str
+    engine_labels: dict[str, str]
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> JoinRequest:
@@ -69,7 +75,25 @@ class JoinRequest:
             raise RpcError(
                 "invalid", f"hostname must be a printable string of 1 to {MAX_HOSTNAME_CHARS} characters without spaces"
             )
-        return cls(token, csr, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", hostname)
+        labels = _engine_labels(params.get("labels"))
+        return cls(token, csr, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", hostname, labels)
+
+
+def _engine_labels(value: Any) -> dict[str, str]:
+    """The joining node's engine labels: a map of printable strings (None or absent: none)."""
+    if value is None:
+        return {}
+    problem = f"labels must map printable strings to printable strings, {MAX_ENGINE_LABELS_CHARS} characters in all"
+    if not isinstance(value, dict):
+        raise RpcError("invalid", problem)
+    size = 0
+    for key, label in value.items():
+        if not (isinstance(key, str) and isinstance(label, str) and key and key.isprintable() and label.isprintable()):
+            raise RpcError("invalid", problem)
+        size += len(key) + len(label)
+    if size > MAX_ENGINE_LABELS_CHARS:
+        raise RpcError("invalid", problem)
+    return dict(value)
 
 
 def _csr(params: dict[str, Any]) -> bytes:
@@ -107,7 +131,7 @@ class CAServer:
     async def join(self, identity: NodeIdentity | None, params: dict[str, Any]) -> dict[str, Any]:
         request = JoinRequest.from_params(params)
         node_id, cert_pem, roots_pem, role = await self.control.enroll(
-            request.token, request.csr, request.addr, request.hostname
+            request.token, request.csr, request.addr, request.hostname, request.engine_labels
         )
         managers = {
             node.id: node.data["ManagerStatus"]["Addr"]

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import platform
 import socket
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,11 +42,23 @@ def _memory_bytes() -> int:
 
 
 def new_node_object(
-    node_id: str, role: NodeRole, addr: str, hostname: str | None = None, *, in_raft: bool = True
+    node_id: str,
+    role: NodeRole,
+    addr: str,
+    hostname: str | None = None,
+    *,
+    in_raft: bool = True,
+    engine_labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A Node object as Docker shapes it. A manager gets its ManagerStatus only once it is in the Raft
-    membership (`in_raft`): a joining manager is shown as one when `raft.join` has added it, never before."""
+    membership (`in_raft`): a joining manager is shown as one when `raft.join` has added it, never before.
+    `engine_labels` are the labels the node's daemon was started with (`raftswarm-node --label`), shown as
+    Description.Engine.Labels (left out when there are none, as Docker's omitempty does) and matched by
+    `engine.labels.<name>` placement constraints."""
     stamp = now_iso()
+    engine: dict[str, Any] = {"EngineVersion": "raftswarm"}
+    if engine_labels:
+        engine["Labels"] = dict(engine_labels)
     node: dict[str, Any] = {
         "ID": node_id,
         "CreatedAt": stamp,
@@ -55,7 +68,7 @@ def new_node_object(
             "Hostname": hostname or socket.gethostname(),
             "Platform": {"Architecture": platform.machine() or "x86_64", "OS": "linux"},
             "Resources": {"NanoCPUs": (os.cpu_count() or 1) * 1_000_000_000, "MemoryBytes": _memory_bytes()},
-            "Engine": {"EngineVersion": "raftswarm"},
+            "Engine": engine,
         },
         "Status": {"State": "unknown", "Addr": parse_host_port(addr)[0]},
     }
@@ -190,13 +203,21 @@ class ControlApi:
 
     # -- joining ---------------------------------------------------------------------------------------
 
-    async def enroll(self, token: str, csr_pem: bytes, addr: str, hostname: str | None) -> tuple[str, bytes, bytes, NodeRole]:
-        """Certify a joining node and record it. Returns (node ID, certificate PEM, trust bundle PEM, role)."""
+    async def enroll(
+        self,
+        token: str,
+        csr_pem: bytes,
+        addr: str,
+        hostname: str | None,
+        engine_labels: Mapping[str, str] | None = None,
+    ) -> tuple[str, bytes, bytes, NodeRole]:
+        """Certify a joining node and record it, with the labels its daemon was started with. Returns (node ID,
+        certificate PEM, trust bundle PEM, role)."""
         ca, version = await self.authority()
         enrollment = ca.issue_for_join(token, csr_pem)
         role = enrollment.identity.role
         self.check_address_free(addr, enrollment.node_id)
-        node = new_node_object(enrollment.node_id, role, addr, hostname, in_raft=False)
+        node = new_node_object(enrollment.node_id, role, addr, hostname, in_raft=False, engine_labels=engine_labels)
         # The CA may have changed (a token rotated) since we read it: then this join is refused, not merged.
         await self.store.transact([check(CLUSTER, CLUSTER_KEY, version), create(NODES, enrollment.node_id, node)])
         return enrollment.node_id, enrollment.cert_pem, enrollment.root_pem, role

@@ -11,10 +11,10 @@ session there.
 Assignments are a long-poll stream per node (`dispatcher.assignments`): the first answer of a session is
 the complete set, each later one the changes since the previous answer, sent as soon as there are any.
 A node gets only its own tasks (from ASSIGNED to RUNNING; a task leaves the set once it has ended) and
-exactly the secrets those tasks reference, with their data; a secret no task of the node references any
-more is sent as a removal. Status reports (`dispatcher.update_task_status`) are accepted only for the
-caller's own tasks and only forward (or, in the same state, with new words: an image's pull progress while
-PREPARING), and are written in batches: one transaction for all the reports
+exactly the secrets and configs those tasks reference, with their data; a secret or config no task of the
+node references any more is sent as a removal. Status reports (`dispatcher.update_task_status`) are
+accepted only for the caller's own tasks and only forward (or, in the same state, with new words: an
+image's pull progress while PREPARING), and are written in batches: one transaction for all the reports
 that arrive while the previous one commits.
 """
 
@@ -43,9 +43,9 @@ from ..objects.tasks import TaskState
 from ..rpc.channel import REMOVED, RpcError, RpcServer
 from .screening import Broken, check_task
 from .serviceapi import MAX_OPERATIONS_PER_TRANSACTION
-from ..objects.kinds import SECRETS, TASKS, new_object_id
-from ..objects.stored import api_view, secret_data
-from ..objects.specs import referenced_secrets
+from ..objects.kinds import CONFIGS, SECRETS, TASKS, new_object_id
+from ..objects.stored import api_view, config_data, secret_data
+from ..objects.specs import referenced_configs, referenced_secrets
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +76,13 @@ def _delivered(task: StoredObject) -> bool:
 
 
 class _AssignmentSession:
-    """What one node's assignment stream has been sent: task versions and secret IDs."""
+    """What one node's assignment stream has been sent: task versions, secret and config IDs."""
 
     def __init__(self) -> None:
         self.id = new_object_id()
         self.tasks: dict[str, int] = {}
         self.secrets: set[str] = set()
+        self.configs: set[str] = set()
 
 
 class _StatusReport:
@@ -305,7 +306,8 @@ class Dispatcher:
             event.clear()
             answer = self._assignment_changes(node_id, session, complete)
             remaining = deadline - asyncio.get_running_loop().time()
-            if complete or answer["tasks"] or answer["removed_tasks"] or answer["secrets"] or answer["removed_secrets"] or remaining <= 0:
+            changes = ("tasks", "removed_tasks", "secrets", "removed_secrets", "configs", "removed_configs")
+            if complete or any(answer[key] for key in changes) or remaining <= 0:
                 return answer
             try:
                 async with asyncio.timeout(remaining):
@@ -322,8 +324,10 @@ class Dispatcher:
     def _assignment_changes(self, node_id: str, session: _AssignmentSession, complete: bool) -> dict[str, Any]:
         tasks = self._assigned.get(node_id, {})
         wanted_secrets: set[str] = set()
+        wanted_configs: set[str] = set()
         for task in tasks.values():
             wanted_secrets.update(referenced_secrets({"TaskTemplate": task.data.get("Spec") or {}}))
+            wanted_configs.update(referenced_configs({"TaskTemplate": task.data.get("Spec") or {}}))
         changed = [task for task_id, task in tasks.items() if session.tasks.get(task_id) != task.version]
         removed = sorted(set(session.tasks) - set(tasks))
         state = self.control.store.state
@@ -333,8 +337,15 @@ class Dispatcher:
             if secret is not None:
                 new_secrets.append({"ID": secret.id, "Spec": secret.data["Spec"], "Data": secret_data(secret)})
         removed_secrets = sorted(session.secrets - wanted_secrets)
+        new_configs = []
+        for config_id in sorted(wanted_configs - session.configs):
+            config = state.get(CONFIGS, config_id)
+            if config is not None:
+                new_configs.append({"ID": config.id, "Spec": config.data["Spec"], "Data": config_data(config)})
+        removed_configs = sorted(session.configs - wanted_configs)
         session.tasks = {task_id: task.version for task_id, task in tasks.items()}
         session.secrets = {secret["ID"] for secret in new_secrets} | (session.secrets & wanted_secrets)
+        session.configs = {config["ID"] for config in new_configs} | (session.configs & wanted_configs)
         return {
             "session": session.id,
             "type": "complete" if complete else "incremental",
@@ -342,6 +353,8 @@ class Dispatcher:
             "removed_tasks": removed,
             "secrets": new_secrets,
             "removed_secrets": removed_secrets,
+            "configs": new_configs,
+            "removed_configs": removed_configs,
         }
 
     def _index(self, task: StoredObject, removed: bool = False) -> None:

@@ -7,6 +7,10 @@ IDs and the time come from the caller).
 
 - `reconcile_replicated(service, tasks)`: one live task per slot 1..n for Mode.Replicated.Replicas = n.
 - `reconcile_global(service, nodes, tasks)`: one live task per eligible node.
+- `reconcile_replicated_job(service, tasks)`: Mode.ReplicatedJob, tasks run to completion until
+  TotalCompletions have completed, at most MaxConcurrent at once (SwarmKit's jobs/replicated reconciler).
+- `reconcile_global_job(service, nodes, tasks)`: Mode.GlobalJob, one task run to completion per eligible node
+  (SwarmKit's jobs/global reconciler). See `objects.jobs` for what a job is.
 - `restart_decision(task, policy, previous_restarts, now)`: whether, and when, a task that ended is replaced.
 - `tasks_to_reap(tasks)`: the old terminal tasks to delete so each slot keeps a short history.
 
@@ -17,9 +21,10 @@ the service's current TaskTemplate: a rolling update (`updater.py`) is replacing
 update a slot briefly holds two live tasks, the dirty one and its replacement; the reconcilers leave that
 pair alone until the replacement runs (SwarmKit's updater owns such slots too).
 
-Reconciliation runs on service events (create, update, scale) and node events, as in SwarmKit. A task
-ending goes through `restart_decision` instead, so with restart condition none a failed replica's slot
-stays empty until the service is next reconciled.
+Reconciliation runs on service events (create, update, scale) and node events, as in SwarmKit, and a job's
+also when one of its tasks completes. A task ending goes through `restart_decision` instead, so with restart
+condition none a failed replica's slot stays empty until the service is next reconciled (a job's, until it
+next is: a task of it completing, an update, a node change -- as in SwarmKit).
 """
 
 from __future__ import annotations
@@ -32,6 +37,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import RaftswarmError
+from ..objects.jobs import (
+    GLOBAL_JOB,
+    REPLICATED_JOB,
+    is_job,
+    job_counts,
+    job_iteration,
+    task_iteration,
+    version,
+)
 from ..objects.placement import parse_constraint
 from ..objects.tasks import TaskState, desired_state, is_current, is_live, is_terminal, observed_state
 from ..objects.defaults import DEFAULT_RESTART_CONDITION, DEFAULT_RESTART_DELAY_NS, DEFAULT_TASK_HISTORY_LIMIT, NANOSECONDS
@@ -45,7 +59,9 @@ __all__ = [
     "new_task",
     "node_matches_constraints",
     "reconcile_global",
+    "reconcile_global_job",
     "reconcile_replicated",
+    "reconcile_replicated_job",
     "restart_decision",
     "rfc3339",
     "tasks_to_reap",
@@ -55,7 +71,21 @@ _RESTART_CONDITIONS = ("none", "on-failure", "any")
 
 
 class WrongServiceMode(RaftswarmError):
-    """A replicated reconcile was asked of a global service, or the other way round."""
+    """A reconcile was asked of a service of another mode (a replicated one of a global service, ...)."""
+
+
+_RECONCILERS = {
+    REPLICATED_JOB: "reconcile_replicated_job",
+    GLOBAL_JOB: "reconcile_global_job",
+    "Global": "reconcile_global",
+}
+
+
+def _wrong_mode(service: dict[str, Any], is_not: str) -> WrongServiceMode:
+    """The error for reconciling `service` as what it is not, naming the function that reconciles its mode."""
+    mode = (service.get("Spec") or {}).get("Mode") or {}
+    right = next((name for key, name in _RECONCILERS.items() if key in mode), "reconcile_replicated")
+    return WrongServiceMode(f"service {service['ID']} is not {is_not}; reconcile it with {right}")
 
 
 class InvalidRestartPolicy(RaftswarmError):
@@ -71,10 +101,12 @@ def _timestamp(task: dict[str, Any]) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What to write back: new tasks to store, and IDs of tasks whose DesiredState becomes "shutdown"."""
+    """What to write back: new tasks to store, IDs of tasks whose DesiredState becomes "shutdown", and IDs of
+    tasks whose DesiredState becomes "remove" (a job's earlier iteration: stopped, then deleted)."""
 
     create: tuple[dict[str, Any], ...] = ()
     shutdown: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
 
 
 def new_task(
@@ -87,7 +119,9 @@ def new_task(
 ) -> dict[str, Any]:
     """A new task of `service`: for slot `slot` (replicated) or pinned to node `node_id` (global).
 
-    `now` is Unix time in seconds, written as the RFC 3339 Status.Timestamp. Version is the store's to set.
+    A job's task is made for the job's current iteration (JobIteration) and is meant to run to completion
+    (DesiredState "complete"), as SwarmKit makes it. `now` is Unix time in seconds, written as the RFC 3339
+    Status.Timestamp. Version is the store's to set.
     """
     if (slot is None) == (node_id is None):
         raise ValueError("a task belongs to exactly one of a slot (replicated) or a node (global)")
@@ -100,6 +134,9 @@ def new_task(
         "DesiredState": TaskState.RUNNING.api,
         "Status": {"State": TaskState.NEW.api, "Timestamp": rfc3339(now), "Message": "created"},
     }
+    if is_job(spec):
+        task["DesiredState"] = TaskState.COMPLETE.api
+        task["JobIteration"] = version(job_iteration(service))
     if slot is not None:
         task["Slot"] = slot
     else:
@@ -160,7 +197,7 @@ def reconcile_replicated(
     """
     mode = (service.get("Spec") or {}).get("Mode") or {"Replicated": {}}
     if "Replicated" not in mode:
-        raise WrongServiceMode(f"service {service['ID']} is not replicated; reconcile it with reconcile_global")
+        raise _wrong_mode(service, "replicated")
     replicas = (mode["Replicated"] or {}).get("Replicas", 1)
 
     by_slot: dict[int, list[dict[str, Any]]] = {}
@@ -206,31 +243,10 @@ def reconcile_replicated(
 
 
 def node_matches_constraints(node: dict[str, Any], constraints: Iterable[str]) -> bool:
-    """Whether `node` satisfies every placement constraint text, with the scheduler's syntax and rules.
-
-    A thin wrapper over `scheduler.parse_constraint`, which has no public matcher: values compare
-    case-insensitively and whole, label names are case-sensitive. Raises `InvalidPlacement` on bad text.
-    """
-    spec = node.get("Spec") or {}
-    description = node.get("Description") or {}
-    platform = description.get("Platform") or {}
-    fields = {
-        "node.id": node["ID"],
-        "node.hostname": description.get("Hostname") or "",
-        "node.role": spec.get("Role") or "",
-        "node.platform.os": platform.get("OS") or "",
-        "node.platform.arch": platform.get("Architecture") or "",
-    }
-    labels = spec.get("Labels") or {}
-    for text in constraints:
-        constraint = parse_constraint(text)
-        if constraint.key.lower().startswith("node.labels."):
-            actual = labels.get(constraint.key[len("node.labels.") :], "")
-        else:
-            actual = fields[constraint.key.lower()]
-        if (actual.casefold() == constraint.value.casefold()) != (constraint.operator == "=="):
-            return False
-    return True
+    """Whether `node` satisfies every placement constraint text, with the scheduler's syntax and rules
+    (`placement.Constraint.matches`): values compare case-insensitively and whole, label names are
+    case-sensitive. Raises `InvalidPlacement` on bad text."""
+    return all(parse_constraint(text).matches(node) for text in constraints)
 
 
 def reconcile_global(
@@ -257,7 +273,7 @@ def reconcile_global(
     """
     spec = service.get("Spec") or {}
     if "Global" not in (spec.get("Mode") or {}):
-        raise WrongServiceMode(f"service {service['ID']} is not global; reconcile it with reconcile_replicated")
+        raise _wrong_mode(service, "global")
     constraints = ((spec.get("TaskTemplate") or {}).get("Placement") or {}).get("Constraints") or ()
 
     by_node: dict[str, list[dict[str, Any]]] = {}
@@ -282,6 +298,118 @@ def reconcile_global(
     return Plan(tuple(create), tuple(sorted(shutdown)))
 
 
+def _job_tasks(
+    service: dict[str, Any], tasks: Iterable[dict[str, Any]], *, earlier: Callable[[dict[str, Any]], bool]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """A job's tasks of its current iteration, and the IDs of its earlier iterations' tasks to remove: those
+    `earlier` picks that are not yet to be removed. Tasks without a JobIteration are not a job's: ignored."""
+    iteration = job_iteration(service)
+    current, remove = [], []
+    for task in _service_tasks(service, tasks):
+        made_for = task_iteration(task)
+        if made_for == iteration:
+            current.append(task)
+        elif made_for is not None and earlier(task) and desired_state(task) != TaskState.REMOVE:
+            remove.append(task["ID"])
+    return current, remove
+
+
+def reconcile_replicated_job(
+    service: dict[str, Any],
+    tasks: Iterable[dict[str, Any]],
+    *,
+    new_id: Callable[[], str],
+    now: float,
+    max_create: int | None = None,
+) -> Plan:
+    """Plan the tasks that move a replicated job (Mode.ReplicatedJob) toward TotalCompletions completed tasks,
+    as SwarmKit's jobs/replicated reconciler does.
+
+    Of the job's current iteration, a task that completed counts toward TotalCompletions, and a task not
+    completed and not told to stop is running (one that ended is the restart policy's to replace). New tasks:
+    min(MaxConcurrent - running, TotalCompletions - completed - running), each in the lowest slot from 0 that
+    neither holds; at most `max_create` of them. Tasks of earlier iterations that have not got past running
+    are removed (DesiredState remove: stopped, then deleted); those that ended are left as they are. Nothing is
+    shut down: a job's running tasks are never too many, an update starts a new iteration.
+    """
+    spec = service.get("Spec") or {}
+    if REPLICATED_JOB not in (spec.get("Mode") or {}):
+        raise _wrong_mode(service, "a replicated job")
+    max_concurrent, total = job_counts(spec)
+    current, remove = _job_tasks(service, tasks, earlier=lambda task: observed_state(task) <= TaskState.RUNNING)
+    completed = running = 0
+    taken: set[int] = set()
+    for task in current:
+        if observed_state(task) == TaskState.COMPLETE:
+            completed += 1
+        elif desired_state(task) <= TaskState.COMPLETE:
+            running += 1
+        else:
+            continue
+        taken.add(task.get("Slot") or 0)
+    wanted = max(0, min(max_concurrent - running, total - completed - running))
+    create = []
+    slot = 0
+    for _ in range(wanted if max_create is None else min(wanted, max_create)):
+        while slot in taken:
+            slot += 1
+        taken.add(slot)
+        create.append(new_task(service, slot=slot, task_id=new_id(), now=now))
+    return Plan(tuple(create), (), tuple(sorted(remove)))
+
+
+def reconcile_global_job(
+    service: dict[str, Any],
+    nodes: Iterable[dict[str, Any]],
+    tasks: Iterable[dict[str, Any]],
+    *,
+    new_id: Callable[[], str],
+    now: float,
+    max_create: int | None = None,
+) -> Plan:
+    """Plan the tasks that give a global job (Mode.GlobalJob) one task run to completion on every eligible
+    node, as SwarmKit's jobs/global reconciler does.
+
+    A node has the job's task when a task of the current iteration on it completed or is not told to stop.
+    Per node, by its Spec.Availability and Status.State:
+
+    - active and ready, matching Placement.Constraints, without the task: one is created (a node that joins
+      later too; at most `max_create` in all, in node ID order);
+    - down or drained, its constraints no longer matched, or removed from the swarm: its task is shut down
+      unless it completed (a completed task stays: the node has done its part);
+    - pause, or not ready otherwise: nothing changes.
+
+    Every task of an earlier iteration is removed (DesiredState remove), completed ones included.
+    """
+    spec = service.get("Spec") or {}
+    if GLOBAL_JOB not in (spec.get("Mode") or {}):
+        raise _wrong_mode(service, "a global job")
+    constraints = ((spec.get("TaskTemplate") or {}).get("Placement") or {}).get("Constraints") or ()
+    current, remove = _job_tasks(service, tasks, earlier=lambda task: True)
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for task in current:
+        if desired_state(task) <= TaskState.COMPLETE:
+            by_node.setdefault(task.get("NodeID") or "", []).append(task)
+
+    def unfinished(node_id: str) -> list[str]:
+        return [task["ID"] for task in by_node.get(node_id, ()) if not is_terminal(observed_state(task))]
+
+    create: list[dict[str, Any]] = []
+    shutdown: list[str] = []
+    nodes_by_id = {node["ID"]: node for node in nodes}
+    for node_id in sorted(nodes_by_id):
+        node = nodes_by_id[node_id]
+        availability = (node.get("Spec") or {}).get("Availability") or "active"
+        state = (node.get("Status") or {}).get("State")
+        if availability == "drain" or state == "down" or not node_matches_constraints(node, constraints):
+            shutdown.extend(unfinished(node_id))
+        elif availability == "active" and state == "ready" and node_id not in by_node:
+            if max_create is None or len(create) < max_create:
+                create.append(new_task(service, node_id=node_id, task_id=new_id(), now=now))
+    shutdown.extend(task_id for node_id in by_node if node_id not in nodes_by_id for task_id in unfinished(node_id))
+    return Plan(tuple(create), tuple(sorted(shutdown)), tuple(sorted(remove)))
+
+
 @dataclass(frozen=True, slots=True)
 class RestartDecision:
     """Whether to replace a task that ended; if so, the earliest Unix time (`not_before`) its replacement
@@ -301,7 +429,8 @@ def restart_decision(
     nanoseconds (Delay defaults to 5 s), MaxAttempts (0: unlimited). `previous_restarts` are the Unix
     times of the slot's (or node's) earlier restarts; with a Window only those within the last Window
     seconds count against MaxAttempts, without one all do. Failure means state failed or rejected.
-    A task the orchestrator itself shut down (desired state past running) is never restarted.
+    A task the orchestrator itself shut down (desired state shutdown or remove) is never restarted, nor is
+    a job's task that completed: for a job, condition any means on-failure (SwarmKit's restart supervisor).
     """
     policy = policy or {}
     condition = policy.get("Condition") or DEFAULT_RESTART_CONDITION
@@ -318,9 +447,11 @@ def restart_decision(
     state = observed_state(task)
     if not is_terminal(state):
         return RestartDecision(False, None, f"task is still {state.api}; only a task that ended is restarted")
-    if desired_state(task) > TaskState.RUNNING:
+    if desired_state(task) >= TaskState.SHUTDOWN:
         return RestartDecision(False, None, "task was shut down by the orchestrator; not restarting")
     failed = state in (TaskState.FAILED, TaskState.REJECTED)
+    if state == TaskState.COMPLETE and task_iteration(task) is not None:
+        return RestartDecision(False, None, "task complete; a job's task that completed is never restarted")
     if condition == "none":
         return RestartDecision(False, None, f"task {state.api}; restart condition is none")
     if condition == "on-failure" and not failed:
@@ -337,11 +468,15 @@ def restart_decision(
 
 def tasks_to_reap(tasks: Iterable[dict[str, Any]], history_limit: int = DEFAULT_TASK_HISTORY_LIMIT) -> list[str]:
     """IDs of terminal tasks to delete: per service slot (or node, for a global service's tasks) the
-    newest `history_limit` terminal tasks are kept, by Status.Timestamp; live tasks are never reaped."""
+    newest `history_limit` terminal tasks are kept, by Status.Timestamp; live tasks are never reaped.
+    A replicated job's slots start at 0 (SwarmKit's numbering): its tasks' place is their slot, 0 too."""
     history: dict[tuple[str, Any], list[dict[str, Any]]] = {}
     for task in tasks:
         if is_terminal(observed_state(task)):
-            place = task.get("Slot") or task.get("NodeID") or ""
+            if "Slot" in task and task_iteration(task) is not None:
+                place = task["Slot"]
+            else:
+                place = task.get("Slot") or task.get("NodeID") or ""
             history.setdefault((task.get("ServiceID", ""), place), []).append(task)
     reaped: list[str] = []
     for group in history.values():

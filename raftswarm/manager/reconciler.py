@@ -3,21 +3,26 @@
 `reconcile(view, ...)` is pure: it takes a snapshot of services, tasks and nodes and returns the
 operations to commit (each with the version it read, so a concurrent agent report makes it fail and be
 recomputed rather than overwritten) and when to run again if nothing changes before. It composes the
-decisions of `orchestrator` (replicated and global), the restart supervisor, `updater`, `scheduler` and
-the task reaper, in SwarmKit's order:
+decisions of `orchestrator` (replicated, global and the two job modes), the restart supervisor, `updater`,
+`scheduler` and the task reaper, in SwarmKit's order:
 
-1. delayed restarts whose delay has passed are released (DesiredState ready -> running);
+1. delayed restarts whose delay has passed are released (DesiredState ready -> running, or complete for a
+   job's task);
 2. tasks on nodes that are down, drained or gone are shut down; their services are reconciled;
 3. tasks that ended on their own go through the restart policy (SwarmKit's restart supervisor): the old
-   task is marked shut down and, if the policy says so, a replacement takes its slot after the delay;
-4. rolling updates and rollbacks advance (`updater.plan_update`);
-5. services whose spec changed since they were last reconciled, or all services after a node change,
-   are reconciled (`reconcile_replicated` / `reconcile_global`);
+   task is marked shut down and, if the policy says so, a replacement takes its slot after the delay; a
+   job's task that completed stays as it is (complete, desired complete): it is the job's progress;
+4. rolling updates and rollbacks advance (`updater.plan_update`; never for a job, which has none);
+5. services whose spec changed since they were last reconciled, jobs of which a task completed since, or
+   all services after a node change, are reconciled (`reconcile_replicated` / `reconcile_global` /
+   `reconcile_replicated_job` / `reconcile_global_job`);
 6. tasks not yet placed get an address on each of their networks (`allocator.allocate_task_networks`;
    the round's transaction then takes the allocation lock of `serviceapi.allocation_lock`), or stay
    PENDING with the reason when a network has none left;
 7. tasks without a node are scheduled (`scheduler.schedule`): ASSIGNED, or PENDING with the reason;
-8. old tasks are reaped: beyond the history limit per slot, and those of removed services once stopped.
+8. old tasks are reaped: beyond the history limit per slot (never the completed tasks of a job's current
+   iteration: they are its progress), those of removed services once stopped, and those told to be removed
+   (a job's earlier iteration) once stopped or if they never reached a node, as SwarmKit's task reaper does.
 
 `Reconciler` runs it on the elected leader only: after each batch of store changes and at the wake-up
 times it returns, starting over whenever this manager becomes leader again.
@@ -47,9 +52,19 @@ from .allocator import (
 )
 from ..objects.kinds import CLUSTER, CLUSTER_KEY, NODES
 from ..objects.defaults import DEFAULT_TASK_HISTORY_LIMIT
-from .orchestrator import new_task, reconcile_global, reconcile_replicated, restart_decision, tasks_to_reap
+from .orchestrator import (
+    Plan,
+    new_task,
+    reconcile_global,
+    reconcile_global_job,
+    reconcile_replicated,
+    reconcile_replicated_job,
+    restart_decision,
+    tasks_to_reap,
+)
 from ..objects.times import rfc3339
-from ..objects.tasks import TaskState, desired_state, is_live, is_terminal, observed_state
+from ..objects.jobs import GLOBAL_JOB, REPLICATED_JOB, holds_slot, is_job, job_iteration, run_state, task_iteration
+from ..objects.tasks import TaskState, desired_state, is_terminal, observed_state
 from .scheduler import Assignment, schedule
 from ..objects.kinds import ALLOCATIONS, ALLOCATIONS_KEY, NETWORKS, SERVICES, TASKS, new_object_id
 from .serviceapi import MAX_OPERATIONS_PER_TRANSACTION
@@ -130,6 +145,28 @@ def spec_fingerprint(service: dict[str, Any]) -> str:
     return json.dumps(service.get("Spec"), sort_keys=True)
 
 
+def _fingerprint(service: dict[str, Any], completed: int) -> str:
+    """What a service was reconciled at: its spec; a job's also its iteration and how many of that iteration's
+    tasks had completed (a completion lets the next task start, as SwarmKit reconciles a job on task events)."""
+    if not is_job(service.get("Spec") or {}):
+        return spec_fingerprint(service)
+    return json.dumps([service.get("Spec"), job_iteration(service), completed], sort_keys=True)
+
+
+def _completed_job_tasks(work: _Working) -> dict[str, int]:
+    """Per job service, how many tasks of its current iteration have completed."""
+    iterations = {sid: job_iteration(service) for sid, service in work.services.items() if is_job(service["Spec"])}
+    completed: dict[str, int] = {}
+    if not iterations:
+        return completed
+    for task in work.tasks.values():
+        service_id = task.get("ServiceID", "")
+        if service_id in iterations and observed_state(task) == TaskState.COMPLETE:
+            if task_iteration(task) == iterations[service_id]:
+                completed[service_id] = completed.get(service_id, 0) + 1
+    return completed
+
+
 def _node_usable(node: dict[str, Any]) -> bool:
     return node["Spec"].get("Availability") == "active" and node["Status"].get("State") == "ready"
 
@@ -185,11 +222,12 @@ class _Working:
             self.changed.discard(task_id)
             self.deleted.add(task_id)
 
-    def shut_down(self, task_id: str, message: str | None = None) -> None:
+    def shut_down(self, task_id: str, message: str | None = None, state: TaskState = TaskState.SHUTDOWN) -> None:
+        """Tell the task to stop (DesiredState shutdown, or `state`, remove), unless it already was."""
         task = self.tasks[task_id]
-        if desired_state(task) <= TaskState.RUNNING:
+        if desired_state(task) < state:
             task = self.edit(task_id)
-            task["DesiredState"] = TaskState.SHUTDOWN.api
+            task["DesiredState"] = state.api
             if message:
                 task["Status"] = {**task["Status"], "Message": message}
 
@@ -247,10 +285,11 @@ def reconcile(
     """
     work = _Working(view, now, new_id)
     nodes = {node_id: o.data for node_id, o in view.nodes.items()}
+    completed = _completed_job_tasks(work)
     to_reconcile = {
         service_id
         for service_id, service in work.services.items()
-        if nodes_changed or reconciled.get(service_id) != spec_fingerprint(service)
+        if nodes_changed or reconciled.get(service_id) != _fingerprint(service, completed.get(service_id, 0))
     }
 
     _release_delayed_starts(work)
@@ -264,18 +303,17 @@ def reconcile(
         service = work.services[service_id]
         tasks = grouped.get(service_id, [])
         budget = max(max_new_tasks - len(work.created), 0)
-        if "Global" in (service["Spec"].get("Mode") or {}):
-            plan = reconcile_global(service, nodes.values(), tasks, new_id=new_id, now=now, max_create=budget)
-        else:
-            plan = reconcile_replicated(service, tasks, new_id=new_id, now=now, max_create=budget)
+        plan = _plan(service, nodes, tasks, new_id=new_id, now=now, max_create=budget)
         for task_id in plan.shutdown:
             work.shut_down(task_id)
+        for task_id in plan.remove:
+            work.shut_down(task_id, state=TaskState.REMOVE)
         for task in plan.create:
             work.add(task)
         if len(plan.create) >= budget:
             work.wake(now)  # perhaps more to create: the next round, not this one
         else:
-            fingerprints[service_id] = spec_fingerprint(service)
+            fingerprints[service_id] = _fingerprint(service, completed.get(service_id, 0))
     for service_id in set(fingerprints) - set(work.services):
         del fingerprints[service_id]
 
@@ -286,13 +324,33 @@ def reconcile(
     return Round(work.operations(), work.wake_at, fingerprints)
 
 
+def _plan(
+    service: dict[str, Any],
+    nodes: Mapping[str, dict[str, Any]],
+    tasks: list[dict[str, Any]],
+    *,
+    new_id: Callable[[], str],
+    now: float,
+    max_create: int,
+) -> Plan:
+    """The orchestrator's plan for `service`, by its mode."""
+    mode = service["Spec"].get("Mode") or {}
+    if REPLICATED_JOB in mode:
+        return reconcile_replicated_job(service, tasks, new_id=new_id, now=now, max_create=max_create)
+    if GLOBAL_JOB in mode:
+        return reconcile_global_job(service, nodes.values(), tasks, new_id=new_id, now=now, max_create=max_create)
+    if "Global" in mode:
+        return reconcile_global(service, nodes.values(), tasks, new_id=new_id, now=now, max_create=max_create)
+    return reconcile_replicated(service, tasks, new_id=new_id, now=now, max_create=max_create)
+
+
 def _release_delayed_starts(work: _Working) -> None:
     for task_id, task in list(work.tasks.items()):
         if task["DesiredState"] != TaskState.READY.api or "_StartAfter" not in task:
             continue
         if task["_StartAfter"] <= work.now:
             edited = work.edit(task_id)
-            edited["DesiredState"] = TaskState.RUNNING.api
+            edited["DesiredState"] = run_state(task).api
             del edited["_StartAfter"]
         else:
             work.wake(task["_StartAfter"])
@@ -303,7 +361,7 @@ def _leave_unavailable_nodes(work: _Working, nodes: Mapping[str, dict[str, Any]]
     affected = set()
     for task_id, task in list(work.tasks.items()):
         node_id = task.get("NodeID")
-        if not node_id or not is_live(task) or task.get("ServiceID") not in work.services:
+        if not node_id or not holds_slot(task) or task.get("ServiceID") not in work.services:
             continue
         node = nodes.get(node_id)
         if node is None:
@@ -321,13 +379,19 @@ def _leave_unavailable_nodes(work: _Working, nodes: Mapping[str, dict[str, Any]]
 
 def _restart_ended_tasks(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
     """SwarmKit's restart supervisor: each task that ended while meant to run is handled once (its desired
-    state becomes shutdown) and replaced in its slot if the restart policy says so."""
+    state becomes shutdown) and replaced in its slot if the restart policy says so. A job's task that
+    completed is not handled: it stays complete, the job's progress. One of a job's earlier iteration is
+    not replaced."""
     for task_id, task in list(work.tasks.items()):
-        if not is_terminal(observed_state(task)) or desired_state(task) > TaskState.RUNNING:
+        state = observed_state(task)
+        if not is_terminal(state) or desired_state(task) >= TaskState.SHUTDOWN:
+            continue
+        made_for = task_iteration(task)
+        if made_for is not None and state == TaskState.COMPLETE:
             continue
         service = work.services.get(task.get("ServiceID", ""))
         work.shut_down(task_id)
-        if service is None:
+        if service is None or (made_for is not None and made_for != job_iteration(service)):
             continue
         history = list(task.get("_Restarts") or [])
         decision = restart_decision(task, restart_policy(service["Spec"]), history, work.now)
@@ -357,8 +421,8 @@ def _advance_updates(work: _Working) -> set[str]:
     grouped = work.by_service()
     for service_id in sorted(work.services):
         service = work.services[service_id]
-        if (service.get("UpdateStatus") or {}).get("State") not in IN_PROGRESS:
-            continue
+        if (service.get("UpdateStatus") or {}).get("State") not in IN_PROGRESS or is_job(service["Spec"]):
+            continue  # a job is never rolled out: its update starts a new iteration
         plan = plan_update({**service, "ID": service_id}, grouped.get(service_id, []), new_id=work.new_id, now=work.now)
         respec.add(service_id)
         for task_id in plan.shutdown:
@@ -405,7 +469,7 @@ def _allocate_networks(work: _Working) -> None:
     for task_id in sorted(work.tasks):
         task = work.tasks[task_id]
         service = work.services.get(task.get("ServiceID", ""))
-        if service is None or not is_live(task) or observed_state(task) > TaskState.PENDING:
+        if service is None or not holds_slot(task) or observed_state(task) > TaskState.PENDING:
             continue
         if book is None:
             book = addresses_in_use(networks, work.services, work.tasks, nodes)
@@ -429,7 +493,7 @@ def _schedule(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
     to_place, running = [], []
     for task in work.tasks.values():
         service = work.services.get(task.get("ServiceID", ""))
-        if service is None or not is_live(task) or task["ID"] in work.unallocated:
+        if service is None or not holds_slot(task) or task["ID"] in work.unallocated:
             continue
         placed = {**task, "HostPorts": _host_ports(service)}
         (to_place if observed_state(task) <= TaskState.PENDING else running).append(placed)
@@ -447,21 +511,28 @@ def _schedule(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
 def _stop_unassigned(work: _Working) -> None:
     """A task told to stop before it reached a node never runs: it is shut down on the spot."""
     for task_id, task in list(work.tasks.items()):
-        if desired_state(task) > TaskState.RUNNING and observed_state(task) < TaskState.ASSIGNED:
+        if desired_state(task) >= TaskState.SHUTDOWN and observed_state(task) < TaskState.ASSIGNED:
             work.set_status(task_id, TaskState.SHUTDOWN, "shut down before it was assigned to a node")
 
 
 def _reap(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
-    orphans = []
+    gone = []
+    progress = set()
     for task_id, task in work.tasks.items():
-        if task.get("ServiceID") in work.services:
-            continue
-        node = nodes.get(task.get("NodeID") or "")
-        if is_terminal(observed_state(task)) or node is None or node["Status"].get("State") == "down":
-            orphans.append(task_id)
-    for task_id in orphans:
+        state = observed_state(task)
+        service = work.services.get(task.get("ServiceID", ""))
+        if service is None:
+            node = nodes.get(task.get("NodeID") or "")
+            if is_terminal(state) or node is None or node["Status"].get("State") == "down":
+                gone.append(task_id)
+        elif desired_state(task) == TaskState.REMOVE and (is_terminal(state) or state < TaskState.ASSIGNED):
+            gone.append(task_id)
+        elif state == TaskState.COMPLETE and task_iteration(task) == job_iteration(service) and is_job(service["Spec"]):
+            progress.add(task_id)
+    for task_id in gone:
         work.remove(task_id)
-    for task_id in tasks_to_reap(list(work.tasks.values()), work.view.history_limit):
+    history = [task for task_id, task in work.tasks.items() if task_id not in progress]
+    for task_id in tasks_to_reap(history, work.view.history_limit):
         work.remove(task_id)
 
 

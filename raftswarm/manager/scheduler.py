@@ -8,7 +8,8 @@ Filters run in SwarmKit's order, stopping at a node's first failure (manager/sch
 
 1. ready        node Status.State is "ready" and Spec.Availability is "active" (pause/drain: no new tasks)
 2. resources    the task's Reservations fit the node's Description.Resources minus what its tasks reserve
-3. constraints  every Placement.Constraints entry matches (see `parse_constraint`)
+3. constraints  every Placement.Constraints entry matches (see `parse_constraint`): node fields, node labels
+                (node.labels.<name>) and the labels its daemon was started with (engine.labels.<name>)
 4. host ports   none of the task's host-mode published ports is already used on the node
 5. max replicas fewer than Placement.MaxReplicas tasks of the service already on the node
 
@@ -37,7 +38,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..objects.placement import parse_constraint, spread_label
+from ..objects.placement import (
+    ENGINE_LABEL_PREFIX,
+    NODE_LABEL_PREFIX,
+    node_fields,
+    node_labels,
+    parse_constraint,
+    spread_label,
+)
 
 __all__ = ["Assignment", "Decision", "Pending", "schedule"]
 
@@ -69,17 +77,13 @@ class _NodeState:
     def __init__(self, node: dict[str, Any]) -> None:
         spec = node.get("Spec") or {}
         description = node.get("Description") or {}
-        platform = description.get("Platform") or {}
         self.id: str = node["ID"]
         self.ready = (node.get("Status") or {}).get("State") == "ready" and spec.get("Availability") == "active"
-        self.fields = {
-            "node.id": self.id.casefold(),
-            "node.hostname": (description.get("Hostname") or "").casefold(),
-            "node.role": (spec.get("Role") or "").casefold(),
-            "node.platform.os": (platform.get("OS") or "").casefold(),
-            "node.platform.arch": (platform.get("Architecture") or "").casefold(),
+        self.fields = {name: value.casefold() for name, value in node_fields(node).items()}
+        # Label values as they are (spread preferences group by them), by constraint prefix.
+        self.labels: dict[str, dict[str, str]] = {
+            prefix: node_labels(node, prefix) for prefix in (NODE_LABEL_PREFIX, ENGINE_LABEL_PREFIX)
         }
-        self.labels: dict[str, str] = spec.get("Labels") or {}
         resources = description.get("Resources") or {}
         self.free_cpus: int | None = resources.get("NanoCPUs")
         self.free_memory: int | None = resources.get("MemoryBytes")
@@ -121,7 +125,7 @@ class _Placement:
         reservations = (spec.get("Resources") or {}).get("Reservations") or {}
         self.service_id: str = task.get("ServiceID", "")
         self.constraints = [parse_constraint(text) for text in placement.get("Constraints") or ()]
-        self.matchers = [(c.operator == "==", *c._field(), c.value.casefold()) for c in self.constraints]
+        self.matchers = [(c.operator == "==", *c.subject, c.value.casefold()) for c in self.constraints]
         self.spread = [spread_label(preference) for preference in placement.get("Preferences") or ()]
         self.max_replicas: int = placement.get("MaxReplicas") or 0
         self.cpus: int = reservations.get("NanoCPUs") or 0
@@ -136,8 +140,8 @@ class _Placement:
             node.free_memory is not None and self.memory > node.free_memory
         ):
             return _RESOURCES
-        for equal, kind, name, value in self.matchers:
-            actual = node.fields[name] if kind == "field" else node.labels.get(name, "").casefold()
+        for equal, prefix, name, value in self.matchers:
+            actual = node.labels[prefix].get(name, "").casefold() if prefix else node.fields[name]
             if (actual == value) != equal:
                 return _CONSTRAINTS
         if self.ports and not self.ports.isdisjoint(node.ports):
@@ -205,7 +209,7 @@ def _build_tree(placement: _Placement, eligible: list[_NodeState]) -> _Branch:
         branch.tasks += service_tasks
         # A node without the label spreads as the value "", as in SwarmKit.
         for label in placement.spread:
-            branch = branch.children.setdefault(node.labels.get(label, ""), _Branch())
+            branch = branch.children.setdefault(node.labels[NODE_LABEL_PREFIX].get(label, ""), _Branch())
             branch.tasks += service_tasks
         branch.heap.append((service_tasks, node.tasks, node.id, node))
     return root

@@ -19,11 +19,13 @@ from typing import Any
 from ..store import Conflict, Operation, ReplicatedStore, check, create, delete, update
 from ..objects.stored import StoredObject, resolve, secret_data, spec_name, views
 from .allocator import ALLOCATION_RETRIES, addresses_in_use, allocate_endpoint, allocation_lock
+from .configapi import config_checks
 from ..objects.kinds import NETWORKS, NODES, SECRETS, SECRET_NAMES, SERVICES, SERVICE_NAMES, TASKS, new_object_id
 from ..objects.times import now_iso
 from ..errors import ControlError
 from ..objects.tasks import TaskState, is_terminal
 from ..objects.specs import referenced_secrets, validate_secret_spec, validate_service_spec
+from ..objects.jobs import GLOBAL_JOB, is_job, job_counts, job_mode, next_job_status, started_job_status
 from .updater import IN_PROGRESS
 
 
@@ -52,8 +54,10 @@ def random_service_name() -> str:
 def desired_tasks(spec: dict[str, Any], node_count: int) -> int:
     """How many tasks a service spec asks for: its replicas, or one per node for a global service."""
     mode = spec.get("Mode") or {}
-    if "Global" in mode:
+    if "Global" in mode or GLOBAL_JOB in mode:
         return node_count
+    if is_job(spec):
+        return job_counts(spec)[1]  # a replicated job keeps its completed tasks: TotalCompletions of them
     replicas = (mode.get("Replicated") or {}).get("Replicas", 1)
     # A stored spec that no longer validates (see `screening`) must not make every create fail.
     return replicas if type(replicas) is int else 0
@@ -152,8 +156,11 @@ class ServiceApi:
         service_id = new_object_id()
         stamp = now_iso()
         obj = {"ID": service_id, "CreatedAt": stamp, "UpdatedAt": stamp, "Spec": checked}
+        if is_job(checked):
+            obj["JobStatus"] = started_job_status(stamp)
         for _ in range(ALLOCATION_RETRIES):
-            operations = await self._secret_checks(checked)  # again after a conflict: a secret may have gone
+            # again after a conflict: a secret or config may have gone
+            operations = await self._secret_checks(checked) + await config_checks(self.store, checked)
             lock, obj["Endpoint"] = await self._allocated_endpoint(obj)
             await self._check_task_budget(checked, None)
             try:
@@ -220,14 +227,18 @@ class ServiceApi:
         # scale) leaves a rolling update in progress going: SwarmKit's orchestrator would restart one for the
         # tasks still dirty, and here the updater acts only while the status says so (found by `chaos run`).
         # Otherwise it clears the status of the previous update.
-        if rollback:
+        if is_job(checked):
+            # A job is never rolled out: any update (a rollback too) starts its next iteration (SwarmKit).
+            data["JobStatus"] = next_job_status(current.data, now_iso())
+            data.pop("UpdateStatus", None)
+        elif rollback:
             data["UpdateStatus"] = {"State": "rollback_started", "Message": "manually requested rollback", "StartedAt": now_iso()}
         elif checked.get("TaskTemplate") != old.get("TaskTemplate"):
             data["UpdateStatus"] = {"State": "updating", "Message": "update in progress", "StartedAt": now_iso()}
         elif (current.data.get("UpdateStatus") or {}).get("State") not in IN_PROGRESS:
             data.pop("UpdateStatus", None)
         for _ in range(ALLOCATION_RETRIES):
-            operations = await self._secret_checks(checked)
+            operations = await self._secret_checks(checked) + await config_checks(self.store, checked)
             lock, data["Endpoint"] = await self._allocated_endpoint(data)
             await self._check_task_budget(checked, current)
             try:
@@ -289,7 +300,9 @@ def _decode(text: Any) -> bytes | None:
 def _with_mode(spec: dict[str, Any]) -> dict[str, Any]:
     """Docker's default mode: replicated, one replica (a Go client sends `"Mode": {}` for it)."""
     mode = spec.get("Mode") or {}
-    if "Global" not in mode:
+    if is_job(spec):
+        spec["Mode"] = job_mode(mode)
+    elif "Global" not in mode:
         replicated = mode.get("Replicated") or {}
         spec["Mode"] = {"Replicated": {**replicated, "Replicas": replicated.get("Replicas", 1)}}
     return spec

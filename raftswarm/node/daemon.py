@@ -44,6 +44,7 @@ from ..ca.unlockkey import generate_unlock_key, unlock_key_kek
 from ..errors import RaftswarmError, WrongKey
 from ..images.registry import RegistryClient
 from ..images.store import ImageStore
+from ..manager.configapi import ConfigApi
 from ..manager.controlapi import ControlApi, new_node_object
 from ..manager.networkapi import NetworkApi
 from ..manager.serviceapi import ServiceApi
@@ -55,6 +56,7 @@ from ..raft.transport import raft_id_of
 from ..runtime.containers import ContainerRuntime
 from ..supervision import Supervisor
 from ..runtime.containers import unavailable as containers_unavailable
+from ..runtime.volumes import VolumeStore
 from . import preflight
 from .images import NodeImages
 from .leaderlogs import LeaderLogs, leader_log_broker
@@ -93,6 +95,9 @@ class NodeConfig:
     """Registry name as users write it -> where this node reaches it (the local cluster's localhost:5000)."""
     init: bool = False
     """dockerd's --init: tasks whose ContainerSpec.Init is unset run under an init (tini) as PID 1."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """dockerd's --label: the node's engine labels, which it brings to the swarm it inits or joins
+    (Description.Engine.Labels; `engine.labels.<name>` placement constraints match them)."""
 
 
 def _answers(path: Path) -> bool:
@@ -137,6 +142,14 @@ class NodeDaemon:
         self.locked = False
         self._rotation_renewal: asyncio.Task[None] | None = None
         self.images = ImageStore(self.state_dir.images)
+        # Node-local, as Docker's: kept when the node leaves its swarm, so not under worker/.
+        self.volumes = VolumeStore(
+            self.state_dir.volumes,
+            protected={
+                self.state_dir.root: "the node's state directory",
+                self.config.socket.parent: "the directory of the node's API socket",
+            },
+        )
         self.registry = RegistryClient(
             self.images,
             mirrors=config.registry_mirrors,
@@ -250,7 +263,7 @@ class NodeDaemon:
         self.agent = Agent(
             self.session,
             self.session.context,
-            ContainerRuntime(self.state_dir.worker_containers, self.images, init=self.config.init),
+            ContainerRuntime(self.state_dir.worker_containers, self.images, init=self.config.init, volumes=self.volumes),
             NodeImages(self.images, self.registry),
             networks,
         )
@@ -344,6 +357,10 @@ class NodeDaemon:
         advertised = split_addr(self.state_dir.load_node_state().advertise_addr)[0] if self.state_dir.has_swarm() else None
         return preflight.warnings(advertised) + self._problems()
 
+    def engine_labels(self) -> dict[str, str]:
+        """dockerd's --label values (`docker info`'s Labels)."""
+        return dict(self.config.labels)
+
     def local_state(self) -> str:
         if not self.state_dir.has_swarm():
             return "inactive"
@@ -387,6 +404,10 @@ class NodeDaemon:
     def services(self) -> ServiceApi:
         """Services, tasks and secrets of the swarm this node manages."""
         return ServiceApi(self.control().store)
+
+    def configs(self) -> ConfigApi:
+        """Configs of the swarm this node manages."""
+        return ConfigApi(self.control().store)
 
     def swarm_networks(self) -> NetworkApi:
         """The swarm's networks."""
@@ -448,7 +469,9 @@ class NodeDaemon:
             )
             await self._start_roles(unlock_kek=unlock_kek)
             assert self.manager is not None and self.manager.driver is not None
-            node = new_node_object(enrollment.node_id, NodeRole.MANAGER, advertised, socket.gethostname())
+            node = new_node_object(
+                enrollment.node_id, NodeRole.MANAGER, advertised, socket.gethostname(), engine_labels=self.config.labels
+            )
             await ControlApi(self.manager.store).initialize(ca, node, unlock_key)
             return enrollment.node_id
 
@@ -470,6 +493,7 @@ class NodeDaemon:
                     "csr": node_csr(key).public_bytes(Encoding.PEM),
                     "addr": f"{advertise[0]}:{advertise[1]}",
                     "hostname": socket.gethostname(),
+                    "labels": self.config.labels,
                 },
             )
             certificate = NodeCertificate.with_key(answer["cert"], key)

@@ -48,6 +48,31 @@ def _dns_upstreams(values: tuple[str, ...]) -> list[tuple[str, int]] | None:
     return [_host_port(value, 53) for value in values]
 
 
+_RESERVED_LABEL_NAMESPACES = ("com.docker.", "io.docker.", "org.dockerproject.")
+
+
+def _engine_labels(values: tuple[str, ...]) -> dict[str, str]:
+    """dockerd's --label values, checked as dockerd checks them: KEY=VALUE, not in Docker's reserved
+    namespaces, and one value per key (repeating the same KEY=VALUE is fine)."""
+    labels: dict[str, str] = {}
+    for value in values:
+        key, sep, label = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(
+                f"bad attribute format: {value!r}; expected KEY=VALUE, e.g. disk=ssd", param_hint="--label"
+            )
+        if value.lower().startswith(_RESERVED_LABEL_NAMESPACES):
+            raise click.BadParameter(
+                f"label {value} is not allowed: the namespaces com.docker.*, io.docker.*, and org.dockerproject.*"
+                " are reserved for internal use",
+                param_hint="--label",
+            )
+        if labels.get(key, label) != label:
+            raise click.BadParameter(f"conflict labels for {key}={label} and {key}={labels[key]}", param_hint="--label")
+        labels[key] = label
+    return labels
+
+
 def _aliases(values: tuple[str, ...]) -> dict[str, str]:
     aliases = {}
     for value in values:
@@ -91,6 +116,14 @@ def _aliases(values: tuple[str, ...]) -> dict[str, str]:
     metavar="NAME=HOST:PORT",
     help="Reach the registry users call NAME at HOST:PORT (repeatable): the local cluster's localhost:5000 from inside a node's namespace.",
 )
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set a label on this node's engine (repeatable), as dockerd's: `docker node inspect` shows it in"
+    " Description.Engine.Labels and placement constraints match it as engine.labels.KEY.",
+)
 @click.option("--init", "init", is_flag=True, help="Run an init (tini) inside each task's container to forward signals and reap processes, unless its ContainerSpec.Init says otherwise; as dockerd's --init.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]), show_default=True)
 def main(
@@ -112,6 +145,7 @@ def main(
     registry_mirrors: tuple[str, ...],
     insecure_registries: tuple[str, ...],
     registry_aliases: tuple[str, ...],
+    labels: tuple[str, ...],
     init: bool,
     log_level: str,
 ) -> None:
@@ -135,6 +169,7 @@ def main(
         insecure_registries=list(insecure_registries),
         registry_aliases=_aliases(registry_aliases),
         init=init,
+        labels=_engine_labels(labels),
     )
     try:
         asyncio.run(NodeDaemon(config).run())

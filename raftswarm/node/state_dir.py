@@ -9,6 +9,7 @@
                                         codes, runc's state; secrets only on tmpfs mounts, never on disk
     images/                             the node's image store (`images.store`): kept when the node leaves
                                         its swarm, as dockerd keeps its images
+    volumes/                            the node's local volumes (`runtime.volumes`): kept when it leaves, too
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class StateDir:
         self.worker_containers = self.root / "worker" / "containers"
         self.node_state = self.root / "state.json"
         self.images = self.root / "images"
+        self.volumes = self.root / "volumes"
 
     def lock(self) -> int:
         """Take the directory for this process (an flock held until the returned descriptor is closed), or

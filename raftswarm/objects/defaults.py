@@ -28,6 +28,14 @@ UPDATE_DEFAULTS: dict[str, Any] = {
 """The same for updates and rollbacks. A Monitor of 0 also means the default: Docker has no way to say
 "no monitoring"."""
 
+DEFAULT_ENDPOINT_MODE = "vip"
+DEFAULT_PORT_PROTOCOL = "tcp"
+DEFAULT_PUBLISH_MODE = "ingress"
+DEFAULT_STOP_GRACE_NS = 10 * NANOSECONDS
+"""How long a task's process has between its stop signal and SIGKILL (`docker service create --stop-grace-period`)."""
+DEFAULT_SECRET_MODE = 0o444
+"""A secret's or config's file mode in a task when its reference gives none."""
+
 DEFAULT_TASK_HISTORY_LIMIT = 5
 """Tasks kept per slot (or node), the running one included (`docker swarm init --task-history-limit`)."""
 

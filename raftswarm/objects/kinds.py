@@ -10,11 +10,13 @@ NODES = "nodes"
 SERVICES = "services"
 TASKS = "tasks"
 SECRETS = "secrets"
+CONFIGS = "configs"
 NETWORKS = "networks"
 
 # name -> ID indexes, so that two creates of one name cannot both commit
 SERVICE_NAMES = "service-names"
 SECRET_NAMES = "secret-names"
+CONFIG_NAMES = "config-names"
 NETWORK_NAMES = "network-names"
 
 ALLOCATIONS = "allocations"

@@ -1,10 +1,10 @@
 """Validation of the specs and request bodies users send to the swarm API. Pure: no I/O.
 
 Docker checks a spec in two places, the daemon's conversion to SwarmKit types (moby daemon/cluster/convert)
-and SwarmKit's control API (manager/controlapi: validateServiceSpec, validateSecretSpec). Both answer 400
-with the first problem found. `validate_service_spec` and `validate_secret_spec` make both checks before
-anything is stored; `validate_swarm_spec`, `validate_node_spec`, `validate_init_request` and
-`validate_join_request` check the other bodies of the swarm API by Docker's types. The first problem raises
+and SwarmKit's control API (manager/controlapi: validateServiceSpec, validateSecretSpec, validateConfigSpec).
+Both answer 400 with the first problem found. `validate_service_spec`, `validate_secret_spec` and
+`validate_config_spec` make both checks before anything is stored; `validate_swarm_spec`, `validate_node_spec`,
+`validate_init_request` and `validate_join_request` check the other bodies of the swarm API by Docker's types. The first problem raises
 `InvalidSpec`, and its message starts with the path of the field at fault
 (``TaskTemplate.RestartPolicy.Condition: ...``). A refused request changes nothing.
 
@@ -28,24 +28,43 @@ Where raftswarm is stricter than Docker, on purpose:
   unknown protocols or publish modes to the default without a word.
 - A port must name its TargetPort, and a reservation may not exceed its limit.
 - A replicated service asks for at most `MAX_REPLICAS` tasks.
-- Job modes (ReplicatedJob, GlobalJob) and secret drivers are refused: raftswarm does not run them.
+- A replicated job that must complete tasks but may run none at once (MaxConcurrent 0) is refused: it would
+  never finish. Its MaxConcurrent and TotalCompletions are at most `MAX_REPLICAS`. Secret drivers are refused.
 """
 
 from __future__ import annotations
 
 import base64
 import math
+import posixpath
 import re
-from datetime import timedelta
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
-from .defaults import RESTART_DEFAULTS, effective_update_config
+from .containerspec import (
+    InvalidContainerSpec,
+    dns_settings,
+    parse_extra_hosts,
+    parse_signal,
+    rlimits,
+    sysctls,
+    tweak_capabilities,
+)
+from .defaults import (
+    DEFAULT_ENDPOINT_MODE,
+    DEFAULT_PORT_PROTOCOL,
+    DEFAULT_PUBLISH_MODE,
+    RESTART_DEFAULTS,
+    UPDATE_DEFAULTS,
+    effective_update_config,
+)
 from .placement import InvalidPlacement, parse_constraint, spread_label
 from .validation import (
     INT64_MIN,
     UINT32_MAX,
     UINT64_MAX,
+    Check,
     InvalidSpec,
     an_object,
     array_of,
@@ -55,8 +74,11 @@ from .validation import (
     canonical_keys,
     check_field,
     check_fields,
+    choice,
+    collecting_unknown_fields,
     duration,
     fail,
+    go_folded,
     int_in,
     integer,
     non_empty_string,
@@ -72,15 +94,22 @@ from .validation import (
     validated,
     without_nulls,
 )
+from .volumes import LOCAL_DRIVER, local_options_problem, volume_name_problem
 
 __all__ = [
+    "MAX_CONFIG_SIZE",
     "MAX_REPLICAS",
     "MAX_SECRET_SIZE",
     "MIN_NODE_CERT_LIFETIME",
+    "TEMPLATE_DRIVER",
+    "config_target",
     "node_certificate_lifetime",
+    "referenced_configs",
     "referenced_secrets",
     "restart_policy",
+    "service_warnings",
     "update_config",
+    "validate_config_spec",
     "validate_init_request",
     "validate_join_request",
     "validate_node_spec",
@@ -92,6 +121,10 @@ __all__ = [
 MAX_SECRET_SIZE = 500 * 1024
 """Secret data must be shorter than this many bytes. This is SwarmKit's MaxSecretSize with SwarmKit's
 exclusive bound ("less than 512000 bytes"), so Docker would accept every secret raftswarm accepts."""
+
+MAX_CONFIG_SIZE = 1000 * 1024
+"""Config data must be shorter than this many bytes: SwarmKit's MaxConfigSize (manager/controlapi/config.go),
+with its exclusive bound ("config data must be larger than 0 and less than 1024000 bytes")."""
 
 MIN_NODE_CERT_LIFETIME = timedelta(minutes=1)
 """Docker's floor is one hour; raftswarm goes down to a minute so tests and chaos runs can watch renewals
@@ -169,6 +202,7 @@ def validate_service_spec(spec: Any, *, default_name: Callable[[], str] | None =
         raise InvalidSpec(f"the service spec must be a JSON object, got {shown(spec)}")
     service = without_nulls(spec)
     canonical_keys(service, _SERVICE_SPEC)
+    _empty_means_default(service)
     if default_name is not None and service.get("Name", "") == "":
         service["Name"] = default_name()
     check_fields(
@@ -177,12 +211,54 @@ def validate_service_spec(spec: Any, *, default_name: Callable[[], str] | None =
         _SERVICE_SPEC,
         {"Name": 'name the service, e.g. "web"', "TaskTemplate": 'give at least {"ContainerSpec": {"Image": "nginx"}}'},
     )
-    if "Global" in service.get("Mode", {}) and service["TaskTemplate"].get("Placement", {}).get("MaxReplicas"):
+    if ("ReplicatedJob" in service.get("Mode", {}) or "GlobalJob" in service.get("Mode", {})) and "UpdateConfig" in service:
+        fail("UpdateConfig", "Jobs may not have an update config: a job runs to completion, it is not rolled out")
+    if any(mode in service.get("Mode", {}) for mode in ("Global", "GlobalJob")) and service["TaskTemplate"].get(
+        "Placement", {}
+    ).get("MaxReplicas"):
         fail(
             "TaskTemplate.Placement.MaxReplicas",
             "max replicas per node can only be used with replicated mode; a global service runs one task per node",
         )
     return service
+
+
+_EMPTY_MEANS_DEFAULT: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("UpdateConfig", "FailureAction"), UPDATE_DEFAULTS["FailureAction"]),
+    (("UpdateConfig", "Order"), UPDATE_DEFAULTS["Order"]),
+    (("RollbackConfig", "FailureAction"), UPDATE_DEFAULTS["FailureAction"]),
+    (("RollbackConfig", "Order"), UPDATE_DEFAULTS["Order"]),
+    (("TaskTemplate", "RestartPolicy", "Condition"), RESTART_DEFAULTS["Condition"]),
+    (("EndpointSpec", "Mode"), DEFAULT_ENDPOINT_MODE),
+    (("EndpointSpec", "Ports", "*", "Protocol"), DEFAULT_PORT_PROTOCOL),
+    (("EndpointSpec", "Ports", "*", "PublishMode"), DEFAULT_PUBLISH_MODE),
+)
+"""Where dockerd reads an empty or missing string as Docker's default (daemon/cluster/convert/service.go: an
+empty FailureAction, Order, restart Condition, endpoint Mode, port Protocol or PublishMode). SwarmKit keeps them
+as enums, so `docker service inspect` shows the default wherever the object that holds them was given; the
+stored spec holds it too. The docker CLI sends "" for every one a user did not set (`docker stack deploy` with
+only `update_config: {parallelism: 1}`)."""
+
+
+def _empty_means_default(spec: dict[str, Any]) -> None:
+    for path, default in _EMPTY_MEANS_DEFAULT:
+        parents = [spec]
+        for key in path[:-1]:
+            found = []
+            for parent in parents:
+                if key == "*":
+                    found += [item for item in parent if isinstance(item, dict)] if isinstance(parent, list) else []
+                elif isinstance(parent, dict):
+                    found += [v for k, v in parent.items() if isinstance(k, str) and go_folded(k) == go_folded(key)]
+            parents = found
+        for parent in parents:
+            if isinstance(parent, dict):
+                keys = [k for k in parent if isinstance(k, str) and go_folded(k) == go_folded(path[-1])]
+                for key in keys:
+                    if parent[key] == "":
+                        parent[key] = default
+                if not keys:
+                    parent[path[-1]] = default
 
 
 def _service_name(value: Any, path: str) -> None:
@@ -235,13 +311,81 @@ def _environment(value: Any, path: str) -> None:
 
 
 def _mounts(value: Any, path: str) -> None:
+    """Docker's checks of a task's mounts, with their messages: SwarmKit's (two mounts at one target; here as
+    paths, so /data and /data/ are one), then the swarm executor's (moby daemon/cluster/executor/container/
+    validate.go), dockerd's mount parser's (daemon/volume/mounts) and the local volume driver's, which Docker
+    makes on the node. What only the node can check (a bind source exists, templates expand) rejects the task
+    there. A mount without a Type is a bind, as swarmkit reads it."""
+    mounts = objects_in(value, path)
     targets: set[str] = set()
-    for mount_path, mount in objects_in(value, path):
+    for mount_path, mount in mounts:
         check_fields(mount, mount_path, _MOUNT, {"Target": "give the path inside the container"})
         target = non_empty_string(mount["Target"], at(mount_path, "Target"))
-        if target in targets:
+        if posixpath.normpath(target) in targets:
             fail(at(mount_path, "Target"), f"duplicate mount point: {target}")
-        targets.add(target)
+        targets.add(posixpath.normpath(target))
+    for mount_path, mount in mounts:
+        _mount(mount, mount_path)
+
+
+_UNSUPPORTED_MOUNT_TYPES = {
+    "npipe": "named pipes are mounts of Windows containers; raftswarm runs Linux containers",
+    "cluster": "cluster (CSI) volumes are not supported by raftswarm; use a volume mount (Type volume)",
+    "image": 'invalid MountType: "image" (a swarm service cannot mount an image)',
+}
+_MOUNT_OPTIONS = {"bind": "BindOptions", "volume": "VolumeOptions", "tmpfs": "TmpfsOptions", "image": "ImageOptions"}
+_TMPFS_FLAGS = ("exec", "noexec")
+
+
+def _mount(mount: dict[str, Any], path: str) -> None:
+    kind, target, source = mount.get("Type", "bind"), mount["Target"], mount.get("Source", "")
+    if kind in _UNSUPPORTED_MOUNT_TYPES:
+        fail(at(path, "Type"), _UNSUPPORTED_MOUNT_TYPES[kind])
+    if not target.startswith("/"):
+        fail(at(path, "Target"), f"invalid mount target, must be an absolute path: {target}")
+    if kind == "bind" and not source.startswith("/"):
+        fail(at(path, "Source"), f"invalid bind mount source, must be an absolute path: {source}")
+    if kind == "volume" and source.startswith("/"):
+        fail(at(path, "Source"), f"invalid volume mount source, must not be an absolute path: {source}")
+    if kind == "tmpfs" and source:
+        fail(at(path, "Source"), "invalid tmpfs source, source must be empty")
+    for options_kind, field in _MOUNT_OPTIONS.items():
+        if field in mount and options_kind != kind:
+            fail(at(path, field), f'invalid mount config for type "{kind}": field {field} must not be specified')
+    if posixpath.normpath(target) == "/":
+        fail(at(path, "Target"), "invalid specification: destination can't be '/'")
+    if kind == "bind":
+        options = mount.get("BindOptions", {})
+        for flag in ("ReadOnlyNonRecursive", "ReadOnlyForceRecursive"):
+            if options.get(flag) and not mount.get("ReadOnly"):
+                fail(at(path, f"BindOptions.{flag}"), f"mount options conflict: !ReadOnly && BindOptions.{flag}")
+        if options.get("ReadOnlyNonRecursive") and options.get("ReadOnlyForceRecursive"):
+            fail(at(path, "BindOptions"), "mount options conflict: ReadOnlyNonRecursive && BindOptions.ReadOnlyForceRecursive")
+    elif kind == "volume":
+        _volume_mount(mount, path)
+    elif kind == "tmpfs":
+        for index, option in enumerate(mount.get("TmpfsOptions", {}).get("Options", [])):
+            if option[0] not in _TMPFS_FLAGS:
+                fail(at(path, f"TmpfsOptions.Options[{index}]"), f'invalid mount config for type "tmpfs": invalid option: {option[0]}')
+
+
+def _volume_mount(mount: dict[str, Any], path: str) -> None:
+    """A volume of the local driver, named as it may be (a template is the node's to expand and check)."""
+    options = mount.get("VolumeOptions", {})
+    if options.get("Subpath"):
+        fail(at(path, "VolumeOptions.Subpath"), "volume subpaths are not supported by raftswarm; mount the whole volume")
+    driver = options.get("DriverConfig", {})
+    if driver.get("Name", LOCAL_DRIVER) not in ("", LOCAL_DRIVER):
+        fail(
+            at(path, "VolumeOptions.DriverConfig.Name"),
+            f'volume driver "{driver["Name"]}" is not available: raftswarm nodes have only the "local" driver',
+        )
+    source = mount.get("Source", "")
+    if source and "{{" not in source and (problem := volume_name_problem(source)):
+        fail(at(path, "Source"), problem)
+    driver_options = driver.get("Options") or {}
+    if not any("{{" in value for value in driver_options.values()) and (problem := local_options_problem(driver_options)):
+        fail(at(path, "VolumeOptions.DriverConfig.Options"), problem)
 
 
 def _tmpfs_option(value: Any, path: str) -> None:
@@ -277,6 +421,51 @@ def _secret_references(value: Any, path: str) -> None:
                 f"secret references '{targets[name]}' and '{ref['SecretName']}' have a conflicting target: '{name}'",
             )
         targets[name] = ref["SecretName"]
+
+
+def config_target(name: str) -> str:
+    """Where a config's File.Name puts it in the container: an absolute path as given, a relative one under
+    "/" (moby's getConfigTargetPath), normalised."""
+    return posixpath.normpath(posixpath.join("/", name))
+
+
+def _config_references(value: Any, path: str) -> None:
+    """SwarmKit's validateConfigRefsSpec: every reference names its config and a file target, and no two targets
+    are one path. A target is any path in the container (a relative one is under "/")."""
+    targets: dict[str, str] = {}  # target path -> the config that has it, for SwarmKit's message
+    hint = "a config reference names the config by ConfigID and ConfigName"
+    for ref_path, ref in objects_in(value, path):
+        check_fields(
+            ref,
+            ref_path,
+            _CONFIG_REFERENCE,  # refuses a Runtime target before File is asked for
+            {"ConfigID": hint, "ConfigName": hint},
+        )
+        for key in ("ConfigID", "ConfigName"):
+            non_empty_string(ref[key], at(ref_path, key), "malformed config reference: must not be empty")
+        file_path = at(ref_path, "File")
+        target_hint = 'malformed config reference, no target provided: give {"Name": "/path/in/the/container"}'
+        name = non_empty_string(
+            required_field(
+                required_field(ref, "File", ref_path, target_hint),
+                "Name",
+                file_path,
+                "give the path of the file the config appears as",
+            ),
+            at(file_path, "Name"),
+            "malformed file config reference, invalid target file name provided",
+        )
+        if "\0" in name:
+            fail(at(file_path, "Name"), "malformed file config reference, invalid target file name provided")
+        target = config_target(name)
+        if target == "/":
+            fail(at(file_path, "Name"), f"{name!r} is the container's root directory: give the path of a file")
+        if target in targets:
+            fail(
+                at(file_path, "Name"),
+                f"config references '{targets[target]}' and '{ref['ConfigName']}' have a conflicting target: '{name}'",
+            )
+        targets[target] = ref["ConfigName"]
 
 
 def _resources(value: Any, path: str) -> None:
@@ -328,10 +517,19 @@ def _networks(value: Any, path: str) -> None:
 
 
 def _mode(value: Any, path: str) -> None:
-    """No Mode, or an empty one, means one replica, as in Docker."""
+    """No Mode, or an empty one, means one replica, as in Docker. Otherwise exactly one of Replicated, Global,
+    ReplicatedJob (MaxConcurrent defaults to 1, TotalCompletions to MaxConcurrent) or GlobalJob."""
     mode = check_fields(an_object(value, path), path, _MODE)
-    if "Replicated" in mode and "Global" in mode:
-        fail(path, "give one of Replicated or Global, not both")
+    given = [name for name in _MODE if name in mode]
+    if len(given) > 1:
+        fail(path, f"must specify only one service mode, not both {given[0]} and {given[1]}")
+    job = mode.get("ReplicatedJob", {})
+    if job.get("MaxConcurrent") == 0 and job.get("TotalCompletions", 0) > 0:
+        fail(
+            at(path, "ReplicatedJob.MaxConcurrent"),
+            f"0 tasks at once would never complete the job's {job['TotalCompletions']} (TotalCompletions);"
+            " give at least 1, or leave it out for 1",
+        )
 
 
 def _failure_ratio(value: Any, path: str) -> None:
@@ -373,8 +571,11 @@ _SECRET_FILE = {
 }
 _SECRET_REFERENCE = {"File": object_of(_SECRET_FILE), "SecretID": string, "SecretName": string}
 _CONFIG_REFERENCE = {
-    "File": object_of({"Name": string, "UID": string, "GID": string, "Mode": int_in(0, UINT32_MAX)}),
-    "Runtime": object_of({}),
+    "File": object_of(_SECRET_FILE),
+    "Runtime": unsupported(
+        "a config with a Runtime target serves a credential spec, a Windows feature; raftswarm delivers configs"
+        ' as files: give File {"Name": "/path/in/the/container"} instead'
+    ),
     "ConfigID": string,
     "ConfigName": string,
 }
@@ -413,12 +614,42 @@ _HEALTHCHECK = {
     "StartInterval": _probe_duration,
     "Retries": int_in(meaning=" (consecutive failures; 0 for the image's own)"),
 }
+
+
+_TASK_NAMESPACES = [{"type": kind} for kind in ("ipc", "network", "uts")]
+"""A task's own namespaces, as far as its sysctls go: every task has them."""
+
+
+def _read_as_docker(check: Check, read: Callable[[Any], Any]) -> Check:
+    """`check`, then the reading the runtime will make of the value, so that a spec no container could be made
+    from is refused when it is created, not on every node that gets one of its tasks."""
+
+    def checked(value: Any, path: str) -> Any:
+        check(value, path)
+        try:
+            read(value)
+        except InvalidContainerSpec as exc:
+            fail(path, str(exc))
+        return value
+
+    return checked
+
+
+def _seccomp_mode(value: Any, path: str) -> None:
+    if choice(value, path, ("default", "unconfined", "custom")) != "default":
+        fail(
+            path,
+            f"{value} is refused: raftswarm keeps every task under its default seccomp policy, so that no task"
+            " can mount or leave its namespaces (see DESIGN.md, security property 5)",
+        )
+
+
 _PRIVILEGES = {
     "CredentialSpec": object_of({"Config": string, "File": string, "Registry": string}),
     "SELinuxContext": object_of(
         {"Disable": boolean, "User": string, "Role": string, "Type": string, "Level": string}
     ),
-    "Seccomp": object_of({"Mode": one_of("default", "unconfined", "custom"), "Profile": base64_string}),
+    "Seccomp": object_of({"Mode": _seccomp_mode, "Profile": base64_string}),
     "AppArmor": object_of({"Mode": one_of("default", "disabled")}),
     "NoNewPrivileges": boolean,
 }
@@ -438,19 +669,26 @@ _CONTAINER_SPEC = {
     "OpenStdin": boolean,
     "ReadOnly": boolean,
     "Mounts": _mounts,
-    "StopSignal": string,
+    "StopSignal": _read_as_docker(string, lambda signal: parse_signal(signal)),
     "StopGracePeriod": duration,
     "Healthcheck": object_of(_HEALTHCHECK),
-    "Hosts": strings,
-    "DNSConfig": object_of({"Nameservers": strings, "Search": strings, "Options": strings}),
+    "Hosts": _read_as_docker(strings, lambda hosts: parse_extra_hosts(hosts)),
+    "DNSConfig": _read_as_docker(
+        object_of({"Nameservers": strings, "Search": strings, "Options": strings}), lambda dns: dns_settings(dns)
+    ),
     "Secrets": _secret_references,
-    "Configs": array_of(object_of(_CONFIG_REFERENCE)),
+    "Configs": _config_references,
     "Isolation": one_of(*_ISOLATIONS),
-    "Sysctls": string_map,
-    "CapabilityAdd": strings,
-    "CapabilityDrop": strings,
-    "Ulimits": array_of(object_of({"Name": string, "Soft": int_in(INT64_MIN), "Hard": int_in(INT64_MIN)})),
+    "Sysctls": _read_as_docker(string_map, lambda settings: sysctls(settings, _TASK_NAMESPACES)),
+    "CapabilityAdd": _read_as_docker(strings, lambda names: tweak_capabilities((), names, [])),
+    "CapabilityDrop": _read_as_docker(strings, lambda names: tweak_capabilities((), [], names)),
+    "Ulimits": _read_as_docker(
+        array_of(object_of({"Name": string, "Soft": int_in(INT64_MIN), "Hard": int_in(INT64_MIN)})),
+        lambda ulimits: rlimits(ulimits),
+    ),
     "OomScoreAdj": int_in(*_OOM_SCORE_ADJ),
+    # SwarmKit's, not the API's: where `--with-registry-auth` credentials are kept (api.services.PULL_OPTIONS)
+    "PullOptions": object_of({"RegistryAuth": string}),
 }
 _RESOURCES = {
     "Limits": object_of(
@@ -519,8 +757,13 @@ _MODE = {
         {"Replicas": int_in(0, MAX_REPLICAS, f" (leave it out for 1; raftswarm runs at most {MAX_REPLICAS} per service)")}
     ),
     "Global": object_of({}),
-    "ReplicatedJob": unsupported("job services are not supported by raftswarm; use Replicated or Global"),
-    "GlobalJob": unsupported("job services are not supported by raftswarm; use Replicated or Global"),
+    "ReplicatedJob": object_of(
+        {
+            "MaxConcurrent": int_in(0, MAX_REPLICAS, " (tasks run at once; leave it out for 1)"),
+            "TotalCompletions": int_in(0, MAX_REPLICAS, " (tasks to complete; leave it out for MaxConcurrent)"),
+        }
+    ),
+    "GlobalJob": object_of({}),
 }
 _PORT = {
     "Name": string,
@@ -674,6 +917,12 @@ def referenced_secrets(spec: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(reference["SecretID"] for reference in container.get("Secrets") or ()))
 
 
+def referenced_configs(spec: dict[str, Any]) -> list[str]:
+    """ConfigIDs referenced by TaskTemplate.ContainerSpec.Configs, in order, without duplicates."""
+    container = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
+    return list(dict.fromkeys(reference["ConfigID"] for reference in container.get("Configs") or ()))
+
+
 # -- secrets -----------------------------------------------------------------------------------------------
 
 
@@ -685,7 +934,20 @@ def validate_secret_spec(spec: Any) -> tuple[dict[str, Any], bytes]:
         raise InvalidSpec(f"the secret spec must be a JSON object, got {shown(spec)}")
     secret = without_nulls(spec)
     canonical_keys(secret, ("Name", "Labels", "Data", "Driver", "Templating"))
-    name = string(required_field(secret, "Name", "", 'name the secret, e.g. "db_password"'), "Name")
+    _object_name(secret, 'name the secret, e.g. "db_password"')
+    check_field(secret, "", "Labels", string_map)
+    if "Driver" in secret:
+        fail("Driver", "secret drivers are not supported by raftswarm; leave Driver out to keep the data in the swarm")
+    if "Templating" in secret:
+        templating = check_fields(an_object(secret["Templating"], "Templating"), "Templating", _DRIVER)
+        non_empty_string(required_field(templating, "Name", "Templating", 'e.g. "golang"'), "Templating.Name")
+    data = _payload(secret.pop("Data", ""), "secret", MAX_SECRET_SIZE, "500 KiB")
+    return secret, data
+
+
+def _object_name(spec: dict[str, Any], hint: str) -> None:
+    """SwarmKit's validateConfigOrSecretAnnotations."""
+    name = string(required_field(spec, "Name", "", hint), "Name")
     if not name:
         fail("Name", "name must be provided")
     if len(name) > _SECRET_NAME_MAX or not _SECRET_NAME.fullmatch(name):
@@ -694,26 +956,79 @@ def validate_secret_spec(spec: Any) -> tuple[dict[str, Any], bytes]:
             f"invalid name {shown(name)}, only {_SECRET_NAME_MAX} [a-zA-Z0-9-_.] characters allowed,"
             " and the start and end character must be [a-zA-Z0-9]",
         )
-    check_field(secret, "", "Labels", string_map)
-    if "Driver" in secret:
-        fail("Driver", "secret drivers are not supported by raftswarm; leave Driver out to keep the data in the swarm")
-    if "Templating" in secret:
-        templating = check_fields(an_object(secret["Templating"], "Templating"), "Templating", _DRIVER)
-        non_empty_string(required_field(templating, "Name", "Templating", 'e.g. "golang"'), "Templating.Name")
-    data = _secret_data(secret.pop("Data", ""))
-    return secret, data
 
 
-def _secret_data(value: Any) -> bytes:
-    size_rule = f"secret data must be larger than 0 and less than {MAX_SECRET_SIZE} bytes (500 KiB)"
+def _payload(value: Any, kind: str, limit: int, limit_words: str) -> bytes:
+    """A secret's or config's Data: base64 of 1 to `limit` - 1 bytes."""
+    size_rule = f"{kind} data must be larger than 0 and less than {limit} bytes ({limit_words})"
     if not isinstance(value, str):
-        fail("Data", f"must be the secret's bytes as a base64 string, got {shown(value)}")
+        fail("Data", f"must be the {kind}'s bytes as a base64 string, got {shown(value)}")
     try:
         # Go's decoder (which Docker's JSON []byte goes through) skips line breaks; the rest must be strict
         # standard base64 with padding, as there.
         data = base64.b64decode(value.replace("\r", "").replace("\n", ""), validate=True)
     except ValueError as exc:
         fail("Data", f"is not valid base64 (standard alphabet, with = padding): {exc}")
-    if not 0 < len(data) < MAX_SECRET_SIZE:
+    if not 0 < len(data) < limit:
         fail("Data", f"{size_rule}; got {len(data)} bytes")
     return data
+
+
+# -- configs -----------------------------------------------------------------------------------------------
+
+TEMPLATE_DRIVER = "golang"
+"""The one template driver of Docker's configs (SwarmKit's ExpandConfigSpec): the data is a Go template, expanded
+on the worker for each task."""
+
+
+def validate_config_spec(spec: Any) -> tuple[dict[str, Any], bytes]:
+    """Check a ConfigSpec {Name, Labels, Data (base64 string), Templating?}.
+
+    Returns (a deep copy of the spec without Data, the decoded data bytes). Raises `InvalidSpec`. Stricter than
+    Docker: a Templating driver other than "golang" is refused here, where Docker takes it and then fails every
+    task that uses the config ("unrecognized template type")."""
+    if not isinstance(spec, dict):
+        raise InvalidSpec(f"the config spec must be a JSON object, got {shown(spec)}")
+    config = without_nulls(spec)
+    canonical_keys(config, ("Name", "Labels", "Data", "Templating"))
+    _object_name(config, 'name the config, e.g. "nginx.conf"')
+    check_field(config, "", "Labels", string_map)
+    if "Templating" in config:
+        templating = check_fields(an_object(config["Templating"], "Templating"), "Templating", _DRIVER)
+        hint = f'e.g. "{TEMPLATE_DRIVER}"'
+        driver = string(required_field(templating, "Name", "Templating", hint), "Templating.Name")
+        if driver != TEMPLATE_DRIVER:
+            fail("Templating.Name", f"unrecognized template type {driver!r}: the one driver is {TEMPLATE_DRIVER!r}")
+    data = _payload(config.pop("Data", ""), "config", MAX_CONFIG_SIZE, "1000 KiB")
+    return config, data
+
+
+# -- what raftswarm accepts and does not act on -------------------------------------------------------------
+
+_NOT_ACTED_ON: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("TaskTemplate", "ContainerSpec", "Labels"), "container labels are not kept: raftswarm has no container API"),
+    (("TaskTemplate", "ContainerSpec", "OpenStdin"), "a task's stdin is never open on raftswarm"),
+    (("TaskTemplate", "ContainerSpec", "Privileges", "CredentialSpec"), "credential specs are a Windows feature"),
+    (("TaskTemplate", "ContainerSpec", "Privileges", "SELinuxContext"), "this node has no SELinux"),
+    (("TaskTemplate", "ContainerSpec", "Privileges", "AppArmor"), "this node has no AppArmor"),
+    (("TaskTemplate", "Resources", "Reservations", "GenericResources"), "generic resources are not scheduled"),
+    (("TaskTemplate", "Placement", "Platforms"), "tasks are placed on any platform: every raftswarm node is linux/amd64"),
+    (("TaskTemplate", "LogDriver"), "a task's output is kept by its node (`service logs`); log drivers are not used"),
+    (("TaskTemplate", "Runtime"), "tasks always run as OCI containers"),
+)
+"""Fields Docker's API has and raftswarm takes but does not act on, with why: a service using one is created
+and the API's Warnings say so (the docker CLI prints them)."""
+
+
+def service_warnings(spec: dict[str, Any]) -> list[str]:
+    """Docker's Warnings for a checked ServiceSpec: each field raftswarm ignores, known to Docker or not."""
+    with collecting_unknown_fields() as unknown:
+        validate_service_spec(spec)
+    warnings = [f"unknown field {path} is ignored: Docker's API has no such field" for path in unknown]
+    for path, reason in _NOT_ACTED_ON:
+        value: Any = spec
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value not in (None, "", [], {}, False):
+            warnings.append(f"{'.'.join(path)} is ignored: {reason}")
+    return warnings

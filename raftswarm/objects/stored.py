@@ -34,6 +34,11 @@ def secret_data(stored: StoredObject) -> bytes:
     return stored.data["_Data"]
 
 
+def config_data(stored: StoredObject) -> bytes:
+    """A config's data, kept as a secret's is: out of its API view, which shows it as Spec.Data."""
+    return stored.data["_Data"]
+
+
 def resolve(objects: list[StoredObject], ref: str, kind: str, name_of: Callable[[StoredObject], str]) -> StoredObject:
     """Docker's lookup order: full ID, then exact name, then a unique ID prefix."""
     for o in objects:

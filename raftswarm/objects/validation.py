@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, NoReturn
 
 from ..errors import ControlError
@@ -156,7 +158,7 @@ def string_map(value: Any, path: str) -> dict[str, str]:
     return value
 
 
-def _go_folded(key: str) -> str:
+def go_folded(key: str) -> str:
     # Go's encoding/json matches a key to a field name with Unicode simple case folding, under which the
     # Kelvin sign (U+212A) equals k and the long s (U+017F) equals s; lower() covers the first.
     return key.lower().replace("\u017f", "s")
@@ -165,12 +167,12 @@ def _go_folded(key: str) -> str:
 def canonical_keys(parent: dict[str, Any], names: Iterable[str]) -> None:
     """Rename, in place, each key of `parent` that Go's JSON decoding would match to one of `names` to that
     spelling. Where several keys match one name the last wins, as in Go."""
-    spelling = {_go_folded(name): name for name in names}
-    if all(key in spelling.values() or _go_folded(key) not in spelling for key in parent):
+    spelling = {go_folded(name): name for name in names}
+    if all(key in spelling.values() or go_folded(key) not in spelling for key in parent):
         return
     renamed: dict[str, Any] = {}
     for key, value in parent.items():
-        renamed[spelling.get(_go_folded(key), key)] = value
+        renamed[spelling.get(go_folded(key), key)] = value
     parent.clear()
     parent.update(renamed)
 
@@ -186,7 +188,24 @@ def check_fields(
     for key, check in schema.items():
         if key in parent:
             check(parent[key], at(path, key))
+    if (unknown := _unknown_fields.get()) is not None:
+        unknown.extend(at(path, key) for key in parent if key not in schema)
     return parent
+
+
+_unknown_fields: ContextVar[list[str] | None] = ContextVar("unknown_fields", default=None)
+
+
+@contextmanager
+def collecting_unknown_fields() -> Iterator[list[str]]:
+    """The paths of the fields no schema knows, met by the checks run inside this block (the checks keep such
+    fields as given, as Docker's JSON decoding would drop them: a caller says so in its Warnings)."""
+    found: list[str] = []
+    token = _unknown_fields.set(found)
+    try:
+        yield found
+    finally:
+        _unknown_fields.reset(token)
 
 
 def object_of(schema: Mapping[str, Check], required: Mapping[str, str] | None = None) -> Check:

@@ -5,7 +5,9 @@
 - `containers`: the driver -- bundles, runc under conmon, reattaching after an agent restart, stop, logs.
 - `spec`: the OCI runtime spec Docker would give a task (process rules, confinement, mounts, limits).
 - `seccomp`: Docker's default seccomp policy.
+- `volumes`, `mounts`: node-local volumes (Docker's local driver) and a task's mounts as OCI mounts.
 - `secrets`: a task's secrets on a tmpfs of their own, bound read-only at /run/secrets.
+- `configs`: a task's configs on a tmpfs of their own, each file bound read-only at its target path.
 - `files`: the generated /etc files, and reading the image's own files without leaving its root.
 - `logs`: conmon's log files read back as lines.
 """

@@ -5,8 +5,8 @@ For each task the agent starts, `ContainerRuntime.start`:
 1. mounts the task's root filesystem, an overlay of its image from the node's image store;
 2. resolves the process against the image (`runtime.spec`: Docker's Entrypoint/Cmd/Env/User rules, users
    from the IMAGE's /etc/passwd and /etc/group) and rejects the task if it cannot run;
-3. writes /etc/hosts, /etc/hostname and /etc/resolv.conf for it, and its secrets onto a tmpfs of their own
-   (`runtime.secrets`), all bind-mounted in;
+3. writes /etc/hosts, /etc/hostname and /etc/resolv.conf for it, its secrets onto a tmpfs of their own
+   (`runtime.secrets`) and its configs onto another (`runtime.configs`), all bind-mounted in;
 4. writes the bundle's config.json (Docker's confinement: namespaces, capabilities, seccomp, masked paths,
    cgroup limits) and has conmon run `runc create`: the container's namespaces exist, its process waits;
 5. lets the agent plug the task's network namespace (`/proc/<pid>/ns/net`) into its networks;
@@ -28,6 +28,7 @@ A node's files, under the runtime's directory (in the worker's state directory; 
     tasks/<task id>/conmon.pid, pid    conmon's PID, the container's init's PID
     tasks/<task id>/hosts, hostname, resolv.conf
     tasks/<task id>/secrets/      mount point of the task's secrets tmpfs while it exists
+    tasks/<task id>/configs/      mount point of the task's configs tmpfs while it exists
     tasks/<task id>/conmon/       conmon's link back to the task directory, where it makes its attach socket
                                   (unused: tasks have no stdin)
     runc/                         runc's state (--root)
@@ -56,9 +57,13 @@ from ..errors import RaftswarmError
 from ..images.errors import ImageError
 from ..images.store import ImageStore
 from . import files, logs
-from .secrets import InvalidSecretTarget, mount_secrets, secret_files, unmount_secrets
-from .spec import DEFAULT_STOP_SIGNAL, STOP_SIGNAL_ANNOTATION, InvalidContainerSpec, NoCommand, UnknownUser, task_spec
-from .templates import expand_task, local_node
+from .configs import InvalidConfigTarget, config_files, config_mounts, mount_configs, unmount_configs
+from .mounts import InvalidMount
+from .secrets import SECRETS_DIR, InvalidSecretTarget, mount_secrets, secret_files, unmount_secrets
+from .spec import DEFAULT_STOP_SIGNAL, STOP_SIGNAL_ANNOTATION, NoCommand, UnknownUser, task_spec
+from ..objects.containerspec import InvalidContainerSpec
+from .templates import context_of, expand_task, local_node
+from .volumes import VolumeError, VolumeStore, task_mounts
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +126,9 @@ class ContainerRuntime:
     """A node's containers, kept under `directory` (in the worker's state directory). `images` is the node's
     image store; `init` is the node's default for ContainerSpec.Init (dockerd's `--init`)."""
 
-    def __init__(self, directory: Path, images: ImageStore, *, init: bool = False) -> None:
+    def __init__(
+        self, directory: Path, images: ImageStore, *, init: bool = False, volumes: VolumeStore | None = None
+    ) -> None:
         self.directory = Path(directory)
         self.tasks_dir = self.directory / "tasks"
         self.runc_root = self.directory / "runc"
@@ -130,6 +137,12 @@ class ContainerRuntime:
             os.chmod(path, 0o700)
         self.images = images
         self.init = init
+        self.volumes = volumes if volumes is not None else VolumeStore(
+            self.directory / "volumes",
+            protected={self.directory: "the node's task directory", images.root: "the node's image store"},
+        )
+        """The node's volumes (`runtime.volumes`); without one given, a store of this runtime's own."""
+        self.volumes.keep_users(self.task_ids())  # a task whose directory is gone uses nothing any more
 
     def _task_dir(self, task_id: str) -> Path:
         if not task_id.isalnum():
@@ -142,11 +155,13 @@ class ContainerRuntime:
         secrets: Mapping[str, bytes],
         *,
         prepare: Callable[[Container], Awaitable[None]] | None = None,
+        configs: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Container:
         """Start the task from its image (already in the store). `secrets` maps secret ID -> data for the
-        secrets it references. `prepare` runs once the container's namespaces exist and before its process
-        starts (the agent plugs its network interfaces in); if it raises, the task is rejected. Raises
-        TaskRejected if it cannot run; nothing of it is left then."""
+        secrets it references, `configs` config ID -> the config ({"Spec", "Data"}) for the configs it
+        references, as the dispatcher delivered them. `prepare` runs once the container's namespaces exist and
+        before its process starts (the agent plugs its network interfaces in); if it raises, the task is
+        rejected. Raises TaskRejected if it cannot run; nothing of it is left then."""
         reason = unavailable()
         if reason is not None:
             raise TaskRejected(reason)
@@ -157,7 +172,7 @@ class ContainerRuntime:
         directory.mkdir(mode=0o700)
         container = None
         try:
-            await asyncio.to_thread(self._write_bundle, task, secrets, directory)
+            await asyncio.to_thread(self._write_bundle, task, secrets, directory, configs or {})
             container = await self._create(task_id, directory)
             if prepare is not None:
                 try:
@@ -170,7 +185,13 @@ class ContainerRuntime:
             raise
         return container
 
-    def _write_bundle(self, task: dict[str, Any], secrets: Mapping[str, bytes], directory: Path) -> None:
+    def _write_bundle(
+        self,
+        task: dict[str, Any],
+        secrets: Mapping[str, bytes],
+        directory: Path,
+        configs: Mapping[str, Mapping[str, Any]],
+    ) -> None:
 
         task_id = task["ID"]
         try:
@@ -190,7 +211,18 @@ class ContainerRuntime:
             raise TaskRejected(f"hostname {hostname!r} is longer than 64 bytes")
         limits = ((task.get("Spec") or {}).get("Resources") or {}).get("Limits") or {}
         try:
+            own_mounts = task_mounts(
+                self.volumes, task_id=task_id, container_id=container_id, mounts=container_spec.get("Mounts") or [],
+                image_volumes=list((image.config.get("config") or {}).get("Volumes") or {}), rootfs=rootfs,
+            )
+        except (InvalidMount, VolumeError) as exc:
+            raise TaskRejected(str(exc)) from None
+        try:
             file_list = secret_files(container_spec, secrets)
+            # The secrets tmpfs is bound read-only at /run/secrets: no config target can be made in it.
+            config_list = config_files(
+                container_spec, configs, context_of(task, local_node()), [SECRETS_DIR] if file_list else []
+            )
             hosts = files.hosts_file(hostname, task_addresses(task), container_spec.get("Hosts") or [])
             resolv_conf = files.resolv_conf(bool(task.get("NetworksAttachments")), dns=container_spec.get("DNSConfig"))
             spec = task_spec(
@@ -207,9 +239,13 @@ class ContainerRuntime:
                 hostname_file=str(directory / "hostname"),
                 cgroups_path=f"/{CGROUP_PARENT}/{task_id}",
                 limits=limits,
+                mounts=own_mounts.mounts,
             )
-        except (NoCommand, UnknownUser, InvalidSecretTarget, InvalidContainerSpec) as exc:
+        except (NoCommand, UnknownUser, InvalidSecretTarget, InvalidConfigTarget, InvalidContainerSpec) as exc:
             raise TaskRejected(str(exc)) from None
+        if own_mounts.rootfs_propagation:
+            spec["linux"]["rootfsPropagation"] = own_mounts.rootfs_propagation
+        spec["mounts"] += config_mounts(directory / "configs", config_list)  # last: over any other mount
         init = container_spec.get("Init")
         if init if init is not None else self.init:
             spec["process"]["args"] = [INIT_PATH, "--", *spec["process"]["args"]]
@@ -222,6 +258,8 @@ class ContainerRuntime:
         _write_text(directory / "resolv.conf", resolv_conf)
         if file_list:
             mount_secrets(directory / "secrets", file_list)
+        if config_list:
+            mount_configs(directory / "configs", config_list)
         _write_text(directory / "config.json", json.dumps(spec), mode=0o600)
 
     async def _create(self, task_id: str, directory: Path) -> Container:
@@ -319,6 +357,11 @@ class ContainerRuntime:
 
     def _remove_files(self, task_id: str, directory: Path) -> None:
         unmount_secrets(directory / "secrets")
+        unmount_configs(directory / "configs")
+        try:
+            self.volumes.release(task_id)  # and its anonymous volumes removed, as swarmkit's RemoveVolume
+        except (OSError, VolumeError) as exc:
+            log.warning("task %s: %s", task_id, exc)
         try:
             self.images.release_rootfs(task_id)
         except ImageError as exc:
@@ -515,10 +558,11 @@ class Container:
             self._pidfd = None
 
 
-def release_all(directory: str | Path, images: ImageStore) -> list[str]:
+def release_all(directory: str | Path, images: ImageStore, volumes: VolumeStore | None = None) -> list[str]:
     """Kill and remove every container under `directory` (what a stopped or killed node left): for harnesses
-    tearing nodes down, outside any event loop. Returns what could not be removed."""
-    runtime = ContainerRuntime(Path(directory), images)
+    tearing nodes down, outside any event loop. With the node's `volumes`, the tasks' volumes are released too.
+    Returns what could not be removed."""
+    runtime = ContainerRuntime(Path(directory), images, volumes=volumes)
     failures = []
     for task_id in runtime.task_ids():
         directory_of_task = runtime.tasks_dir / task_id

@@ -12,13 +12,12 @@ host's, as dockerd writes it for `--dns`, `--dns-search` and `--dns-option`.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from raftswarm.runtime.spec import InvalidContainerSpec
+from ..objects.containerspec import dns_settings, parse_extra_hosts
 
 TASK_RESOLVER = "127.0.0.11"
 MAX_IMAGE_FILE = 1 << 20
@@ -79,27 +78,6 @@ def hosts_file(hostname: str, addresses: Iterable[str], extra_hosts: Iterable[st
     return _LOOPBACK_HOSTS + extra + own
 
 
-def parse_extra_hosts(entries: Iterable[str]) -> list[tuple[str, list[str]]]:
-    """(address, names) of each "IP_ADDRESS HOSTNAME [ALIAS...]" entry. The docker CLI turns `--host name:ip`
-    into this form; an entry in another form is refused, not silently dropped as dockerd drops it."""
-    parsed = []
-    for entry in entries:
-        fields = str(entry).split()
-        if len(fields) < 2:
-            raise InvalidContainerSpec(
-                f'extra host "{entry}" is not "IP_ADDRESS HOSTNAME [ALIAS...]" (`--host name:ip` is the CLI\'s form)'
-            )
-        address, *names = fields
-        if address == "host-gateway":
-            raise InvalidContainerSpec(f'extra host "{entry}": host-gateway is not supported here; give an address')
-        try:
-            address = str(ipaddress.ip_address(address))
-        except ValueError:
-            raise InvalidContainerSpec(f'extra host "{entry}": {address} is not an IP address') from None
-        parsed.append((address, names))
-    return parsed
-
-
 def resolv_conf(on_networks: bool, host_file: str = "/etc/resolv.conf", dns: Mapping | None = None) -> str:
     """A task's resolv.conf. On networks: its own resolver (which forwards other names to the node's
     servers), with the host's search domains and options, as Docker writes it for a user-defined network.
@@ -141,25 +119,6 @@ def configured_nameservers(container_spec: Mapping) -> list[str]:
     """The servers ContainerSpec.DNSConfig names (empty: the node's own). For a task on networks they are what
     its resolver at 127.0.0.11 forwards other names to, as Docker's embedded DNS server uses `--dns` servers."""
     return dns_settings(container_spec.get("DNSConfig"))[0]
-
-
-def dns_settings(dns: Mapping | None) -> tuple[list[str], list[str], list[str]]:
-    """DNSConfig's (nameservers, search domains, options), checked: addresses, and single words a resolv.conf
-    line can hold. Raises InvalidContainerSpec (a service spec's validation can call it too)."""
-    dns = dns or {}
-    nameservers = []
-    for server in dns.get("Nameservers") or []:
-        try:
-            nameservers.append(str(ipaddress.ip_address(str(server).strip())))
-        except ValueError:
-            raise InvalidContainerSpec(f"DNS nameserver {server!r} is not an IP address") from None
-    words = {}
-    for field, what in (("Search", "search domain"), ("Options", "option")):
-        words[field] = [str(word) for word in dns.get(field) or []]
-        for word in words[field]:
-            if not word or len(word.split()) != 1 or word != word.strip():
-                raise InvalidContainerSpec(f"DNS {what} {word!r} must be one word without spaces")
-    return nameservers, words["Search"], words["Options"]
 
 
 def _loopback_server(line: str) -> bool:

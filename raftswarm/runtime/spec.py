@@ -17,8 +17,11 @@ a dict ready for `json.dump`. The rules are Docker's, each named where it is app
 A setting the runtime cannot honour as given raises InvalidContainerSpec with a message for `service ps`.
 """
 
+import posixpath
+
 from raftswarm.errors import RaftswarmError
 from raftswarm.runtime.seccomp import default_profile
+from ..objects.containerspec import parse_signal, rlimits, sysctls, tweak_capabilities
 
 OCI_VERSION = "1.0.2"
 
@@ -54,57 +57,6 @@ class UnknownUser(RaftswarmError):
     """The task's user or group is a name the image's /etc/passwd or /etc/group does not know."""
 
 
-class InvalidContainerSpec(RaftswarmError):
-    """A ContainerSpec setting that no container can be given as it is (an unknown capability or ulimit, a
-    sysctl outside the task's namespaces, a malformed stop signal, extra host or DNS setting, a template)."""
-
-
-ALL_CAPABILITIES = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
-    "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN",
-    "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
-)
-"""Every capability Linux has (0 to 40, in number order): what "ALL" means in CapabilityAdd and CapabilityDrop,
-and the names they accept (moby's caps.GetAllCapabilities, on a kernel that knows them all)."""
-
-ALL = "ALL"
-
-IPC_SYSCTLS = frozenset({
-    "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax",
-    "kernel.shmmni", "kernel.shm_rmid_forced",
-})
-"""With fs.mqueue.*, the sysctls of the IPC namespace: runc's validator (libcontainer/configs/validate) allows
-them to a container with its own IPC namespace, net.* to one with its own network namespace, and
-kernel.domainname to one with its own UTS namespace; every other one is the host's and refused."""
-
-ULIMITS = {
-    name: f"RLIMIT_{name.upper()}"
-    for name in (
-        "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss", "rtprio",
-        "rttime", "sigpending", "stack",
-    )
-}
-"""Docker's ulimit names (go-units ulimitNameMapping) and the OCI rlimit each one sets."""
-
-RLIM_INFINITY = 2**64 - 1
-"""A ulimit of -1 is "unlimited" (go-units parses "unlimited" as -1; dockerd passes it on as uint64)."""
-
-SIGNALS = {
-    "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7, "FPE": 8, "KILL": 9,
-    "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15, "STKFLT": 16, "CHLD": 17, "CLD": 17,
-    "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21, "TTOU": 22, "URG": 23, "XCPU": 24, "XFSZ": 25, "VTALRM": 26,
-    "PROF": 27, "WINCH": 28, "IO": 29, "POLL": 29, "PWR": 30, "SYS": 31,
-    "RTMIN": 34, **{f"RTMIN+{n}": 34 + n for n in range(1, 16)},
-    **{f"RTMAX-{n}": 64 - n for n in range(1, 15)}, "RTMAX": 64,
-}
-"""The Linux signal names Docker's signal.ParseSignal knows (moby/sys/signal SignalMap, x86-64 numbers), without
-their SIG prefix."""
-
-SIGNAL_MAX = 64
 DEFAULT_STOP_SIGNAL = 15
 """SIGTERM: what Docker stops a container with when neither the service nor the image names a signal."""
 
@@ -131,13 +83,15 @@ def task_spec(
     hostname_file: str | None,
     cgroups_path: str,
     limits: dict | None = None,
+    mounts: list[dict] | None = None,
 ) -> dict:
     """The OCI runtime spec for `task` (a swarm Task) run from an image whose config is `image_config`.
 
     `passwd` and `group` are the contents of the image's /etc/passwd and /etc/group (None if absent).
     `netns` is the path of a prepared network namespace (None: a new, empty one). The file arguments are
     host paths bind-mounted at /run/secrets (read-only), /etc/resolv.conf, /etc/hosts and /etc/hostname.
-    `limits` is the service's Resources.Limits (MemoryBytes, NanoCPUs, Pids). The task's ContainerSpec is
+    `limits` is the service's Resources.Limits (MemoryBytes, NanoCPUs, Pids). `mounts` are the OCI mounts of the
+    task's own mounts and volumes, in mount order (`runtime.volumes.task_mounts`). The task's ContainerSpec is
     taken as it is: expand its templates first (`runtime.templates.expand_task`).
     """
     container = task.get("Spec", {}).get("ContainerSpec", {})
@@ -183,7 +137,9 @@ def task_spec(
         "process": process,
         "root": {"path": rootfs, "readonly": readonly},
         "hostname": hostname,
-        "mounts": _default_mounts(readonly) + _task_mounts(secrets_dir, resolv_conf, hosts, hostname_file, readonly),
+        "mounts": _with_task_mounts(
+            _default_mounts(readonly), _task_mounts(secrets_dir, resolv_conf, hosts, hostname_file, readonly), mounts
+        ),
         "linux": linux,
         "annotations": {STOP_SIGNAL_ANNOTATION: str(stop_signal(container, image_config))},
     }
@@ -278,99 +234,6 @@ def additional_groups(names: list[str], group: str | None) -> list[int]:
     return gids
 
 
-def tweak_capabilities(defaults: tuple[str, ...], add: list[str], drop: list[str]) -> list[str]:
-    """moby's caps.TweakCapabilities: "ALL" in `add` gives every capability but those dropped; "ALL" in `drop`
-    gives only those added; otherwise the defaults less those dropped, plus those added -- so a capability
-    both added and dropped is kept, as the docker CLI also decides (CapAdd takes precedence over CapDrop)."""
-    if not add and not drop:
-        return list(defaults)
-    add, drop = _capability_names(add), _capability_names(drop)
-    if ALL in add:
-        chosen = [cap for cap in ALL_CAPABILITIES if cap not in drop]
-    elif ALL in drop:
-        chosen = add
-    else:
-        chosen = [cap for cap in defaults if cap not in drop] + add
-    return list(dict.fromkeys(chosen))
-
-
-def _capability_names(names: list[str]) -> list[str]:
-    """Upper-cased, with a CAP_ prefix, each one known (moby's caps.NormalizeLegacyCapabilities)."""
-    normalized = []
-    for name in names:
-        name = name.upper()
-        if name != ALL and not name.startswith("CAP_"):
-            name = f"CAP_{name}"
-        if name != ALL and name not in ALL_CAPABILITIES:
-            raise InvalidContainerSpec(f'unknown capability: "{name}"')
-        normalized.append(name)
-    return normalized
-
-
-def sysctls(settings: dict, namespaces: list[dict]) -> dict[str, str]:
-    """ContainerSpec.Sysctls, each one checked as runc checks it: it must belong to a namespace of the task's own
-    (every one in `namespaces` is: the network namespace the agent prepares too)."""
-    own = {namespace["type"] for namespace in namespaces}
-    checked = {}
-    for key, value in settings.items():
-        if key in IPC_SYSCTLS or key.startswith("fs.mqueue."):
-            needed = "ipc"
-        elif key.startswith("net."):
-            needed = "network"
-        elif key == "kernel.domainname":
-            needed = "uts"
-        elif key == "kernel.hostname":
-            raise InvalidContainerSpec(f'sysctl "{key}" is not allowed: set the hostname with ContainerSpec.Hostname')
-        else:
-            raise InvalidContainerSpec(
-                f'sysctl "{key}" is not in a separate kernel namespace: a task may set only net.*, fs.mqueue.*, '
-                f"kernel.domainname and {', '.join(sorted(IPC_SYSCTLS))}"
-            )
-        if needed not in own:
-            raise InvalidContainerSpec(f'sysctl "{key}" is not allowed in the host\'s {needed} namespace')
-        checked[key] = str(value)
-    return checked
-
-
-def rlimits(ulimits: list[dict]) -> list[dict]:
-    """ContainerSpec.Ulimits as OCI rlimits; a later entry for the same name replaces an earlier one."""
-    by_type: dict[str, dict] = {}
-    for ulimit in ulimits:
-        name = str(ulimit.get("Name") or "")
-        if name not in ULIMITS:
-            raise InvalidContainerSpec(f"invalid ulimit type: {name or '(none)'} (one of {', '.join(ULIMITS)})")
-        soft, hard = (_rlimit_value(name, ulimit.get(field) or 0) for field in ("Soft", "Hard"))
-        if soft > hard:
-            raise InvalidContainerSpec(
-                f"ulimit {name}: soft limit must be less than or equal to hard limit: "
-                f"{ulimit.get('Soft')} > {ulimit.get('Hard')}"
-            )
-        by_type[ULIMITS[name]] = {"type": ULIMITS[name], "hard": hard, "soft": soft}
-    return list(by_type.values())
-
-
-def _rlimit_value(name: str, value: int) -> int:
-    if value == -1:
-        return RLIM_INFINITY
-    if value < 0:
-        raise InvalidContainerSpec(f"ulimit {name}: {value} is not a limit (-1 means unlimited)")
-    return int(value)
-
-
-def parse_signal(text: str) -> int:
-    """A signal's number from "SIGINT", "INT", "sigint" or "2", as Docker's signal.ParseSignal reads it."""
-    text = str(text).strip()
-    if text.isascii() and text.isdigit():
-        number = int(text)
-        if not 0 < number <= SIGNAL_MAX:
-            raise InvalidContainerSpec(f"invalid signal: {text} (signals are 1 to {SIGNAL_MAX})")
-        return number
-    number = SIGNALS.get(text.upper().removeprefix("SIG"))
-    if number is None:
-        raise InvalidContainerSpec(f"invalid signal: {text} (a name such as SIGINT or INT, or a number)")
-    return number
-
-
 def stop_signal(container: dict, image_config: dict) -> int:
     """The signal that stops the task: the spec's StopSignal, else its image's, else SIGTERM (dockerd's merge of
     the image config, then container.StopSignal)."""
@@ -437,6 +300,25 @@ def _task_mounts(secrets_dir, resolv_conf, hosts, hostname_file, readonly_rootfs
             options = ["rbind", "rprivate"] + (["ro"] if readonly else [])
             mounts.append({"destination": destination, "type": "bind", "source": source, "options": options})
     return mounts
+
+
+def _with_task_mounts(defaults: list[dict], files: list[dict], own: list[dict] | None) -> list[dict]:
+    """Docker's mounts and the task's files, with the task's own mounts: a default or a file at the destination of
+    one of them gives way to it, as does every default under /dev when it mounts /dev (moby's withMounts,
+    TrySetNetworkMount); the files and its mounts go in together by depth, so that none hides a deeper one."""
+    if not own:
+        return defaults + files
+    taken = {mount["destination"] for mount in own}
+    kept = [
+        mount for mount in defaults
+        if mount["destination"] not in taken and not ("/dev" in taken and mount["destination"].startswith("/dev/"))
+    ]
+    ordered = sorted(own + [file for file in files if file["destination"] not in taken], key=_depth)
+    return kept + ordered
+
+
+def _depth(mount: dict) -> int:
+    return posixpath.normpath(mount["destination"]).count("/")
 
 
 def _namespaces(netns: str | None) -> list[dict]:

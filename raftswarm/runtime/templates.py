@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from raftswarm.runtime.spec import InvalidContainerSpec
+from ..objects.containerspec import InvalidContainerSpec
 
 
 class TemplateError(InvalidContainerSpec):

@@ -2,8 +2,9 @@
 
 Every name is scoped under the stack namespace (``<ns>_web``) unless the file gives it with `name:` or it is
 external, and everything the stack creates carries the namespace label, which is how `raftswarm stack ls`,
-`services`, `ps` and `rm` find it again. The bodies are NetworkCreate bodies, SecretSpecs (the data read from
-`file:`) and ServiceSpecs; secret references carry only SecretName, the deployer looks up the SecretID.
+`services`, `ps` and `rm` find it again. The bodies are NetworkCreate bodies, SecretSpecs and ConfigSpecs (the
+data read from `file:`) and ServiceSpecs; secret and config references carry only SecretName and ConfigName, the
+deployer looks up the IDs.
 
 Fields the compose file leaves unset are left out of the specs, so the swarm's defaults apply, except the
 ones Docker always sends: the namespace label, UpdateConfig.Parallelism (1) and EndpointSpec.Mode (vip).
@@ -14,7 +15,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ComposeError
@@ -36,10 +37,13 @@ class StackSpecs:
     external_secrets: list[str]
     services: dict[str, dict[str, Any]]
     warnings: list[str]
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    external_configs: list[str] = field(default_factory=list)
 
 
 def stack_specs(config: StackConfig, namespace: str) -> StackSpecs:
-    """The API bodies that deploy `config` as the stack `namespace`. Reads `file:` secrets; raises `ComposeError`."""
+    """The API bodies that deploy `config` as the stack `namespace`. Reads `file:` secrets and configs; raises
+    `ComposeError`."""
     if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", namespace):
         raise ComposeError(f"invalid stack name {namespace!r}: use letters, digits, '_', '.' and '-'")
 
@@ -56,6 +60,10 @@ def stack_specs(config: StackConfig, namespace: str) -> StackSpecs:
     def secret_name(key: str) -> str:
         secret = config.secrets[key]
         return secret.name or (key if secret.external else scoped(key))
+
+    def config_name(key: str) -> str:
+        definition = config.configs[key]
+        return definition.name or (key if definition.external else scoped(key))
 
     used_networks = {key for service in config.services.values() for key in (service.networks or [DEFAULT_NETWORK])}
     networks: dict[str, dict[str, Any]] = {}
@@ -100,8 +108,29 @@ def stack_specs(config: StackConfig, namespace: str) -> StackSpecs:
             "Data": base64.b64encode(data).decode("ascii"),
         }
 
+    configs: dict[str, dict[str, Any]] = {}
+    external_configs: list[str] = []
+    for key, definition in sorted(config.configs.items()):
+        if definition.external:
+            external_configs.append(config_name(key))
+            continue
+        assert definition.file is not None
+        try:
+            data = definition.file.read_bytes()
+        except (OSError, ValueError) as exc:
+            problem = getattr(exc, "strerror", None) or str(exc)
+            raise ComposeError(f"{config.path}: configs.{key}.file: cannot read {definition.file}: {problem}") from None
+        body = {
+            "Name": config_name(key),
+            "Labels": stack_labels(definition.labels),
+            "Data": base64.b64encode(data).decode("ascii"),
+        }
+        if definition.template_driver:
+            body["Templating"] = {"Name": definition.template_driver}
+        configs[config_name(key)] = body
+
     services = {
-        name: _service_spec(service, scoped(name), network_name, secret_name, stack_labels)
+        name: _service_spec(service, scoped(name), network_name, secret_name, config_name, stack_labels)
         for name, service in config.services.items()
     }
     return StackSpecs(
@@ -111,6 +140,8 @@ def stack_specs(config: StackConfig, namespace: str) -> StackSpecs:
         external_secrets=external_secrets,
         services=services,
         warnings=list(config.warnings),
+        configs=configs,
+        external_configs=external_configs,
     )
 
 
@@ -119,6 +150,7 @@ def _service_spec(
     name: str,
     network_name: Callable[[str], str],
     secret_name: Callable[[str], str],
+    config_name: Callable[[str], str],
     stack_labels: Callable[[Mapping[str, str]], dict[str, str]],
 ) -> dict[str, Any]:
     deploy = service.deploy
@@ -147,6 +179,15 @@ def _service_spec(
         ]
         # Sorted, so redeploying an unchanged file does not restart the service (docker/cli does the same).
         container["Secrets"] = sorted(references, key=lambda reference: reference["SecretName"])
+    if service.configs:
+        config_references = [
+            {
+                "File": {"Name": reference.target, "UID": reference.uid, "GID": reference.gid, "Mode": reference.mode},
+                "ConfigName": config_name(reference.source),
+            }
+            for reference in service.configs
+        ]
+        container["Configs"] = sorted(config_references, key=lambda reference: reference["ConfigName"])
 
     task: dict[str, Any] = {"ContainerSpec": container}
     if "resources" in deploy:

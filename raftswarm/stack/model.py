@@ -21,6 +21,15 @@ class SecretReference:
 
 
 @dataclass(frozen=True)
+class ConfigReference:
+    source: str
+    target: str  # as written; a relative target is under "/" in the container
+    uid: str
+    gid: str
+    mode: int
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """One service after checking and normalising; durations are in nanoseconds, sizes in bytes."""
 
@@ -35,6 +44,7 @@ class ServiceConfig:
     init: bool | None = None
     labels: dict[str, str] = field(default_factory=dict)
     secrets: list[SecretReference] = field(default_factory=list)
+    configs: list[ConfigReference] = field(default_factory=list)
     stop_grace_period: int | None = None
     networks: dict[str, list[str]] = field(default_factory=dict)  # network key -> extra aliases
     ports: list[dict[str, Any]] = field(default_factory=list)  # PortConfig bodies
@@ -63,6 +73,17 @@ class SecretConfig:
 
 
 @dataclass(frozen=True)
+class ConfigObjConfig:
+    """A top-level `configs:` entry (docker/cli's ConfigObjConfig)."""
+
+    name: str | None = None
+    external: bool = False
+    file: Path | None = None  # absolute: resolved against the compose file's directory
+    labels: dict[str, str] = field(default_factory=dict)
+    template_driver: str | None = None
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """A checked compose file: what `stack_specs` converts."""
 
@@ -71,3 +92,4 @@ class StackConfig:
     networks: dict[str, NetworkConfig]
     secrets: dict[str, SecretConfig]
     warnings: list[str]
+    configs: dict[str, ConfigObjConfig] = field(default_factory=dict)

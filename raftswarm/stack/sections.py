@@ -1,10 +1,10 @@
-"""The sections of a compose file, checked key by key into a `StackConfig`: the top level, the networks and
-secrets it defines, and each service with its secrets, networks, ports and deploy section (after docker/cli
-`cli/compose/loader`). Every problem raises `Invalid` naming the key path.
+"""The sections of a compose file, checked key by key into a `StackConfig`: the top level, the networks, secrets
+and configs it defines, and each service with its secrets, configs, networks, ports and deploy section (after
+docker/cli `cli/compose/loader`). Every problem raises `Invalid` naming the key path.
 
 Service keys swarm cannot honour (build, container_name, depends_on, ...) and unknown top-level keys are not
 errors: they become warnings, as docker prints "Ignoring unsupported options: build". Inside the sections
-swarm reads (deploy, a network, a secret, a long-syntax port, ...), an unknown key is an error.
+swarm reads (deploy, a network, a secret, a config, a long-syntax port, ...), an unknown key is an error.
 """
 
 from __future__ import annotations
@@ -39,9 +39,18 @@ from .fields import (
     string,
     strings,
 )
-from .model import DEFAULT_NETWORK, NetworkConfig, SecretConfig, SecretReference, ServiceConfig, StackConfig
+from .model import (
+    DEFAULT_NETWORK,
+    ConfigObjConfig,
+    ConfigReference,
+    NetworkConfig,
+    SecretConfig,
+    SecretReference,
+    ServiceConfig,
+    StackConfig,
+)
 
-# Swarm mounts a secret readable by everyone in the container unless told otherwise (docker/cli convert).
+# Swarm mounts a secret or config readable by everyone in the container unless told otherwise (docker/cli convert).
 DEFAULT_SECRET_MODE = 0o444
 _PORT_MAX = 65535
 
@@ -58,13 +67,14 @@ _SERVICE_KEYS = frozenset(
         "init",
         "labels",
         "secrets",
+        "configs",
         "stop_grace_period",
         "deploy",
         "networks",
         "ports",
     }
 )
-_TOP_LEVEL_KEYS = frozenset({"version", "name", "services", "networks", "secrets"})
+_TOP_LEVEL_KEYS = frozenset({"version", "name", "services", "networks", "secrets", "configs"})
 _DEPLOY_KEYS = frozenset(
     {
         "mode",
@@ -95,6 +105,10 @@ def stack_config(path: Path, top: dict[str, Any], environment: Mapping[str, str]
         name: _secret(value, at("secrets", name), path.parent)
         for name, value in mapping(given(top, "secrets", {}), "secrets").items()
     }
+    configs = {
+        name: _config(value, at("configs", name), path.parent)
+        for name, value in mapping(given(top, "configs", {}), "configs").items()
+    }
     services_section = mapping(required(top, "services", "", "define at least one service"), "services")
     services: dict[str, ServiceConfig] = {}
     ignored: set[str] = set()
@@ -102,18 +116,20 @@ def stack_config(path: Path, top: dict[str, Any], environment: Mapping[str, str]
         service_path = at("services", name)
         definition = mapping(value, service_path)
         ignored.update(key for key in definition if key not in _SERVICE_KEYS and not key.startswith("x-"))
-        services[name] = _service(name, definition, service_path, networks, secrets, environment, warnings)
+        services[name] = _service(name, definition, service_path, networks, secrets, configs, environment, warnings)
     if ignored:
         # docker/cli prints the same line for keys only `docker compose` honours.
         warnings.insert(0, f"Ignoring unsupported options: {', '.join(sorted(ignored))}")
-    return StackConfig(path=path, services=services, networks=networks, secrets=secrets, warnings=warnings)
+    return StackConfig(
+        path=path, services=services, networks=networks, secrets=secrets, warnings=warnings, configs=configs
+    )
 
 
-# -- top-level networks and secrets ----------------------------------------------------------------------------
+# -- top-level networks, secrets and configs ---------------------------------------------------------------------------
 
 
 def _name_and_external(definition: dict[str, Any], path: str) -> tuple[str | None, bool]:
-    """A network's or secret's `name` (or the deprecated `external.name`) and whether it is external."""
+    """A network's, secret's or config's `name` (or the deprecated `external.name`) and whether it is external."""
     name = string(definition["name"], at(path, "name")) if definition.get("name") is not None else None
     external, external_name = _external(definition.get("external", False), at(path, "external"))
     if external_name is not None:
@@ -191,6 +207,31 @@ def _secret(value: Any, path: str, directory: Path) -> SecretConfig:
     )
 
 
+def _config(value: Any, path: str, directory: Path) -> ConfigObjConfig:
+    definition = mapping(value, path)
+    only(definition, path, {"name", "external", "file", "labels", "template_driver"})
+    name, external = _name_and_external(definition, path)
+    if external:
+        for key in ("file", "labels", "template_driver"):
+            if key in definition:
+                fail(at(path, key), "cannot be set on an external config: it already exists in the swarm")
+        return ConfigObjConfig(name=name, external=True)
+    file = string(
+        required(definition, "file", path, "give the file holding the config, or external: true"), at(path, "file")
+    )
+    if not file or "\0" in file:
+        fail(at(path, "file"), f"must be a file path, got {file!r}")
+    template_driver = None
+    if definition.get("template_driver") is not None:
+        template_driver = choice(definition["template_driver"], at(path, "template_driver"), ("golang",))
+    return ConfigObjConfig(
+        name=name,
+        file=directory / file,
+        labels=labels(definition.get("labels") or {}, at(path, "labels")),
+        template_driver=template_driver,
+    )
+
+
 # -- services -----------------------------------------------------------------------------------------------
 
 
@@ -200,6 +241,7 @@ def _service(
     path: str,
     networks: dict[str, NetworkConfig],
     secrets: dict[str, SecretConfig],
+    configs: dict[str, ConfigObjConfig],
     environment: Mapping[str, str],
     warnings: list[str],
 ) -> ServiceConfig:
@@ -224,6 +266,7 @@ def _service(
         init=optional("init", boolean),
         labels=optional("labels", labels) or {},
         secrets=_service_secrets(given(definition, "secrets", []), at(path, "secrets"), secrets),
+        configs=_service_configs(given(definition, "configs", []), at(path, "configs"), configs),
         stop_grace_period=optional("stop_grace_period", duration),
         networks=_service_networks(given(definition, "networks", {}), at(path, "networks"), networks),
         ports=_ports(given(definition, "ports", []), at(path, "ports"), warnings),
@@ -253,6 +296,35 @@ def _service_secrets(value: Any, path: str, secrets: dict[str, SecretConfig]) ->
                 uid=scalar_text(entry.get("uid", "0"), at(entry_path, "uid")),
                 gid=scalar_text(entry.get("gid", "0"), at(entry_path, "gid")),
                 mode=integer(entry.get("mode", DEFAULT_SECRET_MODE), at(entry_path, "mode"), 0, 0o7777),
+            )
+        )
+    return references
+
+
+def _service_configs(value: Any, path: str, configs: dict[str, ConfigObjConfig]) -> list[ConfigReference]:
+    """Config names, or {source, target, uid, gid, mode} mappings; the target defaults to the config's key, a file
+    at /<key> in the container."""
+    references = []
+    for index, entry in enumerate(list_of(value, path, "config names or {source: ...} mappings")):
+        entry_path = at(path, index)
+        if isinstance(entry, str):
+            entry = {"source": entry}
+        entry = mapping(entry, entry_path)
+        only(entry, entry_path, {"source", "target", "uid", "gid", "mode"})
+        source = string(
+            required(entry, "source", entry_path, "name a config from the top-level configs:"),
+            at(entry_path, "source"),
+        )
+        if source not in configs:
+            fail(entry_path, f"undefined config {source!r}; define it under the top-level configs:")
+        target = entry.get("target")
+        references.append(
+            ConfigReference(
+                source=source,
+                target=string(target, at(entry_path, "target")) if target is not None else source,
+                uid=scalar_text(entry.get("uid", "0"), at(entry_path, "uid")),
+                gid=scalar_text(entry.get("gid", "0"), at(entry_path, "gid")),
+                mode=integer(entry.get("mode", DEFAULT_SECRET_MODE), at(entry_path, "mode"), 0, 0o777),
             )
         )
     return references

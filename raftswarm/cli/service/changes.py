@@ -19,6 +19,7 @@ from ..errors import CommandError
 from ..options import check_env, check_labels
 from ..shapes import container_spec, replicated_mode, spec_of, task_template
 from .flags import (
+    CONFIG,
     NETWORK,
     PLACEMENT_PREF,
     PORT,
@@ -52,6 +53,9 @@ from .spec import apply_update, build_spec, set_omitempty
 @click.option("--placement-pref", multiple=True, type=PLACEMENT_PREF, metavar="pref", help="Add a placement preference")
 @click.option("--network", multiple=True, type=NETWORK, metavar="network", help="Network attachments")
 @click.option("--secret", multiple=True, type=SECRET, metavar="secret", help="Specify secrets to expose to the service")
+@click.option(
+    "--config", multiple=True, type=CONFIG, metavar="config", help="Specify configurations to expose to the service"
+)
 @click.option("-p", "--publish", multiple=True, type=PORT, metavar="port", help="Publish a port as a node port")
 @click.argument("image")
 @click.argument("command", nargs=-1, metavar="[COMMAND] [ARG...]")
@@ -62,6 +66,8 @@ async def create(api: ApiClient, image: str, command: tuple[str, ...], **options
     spec = build_spec(image, command, flags)
     if flags["secret"]:
         spec["TaskTemplate"]["ContainerSpec"]["Secrets"] = await resolve_secrets(api, flags["secret"])
+    if flags["config"]:
+        spec["TaskTemplate"]["ContainerSpec"]["Configs"] = await resolve_configs(api, flags["config"])
     warning = None if flags["no_resolve_image"] else await pin_image(api, spec["TaskTemplate"]["ContainerSpec"])
     auth = registry_auth(image) if flags["with_registry_auth"] else None
     response = await api.service_create(spec, registry_auth=auth)
@@ -110,6 +116,10 @@ def _warn(response: dict[str, Any] | None) -> None:
 )
 @click.option("--secret-add", multiple=True, type=SECRET, metavar="secret", help="Add or update a secret on a service")
 @click.option("--secret-rm", multiple=True, metavar="list", help="Remove a secret")
+@click.option(
+    "--config-add", multiple=True, type=CONFIG, metavar="config", help="Add or update a config file on a service"
+)
+@click.option("--config-rm", multiple=True, metavar="list", help="Remove a configuration file")
 @click.option("--publish-add", multiple=True, type=PORT, metavar="port", help="Add or update a published port")
 @click.option(
     "--publish-rm", multiple=True, type=PORT, metavar="port", help="Remove a published port by its target port"
@@ -138,6 +148,11 @@ async def update(api: ApiClient, ref: str, **options: Any) -> None:
                 api, container.get("Secrets") or [], flags["secret_rm"], flags["secret_add"]
             )
             set_omitempty(container, "Secrets", secrets)
+        if flags.given("config_add", "config_rm"):
+            configs = await updated_configs(
+                api, container.get("Configs") or [], flags["config_rm"], flags["config_add"]
+            )
+            set_omitempty(container, "Configs", configs)
     auth = None
     if flags["with_registry_auth"]:
         auth = registry_auth(container_spec(task_template(spec)).get("Image", ""))
@@ -256,3 +271,34 @@ async def updated_secrets(
     """docker's getUpdatedSecrets: --secret-rm by secret name, then --secret-add resolved like create's."""
     kept = [s for s in current if s.get("SecretName") not in set(remove)]
     return kept + await resolve_secrets(api, add) if add else kept
+
+
+# -- configs ----------------------------------------------------------------------------------------------
+
+
+async def resolve_configs(api: ApiClient, references: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """docker's ParseConfigs: give each reference the ID of the config it names, found with one
+    `GET /configs?filters={"name": [...]}`."""
+    by_target: dict[str, dict[str, Any]] = {}
+    for reference in references:
+        target = reference["File"]["Name"]
+        if target in by_target:
+            raise CommandError(f"duplicate config target for {reference['ConfigName']} not allowed")
+        by_target[target] = copy.deepcopy(reference)
+    if not by_target:
+        return []
+    names = list(dict.fromkeys(r["ConfigName"] for r in by_target.values()))
+    found = {c["Spec"]["Name"]: c["ID"] for c in await api.config_list({"name": names})}
+    for reference in by_target.values():
+        if reference["ConfigName"] not in found:
+            raise CommandError(f"config not found: {reference['ConfigName']}")
+        reference["ConfigID"] = found[reference["ConfigName"]]
+    return list(by_target.values())
+
+
+async def updated_configs(
+    api: ApiClient, current: Sequence[dict[str, Any]], remove: Sequence[str], add: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """docker's getUpdatedConfigs: --config-rm by config name, then --config-add resolved like create's."""
+    kept = [c for c in current if c.get("ConfigName") not in set(remove)]
+    return kept + await resolve_configs(api, add) if add else kept

@@ -1,5 +1,5 @@
 """The flags of `service create` and `service update`: their values parsed as docker's opts package parses them
-(ports, secrets, networks, placement preferences), the options the two commands share (docker's
+(ports, secrets, configs, networks, placement preferences), the options the two commands share (docker's
 addServiceFlags), and `Flags`, which tells a flag given on the command line from one left out."""
 
 from __future__ import annotations
@@ -100,10 +100,21 @@ def _port_range(text: str, what: str) -> list[int]:
 def parse_secret(value: str) -> dict[str, Any]:
     """docker's SecretOpt: `name`, or `source=name,target=file,uid=0,gid=0,mode=0444` -> a SecretReference
     without its SecretID (the CLI looks that up by name before sending)."""
-    reference: dict[str, Any] = {"File": {"Name": "", "UID": "0", "GID": "0", "Mode": 0o444}, "SecretName": ""}
+    return _file_reference(value, "secret", "SecretName")
+
+
+def parse_config(value: str) -> dict[str, Any]:
+    """docker's ConfigOpt: `name`, or `source=name,target=/path,uid=0,gid=0,mode=0444` -> a ConfigReference
+    without its ConfigID (the CLI looks that up by name before sending). A target defaults to the name; a
+    relative one is under "/" in the container."""
+    return _file_reference(value, "config", "ConfigName")
+
+
+def _file_reference(value: str, kind: str, name_key: str) -> dict[str, Any]:
+    reference: dict[str, Any] = {"File": {"Name": "", "UID": "0", "GID": "0", "Mode": 0o444}, name_key: ""}
     fields = next(csv.reader([value]), [])
     if len(fields) == 1 and "=" not in fields[0]:
-        reference["File"]["Name"] = reference["SecretName"] = fields[0]
+        reference["File"]["Name"] = reference[name_key] = fields[0]
         return reference
     for field in fields:
         key, sep, val = field.partition("=")
@@ -111,7 +122,7 @@ def parse_secret(value: str) -> dict[str, Any]:
             raise ValueError(f"invalid field '{field}' must be a key=value pair")
         key = key.lower()
         if key in ("source", "src"):
-            reference["SecretName"] = val
+            reference[name_key] = val
         elif key == "target":
             reference["File"]["Name"] = val
         elif key in ("uid", "gid"):
@@ -119,10 +130,10 @@ def parse_secret(value: str) -> dict[str, Any]:
         elif key == "mode":
             reference["File"]["Mode"] = _file_mode(val)
         else:
-            raise ValueError(f"invalid field in secret request: {key}")
-    if not reference["SecretName"]:
+            raise ValueError(f"invalid field in {kind} request: {key}")
+    if not reference[name_key]:
         raise ValueError("source is required")
-    reference["File"]["Name"] = reference["File"]["Name"] or reference["SecretName"]
+    reference["File"]["Name"] = reference["File"]["Name"] or reference[name_key]
     return reference
 
 
@@ -172,6 +183,7 @@ def parse_placement_pref(value: str) -> dict[str, Any]:
 
 PORT = ParsedFlag("port", parse_port)
 SECRET = ParsedFlag("secret", parse_secret)
+CONFIG = ParsedFlag("config", parse_config)
 NETWORK = ParsedFlag("network", parse_network)
 PLACEMENT_PREF = ParsedFlag("pref", parse_placement_pref)
 

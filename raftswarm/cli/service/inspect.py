@@ -79,6 +79,13 @@ def pretty_service(s: dict[str, Any], now: float) -> str:
         lines.append(f" Init:\t\t{'true' if container['Init'] else 'false'}")
     if container.get("User"):
         lines.append(f" User: {container['User']}")
+    if container.get("Configs"):
+        lines.append("Configs:")
+        for config in container["Configs"]:
+            lines += [
+                f" Target:\t{(config.get('File') or {}).get('Name', '')}",
+                f"  Source:\t{config.get('ConfigName', '')}",
+            ]
     if container.get("Secrets"):
         lines.append("Secrets:")
         for secret in container["Secrets"]:

@@ -1,6 +1,7 @@
 """The ServiceSpec a `service create` or `service update` sends, built from its flags the way docker's CLI
 builds it (serviceOptions.ToService, updateService) and written as Go's JSON encoder writes it: fields under
-`omitempty` left out when empty. No I/O: secret references are completed by the command, which asks the node.
+`omitempty` left out when empty. No I/O: secret and config references are completed by the command, which asks
+the node.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def set_omitempty(mapping: dict[str, Any], key: str, value: Any) -> None:
 
 def build_spec(image: str, command: Sequence[str], flags: Flags) -> dict[str, Any]:
     """docker's serviceOptions.ToService: the ServiceSpec `docker service create` sends, as Go's JSON encoder
-    writes it (omitempty fields left out), before secrets are resolved."""
+    writes it (omitempty fields left out), before secrets and configs are resolved."""
     if flags["mode"] == "global":
         if flags.given("replicas"):
             raise CommandError("replicas can only be used with replicated or replicated-job mode")
@@ -104,8 +105,9 @@ def _environment(values: Sequence[str]) -> list[str]:
 
 
 def apply_update(spec: dict[str, Any], flags: Flags) -> None:
-    """docker's updateService: apply the given flags to `spec` (a service's Spec, changed in place). Secrets are
-    applied separately (`changes.updated_secrets`), since adding one needs the node."""
+    """docker's updateService: apply the given flags to `spec` (a service's Spec, changed in place). Secrets and
+    configs are applied separately (`changes.updated_secrets`, `changes.updated_configs`), since adding one needs
+    the node."""
     template = spec.setdefault("TaskTemplate", {})
     container = template.setdefault("ContainerSpec", {})
     _update_labels(spec, "Labels", flags["label_rm"], flags["label_add"], keep_empty=True)
