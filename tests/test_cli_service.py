@@ -355,7 +355,7 @@ def test_create_global_with_replicas_is_refused_before_any_request(engine):
         ("--secret", "source=s,mode=rwx", "invalid mode specified"),
         ("--restart-condition", "sometimes", "'sometimes' is not one of"),
         ("--placement-pref", "pack=node.id", "unsupported placement preference pack (only spread is supported)"),
-        ("--replicas", "-1", "-1 is not in the range x>=0"),
+        ("--replicas", "-1", 'strconv.ParseUint: parsing "-1": invalid syntax'),
         ("--label", "=x", "invalid label '=x': empty name"),
     ],
 )

@@ -12,12 +12,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from ...api.client import ApiClient, ApiError
+from ...objects.jobs import REPLICATED_JOB
 from ..connection import api_command, failure_message, remove_each
 from ..errors import CommandError
 from ..options import check_env, check_labels
-from ..shapes import container_spec, replicated_mode, spec_of, task_template
+from ..shapes import container_spec, spec_of, task_template
+from .containerflags import container_create_options, container_options, container_update_options, read_env_file
+from .containerspec import create_container_fields, update_container_fields
 from .flags import (
     CONFIG,
     NETWORK,
@@ -29,6 +33,7 @@ from .flags import (
     quiet_progress_option,
     service_options,
 )
+from .goflags import COMMAND, PflagCommand
 from .image import pin_image, registry_auth
 from .progress import wait_for_service
 from .spec import apply_update, build_spec, set_omitempty
@@ -36,16 +41,17 @@ from .spec import apply_update, build_spec, set_omitempty
 # -- create ---------------------------------------------------------------------------------------------
 
 
-@click.command(context_settings={"allow_interspersed_args": False})
+@click.command(cls=PflagCommand, context_settings={"allow_interspersed_args": False})
 @click.option(
     "--mode",
-    type=click.Choice(["replicated", "global"]),
     default="replicated",
     metavar="string",
-    help='Service mode ("replicated", "global")  [default: "replicated"]',
+    help='Service mode ("replicated", "global", "replicated-job", "global-job")  [default: "replicated"]',
 )
 @click.option("--name", metavar="string", help="Service name")
 @service_options(create=True)
+@container_options
+@container_create_options
 @click.option("-l", "--label", multiple=True, callback=check_labels, metavar="list", help="Service labels")
 @click.option("--container-label", multiple=True, callback=check_labels, metavar="list", help="Container labels")
 @click.option("-e", "--env", multiple=True, callback=check_env, metavar="list", help="Set environment variables")
@@ -62,12 +68,16 @@ from .spec import apply_update, build_spec, set_omitempty
 @api_command
 async def create(api: ApiClient, image: str, command: tuple[str, ...], **options: Any) -> None:
     """Create a new service."""
+    # docker's makeEnv: the files' variables first, so that --env overrides them
+    options["env"] = (*(v for path in options["env_file"] for v in read_env_file(path)), *options["env"])
     flags = Flags(options)
     spec = build_spec(image, command, flags)
+    create_container_fields(spec, flags)
     if flags["secret"]:
         spec["TaskTemplate"]["ContainerSpec"]["Secrets"] = await resolve_secrets(api, flags["secret"])
     if flags["config"]:
         spec["TaskTemplate"]["ContainerSpec"]["Configs"] = await resolve_configs(api, flags["config"])
+    await resolve_credential_spec_config(api, spec["TaskTemplate"]["ContainerSpec"])
     warning = None if flags["no_resolve_image"] else await pin_image(api, spec["TaskTemplate"]["ContainerSpec"])
     auth = registry_auth(image) if flags["with_registry_auth"] else None
     response = await api.service_create(spec, registry_auth=auth)
@@ -86,12 +96,14 @@ def _warn(response: dict[str, Any] | None) -> None:
 # -- update ---------------------------------------------------------------------------------------------
 
 
-@click.command()
+@click.command(cls=PflagCommand)
 @click.option("--image", metavar="string", help="Service image tag")
-@click.option("--args", metavar="command", help="Service command args")
+@click.option("--args", type=COMMAND, metavar="command", help="Service command args")
 @click.option("--rollback", is_flag=True, help="Rollback to previous specification")
 @click.option("--force", is_flag=True, help="Force update even if no changes require it")
 @service_options(create=False)
+@container_options
+@container_update_options
 @click.option(
     "--env-add", multiple=True, callback=check_env, metavar="list", help="Add or update an environment variable"
 )
@@ -132,7 +144,12 @@ async def update(api: ApiClient, ref: str, **options: Any) -> None:
     """Update a service."""
     flags = Flags(options)
     if flags["rollback"]:
-        others = [name for name in options if name not in ("rollback", "detach", "quiet") and flags.given(name)]
+        given = click.get_current_context().get_parameter_source
+        others = [
+            name
+            for name in options
+            if name not in ("rollback", "detach", "quiet", "ref") and given(name) == ParameterSource.COMMANDLINE
+        ]
         if others:
             raise CommandError("other flags may not be combined with --rollback")
     current = await api.service_inspect(ref)
@@ -140,6 +157,7 @@ async def update(api: ApiClient, ref: str, **options: Any) -> None:
     warning = None
     if not flags["rollback"]:
         apply_update(spec, flags)
+        update_container_fields(spec, flags)
         container = spec["TaskTemplate"]["ContainerSpec"]
         if flags.given("image") and not flags["no_resolve_image"]:
             warning = await pin_image(api, container)
@@ -153,6 +171,8 @@ async def update(api: ApiClient, ref: str, **options: Any) -> None:
                 api, container.get("Configs") or [], flags["config_rm"], flags["config_add"]
             )
             set_omitempty(container, "Configs", configs)
+        if flags["credential_spec"]:
+            await resolve_credential_spec_config(api, container)
     auth = None
     if flags["with_registry_auth"]:
         auth = registry_auth(container_spec(task_template(spec)).get("Image", ""))
@@ -197,10 +217,13 @@ async def scale(api: ApiClient, detach: bool, scales: tuple[str, ...]) -> None:
         try:
             current = await api.service_inspect(ref)
             spec = copy.deepcopy(spec_of(current))
-            replicated = replicated_mode(spec)
-            if replicated is None:
+            mode = spec.get("Mode") or {}
+            if mode.get("Replicated") is not None:
+                mode["Replicated"]["Replicas"] = int(count)
+            elif mode.get(REPLICATED_JOB) is not None:
+                mode[REPLICATED_JOB]["TotalCompletions"] = int(count)
+            else:
                 raise CommandError("scale can only be used with replicated or replicated-job mode")
-            replicated["Replicas"] = int(count)
             _warn(await api.service_update(current["ID"], current["Version"]["Index"], spec))
         except (CommandError, ApiError) as exc:
             errors.append(f"{ref}: {failure_message(exc)}")
@@ -302,3 +325,23 @@ async def updated_configs(
     """docker's getUpdatedConfigs: --config-rm by config name, then --config-add resolved like create's."""
     kept = [c for c in current if c.get("ConfigName") not in set(remove)]
     return kept + await resolve_configs(api, add) if add else kept
+
+
+# -- credential specs -------------------------------------------------------------------------------------
+
+
+async def resolve_credential_spec_config(api: ApiClient, container: dict[str, Any]) -> None:
+    """docker's setConfigs for a `--credential-spec config://NAME`: the config goes to the service as a Runtime
+    reference, and the credential spec names it by ID (found with `GET /configs?filters={"name": [NAME]}`)."""
+    credential_spec = (container.get("Privileges") or {}).get("CredentialSpec") or {}
+    name = credential_spec.get("Config")
+    if not name:
+        return
+    found = {c["Spec"]["Name"]: c["ID"] for c in await api.config_list({"name": [name]})}
+    if name not in found:
+        raise CommandError(f"config not found: {name}")
+    references = [
+        r for r in container.get("Configs") or [] if not (r.get("Runtime") is not None and r.get("ConfigName") == name)
+    ]
+    container["Configs"] = [*references, {"Runtime": {}, "ConfigID": found[name], "ConfigName": name}]
+    credential_spec["Config"] = found[name]

@@ -15,6 +15,7 @@ import click
 from ...objects.defaults import DEFAULT_RESTART_CONDITION, DEFAULT_RESTART_DELAY_NS, UPDATE_DEFAULTS
 from ..options import GO_DURATION, MEMORY_BYTES, NANO_CPUS, ParsedFlag
 from ..output import go_duration, go_float
+from .goflags import GO_UINT, GoBoolOption
 
 # -- flag values, parsed as docker's opts package parses them ----------------------------------------------
 
@@ -202,7 +203,7 @@ def _quoted(text: str) -> str:
 
 
 def _uint_option(name: str, help_text: str) -> Callable[[Any], Any]:
-    return click.option(name, type=click.IntRange(min=0), metavar="uint", help=help_text)
+    return click.option(name, type=GO_UINT, metavar="uint", help=help_text)
 
 
 def _duration_option(name: str, help_text: str) -> Callable[[Any], Any]:
@@ -250,7 +251,11 @@ def service_options(create: bool) -> Callable[[Any], Any]:
             click.option("-w", "--workdir", metavar="string", help="Working directory inside the container"),
             click.option("-u", "--user", metavar="string", help="Username or UID (format: <name|uid>[:<group|gid>])"),
             click.option("--hostname", metavar="string", help="Container hostname"),
-            click.option("--init", is_flag=True, help="Use an init inside each service container to forward signals and reap processes"),
+            click.option(
+                "--init",
+                cls=GoBoolOption,
+                help="Use an init inside each service container to forward signals and reap processes",
+            ),
             click.option("--limit-cpu", type=NANO_CPUS, metavar="decimal", help="Limit CPUs"),
             click.option("--limit-memory", type=MEMORY_BYTES, metavar="bytes", help="Limit Memory"),
             click.option(

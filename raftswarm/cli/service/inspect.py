@@ -79,6 +79,7 @@ def pretty_service(s: dict[str, Any], now: float) -> str:
         lines.append(f" Init:\t\t{'true' if container['Init'] else 'false'}")
     if container.get("User"):
         lines.append(f" User: {container['User']}")
+    lines += _pretty_container_fields(container)
     if container.get("Configs"):
         lines.append("Configs:")
         for config in container["Configs"]:
@@ -93,6 +94,7 @@ def pretty_service(s: dict[str, Any], now: float) -> str:
                 f" Target:\t{(secret.get('File') or {}).get('Name', '')}",
                 f"  Source:\t{secret.get('SecretName', '')}",
             ]
+    lines += _pretty_log_driver(template.get("LogDriver"))
     lines += _pretty_resources(template.get("Resources"))
     if template.get("Networks"):
         lines.append("Networks:" + "".join(f" {n.get('Target', '')}" for n in template["Networks"]) + " ")
@@ -108,7 +110,64 @@ def pretty_service(s: dict[str, Any], now: float) -> str:
                 f"  PublishMode = {port.get('PublishMode', '')}",
             ]
         lines[-1] += " "
+    lines += _pretty_healthcheck(container.get("Healthcheck"))
     return "\n".join(lines) + "\n"
+
+
+def _pretty_container_fields(container: dict[str, Any]) -> list[str]:
+    """Capabilities, sysctls, ulimits and mounts, as the template has them (maps sorted by key, as Go's
+    templates range over them)."""
+    lines = []
+    added, dropped = container.get("CapabilityAdd") or [], container.get("CapabilityDrop") or []
+    if added or dropped:
+        lines.append("Capabilities:")
+        lines += [f" Add: {', '.join(added)}"] if added else []
+        lines += [f" Drop: {', '.join(dropped)}"] if dropped else []
+    if container.get("Sysctls"):
+        lines.append("SysCtls:")
+        lines += [f" {k}" + (f": {v}" if v else "") for k, v in sorted(container["Sysctls"].items())]
+    ulimits = {u.get("Name", ""): f"{u.get('Soft', 0)}:{u.get('Hard', 0)}" for u in container.get("Ulimits") or []}
+    if ulimits:
+        lines.append("Ulimits:")
+        lines += [f" {name}: {limits}" for name, limits in sorted(ulimits.items())]
+    if container.get("Mounts"):
+        lines.append("Mounts:")
+        for mount in container["Mounts"]:
+            lines += [
+                f" Target:\t{mount.get('Target', '')}",
+                f"  Source:\t{mount.get('Source', '')}",
+                f"  ReadOnly:\t{'true' if mount.get('ReadOnly') else 'false'}",
+                f"  Type:\t\t{mount.get('Type', '')}",
+            ]
+    return lines
+
+
+def _pretty_log_driver(driver: dict[str, Any] | None) -> list[str]:
+    if driver is None:
+        return []
+    lines = ["Log Driver:"]
+    if driver.get("Name"):
+        lines.append(f" Name:\t\t{driver['Name']}")
+    if driver.get("Options"):
+        lines.append(" LogOpts:")
+        lines += [f"  {k}" + (f":       {v}" if v else "") for k, v in sorted(driver["Options"].items())]
+    return [*lines, ""]  # the template ends this part with an empty line
+
+
+def _pretty_healthcheck(healthcheck: dict[str, Any] | None) -> list[str]:
+    if healthcheck is None:
+        return []
+    lines = [
+        " Healthcheck:",
+        f"  Interval = {output.go_duration(healthcheck.get('Interval') or 0)}",
+        f"  Retries = {healthcheck.get('Retries') or 0}",
+        f"  StartPeriod =\t{output.go_duration(healthcheck.get('StartPeriod') or 0)}",
+        f"  Timeout =\t{output.go_duration(healthcheck.get('Timeout') or 0)}",
+    ]
+    if healthcheck.get("Test"):
+        lines += ["  Tests:", *(f"\t Test = {test}" for test in healthcheck["Test"])]
+        lines[-1] += " "
+    return lines
 
 
 def _pretty_update_status(status: dict[str, Any], now: float) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ...api.client import ApiClient
+from ...objects.jobs import GLOBAL_JOB, REPLICATED_JOB, is_job, job_counts
 from ...objects.tasks import TaskState
 from .. import output
 from ..connection import api_command
@@ -42,20 +43,37 @@ def service_record(s: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_MODE_NAMES = (
+    ("Global", "global"),
+    ("Replicated", "replicated"),
+    (REPLICATED_JOB, "replicated job"),
+    (GLOBAL_JOB, "global job"),
+)
+
+
 def _mode_name(spec: dict[str, Any]) -> str:
     mode = spec.get("Mode") or {}
-    for key, name in (("Global", "global"), ("Replicated", "replicated")):
+    for key, name in _MODE_NAMES:
         if mode.get(key) is not None:
             return name
     return ""
 
 
 def _replicas(s: dict[str, Any]) -> str:
+    """docker's serviceContext.Replicas: running/desired; for a job also its completions ("2/2 (3/10
+    completed)"; a global job's total is the tasks still to complete and those completed); for a replicated
+    service its limit per node."""
     status = s.get("ServiceStatus") or {}
-    text = f"{status.get('RunningTasks', 0)}/{status.get('DesiredTasks', 0)}"
+    running, desired, completed = (status.get(k, 0) for k in ("RunningTasks", "DesiredTasks", "CompletedTasks"))
+    text = f"{running}/{desired}"
     spec = spec_of(s)
+    mode = _mode_name(spec)
+    if mode == "replicated job":
+        return f"{text} ({completed}/{job_counts(spec)[1]} completed)"
+    if mode == "global job":
+        return f"{text} ({completed}/{desired + completed} completed)"
     max_per_node = (task_template(spec).get("Placement") or {}).get("MaxReplicas") or 0
-    if _mode_name(spec) == "replicated" and max_per_node > 0:
+    if mode == "replicated" and max_per_node > 0:
         text += f" (max {max_per_node} per node)"
     return text
 
@@ -107,7 +125,7 @@ def published_ports(ports: Sequence[dict[str, Any]]) -> str:
 
 async def _add_service_status(api: ApiClient, services: list[dict[str, Any]]) -> None:
     """docker's AppendServiceStatus, for a node that did not send ServiceStatus: count the tasks."""
-    missing = [s for s in services if s.get("ServiceStatus") is None]
+    missing = [s for s in services if s.get("ServiceStatus") is None and not is_job(spec_of(s))]
     if not missing:
         return
     status: dict[str, dict[str, int]] = {}

@@ -15,6 +15,7 @@ import click
 
 from ...api.client import ApiClient
 from ...objects.defaults import effective_update_config
+from ...objects.jobs import REPLICATED_JOB, is_job, job_counts, job_iteration, task_iteration
 from ...objects.tasks import TaskState, desired_state, is_current, is_terminal, observed_state
 from .. import output
 from ..errors import CommandError
@@ -75,6 +76,8 @@ class ConvergenceWatch:
 
     The service has converged when every slot (replicated) or every node with a task (global) has a running
     task made from the current TaskTemplate; docker then waits UpdateConfig.Monitor more to see them stay up.
+    A job is done when its current iteration's tasks have completed: TotalCompletions of them (replicated job),
+    or one on each node that had one at the start (global job); `on_tasks` says so, and "job complete".
     """
 
     def __init__(self, ref: str, stale_status: dict[str, Any] | None = None) -> None:
@@ -89,6 +92,7 @@ class ConvergenceWatch:
         self._initialized = False
         self._done = False
         self._slots: dict[int, int] = {}  # task slot -> progress line number 1..n
+        self._job_nodes: set[str] = set()  # a global job's nodes when the wait began
         self._lines: list[str] = []
         self._shown: dict[str, str] = {}
 
@@ -133,8 +137,11 @@ class ConvergenceWatch:
 
     def on_tasks(
         self, service: dict[str, Any], tasks: list[dict[str, Any]], active_nodes: set[str], now: float
-    ) -> None:
+    ) -> bool:
+        """Read the service's tasks; True when the wait is over (a job has completed)."""
         spec = spec_of(service)
+        if is_job(spec):
+            return self._job(service, tasks, active_nodes)
         # docker asks for the `_up-to-date` tasks; a task is up to date when it was made from the current
         # TaskTemplate, which is also how this node's orchestrator tells.
         current = [t for t in tasks if is_current(t, task_template(spec))]
@@ -156,6 +163,7 @@ class ConvergenceWatch:
             if self.converged_at is not None:
                 self._emit("verify", "Detected task failure")
             self.converged_at = None
+        return False
 
     def _overall(self, running: int, total: int) -> None:
         text = f"{running} out of {total} tasks"
@@ -230,6 +238,83 @@ class ConvergenceWatch:
             self._done = running == nodes
         return running == nodes
 
+    # -- jobs: docker's replicatedJobProgressUpdater and globalJobProgressUpdater
+
+    def _job(self, service: dict[str, Any], tasks: list[dict[str, Any]], active_nodes: set[str]) -> bool:
+        iteration = job_iteration(service)
+        current = [t for t in tasks if task_iteration(t) == iteration and _in_progress(t)]
+        spec = spec_of(service)
+        if REPLICATED_JOB in (spec.get("Mode") or {}):
+            done = self._replicated_job(*job_counts(spec), current)
+        else:
+            done = self._global_job(current, active_nodes)
+        if done:
+            self._lines.append("job complete")
+        return done
+
+    def _job_task(self, progress_id: str, task: dict[str, Any]) -> None:
+        status = status_of(task)
+        text = _truncate_error(status["Err"]) if status.get("Err") else status.get("State", "")
+        if observed_state(task) != TaskState.COMPLETE:
+            self.problems.append(f"{progress_id}: {text}")
+        self._emit(progress_id, text)
+
+    def _replicated_job(self, concurrent: int, total: int, tasks: list[dict[str, Any]]) -> bool:
+        """TotalCompletions tasks to complete, at most MaxConcurrent at once: "job progress" counts the
+        completed ones, "active tasks" those under way out of as many as may run now."""
+        if not self._initialized:
+            self._replicated_job_overall(0, 0, concurrent, total)
+            self._initialized = True
+        by_slot: dict[int, dict[str, Any]] = {}
+        for task in tasks:
+            slot = task.get("Slot") or 0
+            if slot not in by_slot or observed_state(task) < observed_state(by_slot[slot]):
+                by_slot[slot] = task
+        self.problems = []
+        for slot, task in sorted(by_slot.items()):
+            if total <= MAX_PROGRESS_BARS:
+                self._job_task(f"{slot + 1}/{total}", task)
+        active = sum(1 for t in by_slot.values() if observed_state(t) < TaskState.COMPLETE)
+        completed = sum(1 for t in by_slot.values() if observed_state(t) == TaskState.COMPLETE)
+        self._replicated_job_overall(active, completed, concurrent, total)
+        return completed == total
+
+    def _replicated_job_overall(self, active: int, completed: int, concurrent: int, total: int) -> None:
+        # docker pads the counts to the width of the total, so that its progress bars do not move
+        self._emit("job progress", f"{completed:>{len(str(total))}} out of {total} complete")
+        width = len(str(concurrent))
+        self._emit("active tasks", f"{active:>{width}} out of {min(total - completed, concurrent):>{width}} tasks")
+
+    def _global_job(self, tasks: list[dict[str, Any]], active_nodes: set[str]) -> bool:
+        """One task to complete on each node that had one when the wait began (nodes that join later run the job
+        too, but are not waited for)."""
+        if not self._initialized:
+            if not tasks and active_nodes:
+                self._emit("job progress", "waiting for tasks")
+                self.problems = ["no tasks yet"]
+                return False
+            self._job_nodes = {t.get("NodeID", "") for t in tasks}
+            self._global_job_overall(0)
+            self._initialized = True
+        by_node: dict[str, dict[str, Any]] = {}
+        for task in tasks:
+            node_id = task.get("NodeID", "")
+            if node_id in self._job_nodes and (
+                node_id not in by_node or observed_state(task) < observed_state(by_node[node_id])
+            ):
+                by_node[node_id] = task
+        self.problems = []
+        for node_id, task in sorted(by_node.items()):
+            if len(self._job_nodes) <= MAX_PROGRESS_BARS:
+                self._job_task(node_id, task)
+        complete = sum(1 for t in by_node.values() if observed_state(t) == TaskState.COMPLETE)
+        self._global_job_overall(complete)
+        return complete == len(self._job_nodes)
+
+    def _global_job_overall(self, complete: int) -> None:
+        total = len(self._job_nodes)
+        self._emit("job progress", f"{complete:>{len(str(total))}} out of {total} complete")
+
 
 async def wait_for_service(api: ApiClient, ref: str, quiet: bool, stale_status: dict[str, Any] | None = None) -> None:
     """docker's WaitOnService: poll the service and its tasks until it converges, printing progress unless
@@ -252,7 +337,7 @@ async def wait_for_service(api: ApiClient, ref: str, quiet: bool, stale_status: 
                 finished = watch.on_service(service_now, time.monotonic())
                 if not finished:
                     tasks = await api.task_list({"service": [service_now["ID"]]})
-                    watch.on_tasks(service_now, tasks, await active_node_ids(api), time.monotonic())
+                    finished = watch.on_tasks(service_now, tasks, await active_node_ids(api), time.monotonic())
             finally:
                 show(watch.take_lines())
             if finished:

@@ -7,11 +7,11 @@ the node.
 from __future__ import annotations
 
 import copy
-import shlex
 from collections.abc import Sequence
 from typing import Any
 
 from ...objects.defaults import RESTART_DEFAULTS, UPDATE_DEFAULTS
+from ...objects.jobs import GLOBAL_JOB, REPLICATED_JOB, is_job
 from ..errors import CommandError
 from ..options import parse_labels
 from ..shapes import replicated_mode
@@ -43,23 +43,17 @@ def set_omitempty(mapping: dict[str, Any], key: str, value: Any) -> None:
 
 def build_spec(image: str, command: Sequence[str], flags: Flags) -> dict[str, Any]:
     """docker's serviceOptions.ToService: the ServiceSpec `docker service create` sends, as Go's JSON encoder
-    writes it (omitempty fields left out), before secrets and configs are resolved."""
-    if flags["mode"] == "global":
-        if flags.given("replicas"):
-            raise CommandError("replicas can only be used with replicated or replicated-job mode")
-        if flags["replicas_max_per_node"]:
-            raise CommandError("replicas-max-per-node can only be used with replicated or replicated-job mode")
-        mode: dict[str, Any] = {"Global": {}}
-    else:
-        mode = {"Replicated": {"Replicas": flags["replicas"]} if flags.given("replicas") else {}}
+    writes it (omitempty fields left out), before secrets and configs are resolved and without the fields of
+    the `containerflags` (`containerspec.create_container_fields` adds those)."""
+    mode = service_mode(flags)
     container: dict[str, Any] = {"Image": image}
     set_omitempty(container, "Args", list(command))
     set_omitempty(container, "Env", _environment(flags["env"]))
     set_omitempty(container, "Labels", parse_labels(flags["container_label"]))
     for name, key in (("hostname", "Hostname"), ("workdir", "Dir"), ("user", "User")):
         set_omitempty(container, key, flags[name] or "")
-    if flags["init"]:
-        container["Init"] = True
+    if flags["init"] is not None:
+        container["Init"] = flags["init"]  # left out unless given, so that the node's --init default applies
     if flags.given("stop_grace_period"):
         container["StopGracePeriod"] = flags["stop_grace_period"]
     resources: dict[str, Any] = {"Limits": {}, "Reservations": {}}
@@ -91,7 +85,47 @@ def build_spec(image: str, command: Sequence[str], flags: Flags) -> dict[str, An
         config = _apply_update_config(None, kind, flags)
         if config is not None:
             spec[key] = config
+    if is_job(spec) and ("UpdateConfig" in spec or "RollbackConfig" in spec):
+        raise CommandError("update and rollback configuration is not supported for jobs")
     return spec
+
+
+def service_mode(flags: Flags) -> dict[str, Any]:
+    """docker's ToServiceMode: --mode with --replicas, --max-concurrent and --replicas-max-per-node, as Go writes
+    the Mode (a given count is sent even when 0). A replicated job runs --replicas tasks to completion, at most
+    --max-concurrent (default --replicas) at once."""
+    mode, replicas, concurrent = flags["mode"], flags["replicas"], flags["max_concurrent"]
+    with_replicas, with_concurrent = replicas is not None, concurrent is not None
+    with_per_node = bool(flags["replicas_max_per_node"])
+    if mode == "global":
+        _refuse(
+            (with_replicas, _ONLY_REPLICATED), (with_per_node, _ONLY_REPLICATED_PER_NODE), (with_concurrent, _ONLY_JOB)
+        )
+        return {"Global": {}}
+    if mode == "global-job":
+        _refuse(
+            (with_per_node, _ONLY_REPLICATED_PER_NODE), (with_concurrent, _ONLY_JOB), (with_replicas, _ONLY_REPLICATED)
+        )
+        return {GLOBAL_JOB: {}}
+    if mode == "replicated":
+        _refuse((with_concurrent, _ONLY_JOB))
+        return {"Replicated": {"Replicas": replicas} if with_replicas else {}}
+    if mode == "replicated-job":
+        job = {"MaxConcurrent": concurrent if with_concurrent else replicas, "TotalCompletions": replicas}
+        return {REPLICATED_JOB: {key: count for key, count in job.items() if count is not None}}
+    raise CommandError(f"Unknown mode: {mode}, only replicated and global supported")
+
+
+_ONLY_REPLICATED = "replicas can only be used with replicated or replicated-job mode"
+_ONLY_REPLICATED_PER_NODE = "replicas-max-per-node can only be used with replicated or replicated-job mode"
+_ONLY_JOB = "max-concurrent can only be used with replicated-job mode"
+
+
+def _refuse(*checks: tuple[bool, str]) -> None:
+    """Raise the message of the first check that failed (True), as docker checks one flag after another."""
+    for failed, message in checks:
+        if failed:
+            raise CommandError(message)
 
 
 def _environment(values: Sequence[str]) -> list[str]:
@@ -107,7 +141,7 @@ def _environment(values: Sequence[str]) -> list[str]:
 def apply_update(spec: dict[str, Any], flags: Flags) -> None:
     """docker's updateService: apply the given flags to `spec` (a service's Spec, changed in place). Secrets and
     configs are applied separately (`changes.updated_secrets`, `changes.updated_configs`), since adding one needs
-    the node."""
+    the node, and the `containerflags` by `containerspec.update_container_fields`."""
     template = spec.setdefault("TaskTemplate", {})
     container = template.setdefault("ContainerSpec", {})
     _update_labels(spec, "Labels", flags["label_rm"], flags["label_add"], keep_empty=True)
@@ -115,15 +149,15 @@ def apply_update(spec: dict[str, Any], flags: Flags) -> None:
     if flags.given("image"):
         container["Image"] = flags["image"]
     if flags["args"] is not None:
-        set_omitempty(container, "Args", shlex.split(flags["args"]))
+        set_omitempty(container, "Args", flags["args"])
     if flags.given("env_rm", "env_add"):
         env = _updated_environment(container.get("Env") or [], flags["env_rm"], flags["env_add"])
         set_omitempty(container, "Env", env)
     for name, key in (("workdir", "Dir"), ("user", "User"), ("hostname", "Hostname")):
         if flags[name] is not None:
             set_omitempty(container, key, flags[name])
-    if flags["init"]:
-        container["Init"] = True
+    if flags["init"] is not None:
+        container["Init"] = flags["init"]
     if flags.given("limit_cpu", "limit_memory", "limit_pids", "reserve_cpu", "reserve_memory"):
         _apply_resources(template.setdefault("Resources", {}), flags)
     if flags.given("stop_grace_period"):
@@ -142,6 +176,12 @@ def apply_update(spec: dict[str, Any], flags: Flags) -> None:
         if replicated is None:
             raise CommandError("replicas can only be used with replicated mode")
         replicated["Replicas"] = flags["replicas"]
+    if flags["max_concurrent"] is not None:
+        # docker's update takes --max-concurrent and ignores it; raftswarm applies it to the replicated job
+        job = (spec.get("Mode") or {}).get(REPLICATED_JOB)
+        if job is None:
+            raise CommandError(_ONLY_JOB)
+        job["MaxConcurrent"] = flags["max_concurrent"]
     for kind, key in (("update", "UpdateConfig"), ("rollback", "RollbackConfig")):
         config = _apply_update_config(spec.get(key), kind, flags)
         if config is not None:
