@@ -1,15 +1,24 @@
-"""`python -m bench raft`: Raft write latency and throughput of raftswarm against pysyncobj, same machine, same run.
+"""`python -m bench raft`: Raft write latency and throughput of raftswarm, etcd and pysyncobj, 3 members each.
 
-For each system it starts 3 member processes on 127.0.0.1 -- raftswarm managers on their real code path
-(mutual TLS 1.3, AES-GCM encrypted WAL, fdatasync per group commit; `bench.raft_member`), pysyncobj nodes
-with their defaults (`bench.pysyncobj_member`) -- and the member that leads runs the workloads of
-`bench.workload` in its own process, so neither system pays a client hop. The systems are measured one
-after the other, never at once, so they do not compete for the CPUs.
+All run on this machine's 127.0.0.1 in the same run. Each system is measured through its client API by one
+client implementation (`bench.api_writes`: aiohttp, 100-byte writes, the same concurrency control and clock
+for all): raftswarm through its node API's store endpoint (3 `raftswarm-node` managers: mutual TLS 1.3 Raft,
+AES-GCM encrypted WAL, fdatasync per group commit), etcd through its v3 JSON gateway (`bench.etcd_cluster`:
+Debian's etcd-server, fsync on, no TLS). Their lines also say how the client connected (`transport`) and the
+CPU seconds the client and the members spent (`client_cpu_s`, `members_cpu_s`): on a small machine the
+client's share is not negligible. pysyncobj has no network client API: its leader's own process calls its
+replicated method, and its lines say so in `note`. raftswarm is also measured leader-local, as the control
+loops write: the leader's process calls `ReplicatedStore.transact` with no client hop (`bench.raft_member`).
+The systems and paths are measured one after the other, never at once, so they do not compete for the CPUs.
 
-Prints one JSON line per system and scenario on stdout, and a summary against the targets on stderr:
-raftswarm's sequential p50 <= 2 ms and p99 <= 10 ms, and its pipelined throughput at least pysyncobj's.
-Targets are reported, not asserted; the exit status is non-zero only if a system could not be measured.
-Everything runs in a temporary directory that is removed afterwards; every process is ended by its PID.
+Prints on stdout, once every system is measured, one JSON line per system, path (`api`, `leader-local`)
+and scenario (`sequential`, `in-flight-N`; see `bench.workload`) with `p50_ms`, `p99_ms` and `ops_per_s`;
+each raftswarm line has `vs_etcd`, its figures over etcd's in the same scenario. A system that is not
+installed gets a line with `skipped` saying what to install. On stderr, progress and a summary against
+the targets: raftswarm's leader-local sequential p50 <= 2 ms and p99 <= 10 ms, and its in-flight
+throughput at least pysyncobj's. Targets are reported, not asserted; the exit status is non-zero only if
+an installed system could not be measured. Everything runs in a temporary directory that is removed
+afterwards; every process is ended by its PID.
 """
 
 from __future__ import annotations
@@ -22,16 +31,28 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from raftswarm.errors import RaftswarmError
 from raftswarm.localcluster.managers import LocalCluster, free_port
 
-from .workload import WRITE_TIMEOUT, WorkloadPlan
+from .api_writes import etcd_put, measure_api, raftswarm_transact
+from .etcd_cluster import INSTALL_HINT as ETCD_INSTALL_HINT
+from .etcd_cluster import EtcdCluster, EtcdFailed, etcd_binary, etcd_version
+from .workload import PIPELINED, QUICK_PLAN, WRITE_TIMEOUT, WorkloadPlan, WriteFailed, in_flight_scenario
 
-SYSTEMS = ("raftswarm", "pysyncobj")
+SYSTEMS = ("raftswarm", "etcd", "pysyncobj")
 MEMBERS = 3
+
+API, LEADER_LOCAL = "api", "leader-local"
+
+PYSYNCOBJ_INSTALL_HINT = "pysyncobj is not installed: pip install pysyncobj (or pip install -e '.[bench]')"
+PYSYNCOBJ_NOTE = (
+    "in-process: pysyncobj has no network client API; its leader's own process calls the replicated method "
+    "(bench.pysyncobj_member), so these writes pay no client hop"
+)
 
 TARGET_P50_MS = 2.0
 TARGET_P99_MS = 10.0
@@ -52,46 +73,125 @@ class BenchFailed(Exception):
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser(quick="--quick" in argv).parse_args(argv)
     plan = WorkloadPlan.from_args(args)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown or not systems:
         print(f"--systems takes a comma-separated subset of {','.join(SYSTEMS)}, not {args.systems!r}", file=sys.stderr)
         return 2
-    if "pysyncobj" in systems and importlib.util.find_spec("pysyncobj") is None:
-        print("pysyncobj is not installed: pip install pysyncobj (or pip install -e '.[bench]')", file=sys.stderr)
-        return 2
     say = (lambda _: None) if args.json_only else (lambda text: print(text, file=sys.stderr, flush=True))
-    records: list[dict] = []
-    failed = False
-    with tempfile.TemporaryDirectory(prefix="raftswarm-bench-") as workdir:
-        for system in systems:
-            say(f"measuring {system}: {MEMBERS} members on 127.0.0.1 ...")
-            try:
-                measured = measure(system, plan, Path(workdir) / system)
-            except BenchFailed as exc:
-                print(f"{system} could not be measured: {exc}", file=sys.stderr)
-                failed = True
-                continue
-            for record in measured:
-                print(json.dumps(record), flush=True)
-            records.extend(measured)
+    records, failed = asyncio.run(measure_all(systems, plan, say))
+    for record in with_ratios(records):
+        print(json.dumps(record), flush=True)
     say(summary(records, plan))
     return 1 if failed else 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(quick: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench raft", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--systems", default=",".join(SYSTEMS), help="comma-separated, measured in this order (default %(default)s)"
     )
     parser.add_argument("--json-only", action="store_true", help="print only the JSON lines; no summary on stderr")
-    WorkloadPlan.add_arguments(parser)
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="tiny counts that check every path in seconds, not figures to quote "
+        f"({' '.join(QUICK_PLAN.as_arguments())}; the options below still override them)",
+    )
+    WorkloadPlan.add_arguments(parser, QUICK_PLAN if quick else None)
     return parser
 
 
-# -- one system ----------------------------------------------------------------------------------------
+async def measure_all(systems: list[str], plan: WorkloadPlan, say: Callable[[str], None]) -> tuple[list[dict], bool]:
+    """Every path of every system in turn: their records (a `skipped` one for a system not installed), and
+    whether any installed system failed to be measured."""
+    records: list[dict] = []
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="raftswarm-bench-") as workdir:
+        for system in systems:
+            missing = MISSING[system]()
+            if missing is not None:
+                say(f"skipping {system}: {missing}")
+                records.append({"system": system, "skipped": missing})
+                continue
+            for path, measure in PATHS[system]:
+                say(f"measuring {system} ({path}): {MEMBERS} members on 127.0.0.1 ...")
+                directory = Path(workdir) / f"{system}-{path}"
+                directory.mkdir()
+                load = os.getloadavg()[0]  # other work on the machine skews every figure: the line says how much
+                try:
+                    measured = await measure(plan, directory)
+                except BenchFailed as exc:
+                    print(f"{system} ({path}) could not be measured: {exc}", file=sys.stderr)
+                    failed = True
+                    continue
+                records.extend(
+                    {
+                        "system": system, "path": path, **record,
+                        "members": MEMBERS, "cpus": os.cpu_count(), "load_1m_before": round(load, 2),
+                    }
+                    for record in measured
+                )
+    return records, failed
+
+
+# -- through the client API ------------------------------------------------------------------------------
+
+
+def _api_timeout(plan: WorkloadPlan) -> float:
+    """Startup, then warm-up and both scenarios, each bounded by max_seconds plus one write's timeout."""
+    return STARTUP_SECONDS + 3 * (plan.max_seconds + WRITE_TIMEOUT)
+
+
+async def raftswarm_api(plan: WorkloadPlan, directory: Path) -> list[dict]:
+    """3 `raftswarm-node` managers (`LocalCluster`), written to through the leader's node API socket."""
+    cluster = LocalCluster(directory)
+    cluster.provision(MEMBERS)
+    timeout = _api_timeout(plan)
+    try:
+        async with asyncio.timeout(timeout):
+            cluster.start_all()
+            for manager in cluster.managers:
+                await cluster.wait_ready(manager)
+            leader = await cluster.leader()
+            pids = [m.process.pid for m in cluster.managers]
+            return await measure_api("raftswarm", raftswarm_transact(leader.socket), plan, pids)
+    except (WriteFailed, RaftswarmError, TimeoutError) as exc:
+        logs = "\n".join(f"--- {m.name} ---\n{cluster.log_tail(m, LOG_TAIL_LINES)}" for m in cluster.managers)
+        raise BenchFailed(f"{_reason(exc, timeout)}\n{logs}") from None
+    finally:
+        cluster.close()
+
+
+async def etcd_api(plan: WorkloadPlan, directory: Path) -> list[dict]:
+    """3 etcd members (`EtcdCluster`), written to through the leader's v3 JSON gateway."""
+    binary = etcd_binary()
+    version = etcd_version(binary)
+    cluster = EtcdCluster(binary, directory, MEMBERS)
+    timeout = _api_timeout(plan)
+    try:
+        async with asyncio.timeout(timeout), cluster:
+            records = await measure_api("etcd", etcd_put(cluster.leader_url), plan, cluster.pids)
+    except (WriteFailed, EtcdFailed, TimeoutError) as exc:
+        raise BenchFailed(f"{_reason(exc, timeout)}\n{cluster.log_tails()}") from None
+    return [{**record, "version": version} for record in records]
+
+
+def _reason(exc: Exception, timeout: float) -> str:
+    return f"no results within {timeout:.0f} s" if isinstance(exc, TimeoutError) else str(exc)
+
+
+# -- in the leader's own process ---------------------------------------------------------------------------
+
+
+async def raftswarm_leader_local(plan: WorkloadPlan, directory: Path) -> list[dict]:
+    return await leader_local(raftswarm_members(directory, plan), plan, directory)
+
+
+async def pysyncobj_in_process(plan: WorkloadPlan, directory: Path) -> list[dict]:
+    records = await leader_local(pysyncobj_members(directory, plan), plan, directory)
+    return [{**record, "note": PYSYNCOBJ_NOTE} for record in records]
 
 
 def raftswarm_members(directory: Path, plan: WorkloadPlan) -> list[list[str]]:
@@ -116,26 +216,35 @@ def pysyncobj_members(directory: Path, plan: WorkloadPlan) -> list[list[str]]:
     ]
 
 
-LAYOUTS: dict[str, Callable[[Path, WorkloadPlan], list[list[str]]]] = {
-    "raftswarm": raftswarm_members,
-    "pysyncobj": pysyncobj_members,
-}
-
-
-def measure(system: str, plan: WorkloadPlan, directory: Path) -> list[dict]:
-    """Lay out and start the system's members, return what its leader measured, and end every member."""
-    directory.mkdir(parents=True)
-    member_args = LAYOUTS[system](directory, plan)
+async def leader_local(member_args: list[list[str]], plan: WorkloadPlan, directory: Path) -> list[dict]:
+    """Start the members, return what their leader measured in its own process, and end every member."""
     logs = [directory / f"member{i + 1}.log" for i in range(len(member_args))]
     # Warm-up and both scenarios, each bounded by max_seconds plus one write's timeout.
     timeout = STARTUP_SECONDS + 3 * (plan.max_seconds + WRITE_TIMEOUT)
     try:
         with contextlib.ExitStack() as files:
             stderrs = [files.enter_context(open(log, "wb")) for log in logs]
-            records = asyncio.run(run_members(member_args, stderrs, directory, timeout))
+            records = await run_members(member_args, stderrs, directory, timeout)
     except BenchFailed as exc:
         raise BenchFailed(f"{exc}\n{_log_tails(logs)}") from None  # the same failure, with the members' logs
-    return [{**record, "members": MEMBERS, "cpus": os.cpu_count()} for record in records]
+    in_flight = in_flight_scenario(plan.in_flight)
+    return [{**r, "scenario": in_flight if r["scenario"] == PIPELINED else r["scenario"]} for r in records]
+
+
+Measure = Callable[[WorkloadPlan, Path], Awaitable[list[dict]]]
+
+PATHS: dict[str, list[tuple[str, Measure]]] = {
+    "raftswarm": [(API, raftswarm_api), (LEADER_LOCAL, raftswarm_leader_local)],
+    "etcd": [(API, etcd_api)],
+    "pysyncobj": [(API, pysyncobj_in_process)],
+}
+
+MISSING: dict[str, Callable[[], str | None]] = {
+    "raftswarm": lambda: None,
+    "etcd": lambda: None if etcd_binary() else ETCD_INSTALL_HINT,
+    "pysyncobj": lambda: None if importlib.util.find_spec("pysyncobj") else PYSYNCOBJ_INSTALL_HINT,
+}
+"""What to install for a system that is not there, None for one that is."""
 
 
 async def run_members(member_args: list[list[str]], stderrs: list[BinaryIO], cwd: Path, timeout: float) -> list[dict]:
@@ -220,36 +329,73 @@ def _log_tails(logs: list[Path]) -> str:
     return "\n".join(parts)
 
 
-# -- the summary -----------------------------------------------------------------------------------------
+# -- ratios and the summary -------------------------------------------------------------------------------
+
+
+def with_ratios(records: list[dict]) -> list[dict]:
+    """The records, each raftswarm one with `vs_etcd`: its p50 and p99 over etcd's (2.0: twice etcd's
+    latency) and its ops_per_s over etcd's (0.5: half etcd's throughput), against etcd's API line of the same
+    scenario; None if etcd was not measured."""
+    etcd = {r["scenario"]: r for r in records if r["system"] == "etcd" and "skipped" not in r}
+    return [
+        {**r, "vs_etcd": _ratios(r, etcd.get(r["scenario"]))} if r["system"] == "raftswarm" else r for r in records
+    ]
+
+
+def _ratios(ours: dict, theirs: dict | None) -> dict | None:
+    if theirs is None:
+        return None
+    return {name: _ratio(ours[name], theirs[name]) for name in ("p50_ms", "p99_ms", "ops_per_s")}
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    return round(ours / theirs, 2) if ours is not None and theirs else None
 
 
 def summary(records: list[dict], plan: WorkloadPlan) -> str:
     """The measurements as a table, then each target with its measured value and whether it was met."""
-    requested = {"sequential": plan.writes, "pipelined": plan.pipelined_writes}
-    rows = [
-        f"  {r['system']:10} {r['scenario']:11} {r['writes']:6d} writes  {r['in_flight']:5d} in flight  "
-        f"p50 {_fmt_ms(r['p50_ms'])}  p99 {_fmt_ms(r['p99_ms'])}  {r['writes_per_s']:9,.0f} writes/s"
-        + (f"  (stopped after {plan.max_seconds:g} s)" if r["writes"] < requested[r["scenario"]] else "")
-        for r in records
-    ]
-    found = {(r["system"], r["scenario"]): r for r in records}
+    requested = {"sequential": plan.writes, in_flight_scenario(plan.in_flight): plan.pipelined_writes}
+    rows = []
+    for r in with_ratios(records):
+        if "skipped" in r:
+            rows.append(f"  {r['system']:10} skipped: {r['skipped']}")
+            continue
+        ratios = r.get("vs_etcd")
+        versus = (
+            f"  vs etcd: p50 {_fmt_ratio(ratios['p50_ms'])} p99 {_fmt_ratio(ratios['p99_ms'])} "
+            f"ops/s {_fmt_ratio(ratios['ops_per_s'])}"
+            if ratios else ""
+        )
+        stopped = f"  (stopped after {plan.max_seconds:g} s)" if r["writes"] < requested.get(r["scenario"], 0) else ""
+        rows.append(
+            f"  {r['system']:10} {r['path']:12} {r['scenario']:13} {r['writes']:6d} writes  "
+            f"p50 {_fmt_ms(r['p50_ms'])}  p99 {_fmt_ms(r['p99_ms'])}  {r['ops_per_s']:9,.0f} ops/s{versus}{stopped}"
+        )
+    found = {(r["system"], r.get("path"), r.get("scenario")): r for r in records}
     targets = []
-    sequential = found.get(("raftswarm", "sequential"))
+    sequential = found.get(("raftswarm", LEADER_LOCAL, "sequential"))
     if sequential is not None:
         for name, limit in (("p50_ms", TARGET_P50_MS), ("p99_ms", TARGET_P99_MS)):
             value = sequential[name]
             verdict = "met" if value is not None and value <= limit else f"MISSED ({value / limit:.1f}x the target)"
-            targets.append(f"  raftswarm sequential {name[:3]} <= {limit:g} ms: {_fmt_ms(value).strip()}  {verdict}")
-    ours, theirs = found.get(("raftswarm", "pipelined")), found.get(("pysyncobj", "pipelined"))
+            targets.append(
+                f"  raftswarm leader-local sequential {name[:3]} <= {limit:g} ms: {_fmt_ms(value).strip()}  {verdict}"
+            )
+    scenario = in_flight_scenario(plan.in_flight)
+    ours, theirs = found.get(("raftswarm", LEADER_LOCAL, scenario)), found.get(("pysyncobj", API, scenario))
     if ours is not None and theirs is not None:
-        ratio = ours["writes_per_s"] / theirs["writes_per_s"] if theirs["writes_per_s"] else float("inf")
+        ratio = ours["ops_per_s"] / theirs["ops_per_s"] if theirs["ops_per_s"] else float("inf")
         verdict = "met" if ratio >= 1 else "MISSED"
         targets.append(
-            f"  raftswarm pipelined >= pysyncobj pipelined: {ours['writes_per_s']:,.0f} vs "
-            f"{theirs['writes_per_s']:,.0f} writes/s ({ratio:.2f}x)  {verdict}"
+            f"  raftswarm leader-local {scenario} >= pysyncobj {scenario}: {ours['ops_per_s']:,.0f} vs "
+            f"{theirs['ops_per_s']:,.0f} ops/s ({ratio:.2f}x)  {verdict}"
         )
-    return "\n".join(["raft benchmark, 3 members each on 127.0.0.1:", *rows, "targets:", *targets])
+    return "\n".join([f"raft benchmark, {MEMBERS} members each on 127.0.0.1:", *rows, "targets:", *targets])
 
 
 def _fmt_ms(value: float | None) -> str:
     return "     n/a" if value is None else f"{value:7.2f} ms"
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
