@@ -1,6 +1,7 @@
 """Network create bodies, as a user of `docker network create -d overlay` notices them: a bad one is refused
-with a message naming the field, a good one is kept exactly as sent, and `--opt encrypted` is refused with
-the reason instead of silently giving cleartext. Pure: no I/O."""
+with a message naming the field (and holding dockerd's words where it has some), a good one is kept exactly
+as sent, and `--opt encrypted` is refused with the reason instead of silently giving cleartext; and a stored
+network as `docker network inspect` shows it. Pure: no I/O."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import copy
 import pytest
 
 from raftswarm.errors import ControlError
-from raftswarm.objects.networks import ingress_network_spec, refuse_node_addresses, validate_network_spec
+from raftswarm.manager.networkapi import new_network
+from raftswarm.objects.networks import (
+    ingress_network_spec,
+    network_resource,
+    refuse_node_addresses,
+    validate_network_spec,
+)
 from raftswarm.objects.validation import InvalidSpec
 
 
@@ -113,11 +120,39 @@ def test_invalid_spec_is_a_control_error_the_api_answers_400():
         ({"Name": "n", "IPAM": {"Config": "10.1.0.0/24"}}, 'IPAM.Config: must be a JSON array, got "10.1.0.0/24"'),
         (
             with_config(Subnet="10.1.0.0"),
-            'IPAM.Config[0].Subnet: invalid CIDR "10.1.0.0": give the prefix length too, e.g. 10.1.0.0/24',
+            (
+                "IPAM.Config[0].Subnet: Invalid subnet 10.1.0.0 : invalid CIDR address: 10.1.0.0; give the prefix"
+                " length too, e.g. 10.1.0.0/24"
+            ),
         ),
         (
             with_config(Subnet="10.1.0.300/24"),
-            'IPAM.Config[0].Subnet: invalid CIDR "10.1.0.300/24": expected IPv4 CIDR notation such as 10.0.9.0/24',
+            (
+                "IPAM.Config[0].Subnet: Invalid subnet 10.1.0.300/24 : invalid CIDR address: 10.1.0.300/24; expected"
+                " IPv4 CIDR notation such as 10.0.9.0/24"
+            ),
+        ),
+        (
+            with_config(Subnet="10.98.0.0/33"),
+            (
+                "IPAM.Config[0].Subnet: Invalid subnet 10.98.0.0/33 : invalid CIDR address: 10.98.0.0/33; expected"
+                " IPv4 CIDR notation such as 10.0.9.0/24"
+            ),
+        ),
+        (
+            # a netmask: Python's ipaddress reads it, Go's net.ParseCIDR (dockerd's) does not
+            with_config(Subnet="10.1.0.0/255.255.255.0"),
+            (
+                "IPAM.Config[0].Subnet: Invalid subnet 10.1.0.0/255.255.255.0 : invalid CIDR address:"
+                " 10.1.0.0/255.255.255.0; expected IPv4 CIDR notation such as 10.0.9.0/24"
+            ),
+        ),
+        (
+            with_config(Subnet="10.1.0.0/24", IPRange="10.1.0.0/x"),
+            (
+                "IPAM.Config[0].IPRange: ipam configuration: invalid range 10.1.0.0/x; expected IPv4 CIDR notation"
+                " such as 10.0.9.0/24"
+            ),
         ),
         (
             with_config(Subnet="10.1.0.5/24"),
@@ -245,3 +280,13 @@ def test_a_manager_is_found_by_its_manager_address_too():
 )
 def test_a_subnet_beside_the_nodes_addresses_or_none_is_accepted(spec):
     refuse_node_addresses(validate_network_spec(spec), NODES)
+
+
+def test_inspect_shows_the_peers_of_a_network_and_omits_the_key_when_there_are_none_as_dockerd():
+    network = new_network(validate_network_spec({"Name": "front"}), {})
+    peers = [{"Name": "node-a", "IP": "10.211.5.2"}, {"Name": "node-b", "IP": "10.211.5.3"}]
+    shown = network_resource(network, peers)
+    assert shown["Peers"] == peers
+    assert list(shown)[-1] == "Peers"  # where dockerd's NetworkResource has it, after Labels
+    assert "Peers" not in network_resource(network)
+    assert "Peers" not in network_resource(network, [])

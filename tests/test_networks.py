@@ -1,7 +1,8 @@
 """Swarm networks on a real swarm (1 manager, 1 worker): the ingress network made at init, overlay networks
 with allocated subnets and VXLAN IDs, virtual IPs and task addresses handed out once and freed when their
 holders go, published ports, `network rm` refused while in use, bad specs refused with nothing created.
-(The data plane that carries traffic on these networks is not part of these tests.)
+(The data plane that carries traffic on these networks is not part of these tests.) And the Peers that
+`network inspect` shows: the nodes on a network, as real gossip between two nodes tells them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from test_services import converged, eventually, spec
 
 from raftswarm.api.client import ApiClient, ApiError
 from raftswarm.cli.main import main
+from raftswarm.gossip.node import GossipNode
+from raftswarm.gossip.wire import Keyring
 from raftswarm.localcluster.swarm import SwarmCluster
+from raftswarm.node.networking import NodeNetworks
 from raftswarm.runtime.containers import unavailable
 
 pytestmark = pytest.mark.slow
@@ -86,7 +90,8 @@ async def test_services_get_a_virtual_ip_and_tasks_an_address_each_never_twice_a
 
         with pytest.raises(ApiError) as refused:
             await client.network_remove("back")
-        assert refused.value.status == 403 and "in use by service db" in str(refused.value)
+        # dockerd answers SwarmKit's FailedPrecondition with 400 (403 is for a local network's endpoints)
+        assert refused.value.status == 400 and "in use by service db" in str(refused.value)
         code, output = await cli(swarm, "network", "rm", "back")
         assert code == 1 and "in use by service db" in output
 
@@ -172,3 +177,41 @@ async def test_network_add_and_rm_move_a_service_between_networks_and_free_its_a
         for name in ("left", "right"):
             await eventually(lambda name=name: removed(name), f"network {name} to be free again")
         assert left not in {n["Id"] for n in await client.network_list()}
+
+
+async def test_peers_are_the_nodes_on_a_network_as_gossip_knows_them_and_none_for_a_network_the_node_is_off():
+    keyring = Keyring([b"k" * 32])
+    first, second = NodeNetworks("node-a", "127.0.0.1", "rswpa"), NodeNetworks("node-b", "127.0.0.1", "rswpb")
+    # Their gossip only (on kernel-chosen ports): peers come from gossip, not from the data plane.
+    first.gossip = GossipNode("node-a", "127.0.0.1", 0, keyring=keyring)
+    await first.gossip.start()
+    second.gossip = GossipNode("node-b", "127.0.0.1", 0, keyring=keyring, seeds=[first.gossip.addr])
+    await second.gossip.start()
+    try:
+        both = [{"Name": "node-a", "IP": "127.0.0.1"}, {"Name": "node-b", "IP": "127.0.0.1"}]
+        assert first.peers("front") == []
+        first.gossip.join_network("front")
+        second.gossip.join_network("front")
+
+        async def both_on_front() -> bool:
+            return first.peers("front") == both and second.peers("front") == both
+
+        await eventually(both_on_front, "each node to see both on the network")
+
+        second.gossip.join_network("back")
+
+        async def first_knows_back() -> bool:
+            return "node-b" in first.gossip.nodes_on("back")
+
+        await eventually(first_knows_back, "node-a to hear that node-b is on back")
+        assert first.peers("back") == []  # it knows who is on back, but is not: dockerd shows no Peers then
+
+        second.gossip.leave_network("front")
+
+        async def only_first_on_front() -> bool:
+            return first.peers("front") == [{"Name": "node-a", "IP": "127.0.0.1"}] and second.peers("front") == []
+
+        await eventually(only_first_on_front, "node-b to be off the network")
+    finally:
+        await second.gossip.close()
+        await first.gossip.close()

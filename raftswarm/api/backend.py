@@ -132,7 +132,9 @@ class WorkerRole(Protocol):
 
 class Node(Protocol):
     """The node daemon the API serves (`node.daemon.NodeDaemon`). `control`, `services` and `swarm_networks` raise
-    `ControlError` (503) when this node cannot answer for the swarm (not a manager, locked); so does `configs`."""
+    `ControlError` (503) when this node cannot answer for the swarm (not a manager, locked); so does `configs`.
+    `network_peers` gives the nodes on a network as this node's gossip knows them ({Name, IP}), [] when this
+    node is not on it."""
 
     manager: ManagerRole | None
     agent: WorkerRole | None
@@ -149,6 +151,7 @@ class Node(Protocol):
     def services(self) -> ServiceBackend: ...
     def configs(self) -> ConfigBackend: ...
     def swarm_networks(self) -> NetworkBackend: ...
+    def network_peers(self, network_id: str) -> list[dict[str, str]]: ...
     async def leader_logs(self) -> LogBroker: ...
     async def init_swarm(
         self, listen_addr: str, advertise_addr: str | None, autolock: bool, cert_expiry: timedelta | None

@@ -1,6 +1,8 @@
 """Docker's `/networks*` endpoints for swarm (overlay) networks, answered by a manager's network API
 (`manager.networkapi`). Networks are shown in the engine API's shape (`docker network ls/inspect` read it);
-filters follow Docker's: name (substring), id (prefix), label, driver, scope, type (custom/builtin)."""
+inspect adds Peers, the nodes on the network as this node's gossip knows them, when this node is on it (as
+dockerd does from networkdb). Filters follow Docker's: name (substring), id (prefix), label, driver, scope,
+type (custom/builtin)."""
 
 from __future__ import annotations
 
@@ -59,7 +61,8 @@ class NetworkRoutes:
         return web.json_response([n for n in shown if _network_matches(n, filters)])
 
     async def network(self, request: web.Request) -> web.Response:
-        return web.json_response(network_resource(await self._api().network(request.match_info["id"])))
+        network = await self._api().network(request.match_info["id"])
+        return web.json_response(network_resource(network, self.daemon.network_peers(network.id)))
 
     async def network_create(self, request: web.Request) -> web.Response:
         network_id = await self._api().create_network(await json_object(request))

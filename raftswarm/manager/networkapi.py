@@ -69,14 +69,15 @@ class NetworkApi:
         raise ControlError("too many concurrent allocations; retry", 503)
 
     async def remove_network(self, ref: str) -> None:
-        """Docker's `DELETE /networks/{id}`: refused while a service or a task uses the network."""
+        """Docker's `DELETE /networks/{id}`: refused while a service or a task uses the network, with 400 as
+        dockerd answers SwarmKit's FailedPrecondition (403 is for a node-local network's active endpoints)."""
         current = await self.network(ref)
         services = views(await self.store.list(SERVICES))
         users = network_in_use(current.id, services, views(await self.store.list(TASKS)))
         if users:
             raise ControlError(
                 f"network {spec_name(current)} is in use by service{'s' if len(users) > 1 else ''} {', '.join(users)}",
-                403,
+                400,
             )
         # Services that start using it meanwhile allocate under the lock this write takes too.
         await self.store.transact(

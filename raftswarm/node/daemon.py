@@ -413,6 +413,10 @@ class NodeDaemon:
         """The swarm's networks."""
         return NetworkApi(self.control().store)
 
+    def network_peers(self, network_id: str) -> list[dict[str, str]]:
+        """The nodes on a swarm network as this node's gossip knows them; [] if this node is not on it."""
+        return self.networks.peers(network_id) if self.networks is not None else []
+
     async def leader_logs(self) -> LeaderLogs:
         """The leader's log broker, reached from this manager."""
         self.control()  # refuses as every swarm call does when this node cannot answer for the swarm

@@ -262,6 +262,19 @@ class NodeNetworks:
                 await self._join_ingress(attachments[0])
                 await self._repair(full=False)
 
+    def peers(self, network_id: str) -> list[dict[str, str]]:
+        """The nodes on a network as this node's gossip knows them, for `network inspect`'s Peers (as dockerd
+        shows networkdb's): the member's name (the node's ID) and gossip address, by name. Empty unless
+        this node is on the network itself; a node on it that gossip has no address for shows "unknown", as
+        in dockerd."""
+        if self.gossip is None:
+            return []
+        on_network = self.gossip.nodes_on(network_id)
+        if self.gossip.name not in on_network:
+            return []
+        addresses = {m.name: m.addr.rpartition(":")[0].strip("[]") for m in self.gossip.members()}
+        return [{"Name": name, "IP": addresses.get(name, "unknown")} for name in sorted(on_network)]
+
     async def _join_ingress(self, attachment: dict[str, Any]) -> None:
         """The node's own interface on the ingress overlay; the repair pass then makes its published-port
         table (routing mesh)."""

@@ -23,7 +23,7 @@ Where raftswarm refuses what Docker accepts, on purpose:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .validation import (
@@ -134,15 +134,20 @@ def ingress_network_spec() -> dict[str, Any]:
     }
 
 
-def parse_subnet(text: str, path: str) -> ipaddress.IPv4Network:
+def parse_subnet(text: str, path: str, refusal: str) -> ipaddress.IPv4Network:
     """A Subnet or IPRange as a network; raises `InvalidSpec` at `path` unless it is IPv4 CIDR notation
-    written as the network address."""
+    written as the network address. `refusal` starts the message for text that is no CIDR at all: Docker's
+    words for that field, so a script matching dockerd's message matches raftswarm's."""
+    address_text, slash, prefix = text.partition("/")
     try:
         address = ipaddress.ip_interface(text)
     except ValueError:
-        fail(path, f"invalid CIDR {shown(text)}: expected IPv4 CIDR notation such as 10.0.9.0/24")
-    if "/" not in text:
-        fail(path, f"invalid CIDR {shown(text)}: give the prefix length too, e.g. {text}/24")
+        address = None
+    # Go's net.ParseCIDR, which dockerd uses, takes a decimal prefix length only (no netmask) and needs one.
+    if address is not None and not slash:
+        fail(path, f"{refusal}; give the prefix length too, e.g. {address_text}/24")
+    if address is None or not (prefix.isascii() and prefix.isdigit()):
+        fail(path, f"{refusal}; expected IPv4 CIDR notation such as 10.0.9.0/24")
     if address.version != 4:
         fail(path, f"{text} is an IPv6 subnet; raftswarm overlay networks are IPv4 only")
     if address.ip != address.network.network_address:
@@ -254,6 +259,11 @@ def _special_space(subnet: ipaddress.IPv4Network) -> str:
     return ""
 
 
+def _as_given(text: str) -> str:
+    """A value as the user wrote it, unquoted as Docker echoes it, cut short enough for an error message."""
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _ipam_config(config: dict[str, Any], path: str) -> None:
     canonical_keys(config, _IPAM_CONFIG_FIELDS)
     if config.get("AuxiliaryAddresses"):
@@ -264,7 +274,9 @@ def _ipam_config(config: dict[str, Any], path: str) -> None:
             if config.get(key):
                 fail(at(path, key), f"{key} needs a Subnet to belong to; give Subnet too")
         return
-    subnet = parse_subnet(subnet_text, at(path, "Subnet"))
+    given = _as_given(subnet_text)
+    # dockerd's words (daemon.getIpamConfig, which sees the body before SwarmKit does)
+    subnet = parse_subnet(subnet_text, at(path, "Subnet"), f"Invalid subnet {given} : invalid CIDR address: {given}")
     if not _MIN_PREFIX <= subnet.prefixlen <= _MAX_PREFIX:
         fail(
             at(path, "Subnet"),
@@ -278,7 +290,9 @@ def _ipam_config(config: dict[str, Any], path: str) -> None:
         )
     ip_range_text = check_field(config, path, "IPRange", string)
     if ip_range_text:
-        ip_range = parse_subnet(ip_range_text, at(path, "IPRange"))
+        # SwarmKit's words (controlapi.validateIPAMConfiguration)
+        refusal = f"ipam configuration: invalid range {_as_given(ip_range_text)}"
+        ip_range = parse_subnet(ip_range_text, at(path, "IPRange"), refusal)
         if not ip_range.subnet_of(subnet):
             fail(at(path, "IPRange"), f"IP range {ip_range} is not inside subnet {subnet}")
     gateway_text = check_field(config, path, "Gateway", string)
@@ -294,8 +308,10 @@ def _ipam_config(config: dict[str, Any], path: str) -> None:
             fail(at(path, "Gateway"), f"gateway {gateway} is the {which} address of {subnet}; pick a host address")
 
 
-def network_resource(stored: StoredObject | dict[str, Any]) -> dict[str, Any]:
-    """A swarm network as Docker's engine API shows it (`GET /networks`, `docker network inspect`)."""
+def network_resource(stored: StoredObject | dict[str, Any], peers: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+    """A swarm network as Docker's engine API shows it (`GET /networks`, `docker network inspect`). `peers`
+    ({Name, IP}, the nodes on it) are shown as Peers when there are any: dockerd omits the key otherwise, and
+    has none in its listing or for a network the answering node is not on."""
     network = stored.data if isinstance(stored, StoredObject) else stored
     spec = network["Spec"]
     ipam = network.get("IPAMOptions") or {}
@@ -324,4 +340,4 @@ def network_resource(stored: StoredObject | dict[str, Any]) -> dict[str, Any]:
         "Containers": {},
         "Options": options,
         "Labels": dict(spec.get("Labels") or {}),
-    }
+    } | ({"Peers": list(peers)} if peers else {})
