@@ -462,10 +462,24 @@ async def test_a_bad_swarm_spec_is_refused_and_the_swarm_is_unchanged(node, body
         ("/swarm/join", {"RemoteAddrs": ["127.0.0.1:2377"], "JoinToken": "x", "Availability": "on"}, "Availability"),
     ],
 )
-async def test_bad_swarm_init_and_join_bodies_are_refused_by_type_before_anything_else(node, path, body, field):
-    _, api = node
+async def test_bad_swarm_init_and_join_bodies_are_refused_by_type_before_anything_else(node, standalone, path, body, field):
+    # A node already in a swarm refuses any init as dockerd does ("already part of a swarm"), so inits go to one
+    # that is not, which must stay out of any swarm.
+    api = standalone if path == "/swarm/init" else node[1]
     message = await api.refused("POST", path, body)
     assert message.split(":")[0] == field, message
+    if path == "/swarm/init":
+        assert (await api.ok("GET", "/info"))["Swarm"]["LocalNodeState"] == "inactive"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def standalone(tmp_path_factory) -> AsyncIterator[Api]:
+    """A node daemon that is in no swarm, as dockerd before `swarm init`."""
+    state_dir: Path = tmp_path_factory.mktemp("security-api-standalone")
+    async with EmbeddedNode(state_dir, listen_addr=f"127.0.0.1:{_free_port()}"):
+        connector = aiohttp.UnixConnector(path=str(state_dir / "api.sock"))
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+            yield Api(session)
 
 
 @pytest.mark.parametrize(

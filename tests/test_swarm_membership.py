@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 
 from raftswarm.api.client import ApiClient, ApiError
-from raftswarm.ca.certificates import certificate_issuer_key_id, client_ssl_context, subject_key_id
+from raftswarm.ca.certificates import cert_to_pem, certificate_issuer_key_id, client_ssl_context, subject_key_id
 from raftswarm.ca.unlockkey import unlock_key_kek
 from raftswarm.rpc.channel import RpcClient, RpcError
 from raftswarm.localcluster.managers import free_port
@@ -25,6 +25,14 @@ from raftswarm.raft.transport import PREAMBLE_RAFT
 pytestmark = pytest.mark.slow
 
 HEARTBEAT = 0.3
+
+DOCKER_CLI_INIT_BODY = {
+    "ListenAddr": "0.0.0.0:2377", "AdvertiseAddr": "", "DataPathAddr": "", "DataPathPort": 0, "ForceNewCluster": False,
+    "Spec": {"Labels": None, "Orchestration": {}, "Raft": {"ElectionTick": 0, "HeartbeatTick": 0}, "Dispatcher": {},
+             "CAConfig": {}, "TaskDefaults": {}, "EncryptionConfig": {"AutoLockManagers": False}},
+    "AutoLockManagers": False, "Availability": "", "DefaultAddrPool": [], "SubnetSize": 24,
+}  # fmt: skip
+"""`docker swarm init` with no flags, as docker CLI 28 sends it."""
 
 
 class Node:
@@ -140,6 +148,26 @@ async def test_init_and_token_joins_give_managers_and_workers_their_roles(nodes)
     async with second.client() as client:
         with pytest.raises(ApiError, match="already part of a swarm"):
             await client.request("POST", "/swarm/join", {"RemoteAddrs": [first.addr], "JoinToken": tokens["Worker"]})
+        # What `docker swarm init` (CLI 28) sends: the node's membership is refused first, as dockerd does, and
+        # the "" the CLI sends for an Availability not given is no error.
+        with pytest.raises(ApiError, match="already part of a swarm") as refused:
+            await client.request("POST", "/swarm/init", DOCKER_CLI_INIT_BODY)
+        assert refused.value.status == 503
+
+
+async def test_every_node_shows_the_swarms_tls_info_so_docker_shows_it_ready(nodes):
+    manager, worker = await nodes(2)
+    tokens = await init(manager)
+    await join(worker, manager, tokens["Worker"])
+    await wait_for(lambda: _all_ready(manager, 2), "both nodes ready")
+    async with manager.client() as client:
+        cluster = (await client.request("GET", "/info"))["Swarm"]["Cluster"]
+        swarm = await client.request("GET", "/swarm")
+    assert cluster["TLSInfo"] == swarm["TLSInfo"] and all(swarm["TLSInfo"].values())
+    root, _ = StateDir(worker.state_dir).load_certificates()
+    assert swarm["TLSInfo"]["TrustRoot"].encode() == cert_to_pem(root)  # the root the nodes trust
+    for listed in await node_list(manager):
+        assert listed["Description"]["TLSInfo"] == cluster["TLSInfo"], listed["Description"]["Hostname"]
 
 
 async def test_a_rotated_token_and_another_swarms_token_are_refused(nodes):
@@ -375,6 +403,8 @@ async def test_root_ca_rotation_moves_every_node_to_the_new_root_without_downtim
 
     current = await wait_for(rotated, "the rotation to finish", within=30)
     new_root = x509.load_pem_x509_certificates(current["TLSInfo"]["TrustRoot"].encode())[0]
+    for listed in await node_list(manager):  # what the docker CLI shows as TLS STATUS "Ready"
+        assert listed["Description"]["TLSInfo"] == current["TLSInfo"] != swarm["TLSInfo"]
     assert subject_key_id(new_root) != subject_key_id(old_root)
     for node in (manager, worker):
         leaf = StateDir(node.state_dir).load_certificates()[1].certificate

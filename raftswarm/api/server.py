@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 import ssl
 from typing import Any
 
@@ -174,14 +175,33 @@ class ApiServer:
         return "active/manager" if self.daemon.manager is not None else "active/worker"
 
     async def version(self, request: web.Request) -> web.Response:
+        """Docker's SystemVersion. Arch is named as Go names it (GOARCH), as dockerd reports it. raftswarm is not
+        a Go build: the component's GitCommit, GoVersion and BuildTime are empty, and left out at the top level
+        as Go's omitempty does."""
+        machine = platform.machine()
+        arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)
+        kernel = platform.release()
+        details = {
+            "ApiVersion": API_VERSION,
+            "Arch": arch,
+            "BuildTime": "",
+            "Experimental": "false",
+            "GitCommit": "",
+            "GoVersion": "",
+            "KernelVersion": kernel,
+            "MinAPIVersion": MIN_API_VERSION,
+            "Os": "linux",
+        }
         return web.json_response(
             {
                 "Platform": {"Name": "raftswarm"},
+                "Components": [{"Name": "raftswarm", "Version": __version__, "Details": details}],
                 "Version": __version__,
                 "ApiVersion": API_VERSION,
                 "MinAPIVersion": MIN_API_VERSION,
                 "Os": "linux",
-                "Components": [{"Name": "raftswarm", "Version": __version__}],
+                "Arch": arch,
+                "KernelVersion": kernel,
             }
         )
 

@@ -19,6 +19,15 @@ from .bodies import field, json_object, parse_json
 
 _VERSION = re.compile(r"[0-9]{1,19}")  # Docker parses it with strconv.ParseUint: ASCII digits, 64 bits
 
+ALREADY_IN_SWARM = (
+    'This node is already part of a swarm. Use "raftswarm swarm leave" to leave this swarm and join another one.'
+)
+"""dockerd's errSwarmExists, naming raftswarm's command (the daemon refuses with the same words)."""
+
+_NODE_KEYS = ("ID", "CreatedAt", "UpdatedAt", "Spec", "Description", "Status", "ManagerStatus")
+"""The fields of Docker's Node (api/swagger.yaml) a stored node has. The store's node also holds SwarmKit's
+Attachments (its address on the ingress network), which dockerd does not show."""
+
 
 def query_version(request: web.Request) -> int:
     """The `version` query parameter of an update: the object version the client read."""
@@ -32,9 +41,31 @@ def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "false").lower() in ("1", "true")
 
 
-def node_view(node: StoredObject, leader_raft_id: int | None) -> dict[str, Any]:
-    data = dict(node.data)
+def node_tls_info(swarm: dict[str, Any]) -> dict[str, str]:
+    """A node's Description.TLSInfo, given the Swarm object (`ControlBackend.swarm_view`).
+
+    In SwarmKit every node reports its TLSInfo. A raftswarm node tells only the leader's dispatcher, in memory,
+    which root issued its certificate: the node object has no field for it. Outside a root rotation every node
+    that is up holds a certificate from the swarm's root (the dispatcher ends a rotation only once each of them
+    holds one from the new root), so its TLSInfo is the swarm's, which the docker CLI shows as "Ready". During a
+    rotation which root issued a node's certificate is not known here: its TLSInfo names only the root it
+    trusts, and the docker CLI shows "Needs Rotation" until the rotation ends. A node that was down through a
+    whole rotation is shown on the new root, though the swarm refuses its old certificate."""
+    if swarm["RootRotationInProgress"]:
+        return {"TrustRoot": swarm["TLSInfo"]["TrustRoot"]}
+    return dict(swarm["TLSInfo"])
+
+
+def node_view(node: StoredObject, leader_raft_id: int | None, tls: dict[str, str] | None) -> dict[str, Any]:
+    """Docker's Node: `tls` is its Description.TLSInfo (`node_tls_info`); Status.Message is left out while empty,
+    as Go's omitempty does."""
+    data = {key: node.data[key] for key in _NODE_KEYS if key in node.data}
     data["Version"] = {"Index": node.version}
+    if tls is not None:
+        data["Description"] = {**data.get("Description", {}), "TLSInfo": tls}
+    status = data.get("Status")
+    if status is not None and not status.get("Message"):
+        data["Status"] = {key: value for key, value in status.items() if key != "Message"}
     manager = data.get("ManagerStatus")
     if manager:
         # A manager the swarm marked down (its heartbeats stopped) is one the others cannot reach: Docker shows
@@ -103,8 +134,16 @@ class SwarmRoutes:
             web.get("/info", self.info),
         ]
 
+    def _refuse_if_in_swarm(self) -> None:
+        """dockerd refuses `swarm init` on a node in a swarm before it looks at the request's fields
+        (Cluster.Init). The daemon checks again, under its lock."""
+        if self.daemon.local_state() != "inactive":
+            raise ControlError(ALREADY_IN_SWARM, 503)
+
     async def init(self, request: web.Request) -> web.Response:
-        body = validate_init_request(await json_object(request, optional=True))
+        raw = await json_object(request, optional=True)
+        self._refuse_if_in_swarm()
+        body = validate_init_request(raw)
         lifetime = node_certificate_lifetime(body)
         node_id = await self.daemon.init_swarm(
             body.get("ListenAddr", ""), body.get("AdvertiseAddr") or None, body.get("AutoLockManagers", False), lifetime
@@ -154,14 +193,21 @@ class SwarmRoutes:
         manager = self.daemon.manager
         return manager.driver.leader_id if manager and manager.driver else None
 
+    async def _node_tls_info(self) -> dict[str, str]:
+        # Called once the nodes are read (linearizably): this manager's applied state is then at least as new.
+        control = self.daemon.control()
+        return node_tls_info(control.swarm_view(await control.cluster(linearizable=False)))
+
     async def nodes(self, request: web.Request) -> web.Response:
         filters = query_filters(request)
-        views = [node_view(n, self._leader()) for n in await self.daemon.control().nodes()]
+        nodes = await self.daemon.control().nodes()
+        tls = await self._node_tls_info()
+        views = [node_view(n, self._leader(), tls) for n in nodes]
         return web.json_response([v for v in views if _matches(v, filters)])
 
     async def node(self, request: web.Request) -> web.Response:
         node = await self.daemon.control().node(request.match_info["id"])
-        return web.json_response(node_view(node, self._leader()))
+        return web.json_response(node_view(node, self._leader(), await self._node_tls_info()))
 
     async def node_update(self, request: web.Request) -> web.Response:
         spec = validate_node_spec(await json_object(request))
@@ -190,7 +236,8 @@ class SwarmRoutes:
                 {
                     "Nodes": len(nodes),
                     "Managers": sum(1 for n in nodes if n.data["Spec"]["Role"] == "manager"),
-                    "Cluster": {"ID": cluster.data["ID"], "Spec": cluster.data["Spec"], "Version": {"Index": cluster.version}},
+                    # dockerd's ClusterInfo: the Swarm object without its join tokens.
+                    "Cluster": {k: v for k, v in control.swarm_view(cluster).items() if k != "JoinTokens"},
                     "RemoteManagers": [
                         {"NodeID": n.id, "Addr": n.data["ManagerStatus"]["Addr"]} for n in nodes if n.data.get("ManagerStatus")
                     ],

@@ -41,6 +41,7 @@ from .certificates import (
     cert_to_pem,
     new_cluster_id,
     new_node_id,
+    tls_info,
 )
 from .tokens import JoinToken, check_join_token
 from ..objects.specs import MIN_NODE_CERT_LIFETIME
@@ -238,6 +239,13 @@ class CertificateAuthority:
 
     def trust_bundle_pem(self) -> bytes:
         return b"".join(cert_to_pem(c) for c in self.trust_bundle())
+
+    def tls_info(self) -> dict[str, str]:
+        """The swarm's TLSInfo (Docker's `Swarm.TLSInfo`): the root, and the CA node certificates come from now --
+        during a rotation the pending root, as SwarmKit's IssuerFromAPIRootCA has it, so a node whose TLSInfo
+        names its certificate's issuer matches the swarm's once it holds one from the new root."""
+        issuer = self.rotation.pending_root if self.rotation else self.root
+        return tls_info(self.root.certificate, issuer.certificate)
 
     # -- the replicated store ------------------------------------------------------------------------------
 

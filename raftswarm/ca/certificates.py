@@ -14,6 +14,7 @@ Who a peer is comes from its certificate (`NodeIdentity`), never from what it sa
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import enum
 import hashlib
@@ -111,6 +112,20 @@ def subject_key_id(certificate: x509.Certificate) -> str:
 def root_digest(root: x509.Certificate) -> str:
     """SHA-256 of the root certificate's DER, in hex: what a join token pins the root CA by."""
     return hashlib.sha256(root.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def tls_info(trust_root: x509.Certificate, issuer: x509.Certificate) -> dict[str, str]:
+    """Docker's TLSInfo: the root CA a node trusts (PEM), and the subject and public key of the CA that issues
+    (or issued) its certificate, each as base64 of its DER -- SwarmKit's RawSubject and RawSubjectPublicKeyInfo.
+    The docker CLI tells a node's TLS status by comparing the node's TLSInfo with the swarm's."""
+    public_key = issuer.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return {
+        "TrustRoot": cert_to_pem(trust_root).decode("ascii"),
+        "CertIssuerSubject": base64.b64encode(issuer.subject.public_bytes()).decode("ascii"),
+        "CertIssuerPublicKey": base64.b64encode(public_key).decode("ascii"),
+    }
 
 
 # -- identity ----------------------------------------------------------------------------------------------

@@ -27,10 +27,21 @@ from ..store import ReplicatedStore, check, create, delete, update
 from ..objects.stored import StoredObject
 from ..objects.kinds import CLUSTER, CLUSTER_KEY, NODES
 from ..objects.times import now_iso
+from .allocator import DEFAULT_SUBNET_SIZE
 from .networkapi import ingress_operations
 
 MIN_HEARTBEAT_PERIOD_NS = 100_000_000
 """Shorter heartbeats would have thousands of nodes flood the leader; 100 ms is plenty for tests."""
+
+DATA_PATH_PORT = 4789
+"""The UDP port of the swarm's VXLAN traffic (`dataplane.overlay.VXLAN_PORT`, Docker's default); raftswarm
+takes `swarm init --data-path-port` and does not act on it."""
+
+ENGINE_PLUGINS = [{"Type": "Network", "Name": "overlay"}, {"Type": "Volume", "Name": "local"}]
+"""Description.Engine.Plugins: the drivers a raftswarm node has, in dockerd's order (by type, then name).
+Swarm networks are `overlay` only and volumes `local` only (`objects.networks`, `runtime.volumes`). No Log
+plugin: a task's output is kept in conmon's files for `service logs`, and log drivers are not used, so
+naming json-file would promise what `--log-driver json-file` does not do."""
 
 
 def role_name(role: NodeRole) -> str:
@@ -59,6 +70,7 @@ def new_node_object(
     engine: dict[str, Any] = {"EngineVersion": "raftswarm"}
     if engine_labels:
         engine["Labels"] = dict(engine_labels)
+    engine["Plugins"] = [dict(plugin) for plugin in ENGINE_PLUGINS]
     node: dict[str, Any] = {
         "ID": node_id,
         "CreatedAt": stamp,
@@ -87,9 +99,17 @@ def new_cluster_object(ca: CertificateAuthority, autolock: bool) -> dict[str, An
             "Name": "default",
             "Labels": {},
             "Orchestration": {"TaskHistoryRetentionLimit": 5},
-            "Raft": {"SnapshotInterval": 10000, "ElectionTick": 10, "HeartbeatTick": 1},
+            # SwarmKit's defaults; raftswarm's Raft takes its own settings from the node's flags.
+            "Raft": {
+                "SnapshotInterval": 10000,
+                "KeepOldSnapshots": 0,
+                "LogEntriesForSlowFollowers": 500,
+                "ElectionTick": 10,
+                "HeartbeatTick": 1,
+            },
             "Dispatcher": {"HeartbeatPeriod": 5_000_000_000},
-            "CAConfig": {"NodeCertExpiry": int(ca.node_cert_lifetime.total_seconds() * 1e9), "ForceRotate": 0},
+            "CAConfig": {"NodeCertExpiry": int(ca.node_cert_lifetime.total_seconds() * 1e9)},
+            "TaskDefaults": {},
             "EncryptionConfig": {"AutoLockManagers": autolock},
         },
         "CA": ca.to_state(),
@@ -103,6 +123,17 @@ def new_cluster_object(ca: CertificateAuthority, autolock: bool) -> dict[str, An
             }
         ],
     }
+
+
+def _spec_view(spec: dict[str, Any]) -> dict[str, Any]:
+    """The swarm spec as dockerd shows it: CAConfig.ForceRotate left out while 0 (Go's omitempty), and a signing
+    CA's certificate and key never shown (SwarmKit redacts them: the key is a secret)."""
+    ca_config = {
+        key: value
+        for key, value in (spec.get("CAConfig") or {}).items()
+        if key not in ("SigningCACert", "SigningCAKey") and not (key == "ForceRotate" and value == 0)
+    }
+    return {**spec, "CAConfig": ca_config}
 
 
 class ControlApi:
@@ -134,7 +165,10 @@ class ControlApi:
         )
 
     def swarm_view(self, cluster: StoredObject) -> dict[str, Any]:
-        """The `Swarm` object of Docker's `GET /swarm`."""
+        """The `Swarm` object of Docker's `GET /swarm`; without JoinTokens it is `GET /info`'s Swarm.Cluster.
+
+        DefaultAddrPool is null and SubnetSize 24, as dockerd 20.10 shows a swarm on the default pool (the
+        allocator's 10.0.0.0/8 in /24s); raftswarm takes `swarm init --default-addr-pool` and does not act on it."""
         ca = CertificateAuthority.from_state(cluster.data["CA"])
         data = cluster.data
         return {
@@ -142,9 +176,12 @@ class ControlApi:
             "Version": {"Index": cluster.version},
             "CreatedAt": data["CreatedAt"],
             "UpdatedAt": data["UpdatedAt"],
-            "Spec": data["Spec"],
-            "TLSInfo": {"TrustRoot": ca.trust_bundle_pem().decode()},
+            "Spec": _spec_view(data["Spec"]),
+            "TLSInfo": ca.tls_info(),
             "RootRotationInProgress": ca.rotation is not None,
+            "DefaultAddrPool": None,
+            "SubnetSize": DEFAULT_SUBNET_SIZE,
+            "DataPathPort": DATA_PATH_PORT,
             "JoinTokens": {"Worker": ca.join_token(NodeRole.WORKER), "Manager": ca.join_token(NodeRole.MANAGER)},
         }
 

@@ -807,8 +807,11 @@ def validate_node_spec(spec: Any) -> dict[str, Any]:
 
 
 def validate_init_request(body: Any) -> dict[str, Any]:
-    """Check Docker's InitRequest (`POST /swarm/init`); returns a deep copy, known keys in Docker's spelling."""
+    """Check Docker's InitRequest (`POST /swarm/init`); returns a deep copy, known keys in Docker's spelling.
+    An empty Availability is the default, "active", as dockerd reads it."""
     request = validated(body, "the swarm init request", _INIT_REQUEST)
+    if request.get("Availability") == "":
+        request["Availability"] = "active"
     lifetime = node_certificate_lifetime(request)
     if lifetime is not None and lifetime < MIN_NODE_CERT_LIFETIME:
         raise InvalidSpec(
@@ -869,6 +872,13 @@ _NODE_SPEC = {
     "Role": one_of(*_NODE_ROLES),
     "Availability": one_of(*_NODE_AVAILABILITIES),
 }
+
+
+def _requested_availability(value: Any, path: str) -> str:
+    # The docker CLI sends "" unless --availability is given; dockerd reads "" as the default (noderunner.go).
+    return value if value == "" else choice(value, path, _NODE_AVAILABILITIES)
+
+
 _INIT_REQUEST = {
     "ListenAddr": string,
     "AdvertiseAddr": string,
@@ -879,7 +889,7 @@ _INIT_REQUEST = {
     "SubnetSize": int_in(0, _MAX_SUBNET_SIZE, " (a prefix length; 0 for the default, 24)"),
     "Spec": object_of(_SWARM_SPEC),
     "AutoLockManagers": boolean,
-    "Availability": one_of(*_NODE_AVAILABILITIES),
+    "Availability": _requested_availability,
 }
 _JOIN_REQUEST = {
     "ListenAddr": string,
@@ -887,7 +897,7 @@ _JOIN_REQUEST = {
     "DataPathAddr": string,
     "RemoteAddrs": strings,
     "JoinToken": string,
-    "Availability": one_of(*_NODE_AVAILABILITIES),
+    "Availability": _requested_availability,
 }
 
 
