@@ -311,10 +311,37 @@ async def test_invalid_service_specs_are_refused_and_nothing_is_created(swarm):
         with pytest.raises(ApiError) as duplicate:
             await client.service_create(spec("dup"))
             await client.service_create(spec("dup"))
+        # SwarmKit's words, as dockerd passes them on (less its gRPC status)
         assert duplicate.value.status == 409
+        assert str(duplicate.value) == "name conflicts with an existing object: service dup already exists"
         after = {s["Spec"]["Name"] for s in await client.service_list()}
         assert after == {s["Spec"]["Name"] for s in before} | {"dup"}
         await client.service_remove("dup")
+
+
+async def test_a_spec_read_as_docker_shows_it_and_sent_back_scaled_restarts_no_task(swarm):
+    """`docker service scale` sends back the spec it read, with the fields dockerd always shows (Runtime,
+    Isolation, MaxAttempts): the service scales, and its running task is neither replaced nor made stale."""
+    async with api(swarm) as client:
+        await client.service_create(spec("roundtrip", RestartPolicy={"Condition": "on-failure"}))
+        (first,) = await eventually(lambda: converged(client, "roundtrip", 1), "1 running replica")
+        service = await client.service_inspect("roundtrip")
+        template = service["Spec"]["TaskTemplate"]
+        assert template["Runtime"] == "container" and template["ContainerSpec"]["Isolation"] == "default"
+        assert template["RestartPolicy"]["MaxAttempts"] == 0
+        assert first["Status"]["ContainerStatus"]["ExitCode"] == 0  # as Docker's while the container runs
+
+        await client.service_update(service["ID"], service["Version"]["Index"], {**service["Spec"], "Mode": {"Replicated": {"Replicas": 2}}})
+        running = await eventually(lambda: converged(client, "roundtrip", 2), "2 running replicas")
+        assert first["ID"] in {t["ID"] for t in running}
+        assert "UpdateStatus" not in await client.service_inspect("roundtrip")
+        current = await client.task_list({"service": ["roundtrip"], "_up-to-date": ["true"]})
+        assert first["ID"] in {t["ID"] for t in current}
+
+        inspected = await client.request("GET", f"/services/{service['ID']}", params={"insertDefaults": "true"})
+        assert inspected["Spec"]["RollbackConfig"]["Monitor"] == 5 * SECOND
+        assert inspected["Spec"]["TaskTemplate"]["RestartPolicy"]["Delay"] == 5 * SECOND
+        await client.service_remove("roundtrip")
 
 
 async def _leader_rpc(swarm: SwarmCluster, as_node: str) -> RpcClient:

@@ -121,12 +121,11 @@ class _TaskController:
         if err:
             status["Err"] = err
         if exit_code is not None or self.running is not None:
-            container: dict[str, Any] = {}
+            # As Docker's ContainerStatus, read from `docker inspect`: an ExitCode of 0 until the container exits.
+            container: dict[str, Any] = {"ExitCode": 0 if exit_code is None else exit_code}
             if self.running is not None:
                 container["ContainerID"] = self.running.container_id
                 container["PID"] = self.running.pid
-            if exit_code is not None:
-                container["ExitCode"] = exit_code
             status["ContainerStatus"] = container
         self.agent.report(self.task["ID"], status)
 

@@ -11,7 +11,7 @@ from ..errors import ControlError
 from ..objects.tasks import TaskState, is_current
 from ..objects.jobs import service_status
 from .backend import Node, ServiceBackend
-from ..objects.stored import api_view, resolve, spec_name
+from ..objects.stored import api_view, resolve, shown_service_spec, shown_task_spec, spec_name
 from ..objects.registryauth import AUTH_HEADER, decode_auth
 from ..objects.stored import StoredObject
 from .bodies import json_object
@@ -90,6 +90,45 @@ def public_view(stored: StoredObject) -> dict[str, Any]:
     return view
 
 
+def service_view(stored: StoredObject, insert_defaults: bool = False) -> dict[str, Any]:
+    """A service as Docker's API shows it: `public_view`, its specs as dockerd writes them back
+    (`shown_service_spec`); SwarmKit's defaults go into the current spec only, as dockerd's `insertDefaults`."""
+    view = public_view(stored)
+    view["Spec"] = shown_service_spec(view["Spec"], insert_defaults)
+    if isinstance(view.get("PreviousSpec"), dict):
+        view["PreviousSpec"] = shown_service_spec(view["PreviousSpec"])
+    return view
+
+
+TASK_INTERNALS = ("Endpoint", "ServiceAnnotations")
+"""A task's copies of its service's endpoint and annotations: SwarmKit's Task has them and its agents use them
+(published ports, `{{.Service.Name}}` templates), Docker's Task has not."""
+
+
+def task_view(stored: StoredObject, network_versions: dict[str, int]) -> dict[str, Any]:
+    """A task as Docker's API shows it (daemon/cluster/convert/task.go): `public_view` without `TASK_INTERNALS`;
+    Labels, Status.PortStatus and a ContainerStatus's three fields always there; its Spec as `shown_task_spec`
+    but without a Runtime (dockerd shows one for services only); each attached network with its Version, that
+    of the network in `network_versions` (network ID -> version; 0 for a network removed since)."""
+    view = {key: value for key, value in public_view(stored).items() if key not in TASK_INTERNALS}
+    view.setdefault("Labels", {})
+    view["Spec"] = {key: value for key, value in shown_task_spec(view.get("Spec") or {}).items() if key != "Runtime"}
+    status = view["Status"] = dict(view.get("Status") or {})
+    status.setdefault("PortStatus", {})
+    if isinstance(status.get("ContainerStatus"), dict):
+        status["ContainerStatus"] = {"ContainerID": "", "PID": 0, "ExitCode": 0, **status["ContainerStatus"]}
+    if view.get("NetworksAttachments"):
+        view["NetworksAttachments"] = [
+            {**attachment, "Network": _with_version(attachment.get("Network") or {}, network_versions)}
+            for attachment in view["NetworksAttachments"]
+        ]
+    return view
+
+
+def _with_version(network: dict[str, Any], versions: dict[str, int]) -> dict[str, Any]:
+    return {"Version": {"Index": versions.get(network.get("ID", ""), 0)}, **network}
+
+
 class ServiceRoutes:
     def __init__(self, daemon: Node) -> None:
         self.daemon = daemon
@@ -119,7 +158,7 @@ class ServiceRoutes:
         filters = query_filters(request)
         _check_filters(filters, ("id", "name", "label", "mode"))
         api = self._api()
-        views = [public_view(s) for s in await api.services()]
+        views = [service_view(s) for s in await api.services()]
         views = [v for v in views if _service_matches(v, filters)]
         if request.query.get("status", "false").lower() in ("1", "true"):
             by_service: dict[str, list[dict[str, Any]]] = {}
@@ -130,7 +169,9 @@ class ServiceRoutes:
         return web.json_response(views)
 
     async def service(self, request: web.Request) -> web.Response:
-        return web.json_response(public_view(await self._api().service(request.match_info["id"])))
+        insert_defaults = request.query.get("insertDefaults", "false").lower() in ("1", "true")
+        service = await self._api().service(request.match_info["id"])
+        return web.json_response(service_view(service, insert_defaults))
 
     async def service_create(self, request: web.Request) -> web.Response:
         spec = with_registry_auth(request, await json_object(request), None)
@@ -173,11 +214,17 @@ class ServiceRoutes:
         if "_up-to-date" in filters:  # only tasks made from their service's current spec
             templates = {s.id: s.data["Spec"].get("TaskTemplate") or {} for s in services}
             tasks = [t for t in tasks if is_current(t.data, templates.get(t.data.get("ServiceID", ""), {}))]
-        views = [public_view(t) for t in tasks]
-        return web.json_response([v for v in views if _task_matches(v, filters, service_names)])
+        tasks = [t for t in tasks if _task_matches(t.data, filters, service_names)]
+        versions = await self._network_versions() if any(t.data.get("NetworksAttachments") for t in tasks) else {}
+        return web.json_response([task_view(t, versions) for t in tasks])
 
     async def task(self, request: web.Request) -> web.Response:
-        return web.json_response(public_view(await self._api().task(request.match_info["id"])))
+        task = await self._api().task(request.match_info["id"])
+        versions = await self._network_versions() if task.data.get("NetworksAttachments") else {}
+        return web.json_response(task_view(task, versions))
+
+    async def _network_versions(self) -> dict[str, int]:
+        return {network.id: network.version for network in await self.daemon.swarm_networks().networks()}
 
     # -- secrets ---------------------------------------------------------------------------------------
 

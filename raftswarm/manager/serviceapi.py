@@ -17,7 +17,7 @@ import secrets as random_source
 from typing import Any
 
 from ..store import Conflict, Operation, ReplicatedStore, check, create, delete, update
-from ..objects.stored import StoredObject, resolve, secret_data, spec_name, views
+from ..objects.stored import StoredObject, resolve, secret_data, spec_name, views, without_shown_defaults
 from .allocator import ALLOCATION_RETRIES, addresses_in_use, allocate_endpoint, allocation_lock
 from .configapi import config_checks
 from ..objects.kinds import NETWORKS, NODES, SECRETS, SECRET_NAMES, SERVICES, SERVICE_NAMES, TASKS, new_object_id
@@ -152,7 +152,7 @@ class ServiceApi:
     async def create_service(self, spec: Any) -> str:
         """Docker's `POST /services/create`; the orchestrator makes its tasks once this commits."""
         # As dockerd does for `service create` without --name, a service without a name gets a random one.
-        checked = _with_mode(validate_service_spec(spec, default_name=random_service_name))
+        checked = _as_stored(validate_service_spec(spec, default_name=random_service_name))
         service_id = new_object_id()
         stamp = now_iso()
         obj = {"ID": service_id, "CreatedAt": stamp, "UpdatedAt": stamp, "Spec": checked}
@@ -175,7 +175,10 @@ class ServiceApi:
                 return service_id
             except Conflict:
                 if await self.store.get(SERVICE_NAMES, checked["Name"]) is not None:
-                    raise ControlError(f"service {checked['Name']} already exists", 409) from None
+                    # SwarmKit's words (dockerd adds its gRPC status: `rpc error: code = AlreadyExists desc = ...`)
+                    raise ControlError(
+                        f"name conflicts with an existing object: service {checked['Name']} already exists", 409
+                    ) from None
         raise ControlError("too many concurrent allocations; retry", 503)
 
     async def _check_task_budget(self, spec: dict[str, Any], current: StoredObject | None) -> None:
@@ -217,7 +220,7 @@ class ServiceApi:
                 raise ControlError(f"service {old['Name']} does not have a previous spec", 400)
             checked = copy.deepcopy(current.data["PreviousSpec"])
         else:
-            checked = _with_mode(validate_service_spec(spec))
+            checked = _as_stored(validate_service_spec(spec))
         if checked["Name"] != old["Name"]:
             raise ControlError("renaming services is not supported", 400)
         if set(checked["Mode"]) != set(old.get("Mode") or {"Replicated": {}}):
@@ -295,6 +298,11 @@ def _decode(text: Any) -> bytes | None:
         return base64.b64decode(text, validate=True) if isinstance(text, str) else None
     except ValueError:
         return None
+
+
+def _as_stored(spec: dict[str, Any]) -> dict[str, Any]:
+    """A checked spec as the store keeps it: with a mode, without what its API view always adds."""
+    return without_shown_defaults(_with_mode(spec))
 
 
 def _with_mode(spec: dict[str, Any]) -> dict[str, Any]:
