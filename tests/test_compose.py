@@ -238,7 +238,10 @@ def test_full_example_converts_to_docker_api_specs(tmp_path: Path) -> None:
         "Mode": {"Global": {}},
         "EndpointSpec": {"Mode": "vip"},
     }
-    assert specs.warnings == ["Ignoring unsupported options: build, container_name, depends_on"]
+    assert specs.warnings == [
+        "Ignoring unsupported options: build, depends_on",
+        "Ignoring deprecated options:\n\ncontainer_name: Setting the container name is not supported.",
+    ]
 
 
 def test_converted_specs_pass_the_swarm_api_validation(tmp_path: Path) -> None:
@@ -417,7 +420,7 @@ def test_an_interpolated_number_is_read_as_a_number(tmp_path: Path) -> None:
         (
             "services: {web: {image: nginx, deploy: {mode: global, replicas: 2}}}",
             "services.web.deploy.replicas",
-            "replicated mode",
+            "replicated or replicated-job mode",
         ),
         ("services: {web: {image: nginx, deploy: {mode: sometimes}}}", "services.web.deploy.mode", "one of"),
         ("services: {web: {image: nginx, deploy: {replica: 2}}}", "services.web.deploy.replica", "unknown option"),
@@ -488,20 +491,24 @@ def test_compose_error_is_a_raftswarm_error() -> None:
 # -- warnings ------------------------------------------------------------------------------------------------------
 
 
-def test_options_swarm_ignores_are_warnings_not_errors(tmp_path: Path) -> None:
+def test_options_only_docker_compose_acts_on_are_ignored_with_dockers_warnings(tmp_path: Path) -> None:
     specs = convert(
         tmp_path,
         """
         services:
-          web: {image: nginx, build: ., restart: always, x-note: fine}
-          db: {image: postgres, container_name: db, depends_on: [web]}
-        volumes: {data: {}}
+          web: {image: nginx, build: ., links: [db], x-note: fine}
+          db: {image: postgres, container_name: db, depends_on: [web], expose: [5432]}
         x-anchors: {}
         """,
     )
     assert specs.warnings == [
-        "Ignoring unsupported options: build, container_name, depends_on, restart",
-        "Ignoring unsupported top-level options: volumes",
+        "Ignoring unsupported options: build, depends_on, links",
+        (
+            "Ignoring deprecated options:\n\n"
+            "container_name: Setting the container name is not supported.\n\n"
+            "expose: Exposing ports is unnecessary - services on the same network can access each other's containers"
+            " on any port."
+        ),
     ]
     assert set(specs.services) == {"web", "db"}
 
@@ -518,16 +525,24 @@ _known = st.sampled_from(
     ["image", "command", "entrypoint", "environment", "labels", "secrets", "networks", "ports", "deploy",
      "stop_grace_period", "mode", "replicas", "resources", "limits", "cpus", "memory", "placement",
      "preferences", "spread", "update_config", "restart_policy", "target", "published", "external", "file",
-     "ipam", "config", "subnet", "name", "delay", "source", "uid", "mode", "aliases"]
+     "ipam", "config", "subnet", "name", "delay", "source", "uid", "mode", "aliases", "volumes", "tmpfs",
+     "healthcheck", "test", "interval", "retries", "disable", "ulimits", "soft", "hard", "sysctls", "extra_hosts",
+     "dns", "dns_opt", "cap_add", "cap_drop", "stop_signal", "logging", "driver", "options", "restart",
+     "read_only", "tty", "group_add", "isolation", "oom_score_adj", "type", "bind", "volume", "nocopy",
+     "propagation", "size", "driver_opts", "labels", "pids", "generic_resources"]
 )  # fmt: skip
 _compose_like = st.recursive(
-    _scalars | st.sampled_from(["nginx", "10s", "0.5", "512M", "80:80", "${X:-1}", "$$", "${", "3"]),
+    _scalars
+    | st.sampled_from(
+        ["nginx", "10s", "0.5", "512M", "80:80", "${X:-1}", "$$", "${", "3", "data:/data:ro", "./b:/b", "/run:size=1m",
+         "SIGINT", "h:10.0.0.1", "net.core.somaxconn=1", "volume", "bind", "tmpfs", "on-failure:2", "data"]
+    ),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_known, inner, max_size=4),
     max_leaves=25,
 )
 _stacks = st.fixed_dictionaries(
     {"services": st.dictionaries(st.sampled_from(["web", "db"]), _compose_like, max_size=2)},
-    optional={"networks": _compose_like, "secrets": _compose_like},
+    optional={"networks": _compose_like, "secrets": _compose_like, "volumes": _compose_like},
 )
 
 
@@ -544,7 +559,7 @@ def _load_and_convert(text: str | bytes) -> None:
             pass
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(_documents, _stacks))
 def test_random_yaml_documents_raise_nothing_but_compose_error(document: object) -> None:
     _load_and_convert(yaml.safe_dump(document))

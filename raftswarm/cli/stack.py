@@ -3,11 +3,16 @@ and configs under one namespace (`raftswarm.stack` turns the file into specs), a
 
 Everything a stack makes carries the label `com.docker.stack.namespace=<name>`; that label is how
 `ls`, `services`, `ps` and `rm` find it. A redeploy creates what is new, updates the services whose spec
-changed (and only those), and with `--prune` removes the stack's services the file no longer has.
+changed (and only those, keeping what `service update --force` did), and with `--prune` removes the stack's
+services the files no longer have. Several `-c` files are merged as docker merges them; `-c -` reads stdin.
+Named volumes are not created here: the node that first runs a task mounting one creates it, with the labels
+and driver options its mount carries (as with docker). The node's Warnings for what a service asks and
+raftswarm does not act on are printed, each once.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -15,8 +20,10 @@ from typing import Any
 import click
 
 from ..api.client import ApiClient, ApiError
-from ..errors import ComposeError
-from ..stack import NAMESPACE_LABEL, load_stack, stack_specs
+from ..errors import ComposeError, RaftswarmError
+from ..objects.jobs import is_job, job_mode
+from ..objects.specs import validate_service_spec
+from ..stack import NAMESPACE_LABEL, STDIN, load_stack, stack_specs
 from .connection import api_command, daemon_message
 from .errors import CommandError
 from .group import DockerGroup
@@ -42,7 +49,7 @@ def _namespace_filter(name: str) -> dict[str, list[str]]:
 
 
 @stack.command()
-@click.option("-c", "--compose-file", "compose_files", multiple=True, required=True, metavar="strings", help="Path to a Compose file")
+@click.option("-c", "--compose-file", "compose_files", multiple=True, required=True, metavar="strings", help='Path to a Compose file, or "-" to read from stdin')
 @click.option("--prune", is_flag=True, help="Prune services that are no longer referenced")
 @click.option("--detach/--no-detach", "-d", default=False, help="Exit immediately instead of waiting for the stack's services to converge")
 @click.option("-q", "--quiet", is_flag=True, help="Suppress progress output")
@@ -67,10 +74,10 @@ async def deploy(
     name: str,
 ) -> None:
     """Deploy a new stack or update an existing stack."""
-    if len(compose_files) > 1:
-        raise CommandError("raftswarm reads one compose file per deploy; merge them first")
+    # docker's flag is a string slice: `-c a.yml,b.yml` is two files, as `-c a.yml -c b.yml`.
+    files = [STDIN if item == "-" else Path(item) for value in compose_files for item in value.split(",") if item]
     try:
-        specs = stack_specs(load_stack(Path(compose_files[0]), dict(os.environ)), name)
+        specs = stack_specs(load_stack(files, dict(os.environ), click.get_binary_stream("stdin")), name)
     except ComposeError as exc:
         raise CommandError(str(exc)) from None
     for warning in specs.warnings:
@@ -105,6 +112,14 @@ async def deploy(
 
     current = {s["Spec"]["Name"]: s for s in await api.service_list(_namespace_filter(name))}
     changed: list[tuple[str, dict[str, Any] | None]] = []
+    warned: set[str] = set()
+
+    def warn(answer: dict[str, Any] | None) -> None:
+        for warning in (answer or {}).get("Warnings") or []:
+            if warning not in warned:
+                warned.add(warning)
+                click.echo(warning, err=True)
+
     for spec in specs.services.values():
         for reference in container_spec(spec["TaskTemplate"]).get("Secrets") or []:
             reference["SecretID"] = secret_ids[reference["SecretName"]]
@@ -119,10 +134,16 @@ async def deploy(
         auth = registry_auth(container["Image"]) if with_registry_auth else None
         if found is None:
             click.echo(f"Creating service {spec['Name']}")
-            changed.append(((await api.service_create(spec, registry_auth=auth))["ID"], None))
-        elif _differs(found["Spec"], spec) or auth:
+            created = await api.service_create(spec, registry_auth=auth)
+            warn(created)
+            changed.append((created["ID"], None))
+            continue
+        # As docker's: a deploy has no --force, so the count `service update --force` raised is kept, not undone.
+        if "ForceUpdate" in task_template(found["Spec"]):
+            spec["TaskTemplate"]["ForceUpdate"] = task_template(found["Spec"])["ForceUpdate"]
+        if _differs(found["Spec"], spec) or auth:
             click.echo(f"Updating service {spec['Name']} (id: {found['ID']})")
-            await api.service_update(found["ID"], found["Version"]["Index"], spec, registry_auth=auth)
+            warn(await api.service_update(found["ID"], found["Version"]["Index"], spec, registry_auth=auth))
             changed.append((found["ID"], found.get("UpdateStatus")))
     if prune:
         for service_name, found in sorted(current.items()):
@@ -143,12 +164,42 @@ def _image_changed(found: dict[str, Any] | None, image: str) -> bool:
 
 
 def _differs(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether a redeploy changes the service (what the node filled in, like Mode's default, is not a change)."""
+    """Whether a redeploy changes the service. What the node fills in when it stores a spec is no change: the
+    defaults of a given UpdateConfig, RestartPolicy or port (objects.specs), Mode's replicas and a job's counts;
+    nor is what it may show for a field not given, as dockerd does (`_SHOWN_FOR_UNSET`)."""
+    try:
+        wanted = validate_service_spec(wanted)
+    except RaftswarmError:
+        return True  # the node will say what is wrong with it
     mode = wanted.get("Mode") or {}
-    if "Global" not in mode:
+    if is_job(wanted):
+        wanted["Mode"] = job_mode(mode)
+    elif "Global" not in mode:
         replicated = mode.get("Replicated") or {}
-        wanted = {**wanted, "Mode": {"Replicated": {**replicated, "Replicas": replicated.get("Replicas", 1)}}}
+        wanted["Mode"] = {"Replicated": {**replicated, "Replicas": replicated.get("Replicas", 1)}}
+    stored, wanted = _as_shown(stored), _as_shown(wanted)
     return any(stored.get(key) != value for key, value in wanted.items())
+
+
+_SHOWN_FOR_UNSET: tuple[tuple[tuple[str, ...], Any], ...] = (
+    (("TaskTemplate", "Runtime"), "container"),
+    (("TaskTemplate", "ContainerSpec", "Isolation"), "default"),
+    (("TaskTemplate", "RestartPolicy", "MaxAttempts"), 0),
+)
+"""Fields dockerd always shows, from SwarmKit's protobuf, whatever was sent (empty means the same): a spec
+with them and one without ask the same of the swarm."""
+
+
+def _as_shown(spec: dict[str, Any]) -> dict[str, Any]:
+    """`spec` (a copy) with each of `_SHOWN_FOR_UNSET` that it leaves out or empty, where its parent is there."""
+    shown = copy.deepcopy(spec)
+    for path, value in _SHOWN_FOR_UNSET:
+        parent = shown
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and parent.get(path[-1]) in (None, ""):
+            parent[path[-1]] = value
+    return shown
 
 
 @stack.command("ls")

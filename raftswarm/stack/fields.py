@@ -51,6 +51,7 @@ __all__ = [
     "scalar_text",
     "shown",
     "string",
+    "string_or_list",
     "strings",
 ]
 
@@ -140,9 +141,14 @@ def strings(value: Any, path: str) -> list[str]:
     return [string(item, at(path, index)) for index, item in enumerate(list_of(value, path, "strings"))]
 
 
+def string_or_list(value: Any, path: str) -> list[str]:
+    """docker/cli's StringList: one string, or a list of them (`dns: 8.8.8.8`, `env_file: [a.env, b.env]`)."""
+    return [value] if isinstance(value, str) else strings(value, path)
+
+
 def integer(value: Any, path: str, minimum: int = 0, maximum: int = INT64_MAX) -> int:
     # An interpolated "${REPLICAS}" arrives as a string; docker casts such values back to numbers.
-    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,19}", value.strip()):
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,19}", value.strip()):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         fail(path, f"must be an integer, got {shown(value)}")

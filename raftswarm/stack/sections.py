@@ -1,10 +1,10 @@
-"""The sections of a compose file, checked key by key into a `StackConfig`: the top level, the networks, secrets
-and configs it defines, and each service with its secrets, configs, networks, ports and deploy section (after
-docker/cli `cli/compose/loader`). Every problem raises `Invalid` naming the key path.
+"""The top level of a compose file, checked key by key into a `StackConfig`: the networks, volumes, secrets and
+configs it defines, and its services (`service`), after docker/cli `cli/compose/loader`. Every problem raises
+`Invalid` naming the key path.
 
-Service keys swarm cannot honour (build, container_name, depends_on, ...) and unknown top-level keys are not
-errors: they become warnings, as docker prints "Ignoring unsupported options: build". Inside the sections
-swarm reads (deploy, a network, a secret, a config, a long-syntax port, ...), an unknown key is an error.
+A top-level key docker/cli's format does not have is refused, as its schema refuses it; `x-` keys are the
+user's own, and `name` (compose-spec's project name) is ignored with a warning: a stack is named by `stack
+deploy`'s argument. Inside each section an unknown key is an error.
 """
 
 from __future__ import annotations
@@ -15,117 +15,104 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..objects.volumes import LOCAL_DRIVER, local_options_problem, volume_name_problem
 from .fields import (
-    Reader,
     at,
     boolean,
-    byte_size,
     choice,
-    command,
-    duration,
     fail,
-    fields_of,
     given,
-    integer,
     key_values,
     labels,
     list_of,
     mapping,
-    nano_cpus,
     only,
-    ratio,
     required,
-    scalar_text,
     string,
-    strings,
 )
 from .model import (
-    DEFAULT_NETWORK,
     ConfigObjConfig,
-    ConfigReference,
     NetworkConfig,
     SecretConfig,
-    SecretReference,
-    ServiceConfig,
     StackConfig,
+    VolumeConfig,
 )
+from .service import Definitions, check_service, service_config
 
-# Swarm mounts a secret or config readable by everyone in the container unless told otherwise (docker/cli convert).
-DEFAULT_SECRET_MODE = 0o444
-_PORT_MAX = 65535
-
-# Keys the swarm converter reads. Anything else under a service is reported and ignored.
-_SERVICE_KEYS = frozenset(
-    {
-        "image",
-        "command",
-        "entrypoint",
-        "environment",
-        "working_dir",
-        "user",
-        "hostname",
-        "init",
-        "labels",
-        "secrets",
-        "configs",
-        "stop_grace_period",
-        "deploy",
-        "networks",
-        "ports",
-    }
-)
-_TOP_LEVEL_KEYS = frozenset({"version", "name", "services", "networks", "secrets", "configs"})
-_DEPLOY_KEYS = frozenset(
-    {
-        "mode",
-        "replicas",
-        "labels",
-        "update_config",
-        "rollback_config",
-        "resources",
-        "restart_policy",
-        "placement",
-        "endpoint_mode",
-    }
-)
+_TOP_LEVEL_KEYS = ("version", "name", "services", "networks", "volumes", "secrets", "configs")
+_OBJECT_KEY = re.compile(r"[a-zA-Z0-9._-]+")
+"""docker/cli's schema's pattern for the keys of services, networks, volumes, secrets and configs."""
 
 
-def stack_config(path: Path, top: dict[str, Any], environment: Mapping[str, str]) -> StackConfig:
-    """The config of the compose file at `path`, whose top-level mapping (interpolated) is `top`."""
+def definitions(tops: list[dict[str, Any]]) -> Definitions:
+    """The names the top-level sections of these compose files define, together: a service of one file may name
+    a network, secret, config or volume another file defines, as docker/cli checks them once merged."""
+    names: dict[str, set[str]] = {"networks": set(), "secrets": set(), "configs": set(), "volumes": set()}
+    for top in tops:
+        for section, found in names.items():
+            found.update(mapping(given(top, section, {}), section))
+    return Definitions(**{section: frozenset(found) for section, found in names.items()})
+
+
+def stack_config(
+    path: Path, top: dict[str, Any], environment: Mapping[str, str], working_dir: Path, defined: Definitions
+) -> StackConfig:
+    """The config of one compose file, whose top-level mapping (interpolated) is `top`; `working_dir` resolves
+    its relative paths and `defined` is what every file of the deploy defines. Not checked yet: what only the
+    merged files can show (`check_stack`)."""
     warnings: list[str] = []
-    unknown = sorted(key for key in top if key not in _TOP_LEVEL_KEYS and not key.startswith("x-"))
-    if unknown:
-        warnings.append(f"Ignoring unsupported top-level options: {', '.join(unknown)}")
+    for key in top:
+        if key not in _TOP_LEVEL_KEYS and not key.startswith("x-"):
+            fail(key, f"unknown top-level option; expected one of {', '.join(sorted(_TOP_LEVEL_KEYS))} (or x-...)")
+    if top.get("name") is not None:
+        warnings.append(
+            f"Ignoring top-level option name ({string(top['name'], 'name')!r}): a stack is named by the NAME"
+            " argument of `stack deploy`"
+        )
 
-    networks = {
-        name: _network(value, at("networks", name))
-        for name, value in mapping(given(top, "networks", {}), "networks").items()
+    def section(key: str) -> dict[str, Any]:
+        found = mapping(given(top, key, {}), key)
+        for name in found:
+            if not _OBJECT_KEY.fullmatch(name):
+                fail(at(key, name), f"invalid name {name!r}: use letters, digits, '.', '_' and '-'")
+        return found
+
+    networks = {name: _network(value, at("networks", name)) for name, value in section("networks").items()}
+    volumes = {name: _volume(value, at("volumes", name)) for name, value in section("volumes").items()}
+    secrets = {name: _secret(value, at("secrets", name), working_dir) for name, value in section("secrets").items()}
+    configs = {name: _config(value, at("configs", name), working_dir) for name, value in section("configs").items()}
+    services = {
+        name: service_config(
+            name,
+            mapping(value, at("services", name)),
+            at("services", name),
+            defined,
+            working_dir,
+            environment,
+            warnings,
+        )
+        for name, value in section("services").items()
     }
-    secrets = {
-        name: _secret(value, at("secrets", name), path.parent)
-        for name, value in mapping(given(top, "secrets", {}), "secrets").items()
-    }
-    configs = {
-        name: _config(value, at("configs", name), path.parent)
-        for name, value in mapping(given(top, "configs", {}), "configs").items()
-    }
-    services_section = mapping(required(top, "services", "", "define at least one service"), "services")
-    services: dict[str, ServiceConfig] = {}
-    ignored: set[str] = set()
-    for name, value in services_section.items():
-        service_path = at("services", name)
-        definition = mapping(value, service_path)
-        ignored.update(key for key in definition if key not in _SERVICE_KEYS and not key.startswith("x-"))
-        services[name] = _service(name, definition, service_path, networks, secrets, configs, environment, warnings)
-    if ignored:
-        # docker/cli prints the same line for keys only `docker compose` honours.
-        warnings.insert(0, f"Ignoring unsupported options: {', '.join(sorted(ignored))}")
     return StackConfig(
-        path=path, services=services, networks=networks, secrets=secrets, warnings=warnings, configs=configs
+        path=path,
+        services=services,
+        networks=networks,
+        secrets=secrets,
+        warnings=warnings,
+        configs=configs,
+        volumes=volumes,
     )
 
 
-# -- top-level networks, secrets and configs ---------------------------------------------------------------------------
+def check_stack(config: StackConfig) -> None:
+    """What only the merged files can show: a service at all, and each service whole (`check_service`)."""
+    if not config.services:
+        fail("services", "is required; define at least one service")
+    for name, service in config.services.items():
+        check_service(service, at("services", name))
+
+
+# -- top-level networks, volumes, secrets and configs ---------------------------------------------------------------------------
 
 
 def _name_and_external(definition: dict[str, Any], path: str) -> tuple[str | None, bool]:
@@ -189,8 +176,56 @@ def _network(value: Any, path: str) -> NetworkConfig:
     )
 
 
+def _volume(value: Any, path: str) -> VolumeConfig:
+    """docker/cli LoadVolumes: an external volume exists already (on the nodes that run the tasks); any other is
+    made by the local driver of the node a task mounting it first runs on, with these options."""
+    definition = mapping(value if value is not None else {}, path)
+    if "x-cluster-spec" in definition:
+        fail(at(path, "x-cluster-spec"), "cluster (CSI) volumes are not supported by raftswarm")
+    only(definition, path, {"name", "external", "driver", "driver_opts", "labels"})
+    name, external = _name_and_external(definition, path)
+    if external:
+        for key in ("driver", "driver_opts", "labels"):
+            if definition.get(key):
+                fail(at(path, key), f'conflicting parameters "external" and "{key}" specified for volume')
+    if name is not None and (problem := volume_name_problem(name)):
+        fail(at(path, "name"), problem)
+    driver = string(definition["driver"], at(path, "driver")) if definition.get("driver") is not None else None
+    if driver not in (None, "", LOCAL_DRIVER):
+        fail(
+            at(path, "driver"),
+            f'volume driver "{driver}" is not available: raftswarm nodes have only the "local" driver',
+        )
+    driver_opts = None
+    if definition.get("driver_opts") is not None:
+        opts_path = at(path, "driver_opts")
+        driver_opts = {
+            key: text or ""
+            for key, text in key_values(mapping(definition["driver_opts"], opts_path), opts_path).items()
+        }
+        if problem := local_options_problem(driver_opts):
+            fail(opts_path, problem)
+    return VolumeConfig(
+        name=name,
+        external=external,
+        driver=driver,
+        driver_opts=driver_opts,
+        labels=labels(definition.get("labels") or {}, at(path, "labels")),
+    )
+
+
+_SECRET_REFUSED = {
+    "driver": "secret drivers are not supported by raftswarm; give the secret's file: or external: true",
+    "driver_opts": "secret drivers are not supported by raftswarm; give the secret's file: or external: true",
+    "template_driver": "raftswarm nodes expand templates in configs, not in secrets; make it a config",
+}
+
+
 def _secret(value: Any, path: str, directory: Path) -> SecretConfig:
     definition = mapping(value, path)
+    for key in definition:
+        if key in _SECRET_REFUSED:
+            fail(at(path, key), f"unsupported option: {_SECRET_REFUSED[key]}")
     only(definition, path, {"name", "external", "file", "labels"})
     name, external = _name_and_external(definition, path)
     if external:
@@ -229,265 +264,4 @@ def _config(value: Any, path: str, directory: Path) -> ConfigObjConfig:
         file=directory / file,
         labels=labels(definition.get("labels") or {}, at(path, "labels")),
         template_driver=template_driver,
-    )
-
-
-# -- services -----------------------------------------------------------------------------------------------
-
-
-def _service(
-    name: str,
-    definition: dict[str, Any],
-    path: str,
-    networks: dict[str, NetworkConfig],
-    secrets: dict[str, SecretConfig],
-    configs: dict[str, ConfigObjConfig],
-    environment: Mapping[str, str],
-    warnings: list[str],
-) -> ServiceConfig:
-    def optional(key: str, read: Reader) -> Any:
-        return read(definition[key], at(path, key)) if definition.get(key) is not None else None
-
-    image = string(required(definition, "image", path, "swarm runs images, it does not build them"), at(path, "image"))
-    if not image:
-        fail(at(path, "image"), "must not be empty")
-    env = optional("environment", lambda value, item_path: key_values(value, item_path, allow_missing=True)) or {}
-    # A variable listed without a value takes the deploying shell's value (docker/cli resolveEnvironment).
-    env = {key: environment.get(key, text) if not text else text for key, text in env.items()}
-    return ServiceConfig(
-        name=name,
-        image=image,
-        entrypoint=optional("entrypoint", command),
-        command=optional("command", command),
-        environment=env,
-        working_dir=optional("working_dir", string),
-        user=optional("user", string),
-        hostname=optional("hostname", string),
-        init=optional("init", boolean),
-        labels=optional("labels", labels) or {},
-        secrets=_service_secrets(given(definition, "secrets", []), at(path, "secrets"), secrets),
-        configs=_service_configs(given(definition, "configs", []), at(path, "configs"), configs),
-        stop_grace_period=optional("stop_grace_period", duration),
-        networks=_service_networks(given(definition, "networks", {}), at(path, "networks"), networks),
-        ports=_ports(given(definition, "ports", []), at(path, "ports"), warnings),
-        deploy=_deploy(given(definition, "deploy", {}), at(path, "deploy")),
-    )
-
-
-def _service_secrets(value: Any, path: str, secrets: dict[str, SecretConfig]) -> list[SecretReference]:
-    references = []
-    for index, entry in enumerate(list_of(value, path, "secret names or {source: ...} mappings")):
-        entry_path = at(path, index)
-        if isinstance(entry, str):
-            entry = {"source": entry}
-        entry = mapping(entry, entry_path)
-        only(entry, entry_path, {"source", "target", "uid", "gid", "mode"})
-        source = string(
-            required(entry, "source", entry_path, "name a secret from the top-level secrets:"),
-            at(entry_path, "source"),
-        )
-        if source not in secrets:
-            fail(entry_path, f"undefined secret {source!r}; define it under the top-level secrets:")
-        target = entry.get("target")
-        references.append(
-            SecretReference(
-                source=source,
-                target=string(target, at(entry_path, "target")) if target is not None else source,
-                uid=scalar_text(entry.get("uid", "0"), at(entry_path, "uid")),
-                gid=scalar_text(entry.get("gid", "0"), at(entry_path, "gid")),
-                mode=integer(entry.get("mode", DEFAULT_SECRET_MODE), at(entry_path, "mode"), 0, 0o7777),
-            )
-        )
-    return references
-
-
-def _service_configs(value: Any, path: str, configs: dict[str, ConfigObjConfig]) -> list[ConfigReference]:
-    """Config names, or {source, target, uid, gid, mode} mappings; the target defaults to the config's key, a file
-    at /<key> in the container."""
-    references = []
-    for index, entry in enumerate(list_of(value, path, "config names or {source: ...} mappings")):
-        entry_path = at(path, index)
-        if isinstance(entry, str):
-            entry = {"source": entry}
-        entry = mapping(entry, entry_path)
-        only(entry, entry_path, {"source", "target", "uid", "gid", "mode"})
-        source = string(
-            required(entry, "source", entry_path, "name a config from the top-level configs:"),
-            at(entry_path, "source"),
-        )
-        if source not in configs:
-            fail(entry_path, f"undefined config {source!r}; define it under the top-level configs:")
-        target = entry.get("target")
-        references.append(
-            ConfigReference(
-                source=source,
-                target=string(target, at(entry_path, "target")) if target is not None else source,
-                uid=scalar_text(entry.get("uid", "0"), at(entry_path, "uid")),
-                gid=scalar_text(entry.get("gid", "0"), at(entry_path, "gid")),
-                mode=integer(entry.get("mode", DEFAULT_SECRET_MODE), at(entry_path, "mode"), 0, 0o777),
-            )
-        )
-    return references
-
-
-def _service_networks(value: Any, path: str, networks: dict[str, NetworkConfig]) -> dict[str, list[str]]:
-    """A list of network names, or a mapping name -> null | {aliases: [...]}."""
-    if isinstance(value, list):
-        value = {string(item, at(path, index)): None for index, item in enumerate(value)}
-    result = {}
-    for name, options in mapping(value, path).items():
-        network_path = at(path, name)
-        if name not in networks and name != DEFAULT_NETWORK:
-            fail(network_path, f"undefined network {name!r}; define it under the top-level networks:")
-        aliases: list[str] = []
-        if options is not None:
-            only(mapping(options, network_path), network_path, {"aliases"})
-            aliases = strings(options.get("aliases") or [], at(network_path, "aliases"))
-        result[name] = aliases
-    return result
-
-
-_PROTOCOLS = ("tcp", "udp", "sctp")
-_PUBLISH_MODES = ("ingress", "host")
-_PORT_RANGE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
-
-
-def _port_range(text: str, path: str) -> range:
-    match = _PORT_RANGE.fullmatch(text)
-    if match is None:
-        fail(path, f"invalid port {text!r}")
-    first = int(match[1])
-    last = int(match[2]) if match[2] else first
-    if not 1 <= first <= last <= _PORT_MAX:
-        fail(path, f"invalid port range {text!r}: ports are 1-{_PORT_MAX}, low to high")
-    return range(first, last + 1)
-
-
-def _short_port(text: str, path: str, warnings: list[str]) -> list[dict[str, Any]]:
-    """`[IP:][PUBLISHED[-END]:]TARGET[-END][/PROTOCOL]` (nat.ParsePortSpec), published through the ingress."""
-    spec, _, protocol = text.partition("/")
-    protocol = choice(protocol.lower() or "tcp", path, _PROTOCOLS)
-    host_ip, published, target = "", "", spec
-    if ":" in spec:
-        head, _, target = spec.rpartition(":")
-        host_ip, _, published = head.rpartition(":") if ":" in head else ("", "", head)
-    if host_ip:
-        warnings.append(f"{path}: ignoring IP-address ({host_ip}) in {text!r}: a service listens on 0.0.0.0")
-    targets = _port_range(target, path)
-    publisheds: list[int | None] = list(_port_range(published, path)) if published else [None] * len(targets)
-    if len(publisheds) != len(targets):
-        fail(path, f"published and target port ranges differ in length in {text!r}")
-    ports = []
-    for target_port, published_port in zip(targets, publisheds, strict=True):
-        port = {"Protocol": protocol, "TargetPort": target_port, "PublishMode": "ingress"}
-        if published_port is not None:
-            port["PublishedPort"] = published_port
-        ports.append(port)
-    return ports
-
-
-def _long_port(entry: dict[str, Any], path: str) -> dict[str, Any]:
-    only(entry, path, {"target", "published", "protocol", "mode"})
-    port = {
-        "Protocol": choice(entry.get("protocol", "tcp"), at(path, "protocol"), _PROTOCOLS),
-        "TargetPort": integer(
-            required(entry, "target", path, "give the container's port"), at(path, "target"), 1, _PORT_MAX
-        ),
-        "PublishMode": choice(entry.get("mode", "ingress"), at(path, "mode"), _PUBLISH_MODES),
-    }
-    if entry.get("published") is not None:
-        port["PublishedPort"] = integer(entry["published"], at(path, "published"), 0, _PORT_MAX)
-    return port
-
-
-def _ports(value: Any, path: str, warnings: list[str]) -> list[dict[str, Any]]:
-    ports = []
-    for index, entry in enumerate(list_of(value, path, 'ports ("8080:80" or {target: 80, published: 8080})')):
-        entry_path = at(path, index)
-        if isinstance(entry, int) and not isinstance(entry, bool):
-            entry = str(entry)
-        if isinstance(entry, str):
-            ports.extend(_short_port(entry, entry_path, warnings))
-        else:
-            ports.append(_long_port(mapping(entry, entry_path), entry_path))
-    return ports
-
-
-def _deploy(value: Any, path: str) -> dict[str, Any]:
-    """The deploy section, checked, with the same keys and converted values."""
-    deploy = mapping(value, path)
-    only(deploy, path, _DEPLOY_KEYS)
-
-    def read(key: str, reader: Reader) -> None:
-        if deploy.get(key) is not None:
-            result[key] = reader(deploy[key], at(path, key))
-
-    result: dict[str, Any] = {}
-    read("mode", lambda item, item_path: choice(item, item_path, ("replicated", "global")))
-    read("replicas", integer)
-    read("labels", labels)
-    read("update_config", lambda item, item_path: _update_config(item, item_path, ("pause", "continue", "rollback")))
-    read("rollback_config", lambda item, item_path: _update_config(item, item_path, ("pause", "continue")))
-    read("resources", _resources)
-    read("restart_policy", _restart_policy)
-    read("placement", _placement)
-    read("endpoint_mode", lambda item, item_path: choice(str(item).lower(), item_path, ("vip", "dnsrr")))
-    if result.get("mode") == "global" and "replicas" in result:
-        fail(at(path, "replicas"), "replicas can only be used with replicated mode")
-    return result
-
-
-def _update_config(value: Any, path: str, failure_actions: tuple[str, ...]) -> dict[str, Any]:
-    return fields_of(
-        value,
-        path,
-        {
-            "parallelism": integer,
-            "delay": duration,
-            "failure_action": lambda item, item_path: choice(item, item_path, failure_actions),
-            "monitor": duration,
-            "max_failure_ratio": ratio,
-            "order": lambda item, item_path: choice(item, item_path, ("stop-first", "start-first")),
-        },
-    )
-
-
-def _resources(value: Any, path: str) -> dict[str, Any]:
-    amounts = {"cpus": nano_cpus, "memory": byte_size}
-    return fields_of(
-        value,
-        path,
-        {
-            "limits": lambda item, item_path: fields_of(item, item_path, amounts),
-            "reservations": lambda item, item_path: fields_of(item, item_path, amounts),
-        },
-    )
-
-
-def _restart_policy(value: Any, path: str) -> dict[str, Any]:
-    return fields_of(
-        value,
-        path,
-        {
-            "condition": lambda item, item_path: choice(item, item_path, ("none", "on-failure", "any")),
-            "delay": duration,
-            "max_attempts": integer,
-            "window": duration,
-        },
-    )
-
-
-def _spread_preferences(value: Any, path: str) -> list[str]:
-    descriptors = []
-    for index, item in enumerate(list_of(value, path, "{spread: node.labels.zone}")):
-        preference = fields_of(item, at(path, index), {"spread": string})
-        descriptors.append(required(preference, "spread", at(path, index), "e.g. spread: node.labels.zone"))
-    return descriptors
-
-
-def _placement(value: Any, path: str) -> dict[str, Any]:
-    return fields_of(
-        value,
-        path,
-        {"constraints": strings, "preferences": _spread_preferences, "max_replicas_per_node": integer},
     )
