@@ -1,0 +1,318 @@
+"""The conformance scenario: one list of docker CLI and docker SDK steps, run in order against a swarm of one
+manager and one worker -- real Docker's, then raftswarm's -- with the files it needs (`write_files`).
+
+Objects are named `cf-*`. Steps that change things use `-d` and are followed by a step that waits (`until`) for
+what a user would wait for, so both swarms are compared in the same settled state. `{worker}` is the worker's
+node ID, `{workdir}` the directory of the files.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from conformance_steps import Cli, Sdk, Step, empty, running, succeeds
+
+SECRET_LIMIT = 500 * 1024
+"""Docker's (SwarmKit's) limit on secret data: less than 500 KiB."""
+CONFIG_LIMIT = 1000 * 1024
+"""and on config data: less than 1000 KiB."""
+
+IMAGE = ("--init", "--no-resolve-image", "busybox")
+"""Services run the busybox image every node has (Docker Hub is out of reach: no digest to resolve), under an
+init, so their `sleep` stops at SIGTERM and removals converge in moments on both swarms. (Asked per service:
+dockerd 20.10's own `--init` does not reach swarm tasks, raftswarm-node's does.)"""
+
+COMPOSE = """\
+version: "3.8"
+services:
+  app:
+    image: busybox
+    command: ["sleep", "1000"]
+    init: true
+    environment: [CF=1]
+    networks: [front]
+    secrets: [stack-secret]
+    configs: [stack-config]
+    deploy:
+      replicas: 1
+      labels: [cf=1]
+      restart_policy: {condition: on-failure}
+      update_config: {parallelism: 1, delay: 1s}
+      # On the manager on both swarms, so that `network inspect` there has Peers and `stack ps` the same node.
+      placement: {constraints: [node.role == manager]}
+networks:
+  front:
+    driver: overlay
+secrets:
+  stack-secret:
+    file: ./stack-secret.txt
+configs:
+  stack-config:
+    file: ./stack-config.txt
+"""
+
+# Valid YAML and a valid compose file, so the CLI sends it: the manager must refuse the constraint.
+BAD_COMPOSE = """\
+version: "3.8"
+services:
+  app:
+    image: busybox
+    deploy:
+      placement:
+        constraints: ["node.role=manager"]
+"""
+
+
+def write_files(workdir: Path) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "stack.yml").write_text(COMPOSE)
+    (workdir / "bad-stack.yml").write_text(BAD_COMPOSE)
+    (workdir / "stack-secret.txt").write_text("stack secret\n")
+    (workdir / "stack-config.txt").write_text("stack config\n")
+    (workdir / "big-secret").write_bytes(b"s" * (SECRET_LIMIT + 1024))
+    (workdir / "big-config").write_bytes(b"c" * (CONFIG_LIMIT + 1024))
+
+
+JSON = ("--format", "{{json .}}")
+
+
+def _only_ingress(done: subprocess.CompletedProcess[str]) -> bool:
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    return done.returncode == 0 and len(lines) == 1 and '"Name":"ingress"' in lines[0]
+
+
+SWARM_AND_NODES: list[Step] = [
+    Cli("info .Swarm", ("info", "--format", "{{json .Swarm}}"), output="json"),
+    Sdk("sdk inspect_swarm", lambda api, v: api.inspect_swarm()),
+    Sdk("sdk version", lambda api, v: api.version()),
+    Cli("swarm join-token worker", ("swarm", "join-token", "worker")),
+    Cli("swarm join-token -q manager", ("swarm", "join-token", "-q", "manager")),
+    Cli("node ls", ("node", "ls", *JSON), output="listing"),
+    Cli("node inspect self", ("node", "inspect", "self"), output="json"),
+    Cli("node inspect worker", ("node", "inspect", "{worker}"), output="json"),
+    Cli("node update --label-add", ("node", "update", "--label-add", "cf=1", "{worker}")),
+    Sdk("sdk nodes", lambda api, v: api.nodes()),
+    Cli("node inspect unknown", ("node", "inspect", "cf-nonode"), output="json"),
+    Sdk("sdk inspect_node unknown", lambda api, v: api.inspect_node("cf-nonode")),
+]
+
+NETWORKS: list[Step] = [
+    Cli(
+        "network create overlay",
+        (
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--attachable",
+            "--label",
+            "cf=1",
+            "--subnet",
+            "10.99.0.0/24",
+            "--gateway",
+            "10.99.0.254",
+            "cf-net",
+        ),
+    ),
+    Cli("network create duplicate", ("network", "create", "-d", "overlay", "cf-net")),
+    Cli("network create bad subnet", ("network", "create", "-d", "overlay", "--subnet", "10.98.0.0/33", "cf-badnet")),
+    Cli("network ls", ("network", "ls", *JSON), output="listing"),
+    Cli("network ls driver=overlay", ("network", "ls", "--filter", "driver=overlay", *JSON), output="listing"),
+    Cli("network inspect", ("network", "inspect", "cf-net"), output="json"),
+    Cli("network inspect ingress", ("network", "inspect", "ingress"), output="json"),
+    Sdk("sdk networks driver=overlay", lambda api, v: api.networks(filters={"driver": "overlay"})),
+    Cli("network inspect unknown", ("network", "inspect", "cf-nonet"), output="json"),
+    Cli("network create second", ("network", "create", "-d", "overlay", "cf-net2")),
+    Cli("network rm", ("network", "rm", "cf-net2")),
+    Cli("network rm unknown", ("network", "rm", "cf-nonet")),
+]
+
+SECRETS_AND_CONFIGS: list[Step] = [
+    Cli("secret create", ("secret", "create", "--label", "cf=1", "cf-secret", "-"), stdin="hunter2"),
+    Cli("secret create duplicate", ("secret", "create", "cf-secret", "-"), stdin="other"),
+    Cli("secret create 501 KiB", ("secret", "create", "cf-bigsecret", "{workdir}/big-secret")),
+    Cli("secret create empty", ("secret", "create", "cf-emptysecret", "-"), stdin=""),
+    Cli("secret create bad name", ("secret", "create", "cf bad", "-"), stdin="x"),
+    Sdk("sdk create_secret 501 KiB", lambda api, v: api.create_secret("cf-bigsecret", b"s" * (SECRET_LIMIT + 1024))),
+    Cli("secret ls", ("secret", "ls", *JSON), output="listing"),
+    Cli("secret inspect", ("secret", "inspect", "cf-secret"), output="json"),
+    Sdk("sdk secrets", lambda api, v: api.secrets()),
+    Cli("secret inspect unknown", ("secret", "inspect", "cf-nosecret"), output="json"),
+    Cli("config create", ("config", "create", "--label", "cf=1", "cf-config", "-"), stdin="setting=1\n"),
+    Cli("config create duplicate", ("config", "create", "cf-config", "-"), stdin="setting=2\n"),
+    Cli("config create 1001 KiB", ("config", "create", "cf-bigconfig", "{workdir}/big-config")),
+    Sdk("sdk create_config 1001 KiB", lambda api, v: api.create_config("cf-bigconfig", b"c" * (CONFIG_LIMIT + 1024))),
+    Cli("config ls", ("config", "ls", *JSON), output="listing"),
+    Cli("config inspect", ("config", "inspect", "cf-config"), output="json"),
+    Sdk("sdk configs", lambda api, v: api.configs()),
+    Cli("config inspect unknown", ("config", "inspect", "cf-noconfig"), output="json"),
+    Cli("config create scratch", ("config", "create", "cf-config2", "-"), stdin="x"),
+    Cli("config rm", ("config", "rm", "cf-config2")),
+    Cli("secret create scratch", ("secret", "create", "cf-secret2", "-"), stdin="x"),
+    Cli("secret rm", ("secret", "rm", "cf-secret2")),
+]
+
+WEB_FLAGS = (
+    "--name", "cf-web", "--replicas", "2", "--env", "CF=1", "--label", "cf=1", "--container-label", "cf=2",
+    "--constraint", "node.role==worker", "--publish", "published=8080,target=80",
+    "--mount", "type=volume,source=cf-vol,target=/data", "--config", "source=cf-config,target=/etc/cf.conf",
+    "--secret", "cf-secret", "--network", "cf-net", "--health-cmd", "true", "--health-interval", "1s",
+    "--update-parallelism", "2", "--update-delay", "1s", "--restart-condition", "on-failure",
+    "--restart-max-attempts", "3", "--limit-memory", "64M", "--reserve-cpu", "0.1", "--stop-grace-period", "2s",
+)  # fmt: skip
+
+SERVICES: list[Step] = [
+    Cli("service create (documented flags)", ("service", "create", "-d", *WEB_FLAGS, *IMAGE, "sleep", "1000")),
+    Cli(
+        "service ps until 2 running",
+        ("service", "ps", "cf-web", "--filter", "desired-state=running", *JSON),
+        output="listing",
+        until=running(2),
+        within=60,
+    ),
+    Cli("service ls", ("service", "ls", *JSON), output="listing"),
+    Cli("service inspect", ("service", "inspect", "cf-web"), output="json"),
+    Sdk("sdk inspect_service", lambda api, v: api.inspect_service("cf-web")),
+    Sdk("sdk tasks", lambda api, v: api.tasks(filters={"service": "cf-web", "desired-state": "running"})),
+    Cli("node ps worker", ("node", "ps", "{worker}", "--filter", "desired-state=running", *JSON), output="listing"),
+    Cli(
+        "service update",
+        (
+            "service",
+            "update",
+            "-d",
+            "--env-add",
+            "CF2=2",
+            "--label-add",
+            "cf2=2",
+            "--update-parallelism",
+            "1",
+            "cf-web",
+        ),
+    ),
+    Cli("service scale", ("service", "scale", "-d", "cf-web=1")),
+    Cli(
+        "service ps until 1 running",
+        ("service", "ps", "cf-web", "--filter", "desired-state=running", *JSON),
+        output="listing",
+        until=running(1),
+        within=60,
+    ),
+    Cli("service rollback", ("service", "rollback", "-d", "cf-web")),
+    Cli(
+        "service rollback completes",
+        ("service", "inspect", "cf-web", "--format", "{{.UpdateStatus.State}}"),
+        until=lambda done: "rollback_completed" in done.stdout,
+    ),
+    Cli("service inspect after rollback", ("service", "inspect", "cf-web"), output="json"),
+    Cli("service create (waits)", ("service", "create", "--name", "cf-once", *IMAGE, "sleep", "1000"), output="none"),
+    Cli(
+        "service create global",
+        ("service", "create", "-d", "--name", "cf-global", "--mode", "global", *IMAGE, "sleep", "1000"),
+    ),
+    Cli(
+        "service ps global until 2 running",
+        ("service", "ps", "cf-global", "--filter", "desired-state=running", *JSON),
+        output="listing",
+        until=running(2),
+        within=60,
+    ),
+    Cli("service ls (3 services)", ("service", "ls", *JSON), output="listing"),
+]
+
+BAD_INPUT: list[Step] = [
+    Cli("service create duplicate name", ("service", "create", "-d", "--name", "cf-web", *IMAGE, "sleep", "1")),
+    Cli(
+        "service create bad constraint",
+        ("service", "create", "-d", "--name", "cf-bad", "--constraint", "node.role=worker", *IMAGE),
+    ),
+    Cli(
+        "service create unknown secret",
+        ("service", "create", "-d", "--name", "cf-bad", "--secret", "cf-nosecret", *IMAGE),
+    ),
+    Cli(
+        "service create unknown network",
+        ("service", "create", "-d", "--name", "cf-bad", "--network", "cf-nonet", *IMAGE),
+    ),
+    Cli("service create bad name", ("service", "create", "-d", "--name", "cf_bad!", *IMAGE)),
+    Cli("service inspect unknown", ("service", "inspect", "cf-nosvc"), output="json"),
+    Cli("service ps unknown", ("service", "ps", "cf-nosvc")),
+    Cli("service update unknown", ("service", "update", "-d", "--replicas", "2", "cf-nosvc")),
+    Cli("service scale unknown", ("service", "scale", "-d", "cf-nosvc=2")),
+    Cli("service rm unknown", ("service", "rm", "cf-nosvc")),
+    Sdk("sdk inspect_service unknown", lambda api, v: api.inspect_service("cf-nosvc")),
+    Sdk(
+        "sdk create_service duplicate name",
+        lambda api, v: api.create_service(
+            {"ContainerSpec": {"Image": "busybox", "Command": ["sleep", "1"]}}, name="cf-web"
+        ),
+    ),
+    Sdk("sdk remove_network unknown", lambda api, v: api.remove_network("cf-nonet")),
+    Sdk("sdk remove_network in use", lambda api, v: api.remove_network("cf-net")),
+    Sdk(
+        "sdk create_network bad subnet",
+        lambda api, v: api.create_network(
+            "cf-badnet", driver="overlay", ipam={"Driver": "default", "Config": [{"Subnet": "10.98.0.0/33"}]}
+        ),
+    ),
+    Sdk(
+        "sdk create_service bad constraint",
+        lambda api, v: api.create_service(
+            {"ContainerSpec": {"Image": "busybox"}, "Placement": {"Constraints": ["node.role=worker"]}}, name="cf-bad"
+        ),
+    ),
+    Sdk("sdk remove_secret in use", lambda api, v: api.remove_secret("cf-secret")),
+    Cli("secret rm in use", ("secret", "rm", "cf-secret")),
+    Cli("config rm in use", ("config", "rm", "cf-config")),
+    Cli("network rm in use", ("network", "rm", "cf-net")),
+]
+
+STACKS: list[Step] = [
+    Cli("stack deploy", ("stack", "deploy", "--resolve-image", "never", "-c", "{workdir}/stack.yml", "cf-st")),
+    Cli("stack ls", ("stack", "ls", *JSON), output="listing"),
+    Cli("stack services", ("stack", "services", "cf-st", *JSON), output="listing"),
+    Cli(
+        "stack ps until running",
+        ("stack", "ps", "cf-st", "--filter", "desired-state=running", *JSON),
+        output="listing",
+        until=running(1),
+        within=60,
+    ),
+    Cli("service inspect (stack's)", ("service", "inspect", "cf-st_app"), output="json"),
+    Cli("network inspect (stack's)", ("network", "inspect", "cf-st_front"), output="json"),
+    Cli(
+        "stack deploy bad constraint",
+        ("stack", "deploy", "--resolve-image", "never", "-c", "{workdir}/bad-stack.yml", "cf-bad"),
+    ),
+    Cli("stack rm", ("stack", "rm", "cf-st")),
+    Cli("stack rm (the failed one)", ("stack", "rm", "cf-bad")),
+    Cli("stack ls after rm", ("stack", "ls", *JSON), output="listing", until=empty),
+]
+
+CLEANUP: list[Step] = [
+    Cli("service rm", ("service", "rm", "cf-web", "cf-once", "cf-global")),
+    Cli("service ls after rm", ("service", "ls", *JSON), output="listing", until=empty),
+    Cli("network rm after its services", ("network", "rm", "cf-net"), until=succeeds),
+    Cli("secret rm after its services", ("secret", "rm", "cf-secret")),
+    Cli("config rm after its services", ("config", "rm", "cf-config")),
+    Cli("secret ls after rm", ("secret", "ls", *JSON), output="listing", until=empty, within=10),
+    Cli(
+        "network ls driver=overlay after rm",
+        ("network", "ls", "--filter", "driver=overlay", *JSON),
+        output="listing",
+        until=_only_ingress,
+    ),
+]
+
+# Last: a swarm that got these wrong would not be the same swarm afterwards.
+REFUSED: list[Step] = [
+    Cli("swarm init again", ("swarm", "init")),
+    Sdk("sdk init_swarm again", lambda api, v: api.init_swarm()),
+    Cli("node rm a manager", ("node", "rm", "self")),
+    Cli("node rm a live worker", ("node", "rm", "{worker}")),
+]
+
+SCENARIO: list[Step] = (
+    SWARM_AND_NODES + NETWORKS + SECRETS_AND_CONFIGS + SERVICES + BAD_INPUT + STACKS + CLEANUP + REFUSED
+)
