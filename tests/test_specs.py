@@ -258,7 +258,9 @@ _ENUM_DEFAULTS = {"FailureAction": "pause", "Order": "stop-first", "Condition": 
 def without_enum_defaults(value):
     """A spec without the enum members that hold their default (as `_empty_means_default` fills them)."""
     if isinstance(value, dict):
-        return {k: without_enum_defaults(v) for k, v in value.items() if _ENUM_DEFAULTS.get(k, object()) != v}
+        return {
+            k: without_enum_defaults(v) for k, v in value.items() if not (k in _ENUM_DEFAULTS and v in ("", _ENUM_DEFAULTS[k]))
+        }
     if isinstance(value, list):
         return [without_enum_defaults(item) for item in value]
     return value

@@ -12,7 +12,6 @@ raftswarm does not act on are printed, each once.
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from ..api.client import ApiClient, ApiError
 from ..errors import ComposeError, RaftswarmError
 from ..objects.jobs import is_job, job_mode
 from ..objects.specs import validate_service_spec
+from ..objects.stored import shown_service_spec
 from ..stack import NAMESPACE_LABEL, STDIN, load_stack, stack_specs
 from .connection import api_command, daemon_message
 from .errors import CommandError
@@ -166,7 +166,7 @@ def _image_changed(found: dict[str, Any] | None, image: str) -> bool:
 def _differs(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
     """Whether a redeploy changes the service. What the node fills in when it stores a spec is no change: the
     defaults of a given UpdateConfig, RestartPolicy or port (objects.specs), Mode's replicas and a job's counts;
-    nor is what it may show for a field not given, as dockerd does (`_SHOWN_FOR_UNSET`)."""
+    nor is what it shows for a field not given, as dockerd does (objects.stored.shown_service_spec)."""
     try:
         wanted = validate_service_spec(wanted)
     except RaftswarmError:
@@ -177,29 +177,8 @@ def _differs(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
     elif "Global" not in mode:
         replicated = mode.get("Replicated") or {}
         wanted["Mode"] = {"Replicated": {**replicated, "Replicas": replicated.get("Replicas", 1)}}
-    stored, wanted = _as_shown(stored), _as_shown(wanted)
+    stored, wanted = shown_service_spec(stored), shown_service_spec(wanted)
     return any(stored.get(key) != value for key, value in wanted.items())
-
-
-_SHOWN_FOR_UNSET: tuple[tuple[tuple[str, ...], Any], ...] = (
-    (("TaskTemplate", "Runtime"), "container"),
-    (("TaskTemplate", "ContainerSpec", "Isolation"), "default"),
-    (("TaskTemplate", "RestartPolicy", "MaxAttempts"), 0),
-)
-"""Fields dockerd always shows, from SwarmKit's protobuf, whatever was sent (empty means the same): a spec
-with them and one without ask the same of the swarm."""
-
-
-def _as_shown(spec: dict[str, Any]) -> dict[str, Any]:
-    """`spec` (a copy) with each of `_SHOWN_FOR_UNSET` that it leaves out or empty, where its parent is there."""
-    shown = copy.deepcopy(spec)
-    for path, value in _SHOWN_FOR_UNSET:
-        parent = shown
-        for key in path[:-1]:
-            parent = parent.get(key) if isinstance(parent, dict) else None
-        if isinstance(parent, dict) and parent.get(path[-1]) in (None, ""):
-            parent[path[-1]] = value
-    return shown
 
 
 @stack.command("ls")

@@ -144,7 +144,9 @@ class ConvergenceWatch:
             return self._job(service, tasks, active_nodes)
         # docker asks for the `_up-to-date` tasks; a task is up to date when it was made from the current
         # TaskTemplate, which is also how this node's orchestrator tells.
-        current = [t for t in tasks if is_current(t, task_template(spec))]
+        # A task's Spec as the API shows it has no Runtime; its service's TaskTemplate has (as dockerd shows them).
+        template = {key: value for key, value in task_template(spec).items() if key != "Runtime"}
+        current = [t for t in tasks if is_current(t, template)]
         replicated = replicated_mode(spec)
         if replicated is not None:
             self.converged = self._replicated(replicated.get("Replicas", 1), current, active_nodes)
