@@ -330,6 +330,9 @@ async def test_a_spec_read_as_docker_shows_it_and_sent_back_scaled_restarts_no_t
         assert template["Runtime"] == "container" and template["ContainerSpec"]["Isolation"] == "default"
         assert template["RestartPolicy"]["MaxAttempts"] == 0
         assert first["Status"]["ContainerStatus"]["ExitCode"] == 0  # as Docker's while the container runs
+        stored = (await client.get("tasks", first["ID"]))["data"]  # as its agent reported it, with SwarmKit's copies
+        assert stored["Status"]["ContainerStatus"]["ExitCode"] == 0 and stored["ServiceAnnotations"]["Name"] == "roundtrip"
+        assert "ServiceAnnotations" not in first and "Endpoint" not in first
 
         await client.service_update(service["ID"], service["Version"]["Index"], {**service["Spec"], "Mode": {"Replicated": {"Replicas": 2}}})
         running = await eventually(lambda: converged(client, "roundtrip", 2), "2 running replicas")
