@@ -17,11 +17,13 @@ the test's namespaces.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
 import os
 import secrets
+import signal
 import shutil
 import subprocess
 import sys
@@ -422,6 +424,7 @@ class TwoNodes:
         self.processes: list[subprocess.Popen[str]] = []
         self.reports: dict[str, list[dict]] = {"a": [], "b": []}
         self.errors: dict[str, list[str]] = {"a": [], "b": []}
+        self.drivers: dict[str, subprocess.Popen[str]] = {}
 
     def node(self, name: str) -> str:
         return f"{self.prefix}n{name}"
@@ -471,7 +474,7 @@ class TwoNodes:
                 "ingress": {"Network": INGRESS, "Addresses": [NODE_INGRESS[name]]},
                 "tasks": [task],
             }
-            driver = self._spawn(self.node(name), ["-c", DRIVER, json.dumps(config)])
+            driver = self.drivers[name] = self._spawn(self.node(name), ["-c", DRIVER, json.dumps(config)])
             threading.Thread(target=self._follow, args=(name, driver), daemon=True).start()
 
     def _spawn(self, namespace: str, argv: list[str]) -> subprocess.Popen[str]:
@@ -491,6 +494,17 @@ class TwoNodes:
         threading.Thread(target=lambda: self.errors[name].extend(driver.stderr), daemon=True).start()
         for line in driver.stdout:
             self.reports[name].append(json.loads(line))
+
+    @contextlib.contextmanager
+    def paused(self, node: str):
+        """Node `node`'s driver stopped (SIGSTOP; nsenter execs it, so the PID is the driver's) for a change
+        it must not race with, and continued afterwards."""
+        driver = self.drivers[node]
+        os.kill(driver.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(driver.pid, signal.SIGCONT)
 
     def problems(self, node: str) -> list[str] | None:
         """What the node's `problems()` said last, or None before it said anything."""
@@ -634,7 +648,8 @@ def test_a_step_that_keeps_failing_is_shown_and_retried_until_it_succeeds(health
     node = lab.node("a")
     squatter = f"{lab.prefix}sq"
     _run("ip", "-n", node, "link", "add", squatter, "type", "veth", "peer", "name", f"{lab.prefix}sp")
-    _run("ip", "-n", node, "-batch", "-", input=f"link del rswgw0\nlink set {squatter} name rswgw0\n")
+    with lab.paused("a"):  # else its repair may bring the bridge back between the two commands
+        _run("ip", "-n", node, "-batch", "-", input=f"link del rswgw0\nlink set {squatter} name rswgw0\n")
 
     def shown() -> bool:
         return any(p.startswith("the gateway bridge rswgw0") and "retrying" in p for p in lab.problems("a") or [])
