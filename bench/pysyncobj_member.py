@@ -18,7 +18,17 @@ import time
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjException, replicated
 
-from .workload import PAYLOAD_BYTES, WRITE_TIMEOUT, Measurement, WorkloadPlan, WriteFailed, emit, key_of
+from .workload import (
+    PAYLOAD_BYTES,
+    SEQUENTIAL,
+    WRITE_TIMEOUT,
+    Measurement,
+    WorkloadPlan,
+    WriteFailed,
+    emit,
+    in_flight_scenario,
+    key_of,
+)
 
 SYSTEM = "pysyncobj"
 
@@ -65,7 +75,7 @@ def run_workloads(node: KeyValue, plan: WorkloadPlan) -> list[Measurement]:
     value = os.urandom(PAYLOAD_BYTES)
     sequential(node, "warmup", plan.warmup, value, plan.max_seconds)
     return [
-        sequential(node, "sequential", plan.writes, value, plan.max_seconds),
+        sequential(node, SEQUENTIAL, plan.writes, value, plan.max_seconds),
         pipelined(node, plan.pipelined_writes, plan.in_flight, value, plan.max_seconds),
     ]
 
@@ -87,6 +97,7 @@ def sequential(node: KeyValue, scenario: str, writes: int, value: bytes, max_sec
 def pipelined(node: KeyValue, writes: int, in_flight: int, value: bytes, max_seconds: float) -> Measurement:
     """A semaphore of `in_flight` is taken per write and given back by its commit callback (which pysyncobj
     calls on its tick thread), so that many writes are outstanding until the end."""
+    scenario = in_flight_scenario(in_flight)
     latencies: list[float] = []
     failures: list[int] = []
     window = threading.BoundedSemaphore(in_flight)
@@ -115,13 +126,13 @@ def pipelined(node: KeyValue, writes: int, in_flight: int, value: bytes, max_sec
         with lock:
             outstanding += 1
             peak = max(peak, outstanding)
-        node.put(key_of("pipelined", i), value, callback=functools.partial(on_commit, issued))
+        node.put(key_of(scenario, i), value, callback=functools.partial(on_commit, issued))
     for _ in range(in_flight):  # every slot back: every write issued has had its callback
         if not window.acquire(timeout=WRITE_TIMEOUT):
             raise WriteFailed(f"pipelined writes still uncommitted after {WRITE_TIMEOUT} s")
     if failures:
         raise WriteFailed(f"{len(failures)} pipelined writes failed (pysyncobj FAIL_REASON {sorted(set(failures))})")
-    return Measurement(SYSTEM, "pipelined", latencies, time.perf_counter() - start, peak)
+    return Measurement(SYSTEM, scenario, latencies, time.perf_counter() - start, peak)
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ from raftswarm.localcluster.managers import LocalCluster, free_port
 from .api_writes import etcd_put, measure_api, raftswarm_transact
 from .etcd_cluster import INSTALL_HINT as ETCD_INSTALL_HINT
 from .etcd_cluster import EtcdCluster, EtcdFailed, etcd_binary, etcd_version
-from .workload import PIPELINED, QUICK_PLAN, WRITE_TIMEOUT, WorkloadPlan, WriteFailed, in_flight_scenario
+from .workload import QUICK_PLAN, WRITE_TIMEOUT, WorkloadPlan, WriteFailed, in_flight_scenario
 
 SYSTEMS = ("raftswarm", "etcd", "pysyncobj")
 MEMBERS = 3
@@ -224,11 +224,9 @@ async def leader_local(member_args: list[list[str]], plan: WorkloadPlan, directo
     try:
         with contextlib.ExitStack() as files:
             stderrs = [files.enter_context(open(log, "wb")) for log in logs]
-            records = await run_members(member_args, stderrs, directory, timeout)
+            return await run_members(member_args, stderrs, directory, timeout)
     except BenchFailed as exc:
         raise BenchFailed(f"{exc}\n{_log_tails(logs)}") from None  # the same failure, with the members' logs
-    in_flight = in_flight_scenario(plan.in_flight)
-    return [{**r, "scenario": in_flight if r["scenario"] == PIPELINED else r["scenario"]} for r in records]
 
 
 Measure = Callable[[WorkloadPlan, Path], Awaitable[list[dict]]]

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import os
 import signal
-import time
 from pathlib import Path
 
 from raftswarm.errors import RaftswarmError
@@ -24,7 +23,17 @@ from raftswarm.raft.messages import NONE
 from raftswarm.store.state import put
 from raftswarm.store.store import ReplicatedStore
 
-from .workload import PAYLOAD_BYTES, WRITE_TIMEOUT, Measurement, WorkloadPlan, emit, key_of
+from .workload import (
+    PAYLOAD_BYTES,
+    SEQUENTIAL,
+    WRITE_TIMEOUT,
+    Measurement,
+    WorkloadPlan,
+    emit,
+    in_flight_scenario,
+    sequential_writes,
+    windowed_writes,
+)
 
 SYSTEM = "raftswarm"
 KIND = "bench"
@@ -50,9 +59,8 @@ async def serve(state_dir: Path, port: int, plan: WorkloadPlan) -> None:
                 for measurement in await run_workloads(manager.store, plan):
                     emit(measurement.record())
                 emit({"done": True})
-            except* RaftswarmError as failed:  # a failed write makes the run invalid: say why, let the parent stop
-                first = failed.exceptions[0]  # the pipelined writers all fail alike; one says why
-                emit({"error": f"{type(first).__name__}: {first}"})
+            except RaftswarmError as exc:  # a failed write makes the run invalid: say why, let the parent stop
+                emit({"error": f"{type(exc).__name__}: {exc}"})
         await stop.wait()
     finally:
         await manager.close()
@@ -60,55 +68,18 @@ async def serve(state_dir: Path, port: int, plan: WorkloadPlan) -> None:
 
 async def run_workloads(store: ReplicatedStore, plan: WorkloadPlan) -> list[Measurement]:
     value = os.urandom(PAYLOAD_BYTES)
-    await sequential(store, "warmup", plan.warmup, value, plan.max_seconds)
+
+    async def write(key: str) -> None:
+        await store.transact([put(KIND, key, value)], WRITE_TIMEOUT)
+
+    await sequential_writes(SYSTEM, "warmup", write, plan.warmup, plan.max_seconds)
     return [
-        await sequential(store, "sequential", plan.writes, value, plan.max_seconds),
-        await pipelined(store, plan.pipelined_writes, plan.in_flight, value, plan.max_seconds),
+        await sequential_writes(SYSTEM, SEQUENTIAL, write, plan.writes, plan.max_seconds),
+        await windowed_writes(
+            SYSTEM, in_flight_scenario(plan.in_flight), write, plan.pipelined_writes, plan.in_flight,
+            plan.max_seconds,
+        ),
     ]
-
-
-async def sequential(
-    store: ReplicatedStore, scenario: str, writes: int, value: bytes, max_seconds: float
-) -> Measurement:
-    latencies = []
-    start = time.perf_counter()
-    deadline = start + max_seconds
-    for i in range(writes):
-        issued = time.perf_counter()
-        await store.transact([put(KIND, key_of(scenario, i), value)], WRITE_TIMEOUT)
-        committed = time.perf_counter()
-        latencies.append(committed - issued)
-        if committed > deadline:
-            break
-    return Measurement(SYSTEM, scenario, latencies, time.perf_counter() - start, 1)
-
-
-async def pipelined(
-    store: ReplicatedStore, writes: int, in_flight: int, value: bytes, max_seconds: float
-) -> Measurement:
-    """`in_flight` writers share one sequence of writes, so exactly that many are outstanding until the end."""
-    latencies = []
-    indexes = iter(range(writes))
-    outstanding = peak = 0
-    start = time.perf_counter()
-    deadline = start + max_seconds
-
-    async def writer() -> None:
-        nonlocal outstanding, peak
-        for i in indexes:
-            issued = time.perf_counter()
-            if issued > deadline:
-                return
-            outstanding += 1
-            peak = max(peak, outstanding)
-            await store.transact([put(KIND, key_of("pipelined", i), value)], WRITE_TIMEOUT)
-            outstanding -= 1
-            latencies.append(time.perf_counter() - issued)
-
-    async with asyncio.TaskGroup() as writers:
-        for _ in range(min(in_flight, writes)):
-            writers.create_task(writer())
-    return Measurement(SYSTEM, "pipelined", latencies, time.perf_counter() - start, peak)
 
 
 def main() -> None:

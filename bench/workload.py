@@ -10,10 +10,10 @@ Scenarios, after a warm-up:
 Every write stores a `PAYLOAD_BYTES` value under a key of its own. Each scenario stops at its write count
 or after `max_seconds`, whichever comes first, and reports the writes it actually completed.
 
-`sequential_writes` and `windowed_writes` run a scenario over any `Write`; the client-API path
-(`bench.api_writes`) uses them. The leader-local member programs (`bench.raft_member`,
-`bench.pysyncobj_member`) have loops of their own of the same shape and name the windowed scenario
-`PIPELINED`; the parent reports it as `in_flight_scenario(plan.in_flight)`.
+`sequential_writes` and `windowed_writes` run a scenario over any `Write`: the client-API path
+(`bench.api_writes`) and raftswarm's leader-local member (`bench.raft_member`) use them. pysyncobj's member
+(`bench.pysyncobj_member`) has loops of its own of the same shape, because its writes are a blocking call and
+a commit callback on pysyncobj's thread rather than coroutines; it names its scenarios alike.
 
 Members talk to the parent on stdout, one JSON object a line: a measurement (`Measurement.record()`), then
 `{"done": true}`, or `{"error": "..."}` if the leader could not finish. Followers print nothing.
@@ -37,8 +37,6 @@ WRITE_TIMEOUT = 10.0
 far above any commit on a healthy loopback cluster."""
 
 SEQUENTIAL = "sequential"
-PIPELINED = "pipelined"
-"""What the member programs call the windowed scenario."""
 
 Write = Callable[[str], Awaitable[None]]
 """Issues one write of the workload's value under the given key and returns once it has committed; raises

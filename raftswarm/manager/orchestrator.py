@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import copy
 import heapq
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -231,15 +231,60 @@ def reconcile_replicated(
             load[removed[0].get("NodeID") or ""] -= 1
             shutdown.extend(task["ID"] for task in removed)
 
-    missing = replicas - len(kept)
-    create = []
-    slot = 0
-    for _ in range(missing if max_create is None else min(missing, max_create)):
-        slot += 1
-        while slot in kept:
-            slot += 1
-        create.append(new_task(service, slot=slot, task_id=new_id(), now=now))
+    create = [
+        new_task(service, slot=slot, task_id=new_id(), now=now)
+        for slot in _free_slots(kept, 1, _at_most(replicas - len(kept), max_create))
+    ]
     return Plan(tuple(create), tuple(sorted(shutdown)))
+
+
+def _at_most(count: int, max_create: int | None) -> int:
+    """How many of `count` tasks to create when at most `max_create` may be (None: no limit)."""
+    return max(0, count if max_create is None else min(count, max_create))
+
+
+def _free_slots(taken: Container[int], first: int, count: int) -> list[int]:
+    """The `count` lowest slot numbers from `first` up that `taken` does not hold, in order."""
+    slots: list[int] = []
+    slot = first
+    while len(slots) < count:
+        if slot not in taken:
+            slots.append(slot)
+        slot += 1
+    return slots
+
+
+def _nodes_to_fill_and_clear(
+    spec: dict[str, Any],
+    nodes: Iterable[dict[str, Any]],
+    holders: Mapping[str, Any],
+    max_create: int | None,
+    *,
+    clear_down: bool,
+) -> tuple[list[str], list[str]]:
+    """Node by node, for a service with one task per node (global, global job): the IDs of the nodes to give
+    a task, the first `max_create` in ID order of those active and ready, matching Placement.Constraints and
+    not among `holders`; and the IDs of `holders` whose tasks must go: drained, constraints no longer
+    matched, removed from the swarm, and with `clear_down` down. Any other node -- paused, or not ready --
+    keeps what it has and gets nothing."""
+    constraints = ((spec.get("TaskTemplate") or {}).get("Placement") or {}).get("Constraints") or ()
+    nodes_by_id = {node["ID"]: node for node in nodes}
+    fill: list[str] = []
+    clear = [node_id for node_id in holders if node_id not in nodes_by_id]
+    for node_id in sorted(nodes_by_id):
+        node = nodes_by_id[node_id]
+        availability = (node.get("Spec") or {}).get("Availability") or "active"
+        state = (node.get("Status") or {}).get("State")
+        if (
+            availability == "drain"
+            or (clear_down and state == "down")
+            or not node_matches_constraints(node, constraints)
+        ):
+            if node_id in holders:
+                clear.append(node_id)
+        elif availability == "active" and state == "ready" and node_id not in holders:
+            fill.append(node_id)
+    return fill[: _at_most(len(fill), max_create)], clear
 
 
 def node_matches_constraints(node: dict[str, Any], constraints: Iterable[str]) -> bool:
@@ -274,7 +319,6 @@ def reconcile_global(
     spec = service.get("Spec") or {}
     if "Global" not in (spec.get("Mode") or {}):
         raise _wrong_mode(service, "global")
-    constraints = ((spec.get("TaskTemplate") or {}).get("Placement") or {}).get("Constraints") or ()
 
     by_node: dict[str, list[dict[str, Any]]] = {}
     for task in _service_tasks(service, tasks):
@@ -282,19 +326,9 @@ def reconcile_global(
             by_node.setdefault(task.get("NodeID") or "", []).append(task)
     kept, shutdown = _one_per_key(by_node, spec.get("TaskTemplate") or {})
 
-    create = []
-    nodes_by_id = {node["ID"]: node for node in nodes}
-    for node_id in sorted(nodes_by_id):
-        node = nodes_by_id[node_id]
-        availability = (node.get("Spec") or {}).get("Availability") or "active"
-        ready = (node.get("Status") or {}).get("State") == "ready"
-        matches = node_matches_constraints(node, constraints)
-        if availability == "drain" or not matches:
-            shutdown.extend(task["ID"] for task in kept.get(node_id, ()))
-        elif availability == "active" and ready and node_id not in kept:
-            if max_create is None or len(create) < max_create:
-                create.append(new_task(service, node_id=node_id, task_id=new_id(), now=now))
-    shutdown.extend(task["ID"] for node_id, group in kept.items() if node_id not in nodes_by_id for task in group)
+    fill, clear = _nodes_to_fill_and_clear(spec, nodes, kept, max_create, clear_down=False)
+    create = [new_task(service, node_id=node_id, task_id=new_id(), now=now) for node_id in fill]
+    shutdown.extend(task["ID"] for node_id in clear for task in kept[node_id])
     return Plan(tuple(create), tuple(sorted(shutdown)))
 
 
@@ -348,13 +382,10 @@ def reconcile_replicated_job(
             continue
         taken.add(task.get("Slot") or 0)
     wanted = max(0, min(max_concurrent - running, total - completed - running))
-    create = []
-    slot = 0
-    for _ in range(wanted if max_create is None else min(wanted, max_create)):
-        while slot in taken:
-            slot += 1
-        taken.add(slot)
-        create.append(new_task(service, slot=slot, task_id=new_id(), now=now))
+    create = [
+        new_task(service, slot=slot, task_id=new_id(), now=now)
+        for slot in _free_slots(taken, 0, _at_most(wanted, max_create))
+    ]
     return Plan(tuple(create), (), tuple(sorted(remove)))
 
 
@@ -384,29 +415,17 @@ def reconcile_global_job(
     spec = service.get("Spec") or {}
     if GLOBAL_JOB not in (spec.get("Mode") or {}):
         raise _wrong_mode(service, "a global job")
-    constraints = ((spec.get("TaskTemplate") or {}).get("Placement") or {}).get("Constraints") or ()
     current, remove = _job_tasks(service, tasks, earlier=lambda task: True)
     by_node: dict[str, list[dict[str, Any]]] = {}
     for task in current:
         if desired_state(task) <= TaskState.COMPLETE:
             by_node.setdefault(task.get("NodeID") or "", []).append(task)
 
-    def unfinished(node_id: str) -> list[str]:
-        return [task["ID"] for task in by_node.get(node_id, ()) if not is_terminal(observed_state(task))]
-
-    create: list[dict[str, Any]] = []
-    shutdown: list[str] = []
-    nodes_by_id = {node["ID"]: node for node in nodes}
-    for node_id in sorted(nodes_by_id):
-        node = nodes_by_id[node_id]
-        availability = (node.get("Spec") or {}).get("Availability") or "active"
-        state = (node.get("Status") or {}).get("State")
-        if availability == "drain" or state == "down" or not node_matches_constraints(node, constraints):
-            shutdown.extend(unfinished(node_id))
-        elif availability == "active" and state == "ready" and node_id not in by_node:
-            if max_create is None or len(create) < max_create:
-                create.append(new_task(service, node_id=node_id, task_id=new_id(), now=now))
-    shutdown.extend(task_id for node_id in by_node if node_id not in nodes_by_id for task_id in unfinished(node_id))
+    fill, clear = _nodes_to_fill_and_clear(spec, nodes, by_node, max_create, clear_down=True)
+    create = [new_task(service, node_id=node_id, task_id=new_id(), now=now) for node_id in fill]
+    shutdown = [
+        task["ID"] for node_id in clear for task in by_node[node_id] if not is_terminal(observed_state(task))
+    ]
     return Plan(tuple(create), tuple(sorted(shutdown)), tuple(sorted(remove)))
 
 
