@@ -102,6 +102,12 @@ def test_service_key_becomes_container_spec_fields(tmp_path: Path, service: str,
     assert container == {"Image": "busybox", "Labels": {NS: "app"}, **fields}
 
 
+def test_oom_score_adj_is_converted_without_a_warning_as_the_node_applies_it(tmp_path: Path) -> None:
+    specs = convert(tmp_path, "oom_score_adj: 100")
+    assert specs.services["web"]["TaskTemplate"]["ContainerSpec"]["OomScoreAdj"] == 100
+    assert specs.warnings == []
+
+
 # -- healthcheck ------------------------------------------------------------------------------------------------
 
 
@@ -198,20 +204,6 @@ def test_a_job_runs_without_an_update_config_and_nothing_else_changes(tmp_path: 
     spec = convert(tmp_path, "deploy: {mode: replicated-job, replicas: 2, rollback_config: {parallelism: 2}}")
     assert "UpdateConfig" not in spec.services["web"]
     assert spec.services["web"]["RollbackConfig"] == {"Parallelism": 2}
-
-
-# -- what the node does not act on: converted, and a warning says so --------------------------------------------
-
-
-def test_oom_score_adj_is_converted_with_a_warning_as_the_node_does_not_apply_it(tmp_path: Path) -> None:
-    specs = convert(tmp_path, "oom_score_adj: 100")
-    assert specs.services["web"]["TaskTemplate"]["ContainerSpec"]["OomScoreAdj"] == 100
-    assert specs.warnings == [
-        (
-            "services.web.oom_score_adj: raftswarm nodes take OomScoreAdj but do not apply it yet; the tasks keep the"
-            " node's OOM score adjustment"
-        )
-    ]
 
 
 # -- refused keys, and errors -----------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The ContainerSpec settings dockerd honours, honoured by a node's task runtime in real containers (runc under
 conmon, in process, from busybox images, as tests/test_runtime.py runs them): the stop signal reaches the
 process (and still does after an agent restart), added and dropped capabilities, a read-only root, sysctls,
-ulimits, the DNS config and extra hosts in /etc/resolv.conf and /etc/hosts, added groups, and templated
-hostnames and environment values; and a setting no container can have rejects the task, saying why.
+ulimits, the DNS config and extra hosts in /etc/resolv.conf and /etc/hosts, added groups, the OOM score
+adjustment and no-new-privileges, and templated hostnames and environment values; and a setting no container
+can have rejects the task, saying why.
 
 Needs root with CAP_SYS_ADMIN, runc and conmon (`raftswarm.runtime.containers.unavailable`).
 """
@@ -220,6 +221,18 @@ async def test_groups_are_added_to_the_users_own(tasks):
     assert (code, out.split()) == (0, ["1000", "0", "50", "4242"])
     code, out, _ = await tasks.run("sh", "-c", "id -G", image="app:latest", User="app")
     assert out.split() == ["1000", "50"]
+
+
+# -- OomScoreAdj and Privileges.NoNewPrivileges -----------------------------------------------------------
+
+
+async def test_the_oom_score_adjustment_and_no_new_privileges_are_the_specs(tasks):
+    script = "cat /proc/self/oom_score_adj; grep NoNewPrivs /proc/self/status"
+    # A raised score: lowering one needs CAP_SYS_RESOURCE, which root in a sandbox may not have.
+    code, out, _ = await tasks.run("sh", "-c", script, OomScoreAdj=321, Privileges={"NoNewPrivileges": True})
+    assert (code, out.splitlines()) == (0, ["321", "NoNewPrivs:\t1"])
+    code, out, _ = await tasks.run("sh", "-c", script)
+    assert (code, out.splitlines()) == (0, ["0", "NoNewPrivs:\t0"])  # Docker's defaults for a swarm task
 
 
 # -- templates -----------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The OCI runtime spec a task runs under: Docker's process, user, isolation and resource rules, and the
 ContainerSpec settings dockerd applies on top (StopSignal, CapabilityAdd/Drop, ReadOnly, Sysctls, Ulimits,
-Groups, TTY)."""
+Groups, TTY, Privileges.NoNewPrivileges, OomScoreAdj)."""
 
 import json
 
@@ -133,7 +133,6 @@ def test_capabilities_are_dockers_fourteen_not_inheritable():
     for kind in ("bounding", "effective", "permitted"):
         assert set(caps[kind]) == expected and len(caps[kind]) == 14
     assert "inheritable" not in caps and "ambient" not in caps
-    assert make_spec()["process"]["noNewPrivileges"] is False
 
 
 def test_masked_and_readonly_proc_paths():
@@ -440,3 +439,35 @@ def test_a_tty_gives_the_process_a_terminal_and_term_xterm():
     assert [e for e in process["env"] if e.startswith("TERM=")] == ["TERM=vt100"]  # the spec's wins
     process = make_spec()["process"]
     assert process["terminal"] is False and not any(e.startswith("TERM=") for e in process["env"])
+
+
+# -- Privileges.NoNewPrivileges ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "privileges, expected",
+    [
+        (None, False),  # Docker's default for a swarm task: setuid binaries in the image still work
+        ({}, False),
+        ({"NoNewPrivileges": False}, False),
+        ({"NoNewPrivileges": True}, True),
+        ({"NoNewPrivileges": True, "Seccomp": {"Mode": "default"}}, True),
+    ],
+)
+def test_no_new_privileges_is_the_specs(privileges, expected):
+    container = {"Privileges": privileges} if privileges is not None else {}
+    assert make_spec(container)["process"]["noNewPrivileges"] is expected
+
+
+# -- OomScoreAdj -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("score", [-1000, -500, 1, 100, 1000])
+def test_oom_score_adj_is_the_specs(score):
+    spec = make_spec({"OomScoreAdj": score})
+    assert spec["process"]["oomScoreAdj"] == score
+    assert json.loads(json.dumps(spec))["process"]["oomScoreAdj"] == score  # as config.json carries it
+
+
+def test_without_oom_score_adj_the_task_gets_0_not_the_nodes_own():
+    assert make_spec()["process"]["oomScoreAdj"] == 0  # moby writes HostConfig.OomScoreAdj, 0 included

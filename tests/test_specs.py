@@ -523,11 +523,11 @@ def secret_refusal(spec: object) -> str:
 
 
 def test_a_secret_is_returned_without_its_data_and_the_data_decoded():
-    spec = secret_spec(b"\x00\xffpassword\n", Templating={"Name": "golang"})
+    spec = secret_spec(b"\x00\xffpassword\n")
     checked, data = validate_secret_spec(spec)
-    assert checked == {"Name": "db_password", "Labels": {"env": "prod"}, "Templating": {"Name": "golang"}}
+    assert checked == {"Name": "db_password", "Labels": {"env": "prod"}}
     assert data == b"\x00\xffpassword\n"
-    assert spec == secret_spec(b"\x00\xffpassword\n", Templating={"Name": "golang"})  # the input keeps its Data
+    assert spec == secret_spec(b"\x00\xffpassword\n")  # the input keeps its Data
     checked["Labels"]["env"] = "dev"
     assert spec["Labels"] == {"env": "prod"}
 
@@ -574,6 +574,8 @@ def test_base64_with_line_breaks_is_accepted_as_docker_does():
         ({"Driver": {"Name": "vault"}}, "Driver", "secret drivers are not supported by raftswarm"),
         ({"Templating": "golang"}, "Templating", "JSON object"),
         ({"Templating": {"Name": ""}}, "Templating.Name", "must not be empty"),
+        # the nodes deliver a secret's bytes as they are: a template would reach the task unexpanded
+        ({"Templating": {"Name": "golang"}}, "Templating", "expand templates in configs, not in secrets"),
     ],
 )
 def test_a_bad_secret_is_refused_naming_the_field(change, field, words):
@@ -771,6 +773,44 @@ def test_warnings_name_every_field_raftswarm_ignores_known_to_docker_or_not():
         "TaskTemplate.LogDriver is ignored: a task's output is kept by its node (`service logs`); log drivers are not used",
     ]
     assert service_warnings(validate_service_spec({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}})) == []
+
+
+@pytest.mark.parametrize("isolation", ["process", "hyperv"])
+def test_a_windows_isolation_is_taken_with_a_warning(isolation):
+    spec = validate_service_spec(
+        {"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Isolation": isolation}}}
+    )
+    assert service_warnings(spec) == [
+        (
+            "TaskTemplate.ContainerSpec.Isolation is ignored: process and hyperv isolation are Windows features:"
+            " tasks are isolated by Linux namespaces (default)"
+        )
+    ]
+
+
+@pytest.mark.parametrize("isolation", ["default", ""])
+def test_the_default_isolation_is_what_tasks_get_and_warns_of_nothing(isolation):
+    spec = validate_service_spec(
+        {"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Isolation": isolation}}}
+    )
+    assert service_warnings(spec) == []
+
+
+def test_network_attachment_driver_options_are_taken_with_a_warning_naming_each_attachment():
+    networks = [
+        {"Target": "front", "DriverOpts": {"com.example.mtu": "1400"}},
+        {"Target": "back", "Aliases": ["db"]},
+        {"Target": "admin", "DriverOpts": {}},
+        {"Target": "metrics", "DriverOpts": {"com.example.vlan": "7"}},
+    ]
+    spec = validate_service_spec(
+        {"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "Networks": networks}}
+    )
+    reason = "per-attachment driver options are not used: a task joins the network with the network's own settings"
+    assert service_warnings(spec) == [
+        f"TaskTemplate.Networks[0].DriverOpts is ignored: {reason}",
+        f"TaskTemplate.Networks[3].DriverOpts is ignored: {reason}",
+    ]
 
 
 def test_an_unconfined_or_custom_seccomp_profile_is_refused():

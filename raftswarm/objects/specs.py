@@ -29,7 +29,8 @@ Where raftswarm is stricter than Docker, on purpose:
 - A port must name its TargetPort, and a reservation may not exceed its limit.
 - A replicated service asks for at most `MAX_REPLICAS` tasks.
 - A replicated job that must complete tasks but may run none at once (MaxConcurrent 0) is refused: it would
-  never finish. Its MaxConcurrent and TotalCompletions are at most `MAX_REPLICAS`. Secret drivers are refused.
+  never finish. Its MaxConcurrent and TotalCompletions are at most `MAX_REPLICAS`. Secret drivers and templated
+  secrets are refused.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ import base64
 import math
 import posixpath
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from .containerspec import (
     InvalidContainerSpec,
@@ -939,7 +940,8 @@ def referenced_configs(spec: dict[str, Any]) -> list[str]:
 def validate_secret_spec(spec: Any) -> tuple[dict[str, Any], bytes]:
     """Check a SecretSpec {Name, Labels, Data (base64 string), Driver?, Templating?}.
 
-    Returns (a deep copy of the spec without Data, the decoded data bytes). Raises `InvalidSpec`."""
+    Returns (a deep copy of the spec without Data, the decoded data bytes). Raises `InvalidSpec`. Stricter than
+    Docker: a Driver or a Templating is refused, as raftswarm can honour neither."""
     if not isinstance(spec, dict):
         raise InvalidSpec(f"the secret spec must be a JSON object, got {shown(spec)}")
     secret = without_nulls(spec)
@@ -951,6 +953,13 @@ def validate_secret_spec(spec: Any) -> tuple[dict[str, Any], bytes]:
     if "Templating" in secret:
         templating = check_fields(an_object(secret["Templating"], "Templating"), "Templating", _DRIVER)
         non_empty_string(required_field(templating, "Name", "Templating", 'e.g. "golang"'), "Templating.Name")
+        # Docker expands a templated secret for each task; raftswarm's nodes deliver a secret's bytes as they are,
+        # so taking the field would hand the task the template's source.
+        fail(
+            "Templating",
+            "raftswarm nodes expand templates in configs, not in secrets; leave Templating out to deliver the data"
+            " as it is",
+        )
     data = _payload(secret.pop("Data", ""), "secret", MAX_SECRET_SIZE, "500 KiB")
     return secret, data
 
@@ -1015,16 +1024,50 @@ def validate_config_spec(spec: Any) -> tuple[dict[str, Any], bytes]:
 
 # -- what raftswarm accepts and does not act on -------------------------------------------------------------
 
-_NOT_ACTED_ON: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("TaskTemplate", "ContainerSpec", "Labels"), "container labels are not kept: raftswarm has no container API"),
-    (("TaskTemplate", "ContainerSpec", "OpenStdin"), "a task's stdin is never open on raftswarm"),
-    (("TaskTemplate", "ContainerSpec", "Privileges", "CredentialSpec"), "credential specs are a Windows feature"),
-    (("TaskTemplate", "ContainerSpec", "Privileges", "SELinuxContext"), "this node has no SELinux"),
-    (("TaskTemplate", "ContainerSpec", "Privileges", "AppArmor"), "this node has no AppArmor"),
-    (("TaskTemplate", "Resources", "Reservations", "GenericResources"), "generic resources are not scheduled"),
-    (("TaskTemplate", "Placement", "Platforms"), "tasks are placed on any platform: every raftswarm node is linux/amd64"),
-    (("TaskTemplate", "LogDriver"), "a task's output is kept by its node (`service logs`); log drivers are not used"),
-    (("TaskTemplate", "Runtime"), "tasks always run as OCI containers"),
+_EACH = "[]"
+"""In a `_NotActedOn` path: every item of the array."""
+
+
+class _NotActedOn(NamedTuple):
+    """A field of Docker's ServiceSpec that raftswarm takes and does not act on, and why."""
+
+    path: tuple[str, ...]
+    """The field's keys from the ServiceSpec down."""
+    reason: str
+    acted_on: tuple[Any, ...] = ()
+    """Values of the field that raftswarm does honour (besides leaving it out)."""
+
+
+_NOT_ACTED_ON: tuple[_NotActedOn, ...] = (
+    _NotActedOn(
+        ("TaskTemplate", "ContainerSpec", "Labels"), "container labels are not kept: raftswarm has no container API"
+    ),
+    _NotActedOn(("TaskTemplate", "ContainerSpec", "OpenStdin"), "a task's stdin is never open on raftswarm"),
+    _NotActedOn(
+        ("TaskTemplate", "ContainerSpec", "Privileges", "CredentialSpec"), "credential specs are a Windows feature"
+    ),
+    _NotActedOn(("TaskTemplate", "ContainerSpec", "Privileges", "SELinuxContext"), "this node has no SELinux"),
+    _NotActedOn(("TaskTemplate", "ContainerSpec", "Privileges", "AppArmor"), "this node has no AppArmor"),
+    _NotActedOn(
+        ("TaskTemplate", "ContainerSpec", "Isolation"),
+        "process and hyperv isolation are Windows features: tasks are isolated by Linux namespaces (default)",
+        acted_on=("default",),
+    ),
+    _NotActedOn(
+        ("TaskTemplate", "Resources", "Reservations", "GenericResources"), "generic resources are not scheduled"
+    ),
+    _NotActedOn(
+        ("TaskTemplate", "Placement", "Platforms"),
+        "tasks are placed on any platform: every raftswarm node is linux/amd64",
+    ),
+    _NotActedOn(
+        ("TaskTemplate", "Networks", _EACH, "DriverOpts"),
+        "per-attachment driver options are not used: a task joins the network with the network's own settings",
+    ),
+    _NotActedOn(
+        ("TaskTemplate", "LogDriver"), "a task's output is kept by its node (`service logs`); log drivers are not used"
+    ),
+    _NotActedOn(("TaskTemplate", "Runtime"), "tasks always run as OCI containers"),
 )
 """Fields Docker's API has and raftswarm takes but does not act on, with why: a service using one is created
 and the API's Warnings say so (the docker CLI prints them)."""
@@ -1035,10 +1078,19 @@ def service_warnings(spec: dict[str, Any]) -> list[str]:
     with collecting_unknown_fields() as unknown:
         validate_service_spec(spec)
     warnings = [f"unknown field {path} is ignored: Docker's API has no such field" for path in unknown]
-    for path, reason in _NOT_ACTED_ON:
-        value: Any = spec
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        if value not in (None, "", [], {}, False):
-            warnings.append(f"{'.'.join(path)} is ignored: {reason}")
+    for field in _NOT_ACTED_ON:
+        for path, value in _values_at(spec, field.path):
+            if value not in (None, "", [], {}, False, *field.acted_on):
+                warnings.append(f"{path} is ignored: {field.reason}")
     return warnings
+
+
+def _values_at(value: Any, keys: tuple[str, ...], path: str = "") -> Iterator[tuple[str, Any]]:
+    """(path, value) of each field of `value` that `keys` name, present or not."""
+    if not keys:
+        yield path, value
+    elif keys[0] == _EACH:
+        for index, item in enumerate(value if isinstance(value, list) else ()):
+            yield from _values_at(item, keys[1:], at(path, index))
+    else:
+        yield from _values_at(value.get(keys[0]) if isinstance(value, dict) else None, keys[1:], at(path, keys[0]))

@@ -11,8 +11,8 @@ a dict ready for `json.dump`. The rules are Docker's, each named where it is app
   oci.DefaultLinuxSpec and the devices runc allows every container (specconv.AllowedDevices).
 - the ContainerSpec's own settings, as dockerd applies a swarm task's HostConfig: CapabilityAdd/Drop (moby's
   caps.TweakCapabilities), ReadOnly, Sysctls (only those runc accepts: namespaced ones), Ulimits (go-units'
-  names), Groups (runc's GetAdditionalGroups), TTY, and StopSignal (signal.ParseSignal), which the bundle
-  carries as an annotation for whoever stops the task.
+  names), Groups (runc's GetAdditionalGroups), TTY, OomScoreAdj, Privileges.NoNewPrivileges, and StopSignal
+  (signal.ParseSignal), which the bundle carries as an annotation for whoever stops the task.
 
 A setting the runtime cannot honour as given raises InvalidContainerSpec with a message for `service ps`.
 """
@@ -117,7 +117,12 @@ def task_spec(
             "effective": list(capabilities),
             "permitted": list(capabilities),
         },
-        "noNewPrivileges": False,
+        # swarmkit's container adapter passes Privileges.NoNewPrivileges on as the security option
+        # "no-new-privileges", false unless the service sets it; moby's oci_linux then writes it here.
+        "noNewPrivileges": bool((container.get("Privileges") or {}).get("NoNewPrivileges")),
+        # moby's WithOOMScore writes HostConfig.OomScoreAdj always, 0 included: a task does not inherit the
+        # adjustment of the process that starts it.
+        "oomScoreAdj": int(container.get("OomScoreAdj") or 0),
     }
     if container.get("Ulimits"):
         process["rlimits"] = rlimits(container["Ulimits"])
