@@ -10,6 +10,7 @@ import sys
 
 BENCHMARKS = {
     "raft": ("bench.raft", "Replicated writes through each system's client API: raftswarm against etcd and pysyncobj"),
+    "swarm": ("bench.swarm", "Real Docker swarm beside raftswarm: init and joins, 100 replicas, leader kill -9, memory per node and task"),
     "failover": ("bench.failover", "Leader kill to new leader and first committed write (p50/p99); worker kill to tasks running elsewhere"),
     "tasks": ("bench.tasks", "Real tasks: 100 replicas on 2 workers to RUNNING; the task runtime's start cost and memory"),
     "images": ("bench.images", "Image store and cluster registry: docker load + push, 4 nodes pulling at once, shared layers on disk"),

@@ -206,6 +206,8 @@ class DockerSwarm:
     """Of `HOST_PATHS`, those that did not exist before `up`: `down` removes them."""
     cli: str = "docker"
     up_seconds: float | None = None
+    form_seconds: float | None = None
+    """Of `up_seconds`, from `swarm init` to every node Ready (the rest: dockerds starting, images loaded)."""
 
     # -- making one ------------------------------------------------------------------------------------
 
@@ -255,7 +257,9 @@ class DockerSwarm:
                 except NodeStartError as exc:
                     raise ClusterError(f"dockerd of {node.name} did not start: {exc}") from None
             await asyncio.to_thread(swarm._load_images, images)
+            forming = time.monotonic()
             await asyncio.to_thread(swarm._form, deadline)
+            swarm.form_seconds = round(time.monotonic() - forming, 2)
         except BaseException as failure:
             try:
                 swarm.down()
@@ -335,7 +339,7 @@ class DockerSwarm:
         ]  # fmt: skip
 
     def _start(self, node: DockerNode) -> None:
-        node.directory.mkdir()
+        node.directory.mkdir(exist_ok=True)
         node.process = NodeProcess.started(spawn(self._argv(node), node.log_path, detach=True, pidfile=node.pidfile))
 
     def _load_images(self, images: Sequence[str]) -> None:
@@ -425,6 +429,17 @@ class DockerSwarm:
         """kill -9 the node's dockerd (its containerd, shims and containers live on, as they would)."""
         if node.process is not None:
             node.process.kill()
+
+    async def restart(self, node: DockerNode, timeout: float = API_START_TIMEOUT) -> None:
+        """Start a node whose dockerd was killed again (on its data root: it comes back in the swarm) and wait
+        until its API answers."""
+        if node.running():
+            raise ClusterError(f"the dockerd of {node.name} still runs")
+        self._start(node)
+        try:
+            await wait_for_api(node.name, node.socket, node.running, node.log_path, timeout)
+        except NodeStartError as exc:
+            raise ClusterError(f"dockerd of {node.name} did not start again: {exc}") from None
 
     # -- records ---------------------------------------------------------------------------------------
 

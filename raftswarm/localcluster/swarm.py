@@ -259,6 +259,8 @@ class SwarmCluster:
     """host:port where the host reaches the cluster's registry (nodes know it as localhost:5000)."""
     docker_hub: bool = True
     """Whether nodes fall back to Docker Hub itself after the cluster's registry (see `up`)."""
+    form_seconds: float | None = None
+    """Of `up_seconds`, from `swarm init` to every node Ready (the rest: the registry, nodes starting)."""
 
     # -- making one ------------------------------------------------------------------------------------
 
@@ -340,8 +342,10 @@ class SwarmCluster:
                 cluster.start(node)
             deadline = started + timeout
             await _concurrently(cluster.wait_ready(n, min(API_START_TIMEOUT, _left(deadline))) for n in cluster.nodes)
+            forming = time.monotonic()
             await cluster._form_swarm(deadline)
             await cluster._wait_until_all_ready(deadline)
+            cluster.form_seconds = round(time.monotonic() - forming, 2)
         except BaseException as failure:
             if keep_on_failure:
                 cluster.state = "failed"
