@@ -1,36 +1,27 @@
 """`raftswarm config ...`: create, ls, inspect, rm, as `docker config ...`.
 
 A CONFIG argument goes to the node as given (ID, unique ID prefix or name). Unlike a secret, a config is
-shown with its data: `inspect` prints it (base64 in the JSON, as text with --pretty).
+shown with its data: `inspect` prints it (base64 in the JSON, as text with --pretty). `ls`, `inspect` and `rm`
+are those of every `fileobjects` kind.
 """
 
 from __future__ import annotations
 
 import base64
-import os
 import sys
-import time
 from typing import Any
 
 import click
 
 from ..api.client import ApiClient
 from . import output
-from .connection import api_command, inspect_each, remove_each
+from .connection import api_command
 from .errors import CommandError
+from .fileobjects import FileObjectKind, add_commands, label_lines, label_option, read_failure
 from .group import DockerGroup
-from .listing import ListFormat, filter_option, format_option, quiet_option
-from .options import check_labels, parse_filters, parse_labels
+from .options import parse_labels
 from .shapes import spec_of
 
-CONFIG_HEADERS = {
-    "ID": "ID",
-    "Name": "NAME",
-    "CreatedAt": "CREATED",
-    "UpdatedAt": "UPDATED",
-    "Labels": "LABELS",
-}
-CONFIG_COLUMNS = ["ID", "Name", "CreatedAt", "UpdatedAt"]
 READ_LIMIT = 2 * 1000 * 1024
 """docker's readConfigData reads at most twice SwarmKit's MaxConfigSize: enough for the node to refuse an
 oversized config with its own message, without reading any file whole into memory."""
@@ -51,12 +42,8 @@ def read_config_data(source: str) -> bytes:
             with open(source, "rb") as file:
                 data = file.read(READ_LIMIT)
     except OSError as exc:
-        # Go's wording: `open NAME: no such file or directory`, `read NAME: is a directory`.
-        operation = "read" if isinstance(exc, IsADirectoryError) else "open"
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise CommandError(
-            f'Error reading content from "{source}": error reading from {where}: '
-            f"{operation} {source}: {reason[:1].lower()}{reason[1:]}"
+            f'Error reading content from "{source}": error reading from {where}: {read_failure(source, exc)}'
         ) from None
     if not data:
         raise CommandError(f'Error reading content from "{source}": error reading from {where}: data is empty')
@@ -64,7 +51,7 @@ def read_config_data(source: str) -> bytes:
 
 
 @config.command()
-@click.option("-l", "--label", multiple=True, callback=check_labels, metavar="list", help="Config labels")
+@label_option("config")
 @click.option("--template-driver", metavar="string", help="Template driver")
 @click.argument("name", metavar="CONFIG")
 @click.argument("source", metavar="file|-")
@@ -82,64 +69,20 @@ async def create(api: ApiClient, label: tuple[str, ...], template_driver: str | 
     click.echo(response["ID"])
 
 
-def config_record(c: dict[str, Any], now: float) -> dict[str, Any]:
-    """The fields docker's config formatter offers (`--format`)."""
-    spec = spec_of(c)
-    return {
-        "ID": c["ID"],
-        "Name": spec.get("Name", ""),
-        "CreatedAt": _ago(c.get("CreatedAt"), now),
-        "UpdatedAt": _ago(c.get("UpdatedAt"), now),
-        "Labels": ",".join(f"{k}={v}" for k, v in sorted((spec.get("Labels") or {}).items())),
-    }
-
-
-def _ago(stamp: str | None, now: float) -> str:
-    when = output.parse_timestamp(stamp)
-    return f"{output.human_duration(now - when.timestamp())} ago" if when else ""
-
-
-@config.command("ls")
-@filter_option()
-@format_option()
-@quiet_option()
-@api_command
-async def list_configs(api: ApiClient, filters: tuple[str, ...], format_spec: str | None, quiet: bool) -> None:
-    """List configs."""
-    fmt = ListFormat(format_spec, quiet)
-    configs = await api.config_list(parse_filters(filters))
-    configs.sort(key=lambda c: output.natural_key(spec_of(c).get("Name", "")))
-    now = time.time()
-    fmt.print([config_record(c, now) for c in configs], CONFIG_HEADERS, CONFIG_COLUMNS)
-
-
-@config.command()
-@click.option("--pretty", is_flag=True, help="Print the information in a human friendly format")
-@click.argument("refs", nargs=-1, required=True, metavar="CONFIG [CONFIG...]")
-@api_command
-async def inspect(api: ApiClient, pretty: bool, refs: tuple[str, ...]) -> None:
-    """Display detailed information on one or more configs."""
-    if pretty:
-        for ref in refs:
-            click.echo(pretty_config(await api.config_inspect(ref)))
-        return
-    await inspect_each(refs, api.config_inspect)
-
-
 def pretty_config(c: dict[str, Any]) -> str:
     """docker's configInspectPrettyTemplate, its data as text."""
     spec = spec_of(c)
-    lines = [f"ID:\t\t\t{c['ID']}", f"Name:\t\t\t{spec.get('Name', '')}"]
-    if spec.get("Labels"):
-        lines.append("Labels:")
-        lines += [f" - {k}" + (f"={v}" if v else "") for k, v in sorted(spec["Labels"].items())]
-    lines += [
-        f"Created at:            \t{output.pretty(output.go_time(c.get('CreatedAt')))}",
-        f"Updated at:            \t{output.pretty(output.go_time(c.get('UpdatedAt')))}",
-        "Data:",
-        _text(spec.get("Data") or ""),
-    ]
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            f"ID:\t\t\t{c['ID']}",
+            f"Name:\t\t\t{spec.get('Name', '')}",
+            *label_lines(spec),
+            f"Created at:            \t{output.pretty(output.go_time(c.get('CreatedAt')))}",
+            f"Updated at:            \t{output.pretty(output.go_time(c.get('UpdatedAt')))}",
+            "Data:",
+            _text(spec.get("Data") or ""),
+        ]
+    )
 
 
 def _text(data: str) -> str:
@@ -150,9 +93,13 @@ def _text(data: str) -> str:
         return data
 
 
-@config.command("rm")
-@click.argument("refs", nargs=-1, required=True, metavar="CONFIG [CONFIG...]")
-@api_command
-async def remove(api: ApiClient, refs: tuple[str, ...]) -> None:
-    """Remove one or more configs."""
-    await remove_each(refs, api.config_remove)
+add_commands(
+    config,
+    FileObjectKind(
+        noun="config",
+        list=ApiClient.config_list,
+        inspect=ApiClient.config_inspect,
+        remove=ApiClient.config_remove,
+        pretty=pretty_config,
+    ),
+)

@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..objects.containerspec import (
     InvalidContainerSpec,
@@ -187,11 +187,6 @@ def service_config(
     image = optional("image", string)
     if image == "":
         fail(at(path, "image"), "must not be empty")
-    if definition.get("oom_score_adj") is not None:
-        warnings.append(
-            f"{at(path, 'oom_score_adj')}: raftswarm nodes take OomScoreAdj but do not apply it yet; the tasks keep"
-            " the node's OOM score adjustment"
-        )
     volumes = service_volumes(given(definition, "volumes", []), at(path, "volumes"), working_dir, environment)
     for index, mount in enumerate(volumes):
         entry_path = at(at(path, "volumes"), index)
@@ -216,8 +211,8 @@ def service_config(
         tty=optional("tty", boolean),
         stdin_open=optional("stdin_open", boolean),
         labels=optional("labels", labels) or {},
-        secrets=_service_secrets(given(definition, "secrets", []), at(path, "secrets"), defined.secrets),
-        configs=_service_configs(given(definition, "configs", []), at(path, "configs"), defined.configs),
+        secrets=_file_references(definition, path, "secret", defined.secrets, SecretReference, _SECRET_MAX_MODE),
+        configs=_file_references(definition, path, "config", defined.configs, ConfigReference, _CONFIG_MAX_MODE),
         stop_grace_period=optional("stop_grace_period", duration),
         stop_signal=optional("stop_signal", _stop_signal),
         networks=_service_networks(given(definition, "networks", {}), at(path, "networks"), defined.networks),
@@ -494,57 +489,48 @@ def restart_policy(text: str) -> dict[str, Any] | None:
 # -- secrets, configs, networks, ports ----------------------------------------------------------------------
 
 
-def _service_secrets(value: Any, path: str, secrets: frozenset[str]) -> list[SecretReference]:
+_Reference = TypeVar("_Reference", SecretReference, ConfigReference)
+# The runtime keeps a secret's setuid, setgid and sticky bits, but only a config's permission bits (dockerd's
+# FileMode.Perm()), so a compose file may not ask for a mode bit that would be lost.
+_SECRET_MAX_MODE = 0o7777
+_CONFIG_MAX_MODE = 0o777
+
+
+def _file_references(
+    definition: dict[str, Any],
+    service_path: str,
+    kind: str,
+    defined: frozenset[str],
+    reference: type[_Reference],
+    max_mode: int,
+) -> list[_Reference]:
+    """The service's `secrets:` or `configs:` (`kind` is "secret" or "config"): names, or {source, target, uid, gid,
+    mode} mappings, each source one the top level defines; the target defaults to the source (for a config, a file
+    at /<key> in the container)."""
+    key = f"{kind}s"
+    path = at(service_path, key)
+    entries = list_of(given(definition, key, []), path, f"{kind} names or {{source: ...}} mappings")
     references = []
-    for index, entry in enumerate(list_of(value, path, "secret names or {source: ...} mappings")):
+    for index, entry in enumerate(entries):
         entry_path = at(path, index)
         if isinstance(entry, str):
             entry = {"source": entry}
         entry = mapping(entry, entry_path)
         only(entry, entry_path, {"source", "target", "uid", "gid", "mode"})
         source = string(
-            required(entry, "source", entry_path, "name a secret from the top-level secrets:"),
+            required(entry, "source", entry_path, f"name a {kind} from the top-level {kind}s:"),
             at(entry_path, "source"),
         )
-        if source not in secrets:
-            fail(entry_path, f"undefined secret {source!r}; define it under the top-level secrets:")
+        if source not in defined:
+            fail(entry_path, f"undefined {kind} {source!r}; define it under the top-level {kind}s:")
         target = entry.get("target")
         references.append(
-            SecretReference(
+            reference(
                 source=source,
                 target=string(target, at(entry_path, "target")) if target is not None else source,
                 uid=scalar_text(entry.get("uid", "0"), at(entry_path, "uid")),
                 gid=scalar_text(entry.get("gid", "0"), at(entry_path, "gid")),
-                mode=integer(entry.get("mode", DEFAULT_SECRET_MODE), at(entry_path, "mode"), 0, 0o7777),
-            )
-        )
-    return references
-
-
-def _service_configs(value: Any, path: str, configs: frozenset[str]) -> list[ConfigReference]:
-    """Config names, or {source, target, uid, gid, mode} mappings; the target defaults to the config's key, a file
-    at /<key> in the container."""
-    references = []
-    for index, entry in enumerate(list_of(value, path, "config names or {source: ...} mappings")):
-        entry_path = at(path, index)
-        if isinstance(entry, str):
-            entry = {"source": entry}
-        entry = mapping(entry, entry_path)
-        only(entry, entry_path, {"source", "target", "uid", "gid", "mode"})
-        source = string(
-            required(entry, "source", entry_path, "name a config from the top-level configs:"),
-            at(entry_path, "source"),
-        )
-        if source not in configs:
-            fail(entry_path, f"undefined config {source!r}; define it under the top-level configs:")
-        target = entry.get("target")
-        references.append(
-            ConfigReference(
-                source=source,
-                target=string(target, at(entry_path, "target")) if target is not None else source,
-                uid=scalar_text(entry.get("uid", "0"), at(entry_path, "uid")),
-                gid=scalar_text(entry.get("gid", "0"), at(entry_path, "gid")),
-                mode=integer(entry.get("mode", DEFAULT_SECRET_MODE), at(entry_path, "mode"), 0, 0o777),
+                mode=integer(entry.get("mode", DEFAULT_SECRET_MODE), at(entry_path, "mode"), 0, max_mode),
             )
         )
     return references
