@@ -440,6 +440,28 @@ async def test_a_heartbeat_with_a_bad_issuer_is_refused_and_changes_nothing():
     assert _state(dispatcher, A) == "ready"
 
 
+async def test_a_heartbeat_that_meets_the_nodes_own_raft_join_still_records_it_ready_at_once():
+    """A joining manager's first heartbeat and its Raft join (ManagerStatus) write the same node object at the
+    same moment. The one that loses the race reads it again and writes: the node is Ready at once, with its
+    ManagerStatus, not a heartbeat period later (`cluster up` waited 5 s for the last manager)."""
+    dispatcher, driver = _dispatcher(5.0, A)
+    await dispatcher.control.set_node_status(A, "unknown")
+    propose = driver.propose
+    raced = []
+
+    async def join_first(payload: bytes, timeout: float | None = None) -> Any:
+        if not raced:  # the join lands between the heartbeat's read of the node and its write
+            raced.append(True)
+            await dispatcher.control.set_manager_status(A, "10.0.0.2:2377")
+        return await propose(payload, timeout)
+
+    driver.propose = join_first  # type: ignore[method-assign]
+    await dispatcher.heartbeat(NodeIdentity(A, NodeRole.MANAGER, "cluster"), {})
+    node = dispatcher.control.store.state.get(NODES, A).data
+    assert raced and node["Status"]["State"] == "ready"
+    assert node["ManagerStatus"]["Addr"] == "10.0.0.2:2377"
+
+
 async def test_a_report_on_a_task_this_manager_has_not_applied_yet_is_recorded_after_catching_up():
     """A new leader may not have applied a task's assignment yet; "unknown task" is final for the agent (it
     drops the report), so it is answered only from state a read barrier confirmed, and here the barrier

@@ -21,7 +21,7 @@ from ..addresses import parse_host_port
 from ..ca.authority import CertificateAuthority
 from ..ca.certificates import NodeRole
 from ..ca.unlockkey import generate_unlock_key
-from ..errors import ControlError, RaftswarmError
+from ..errors import ControlError, RaftswarmError, VersionConflict
 from ..raft.transport import raft_id_of
 from ..store import ReplicatedStore, check, create, delete, update
 from ..objects.stored import StoredObject
@@ -51,6 +51,9 @@ def role_name(role: NodeRole) -> str:
 def _memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
+
+NODE_WRITE_ATTEMPTS = 5
+"""Reads and writes of a node's object before a write that keeps meeting concurrent changes gives up."""
 
 def new_node_object(
     node_id: str,
@@ -316,24 +319,49 @@ class ControlApi:
 
     async def set_node_status(self, node_id: str, state: str, message: str = "") -> bool:
         """Record a node's state; False if the node is not (yet) in the store, so the caller tries again."""
-        current = await self.store.get(NODES, node_id, linearizable=False)
-        if current is None:
-            return False
-        status = current.data["Status"]
-        if status.get("State") != state or status.get("Message", "") != message:
-            data = {**current.data, "Status": {**current.data["Status"], "State": state, "Message": message}}
-            await self.store.transact([update(NODES, node_id, data, expect=current.version)])
-        return True
+
+        def change(data: dict[str, Any]) -> dict[str, Any] | None:
+            status = data["Status"]
+            if status.get("State") == state and status.get("Message", "") == message:
+                return None
+            return {**data, "Status": {**status, "State": state, "Message": message}}
+
+        return await self._change_node(node_id, change)
 
     async def set_manager_status(self, node_id: str, addr: str | None) -> None:
         """Record that a node joined (`addr`: its Raft address) or left (None) the managers' Raft membership."""
-        current = await self.node(node_id)
-        data = dict(current.data)
-        if addr is None:
-            data.pop("ManagerStatus", None)
-        else:
-            data["ManagerStatus"] = {"Reachability": "reachable", "Addr": addr, "RaftID": raft_id_of(node_id)}
-        await self.store.transact([update(NODES, node_id, data, expect=current.version)])
+
+        def change(data: dict[str, Any]) -> dict[str, Any]:
+            data = dict(data)
+            if addr is None:
+                data.pop("ManagerStatus", None)
+            else:
+                data["ManagerStatus"] = {"Reachability": "reachable", "Addr": addr, "RaftID": raft_id_of(node_id)}
+            return data
+
+        if not await self._change_node(node_id, change):
+            await self.node(node_id)  # raises Docker's "node ... not found"
+
+    async def _change_node(self, node_id: str, change) -> bool:
+        """Apply `change` (the node's data -> its new data, or None for no change) to the node's object as the
+        store holds it, reading it again and retrying when another write to the same node came in between:
+        a node's heartbeat (its status) and its own Raft join (its ManagerStatus) write the same object at the
+        same moment, and a lost write would otherwise wait for the node's next heartbeat, seconds later.
+        False if the node is not in the store."""
+        for attempt in range(NODE_WRITE_ATTEMPTS):
+            current = await self.store.get(NODES, node_id, linearizable=attempt > 0)
+            if current is None:
+                return False
+            data = change(current.data)
+            if data is None:
+                return True
+            try:
+                await self.store.transact([update(NODES, node_id, data, expect=current.version)])
+                return True
+            except VersionConflict:
+                if attempt == NODE_WRITE_ATTEMPTS - 1:
+                    raise
+        return True
 
     async def remove_node(self, node_id: str, force: bool) -> StoredObject:
         """Docker's `DELETE /nodes/{id}`: refused for a manager (demote it first) and, without force, for a

@@ -235,10 +235,10 @@ class Dispatcher:
         }
 
     async def _record_ready(self, node_id: str, message: str = "") -> None:
-        """Write that a node heard from is ready. A node not in the store yet (`swarm init` still writing it) or
-        a write that fails (a concurrent change of the node's object, such as its own Raft join; lost
-        leadership) is not an error of the heartbeat: the store still does not say ready, so the node's next
-        heartbeat writes again."""
+        """Write that a node heard from is ready (a concurrent change of the node's object, such as its own Raft
+        join, is read again and retried at once). A node not in the store yet (`swarm init` still writing it)
+        or a write that fails (lost leadership, changes that keep coming) is not an error of the heartbeat: the
+        store still does not say ready, so the node's next heartbeat writes again."""
         try:
             await self.control.set_node_status(node_id, READY, message)
         except RaftswarmError as exc:
