@@ -368,14 +368,13 @@ def test_create_waits_for_the_tasks_and_explains_what_holds_them(engine, fast_po
     service = web_service()
     service["Spec"]["UpdateConfig"] = {"Parallelism": 1, "Monitor": 1_000_000}  # 1 ms of watching, for the test
     engine.reply("GET", f"/services/{SERVICE_ID}", service)
-    old = task("old", 1, "running", image="nginx:1.26")  # from an earlier template: not counted
     unschedulable = "no suitable node (scheduling constraints not satisfied on 3 nodes)"
     engine.reply(
         "GET",
         "/tasks",
-        [old, task("t1", 1, "pending", err=unschedulable), task("t2", 2, "pending")],
-        [old, task("t1", 1, "running"), task("t2", 2, "starting")],
-        [old, task("t1", 1, "running"), task("t2", 2, "running")],
+        [task("t1", 1, "pending", err=unschedulable), task("t2", 2, "pending")],
+        [task("t1", 1, "running"), task("t2", 2, "starting")],
+        [task("t1", 1, "running"), task("t2", 2, "running")],
     )
 
     result = run(engine, "service", "create", "--name", "web", "nginx:1.27")
@@ -394,7 +393,32 @@ def test_create_waits_for_the_tasks_and_explains_what_holds_them(engine, fast_po
         "verify: Waiting 1 seconds to verify that tasks are stable...",
         f"verify: Service {SERVICE_ID} converged",
     ]
-    assert {json.dumps(r.filters) for r in engine.calls("GET", "/tasks")} == {json.dumps({"service": [SERVICE_ID]})}
+    up_to_date = {"service": [SERVICE_ID], "_up-to-date": ["true"]}  # the node tells which tasks are current
+    assert {json.dumps(r.filters) for r in engine.calls("GET", "/tasks")} == {json.dumps(up_to_date)}
+
+
+def test_the_wait_counts_the_tasks_the_node_calls_up_to_date_even_if_their_spec_differs(
+    engine, fast_polls, monkeypatch
+):
+    """SwarmKit keeps a task through a change of placement constraints its node still meets: the node lists it
+    as up to date though its Spec has the old constraints. The wait counts what the node says, as docker's does,
+    rather than comparing specs itself (which would wait for a replacement that never comes)."""
+    monkeypatch.setattr(progress, "CONVERGENCE_TIMEOUT", 2.0)
+    service = web_service()
+    service["Spec"]["UpdateConfig"] = {"Monitor": 1_000_000}
+    service["Spec"]["TaskTemplate"]["Placement"] = {"Constraints": ["node.role==worker", "node.platform.os==linux"]}
+    engine.reply("GET", "/services/web", service)
+    engine.reply("POST", f"/services/{SERVICE_ID}/update", {"Warnings": []})
+    engine.reply("GET", "/tasks", [task("t1", 1, "running"), task("t2", 2, "running")])
+
+    result = run(engine, "service", "update", "--constraint-add", "node.platform.os==linux", "web")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-3:] == [
+        "overall progress: 2 out of 2 tasks",
+        "verify: Waiting 1 seconds to verify that tasks are stable...",
+        "verify: Service web converged",
+    ]
 
 
 def test_create_quiet_waits_without_printing_progress(engine, fast_polls):

@@ -114,3 +114,32 @@ async def test_a_global_job_completes_once_on_every_node(swarm):
     listed = await run(swarm, "service", "ls", "--format", "{{.Mode}} {{.Replicas}}", "--filter", "name=sweep")
     assert listed.stdout == "global job 0/0 (2/2 completed)\n"
     assert (await run(swarm, "service", "rm", "sweep")).exit_code == 0
+
+
+async def test_an_update_waits_until_the_tasks_of_the_new_spec_run(swarm):
+    """The wait counts only the tasks the node lists as up to date: while a rolling update waits out its delay
+    between slots, the old spec's task still running is not counted, and `service update` returns only once
+    every replica runs the new spec."""
+    created = await run(
+        swarm, "service", "create", "--name", "roll", "--replicas", "2", "--update-parallelism", "1",
+        "--update-delay", "2s", "--update-monitor", "1s", "busybox", "sleep", "1000",
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+
+    updated = await run(swarm, "service", "update", "--env-add", "GENERATION=2", "roll")
+
+    assert updated.exit_code == 0, updated.output
+    lines = updated.stdout.splitlines()
+    assert "overall progress: 1 out of 2 tasks" in lines  # the first slot's new task; the second still the old
+    assert lines.count("overall progress: 2 out of 2 tasks") == 1
+    assert lines[-3:] == [
+        "overall progress: 2 out of 2 tasks",
+        "verify: Waiting 1 seconds to verify that tasks are stable...",
+        "verify: Service roll converged",
+    ]
+    async with swarm.client(swarm.node("manager1")) as client:
+        live = await client.task_list({"service": ["roll"], "desired-state": ["running"]})
+    assert [(t["Status"]["State"], t["Spec"]["ContainerSpec"]["Env"]) for t in live] == [
+        ("running", ["GENERATION=2"])
+    ] * 2
+    assert (await run(swarm, "service", "rm", "roll")).exit_code == 0

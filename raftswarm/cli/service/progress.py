@@ -16,11 +16,11 @@ import click
 from ...api.client import ApiClient
 from ...objects.defaults import effective_update_config
 from ...objects.jobs import REPLICATED_JOB, is_job, job_counts, job_iteration, task_iteration
-from ...objects.tasks import TaskState, desired_state, is_current, is_terminal, observed_state
+from ...objects.tasks import TaskState, desired_state, is_terminal, observed_state
 from .. import output
 from ..errors import CommandError
 from ..nodelookup import active_node_ids
-from ..shapes import replicated_mode, spec_of, status_of, task_state, task_template
+from ..shapes import replicated_mode, spec_of, status_of, task_state
 
 # docker/cli's progress polls every 200 ms and counts a service converged once its tasks have stayed running
 # for UpdateConfig.Monitor.
@@ -71,11 +71,13 @@ def _monitor_ns(service: dict[str, Any]) -> int:
 
 class ConvergenceWatch:
     """docker/cli's ServiceProgress as a state machine without I/O. Each poll feeds it the service
-    (`on_service`), then, unless that said the wait is over, the service's tasks and the nodes that are not
-    down (`on_tasks`); `take_lines` gives the progress lines to print, each only when its text changed.
+    (`on_service`), then, unless that said the wait is over, the service's up-to-date tasks and the nodes that
+    are not down (`on_tasks`); `take_lines` gives the progress lines to print, each only when its text changed.
 
+    Which tasks are up to date (made from the service's current spec) is the node's to say: `wait_for_service`
+    lists them with docker's `_up-to-date` filter, and the node compares each task with the spec it stores.
     The service has converged when every slot (replicated) or every node with a task (global) has a running
-    task made from the current TaskTemplate; docker then waits UpdateConfig.Monitor more to see them stay up.
+    up-to-date task; docker then waits UpdateConfig.Monitor more to see them stay up.
     A job is done when its current iteration's tasks have completed: TotalCompletions of them (replicated job),
     or one on each node that had one at the start (global job); `on_tasks` says so, and "job complete".
     """
@@ -138,20 +140,16 @@ class ConvergenceWatch:
     def on_tasks(
         self, service: dict[str, Any], tasks: list[dict[str, Any]], active_nodes: set[str], now: float
     ) -> bool:
-        """Read the service's tasks; True when the wait is over (a job has completed)."""
+        """Read the service's up-to-date tasks (as the node lists them for `_up-to-date`); True when the wait
+        is over (a job has completed)."""
         spec = spec_of(service)
         if is_job(spec):
             return self._job(service, tasks, active_nodes)
-        # docker asks for the `_up-to-date` tasks; a task is up to date when it was made from the current
-        # TaskTemplate, which is also how this node's orchestrator tells.
-        # A task's Spec as the API shows it has no Runtime; its service's TaskTemplate has (as dockerd shows them).
-        template = {key: value for key, value in task_template(spec).items() if key != "Runtime"}
-        current = [t for t in tasks if is_current(t, template)]
         replicated = replicated_mode(spec)
         if replicated is not None:
-            self.converged = self._replicated(replicated.get("Replicas", 1), current, active_nodes)
+            self.converged = self._replicated(replicated.get("Replicas", 1), tasks, active_nodes)
         elif (spec.get("Mode") or {}).get("Global") is not None:
-            self.converged = self._global(current, active_nodes)
+            self.converged = self._global(tasks, active_nodes)
         else:
             raise CommandError("unrecognized service mode")
         if self.converged:
@@ -338,7 +336,7 @@ async def wait_for_service(api: ApiClient, ref: str, quiet: bool, stale_status: 
             try:
                 finished = watch.on_service(service_now, time.monotonic())
                 if not finished:
-                    tasks = await api.task_list({"service": [service_now["ID"]]})
+                    tasks = await api.task_list({"service": [service_now["ID"]], "_up-to-date": ["true"]})
                     finished = watch.on_tasks(service_now, tasks, await active_node_ids(api), time.monotonic())
             finally:
                 show(watch.take_lines())
