@@ -82,6 +82,12 @@ def _only_ingress(done: subprocess.CompletedProcess[str]) -> bool:
     return done.returncode == 0 and len(lines) == 1 and '"Name":"ingress"' in lines[0]
 
 
+def _has_peers(done: subprocess.CompletedProcess[str]) -> bool:
+    """dockerd joins the ingress network as the swarm forms; a raftswarm node once its first heartbeat after
+    the join brings its ingress address (up to a heartbeat period later): `network inspect` shows Peers then."""
+    return done.returncode == 0 and '"Peers"' in done.stdout
+
+
 SWARM_AND_NODES: list[Step] = [
     Cli("info .Swarm", ("info", "--format", "{{json .Swarm}}"), output="json"),
     Sdk("sdk inspect_swarm", lambda api, v: api.inspect_swarm()),
@@ -120,7 +126,7 @@ NETWORKS: list[Step] = [
     Cli("network ls", ("network", "ls", *JSON), output="listing"),
     Cli("network ls driver=overlay", ("network", "ls", "--filter", "driver=overlay", *JSON), output="listing"),
     Cli("network inspect", ("network", "inspect", "cf-net"), output="json"),
-    Cli("network inspect ingress", ("network", "inspect", "ingress"), output="json"),
+    Cli("network inspect ingress", ("network", "inspect", "ingress"), output="json", until=_has_peers, within=15),
     Sdk("sdk networks driver=overlay", lambda api, v: api.networks(filters={"driver": "overlay"})),
     Cli("network inspect unknown", ("network", "inspect", "cf-nonet"), output="json"),
     Cli("network create second", ("network", "create", "-d", "overlay", "cf-net2")),

@@ -54,13 +54,14 @@ from typing import Any, Self
 
 from ..images.samples import SAMPLES
 from .hostnet import (
+    BridgedNamespace,
     ClusterError,
     choose_subnet,
     host_networks,
-    ip_command,
-    links,
+    make_bridged_namespaces,
     netns_unavailable_reason,
-    network_namespaces,
+    record_before_making,
+    remove_recorded,
 )
 from .processes import NodeProcess, NodeStartError, log_tail, process_start_time, spawn, stop_all, wait_for_api
 
@@ -293,29 +294,15 @@ class DockerSwarm:
 
     def _create_network(self) -> None:
         """The bridge with the host's address, then per node: namespace, veth pair with `eth0` inside."""
-        subnet = ipaddress.IPv4Network(self.subnet)
-        existing_links, existing_namespaces = links(), network_namespaces()
-        self._make("bridge", self.bridge, existing_links)
-        ip_command("link", "add", self.bridge, "type", "bridge")
-        ip_command("addr", "add", f"{next(subnet.hosts())}/{subnet.prefixlen}", "dev", self.bridge)
-        ip_command("link", "set", self.bridge, "up")
-        for node in self.nodes:
-            veth = f"{PREFIX}v{node.number}-{self.tag}"
-            self._make("netns", node.namespace, existing_namespaces)
-            ip_command("netns", "add", node.namespace)
-            self._make("veth", veth, existing_links)
-            ip_command("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", node.namespace)
-            ip_command("link", "set", veth, "master", self.bridge, "up")
-            ip_command("-n", node.namespace, "addr", "add", f"{node.ip}/{subnet.prefixlen}", "dev", "eth0")
-            ip_command("-n", node.namespace, "link", "set", "eth0", "up")
-            ip_command("-n", node.namespace, "link", "set", "lo", "up")
+        make_bridged_namespaces(
+            self.bridge,
+            ipaddress.IPv4Network(self.subnet),
+            [BridgedNamespace(n.namespace, f"{PREFIX}v{n.number}-{self.tag}", n.ip) for n in self.nodes],
+            self._make,
+        )
 
     def _make(self, kind: str, name: str, existing: set[str]) -> None:
-        """Record a resource before making it, refusing one that exists already (it is someone else's)."""
-        if name in existing:
-            raise ClusterError(f"the {kind} {name} already exists: it is not this swarm's")
-        self.resources.append({"kind": kind, "name": name})
-        self.save()
+        record_before_making(self.resources, self.save, kind, name, existing, "it is not this swarm's")
 
     def _argv(self, node: DockerNode) -> list[str]:
         config = node.directory / "daemon.json"
@@ -543,21 +530,7 @@ class DockerSwarm:
         return [f"process {p.pid} ({_command(p.pid)}) outlived SIGKILL" for p in self._leftover_processes()]
 
     def _remove_network(self) -> list[str]:
-        failures, remaining = [], []
-        existing_links, existing_namespaces = links(), network_namespaces()
-        for resource in reversed(self.resources):
-            kind, name = resource["kind"], resource["name"]
-            try:
-                if kind in ("veth", "bridge") and name in existing_links:
-                    ip_command("link", "delete", name)
-                    existing_links = links()  # a veth goes with its namespace, or with its peer
-                elif kind == "netns" and name in existing_namespaces:
-                    ip_command("netns", "delete", name)
-                    existing_links = links()
-            except ClusterError as exc:
-                failures.append(str(exc))
-                remaining.insert(0, resource)
-        self.resources = remaining
+        self.resources, failures = remove_recorded(self.resources)
         return failures
 
     def _remove_cgroups(self) -> list[str]:

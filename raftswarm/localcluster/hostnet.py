@@ -1,6 +1,7 @@
 """The host's side of a local cluster's network: the `ip` and `nft` commands, the host's own networks (so a
-cluster's subnet overlaps none of them), free loopback addresses and ports, and what keeps network namespaces
-from working here."""
+cluster's subnet overlaps none of them), free loopback addresses and ports, what keeps network namespaces from
+working here, and the nodes' namespaces on a private bridge: each namespace and interface recorded before it is
+made, and removed from that record (raftswarm's own clusters and `DockerSwarm` alike)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import shutil
 import socket
 import subprocess
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import RaftswarmError
 
@@ -128,3 +130,85 @@ def loopback_addresses(count: int, taken: set[str], name: str, port: int) -> lis
             if len(found) == count:
                 return found
     raise ClusterError(f"fewer than {count} loopback addresses 127.0.0.N have port {port} free")
+
+
+Resource = dict[str, str]
+"""A host resource as a cluster's record lists it: {"kind": "bridge" | "netns" | "veth" | ..., "name": ...}."""
+
+
+class BridgedNamespace(NamedTuple):
+    """A node's network namespace on the cluster's bridge: `eth0` inside at `ip`, `veth` its peer on the host."""
+
+    namespace: str
+    veth: str
+    ip: str
+
+
+def record_before_making(
+    resources: list[Resource], save: Callable[[], None], kind: str, name: str, existing: set[str], whose: str
+) -> None:
+    """Record a resource (and `save` the record) before making it, so that removal finds it even after a
+    failure halfway; refuse one that exists already: it is someone else's, and `whose` tells the user so."""
+    if name in existing:
+        raise ClusterError(f"the {kind} {name} already exists: {whose}")
+    resources.append({"kind": kind, "name": name})
+    save()
+
+
+def make_bridged_namespaces(
+    bridge: str,
+    subnet: ipaddress.IPv4Network,
+    nodes: Sequence[BridgedNamespace],
+    record: Callable[[str, str, set[str]], None],
+) -> str:
+    """The bridge, holding the host's address (the subnet's first), then per node: the namespace and a veth
+    pair with `eth0` inside, addressed and up. `record(kind, name, existing)` is called before each is made
+    (see `record_before_making`). Returns the host's address."""
+    host = str(next(subnet.hosts()))
+    existing_links, existing_namespaces = links(), network_namespaces()
+    record("bridge", bridge, existing_links)
+    ip_command("link", "add", bridge, "type", "bridge")
+    ip_command("addr", "add", f"{host}/{subnet.prefixlen}", "dev", bridge)
+    ip_command("link", "set", bridge, "up")
+    for node in nodes:
+        record("netns", node.namespace, existing_namespaces)
+        ip_command("netns", "add", node.namespace)
+        record("veth", node.veth, existing_links)
+        ip_command("link", "add", node.veth, "type", "veth", "peer", "name", "eth0", "netns", node.namespace)
+        ip_command("link", "set", node.veth, "master", bridge, "up")
+        ip_command("-n", node.namespace, "addr", "add", f"{node.ip}/{subnet.prefixlen}", "dev", "eth0")
+        ip_command("-n", node.namespace, "link", "set", "eth0", "up")
+        ip_command("-n", node.namespace, "link", "set", "lo", "up")
+    return host
+
+
+def remove_recorded(
+    resources: Sequence[Resource], remove_other: Callable[[Resource], None] | None = None
+) -> tuple[list[Resource], list[str]]:
+    """Remove the recorded resources that exist, newest first (a veth before its namespace, the bridge last):
+    bridges, veths and namespaces here, any other kind through `remove_other`. Returns what remains recorded
+    (it could not be removed), in record order, and why."""
+    remaining: list[Resource] = []
+    failures: list[str] = []
+    if not resources:
+        return remaining, failures
+    existing_links, existing_namespaces = links(), network_namespaces()
+    for resource in reversed(resources):
+        kind, name = resource["kind"], resource["name"]
+        try:
+            if kind in ("veth", "bridge"):
+                if name in existing_links:
+                    ip_command("link", "delete", name)  # a veth's peer in the namespace goes with it
+                    existing_links = links()
+            elif kind == "netns":
+                if name in existing_namespaces:
+                    ip_command("netns", "delete", name)
+                    existing_links = links()  # and a veth with the namespace of its peer
+            elif remove_other is not None:
+                remove_other(resource)
+            else:
+                raise ClusterError(f"a {kind} {name!r} is recorded that this version of raftswarm cannot remove")
+        except ClusterError as exc:
+            failures.append(str(exc))
+            remaining.insert(0, resource)
+    return remaining, failures

@@ -51,7 +51,7 @@ from ..images.store import ImageStore
 from ..runtime.containers import release_all
 from .processes import NodeProcess, NodeStartError, log_tail, spawn, stop_all, wait_for_api
 from ..node.state_dir import StateDir
-from .hostnet import ClusterError, bridge_netfilter_hint, choose_subnet, host_networks, ip_command, links, loopback_addresses, netns_unavailable_reason, network_namespaces, nft_tables, port_free
+from .hostnet import BridgedNamespace, ClusterError, Resource, bridge_netfilter_hint, choose_subnet, host_networks, ip_command, loopback_addresses, make_bridged_namespaces, netns_unavailable_reason, network_namespaces, nft_tables, port_free, record_before_making, remove_recorded
 from ..runtime.volumes import unmount_all
 
 REGISTRY_PORT = 5000
@@ -488,38 +488,26 @@ class SwarmCluster:
     def _create_network(self) -> None:
         """The bridge with the host's address, then per node: namespace, veth pair with `eth0` inside."""
         assert self.subnet is not None
-        subnet = ipaddress.IPv4Network(self.subnet)
         tag = interface_tag(self.name)
         self.bridge = f"rswb-{tag}"
-        gateway = f"{next(subnet.hosts())}/{subnet.prefixlen}"
-        existing_links, existing_namespaces = links(), network_namespaces()
-        self._make("bridge", self.bridge, existing_links)
-        ip_command("link", "add", self.bridge, "type", "bridge")
-        ip_command("addr", "add", gateway, "dev", self.bridge)
-        ip_command("link", "set", self.bridge, "up")
+        namespaces = []
         for node in self.nodes:
             assert node.namespace is not None
-            veth = f"rswv{node.number}-{tag}"
-            self._make("netns", node.namespace, existing_namespaces)
-            ip_command("netns", "add", node.namespace)
-            self._make("veth", veth, existing_links)
-            ip_command("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", node.namespace)
-            ip_command("link", "set", veth, "master", self.bridge, "up")
-            ip_command("-n", node.namespace, "addr", "add", f"{node.ip}/{subnet.prefixlen}", "dev", "eth0")
-            ip_command("-n", node.namespace, "link", "set", "eth0", "up")
-            ip_command("-n", node.namespace, "link", "set", "lo", "up")
+            namespaces.append(BridgedNamespace(node.namespace, f"rswv{node.number}-{tag}", node.ip))
+        gateway = make_bridged_namespaces(self.bridge, ipaddress.IPv4Network(self.subnet), namespaces, self._make)
         if self.registry is not None:
-            self._forward_registry(gateway.split("/")[0])
+            self._forward_registry(gateway)
 
     def _make(self, kind: str, name: str, existing: set[str]) -> None:
-        """Record a resource before making it, refusing one that exists already (it is someone else's)."""
-        if name in existing:
-            raise ClusterError(
-                f"the {kind} {name} already exists: it belongs to another cluster named {self.name!r} (in another "
-                "clusters directory?) or to something else; remove that first, or choose another name"
-            )
-        self.resources.append({"kind": kind, "name": name})
-        self.save()
+        record_before_making(
+            self.resources,
+            self.save,
+            kind,
+            name,
+            existing,
+            f"it belongs to another cluster named {self.name!r} (in another clusters directory?) or to something "
+            "else; remove that first, or choose another name",
+        )
 
     async def _form_swarm(self, deadline: float) -> None:
         """`swarm init` on the first manager, then `swarm join` on every other node with the real tokens.
@@ -798,16 +786,8 @@ class SwarmCluster:
                     ip_command("netns", "delete", namespace)
                 except ClusterError as exc:
                     failures.append(str(exc))
-        remaining = []
-        if self.resources:
-            existing_links, existing_namespaces = links(), network_namespaces()
-            for resource in reversed(self.resources):
-                try:
-                    _remove(resource, existing_links, existing_namespaces)
-                except ClusterError as exc:
-                    failures.append(str(exc))
-                    remaining.insert(0, resource)
-        self.resources = remaining
+        self.resources, removal_failures = remove_recorded(self.resources, _remove_registry_resource)
+        failures += removal_failures
         self.state = "down"
         if failures or keep_state:
             self.save()
@@ -827,15 +807,11 @@ class SwarmCluster:
         self.down()
 
 
-def _remove(resource: dict[str, str], existing_links: set[str], existing_namespaces: set[str]) -> None:
+def _remove_registry_resource(resource: Resource) -> None:
+    """Remove what a cluster records besides its bridge, veths and namespaces: the registry's nftables table
+    and the registry itself."""
     kind, name = resource["kind"], resource["name"]
-    if kind in ("veth", "bridge"):
-        if name in existing_links:
-            ip_command("link", "delete", name)  # a veth's peer in the namespace goes with it
-    elif kind == "netns":
-        if name in existing_namespaces:
-            ip_command("netns", "delete", name)
-    elif kind == "nftables":
+    if kind == "nftables":
         if name in nft_tables():
             done = subprocess.run(["nft", "delete", "table", "ip", name], capture_output=True, text=True)
             if done.returncode != 0:
