@@ -16,6 +16,7 @@ import os
 import signal
 from pathlib import Path
 
+from raftswarm import eventloop
 from raftswarm.errors import RaftswarmError
 from raftswarm.node.manager_role import Manager, ManagerConfig
 from raftswarm.node.state_dir import StateDir
@@ -89,7 +90,7 @@ def main() -> None:
     WorkloadPlan.add_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(args.state_dir, args.port, WorkloadPlan.from_args(args)))
+    eventloop.run(lambda: serve(args.state_dir, args.port, WorkloadPlan.from_args(args)))
 
 
 if __name__ == "__main__":

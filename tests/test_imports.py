@@ -26,8 +26,10 @@ MAY_IMPORT: dict[str, set[str]] = {
     "objects": {"errors"},
     "addresses": {"errors"},
     "supervision": {"errors"},
+    "tlsaccept": {"errors", "supervision"},
+    "eventloop": {"errors"},
     # consensus and the replicated state: nothing of certificates, services or networks
-    "raft": {"errors", "addresses", "supervision"},
+    "raft": {"errors", "addresses", "supervision", "tlsaccept"},
     "store": {"raft"} | _VOCABULARY,
     "ca": _VOCABULARY,
     # the node-to-manager connection both halves of a node speak
@@ -46,6 +48,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "api": {"images", "store"} | _SHARED,
     # the daemon assembles everything below it
     "node": {"raft", "store", "ca", "rpc", "gossip", "dataplane", "images", "runtime", "manager", "agent", "api"}
+    | {"tlsaccept", "eventloop"}
     | _SHARED,
     "localcluster": {"node", "api", "images", "runtime", "ca", "raft"} | _SHARED,
     "embedding": {"node", "api", "store"} | _SHARED,

@@ -57,6 +57,7 @@ from ..errors import RaftswarmError
 from ..rpc.channel import PREAMBLE_BYTES, PREAMBLE_RPC, REMOVED, RpcServer
 from ..raft.transport import PREAMBLE_RAFT
 from ..supervision import TaskOwner
+from ..tlsaccept import Accepted, Acceptor
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class ListenerLimits:
 class _Connection:
     """One accepted connection, as the listener counts it."""
 
-    writer: asyncio.StreamWriter
+    accepted: Accepted
     source: str
     """The quota key of its address: an IPv4 address or an IPv6 /64."""
     waiting_since: float
@@ -131,7 +132,7 @@ class _Connection:
             self.waiting_since = time.monotonic()
 
     def close_now(self) -> None:
-        self.writer.transport.abort()
+        self.accepted.abort()
         if self.task is not None:
             self.task.cancel()
 
@@ -161,7 +162,7 @@ class ClusterListener:
         self._raft_inbound = raft_inbound
         self._check_peer = check_peer
         self._limits = limits
-        self._server: asyncio.Server | None = None
+        self._acceptor: Acceptor | None = None
         self._tasks = TaskOwner("2377 listener", log)
         self._closing = False
         self._pools: dict[str, dict[_Connection, None]] = {_HANDSHAKE: {}, _ANONYMOUS: {}, _AUTHENTICATED: {}}
@@ -176,16 +177,15 @@ class ClusterListener:
         """Open connections the listener closed early, by reason: displaced, cut_off."""
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._acceptor = Acceptor(self.host, self.port, self._accept)
+        await self._acceptor.start()
+        self.port = self._acceptor.port
 
     async def close(self) -> None:
         self._closing = True
-        if self._server is not None:
-            self._server.close()
+        if self._acceptor is not None:
+            await self._acceptor.close()
         await self._tasks.close()
-        if self._server is not None:
-            await self._server.wait_closed()
 
     def connections(self, pool: str | None = None) -> int:
         """Open connections, in one pool ("handshake", "anonymous", "authenticated") or in all."""
@@ -204,28 +204,26 @@ class ClusterListener:
 
     # -- accepting ---------------------------------------------------------------------------------------
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # Called synchronously as the connection is made: stop reading before the first bytes arrive, so the
-        # client's TLS hello is read by the TLS layer start_tls installs rather than into the plain stream.
-        writer.transport.pause_reading()
-        conn = _Connection(writer, _source_of(writer.get_extra_info("peername")), time.monotonic())
+    def _accept(self, accepted: Accepted) -> None:
+        # Called as the connection is accepted, nothing of it read yet (`tlsaccept`): counted before its TLS.
+        conn = _Connection(accepted, _source_of(accepted.peername), time.monotonic())
         if self._closing:
-            writer.transport.abort()
+            accepted.abort()
             return
         if not self._enter(conn, _HANDSHAKE, None):
             self._refuse(conn, "too_many_connections", "handshake limit reached")
-            writer.transport.abort()
+            accepted.abort()
             return
-        conn.task = self._tasks.spawn(self._serve(conn, reader, writer), "cluster-connection")
+        conn.task = self._tasks.spawn(self._serve(conn), "cluster-connection")
         # Not in _serve's own cleanup: a task cancelled before it first ran never runs that.
         conn.task.add_done_callback(lambda _: self._leave(conn))
 
-    async def _serve(self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, conn: _Connection) -> None:
         try:
-            opened = await self._open(conn, reader, writer)
+            opened = await self._open(conn)
             if opened is None:
                 return
-            preamble, identity, removal = opened
+            reader, writer, preamble, identity, removal = opened
             if preamble == PREAMBLE_RAFT and self._raft_inbound is not None:
                 if identity is None:
                     self._refuse(conn, "not_manager", "a Raft stream without a certificate")
@@ -244,16 +242,16 @@ class ClusterListener:
             else:
                 self._refuse(conn, "unknown_channel", f"preamble {preamble!r}")
         finally:
-            writer.transport.abort()
+            conn.accepted.abort()
 
     async def _open(
-        self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> tuple[bytes, NodeIdentity | None, NodeRemoved | None] | None:
+        self, conn: _Connection
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes, NodeIdentity | None, NodeRemoved | None] | None:
         """TLS, the peer's identity, its place in a quota and its preamble, within the handshake deadline.
         None if the connection was refused (and counted)."""
         try:
             async with asyncio.timeout(self._limits.handshake_timeout):
-                await writer.start_tls(self._ssl)
+                reader, writer = await conn.accepted.handshake(self._ssl)
                 try:
                     identity = self._identity(writer)
                     removal = self._first_check(identity)
@@ -281,7 +279,7 @@ class ClusterListener:
             reason = "tls_handshake" if conn.pool == _HANDSHAKE else "no_preamble"
             self._refuse(conn, reason, str(exc) or type(exc).__name__)
             return None
-        return preamble, identity, removal
+        return reader, writer, preamble, identity, removal
 
     def _identity(self, writer: asyncio.StreamWriter) -> NodeIdentity | None:
         ssl_object = writer.get_extra_info("ssl_object")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from pathlib import Path
 
 import click
 
-from .. import __version__
+from .. import __version__, eventloop
 from ..addresses import InvalidAddress, parse_host_port
 from ..errors import RaftswarmError
 from ..raft.driver import DriverConfig
@@ -172,6 +171,6 @@ def main(
         labels=_engine_labels(labels),
     )
     try:
-        asyncio.run(NodeDaemon(config).run())
+        eventloop.run(lambda: NodeDaemon(config).run())
     except RaftswarmError as exc:
         raise click.ClickException(str(exc)) from None

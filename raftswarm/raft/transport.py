@@ -40,9 +40,11 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import RaftswarmError
 from ..supervision import TaskOwner
+from ..tlsaccept import Accepted, Acceptor
 from .messages import Message
 from .wire import MAX_FRAME_BYTES, FrameDecoder, FrameError, encode_frame
 
@@ -222,10 +224,11 @@ class RaftTransport:
         self._max_frame_bytes = max_frame_bytes
         self._idle_timeout = idle_timeout
         self._frame_timeout = frame_timeout
-        self._server: asyncio.Server | None = None
+        self._acceptor: Acceptor | None = None
         self._peers: dict[int, _Peer] = {}
-        self._inbound: dict[asyncio.StreamWriter, str | None] = {}
-        """Every inbound connection, with the node ID it authenticated as (None during the handshake)."""
+        self._inbound: dict[asyncio.StreamWriter | Accepted, str | None] = {}
+        """Every inbound connection, with the node ID it authenticated as (None before): its `Accepted` until
+        its TLS handshake is done (on our own port), its stream afterwards."""
         self._tasks = TaskOwner(f"raft transport of node {node_id}", log)
         self._closed = False
 
@@ -236,10 +239,9 @@ class RaftTransport:
         `listen=False` a shared listener owns the port and hands streams to `accept_stream`."""
         if not listen:
             return
-        self._server = await asyncio.start_server(
-            self._accept, self._listen_host, self.port, limit=READ_CHUNK, backlog=MAX_INBOUND_CONNECTIONS
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._acceptor = Acceptor(self._listen_host, self.port, self._accept, backlog=MAX_INBOUND_CONNECTIONS)
+        await self._acceptor.start()
+        self.port = self._acceptor.port
         log.info("raft transport of node %s listening on %s:%d", self.node_id, self._listen_host, self.port)
 
     async def close(self) -> None:
@@ -247,17 +249,15 @@ class RaftTransport:
         if self._closed:
             return
         self._closed = True
-        if self._server is not None:
-            self._server.close()
+        if self._acceptor is not None:
+            await self._acceptor.close()
         self._peers.clear()
         await self._tasks.close()
         # A connection accepted just before close() may have a task that was cancelled before it first ran,
         # so its own cleanup never ran either.
-        for writer in list(self._inbound):
-            writer.transport.abort()
+        for connection in list(self._inbound):
+            _abort(connection)
         self._inbound.clear()
-        if self._server is not None:
-            await self._server.wait_closed()
 
     # -- peers and sending -------------------------------------------------------------------------------
 
@@ -412,27 +412,29 @@ class RaftTransport:
 
     # -- receiving ---------------------------------------------------------------------------------------
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # Called synchronously as the connection is made: stop reading before the first bytes arrive, so the
-        # client's TLS hello is read by the TLS layer start_tls installs rather than into the plain stream.
-        writer.transport.pause_reading()
+    def _accept(self, accepted: Accepted) -> None:
+        # Called as the connection is accepted, nothing of it read yet (`tlsaccept`): counted before its TLS.
         if self._closed or len(self._inbound) >= MAX_INBOUND_CONNECTIONS:
-            self._refuse(writer, "too_many_connections", "inbound connection limit reached")
-            writer.transport.abort()
+            self._refuse(accepted.peername, "too_many_connections", "inbound connection limit reached")
+            accepted.abort()
             return
-        self._inbound[writer] = None
-        self._tasks.spawn(self._serve_inbound(reader, writer), "raft-receive")
+        self._inbound[accepted] = None
+        self._tasks.spawn(self._serve_inbound(accepted), "raft-receive")
 
-    async def _serve_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_inbound(self, accepted: Accepted) -> None:
+        writer = None
         try:
             try:
-                await writer.start_tls(self._server_ssl, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+                async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                    reader, writer = await accepted.handshake(self._server_ssl, limit=READ_CHUNK)
+                self._inbound.pop(accepted, None)
+                self._inbound[writer] = None
                 node_id = self._authenticate(writer)
-            except OSError as exc:
-                self._refuse(writer, "tls_handshake", str(exc) or type(exc).__name__)
+            except (OSError, TimeoutError) as exc:
+                self._refuse(accepted.peername, "tls_handshake", str(exc) or type(exc).__name__)
                 return
             except PeerRefused as exc:
-                self._refuse(writer, exc.reason, str(exc))
+                self._refuse(accepted.peername, exc.reason, str(exc))
                 return
             try:
                 async with asyncio.timeout(HANDSHAKE_TIMEOUT):
@@ -440,12 +442,14 @@ class RaftTransport:
             except (asyncio.IncompleteReadError, TimeoutError, OSError):
                 preamble = b""
             if preamble != PREAMBLE_RAFT:
-                self._refuse(writer, "not_raft", f"expected the Raft preamble, got {preamble!r}")
+                self._refuse(accepted.peername, "not_raft", f"expected the Raft preamble, got {preamble!r}")
                 return
             await self._receive_stream(reader, writer, node_id)
         finally:
-            writer.transport.abort()
-            self._inbound.pop(writer, None)
+            accepted.abort()
+            self._inbound.pop(accepted, None)
+            if writer is not None:
+                self._inbound.pop(writer, None)
 
     async def accept_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Receive a Raft stream that a shared listener (node.listener) accepted: TLS done, preamble read.
@@ -453,7 +457,7 @@ class RaftTransport:
         try:
             node_id = self._authenticate(writer)
         except PeerRefused as exc:
-            self._refuse(writer, exc.reason, str(exc))
+            self._refuse(writer.get_extra_info("peername"), exc.reason, str(exc))
             return
         self._inbound[writer] = None
         try:
@@ -466,7 +470,7 @@ class RaftTransport:
         # A peer keeps one connection to us; a new one means the old is dead (it reconnected).
         for other, holder in list(self._inbound.items()):
             if holder == node_id and other is not writer:
-                other.transport.abort()
+                _abort(other)
         self._inbound[writer] = node_id
         _tune_socket(writer, user_timeout=False)
         await self._receive(reader, node_id)
@@ -525,9 +529,9 @@ class RaftTransport:
         """The node ID the peer's (already TLS-verified) certificate proves, if it may speak Raft with us."""
         return self._identify(writer.get_extra_info("ssl_object").getpeercert(binary_form=True))
 
-    def _refuse(self, writer: asyncio.StreamWriter, reason: str, detail: str) -> None:
+    def _refuse(self, peername: Any, reason: str, detail: str) -> None:
         _count(self.stats.connections_refused, reason)
-        log.warning("refused raft connection from %s (%s): %s", _address(writer), reason, detail)
+        log.warning("refused raft connection from %s (%s): %s", _address(peername), reason, detail)
 
     def _reject(self, peer: str, reason: str, detail: str) -> None:
         _count(self.stats.frames_rejected, reason)
@@ -559,6 +563,12 @@ def _tune_socket(writer: asyncio.StreamWriter, *, user_timeout: bool) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS)
 
 
-def _address(writer: asyncio.StreamWriter) -> str:
-    peername = writer.get_extra_info("peername")
+def _address(peername: Any) -> str:
     return f"{peername[0]}:{peername[1]}" if peername else "an unknown address"
+
+
+def _abort(connection: asyncio.StreamWriter | Accepted) -> None:
+    if isinstance(connection, Accepted):
+        connection.abort()
+    else:
+        connection.transport.abort()

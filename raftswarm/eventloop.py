@@ -1,0 +1,48 @@
+"""The event loop a node process runs on: uvloop's (libuv) where it is installed, else asyncio's own.
+
+uvloop runs the same asyncio code with less CPU per wake-up, socket read and write, which is most of what a
+replicated write costs a manager (`python3 -m bench raft`). `RAFTSWARM_EVENT_LOOP=asyncio` chooses asyncio's
+loop anyway (to compare, or to rule the loop out when chasing a bug); any other value is refused. Code that
+runs on it must not depend on one loop's timing: see `tlsaccept` for the one place where that mattered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from .errors import InvalidInput
+
+T = TypeVar("T")
+
+CHOICE = "RAFTSWARM_EVENT_LOOP"
+LOOPS = ("uvloop", "asyncio")
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop factory, or None for asyncio's default (chosen, or uvloop not installed)."""
+    chosen = os.environ.get(CHOICE, "uvloop")
+    if chosen not in LOOPS:
+        raise InvalidInput(f"{CHOICE}={chosen!r}: choose one of {', '.join(LOOPS)}")
+    if chosen == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """`asyncio.run(make())` on the chosen loop. The loop is chosen (a bad choice refused) before `make` is
+    called, so a refused start has made nothing."""
+    factory = loop_factory()
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(make())
+
+
+def name() -> str:
+    """Which loop `run` would use: "uvloop" or "asyncio"."""
+    return "asyncio" if loop_factory() is None else "uvloop"
