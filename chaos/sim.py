@@ -448,10 +448,13 @@ class Simulator:
         if send_early:
             for msg in batch.messages:
                 self._send(node, msg)
+        early = pipeline.appliable_before_persisting(batch)
         hard_state = batch.hard_state
         if not pipeline.must_sync(batch):
             self.stats["commits_carried"] += hard_state is not None
-            self._finish_flush(node, batch, send_early)
+            if early:
+                self._apply(node, early)
+            self._finish_flush(node, batch, send_early, applied_early=len(early))
             return
         node.sent_before_written = send_early and bool(batch.messages)
         self.stats["writes"] += 1
@@ -461,12 +464,21 @@ class Simulator:
             return
         hard_state = pipeline.start_write(batch)
         delay = self.rng.randint(*node.disk_write_ms)
-        self.schedule(delay, self._on_written, node, node.incarnation, batch, hard_state, send_early)
+        self.schedule(delay, self._on_written, node, node.incarnation, batch, hard_state, send_early, len(early))
+        self.stats["applied_while_writing"] += len(early)
+        if early:
+            self._apply(node, early)  # the driver applies them while the disk writes
         if node.sent_before_written and self.chaos_on:
             self.nemesis.sent_before_written(node)
 
     def _on_written(
-        self, node: SimNode, incarnation: int, batch: Batch, hard_state: HardState | None, send_early: bool
+        self,
+        node: SimNode,
+        incarnation: int,
+        batch: Batch,
+        hard_state: HardState | None,
+        send_early: bool,
+        applied_early: int = 0,
     ) -> bool:
         """A write returned: the rest of the driver's `_flush`, then the flusher takes the next batch."""
         if node.incarnation != incarnation:
@@ -478,20 +490,24 @@ class Simulator:
         if torn == BEFORE_SEND:
             self.crash(node, torn)
             return True
-        self._finish_flush(node, batch, send_early, torn)
+        self._finish_flush(node, batch, send_early, torn, applied_early)
         if node.up:
             self._run_flusher(node)
         return True
 
-    def _finish_flush(self, node: SimNode, batch: Batch, sent: bool, torn: str | None = None) -> None:
-        """The end of the driver's `_flush`: the messages not sent early, then apply, then serve reads."""
+    def _finish_flush(
+        self, node: SimNode, batch: Batch, sent: bool, torn: str | None = None, applied_early: int = 0
+    ) -> None:
+        """The end of the driver's `_flush`: the messages not sent early, then apply what was not applied while
+        writing, then serve reads."""
         if not sent:
             for msg in batch.messages:
                 self._send(node, msg)
         if torn == BEFORE_APPLY:
             self.crash(node, torn)
             return
-        self._apply_batch(node, batch.snapshot, batch.committed, batch.read_states, batch.dropped_reads)
+        rest = batch.committed[applied_early:]
+        self._apply_batch(node, batch.snapshot, rest, batch.read_states, batch.dropped_reads)
 
     # --- what both modes do -------------------------------------------------------------------------------
 

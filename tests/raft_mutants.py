@@ -28,3 +28,13 @@ class AcksBeforeWriting(Pipeline):
     copy that a crash then loses."""
 
     sendable_before_persist = SENDABLE_BEFORE_PERSIST | {MessageType.APPEND_RESP}
+
+
+class AppliesWhatItWrites(Pipeline):
+    """Breaks "apply only what a finished write holds": hands the state machine every committed entry while the
+    batch's write runs, also those this very write is putting on disk (a follower told of a commit together
+    with the entries), so a crash during the write leaves a node that applied what it never had."""
+
+    def appliable_before_persisting(self, batch):
+        return [] if batch.snapshot is not None else batch.committed
+

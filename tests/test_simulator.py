@@ -11,7 +11,7 @@ these tests keep a smaller sweep in the ordinary test run.
 from types import SimpleNamespace
 
 import pytest
-from raft_mutants import AcksBeforeWriting, CommitsOldTerms, VotesForAnyLog
+from raft_mutants import AcksBeforeWriting, AppliesWhatItWrites, CommitsOldTerms, VotesForAnyLog
 
 from chaos.checks import (
     DURABILITY,
@@ -20,6 +20,7 @@ from chaos.checks import (
     LINEARIZABLE_READS,
     LIVENESS,
     LOG_MATCHING,
+    PERSIST_BEFORE_APPLY,
     STATE_MACHINE_SAFETY,
     InvariantViolation,
     SafetyChecker,
@@ -102,6 +103,44 @@ def test_the_real_driver_sends_before_its_writes_return_and_is_never_flagged():
         sent += result.stats["sent_before_written"]
         lost += result.stats["writes_lost_after_send"]
     assert sent > 1000 and lost > 50, f"{sent} batches sent before their write, {lost} of those writes lost"
+
+
+def test_a_driver_that_applies_what_its_running_write_holds_is_caught():
+    """Applying while a write runs is safe only for entries an earlier write holds (`appliable_before_persisting`):
+    a driver that also applies the running write's own entries is caught applying what its disk lacks."""
+    failure = _first_failure(RaftCore, 3, pipeline_cls=AppliesWhatItWrites)
+    assert failure is not None, f"AppliesWhatItWrites passed {MUTANT_SEED_BUDGET} seeds: the checks are vacuous"
+    assert failure.violation.invariant == PERSIST_BEFORE_APPLY, failure.violation
+
+
+def test_the_real_driver_applies_while_writing_and_is_never_flagged():
+    applied = 0
+    for seed in range(SEEDS_PER_SIZE):
+        result = run_seed(seed, 3, STEPS)
+        assert result.ok, f"{result.violation}\nreplay: {result.replay_command()}\n" + "\n".join(result.trace)
+        applied += result.stats["applied_while_writing"]
+    assert applied > 200, f"only {applied} entries applied while a write ran"
+
+
+def test_what_a_batch_may_apply_while_its_write_runs():
+    """Committed entries an earlier write holds, yes; those this batch writes (a lone voter's, or a follower's
+    told of the commit with them), after the write; nothing before a snapshot is restored."""
+    pipeline = Pipeline(HardState(term=3, vote=1, commit=5))
+    earlier = [Entry(5, 3), Entry(6, 3)]
+    batch = _batch_of(pipeline, Ready(HardState(3, 1, 8), [Entry(7, 3), Entry(8, 3)], committed_entries=earlier))
+    assert pipeline.appliable_before_persisting(batch) == earlier
+    pipeline.start_write(batch)
+    pipeline.written(batch.hard_state)
+    follower = _batch_of(pipeline, Ready(HardState(3, 1, 10), [Entry(9, 3), Entry(10, 3)],
+                                        committed_entries=[Entry(9, 3), Entry(10, 3)]))  # fmt: skip
+    assert pipeline.appliable_before_persisting(follower) == []
+    pipeline.start_write(follower)
+    pipeline.written(follower.hard_state)
+    commit_only = _batch_of(pipeline, Ready(HardState(3, 1, 11), committed_entries=[Entry(11, 3)]))
+    assert pipeline.appliable_before_persisting(commit_only) == [Entry(11, 3)]
+    snapshot = Snapshot(SnapshotMeta(20, 3, ConfState(frozenset({1, 2, 3}))), b"")
+    restored = _batch_of(pipeline, Ready(HardState(3, 1, 20), snapshot=snapshot, committed_entries=[]))
+    assert pipeline.appliable_before_persisting(restored) == []
 
 
 def test_a_lone_voter_announces_no_commit_before_its_own_write_returns():

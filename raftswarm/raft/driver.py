@@ -2,9 +2,10 @@
 
 Inputs (ticks, peer messages, proposals, reads) step the core as they arrive, on the event loop. Their
 Readies go into the persistence pipeline (`raft.pipeline`, whose rules say what must be written and what
-may be sent before); one flusher task takes a batch, persists it with a single write and fsync (group
-commit), then sends its messages, then applies its committed entries, then answers reads. While a batch is
-being persisted the next one fills up, so fsync cost is shared by everything that arrived meanwhile.
+may be sent or applied before); one flusher task takes a batch, persists it with a single write and fsync
+(group commit) -- applying meanwhile the committed entries an earlier write holds -- then sends its messages,
+then applies the rest of its committed entries, then answers reads. While a batch is being persisted the
+next one fills up, so fsync cost is shared by everything that arrived meanwhile.
 
 Entries carry a 16-byte tag (proposer Raft ID, proposal sequence) before the payload, so the node that
 proposed an entry -- leader or follower, whose proposal the core forwarded -- wakes the right caller when
@@ -393,21 +394,27 @@ class RaftDriver:
         send_early = pipeline.may_send_before_persisting(batch)
         if send_early and batch.messages:
             self._transport.send(batch.messages)
+        early = pipeline.appliable_before_persisting(batch)
         if pipeline.must_sync(batch):
             hard_state = pipeline.start_write(batch)
+            write = asyncio.get_running_loop().run_in_executor(  # the write starts now, in a thread
+                None, self._storage.save, hard_state, batch.entries, batch.snapshot
+            )
             try:
-                await asyncio.to_thread(self._storage.save, hard_state, batch.entries, batch.snapshot)
+                self._apply_entries(early)  # while the disk writes
             finally:
-                pipeline.written(hard_state)
+                try:
+                    await write
+                finally:
+                    pipeline.written(hard_state)
+        else:
+            self._apply_entries(early)
         if batch.messages and not send_early:
             self._transport.send(batch.messages)
         if batch.snapshot is not None:
             self._restore_snapshot(batch.snapshot)
             self._applied = batch.snapshot.meta.index
-        for entry in batch.committed:
-            self._apply(entry)
-        if batch.committed:
-            self._applied = batch.committed[-1].index
+        self._apply_entries(batch.committed[len(early) :])
         for read in batch.read_states:
             future = self._reads.pop(read.request_id, None)
             if future is not None and not future.done():
@@ -418,6 +425,12 @@ class RaftDriver:
                 future.set_exception(ProposalDropped("no leader could confirm this read; retry"))
         self._release_reads()
         await self._maybe_snapshot()
+
+    def _apply_entries(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            self._apply(entry)
+        if entries:
+            self._applied = entries[-1].index
 
     def _release_reads(self) -> None:
         waiting = []

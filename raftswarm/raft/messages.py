@@ -2,7 +2,8 @@
 
 Everything here is plain data. The core (`raftswarm.raft.core`) consumes and produces these values;
 the driver persists `Ready.entries`/`Ready.hard_state`/`Ready.snapshot`, sends `Ready.messages`, applies
-`Ready.committed_entries`, and answers `Ready.read_states` -- in that order.
+`Ready.committed_entries`, and answers `Ready.read_states` -- in that order, except where `raft.pipeline`'s
+rules (sending before persisting, applying what an earlier write holds) allow otherwise.
 """
 
 from __future__ import annotations
@@ -169,6 +170,9 @@ class Ready:
     2. Send `messages`.
     3. Restore the state machine from `snapshot` (if any), then apply `committed_entries` in order.
     4. Serve the reads in `read_states` once their index is applied.
+
+    `raft.pipeline` says which messages may go before step 1 is done, and which committed entries (those an
+    earlier Ready's persisting put on disk) may be applied meanwhile.
     """
 
     hard_state: HardState | None = None

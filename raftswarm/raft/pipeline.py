@@ -3,7 +3,7 @@ asyncio and `chaos.sim` runs on its simulated clock.
 
 Readies pile up in the open batch; the flusher takes the oldest batch, persists it with one write (group
 commit), then sends its messages, then applies its committed entries, then serves its reads. Batches are
-flushed strictly in order, and while batch N is being written, batch N+1 fills up. Two rules make it wait
+flushed strictly in order, and while batch N is being written, batch N+1 fills up. Three rules make it wait
 less:
 
 - `may_send_before_persisting` (Raft thesis §10.2.1): a batch with no snapshot, whose hard state keeps the
@@ -13,10 +13,17 @@ less:
 - `must_sync` (etcd's MustSync): a batch with no entries and no snapshot whose hard state moved only the
   commit index is not written at all; that commit index rides along with the next write.
 
+- `appliable_before_persisting` (etcd applies while it saves): a batch's committed entries that were written
+  by an earlier batch are applied, and their proposers answered, while this batch's write runs, not after it.
+  An entry committed in the batch that writes it (a lone voter; a follower told of the commit with the
+  entries) is applied after the write.
+
 Why it is safe: whatever depends on the leader's copy being durable -- applying, answering clients,
 announcing a commit index that counted the leader -- happens only in later batches, which are flushed after
-this one's write returns. Replies that promise durability (votes, acks) always wait for the write. The
-deterministic simulator checks this, with crashes between a batch's early send and its write returning.
+this one's write returns. An entry applied early is committed: a majority has it on disk, this node's copy
+counted only once an earlier batch's write returned. Replies that promise durability (votes, acks) always
+wait for the write. The deterministic simulator checks this, with crashes between a batch's early send and
+its write returning.
 """
 
 from __future__ import annotations
@@ -142,6 +149,16 @@ class Pipeline:
         self.persisted_hard_state = hard_state or self.persisted_hard_state
         self.carried_commit = None
         self.writing = None
+
+    def appliable_before_persisting(self, batch: Batch) -> list[Entry]:
+        """The batch's committed entries that may be applied -- their proposers answered -- while its write
+        is still running: all of them below its first unwritten entry. See the module docstring."""
+        if batch.snapshot is not None:
+            return []  # the snapshot replaces the state machine first, after its write
+        if not batch.entries:
+            return batch.committed
+        first_unwritten = batch.entries[0].index
+        return [entry for entry in batch.committed if entry.index < first_unwritten]
 
     def may_send_before_persisting(self, batch: Batch) -> bool:
         """Raft thesis §10.2.1: see the module docstring."""
