@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from raftswarm import eventloop
 from raftswarm.errors import RaftswarmError
 from raftswarm.localcluster.managers import LocalCluster, free_port
 
@@ -331,12 +332,16 @@ def _log_tails(logs: list[Path]) -> str:
 
 
 def with_ratios(records: list[dict]) -> list[dict]:
-    """The records, each raftswarm one with `vs_etcd`: its p50 and p99 over etcd's (2.0: twice etcd's
+    """The records, each raftswarm one with the event loop its members ran on (`raftswarm.eventloop`) and
+    `vs_etcd`: its p50 and p99 over etcd's (2.0: twice etcd's
     latency) and its ops_per_s over etcd's (0.5: half etcd's throughput), against etcd's API line of the same
     scenario; None if etcd was not measured."""
     etcd = {r["scenario"]: r for r in records if r["system"] == "etcd" and "skipped" not in r}
     return [
-        {**r, "vs_etcd": _ratios(r, etcd.get(r["scenario"]))} if r["system"] == "raftswarm" else r for r in records
+        {**r, "vs_etcd": _ratios(r, etcd.get(r["scenario"])), "event_loop": eventloop.name()}
+        if r["system"] == "raftswarm"
+        else r
+        for r in records
     ]
 
 
