@@ -57,6 +57,9 @@ from raftswarm.localcluster.dockerswarm import API_VERSION, DockerSwarm, unavail
 from raftswarm.localcluster.hostnet import ClusterError
 from raftswarm.localcluster.swarm import SwarmCluster
 
+from .procmem import pss_kb
+from .schedule import BenchFailed
+
 SYSTEMS = ("raftswarm", "docker-swarm")
 MANAGERS, WORKERS = 3, 2
 IMAGE = "busybox"
@@ -68,10 +71,6 @@ FAILOVER_TIMEOUT = 60.0
 SETTLE = 2.0
 """Seconds to wait after 100 tasks run before reading memory (their processes have finished starting)."""
 TARGET_AHEAD = 5.0
-
-
-class BenchFailed(Exception):
-    """The benchmark could not measure something; the message says what."""
 
 
 # -- one client for both -----------------------------------------------------------------------------------
@@ -237,17 +236,6 @@ def _monitors(system: System, table: dict[int, tuple[int, str]]) -> set[int]:
     return found
 
 
-def _pss_kb(pids: set[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as rollup:
-                total += next(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))
-        except (OSError, StopIteration):
-            continue  # gone meanwhile, or a zombie
-    return total
-
-
 def memory(system: System) -> dict[str, Any]:
     """PSS of each node's daemons and of all task processes (monitors and what runs below them)."""
     table = _processes()
@@ -257,12 +245,12 @@ def memory(system: System) -> dict[str, Any]:
         pid = member.pid()
         if pid is None:
             continue
-        node_kb.append(_pss_kb(_descendants({pid}, table) - tasks))
-        daemon_kb.append(_pss_kb({pid}))
+        node_kb.append(pss_kb(_descendants({pid}, table) - tasks))
+        daemon_kb.append(pss_kb({pid}))
     return {
         "node_kb": node_kb,
         "daemon_kb": daemon_kb,
-        "tasks_kb": _pss_kb(tasks),
+        "tasks_kb": pss_kb(tasks),
         "task_processes": len(tasks),
         "monitors": len(_monitors(system, table)),
     }

@@ -40,6 +40,7 @@ from raftswarm.images.store import ImageStore
 from raftswarm.localcluster.swarm import SwarmCluster
 from raftswarm.runtime.containers import Container, ContainerRuntime, unavailable
 
+from .procmem import pss_kb
 from .schedule import BenchFailed, StoreWatch, _remove_service, _round, _running, leader_of, service_spec
 
 SCENARIOS = ("swarm", "runtime")
@@ -165,8 +166,8 @@ async def runtime_scenario(args: argparse.Namespace, workdir: Path, say) -> dict
             began = time.monotonic()
             started.append(await runtime.start(_task(), {}))
             one_by_one.append(time.monotonic() - began)
-        monitor_kb = [_pss_kb([_monitor_of(task)]) for task in started]
-        task_kb = [_pss_kb([_monitor_of(task), *_container_processes(task)]) for task in started]
+        monitor_kb = [pss_kb([_monitor_of(task)]) for task in started]
+        task_kb = [pss_kb([_monitor_of(task), *_container_processes(task)]) for task in started]
         await _release(started)
         began = time.monotonic()
         started = list(await asyncio.gather(*(runtime.start(_task(), {}) for _ in range(args.starts))))
@@ -212,14 +213,6 @@ def _container_processes(task: Container) -> list[int]:
             except OSError:
                 pass
     return found
-
-
-def _pss_kb(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/smaps_rollup") as rollup:
-            total += next(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))
-    return total
 
 
 def _readable(record: dict[str, Any]) -> str:

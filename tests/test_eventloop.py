@@ -5,20 +5,26 @@ and TLS accepted by `raftswarm.tlsaccept` on either loop when the client's hello
 from __future__ import annotations
 
 import asyncio
-import datetime
 import ssl
 import subprocess
 import sys
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from raftswarm import eventloop
+from raftswarm.ca.certificates import (
+    NodeRole,
+    RootCA,
+    client_ssl_context,
+    new_cluster_id,
+    new_node_id,
+    server_ssl_context,
+)
 from raftswarm.errors import InvalidInput
 from raftswarm.tlsaccept import Accepted, Acceptor
+
+SERVER_NAME = NodeRole.MANAGER.value
+"""The name a node checks a manager's certificate for (`ca.certificates`)."""
 
 uvloop = pytest.importorskip("uvloop", reason="uvloop is a dependency of raftswarm: `./setup` installs it")
 
@@ -64,30 +70,15 @@ def test_the_node_command_says_so_exits_non_zero_and_makes_no_state_dir(tmp_path
 # -- TLS accepted on either loop ---------------------------------------------------------------------------
 
 
-def _server_context(directory) -> ssl.SSLContext:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tlsaccept-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .sign(key, hashes.SHA256())
-    )
-    (directory / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
-    return context
+def _contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """2377's mutual TLS: a manager's server context and another manager's client context, one root."""
+    root, cluster = RootCA.create(), new_cluster_id()
+    server = root.issue(new_node_id(), NodeRole.MANAGER, cluster)
+    client = root.issue(new_node_id(), NodeRole.MANAGER, cluster)
+    return server_ssl_context(root.certificate, server), client_ssl_context(root.certificate, client)
 
 
-async def _echo_once(server_context: ssl.SSLContext) -> tuple[bytes, list[str]]:
+async def _echo_once(server_context: ssl.SSLContext, client: ssl.SSLContext) -> tuple[bytes, list[str]]:
     """A client that sends its TLS hello as it connects, and then a line; what came back, and what the server
     saw of the connection before its handshake (nothing may have been read)."""
     seen: list[str] = []
@@ -105,9 +96,9 @@ async def _echo_once(server_context: ssl.SSLContext) -> tuple[bytes, list[str]]:
     acceptor = Acceptor("127.0.0.1", 0, on_accept)
     await acceptor.start()
     try:
-        client = ssl.create_default_context()
-        client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
-        reader, writer = await asyncio.open_connection("127.0.0.1", acceptor.port, ssl=client)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", acceptor.port, ssl=client, server_hostname=SERVER_NAME
+        )
         writer.write(b"hello\n")
         answer = await asyncio.wait_for(reader.readline(), 5)
         writer.close()
@@ -117,16 +108,16 @@ async def _echo_once(server_context: ssl.SSLContext) -> tuple[bytes, list[str]]:
 
 
 @pytest.mark.parametrize("loop", eventloop.LOOPS)
-def test_tls_is_accepted_on_either_loop_when_the_hello_comes_with_the_connection(loop, monkeypatch, tmp_path):
+def test_tls_is_accepted_on_either_loop_when_the_hello_comes_with_the_connection(loop, monkeypatch):
     monkeypatch.setenv(eventloop.CHOICE, loop)
-    context = _server_context(tmp_path)
-    answer, seen = eventloop.run(lambda: asyncio.wait_for(_echo_once(context), 10))
+    server, client = _contexts()
+    answer, seen = eventloop.run(lambda: asyncio.wait_for(_echo_once(server, client), 10))
     assert answer == b"hello\n"
     assert seen == ["accepted from 127.0.0.1, writer None"]
 
 
-def test_a_connection_aborted_before_its_handshake_is_closed_and_its_handshake_refused(tmp_path):
-    context = _server_context(tmp_path)
+def test_a_connection_aborted_before_its_handshake_is_closed_and_its_handshake_refused():
+    context, client = _contexts()
 
     async def scenario() -> str:
         refused: list[str] = []
@@ -141,10 +132,10 @@ def test_a_connection_aborted_before_its_handshake_is_closed_and_its_handshake_r
         acceptor = Acceptor("127.0.0.1", 0, lambda a: asyncio.get_running_loop().create_task(serve(a)))
         await acceptor.start()
         try:
-            client = ssl.create_default_context()
-            client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
             with pytest.raises((OSError, asyncio.IncompleteReadError)):
-                await asyncio.wait_for(asyncio.open_connection("127.0.0.1", acceptor.port, ssl=client), 5)
+                await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", acceptor.port, ssl=client, server_hostname=SERVER_NAME), 5
+                )
             for _ in range(100):
                 if refused:
                     break
