@@ -144,7 +144,7 @@ def test_resolv_conf_on_networks_names_the_tasks_resolver_with_the_hosts_search_
     host = tmp_path / "resolv.conf"
     host.write_text(HOST_RESOLV)
     assert resolv_conf(True, str(host)) == (
-        f"nameserver {TASK_RESOLVER}\nsearch corp.example\noptions ndots:2 timeout:1\n"
+        f"nameserver {TASK_RESOLVER}\nsearch corp.example\noptions ndots:2 timeout:1 ndots:0\n"
     )
 
 
@@ -157,7 +157,7 @@ def test_resolv_conf_on_no_network_is_the_hosts_without_loopback_servers(tmp_pat
 
 
 def test_resolv_conf_without_a_host_file(tmp_path):
-    assert resolv_conf(True, str(tmp_path / "missing")) == f"nameserver {TASK_RESOLVER}\n"
+    assert resolv_conf(True, str(tmp_path / "missing")) == f"nameserver {TASK_RESOLVER}\noptions ndots:0\n"
     assert resolv_conf(False, str(tmp_path / "missing")) == ""
 
 
@@ -166,12 +166,12 @@ def test_resolv_conf_without_a_host_file(tmp_path):
     [
         # On networks the file names only the task's resolver; the servers are its upstreams.
         (True, {"Nameservers": ["192.0.2.1"]},
-         ["nameserver 127.0.0.11", "search corp.example", "options ndots:2 timeout:1"]),
+         ["nameserver 127.0.0.11", "search corp.example", "options ndots:2 timeout:1 ndots:0"]),
         (True, {"Search": ["a.example", "b.example"]}, ["nameserver 127.0.0.11", "search a.example b.example",
-                                                        "options ndots:2 timeout:1"]),
+                                                        "options ndots:2 timeout:1 ndots:0"]),
         (True, {"Options": ["ndots:5", "edns0"]},
-         ["nameserver 127.0.0.11", "search corp.example", "options ndots:5 edns0"]),
-        (True, {"Search": ["."]}, ["nameserver 127.0.0.11", "options ndots:2 timeout:1"]),  # "." means none
+         ["nameserver 127.0.0.11", "search corp.example", "options ndots:5 edns0 ndots:0"]),
+        (True, {"Search": ["."]}, ["nameserver 127.0.0.11", "options ndots:2 timeout:1 ndots:0"]),  # "." means none
         # On no network: each given setting replaces the host's.
         (False, {"Nameservers": ["192.0.2.1", "2001:db8::53"]},
          ["nameserver 192.0.2.1", "nameserver 2001:db8::53", "search corp.example", "options ndots:2 timeout:1"]),

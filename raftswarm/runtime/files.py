@@ -20,6 +20,9 @@ from pathlib import Path
 from ..objects.containerspec import dns_settings, parse_extra_hosts
 
 TASK_RESOLVER = "127.0.0.11"
+RESOLVER_OPTIONS = ("ndots:0",)
+"""What Docker's embedded resolver adds to the options of a task on networks (libnetwork's ResolverOptions):
+every name is first tried as it is, so a service name resolves at the first query."""
 MAX_IMAGE_FILE = 1 << 20
 """/etc/passwd and /etc/group of an image larger than 1 MiB are not read whole: the first MiB is plenty for
 any real image and bounds what a hostile one costs the node."""
@@ -80,7 +83,8 @@ def hosts_file(hostname: str, addresses: Iterable[str], extra_hosts: Iterable[st
 
 def resolv_conf(on_networks: bool, host_file: str = "/etc/resolv.conf", dns: Mapping | None = None) -> str:
     """A task's resolv.conf. On networks: its own resolver (which forwards other names to the node's
-    servers), with the host's search domains and options, as Docker writes it for a user-defined network.
+    servers), with the host's search domains and options and then the resolver's (`RESOLVER_OPTIONS`), as
+    Docker writes it for a user-defined network.
     On none: the host's file without loopback servers, which mean nothing in the task's namespace.
 
     `dns` is ContainerSpec.DNSConfig: its Nameservers, Search and Options each replace the host's (a Search of
@@ -92,10 +96,7 @@ def resolv_conf(on_networks: bool, host_file: str = "/etc/resolv.conf", dns: Map
             lines = [line.strip() for line in host]
     except OSError:
         lines = []
-    if not (nameservers or search or options):
-        if on_networks:
-            kept = [line for line in lines if line.split()[:1] in (["search"], ["options"])]
-            return "".join(f"{line}\n" for line in [f"nameserver {TASK_RESOLVER}", *kept])
+    if not (nameservers or search or options or on_networks):
         kept = [line for line in lines if not _loopback_server(line)]
         return "".join(f"{line}\n" for line in kept)
     if on_networks:
@@ -108,7 +109,11 @@ def resolv_conf(on_networks: bool, host_file: str = "/etc/resolv.conf", dns: Map
         search_lines = [] if search == ["."] else [f"search {' '.join(search)}"]
     else:
         search_lines = [line for line in lines if line.split()[:1] == ["search"]]
-    if options:
+    if on_networks:
+        # libnetwork's rebuildDNS: one options line, the current options then the resolver's own (ndots:0).
+        current = options or [word for line in lines if line.split()[:1] == ["options"] for word in line.split()[1:]]
+        options_lines = [f"options {' '.join([*current, *RESOLVER_OPTIONS])}"]
+    elif options:
         options_lines = [f"options {' '.join(options)}"]
     else:
         options_lines = [line for line in lines if line.split()[:1] == ["options"]]
