@@ -13,6 +13,7 @@ through name index objects (`config-names/<name>`), created in the same transact
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import ControlError
@@ -71,37 +72,47 @@ class ConfigApi:
 
     async def remove_config(self, ref: str) -> None:
         """Docker's `DELETE /configs/{id}`: refused while a service references the config."""
-        current = await self.config(ref)
-        for _ in range(ALLOCATION_RETRIES):
-            # Every service create and update takes the allocation lock: holding it from before the services
-            # are read, this delete fails if one committed meanwhile (it may reference the config), and reads
-            # again. One that commits after this delete finds the config gone (`config_checks`).
-            lock = await allocation_lock(self.store)
-            users = sorted(
-                s.data["Spec"]["Name"] for s in await self.store.list(SERVICES)
-                if current.id in referenced_configs(s.data["Spec"])
+        await remove_unreferenced(
+            self.store, await self.config(ref), kind=CONFIGS, names=CONFIG_NAMES, noun="config",
+            referenced=referenced_configs,
+        )  # fmt: skip
+
+
+async def remove_unreferenced(
+    store: ReplicatedStore,
+    current: StoredObject,
+    *,
+    kind: str,
+    names: str,
+    noun: str,
+    referenced: Callable[[dict[str, Any]], Iterable[str]],
+) -> None:
+    """Delete a config or secret (`current`, with its name index in `names`) unless a service references it
+    (`referenced(service spec)` gives the IDs a spec references), in Docker's words if one does."""
+    for _ in range(ALLOCATION_RETRIES):
+        # Every service create and update takes the allocation lock: holding it from before the services are
+        # read, this delete fails if one committed meanwhile (it may reference the object), and reads again.
+        # One that commits after this delete finds the object gone (`config_checks`, `_secret_checks`).
+        lock = await allocation_lock(store)
+        users = sorted(
+            s.data["Spec"]["Name"] for s in await store.list(SERVICES) if current.id in referenced(s.data["Spec"])
+        )
+        if users:
+            plural = "s" if len(users) > 1 else ""
+            raise ControlError(
+                f"{noun} '{spec_name(current)}' is in use by the following service{plural}: {', '.join(users)}", 400
             )
-            if users:
-                plural = "s" if len(users) > 1 else ""
-                raise ControlError(
-                    f"config '{spec_name(current)}' is in use by the following service{plural}: {', '.join(users)}",
-                    400,
-                )
-            try:
-                await self.store.transact(
-                    [
-                        lock,
-                        delete(CONFIGS, current.id, expect=current.version),
-                        delete(CONFIG_NAMES, spec_name(current)),
-                    ]
-                )
-                return
-            except Conflict:
-                found = await self.store.get(CONFIGS, current.id)
-                if found is None:
-                    raise ControlError(f"config {current.id} not found", 404) from None
-                current = found
-        raise ControlError("too many concurrent changes to services; retry", 503)
+        try:
+            await store.transact(
+                [lock, delete(kind, current.id, expect=current.version), delete(names, spec_name(current))]
+            )
+            return
+        except Conflict:
+            found = await store.get(kind, current.id)
+            if found is None:
+                raise ControlError(f"{noun} {current.id} not found", 404) from None
+            current = found
+    raise ControlError("too many concurrent changes to services; retry", 503)
 
 
 def _decoded(text: Any) -> bytes | None:

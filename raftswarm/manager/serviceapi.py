@@ -19,7 +19,7 @@ from typing import Any
 from ..store import Conflict, Operation, ReplicatedStore, check, create, delete, update
 from ..objects.stored import StoredObject, resolve, secret_data, spec_name, views, without_shown_defaults
 from .allocator import ALLOCATION_RETRIES, addresses_in_use, allocate_endpoint, allocation_lock
-from .configapi import config_checks
+from .configapi import config_checks, remove_unreferenced
 from ..objects.kinds import NETWORKS, NODES, SECRETS, SECRET_NAMES, SERVICES, SERVICE_NAMES, TASKS, new_object_id
 from ..objects.times import now_iso
 from ..errors import ControlError
@@ -109,21 +109,10 @@ class ServiceApi:
 
     async def remove_secret(self, ref: str) -> None:
         """Docker's `DELETE /secrets/{id}`: refused while a service references the secret."""
-        current = await self.secret(ref)
-        users = sorted(
-            s.data["Spec"]["Name"] for s in await self.services() if current.id in referenced_secrets(s.data["Spec"])
-        )
-        if users:
-            plural = "s" if len(users) > 1 else ""
-            raise ControlError(
-                f"secret '{current.data['Spec']['Name']}' is in use by the following service{plural}: {', '.join(users)}",
-                400,
-            )
-        # The services were read at some version; one created since may reference the secret. Its create
-        # checks the secret's version, and this delete checks no name index changed: one of the two fails.
-        await self.store.transact(
-            [delete(SECRETS, current.id, expect=current.version), delete(SECRET_NAMES, spec_name(current))]
-        )
+        await remove_unreferenced(
+            self.store, await self.secret(ref), kind=SECRETS, names=SECRET_NAMES, noun="secret",
+            referenced=referenced_secrets,
+        )  # fmt: skip
 
     async def _secret_checks(self, spec: dict[str, Any]) -> list[Operation]:
         """Version checks pinning every secret the spec references (so a concurrent `secret rm` loses)."""

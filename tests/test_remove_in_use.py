@@ -1,0 +1,71 @@
+"""`secret rm` and `config rm` against a service create that commits between their read of the services and
+their delete: the removal is refused in Docker's words and the object stays (before, a secret was deleted
+from under the new service). An in-memory store whose proposals apply at once; no sockets."""
+
+from __future__ import annotations
+
+import base64
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from raftswarm.errors import ControlError
+from raftswarm.manager.configapi import ConfigApi
+from raftswarm.manager.serviceapi import ServiceApi
+from raftswarm.objects.kinds import CONFIGS, SECRETS, SERVICES
+from raftswarm.store import ReplicatedStore, StoreError
+
+
+class _Driver:
+    """What the APIs read of a Raft driver: a leader whose proposals apply at once."""
+
+    def __init__(self, store: ReplicatedStore) -> None:
+        self.store = store
+        self.is_leader = True
+        self.leader_id = 1
+        self.core = SimpleNamespace(term=3)
+
+    async def read_barrier(self, timeout: float | None = None) -> int:
+        return self.store.state.version
+
+    async def propose(self, payload: bytes, timeout: float | None = None) -> Any:
+        result = self.store.apply(self.store.state.version + 1, payload)
+        if isinstance(result, StoreError):
+            raise result
+        return result
+
+
+def _file(name: str) -> dict[str, Any]:
+    return {"Name": name, "UID": "0", "GID": "0", "Mode": 0o444}
+
+
+@pytest.mark.parametrize("kind", ["secret", "config"])
+async def test_a_removal_overtaken_by_a_service_that_references_the_object_is_refused(kind):
+    store = ReplicatedStore()
+    store.attach(_Driver(store))  # type: ignore[arg-type]
+    services, configs = ServiceApi(store), ConfigApi(store)
+    spec = {"Name": "shared", "Data": base64.b64encode(b"x").decode()}
+    if kind == "secret":
+        object_id, stored_kind, remove = await services.create_secret(spec), SECRETS, services.remove_secret
+        reference = {"SecretID": object_id, "SecretName": "shared", "File": _file("shared")}
+    else:
+        object_id, stored_kind, remove = await configs.create_config(spec), CONFIGS, configs.remove_config
+        reference = {"ConfigID": object_id, "ConfigName": "shared", "File": _file("shared")}
+    list_services = store.list
+    overtaken = []
+
+    async def a_service_commits_meanwhile(listed_kind: str, *args: Any, **kwargs: Any) -> Any:
+        listed = await list_services(listed_kind, *args, **kwargs)
+        if listed_kind == SERVICES and not overtaken:
+            overtaken.append("web")  # first: the create lists services itself
+            await services.create_service(
+                {"Name": "web", "TaskTemplate": {"ContainerSpec": {
+                    "Image": "busybox", "Secrets" if kind == "secret" else "Configs": [reference]}}}
+            )  # fmt: skip
+        return listed
+
+    store.list = a_service_commits_meanwhile  # type: ignore[method-assign]
+    with pytest.raises(ControlError, match=f"{kind} 'shared' is in use by the following service: web"):
+        await remove("shared")
+    assert overtaken and await store.get(stored_kind, object_id) is not None
