@@ -104,6 +104,14 @@ async def test_a_stack_is_deployed_redeployed_pruned_and_removed(swarm, tmp_path
     again = await run(swarm, "stack", "deploy", "--detach", "-c", str(compose), "shop")
     assert again.exit_code == 0 and again.output == ""  # nothing changed, nothing touched
 
+    # As docker/cli does, a secret that exists is updated with the file's spec: new content is refused.
+    (tmp_path / "token.txt").write_text("changed")
+    refused = await run(swarm, "stack", "deploy", "--detach", "-c", str(compose), "shop")
+    assert refused.exit_code != 0
+    assert "failed to update secret shop_token: " in refused.output, refused.output
+    assert "only updates to Labels are allowed" in refused.output
+    (tmp_path / "token.txt").write_text("s3cr3t")
+
     compose.write_text(STACK.replace("  worker:\n    image: busybox\n    command: [\"sleep\", \"1000\"]\n", ""))
     changed = await run(swarm, "stack", "deploy", "--detach", "--prune", "-c", str(compose), "shop", env={"API_REPLICAS": "3"})
     assert changed.exit_code == 0, changed.output

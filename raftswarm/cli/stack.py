@@ -13,6 +13,7 @@ raftswarm does not act on are printed, each once.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,30 @@ STACK_HEADERS = {"Name": "NAME", "Services": "SERVICES"}
 @click.group(cls=DockerGroup)
 def stack() -> None:
     """Manage Swarm stacks."""
+
+
+async def _create_or_update(
+    noun: str,
+    bodies: dict[str, dict[str, Any]],
+    existing: dict[str, dict[str, Any]],
+    create: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+    update: Callable[[str, int, dict[str, Any]], Awaitable[None]],
+) -> dict[str, str]:
+    """docker/cli's createSecrets and createConfigs: one the stack's file defines that exists already is updated
+    with the file's spec (the node refuses changed content: only labels may change), one that does not is
+    created. The IDs by name, of every existing one and those created."""
+    ids = {name: found["ID"] for name, found in existing.items()}
+    for name, body in bodies.items():
+        found = existing.get(name)
+        try:
+            if found is None:
+                click.echo(f"Creating {noun} {name}")
+                ids[name] = (await create(body))["ID"]
+            else:
+                await update(found["ID"], found["Version"]["Index"], body)
+        except ApiError as exc:
+            raise CommandError(f"failed to {'create' if found is None else 'update'} {noun} {name}: {exc}") from None
+    return ids
 
 
 def _namespace_filter(name: str) -> dict[str, list[str]]:
@@ -92,23 +117,17 @@ async def deploy(
             click.echo(f"Creating network {network_name}")
             await api.network_create(body)
 
-    secret_ids = {s["Spec"]["Name"]: s["ID"] for s in await api.secret_list()}
+    secrets = {s["Spec"]["Name"]: s for s in await api.secret_list()}
     for external in specs.external_secrets:
-        if external not in secret_ids:
+        if external not in secrets:
             raise CommandError(f"secret not found: {external}")
-    for secret_name, body in specs.secrets.items():
-        if secret_name not in secret_ids:
-            click.echo(f"Creating secret {secret_name}")
-            secret_ids[secret_name] = (await api.secret_create(body))["ID"]
+    secret_ids = await _create_or_update("secret", specs.secrets, secrets, api.secret_create, api.secret_update)
 
-    config_ids = {c["Spec"]["Name"]: c["ID"] for c in await api.config_list()}
+    configs = {c["Spec"]["Name"]: c for c in await api.config_list()}
     for external in specs.external_configs:
-        if external not in config_ids:
+        if external not in configs:
             raise CommandError(f"config not found: {external}")
-    for config_name, body in specs.configs.items():
-        if config_name not in config_ids:
-            click.echo(f"Creating config {config_name}")
-            config_ids[config_name] = (await api.config_create(body))["ID"]
+    config_ids = await _create_or_update("config", specs.configs, configs, api.config_create, api.config_update)
 
     current = {s["Spec"]["Name"]: s for s in await api.service_list(_namespace_filter(name))}
     changed: list[tuple[str, dict[str, Any] | None]] = []
