@@ -9,10 +9,10 @@ dispatcher over an in-memory store, for what only its I/O shell can get wrong.
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from instant_store import InstantLeader, instant_store
 
 from raftswarm.ca.certificates import NodeIdentity, NodeRole
 from raftswarm.objects.kinds import NODES
@@ -26,8 +26,7 @@ from raftswarm.manager.heartbeats import (
     StaleSession,
 )
 from raftswarm.rpc.channel import RpcError, RpcServer
-from raftswarm.raft.driver import Timeout
-from raftswarm.store import ReplicatedStore, StoreError, put
+from raftswarm.store import put
 from raftswarm.store.state import encode_transaction
 
 P = 1.0
@@ -358,36 +357,8 @@ def test_heartbeats_between_late_ticks_keep_the_clock_counting():
 # -- the dispatcher's I/O shell -------------------------------------------------------------------------------
 
 
-class _FakeDriver:
-    """What the dispatcher reads of a Raft driver; proposals apply at once."""
-
-    def __init__(self, store: ReplicatedStore) -> None:
-        self.store = store
-        self.is_leader = True
-        self.leader_id = 1
-        self.core = SimpleNamespace(term=3)
-        self.failing_reads = 0
-
-    def peer_addresses(self) -> dict[int, tuple[str, int]]:
-        return {1: ("10.0.0.1", 2377)}
-
-    async def read_barrier(self, timeout: float | None = None) -> int:
-        if self.failing_reads:
-            self.failing_reads -= 1
-            raise Timeout("no leader was elected in time; a majority of managers may be unreachable")
-        return self.store.state.version
-
-    async def propose(self, payload: bytes, timeout: float | None = None) -> Any:
-        result = self.store.apply(self.store.state.version + 1, payload)
-        if isinstance(result, StoreError):
-            raise result
-        return result
-
-
-def _dispatcher(period: float, *nodes: str) -> tuple[Dispatcher, _FakeDriver]:
-    store = ReplicatedStore()
-    driver = _FakeDriver(store)
-    store.attach(driver)  # type: ignore[arg-type]
+def _dispatcher(period: float, *nodes: str) -> tuple[Dispatcher, InstantLeader]:
+    store, driver = instant_store()
     for node_id in nodes:
         data = {"ID": node_id, "Spec": {"Role": "worker"}, "Status": {"State": "ready"}}
         store.apply(store.state.version + 1, encode_transaction([put(NODES, node_id, data)]))

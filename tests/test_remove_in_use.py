@@ -5,35 +5,15 @@ from under the new service). An in-memory store whose proposals apply at once; n
 from __future__ import annotations
 
 import base64
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from instant_store import instant_store
 
 from raftswarm.errors import ControlError
 from raftswarm.manager.configapi import ConfigApi
 from raftswarm.manager.serviceapi import ServiceApi
 from raftswarm.objects.kinds import CONFIGS, SECRETS, SERVICES
-from raftswarm.store import ReplicatedStore, StoreError
-
-
-class _Driver:
-    """What the APIs read of a Raft driver: a leader whose proposals apply at once."""
-
-    def __init__(self, store: ReplicatedStore) -> None:
-        self.store = store
-        self.is_leader = True
-        self.leader_id = 1
-        self.core = SimpleNamespace(term=3)
-
-    async def read_barrier(self, timeout: float | None = None) -> int:
-        return self.store.state.version
-
-    async def propose(self, payload: bytes, timeout: float | None = None) -> Any:
-        result = self.store.apply(self.store.state.version + 1, payload)
-        if isinstance(result, StoreError):
-            raise result
-        return result
 
 
 def _file(name: str) -> dict[str, Any]:
@@ -42,8 +22,7 @@ def _file(name: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("kind", ["secret", "config"])
 async def test_a_removal_overtaken_by_a_service_that_references_the_object_is_refused(kind):
-    store = ReplicatedStore()
-    store.attach(_Driver(store))  # type: ignore[arg-type]
+    store, _ = instant_store()
     services, configs = ServiceApi(store), ConfigApi(store)
     spec = {"Name": "shared", "Data": base64.b64encode(b"x").decode()}
     if kind == "secret":
