@@ -23,7 +23,7 @@ from typing import Any
 
 from raftswarm.objects.tasks import TaskState, is_live, observed_state
 from raftswarm.objects.times import rfc3339
-from raftswarm.manager.reconciler import reconcile, view_of
+from raftswarm.manager.reconciler import PREDECESSOR_STOP_TIMEOUT, reconcile, view_of
 from raftswarm.objects.kinds import SERVICES, TASKS
 from raftswarm.manager.updater import STALLED_TASK_TIMEOUT
 from raftswarm.store import ClusterState, Committed, Operation, create, update
@@ -306,3 +306,32 @@ def test_a_new_task_no_node_can_take_yet_is_waited_for_however_long():
 
     assert swarm.update_status["State"] == "updating"
     assert {t["Status"]["State"] for t in swarm.live() if generation(t) == 2} == {"pending"}
+
+
+# --- stop-first: the replacement waits for the task it replaces ---------------------------------------------
+
+
+def test_a_stop_first_replacement_starts_only_once_the_task_it_replaces_has_stopped():
+    """SwarmKit creates it READY and its restart supervisor starts it once the old task stopped (DelayStart
+    with waitStop): the old and the new container of a slot never run at once (a host port, a volume)."""
+    swarm = two_workers_running(1)
+    (old,) = swarm.running(1)
+    swarm.update_service(churn_spec(2, 1))
+    swarm.run(5, lost={old["ID"]})  # its agent takes its time to stop it
+    (new,) = [task for task in swarm.live() if generation(task) == 2]
+    assert swarm.task(old["ID"])["DesiredState"] == "shutdown"
+    assert new["DesiredState"] == "ready" and observed_state(new) < TaskState.STARTING
+    swarm.run(2)  # it stops
+    assert observed_state(swarm.task(old["ID"])) == TaskState.SHUTDOWN
+    assert [task["ID"] for task in swarm.running(2)] == [new["ID"]]
+
+
+def test_a_replacement_whose_predecessor_never_reports_stopping_starts_after_the_timeout():
+    swarm = two_workers_running(1)
+    (old,) = swarm.running(1)
+    swarm.update_service(churn_spec(2, 1))
+    swarm.run(PREDECESSOR_STOP_TIMEOUT - 5, lost={old["ID"]})
+    assert not swarm.running(2)
+    swarm.run(10, lost={old["ID"]})
+    assert len(swarm.running(2)) == 1
+

@@ -6,8 +6,9 @@ recomputed rather than overwritten) and when to run again if nothing changes bef
 decisions of `orchestrator` (replicated, global and the two job modes), the restart supervisor, `updater`,
 `scheduler` and the task reaper, in SwarmKit's order:
 
-1. delayed restarts whose delay has passed are released (DesiredState ready -> running, or complete for a
-   job's task);
+1. delayed starts are released (DesiredState ready -> running, or complete for a job's task): restarts whose
+   delay has passed, and replacements whose predecessor in the slot has stopped (or its node went away, or
+   `PREDECESSOR_STOP_TIMEOUT` passed);
 2. tasks on nodes that are down, drained or gone are shut down; their services are reconciled;
 3. tasks that ended on their own go through the restart policy (SwarmKit's restart supervisor): the old
    task is marked shut down and, if the policy says so, a replacement takes its slot after the delay; a
@@ -15,7 +16,9 @@ decisions of `orchestrator` (replicated, global and the two job modes), the rest
 4. rolling updates and rollbacks advance (`updater.plan_update`; never for a job, which has none);
 5. services whose spec changed since they were last reconciled, jobs of which a task completed since, or
    all services after a node change, are reconciled (`reconcile_replicated` / `reconcile_global` /
-   `reconcile_replicated_job` / `reconcile_global_job`);
+   `reconcile_replicated_job` / `reconcile_global_job`); a new task of a service whose slot (or node) still
+   holds a task told to stop but not stopped -- a stop-first update, a scale down and up -- waits READY for it,
+   as SwarmKit's restart supervisor (DelayStart with waitStop) holds it, so the two never run at once;
 6. tasks not yet placed get an address on each of their networks (`allocator.allocate_task_networks`;
    the round's transaction then takes the allocation lock of `serviceapi.allocation_lock`), or stay
    PENDING with the reason when a network has none left;
@@ -87,6 +90,9 @@ service's tasks all at once would stall the leader (its API, heartbeats, Raft) f
 1,000 takes well under 100 ms here, and a 100-replica service, the common case, still needs one round."""
 _FAILED_ROUND_RETRY = (0.1, 5.0)
 """Seconds before a round that raised is tried again: doubling from the first to the second."""
+PREDECESSOR_STOP_TIMEOUT = 60.0
+"""Seconds a new task waits READY for the task it replaces in its slot to stop before it starts anyway
+(SwarmKit's defaultOldTaskTimeout)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +298,7 @@ def reconcile(
         if nodes_changed or reconciled.get(service_id) != _fingerprint(service, completed.get(service_id, 0))
     }
 
-    _release_delayed_starts(work)
+    _release_delayed_starts(work, nodes)
     to_reconcile |= _leave_unavailable_nodes(work, nodes)
     _restart_ended_tasks(work, nodes)
     to_reconcile |= _advance_updates(work)
@@ -309,6 +315,7 @@ def reconcile(
         for task_id in plan.remove:
             work.shut_down(task_id, state=TaskState.REMOVE)
         for task in plan.create:
+            _wait_for_predecessors(work, service, tasks, task, nodes)
             work.add(task)
         if len(plan.create) >= budget:
             work.wake(now)  # perhaps more to create: the next round, not this one
@@ -344,16 +351,49 @@ def _plan(
     return reconcile_replicated(service, tasks, new_id=new_id, now=now, max_create=max_create)
 
 
-def _release_delayed_starts(work: _Working) -> None:
+def _release_delayed_starts(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
     for task_id, task in list(work.tasks.items()):
         if task["DesiredState"] != TaskState.READY.api or "_StartAfter" not in task:
             continue
-        if task["_StartAfter"] <= work.now:
+        waiting_for = [
+            other for other in task.get("_StartAfterStopped") or () if _still_stopping(work.tasks.get(other), nodes)
+        ]
+        if task["_StartAfter"] <= work.now or ("_StartAfterStopped" in task and not waiting_for):
             edited = work.edit(task_id)
             edited["DesiredState"] = run_state(task).api
             del edited["_StartAfter"]
+            edited.pop("_StartAfterStopped", None)
         else:
             work.wake(task["_StartAfter"])
+
+
+def _still_stopping(task: dict[str, Any] | None, nodes: Mapping[str, dict[str, Any]]) -> bool:
+    """Whether a task a replacement waits for may still run: started (STARTING or later) and not ended, on a
+    node that is there and not down. One that never started, was never placed, or whose node is gone runs
+    nowhere; SwarmKit waits for those too (up to its timeout), which holds a rollback of a task whose agent
+    never answered for a minute."""
+    if task is None or is_terminal(observed_state(task)) or observed_state(task) < TaskState.STARTING:
+        return False
+    node = nodes.get(task.get("NodeID") or "")
+    return node is not None and node["Status"].get("State") != "down"
+
+
+def _wait_for_predecessors(work: _Working, service: dict[str, Any], tasks: list[dict[str, Any]],
+                           created: dict[str, Any], nodes: Mapping[str, dict[str, Any]]) -> None:  # fmt: skip
+    """Hold a new task READY while its slot (or node) still holds one of the service's tasks told to stop."""
+    if is_job(service["Spec"]):
+        return
+    place = ("Slot", created["Slot"]) if "Slot" in created else ("NodeID", created.get("NodeID"))
+    predecessors = sorted(
+        task["ID"]
+        for task in tasks
+        if task.get(place[0]) == place[1] and desired_state(task) >= TaskState.SHUTDOWN and _still_stopping(task, nodes)
+    )
+    if predecessors and created["DesiredState"] == TaskState.RUNNING.api:
+        created["DesiredState"] = TaskState.READY.api
+        created["_StartAfterStopped"] = predecessors
+        created["_StartAfter"] = work.now + PREDECESSOR_STOP_TIMEOUT
+        work.wake(created["_StartAfter"])
 
 
 def _leave_unavailable_nodes(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> set[str]:
