@@ -209,10 +209,14 @@ def _processes() -> dict[int, tuple[int, str]]:
     return found
 
 
-def _descendants(roots: set[int], table: dict[int, tuple[int, str]]) -> set[int]:
+def _children(table: dict[int, tuple[int, str]]) -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for pid, (parent, _) in table.items():
         children.setdefault(parent, []).append(pid)
+    return children
+
+
+def _descendants(roots: set[int], children: dict[int, list[int]]) -> set[int]:
     found, stack = set(), list(roots)
     while stack:
         pid = stack.pop()
@@ -239,20 +243,22 @@ def _monitors(system: System, table: dict[int, tuple[int, str]]) -> set[int]:
 def memory(system: System) -> dict[str, Any]:
     """PSS of each node's daemons and of all task processes (monitors and what runs below them)."""
     table = _processes()
-    tasks = _descendants(_monitors(system, table), table)
+    children = _children(table)
+    monitors = _monitors(system, table)
+    tasks = _descendants(monitors, children)
     node_kb, daemon_kb = [], []
     for member in system.members:
         pid = member.pid()
         if pid is None:
             continue
-        node_kb.append(pss_kb(_descendants({pid}, table) - tasks))
+        node_kb.append(pss_kb(_descendants({pid}, children) - tasks))
         daemon_kb.append(pss_kb({pid}))
     return {
         "node_kb": node_kb,
         "daemon_kb": daemon_kb,
         "tasks_kb": pss_kb(tasks),
         "task_processes": len(tasks),
-        "monitors": len(_monitors(system, table)),
+        "monitors": len(monitors),
     }
 
 
