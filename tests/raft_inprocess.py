@@ -72,7 +72,7 @@ class Endpoint:
     def __init__(self, network: Network, raft_id: int) -> None:
         self.network, self.raft_id, self.peers = network, raft_id, {}
 
-    def send(self, messages) -> None:
+    def send(self, messages, urgent: bool = True) -> None:
         if self.raft_id not in self.network.down:
             self.network.deliver(messages)
 

@@ -120,3 +120,46 @@ async def test_a_read_on_a_follower_whose_leader_died_is_asked_again_of_the_new_
     assert new_leader is not leader and new_leader.id != leader.id
     assert applied >= 1
     assert b"before" in c.machines[follower.id].items
+
+
+async def test_a_follower_writes_on_the_loop_while_its_disk_is_fast_and_the_leader_in_a_thread(cluster):
+    """A follower's write is what the leader waits for: while its writes are fast and small it makes them on the
+    event loop, saving two thread hand-offs; the leader writes in a thread and keeps serving meanwhile."""
+    import threading
+    import time
+
+    from raftswarm.raft.driver import INLINE_WRITE_SECONDS
+
+    c = await cluster(3)
+    leader = await c.leader()
+    follower = next(i for i in c.network.drivers if i != leader.id)
+    loop_thread = threading.get_ident()
+    threads: dict[int, list[bool]] = {i: [] for i in c.storages}
+    slow = {"seconds": 0.0}
+    for raft_id, storage in c.storages.items():
+        save = storage.save
+
+        def recording(hard_state, entries, snapshot, raft_id=raft_id, save=save):
+            threads[raft_id].append(threading.get_ident() == loop_thread)
+            if raft_id == follower:
+                time.sleep(slow["seconds"])
+            save(hard_state, entries, snapshot)
+
+        storage.save = recording
+
+    async def on_loop(raft_id: int) -> list[bool]:
+        threads[raft_id].clear()
+        await leader.propose(b"x")
+        await asyncio.sleep(0.05)  # the commit reaches the followers
+        return threads[raft_id]
+
+    saves = await on_loop(follower)
+    assert saves and all(saves)
+    saves = await on_loop(leader.id)
+    assert saves and not any(saves)
+    slow["seconds"] = INLINE_WRITE_SECONDS * 3  # the disk turns slow: one write on the loop, then threads
+    await on_loop(follower)
+    assert not any((await on_loop(follower))[1:])
+    slow["seconds"] = 0.0  # fast again: the next write is on a thread, and the ones after it back on the loop
+    await on_loop(follower)
+    assert all((await on_loop(follower))[1:])

@@ -148,24 +148,27 @@ def test_entry_commits_once_stored_on_a_majority_5_3():
 
 def test_followers_learn_commit_from_next_append_5_3():
     """§5.3: the leader includes its commit index in every AppendEntries, so followers apply an entry once the
-    leader has committed it."""
+    leader has committed it; one that has every entry sent to it hears it in a COMMIT, which it does not answer."""
     net = Network()
     net.elect(1)
     net.tick_all(1)
     net.propose(1, b"x")
     delivered = net.deliver()
-    commit_carriers = [m for m in delivered if m.type is MT.APPEND and m.commit == 5]
+    commit_carriers = [m for m in delivered if m.type in (MT.APPEND, MT.COMMIT) and m.commit == 5]
+    assert not [m for m in delivered if m.type is MT.APPEND_RESP and m.index == 5 and m.frm in (2, 3)][2:], (
+        "one answer per follower for the entry, none for the commit"
+    )
     assert sorted(m.to for m in commit_carriers) == [2, 3]
     assert all(n.core.commit_index == 5 and n.applied_data() == [b"x"] for n in net.nodes.values())
 
 
 def test_followers_learn_commit_from_heartbeat_5_3():
-    """§5.3 (etcd): heartbeats carry the commit index too, so a follower that missed the APPEND announcing a
+    """§5.3 (etcd): heartbeats carry the commit index too, so a follower that missed the message announcing a
     commit applies the entry at the next heartbeat."""
     net = Network()
     net.elect(1)
     net.tick_all(1)
-    net.drop_if(lambda m: m.type is MT.APPEND and not m.entries)
+    net.drop_if(lambda m: m.type is MT.COMMIT or (m.type is MT.APPEND and not m.entries))
     net.propose(1, b"x")
     net.deliver()
     assert net[1].commit_index == 5
@@ -394,3 +397,22 @@ def test_follower_forwards_proposals_to_the_leader_5_1():
     with pytest.raises(ProposalDropped):
         leaderless.propose(b"nobody to ask")
     assert leaderless.last_index == 3
+
+
+def test_a_commit_message_commits_only_what_the_follower_holds_and_gets_no_answer_5_3():
+    """COMMIT (the leader's new commit index for a follower with every entry sent to it) is an APPEND without
+    entries and without an answer: a follower whose log does not hold the entry it names commits nothing."""
+    core = follower_with_log(3, 3)
+    ready = core.step(Message(MT.COMMIT, to=1, frm=2, term=3, index=5, log_term=3, commit=9))
+    assert core.commit_index == 5 and ready.messages == []
+    core = follower_with_log(3, 3)
+    for index, log_term in ((5, 2), (6, 3)):  # another term at 5; past its last entry
+        ready = core.step(Message(MT.COMMIT, to=1, frm=2, term=3, index=index, log_term=log_term, commit=9))
+        assert core.commit_index == 3 and ready.messages == []
+
+
+def test_a_stale_leaders_commit_message_is_answered_with_the_newer_term():
+    core = follower_with_log(3, 3, term=5)
+    ready = core.step(Message(MT.COMMIT, to=1, frm=2, term=3, index=5, log_term=3, commit=5))
+    assert core.commit_index == 3
+    assert [(m.type, m.to, m.term) for m in ready.messages] == [(MT.APPEND_RESP, 2, 5)]

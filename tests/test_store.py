@@ -88,6 +88,29 @@ async def test_watch_resumes_from_a_version(cluster):
     assert resumed == [3, 4]
 
 
+async def test_a_watch_of_some_kinds_sees_only_them_and_other_commits_do_not_wake_it(cluster):
+    c = await cluster(1, ReplicatedStore)
+    store = c.machines[(await c.leader()).id]
+    since = (await store.transact([create("tasks", "t0", 0), create("secrets", "s0", 0)])).version
+    seen = []
+
+    async def consume():
+        async for change in store.watch(since - 1, frozenset({"tasks"})):
+            seen.append(change.object.id)
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.sleep(0.01)
+    assert seen == ["t0"]
+    (watcher,) = store._watchers
+    for i in range(1, 4):
+        await store.transact([create("secrets", f"s{i}", i)])
+        assert not watcher.wakeup.is_set(), "a commit of no watched kind does not wake the watcher"
+    await store.transact([create("secrets", "s4", 4), create("tasks", "t1", 1)])
+    await asyncio.sleep(0.01)
+    assert seen == ["t0", "t1"]
+    consumer.cancel()
+
+
 def test_watch_from_before_the_kept_history_says_to_relist():
     state = ClusterState()
     state.apply(5, encode_transaction([create("k", "a", 1)]))

@@ -405,3 +405,17 @@ def test_raft_ids_are_stable_positive_63_bit_and_distinct():
     ids = {raft_id_of(new_node_id()) for _ in range(1000)}
     assert len(ids) == 1000
     assert all(0 < i < 1 << 63 for i in ids)
+
+
+async def test_urgent_messages_are_written_at_once_the_others_by_the_pump_all_in_order(start_node):
+    a, b = await start_node(), await start_node()
+    a.knows(b)
+    a.transport.send([heartbeat(a.raft_id, b.raft_id, 1)])
+    await eventually(lambda: b.inbox and a.transport._peers[b.raft_id].writable is not None)
+    writes = a.stats.writes
+    a.transport.send([heartbeat(a.raft_id, b.raft_id, 2)], urgent=False)
+    assert a.stats.writes == writes, "a message that is not urgent waits for the pump"
+    a.transport.send([heartbeat(a.raft_id, b.raft_id, 3), heartbeat(a.raft_id, b.raft_id, 4)])
+    assert a.stats.writes == writes + 1, "an urgent one is written at once, in one write with what waited"
+    await eventually(lambda: len(b.inbox) == 4)
+    assert [m.commit for m in b.inbox] == [1, 2, 3, 4]

@@ -384,9 +384,8 @@ class Dispatcher:
             for event in self._assigned_changed.values():
                 event.set()
             try:
-                async for change in self.control.store.watch(state.version):
-                    if change.object.kind == TASKS:
-                        self._index(change.object, removed=change.action.value == "delete")
+                async for change in self.control.store.watch(state.version, frozenset({TASKS})):
+                    self._index(change.object, removed=change.action.value == "delete")
             except WatchCompacted:
                 continue
 

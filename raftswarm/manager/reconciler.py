@@ -626,9 +626,8 @@ class Reconciler:
     async def _watch(self) -> None:
         while True:
             try:
-                async for change in self.store.watch(self.store.state.version):
-                    if change.object.kind in _WATCHED_KINDS:
-                        self._changed.set()
+                async for _ in self.store.watch(self.store.state.version, _WATCHED_KINDS):
+                    self._changed.set()
             except WatchCompacted:
                 self._changed.set()
 

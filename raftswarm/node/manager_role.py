@@ -144,9 +144,8 @@ class Manager:
         cut: set[str] = set()
         while True:
             try:
-                async for change in self.store.watch(self.store.state.version):
-                    if change.object.kind == CLUSTER:
-                        cut = self._cut_off(cut)
+                async for _ in self.store.watch(self.store.state.version, frozenset({CLUSTER})):
+                    cut = self._cut_off(cut)
             except WatchCompacted:
                 cut = self._cut_off(cut)
 

@@ -57,7 +57,7 @@ SNAPSHOT_RESEND_HEARTBEATS = 3
 on any sane link, few enough that a lost chunk costs little."""
 
 # Message types only a leader of the message's term sends.
-_FROM_LEADER = frozenset({MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT, MT.TIMEOUT_NOW, MT.READ_INDEX_RESP})
+_FROM_LEADER = frozenset({MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT, MT.TIMEOUT_NOW, MT.READ_INDEX_RESP, MT.COMMIT})
 
 
 @dataclass
@@ -581,7 +581,7 @@ class RaftCore:
         """A message from an older term. Tell a stale leader about the newer term so it steps down (with
         CheckQuorum or Pre-Vote a node may otherwise never hear a higher term from us); reject a stale
         pre-vote so the pre-candidate does not wait forever; ignore the rest."""
-        if (self.config.check_quorum or self.config.pre_vote) and m.type in (MT.APPEND, MT.HEARTBEAT):
+        if (self.config.check_quorum or self.config.pre_vote) and m.type in (MT.APPEND, MT.HEARTBEAT, MT.COMMIT):
             self._send(Message(MT.APPEND_RESP, to=m.frm, frm=self.id))
         elif m.type is MT.PRE_VOTE:
             self._send(Message(MT.PRE_VOTE_RESP, to=m.frm, frm=self.id, term=self.term, reject=True))
@@ -616,11 +616,13 @@ class RaftCore:
                 return
             m.to = self.leader_id
             self._send(m)
-        elif m.type in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT):
+        elif m.type in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT, MT.COMMIT):
             self._election_elapsed = 0
             self.leader_id = m.frm
             if m.type is MT.APPEND:
                 self._handle_append(m)
+            elif m.type is MT.COMMIT:
+                self._handle_commit(m)
             elif m.type is MT.HEARTBEAT:
                 self._handle_heartbeat(m)
             else:
@@ -633,7 +635,7 @@ class RaftCore:
     def _step_candidate(self, m: Message) -> None:
         if m.type is MT.READ_INDEX and m.frm == self.id:
             self._dropped_reads.append(m.context)
-        elif m.type in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT):
+        elif m.type in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT, MT.COMMIT):
             self._become_follower(m.term, m.frm)  # someone won this term
             self._step_follower(m)
         elif (m.type is MT.PRE_VOTE_RESP and self.role is Role.PRE_CANDIDATE) or (
@@ -719,6 +721,30 @@ class RaftCore:
             if pid != self.id:
                 self._send_append(pid)
 
+    def _announce_commit(self) -> None:
+        """Tell every follower the new commit index: with its next entries if it has some to get, else with a
+        COMMIT, which it does not answer. An empty APPEND would do (etcd sends one) but its answer, one more
+        message each way per commit, tells a leader in the replicating state nothing new; a follower being
+        probed still gets an APPEND, whose answer the probe waits for."""
+        last = self.log.last_index()
+        for pid, progress in self._progress.items():
+            if pid == self.id:
+                continue
+            prev_term = self.log.term(progress.next - 1)
+            if progress.state is not ProgressState.REPLICATE or progress.next <= last or prev_term is None:
+                self._send_append(pid)
+                continue
+            self._send(
+                Message(
+                    MT.COMMIT,
+                    to=pid,
+                    frm=self.id,
+                    index=progress.next - 1,
+                    log_term=prev_term,
+                    commit=self.log.committed,
+                )
+            )
+
     def _send_append(self, to: int, send_if_empty: bool = True) -> bool:
         """Send `to` the entries it needs next (or a snapshot chunk if they were compacted). Returns
         False when nothing was sent (paused by flow control, or nothing to send)."""
@@ -769,7 +795,7 @@ class RaftCore:
             elif progress.state is ProgressState.REPLICATE:
                 progress.inflights.free_le(m.index)
             if self._maybe_commit():
-                self._broadcast_append()
+                self._announce_commit()
             while self._send_append(m.frm, send_if_empty=False):
                 pass  # pipelining: fill the window
             if m.frm == self._lead_transferee and progress.match == self.log.last_index():
@@ -860,6 +886,12 @@ class RaftCore:
                 log_term=self.log.term(hint_index) or 0,
             )
         )
+
+    def _handle_commit(self, m: Message) -> None:
+        """An APPEND without entries, left unanswered (see `_announce_commit`): a follower that has the entry
+        the leader last sent it commits up to it; one that does not waits for the next APPEND or heartbeat."""
+        if m.index >= self.log.committed and self.log.match_term(m.index, m.log_term):
+            self.log.commit_to(min(m.commit, m.index))
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(min(m.commit, self.log.last_index()))

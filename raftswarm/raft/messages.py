@@ -108,6 +108,8 @@ class MessageType(enum.IntEnum):
     """Entries a follower forwards to the leader."""
     READ_INDEX = 13
     READ_INDEX_RESP = 14
+    COMMIT = 15
+    """The leader's new commit index for a follower that has every entry sent to it; no reply."""
 
 
 @dataclass(slots=True)
@@ -120,6 +122,8 @@ class Message:
     - VOTE/PRE_VOTE: `log_term`/`index` are the candidate's last entry; `context` is TRANSFER_CONTEXT when
       the election follows a leadership transfer.
     - HEARTBEAT/HEARTBEAT_RESP: `commit` and `context` (a ReadIndex round's ID, echoed back).
+    - COMMIT: as an APPEND without entries (`log_term`/`index` the last entry sent, `commit` the leader's),
+      which the follower does not answer: what an answer would say, the leader has already heard.
     - SNAPSHOT: `snapshot_meta`, `index` = byte offset of `chunk`, `done` on the last chunk.
     - SNAPSHOT_RESP: `index` = bytes received so far (ack) or the offset expected (reject).
     - READ_INDEX/READ_INDEX_RESP: `context` = the request ID, `index` = the read index in the response.

@@ -42,6 +42,7 @@ SENDABLE_BEFORE_PERSIST = frozenset(
         MessageType.READ_INDEX_RESP,
         MessageType.PROPOSE,
         MessageType.READ_INDEX,
+        MessageType.COMMIT,
     }
 )
 """Messages that claim nothing about what the sender has on disk (see `Pipeline.may_send_before_persisting`)."""

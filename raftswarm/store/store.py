@@ -24,12 +24,19 @@ WATCH_BACKLOG = 10_000
 
 
 class _Watcher:
-    def __init__(self) -> None:
+    def __init__(self, kinds: frozenset[str] | None) -> None:
+        self.kinds = kinds
+        """The object kinds it wants, or None for all: a commit that changes none of them does not wake it."""
         self.pending: deque[Committed] = deque()
         self.overflowed = False
         self.wakeup = asyncio.Event()
 
+    def wants(self, change: Change) -> bool:
+        return self.kinds is None or change.object.kind in self.kinds
+
     def push(self, committed: Committed) -> None:
+        if self.kinds is not None and not any(change.object.kind in self.kinds for change in committed.changes):
+            return
         if len(self.pending) >= WATCH_BACKLOG:
             self.pending.clear()
             self.overflowed = True
@@ -84,9 +91,10 @@ class ReplicatedStore:
             await self._driver().read_barrier()
         return self.state.list(kind)
 
-    async def watch(self, since: int) -> AsyncIterator[Change]:
-        """Every change after version `since`, in order, then live ones as they are applied."""
-        watcher = _Watcher()
+    async def watch(self, since: int, kinds: frozenset[str] | None = None) -> AsyncIterator[Change]:
+        """Every change after version `since`, in order, then live ones as they are applied; with `kinds`,
+        only changes to objects of those kinds."""
+        watcher = _Watcher(kinds)
         self._watchers.add(watcher)  # before reading history: nothing applied from here on can be missed
         last = since
         try:
@@ -96,7 +104,8 @@ class ReplicatedStore:
                     if committed.version > last:
                         last = committed.version
                         for change in committed.changes:
-                            yield change
+                            if watcher.wants(change):
+                                yield change
                 while not watcher.pending and not watcher.overflowed:
                     watcher.wakeup.clear()
                     await watcher.wakeup.wait()
