@@ -11,7 +11,7 @@ from raft_harness import MT, Network, messages_of, new_core
 
 from raftswarm.errors import ProposalDropped
 from raftswarm.raft.core import RaftConfig, RaftCore
-from raftswarm.raft.messages import Entry, EntryType, HardState, Message, PersistedState, Role
+from raftswarm.raft.messages import COMMIT_AWAITED, Entry, EntryType, HardState, Message, PersistedState, Role
 
 ELECTION_TICKS = 10
 
@@ -416,3 +416,17 @@ def test_a_stale_leaders_commit_message_is_answered_with_the_newer_term():
     ready = core.step(Message(MT.COMMIT, to=1, frm=2, term=3, index=5, log_term=3, commit=5))
     assert core.commit_index == 3
     assert [(m.type, m.to, m.term) for m in ready.messages] == [(MT.APPEND_RESP, 2, 5)]
+
+
+def test_a_commit_of_a_followers_own_proposal_is_marked_awaited():
+    """The driver holds a COMMIT back for an APPEND to carry it, unless a caller on the follower waits for it:
+    the leader marks the COMMIT that takes in a proposal the follower forwarded."""
+    net = Network()
+    net.elect(1)
+    net.tick_all(1)
+    net.propose(2, b"from 2")
+    delivered = net.deliver()
+    commits = {m.to: m.context for m in delivered if m.type is MT.COMMIT}
+    assert commits == {2: COMMIT_AWAITED, 3: b""}
+    net.propose(1, b"from 1")
+    assert all(not m.context for m in net.deliver() if m.type is MT.COMMIT), "once: the proposal is committed"

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from ..errors import ProposalDropped
 from .log import RaftLog
 from .messages import (
+    COMMIT_AWAITED,
     NONE,
     TRANSFER_CONTEXT,
     ConfChange,
@@ -126,6 +127,8 @@ class RaftCore:
         self._progress: dict[int, Progress] = {}
         self._lead_transferee = NONE
         self._pending_conf_index = 0
+        self._forwarded: dict[int, int] = {}
+        """Leader: per follower, the last index of the proposals it forwarded that are not yet committed."""
         self._read_seq = 0
         self._reads: list[tuple[int, _ReadRequest]] = []  # (read round, request), in round order
         self._reads_waiting_for_commit: list[Message] = []
@@ -420,6 +423,7 @@ class RaftCore:
         self._progress = {}
         self._lead_transferee = NONE
         self._pending_conf_index = 0
+        self._forwarded = {}
         self._drop_pending_reads()
 
     def _drop_pending_reads(self) -> None:
@@ -647,6 +651,7 @@ class RaftCore:
         if m.type is MT.PROPOSE:
             if self._lead_transferee == NONE:
                 self._append_proposed(m.entries)
+                self._forwarded[m.frm] = self.log.last_index()
             return
         if m.type is MT.READ_INDEX:
             self._handle_read_index(m)
@@ -723,13 +728,17 @@ class RaftCore:
 
     def _announce_commit(self) -> None:
         """Tell every follower the new commit index: with its next entries if it has some to get, else with a
-        COMMIT, which it does not answer. An empty APPEND would do (etcd sends one) but its answer, one more
+        COMMIT, which it does not answer (marked `COMMIT_AWAITED` if it commits a proposal the follower forwarded:
+        the follower's caller waits for it). An empty APPEND would do (etcd sends one) but its answer, one more
         message each way per commit, tells a leader in the replicating state nothing new; a follower being
         probed still gets an APPEND, whose answer the probe waits for."""
         last = self.log.last_index()
         for pid, progress in self._progress.items():
             if pid == self.id:
                 continue
+            awaited = 0 < self._forwarded.get(pid, 0) <= self.log.committed
+            if awaited:
+                del self._forwarded[pid]
             prev_term = self.log.term(progress.next - 1)
             if progress.state is not ProgressState.REPLICATE or progress.next <= last or prev_term is None:
                 self._send_append(pid)
@@ -742,6 +751,7 @@ class RaftCore:
                     index=progress.next - 1,
                     log_term=prev_term,
                     commit=self.log.committed,
+                    context=COMMIT_AWAITED if awaited else b"",
                 )
             )
 

@@ -42,6 +42,7 @@ from .messages import (
     EntryType,
     HardState,
     Message,
+    MessageType,
     PersistedState,
     Ready,
     Role,
@@ -55,8 +56,14 @@ _TAG = struct.Struct(">QQ")
 
 
 INLINE_WRITE_SECONDS = 0.002
-"""A follower writes its next batch on the event loop while its last write took less than this (see
+"""A node writes its next small batch on the event loop while its last write took less than this (see
 `RaftDriver._start_write`): a fast local disk's write and fdatasync take 0.1-0.3 ms."""
+
+COMMIT_HOLD_SECONDS = 0.005
+"""How long a COMMIT message waits for an APPEND to the same follower that would carry it instead (see
+`RaftDriver._send`): a follower learns of a commit at most this much later than it could (unless it proposed
+what was committed), and a client writing one entry after another saves a message to each follower per write.
+More than the 1 ms granularity of uvloop's timers."""
 
 INLINE_WRITE_BYTES = 256 << 10
 """... and the batch's entries hold at most this many bytes (a follower catching up writes larger ones)."""
@@ -148,6 +155,8 @@ class RaftDriver:
         self._storage_calls: deque[tuple[Callable[[Storage], Any], asyncio.Future[Any]]] = deque()
         self._carried_commit: HardState | None = None
         self._last_write_seconds = 0.0
+        self._held_commits: dict[int, Message] = {}
+        self._held_timer: asyncio.TimerHandle | None = None
         self._wakeup = asyncio.Event()
         self._proposal_seq = 0
         self._proposals: dict[int, asyncio.Future[Any]] = {}
@@ -178,6 +187,8 @@ class RaftDriver:
 
     async def close(self) -> None:
         self._closed = True
+        if self._held_timer is not None:
+            self._held_timer.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -412,11 +423,11 @@ class RaftDriver:
             # the messages (the new commit index) once the loop has run them, still in order with whatever this
             # node sends next. A membership change is sent first, so a removed member hears of its removal.
             self._apply_entries(early)
-            self._transport.send(batch.messages, urgent=False)
+            self._send(batch.messages, urgent=False)
             applied_early = True
         else:
             if send_early:
-                self._transport.send(batch.messages)
+                self._send(batch.messages)
             applied_early = False
         if pipeline.must_sync(batch):
             hard_state = pipeline.start_write(batch)
@@ -432,7 +443,7 @@ class RaftDriver:
         elif not applied_early:
             self._apply_entries(early)
         if batch.messages and not send_early:
-            self._transport.send(batch.messages)
+            self._send(batch.messages)
         if batch.snapshot is not None:
             self._restore_snapshot(batch.snapshot)
             self._applied = batch.snapshot.meta.index
@@ -449,17 +460,19 @@ class RaftDriver:
         await self._maybe_snapshot()
 
     def _start_write(self, hard_state: HardState | None, batch: Batch) -> asyncio.Future[None]:
-        """Start persisting `batch`: in a thread, so the loop goes on (the leader keeps taking proposals and
-        answering while its disk writes), or -- a follower's small batch while its disk is fast -- right here.
-        A follower's write is what its leader waits for, and nothing it could do meanwhile would speed that up;
-        handing a write to a thread and back costs more than a fast fsync (`bench raft`: 0.2 ms of CPU per
-        write). A write slower than `INLINE_WRITE_SECONDS` sends the next ones to the thread, so a slow disk
-        never holds the loop for long, and a fast one brings them back."""
+        """Start persisting `batch`: in a thread, so the loop goes on (a busy leader keeps taking proposals and
+        answering while its disk writes), or right here, while the disk is fast, for a small batch of a follower
+        or a leader's batch of at most one entry. Handing a write to a thread and back costs more than a fast
+        fsync (`bench raft`: 0.1-0.2 ms of CPU per write). A follower's write is what its leader waits for,
+        and nothing it could do meanwhile would speed that up; a leader's lone entry is written while its
+        followers' round trip runs anyway, and under load its batches grow past one entry. A write slower than
+        `INLINE_WRITE_SECONDS` sends the next ones to the thread, so a slow disk never holds the loop for
+        long, and a fast one brings them back."""
         loop = asyncio.get_running_loop()
         inline = (
             self._last_write_seconds < INLINE_WRITE_SECONDS
-            and self.core.role is not Role.LEADER
             and batch.snapshot is None
+            and (len(batch.entries) <= 1 or self.core.role is not Role.LEADER)
             and sum(len(entry.data) for entry in batch.entries) <= INLINE_WRITE_BYTES
         )
         started = time.monotonic()
@@ -479,6 +492,35 @@ class RaftDriver:
 
     def _note_write(self, started: float) -> None:
         self._last_write_seconds = time.monotonic() - started
+
+    def _send(self, messages: list[Message], urgent: bool = True) -> None:
+        """Send, holding COMMIT messages back for `COMMIT_HOLD_SECONDS`: an APPEND to the same follower sent
+        meanwhile carries the commit index too (a client writing one entry after another sends its next within
+        that time), and the COMMIT is not sent at all. A COMMIT a follower's caller waits for (`COMMIT_AWAITED`)
+        goes at once."""
+        held = self._held_commits
+        if held:
+            for message in messages:
+                if message.type is MessageType.APPEND:
+                    held.pop(message.to, None)
+        if any(message.type is MessageType.COMMIT and not message.context for message in messages):
+            for message in messages:
+                if message.type is MessageType.COMMIT and not message.context:
+                    held[message.to] = message
+                elif message.type is MessageType.COMMIT:
+                    held.pop(message.to, None)
+            messages = [m for m in messages if m.type is not MessageType.COMMIT or m.context]
+            if self._held_timer is None:
+                self._held_timer = asyncio.get_running_loop().call_later(COMMIT_HOLD_SECONDS, self._send_held)
+        if messages:
+            self._transport.send(messages, urgent)
+
+    def _send_held(self) -> None:
+        self._held_timer = None
+        held = [message for message in self._held_commits.values() if message.term == self.core.term]
+        self._held_commits.clear()
+        if held and self.core.role is Role.LEADER and not self._closed:
+            self._transport.send(held)
 
     def _apply_entries(self, entries: list[Entry]) -> None:
         for entry in entries:

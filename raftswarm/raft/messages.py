@@ -145,6 +145,10 @@ class Message:
     done: bool = False
 
 
+COMMIT_AWAITED = b"awaited"
+"""COMMIT context: the commit takes in a proposal the follower forwarded, so a caller there waits for it; the
+driver sends such a COMMIT at once instead of holding it back for an APPEND to carry."""
+
 TRANSFER_CONTEXT = b"raft-transfer"
 """VOTE context marking an election started by TIMEOUT_NOW; such votes bypass the leader lease."""
 
