@@ -429,21 +429,25 @@ class RaftDriver:
             if send_early:
                 self._send(batch.messages)
             applied_early = False
+        to_apply = [] if applied_early else early
         if pipeline.must_sync(batch):
             hard_state = pipeline.start_write(batch)
             write = self._start_write(hard_state, batch)
             try:
-                if not applied_early:
-                    self._apply_entries(early)  # while the disk writes
+                if not write.done():
+                    self._apply_entries(to_apply)  # while the disk writes
+                    to_apply = []
             finally:
                 try:
                     await write
                 finally:
                     pipeline.written(hard_state)
-        elif not applied_early:
-            self._apply_entries(early)
+        if any(entry.type is EntryType.CONF_CHANGE for entry in to_apply):
+            self._apply_entries(to_apply)  # peers added or removed before sending, as the log says
+            to_apply = []
         if batch.messages and not send_early:
-            self._send(batch.messages)
+            self._send(batch.messages)  # acknowledgements before applying: the leader waits for them
+        self._apply_entries(to_apply)
         if batch.snapshot is not None:
             self._restore_snapshot(batch.snapshot)
             self._applied = batch.snapshot.meta.index

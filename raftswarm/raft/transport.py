@@ -184,6 +184,12 @@ class _Peer:
         return dropped
 
 
+@dataclass
+class _ReadState:
+    frame_deadline: float | None = None
+    """While the decoder holds part of a frame: when it must be complete."""
+
+
 @dataclass(eq=False)
 class _Outbound:
     reader: asyncio.StreamReader
@@ -497,21 +503,32 @@ class RaftTransport:
         await self._receive(reader, node_id)
 
     async def _receive(self, reader: asyncio.StreamReader, peer: str) -> None:
+        """Read frames until the connection ends, is idle `idle_timeout`, holds a part-read frame for
+        `frame_timeout`, or breaks a rule. One timeout spans the reads: it moves only when it must come sooner
+        (a frame began) or has fallen behind the idle deadline by more than a 60th of it -- a timer per read
+        costs more than a small message's whole handling."""
+        loop = asyncio.get_running_loop()
+        window = asyncio.timeout_at(loop.time() + self._idle_timeout)
+        state = _ReadState()
+        try:
+            async with window:
+                await self._read_frames(reader, peer, window, state)
+        except TimeoutError:  # the window's; the socket's own come out of the read as OSError, handled inside
+            reason = "idle" if state.frame_deadline is None else "slow_frame"
+            _count(self.stats.connections_timed_out, reason)
+            log.info("closing raft connection from node %s: %s", peer, reason)
+
+    async def _read_frames(
+        self, reader: asyncio.StreamReader, peer: str, window: asyncio.Timeout, state: _ReadState
+    ) -> None:
         decoder = FrameDecoder(self._max_frame_bytes)
         sender = raft_id_of(peer)
         stats = self.stats
         loop = asyncio.get_running_loop()
-        frame_deadline: float | None = None  # while the decoder holds part of a frame: when it must be complete
+        slack = self._idle_timeout / 60
         while True:
-            deadline = frame_deadline if frame_deadline is not None else loop.time() + self._idle_timeout
             try:
-                async with asyncio.timeout_at(deadline):
-                    data = await reader.read(READ_CHUNK)
-            except TimeoutError:  # an OSError too, so caught first
-                reason = "idle" if frame_deadline is None else "slow_frame"
-                _count(stats.connections_timed_out, reason)
-                log.info("closing raft connection from node %s: %s", peer, reason)
-                return
+                data = await reader.read(READ_CHUNK)
             except OSError as exc:
                 log.info("raft connection from node %s failed: %s", peer, exc)
                 return
@@ -523,11 +540,16 @@ class RaftTransport:
             except FrameError as exc:
                 self._reject(peer, "malformed", str(exc))
                 return
+            now = loop.time()
             if not decoder.buffered:
-                frame_deadline = None
-            elif messages or frame_deadline is None:
+                state.frame_deadline = None
+            elif messages or state.frame_deadline is None:
                 # The part-read frame began in this read.
-                frame_deadline = loop.time() + self._frame_timeout
+                state.frame_deadline = now + self._frame_timeout
+            wanted = state.frame_deadline if state.frame_deadline is not None else now + self._idle_timeout
+            scheduled = window.when()
+            if scheduled is None or wanted < scheduled or wanted - scheduled > slack:
+                window.reschedule(wanted)
             for message in messages:
                 if message.frm != sender:
                     self._reject(
