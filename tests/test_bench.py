@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `bench` is not installed; plain `pytest` does not put the checkout on the path
 
-from bench.raft import summary, with_ratios
+from bench.raft import merge_rounds, summary, with_ratios
 from bench.workload import PAYLOAD_BYTES, QUICK_PLAN, WorkloadPlan
 
 FIELDS = {"system", "path", "scenario", "p50_ms", "p99_ms", "ops_per_s", "writes", "in_flight", "seconds"}
@@ -171,6 +171,32 @@ def test_the_summary_shows_the_ratios_to_etcd_and_judges_each_target():
     assert "sequential p99 <= 10 ms: 9.00 ms  met" in text
     assert "20,000 vs 10,000 ops/s (2.00x)  met" in text
     assert text.count("(stopped after 5 s)") == 1  # only pysyncobj's in-flight run fell short of its count
+    assert "raftswarm api sequential p50 <= etcd's: 4.00 vs 2.00 ms (2.00x)  MISSED" in text
+    assert "raftswarm api sequential p99 <= etcd's: 12.00 vs 8.00 ms (1.50x)  MISSED" in text
+    records.append(line("etcd", "api", "in-flight-64", 1000, 50.0, 90.0, 8_000.0))
+    records.append(line("raftswarm", "api", "in-flight-64", 1000, 40.0, 80.0, 9_000.0))
+    text = summary(records, WorkloadPlan(writes=100, pipelined_writes=1000, max_seconds=5))
+    assert "raftswarm api in-flight-64 ops_per_s >= etcd's: 9,000.00 vs 8,000.00 ops/s (1.12x)  met" in text
+
+
+def test_rounds_are_merged_into_medians_with_every_rounds_figures():
+    def line(system, p50, rate):
+        return {"system": system, "path": "api", "scenario": "sequential", "writes": 100, "p50_ms": p50,
+                "p99_ms": p50 * 2, "ops_per_s": rate}
+
+    skipped = {"system": "pysyncobj", "skipped": "not installed"}
+    rounds = [
+        [line("raftswarm", 1.3, 700.0), line("etcd", 1.1, 850.0), skipped],
+        [line("raftswarm", 1.5, 600.0), line("etcd", 1.2, 800.0), skipped],
+        [line("raftswarm", 1.2, 750.0), skipped],  # etcd failed in this round
+    ]
+    merged = merge_rounds(rounds)
+    ours, etcd, pysyncobj = merged
+    assert (ours["p50_ms"], ours["p99_ms"], ours["ops_per_s"], ours["rounds"]) == (1.3, 2.6, 700.0, 3)
+    assert ours["p50_ms_rounds"] == [1.3, 1.5, 1.2]
+    assert (etcd["p50_ms"], etcd["ops_per_s"], etcd["rounds"]) == (1.15, 825.0, 2)
+    assert pysyncobj == skipped
+    assert merge_rounds(rounds[:1]) == rounds[0]  # one round: the lines as measured
 
 
 def test_an_unknown_system_is_refused_before_anything_starts():
