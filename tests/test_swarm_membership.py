@@ -497,3 +497,46 @@ async def test_a_second_daemon_on_a_live_nodes_state_dir_or_socket_is_refused_an
         assert (await client.request("GET", "/info"))["Swarm"]["LocalNodeState"] == "active"
     assert sorted(str(p.relative_to(live.state_dir)) for p in live.state_dir.rglob("*")) == before
     assert not (tmp_path / "other.sock").exists()
+
+
+async def test_init_takes_the_spec_and_availability_given_and_join_its_availability(nodes):
+    """`swarm init --dispatcher-heartbeat 2s --task-history-limit 3 --availability drain` and `swarm join
+    --availability pause`: what is set is applied, as dockerd's init merges it (what the CLI leaves at zero
+    keeps the default); options raftswarm cannot honour are refused and change nothing."""
+    first, second = await nodes(2)
+    unsupported = [
+        ({"DataPathPort": 4790}, "VXLAN port 4789"),
+        ({"DefaultAddrPool": ["10.20.0.0/16"]}, "default pool"),
+        ({"SubnetSize": 26}, "/24"),
+        ({"DataPathAddr": "127.0.0.1"}, "advertise address"),
+        ({"ForceNewCluster": True}, "--force-new-cluster"),
+        ({"Spec": {"Name": "other"}}, 'named "default"'),
+    ]
+    async with first.client() as client:
+        for extra, message in unsupported:
+            with pytest.raises(ApiError, match=message) as refused:
+                await client.request("POST", "/swarm/init", {**DOCKER_CLI_INIT_BODY, "ListenAddr": first.addr, **extra})
+            assert refused.value.status == 400
+        assert (await client.request("GET", "/info"))["Swarm"]["LocalNodeState"] == "inactive"
+        body = {
+            **DOCKER_CLI_INIT_BODY, "ListenAddr": first.addr, "AdvertiseAddr": first.addr, "Availability": "drain",
+            "Spec": {
+                **DOCKER_CLI_INIT_BODY["Spec"],
+                "Orchestration": {"TaskHistoryRetentionLimit": 3},
+                "Dispatcher": {"HeartbeatPeriod": 2_000_000_000},
+            },
+        }
+        await client.request("POST", "/swarm/init", body)
+        swarm = await client.request("GET", "/swarm")
+    spec = swarm["Spec"]
+    assert spec["Orchestration"]["TaskHistoryRetentionLimit"] == 3
+    assert spec["Dispatcher"]["HeartbeatPeriod"] == 2_000_000_000
+    assert (spec["Raft"]["ElectionTick"], spec["Raft"]["HeartbeatTick"]) == (10, 1)  # the CLI's zeros: defaults
+    async with second.client() as client:
+        await client.request(
+            "POST", "/swarm/join",
+            {"RemoteAddrs": [first.addr], "JoinToken": swarm["JoinTokens"]["Worker"], "ListenAddr": second.addr,
+             "Availability": "pause"},
+        )
+    await wait_for(lambda: _all_ready(first, 2), "two ready nodes")
+    assert sorted(n["Spec"]["Availability"] for n in await node_list(first)) == ["drain", "pause"]

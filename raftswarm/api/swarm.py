@@ -12,7 +12,7 @@ from aiohttp import web
 
 from .. import __version__
 from ..errors import ControlError
-from ..objects.specs import node_certificate_lifetime, validate_init_request, validate_join_request, validate_node_spec, validate_swarm_spec
+from ..objects.specs import init_settings, node_certificate_lifetime, validate_init_request, validate_join_request, validate_node_spec, validate_swarm_spec
 from ..objects.stored import StoredObject
 from .backend import Node
 from .bodies import field, json_object, parse_json
@@ -142,11 +142,13 @@ class SwarmRoutes:
 
     async def init(self, request: web.Request) -> web.Response:
         raw = await json_object(request, optional=True)
-        self._refuse_if_in_swarm()
+        if isinstance(raw, dict) and raw.get("ForceNewCluster") is not True:
+            self._refuse_if_in_swarm()
         body = validate_init_request(raw)
         lifetime = node_certificate_lifetime(body)
         node_id = await self.daemon.init_swarm(
-            body.get("ListenAddr", ""), body.get("AdvertiseAddr") or None, body.get("AutoLockManagers", False), lifetime
+            body.get("ListenAddr", ""), body.get("AdvertiseAddr") or None, body.get("AutoLockManagers", False), lifetime,
+            availability=body.get("Availability", "active"), spec=init_settings(body),
         )
         return web.json_response(node_id)
 
@@ -157,6 +159,7 @@ class SwarmRoutes:
             body["JoinToken"],
             body.get("ListenAddr", ""),
             body.get("AdvertiseAddr") or None,
+            availability=body.get("Availability") or "active",
         )
         return web.Response(status=200)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..addresses import InvalidAddress, parse_host_port
 from ..ca.certificates import NodeIdentity, NodeRole
+from ..objects.specs import NODE_AVAILABILITIES
 from ..raft.driver import RaftDriver
 from ..raft.transport import raft_id_of
 from ..store import ReplicatedStore
@@ -57,6 +58,7 @@ class JoinRequest:
     addr: str
     hostname: str
     engine_labels: dict[str, str]
+    availability: str
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> JoinRequest:
@@ -76,7 +78,11 @@ class JoinRequest:
                 "invalid", f"hostname must be a printable string of 1 to {MAX_HOSTNAME_CHARS} characters without spaces"
             )
         labels = _engine_labels(params.get("labels"))
-        return cls(token, csr, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", hostname, labels)
+        availability = params.get("availability") or "active"  # absent or "": the default, as dockerd reads it
+        if availability not in NODE_AVAILABILITIES:
+            raise RpcError("invalid", f"availability must be one of {', '.join(NODE_AVAILABILITIES)}")
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return cls(token, csr, address, hostname, labels, availability)
 
 
 def _engine_labels(value: Any) -> dict[str, str]:
@@ -131,7 +137,7 @@ class CAServer:
     async def join(self, identity: NodeIdentity | None, params: dict[str, Any]) -> dict[str, Any]:
         request = JoinRequest.from_params(params)
         node_id, cert_pem, roots_pem, role = await self.control.enroll(
-            request.token, request.csr, request.addr, request.hostname, request.engine_labels
+            request.token, request.csr, request.addr, request.hostname, request.engine_labels, request.availability
         )
         managers = {
             node.id: node.data["ManagerStatus"]["Addr"]

@@ -63,6 +63,7 @@ def new_node_object(
     *,
     in_raft: bool = True,
     engine_labels: Mapping[str, str] | None = None,
+    availability: str = "active",
 ) -> dict[str, Any]:
     """A Node object as Docker shapes it. A manager gets its ManagerStatus only once it is in the Raft
     membership (`in_raft`): a joining manager is shown as one when `raft.join` has added it, never before.
@@ -78,7 +79,7 @@ def new_node_object(
         "ID": node_id,
         "CreatedAt": stamp,
         "UpdatedAt": stamp,
-        "Spec": {"Labels": {}, "Role": role_name(role), "Availability": "active"},
+        "Spec": {"Labels": {}, "Role": role_name(role), "Availability": availability},
         "Description": {
             "Hostname": hostname or socket.gethostname(),
             "Platform": {"Architecture": platform.machine() or "x86_64", "OS": "linux"},
@@ -250,14 +251,19 @@ class ControlApi:
         addr: str,
         hostname: str | None,
         engine_labels: Mapping[str, str] | None = None,
+        availability: str = "active",
     ) -> tuple[str, bytes, bytes, NodeRole]:
-        """Certify a joining node and record it, with the labels its daemon was started with. Returns (node ID,
-        certificate PEM, trust bundle PEM, role)."""
+        """Certify a joining node and record it, with the labels its daemon was started with and the
+        availability it asked for (`swarm join --availability`). Returns (node ID, certificate PEM, trust
+        bundle PEM, role)."""
         ca, version = await self.authority()
         enrollment = ca.issue_for_join(token, csr_pem)
         role = enrollment.identity.role
         self.check_address_free(addr, enrollment.node_id)
-        node = new_node_object(enrollment.node_id, role, addr, hostname, in_raft=False, engine_labels=engine_labels)
+        node = new_node_object(
+            enrollment.node_id, role, addr, hostname, in_raft=False, engine_labels=engine_labels,
+            availability=availability,
+        )
         # The CA may have changed (a token rotated) since we read it: then this join is refused, not merged.
         await self.store.transact([check(CLUSTER, CLUSTER_KEY, version), create(NODES, enrollment.node_id, node)])
         return enrollment.node_id, enrollment.cert_pem, enrollment.root_pem, role

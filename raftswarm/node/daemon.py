@@ -19,6 +19,7 @@ import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -454,8 +455,16 @@ class NodeDaemon:
     # -- swarm init / join / leave ---------------------------------------------------------------------
 
     async def init_swarm(
-        self, listen_addr: str, advertise_addr: str | None, autolock: bool, cert_expiry: timedelta | None
+        self,
+        listen_addr: str,
+        advertise_addr: str | None,
+        autolock: bool,
+        cert_expiry: timedelta | None,
+        availability: str = "active",
+        spec: dict[str, Any] | None = None,
     ) -> str:
+        """`swarm init`: a new swarm with this node its only manager, `availability` its own, and the settings
+        of `spec` given (as dockerd's init merges them: only what is set; the rest keeps the defaults)."""
         async with self._busy:
             self._refuse_if_in_swarm()
             listen = self._listen(listen_addr)
@@ -474,12 +483,23 @@ class NodeDaemon:
             await self._start_roles(unlock_kek=unlock_kek)
             assert self.manager is not None and self.manager.driver is not None
             node = new_node_object(
-                enrollment.node_id, NodeRole.MANAGER, advertised, socket.gethostname(), engine_labels=self.config.labels
+                enrollment.node_id, NodeRole.MANAGER, advertised, socket.gethostname(), engine_labels=self.config.labels,
+                availability=availability,
             )
-            await ControlApi(self.manager.store).initialize(ca, node, unlock_key)
+            control = ControlApi(self.manager.store)
+            await control.initialize(ca, node, unlock_key)
+            if spec:
+                await control.update_swarm((await control.cluster()).version, spec)
             return enrollment.node_id
 
-    async def join_swarm(self, remote_addrs: list[str], token: str, listen_addr: str, advertise_addr: str | None) -> None:
+    async def join_swarm(
+        self,
+        remote_addrs: list[str],
+        token: str,
+        listen_addr: str,
+        advertise_addr: str | None,
+        availability: str = "active",
+    ) -> None:
         async with self._busy:
             self._refuse_if_in_swarm()
             if not remote_addrs:
@@ -498,6 +518,7 @@ class NodeDaemon:
                     "addr": f"{advertise[0]}:{advertise[1]}",
                     "hostname": socket.gethostname(),
                     "labels": self.config.labels,
+                    "availability": availability,
                 },
             )
             certificate = NodeCertificate.with_key(answer["cert"], key)

@@ -175,7 +175,7 @@ _RESOLUTION_MODES = ("vip", "dnsrr")
 _PROTOCOLS = ("tcp", "udp", "sctp")
 _PUBLISH_MODES = ("ingress", "host")
 _NODE_ROLES = ("worker", "manager")
-_NODE_AVAILABILITIES = ("active", "pause", "drain")
+NODE_AVAILABILITIES = ("active", "pause", "drain")
 _MOUNT_TYPES = ("bind", "volume", "tmpfs", "npipe", "cluster", "image")
 _BIND_PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
 _ISOLATIONS = ("default", "process", "hyperv", "")
@@ -813,6 +813,12 @@ def validate_init_request(body: Any) -> dict[str, Any]:
     request = validated(body, "the swarm init request", _INIT_REQUEST)
     if request.get("Availability") == "":
         request["Availability"] = "active"
+    name = request.get("Spec", {}).get("Name", "")
+    if name not in ("", "default"):
+        raise InvalidSpec('swarm spec must be named "default"')  # dockerd's words
+    for key, refused, why in _UNSUPPORTED_AT_INIT:
+        if key in request and refused(request[key]):
+            raise InvalidSpec(f"{key}: {why}")
     lifetime = node_certificate_lifetime(request)
     if lifetime is not None and lifetime < MIN_NODE_CERT_LIFETIME:
         raise InvalidSpec(
@@ -820,6 +826,46 @@ def validate_init_request(body: Any) -> dict[str, Any]:
             f" got {lifetime}"
         )
     return request
+
+
+_VXLAN_PORT = 4789
+_DEFAULT_SUBNET_SIZE = 24
+_UNSUPPORTED_AT_INIT: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    (
+        "DataPathPort", lambda port: port not in (0, _VXLAN_PORT),
+        f"raftswarm's overlay networks use VXLAN port {_VXLAN_PORT} only (--data-path-port)",
+    ),
+    (
+        "DefaultAddrPool", bool,
+        "raftswarm allocates overlay subnets from Docker's default pool only, 10.0.0.0/8 (--default-addr-pool)",
+    ),
+    (
+        "SubnetSize", lambda size: size not in (0, _DEFAULT_SUBNET_SIZE),
+        f"raftswarm's overlay subnets are /{_DEFAULT_SUBNET_SIZE} (--default-addr-pool-mask-length)",
+    ),
+    (
+        "DataPathAddr", bool,
+        "raftswarm carries overlay traffic on the advertise address; use --advertise-addr (--data-path-addr)",
+    ),
+    (
+        "ForceNewCluster", bool,
+        "restart the manager that lost its quorum with `raftswarm-node --force-new-cluster` (--force-new-cluster)",
+    ),
+)
+"""InitRequest fields raftswarm cannot honour: a value other than the default is refused, not ignored."""
+
+
+def init_settings(init_request: dict[str, Any]) -> dict[str, Any]:
+    """The swarm settings a checked InitRequest's Spec sets, as dockerd's init takes them (MergeSwarmSpecToGRPC):
+    only what is set -- not zero, empty or false -- the rest keeping the defaults."""
+
+    def set_values(value: Any) -> Any:
+        if isinstance(value, dict):
+            kept = {key: set_values(item) for key, item in value.items()}
+            return {key: item for key, item in kept.items() if item not in (0, "", None, False, [], {})}
+        return value
+
+    return set_values({k: v for k, v in init_request.get("Spec", {}).items() if k != "Name"})
 
 
 def node_certificate_lifetime(init_request: dict[str, Any]) -> timedelta | None:
@@ -830,12 +876,16 @@ def node_certificate_lifetime(init_request: dict[str, Any]) -> timedelta | None:
 
 def validate_join_request(body: Any) -> dict[str, Any]:
     """Check Docker's JoinRequest (`POST /swarm/join`); returns a deep copy, known keys in Docker's spelling."""
-    return validated(
+    request = validated(
         body,
         "the swarm join request",
         _JOIN_REQUEST,
         {"JoinToken": "give the swarm's join token (`raftswarm swarm join-token worker` on a manager prints it)"},
     )
+    for key, refused, why in _UNSUPPORTED_AT_INIT:
+        if key == "DataPathAddr" and refused(request.get(key)):
+            raise InvalidSpec(f"{key}: {why}")
+    return request
 
 
 _UINT64 = int_in(0, UINT64_MAX)
@@ -871,13 +921,13 @@ _NODE_SPEC = {
     "Name": string,
     "Labels": string_map,
     "Role": one_of(*_NODE_ROLES),
-    "Availability": one_of(*_NODE_AVAILABILITIES),
+    "Availability": one_of(*NODE_AVAILABILITIES),
 }
 
 
 def _requested_availability(value: Any, path: str) -> str:
     # The docker CLI sends "" unless --availability is given; dockerd reads "" as the default (noderunner.go).
-    return value if value == "" else choice(value, path, _NODE_AVAILABILITIES)
+    return value if value == "" else choice(value, path, NODE_AVAILABILITIES)
 
 
 _INIT_REQUEST = {
