@@ -45,7 +45,7 @@ from raftswarm.localcluster.managers import LocalCluster, free_port
 from .api_writes import etcd_put, measure_api, raftswarm_transact
 from .etcd_cluster import INSTALL_HINT as ETCD_INSTALL_HINT
 from .etcd_cluster import EtcdCluster, EtcdFailed, etcd_binary, etcd_version
-from .workload import QUICK_PLAN, WRITE_TIMEOUT, WorkloadPlan, WriteFailed, in_flight_scenario
+from .workload import QUICK_PLAN, WRITE_TIMEOUT, WorkloadPlan, WriteFailed, in_flight_scenario, positive
 
 SYSTEMS = ("raftswarm", "etcd", "pysyncobj")
 MEMBERS = 3
@@ -111,22 +111,12 @@ def _parser(quick: bool) -> argparse.ArgumentParser:
         f"({' '.join(QUICK_PLAN.as_arguments())}; the options below still override them)",
     )
     parser.add_argument(
-        "--rounds", type=_rounds, default=1,
+        "--rounds", type=positive, default=1,
         help="measure every system this many times, in turn (raftswarm, etcd, raftswarm, etcd, ...); each line "
         "gives the median of the rounds, and their values in <figure>_rounds (default %(default)s)",
     )
     WorkloadPlan.add_arguments(parser, QUICK_PLAN if quick else None)
     return parser
-
-
-def _rounds(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--rounds takes a whole number of at least 1, not {text!r}")
-    return value
 
 
 ROUND_FIGURES = ("p50_ms", "p99_ms", "ops_per_s")
@@ -139,23 +129,24 @@ def merge_rounds(rounds: list[list[dict]]) -> list[dict]:
     interleaved rounds expose every system to the same drift."""
     if len(rounds) == 1:
         return rounds[0]
-    merged: dict[tuple, dict] = {}
-    values: dict[tuple, list[dict]] = {}
+    first: dict[tuple, dict] = {}  # a system skipped in every round keeps its `skipped` line
+    measured: dict[tuple, list[dict]] = {}
     for records in rounds:
         for record in records:
             key = (record["system"], record.get("path"), record.get("scenario"))
-            merged.setdefault(key, record)
+            first.setdefault(key, record)
             if "skipped" not in record:
-                values.setdefault(key, []).append(record)
-    for key, measured in values.items():
-        base = dict(merged[key]) if "skipped" not in merged[key] else dict(measured[0])
-        for figure in ROUND_FIGURES:
-            figures = [r[figure] for r in measured if r.get(figure) is not None]
-            base[figure] = statistics.median(figures) if figures else None
-            base[f"{figure}_rounds"] = figures
-        base["rounds"] = len(measured)
-        merged[key] = base
-    return list(merged.values())
+                measured.setdefault(key, []).append(record)
+    return [_medians(measured[key]) if key in measured else record for key, record in first.items()]
+
+
+def _medians(records: list[dict]) -> dict:
+    merged = {**records[0], "rounds": len(records)}
+    for figure in ROUND_FIGURES:
+        figures = [r[figure] for r in records if r.get(figure) is not None]
+        merged[figure] = statistics.median(figures) if figures else None
+        merged[f"{figure}_rounds"] = figures
+    return merged
 
 
 async def measure_all(systems: list[str], plan: WorkloadPlan, say: Callable[[str], None]) -> tuple[list[dict], bool]:

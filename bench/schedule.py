@@ -56,6 +56,7 @@ from raftswarm.objects.tasks import TaskState
 from raftswarm.localcluster.swarm import NETNS, ClusterNode, SwarmCluster
 
 from .simulated_agents import AgentFleet, TaskTally, join_agents
+from .workload import positive
 
 SCENARIOS = ("create", "failover", "scale")
 
@@ -130,23 +131,16 @@ async def _until_terminated(group: Coroutine[Any, Any, list[dict[str, Any]]]) ->
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench schedule", description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", choices=(*SCENARIOS, "all"), default="all")
-    parser.add_argument("--replicas", type=_positive, default=100, help="create/failover service size (%(default)s)")
-    parser.add_argument("--repeat", type=_positive, default=3, help="create runs (%(default)s)")
-    parser.add_argument("--agents", type=_positive, default=1000, help="scale: simulated agents (%(default)s)")
-    parser.add_argument("--tasks", type=_positive, default=10_000, help="scale: tasks in all (%(default)s)")
+    parser.add_argument("--replicas", type=positive, default=100, help="create/failover service size (%(default)s)")
+    parser.add_argument("--repeat", type=positive, default=3, help="create runs (%(default)s)")
+    parser.add_argument("--agents", type=positive, default=1000, help="scale: simulated agents (%(default)s)")
+    parser.add_argument("--tasks", type=positive, default=10_000, help="scale: tasks in all (%(default)s)")
     parser.add_argument(
         "--scale-timeout", type=float, default=900.0, help="scale: seconds for the tasks to run (%(default)s)"
     )
     parser.add_argument("--network", choices=("auto", "netns", "loopback"), default="auto")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON lines; no summary on stderr")
     return parser
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
 
 
 def _groups(chosen: tuple[str, ...]) -> list[tuple[str, ...]]:

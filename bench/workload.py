@@ -71,7 +71,7 @@ class WorkloadPlan:
             help="writes of the in-flight scenario (default %(default)s)",
         )
         add(
-            "--in-flight", type=_positive, default=defaults.in_flight,
+            "--in-flight", type=positive, default=defaults.in_flight,
             help="writes outstanding at once in the in-flight scenario (default %(default)s)",
         )
         add(
@@ -206,7 +206,8 @@ def _count(value: str) -> int:
     return number
 
 
-def _positive(value: str) -> int:
+def positive(value: str) -> int:
+    """An argparse type: a whole number of at least 1."""
     number = int(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive number")

@@ -148,7 +148,7 @@ class SwarmRoutes:
         lifetime = node_certificate_lifetime(body)
         node_id = await self.daemon.init_swarm(
             body.get("ListenAddr", ""), body.get("AdvertiseAddr") or None, body.get("AutoLockManagers", False), lifetime,
-            availability=body.get("Availability", "active"), spec=init_settings(body),
+            availability=body["Availability"], spec=init_settings(body),
         )
         return web.json_response(node_id)
 
@@ -159,7 +159,7 @@ class SwarmRoutes:
             body["JoinToken"],
             body.get("ListenAddr", ""),
             body.get("AdvertiseAddr") or None,
-            availability=body.get("Availability") or "active",
+            availability=body["Availability"],
         )
         return web.Response(status=200)
 

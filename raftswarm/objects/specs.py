@@ -39,7 +39,7 @@ import base64
 import math
 import posixpath
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any, NamedTuple
 
@@ -808,17 +808,13 @@ def validate_node_spec(spec: Any) -> dict[str, Any]:
 
 
 def validate_init_request(body: Any) -> dict[str, Any]:
-    """Check Docker's InitRequest (`POST /swarm/init`); returns a deep copy, known keys in Docker's spelling.
-    An empty Availability is the default, "active", as dockerd reads it."""
-    request = validated(body, "the swarm init request", _INIT_REQUEST)
-    if request.get("Availability") == "":
-        request["Availability"] = "active"
+    """Check Docker's InitRequest (`POST /swarm/init`); returns a deep copy, known keys in Docker's spelling,
+    with the Availability the node gets."""
+    request = _with_availability(validated(body, "the swarm init request", _INIT_REQUEST))
     name = request.get("Spec", {}).get("Name", "")
     if name not in ("", "default"):
         raise InvalidSpec('swarm spec must be named "default"')  # dockerd's words
-    for key, refused, why in _UNSUPPORTED_AT_INIT:
-        if key in request and refused(request[key]):
-            raise InvalidSpec(f"{key}: {why}")
+    _refuse_unsupported(request, _UNSUPPORTED)
     lifetime = node_certificate_lifetime(request)
     if lifetime is not None and lifetime < MIN_NODE_CERT_LIFETIME:
         raise InvalidSpec(
@@ -830,29 +826,40 @@ def validate_init_request(body: Any) -> dict[str, Any]:
 
 _VXLAN_PORT = 4789
 _DEFAULT_SUBNET_SIZE = 24
-_UNSUPPORTED_AT_INIT: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
-    (
-        "DataPathPort", lambda port: port not in (0, _VXLAN_PORT),
+_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "DataPathPort": (
+        lambda port: port not in (0, _VXLAN_PORT),
         f"raftswarm's overlay networks use VXLAN port {_VXLAN_PORT} only (--data-path-port)",
     ),
-    (
-        "DefaultAddrPool", bool,
-        "raftswarm allocates overlay subnets from Docker's default pool only, 10.0.0.0/8 (--default-addr-pool)",
+    "DefaultAddrPool": (
+        bool, "raftswarm allocates overlay subnets from Docker's default pool only, 10.0.0.0/8 (--default-addr-pool)"
     ),
-    (
-        "SubnetSize", lambda size: size not in (0, _DEFAULT_SUBNET_SIZE),
+    "SubnetSize": (
+        lambda size: size not in (0, _DEFAULT_SUBNET_SIZE),
         f"raftswarm's overlay subnets are /{_DEFAULT_SUBNET_SIZE} (--default-addr-pool-mask-length)",
     ),
-    (
-        "DataPathAddr", bool,
-        "raftswarm carries overlay traffic on the advertise address; use --advertise-addr (--data-path-addr)",
+    "DataPathAddr": (
+        bool, "raftswarm carries overlay traffic on the advertise address; use --advertise-addr (--data-path-addr)"
     ),
-    (
-        "ForceNewCluster", bool,
-        "restart the manager that lost its quorum with `raftswarm-node --force-new-cluster` (--force-new-cluster)",
+    "ForceNewCluster": (
+        bool, "restart the manager that lost its quorum with `raftswarm-node --force-new-cluster` (--force-new-cluster)"
     ),
-)
-"""InitRequest fields raftswarm cannot honour: a value other than the default is refused, not ignored."""
+}
+"""Init and join request fields raftswarm cannot honour: a value other than the default is refused, not ignored."""
+
+
+def _refuse_unsupported(request: dict[str, Any], fields: Iterable[str]) -> None:
+    for key in fields:
+        refused, why = _UNSUPPORTED[key]
+        if key in request and refused(request[key]):
+            raise InvalidSpec(f"{key}: {why}")
+
+
+def _with_availability(request: dict[str, Any]) -> dict[str, Any]:
+    # Absent or "" (see `_requested_availability`): the default.
+    if not request.get("Availability"):
+        request["Availability"] = "active"
+    return request
 
 
 def init_settings(init_request: dict[str, Any]) -> dict[str, Any]:
@@ -875,17 +882,16 @@ def node_certificate_lifetime(init_request: dict[str, Any]) -> timedelta | None:
 
 
 def validate_join_request(body: Any) -> dict[str, Any]:
-    """Check Docker's JoinRequest (`POST /swarm/join`); returns a deep copy, known keys in Docker's spelling."""
+    """Check Docker's JoinRequest (`POST /swarm/join`); returns a deep copy, known keys in Docker's spelling,
+    with the Availability the node gets."""
     request = validated(
         body,
         "the swarm join request",
         _JOIN_REQUEST,
         {"JoinToken": "give the swarm's join token (`raftswarm swarm join-token worker` on a manager prints it)"},
     )
-    for key, refused, why in _UNSUPPORTED_AT_INIT:
-        if key == "DataPathAddr" and refused(request.get(key)):
-            raise InvalidSpec(f"{key}: {why}")
-    return request
+    _refuse_unsupported(request, ["DataPathAddr"])
+    return _with_availability(request)
 
 
 _UINT64 = int_in(0, UINT64_MAX)

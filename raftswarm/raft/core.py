@@ -739,8 +739,9 @@ class RaftCore:
             awaited = 0 < self._forwarded.get(pid, 0) <= self.log.committed
             if awaited:
                 del self._forwarded[pid]
-            prev_term = self.log.term(progress.next - 1)
-            if progress.state is not ProgressState.REPLICATE or progress.next <= last or prev_term is None:
+            replicated = progress.state is ProgressState.REPLICATE and progress.next > last
+            prev_term = self.log.term(progress.next - 1) if replicated else None
+            if prev_term is None:  # entries to send, a probe waiting for its answer, or compacted: an APPEND
                 self._send_append(pid)
                 continue
             self._send(

@@ -418,18 +418,16 @@ class RaftDriver:
         pipeline = self._pipeline
         send_early = pipeline.may_send_before_persisting(batch) and bool(batch.messages)
         early = pipeline.appliable_before_persisting(batch)
+        to_apply = early  # what of `early` is still to apply
         if send_early and early and not batch.entries and not any(e.type is EntryType.CONF_CHANGE for e in early):
             # A leader's batch that only commits: applying answers proposers, and their answers go out first;
             # the messages (the new commit index) once the loop has run them, still in order with whatever this
             # node sends next. A membership change is sent first, so a removed member hears of its removal.
             self._apply_entries(early)
             self._send(batch.messages, urgent=False)
-            applied_early = True
-        else:
-            if send_early:
-                self._send(batch.messages)
-            applied_early = False
-        to_apply = [] if applied_early else early
+            to_apply = []
+        elif send_early:
+            self._send(batch.messages)
         if pipeline.must_sync(batch):
             hard_state = pipeline.start_write(batch)
             write = self._start_write(hard_state, batch)
@@ -503,21 +501,18 @@ class RaftDriver:
         that time), and the COMMIT is not sent at all. A COMMIT a follower's caller waits for (`COMMIT_AWAITED`)
         goes at once."""
         held = self._held_commits
-        if held:
-            for message in messages:
-                if message.type is MessageType.APPEND:
-                    held.pop(message.to, None)
-        if any(message.type is MessageType.COMMIT and not message.context for message in messages):
-            for message in messages:
-                if message.type is MessageType.COMMIT and not message.context:
-                    held[message.to] = message
-                elif message.type is MessageType.COMMIT:
-                    held.pop(message.to, None)
-            messages = [m for m in messages if m.type is not MessageType.COMMIT or m.context]
-            if self._held_timer is None:
-                self._held_timer = asyncio.get_running_loop().call_later(COMMIT_HOLD_SECONDS, self._send_held)
-        if messages:
-            self._transport.send(messages, urgent)
+        outgoing = []
+        for message in messages:
+            if message.type is MessageType.COMMIT and not message.context:
+                held[message.to] = message
+                continue
+            if message.type is MessageType.APPEND or message.type is MessageType.COMMIT:
+                held.pop(message.to, None)  # it carries the commit index a held COMMIT would
+            outgoing.append(message)
+        if held and self._held_timer is None:
+            self._held_timer = asyncio.get_running_loop().call_later(COMMIT_HOLD_SECONDS, self._send_held)
+        if outgoing:
+            self._transport.send(outgoing, urgent)
 
     def _send_held(self) -> None:
         self._held_timer = None

@@ -322,7 +322,8 @@ class RaftTransport:
             touched.add(peer)
         for peer in touched:
             writer = peer.writable
-            if urgent and writer is not None and not writer.transport.is_closing() and not writer.transport.get_write_buffer_size():
+            idle = writer is not None and not writer.transport.is_closing() and not writer.transport.get_write_buffer_size()
+            if urgent and idle:
                 self._write(peer, writer)
             else:
                 peer.wake.set()

@@ -35,7 +35,7 @@ class _Watcher:
         return self.kinds is None or change.object.kind in self.kinds
 
     def push(self, committed: Committed) -> None:
-        if self.kinds is not None and not any(change.object.kind in self.kinds for change in committed.changes):
+        if self.kinds is not None and not any(map(self.wants, committed.changes)):
             return
         if len(self.pending) >= WATCH_BACKLOG:
             self.pending.clear()
