@@ -4,8 +4,10 @@ A task's rootfs is overlayfs with the image's unpacked layers as lowerdirs (topm
 own upperdir/workdir. The kernel takes the mount options as one page (4096 bytes), so long layer paths
 limit how many layers fit; like overlay2, every layer gets a short symlink `l/<26 chars>` in the store root
 and the mount runs with the store root as its working directory, so each lowerdir costs 29 bytes
-("l/<name>:") whatever the store's path. The mount is done by util-linux `mount(8)` in a child process,
-because the working directory is per process and the store is used from several threads.
+("l/<name>:") whatever the store's path. A mount whose options fit the page with absolute paths (any image
+of a few dozen layers) is one mount(2) call; a deeper one is done by util-linux `mount(8)` in a child process
+run in the store root, because the working directory is per process and the store is used from several
+threads. The child costs ~7 ms, and the store's lock is held meanwhile, so tasks started at once queued on it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ MOUNT_OPTIONS_MAX = 4095
 
 MOUNT_TIMEOUT = 60.0
 """Seconds a mount(8) may take: it returns in milliseconds unless the kernel is wedged."""
+
+_OPTION_SEPARATORS = set(",:\\")
+"""Characters overlayfs reads as separators in its options: a store root with one is mounted relative to it."""
 
 _MNT_DETACH = 2
 """umount2 flag: detach now, release when the last user is gone (`umount -l`)."""
@@ -78,6 +83,15 @@ def mount(root: Path, lowers: list[str], upper: str, work: str, target: Path) ->
         raise InvalidImage(
             f"the image has {len(lowers)} layers; an overlay mounts at most {MAX_LAYERS} (Docker's limit)"
         )
+    lowerdirs = ":".join(str(root / lower) for lower in lowers)
+    absolute = f"lowerdir={lowerdirs},upperdir={root / upper},workdir={root / work}"
+    if len(absolute) <= MOUNT_OPTIONS_MAX and not _OPTION_SEPARATORS & set(str(root)):
+        if _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, absolute.encode()) == 0:
+            return
+        error = ctypes.get_errno()
+        if error == errno.ENODEV:
+            raise RootfsUnavailable("this kernel has no overlayfs: load it with `modprobe overlay`")
+        raise ImageError(f"cannot mount the root filesystem at {target}: {os.strerror(error)}")
     options = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}"
     if len(options) > MOUNT_OPTIONS_MAX:
         raise InvalidImage(

@@ -10,4 +10,5 @@
 - `configs`: a task's configs on a tmpfs of their own, each file bound read-only at its target path.
 - `files`: the generated /etc files, and reading the image's own files without leaving its root.
 - `logs`: conmon's log files read back as lines.
+- `processes`: conmon and runc started (vfork) and awaited (pidfd) without holding the event loop.
 """

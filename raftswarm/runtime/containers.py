@@ -56,7 +56,7 @@ from typing import Any
 from ..errors import RaftswarmError
 from ..images.errors import ImageError
 from ..images.store import ImageStore
-from . import files, logs
+from . import files, logs, processes
 from .configs import InvalidConfigTarget, config_files, config_mounts, mount_configs, unmount_configs
 from .mounts import InvalidMount
 from .secrets import SECRETS_DIR, InvalidSecretTarget, mount_secrets, secret_files, unmount_secrets
@@ -269,15 +269,16 @@ class ContainerRuntime:
         terminal = json.loads((directory / "config.json").read_text())["process"].get("terminal", False)
         read_end, write_end = os.pipe()
         try:
-            process = await asyncio.create_subprocess_exec(
-                CONMON, *(["--terminal"] if terminal else []), "--api-version", "1", "-c", task_id, "-u", task_id, "-n", task_id,
-                "-r", shutil.which(RUNC) or RUNC, "-b", str(directory),
-                "-p", str(directory / "pid"), "-P", str(directory / "conmon.pid"),
-                "-l", f"k8s-file:{directory / 'log'}", "--log-size-max", str(logs.LOG_MAX_BYTES),
-                "--exit-dir", str(directory), "--socket-dir-path", str(directory / "conmon"),
-                "--log-level", "error", "--runtime-arg", f"--root={self.runc_root}",
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL, pass_fds=(write_end,),
+            process = processes.Child(
+                [
+                    CONMON, *(["--terminal"] if terminal else []), "--api-version", "1",
+                    "-c", task_id, "-u", task_id, "-n", task_id, "-r", shutil.which(RUNC) or RUNC, "-b", str(directory),
+                    "-p", str(directory / "pid"), "-P", str(directory / "conmon.pid"),
+                    "-l", f"k8s-file:{directory / 'log'}", "--log-size-max", str(logs.LOG_MAX_BYTES),
+                    "--exit-dir", str(directory), "--socket-dir-path", str(directory / "conmon"),
+                    "--log-level", "error", "--runtime-arg", f"--root={self.runc_root}",
+                ],
+                stdin=processes.DEVNULL, stdout=processes.DEVNULL, stderr=processes.DEVNULL, pass_fds=(write_end,),
                 env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "_OCI_SYNCPIPE": str(write_end)},
                 cwd="/", start_new_session=True,
             )
@@ -330,9 +331,9 @@ class ContainerRuntime:
         return container
 
     async def _runc(self, *args: str, what: str) -> None:
-        process = await asyncio.create_subprocess_exec(
-            RUNC, f"--root={self.runc_root}", *args,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        process = processes.Child(
+            [RUNC, f"--root={self.runc_root}", *args],
+            stdin=processes.DEVNULL, stdout=processes.DEVNULL, stderr=processes.PIPE,
         )
         _, stderr = await process.communicate()
         if process.returncode != 0:
@@ -505,9 +506,10 @@ class Container:
         code: int | None = None
         try:
             try:
-                process = await asyncio.create_subprocess_exec(
-                    RUNC, f"--root={self.runtime.runc_root}", "exec", "--pid-file", str(pid_file), self.task_id, *argv,
-                    stdin=asyncio.subprocess.DEVNULL, stdout=write_end, stderr=write_end, start_new_session=True,
+                process = processes.Child(
+                    [RUNC, f"--root={self.runtime.runc_root}", "exec", "--pid-file", str(pid_file), self.task_id]
+                    + argv,
+                    stdin=processes.DEVNULL, stdout=write_end, stderr=write_end, start_new_session=True,
                 )
             finally:
                 os.close(write_end)
