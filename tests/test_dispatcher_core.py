@@ -474,3 +474,28 @@ async def test_a_node_that_reports_problems_with_its_heartbeat_shows_them_in_its
     assert dispatcher.control.store.state.get(NODES, A).data["Status"]["Message"] == ""
     with pytest.raises(RpcError, match="problems"):
         await dispatcher.heartbeat(identity, {"problems": "not a list"})
+
+
+async def test_a_node_restarted_with_other_engine_labels_shows_them_and_bad_labels_change_nothing():
+    """`raftswarm-node --label` (dockerd's) is read at every start: the heartbeats of a daemon restarted with other
+    labels put them in Description.Engine.Labels, where `engine.labels.*` constraints find them, as dockerd's
+    new session does; with none left, the key goes, as Docker's omitempty leaves it out."""
+    dispatcher, _ = _dispatcher(5.0, A)
+    identity = NodeIdentity(A, NodeRole.WORKER, "cluster")
+
+    def engine() -> dict:
+        return dispatcher.control.store.state.get(NODES, A).data["Description"]["Engine"]
+
+    await dispatcher.heartbeat(identity, {"engine_labels": {"disk": "ssd"}})
+    assert engine()["Labels"] == {"disk": "ssd"} and engine()["EngineVersion"] == "raftswarm"
+    version = dispatcher.control.store.state.get(NODES, A).version
+    await dispatcher.heartbeat(identity, {"engine_labels": {"disk": "ssd"}})
+    assert dispatcher.control.store.state.get(NODES, A).version == version  # unchanged: nothing written
+    for bad in ({"disk": 1}, ["disk=ssd"], {"": "x"}, {"disk": "s\nsd"}):
+        with pytest.raises(RpcError, match="labels must map printable strings"):
+            await dispatcher.heartbeat(identity, {"engine_labels": bad})
+    assert engine()["Labels"] == {"disk": "ssd"}
+    await dispatcher.heartbeat(identity, {})  # a node that does not say (an older one) keeps what it had
+    assert engine()["Labels"] == {"disk": "ssd"}
+    await dispatcher.heartbeat(identity, {"engine_labels": {}})
+    assert engine() == {"EngineVersion": "raftswarm"}

@@ -148,3 +148,43 @@ async def test_engine_labels_from_the_node_flag_place_tasks(swarm):
         await client.service_remove("on-ssd")
     async with swarm.client(swarm.node("worker1")) as client:
         assert (await client.info())["Labels"] == ["disk=ssd", "rack=r1"]  # `docker info` on that node
+
+
+@pytest.mark.slow
+async def test_a_node_restarted_with_other_labels_shows_them_and_constraints_follow(swarm):
+    """dockerd reads --label at every start; so does raftswarm-node, and its heartbeats tell the swarm."""
+    names = await ids_by_name(swarm)
+    worker = swarm.node("worker1")
+    original = list(worker.argv)
+
+    async def restart_with(labels: list[str]) -> None:
+        swarm.stop(worker)
+        worker.argv = [arg for arg in original if arg not in ("--label", "disk=ssd", "rack=r1")]
+        worker.argv += [word for label in labels for word in ("--label", label)]
+        swarm.start(worker)
+        await swarm.wait_ready(worker)
+
+    async with swarm.client(swarm.node("manager1")) as client:
+
+        async def labels_shown(expected: dict) -> bool:
+            engine = (await client.node_inspect(names["worker1"]))["Description"]["Engine"]
+            return engine.get("Labels", {}) == expected and "Plugins" in engine
+
+        try:
+            await restart_with(["disk=hdd"])
+            await eventually(lambda: labels_shown({"disk": "hdd"}), "worker1's new engine labels")
+            web = spec("on-hdd", replicas=2, Placement={"Constraints": ["engine.labels.disk==hdd"]})
+            await client.service_create(web)
+
+            async def running_on() -> set[str] | None:
+                tasks = [t for t in await tasks_of(client, "on-hdd") if t["Status"]["State"] == "running"]
+                return {t["NodeID"] for t in tasks} if len(tasks) == 2 else None
+
+            assert await eventually(running_on, "2 running replicas") == {names["worker1"]}
+            await client.service_remove("on-hdd")
+        finally:
+            worker.argv = original
+            swarm.stop(worker)
+            swarm.start(worker)
+            await swarm.wait_ready(worker)
+        await eventually(lambda: labels_shown({"disk": "ssd", "rack": "r1"}), "worker1's labels back")

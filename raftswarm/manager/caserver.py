@@ -77,7 +77,7 @@ class JoinRequest:
             raise RpcError(
                 "invalid", f"hostname must be a printable string of 1 to {MAX_HOSTNAME_CHARS} characters without spaces"
             )
-        labels = _engine_labels(params.get("labels"))
+        labels = engine_labels_param(params.get("labels"))
         availability = params.get("availability") or "active"  # absent or "": the default, as dockerd reads it
         if availability not in NODE_AVAILABILITIES:
             raise RpcError("invalid", f"availability must be one of {', '.join(NODE_AVAILABILITIES)}")
@@ -85,8 +85,8 @@ class JoinRequest:
         return cls(token, csr, address, hostname, labels, availability)
 
 
-def _engine_labels(value: Any) -> dict[str, str]:
-    """The joining node's engine labels: a map of printable strings (None or absent: none)."""
+def engine_labels_param(value: Any) -> dict[str, str]:
+    """A node's engine labels, as it joins or heartbeats: a map of printable strings (None or absent: none)."""
     if value is None:
         return {}
     problem = f"labels must map printable strings to printable strings, {MAX_ENGINE_LABELS_CHARS} characters in all"

@@ -334,6 +334,22 @@ class ControlApi:
 
         return await self._change_node(node_id, change)
 
+    async def set_engine_labels(self, node_id: str, labels: Mapping[str, str]) -> bool:
+        """Record the engine labels a node's daemon now runs with (Description.Engine.Labels, left out when
+        there are none); False if the node is not (yet) in the store."""
+
+        def change(data: dict[str, Any]) -> dict[str, Any] | None:
+            description = data.get("Description") or {}
+            engine = description.get("Engine") or {}
+            if (engine.get("Labels") or {}) == labels:
+                return None
+            engine = {key: value for key, value in engine.items() if key != "Labels"}
+            if labels:
+                engine = {"EngineVersion": engine.pop("EngineVersion", "raftswarm"), "Labels": dict(labels), **engine}
+            return {**data, "Description": {**description, "Engine": engine}}
+
+        return await self._change_node(node_id, change)
+
     async def set_manager_status(self, node_id: str, addr: str | None) -> None:
         """Record that a node joined (`addr`: its Raft address) or left (None) the managers' Raft membership."""
 

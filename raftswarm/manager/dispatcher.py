@@ -35,6 +35,7 @@ from ..raft.driver import RaftDriver
 from ..store import Conflict, ReplicatedStore, WatchCompacted, update
 from ..objects.stored import StoredObject
 from ..objects.kinds import CLUSTER, CLUSTER_KEY, NODES
+from .caserver import engine_labels_param
 from .controlapi import ControlApi
 from ..objects.times import now_iso
 from .heartbeats import DEFAULT_HEARTBEAT_PERIOD, DOWN, READY, Heartbeats, NotLeader, StaleSession
@@ -194,6 +195,9 @@ class Dispatcher:
         if not isinstance(problems, list) or len(problems) > MAX_PROBLEMS or not all(isinstance(p, str) for p in problems):
             raise RpcError("invalid", f"problems must be a list of at most {MAX_PROBLEMS} strings")
         message = "; ".join(problems)[:MAX_STATUS_TEXT]
+        # The labels the node's daemon runs with now (`raftswarm-node --label`, changed by a restart), as
+        # SwarmKit's agents describe their node again in each new session; absent from older nodes.
+        labels = engine_labels_param(params["engine_labels"]) if "engine_labels" in params else None
         node_id = identity.node_id
         # The store is read at every heartbeat, not only our memory: another leader may have marked the node
         # down since we last heard it (found by `python -m chaos run --scenario partition-one-way`: nodes stayed
@@ -219,6 +223,8 @@ class Dispatcher:
         if decision.record_ready or shown != message:
             # A node that is up but has something failing says so in its status (`node inspect`).
             await self._record_ready(node_id, message)
+        if node is not None and labels is not None:
+            await self._record_engine_labels(node, labels)
         self._issuers[node_id] = issuer
         managers, rotation, gossip_keys = self._swarm_view()
         # The role the swarm wants this node in: a node whose certificate says otherwise renews it and
@@ -243,6 +249,16 @@ class Dispatcher:
             await self.control.set_node_status(node_id, READY, message)
         except RaftswarmError as exc:
             log.info("could not record node %s ready: %s", node_id, exc)
+
+    async def _record_engine_labels(self, node: StoredObject, labels: dict[str, str]) -> None:
+        """Write the node's engine labels if they changed; a write that fails is tried again at its next
+        heartbeat, as the store still shows the old ones."""
+        if ((node.data.get("Description") or {}).get("Engine") or {}).get("Labels", {}) == labels:
+            return
+        try:
+            await self.control.set_engine_labels(node.id, labels)
+        except RaftswarmError as exc:
+            log.info("could not record the engine labels of node %s: %s", node.id, exc)
 
     def _swarm_view(self) -> tuple[dict[str, str], str | None, list[bytes]]:
         """The managers' addresses, the pending root's key ID and the gossip keys (newest first), as of this

@@ -97,8 +97,9 @@ class NodeConfig:
     init: bool = False
     """dockerd's --init: tasks whose ContainerSpec.Init is unset run under an init (tini) as PID 1."""
     labels: dict[str, str] = field(default_factory=dict)
-    """dockerd's --label: the node's engine labels, which it brings to the swarm it inits or joins
-    (Description.Engine.Labels; `engine.labels.<name>` placement constraints match them)."""
+    """dockerd's --label: the node's engine labels, which it brings to the swarm it inits or joins and tells it
+    again with every heartbeat, so a restart with other labels changes them (Description.Engine.Labels;
+    `engine.labels.<name>` placement constraints match them)."""
 
 
 def _answers(path: Path) -> bool:
@@ -622,9 +623,14 @@ class NodeDaemon:
         await control.set_manager_status(node_id, None)
 
     def _heartbeat_params(self) -> dict:
-        """What the dispatcher learns from each heartbeat: which root CA issued this node's certificate."""
+        """What the dispatcher learns from each heartbeat: which root CA issued this node's certificate, what is
+        failing here, and the engine labels this daemon was started with (a restart may change them)."""
         _, node = self.state_dir.load_certificates()
-        return {"issuer": certificate_issuer_key_id(node.certificate), "problems": self._problems()}
+        return {
+            "issuer": certificate_issuer_key_id(node.certificate),
+            "problems": self._problems(),
+            "engine_labels": self.config.labels,
+        }
 
     def _problems(self) -> list[str]:
         """What is failing on this node now (its loops, its data plane), for its status in `node inspect`."""
