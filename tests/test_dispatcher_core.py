@@ -499,3 +499,34 @@ async def test_a_node_restarted_with_other_engine_labels_shows_them_and_bad_labe
     assert engine()["Labels"] == {"disk": "ssd"}
     await dispatcher.heartbeat(identity, {"engine_labels": {}})
     assert engine() == {"EngineVersion": "raftswarm"}
+
+
+async def test_a_running_report_keeps_the_host_ports_the_node_published_and_bad_ones_change_nothing():
+    """Docker's task Status.PortStatus (`service ps`: PORTS), a port published as 0 with the node's choice."""
+    dispatcher, driver = _dispatcher(5.0, A)
+    task = {"ID": "t1", "NodeID": A, "DesiredState": "running", "Status": {"State": "starting", "Timestamp": "2026-12-07T00:00:00Z"}}
+    driver.store.apply(driver.store.state.version + 1, encode_transaction([put("tasks", "t1", task)]))
+    running = asyncio.create_task(dispatcher.run())
+    identity = NodeIdentity(A, NodeRole.WORKER, "cluster")
+    ports = [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 32768, "PublishMode": "host"}]
+
+    async def report(port_status: Any) -> dict:
+        status = {"State": "running", "Message": "started", "PortStatus": port_status}
+        return await dispatcher.update_task_status(identity, {"updates": [{"ID": "t1", "Status": status}]})
+
+    try:
+        for bad in (
+            [], {"Ports": "80"}, {"Ports": [{**ports[0], "PublishedPort": 0}]}, {"Ports": [{**ports[0], "Protocol": "icmp"}]},
+            {"Ports": [{**ports[0], "PublishMode": "ingress"}]}, {"Ports": [{**ports[0], "TargetPort": True}]},
+            {"Ports": ports * 1025},
+        ):
+            with pytest.raises(RpcError, match="Status.PortStatus must be"):
+                await report(bad)
+            assert dispatcher.control.store.state.get("tasks", "t1").data["Status"]["State"] == "starting"
+        assert await report({"Ports": [{**ports[0], "Name": "dropped"}]}) == {"t1": "ok"}
+        status = dispatcher.control.store.state.get("tasks", "t1").data["Status"]
+        assert status["State"] == "running" and status["PortStatus"] == {"Ports": ports}
+    finally:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running

@@ -208,6 +208,21 @@ async def test_a_host_mode_port_answers_only_on_the_node_running_its_task_and_ta
         for other in ("manager1", "worker2"):
             with pytest.raises(OSError):
                 await asyncio.to_thread(_fetch, swarm.node(other).ip, 9090)
+        # Docker's PortStatus (`docker service ps`: *:9090->80/tcp).
+        host_port = {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 9090, "PublishMode": "host"}
+        assert task["Status"]["PortStatus"] == {"Ports": [host_port]}
+
+        # Published as 0, the node picks a free port of its ephemeral range and says which.
+        dynamic = python_spec("dynamic", ["python3", "-c", SERVER], replicas=1, Placement=on_worker)
+        dynamic["EndpointSpec"] = {"Ports": [{"TargetPort": 80, "PublishMode": "host"}]}
+        await client.service_create(dynamic)
+        (picked,) = await eventually(lambda: converged(client, "dynamic", 1), "the dynamic task")
+        (shown,) = picked["Status"]["PortStatus"]["Ports"]
+        low, high = (int(word) for word in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        assert low <= shown["PublishedPort"] <= high and shown["PublishedPort"] != 9090
+        assert shown == {**host_port, "PublishedPort": shown["PublishedPort"]}
+        assert await _served_by(worker.ip, shown["PublishedPort"], 1) == {hostname_of(picked)}
+        await client.service_remove("dynamic")
 
         # Egress: a task on an overlay reaches a node's address outside its overlays (masqueraded).
         outside = ["python3", "-c", f"import socket; print(socket.create_connection(('{worker.ip}', 9090), timeout=5).recv(200).decode(), flush=True); import time; time.sleep(1000)"]

@@ -127,6 +127,15 @@ class _TaskController:
                 container["ContainerID"] = self.running.container_id
                 container["PID"] = self.running.pid
             status["ContainerStatus"] = container
+        ports = self.agent.networks.host_ports(self.task["ID"]) if self.agent.networks is not None else []
+        if ports:
+            # Docker's PortStatus: the host-mode ports as the node published them (`service ps`: PORTS).
+            status["PortStatus"] = {
+                "Ports": [
+                    {"Protocol": protocol, "TargetPort": target, "PublishedPort": published, "PublishMode": "host"}
+                    for protocol, published, target in ports
+                ]
+            }
         self.agent.report(self.task["ID"], status)
 
     async def _wait_for(self, condition) -> None:

@@ -56,9 +56,11 @@ starts a new one by heartbeating without a session."""
 MAX_ASSIGNMENT_WAIT = 30.0
 """Longest an assignments call waits for a change before answering with none (the caller asks again)."""
 MAX_STATUS_TEXT = 1024
+"""Longest Message or Err an agent may report (a task's error is a line, not a log)."""
 MAX_PROBLEMS = 20
 """What a node may say is failing on it with each heartbeat: its failing loops and data-plane steps."""
-"""Longest Message or Err an agent may report (a task's error is a line, not a log)."""
+MAX_REPORTED_PORTS = 1024
+"""Host-mode ports one task's status may list; a service that publishes more is not one a node could run."""
 MAX_KEY_ID_CHARS = 128
 """A subject key ID in hex is 40 characters (SHA-1, RFC 5280); anything much longer is not one."""
 MAX_STATUS_UPDATES = 10_000
@@ -119,7 +121,34 @@ def _checked_status(raw: Any) -> dict[str, Any]:
             for key, kind in (("ContainerID", str), ("PID", int), ("ExitCode", int))
             if isinstance(container.get(key), kind) and not isinstance(container.get(key), bool)
         }
+    ports = raw.get("PortStatus")
+    if ports is not None:
+        status["PortStatus"] = {"Ports": _checked_host_ports(ports)}
     return status
+
+
+def _checked_host_ports(raw: Any) -> list[dict[str, Any]]:
+    """A report's PortStatus: the task's host-mode ports as its node published them."""
+    problem = (
+        f"Status.PortStatus must be {{Ports: [...]}}, at most {MAX_REPORTED_PORTS} host-mode ports "
+        "{Protocol: tcp|udp|sctp, TargetPort, PublishedPort: 1-65535, PublishMode: host}"
+    )
+    ports = raw.get("Ports") if isinstance(raw, dict) else None
+    if not isinstance(ports, list) or len(ports) > MAX_REPORTED_PORTS:
+        raise RpcError("invalid", problem)
+    checked = []
+    for port in ports:
+        if not (
+            isinstance(port, dict)
+            and port.get("Protocol") in ("tcp", "udp", "sctp")
+            and port.get("PublishMode") == "host"
+            and all(
+                type(port.get(key)) is int and 0 < port[key] <= 65535 for key in ("TargetPort", "PublishedPort")
+            )
+        ):
+            raise RpcError("invalid", problem)
+        checked.append({key: port[key] for key in ("Protocol", "TargetPort", "PublishedPort", "PublishMode")})
+    return checked
 
 
 def _not_ours(task: StoredObject | None, report: _StatusReport) -> bool:

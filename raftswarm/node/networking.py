@@ -42,6 +42,7 @@ import ipaddress
 import logging
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +86,9 @@ INGRESS_IFNAME = "rswingress0"
 """The node's own interface on the ingress overlay."""
 OWN_NETNS = "/proc/self/ns/net"
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+EPHEMERAL_PORTS = "/proc/sys/net/ipv4/ip_local_port_range"
+DEFAULT_EPHEMERAL_PORTS = (32768, 60999)
+"""Where host-mode ports published as 0 are taken from: the kernel's ephemeral range, and its default."""
 OVERLAY_CREATE_ATTEMPTS = 25
 """Tries at making a network's overlay, 0.2 s apart: a VNI freed by a removed network is reused at once."""
 TABLE_SYNC_INTERVAL = 5.0
@@ -421,10 +425,17 @@ class NodeNetworks:
         # Checked here, so a port published in both modes fails the task rather than the whole routing mesh.
         mesh = _mesh_state(self.ingress, self.endpoints, [t for t in self.local.values() if t is not local])
         for port in (task.get("Endpoint") or {}).get("Ports") or []:
-            if port.get("PublishMode") == "host" and port.get("PublishedPort"):
+            if port.get("PublishMode") == "host":
                 protocol = port.get("Protocol", "tcp")
-                mesh = mesh.with_host_port(port["PublishedPort"], protocol, str(address), port["TargetPort"])
-                local.host_ports.append((protocol, port["PublishedPort"], port["TargetPort"]))
+                published = port.get("PublishedPort") or _free_host_port(protocol, mesh)
+                mesh = mesh.with_host_port(published, protocol, str(address), port["TargetPort"])
+                local.host_ports.append((protocol, published, port["TargetPort"]))
+
+    def host_ports(self, task_id: str) -> list[tuple[str, int, int]]:
+        """The task's host-mode published ports as this node publishes them: (protocol, published port, target
+        port), a port published as 0 with the port chosen for it (Docker's task PortStatus)."""
+        local = self.local.get(task_id)
+        return list(local.host_ports) if local is not None else []
 
     async def detach(self, task_id: str) -> None:
         """The task ended: its endpoints leave the swarm's tables, its interfaces and resolver go."""
@@ -735,6 +746,35 @@ def _held_after(step: _Step, wanted: Any) -> Any:
     if step == ("gateway",):
         return True, GatewayState(True, frozenset(wanted))
     return wanted
+
+
+def _free_host_port(protocol: str, mesh: LoadBalancerState) -> int:
+    """dockerd's choice for a host-mode port published as 0: the first port of the kernel's ephemeral range
+    (ip_local_port_range, which libnetwork's port allocator reads too) that this node publishes in neither mode
+    and no process here has bound."""
+    try:
+        with open(EPHEMERAL_PORTS) as ports:
+            low, high = (int(word) for word in ports.read().split())
+    except (OSError, ValueError):
+        low, high = DEFAULT_EPHEMERAL_PORTS
+    for number in range(low, high + 1):
+        if (protocol, number) not in mesh.host_ports and (protocol, number) not in mesh.published and _unbound(
+            number, protocol
+        ):
+            return number
+    raise DataplaneError(f"no free {protocol} port left in {low}-{high} for a host-mode port published as 0")
+
+
+def _unbound(number: int, protocol: str) -> bool:
+    kind = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}.get(protocol)
+    if kind is None:
+        return True  # sctp: no socket of this node can hold it that the routing mesh would not shadow anyway
+    with socket.socket(socket.AF_INET, kind) as probe:
+        try:
+            probe.bind(("0.0.0.0", number))
+        except OSError:
+            return False
+    return True
 
 
 def _mesh_state(
