@@ -3,7 +3,7 @@ task sees of its secrets, what nobody else sees, exit codes and restarts, the co
 service's, else its image's), stop grace periods, `service logs`, and an agent killed with SIGKILL and started
 again taking its running tasks back instead of duplicating them.
 
-Tasks are OCI containers (runc under conmon): every test here needs root with CAP_SYS_ADMIN, runc and conmon.
+Tasks are OCI containers (crun under conmon): every test here needs root with CAP_SYS_ADMIN, crun and conmon.
 The nodes run with `--init` (tini as each task's PID 1), so a `sleep` task stops at SIGTERM instead of after
 its grace period.
 """

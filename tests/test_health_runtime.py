@@ -1,11 +1,11 @@
-"""Healthcheck probes in real containers (runc under conmon, in process, as tests/test_runtime.py runs them):
+"""Healthcheck probes in real containers (crun under conmon, in process, as tests/test_runtime.py runs them):
 `Container.exec` runs a command inside the running container as its own process does and returns its exit code
 and output; one that outlives its timeout, or whose caller gives up, is killed with what it started; a task's
 effective check comes from its image's HEALTHCHECK under its spec's; `watch` follows a container to healthy or
 unhealthy.
 
 Every test's teardown releases its containers and checks that nothing of them is left (see test_runtime.Tasks).
-Needs root with CAP_SYS_ADMIN, runc and conmon.
+Needs root with CAP_SYS_ADMIN, crun and conmon.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ async def test_exec_returns_the_exit_code_and_stdout_and_stderr_of_a_command_run
     show = 'echo "$GREETING $(id -u) $(pwd) $(hostname)"; echo oops >&2; exit 3'
     code, output = await container.exec(["sh", "-c", show], WAIT, output_limit=1000)
     assert code == 3
-    # Both streams, each in its order (runc copies them apart, as dockerd does a probe's).
+    # Both streams, each in its order (crun copies them apart, as dockerd does a probe's).
     assert sorted(output.splitlines()) == sorted([f"hi 65534 /tmp {container.container_id[:12]}".encode(), b"oops"])
     # In the container's PID namespace: the task's own process is PID 1 there.
     code, output = await container.exec(["cat", "/proc/1/cmdline"], WAIT, output_limit=1000)
@@ -131,11 +131,11 @@ async def test_exec_given_up_by_its_caller_kills_the_command(tasks):
     assert processes_running([b"sleep", b"4444"]) == []
 
 
-async def test_exec_in_a_container_that_ended_fails_with_runcs_reason(tasks):
+async def test_exec_in_a_container_that_ended_fails_with_the_runtimes_reason(tasks):
     container = await tasks.start(tasks.task("true"))
     assert await asyncio.wait_for(container.wait(), WAIT) == 0
     code, output = await container.exec(["true"], WAIT, output_limit=1000)
-    assert code not in (0, None) and b"stopped container" in output
+    assert code not in (0, None) and b"is not running" in output
 
 
 # -- a task's check, followed ------------------------------------------------------------------------------

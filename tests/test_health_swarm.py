@@ -6,7 +6,7 @@ replaced; an update to a spec whose tasks turn unhealthy counts that as a failur
 started again goes on probing the tasks it takes back.
 
 Probes run every 0.2 s here (the spec's Interval; Docker's default is 30 s), so a check takes effect in under a
-second. Needs root with CAP_SYS_ADMIN, runc and conmon. The worker runs with `--init` (tini as PID 1), so a
+second. Needs root with CAP_SYS_ADMIN, crun and conmon. The worker runs with `--init` (tini as PID 1), so a
 stopped `sleep` ends at SIGTERM: exit code 143.
 """
 

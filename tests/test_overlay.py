@@ -27,7 +27,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
         netns_unavailable_reason() is not None or unavailable() is not None or shutil.which("nft") is None,
-        reason="needs root, network namespaces, nft for a data plane per node, and runc and conmon for tasks",
+        reason="needs root, network namespaces, nft for a data plane per node, and crun and conmon for tasks",
     ),
 ]
 

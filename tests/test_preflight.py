@@ -19,10 +19,10 @@ def test_a_node_with_everything_has_no_warnings_on_a_routable_address(monkeypatc
 
 def test_each_missing_program_is_named_with_its_debian_package(monkeypatch):
     real_which = shutil.which
-    missing = {"runc", "skopeo", "nft"}
+    missing = {"crun", "skopeo", "nft"}
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name in missing else real_which(name, *a, **k))
     found = "\n".join(preflight.warnings("10.0.0.5"))
-    assert "tasks cannot run on this node" in found and "install the Debian package runc" in found
+    assert "tasks cannot run on this node" in found and "install the Debian package crun" in found
     assert "install the Debian package skopeo" in found
     assert "no overlay networks" in found and "install the Debian package nftables" in found
 

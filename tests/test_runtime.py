@@ -1,14 +1,14 @@
-"""A node's task runtime, in process and without a cluster: tasks run as OCI containers (runc under conmon)
+"""A node's task runtime, in process and without a cluster: tasks run as OCI containers (crun under conmon)
 from the busybox sample image. What a task sees (its secrets read-only with their owner and mode, its
 hostname, /etc/hosts, its own processes and loopback only, no mount, seccomp, no CAP_SYS_ADMIN), Docker's
 Entrypoint/Cmd/Env/User/Dir rules end to end, tasks rejected with a message and nothing left, exit codes,
 stop with and without an init, the memory limit, logs, reattaching after an agent restart, a killed monitor,
 and prepare().
 
-Every test's teardown releases what it started and checks that nothing is left: no task directory, no runc
-state, no mount, no cgroup, no conmon or runc process naming one of its tasks, no process of its tasks.
+Every test's teardown releases what it started and checks that nothing is left: no task directory, no crun
+state, no mount, no cgroup, no conmon or crun process naming one of its tasks, no process of its tasks.
 
-Needs root with CAP_SYS_ADMIN, runc and conmon (`raftswarm.runtime.containers.unavailable`).
+Needs root with CAP_SYS_ADMIN, crun and conmon (`raftswarm.runtime.containers.unavailable`).
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ class Tasks:
         return (code, *output_of(await lines_of(container)))
 
     def processes(self) -> list[str]:
-        """This test's conmon, runc and container processes that are still alive."""
+        """This test's conmon, crun and container processes that are still alive."""
         return _processes_naming(self.task_ids, self.marker)
 
     def pids(self) -> set[int]:
@@ -180,7 +180,7 @@ class Tasks:
         containers_dir = self.images.root / "containers"
         return (
             [f"task directory {task_id}" for task_id in self.runtime.task_ids()]
-            + [f"runc state {name}" for name in os.listdir(self.runtime.runc_root)]
+            + [f"crun state {name}" for name in os.listdir(self.runtime.state_root)]
             + [f"mount {point}" for point in _mounts_under(self.runtime.directory)]
             + [f"rootfs {task_id}" for task_id in self.task_ids if (containers_dir / task_id).exists()]
             + [f"cgroup {path}" for task_id in self.task_ids for path in _cgroups_of(task_id)]
@@ -227,10 +227,10 @@ def _argv(pid: int) -> list[bytes]:
 
 
 async def running(container: Container) -> list[bytes]:
-    """The argv of the task's first process once it runs the command: `start` returns once runc told the
-    container to start, and its process execs the command a moment later (until then it is `runc init`)."""
+    """The argv of the task's first process once it runs the command: `start` returns once crun told the
+    container to start, and its process execs the command a moment later (until then it is crun's own)."""
     async with asyncio.timeout(WAIT):
-        while os.path.basename((argv := _argv(container.pid))[0]) in (b"runc", b""):  # b"": while it execs
+        while os.path.basename((argv := _argv(container.pid))[0]) in (b"crun", b""):  # b"": while it execs
             await asyncio.sleep(0.01)
     return argv
 
@@ -261,7 +261,7 @@ def _cgroups_of(task_id: str) -> list[str]:
 
 
 def _processes_naming(task_ids: list[str], marker: str | None) -> list[str]:
-    """Live processes whose command line names one of `task_ids` (conmon, runc) or whose environment holds
+    """Live processes whose command line names one of `task_ids` (conmon, crun) or whose environment holds
     `marker` (a task's processes). Zombies have neither, so they do not count."""
     names = [task_id.encode() for task_id in task_ids]
     found = []
@@ -704,7 +704,7 @@ async def test_prepare_runs_in_the_tasks_namespaces_before_its_command_starts(ta
     container = await tasks.start(task, prepare=prepare)
     assert await asyncio.wait_for(container.wait(), WAIT) == 0
     assert seen["pid"] == container.pid and seen["own netns"]
-    assert [os.path.basename(seen["argv"][0]), seen["argv"][1]] == [b"runc", b"init"]  # the command had not run yet
+    assert os.path.basename(seen["argv"][0]) == b"crun"  # crun's own process: the command had not run yet
     assert seen["logged"] == []
     out, err = output_of(await lines_of(container))
     assert out.splitlines()[0] == "written before the command ran"

@@ -1,10 +1,10 @@
-"""A task's configs in its container, in process and without a cluster (runc under conmon, the busybox sample):
+"""A task's configs in its container, in process and without a cluster (crun under conmon, the busybox sample):
 each config is a read-only file at its target, any path in the container, with its owner and mode, even where
 the image has no such directory or the root file system is read-only; a templated one is expanded for the task;
 its bytes live in memory only; a target that cannot be made rejects the task with a message and leaves nothing.
 
 Every test's teardown releases what it started and checks that nothing is left (`test_runtime.Tasks`).
-Needs root with CAP_SYS_ADMIN, runc and conmon.
+Needs root with CAP_SYS_ADMIN, crun and conmon.
 """
 
 from __future__ import annotations

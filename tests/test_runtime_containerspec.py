@@ -1,11 +1,11 @@
-"""The ContainerSpec settings dockerd honours, honoured by a node's task runtime in real containers (runc under
+"""The ContainerSpec settings dockerd honours, honoured by a node's task runtime in real containers (crun under
 conmon, in process, from busybox images, as tests/test_runtime.py runs them): the stop signal reaches the
 process (and still does after an agent restart), added and dropped capabilities, a read-only root, sysctls,
 ulimits, the DNS config and extra hosts in /etc/resolv.conf and /etc/hosts, added groups, the OOM score
 adjustment and no-new-privileges, and templated hostnames and environment values; and a setting no container
 can have rejects the task, saying why.
 
-Needs root with CAP_SYS_ADMIN, runc and conmon (`raftswarm.runtime.containers.unavailable`).
+Needs root with CAP_SYS_ADMIN, crun and conmon (`raftswarm.runtime.containers.unavailable`).
 """
 
 from __future__ import annotations

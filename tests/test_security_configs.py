@@ -4,7 +4,7 @@ the nodes running a task that uses it, leaves them with the last such task, live
 on a worker's disk), and is visible inside the tasks that use it and nowhere else: not in another task on the same
 node, by any path. A worker asking the dispatcher with its own certificate gets no config of another node's task.
 
-Tasks are OCI containers: every test here needs root with CAP_SYS_ADMIN, runc and conmon.
+Tasks are OCI containers: every test here needs root with CAP_SYS_ADMIN, crun and conmon.
 """
 
 from __future__ import annotations

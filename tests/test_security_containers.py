@@ -3,7 +3,7 @@ MANAGER -- whose state dir holds the Raft KEK, the node's key and the swarm's ce
 attacker with code execution in a task would try:
 
 - the nodes' files: every node's state dir, key, KEK, API socket, pidfile and log, and the files of the
-  container runtime (bundles, conmon's pid and log files, runc's state), by absolute host path, through
+  container runtime (bundles, conmon's pid and log files, crun's state), by absolute host path, through
   /proc/<pid>/root and /proc/<pid>/cwd of every process it sees, through every file descriptor it can
   reach, by the host paths /proc/self/mountinfo names, and with `find / -name '*.key'`-style searches;
 - a working directory of /proc/self/fd/<n>, where a descriptor leaked by the runtime would be the host's
@@ -430,7 +430,7 @@ async def attack(
 
 def host_paths(swarm: SwarmCluster) -> list[str]:
     """Every path of the cluster an attacker would go for: each node's directory, state dir, certificates, key,
-    KEK, Raft log, API socket, pidfile and log; its container runtime's bundles, conmon files, runc state and
+    KEK, Raft log, API socket, pidfile and log; its container runtime's bundles, conmon files, crun state and
     secrets mounts (of the tasks there now); the cluster's record; and the node daemon's default locations."""
     paths: set[Path] = {swarm.directory, swarm.directory / "cluster.json", swarm.directory.parent}
     for node in swarm.nodes:
@@ -444,7 +444,7 @@ def host_paths(swarm: SwarmCluster) -> list[str]:
             paths |= set(directory.rglob("*"))
         paths |= set(state.images.glob("*")) | set(state.images.glob("*/*"))
     found = sorted(str(path) for path in paths)
-    found += ["/var/lib/raftswarm", "/run/raftswarm/raftswarm.sock", "/run/runc", "/usr/bin/conmon", "/usr/sbin/runc"]
+    found += ["/var/lib/raftswarm", "/run/raftswarm/raftswarm.sock", "/run/crun", "/usr/bin/conmon", "/usr/bin/crun"]
     assert not [path for path in found if re.search(r"\s", path)], "a path with white space: the scripts split on it"
     return found
 

@@ -6,7 +6,7 @@
     certificates/raft.kek               the key-encryption key of the Raft log, when the swarm is not autolocked
     raft/                               the encrypted Raft WAL and snapshots (managers only)
     worker/containers/                  this node's task containers (`runtime.containers`): bundles, logs, exit
-                                        codes, runc's state; secrets only on tmpfs mounts, never on disk
+                                        codes, crun's state; secrets only on tmpfs mounts, never on disk
     images/                             the node's image store (`images.store`): kept when the node leaves
                                         its swarm, as dockerd keeps its images
     volumes/                            the node's local volumes (`runtime.volumes`): kept when it leaves, too

@@ -1,4 +1,4 @@
-"""Running a node's tasks as OCI containers: runc starts each from a bundle, conmon supervises it.
+"""Running a node's tasks as OCI containers: crun starts each from a bundle, conmon supervises it.
 
 For each task the agent starts, `ContainerRuntime.start`:
 
@@ -8,14 +8,12 @@ For each task the agent starts, `ContainerRuntime.start`:
 3. writes /etc/hosts, /etc/hostname and /etc/resolv.conf for it, its secrets onto a tmpfs of their own
    (`runtime.secrets`) and its configs onto another (`runtime.configs`), all bind-mounted in;
 4. writes the bundle's config.json (Docker's confinement: namespaces, capabilities, seccomp, masked paths,
-   cgroup limits) and has conmon run `runc create`: the container's namespaces exist, its process waits;
+   cgroup limits) and has conmon run `crun create`: the container's namespaces exist, its process waits;
 5. lets the agent plug the task's network namespace (`/proc/<pid>/ns/net`) into its networks;
-6. `runc start`s it.
+6. `crun start`s it.
 
-Why runc and conmon. runc (Debian's 1.1.5) works on this kind of host as it is: crun 1.8.1 refuses hybrid
-cgroup v1/v2 layouts ("cgroups in hybrid mode not supported") without a workaround, and its 6 ms start beats
-runc's ~20 ms by less than what the rest of a start costs. conmon, podman's container monitor, is the
-supervisor that outlives the agent: a small C process per container (about 0.5 MB PSS with its container,
+Why crun and conmon. crun is the OCI runtime (`runtime.ociruntime` says why, and how it runs on a hybrid
+cgroup host). conmon, podman's container monitor, is the supervisor that outlives the agent: a small C process per container (about 0.5 MB PSS with its container,
 against 2.6 MB for Docker's containerd-shim) that is the container's parent, writes its output to a log file
 (`runtime.logs`) and its exit code to a file, and exits after it. A restarted agent finds each task's
 directory, and reattaches through conmon's PID and the container's state, so nothing runs twice.
@@ -31,7 +29,8 @@ A node's files, under the runtime's directory (in the worker's state directory; 
     tasks/<task id>/configs/      mount point of the task's configs tmpfs while it exists
     tasks/<task id>/conmon/       conmon's link back to the task directory, where it makes its attach socket
                                   (unused: tasks have no stdin)
-    runc/                         runc's state (--root)
+    crun/                         crun's state (--root)
+    crun-without-cgroup2          how crun runs on a hybrid cgroup host (`runtime.ociruntime`)
 
 Without root nothing here can run: there is no fallback to host processes (see `unavailable`).
 """
@@ -39,6 +38,7 @@ Without root nothing here can run: there is no fallback to host processes (see `
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -56,7 +56,7 @@ from typing import Any
 from ..errors import RaftswarmError
 from ..images.errors import ImageError
 from ..images.store import ImageStore
-from . import files, logs, processes
+from . import files, logs, ociruntime, processes
 from .configs import InvalidConfigTarget, config_files, config_mounts, mount_configs, unmount_configs
 from .mounts import InvalidMount
 from .secrets import SECRETS_DIR, InvalidSecretTarget, mount_secrets, secret_files, unmount_secrets
@@ -67,7 +67,6 @@ from .volumes import VolumeError, VolumeStore, task_mounts
 
 log = logging.getLogger(__name__)
 
-RUNC = "runc"
 CONMON = "conmon"
 INIT_BINARY = "/usr/bin/tini-static"
 """Docker's `--init` runs tini (as docker-init); Debian's tini package ships it statically linked, so it runs
@@ -75,7 +74,7 @@ in any image."""
 INIT_PATH = "/sbin/docker-init"
 DEFAULT_STOP_GRACE_NS = 10_000_000_000
 START_TIMEOUT = 30.0
-"""How long creating a container may take (normally ~40 ms: conmon and runc) before the task is rejected;
+"""How long creating a container may take (normally ~20 ms: conmon and crun) before the task is rejected;
 generous, because a node starting a hundred tasks at once on two cores queues them."""
 RELEASE_TIMEOUT = 5.0
 CGROUP_PARENT = "raftswarm-tasks"
@@ -94,10 +93,9 @@ def unavailable() -> str | None:
     """Why this node cannot run containers, or None if it can."""
     if os.geteuid() != 0 or not _has_cap_sys_admin():
         return "running tasks needs root (with CAP_SYS_ADMIN): the node creates namespaces and mounts for containers"
-    for program, package in ((RUNC, "runc"), (CONMON, "conmon")):
-        if shutil.which(program) is None:
-            return f"{program} is missing: install the Debian package {package} (./setup does)"
-    return None
+    if shutil.which(CONMON) is None:
+        return f"{CONMON} is missing: install the Debian package conmon (./setup does)"
+    return ociruntime.missing()
 
 
 def _has_cap_sys_admin() -> bool:
@@ -131,10 +129,12 @@ class ContainerRuntime:
     ) -> None:
         self.directory = Path(directory)
         self.tasks_dir = self.directory / "tasks"
-        self.runc_root = self.directory / "runc"
-        for path in (self.directory, self.tasks_dir, self.runc_root):
+        self.state_root = self.directory / ociruntime.RUNTIME
+        for path in (self.directory, self.tasks_dir, self.state_root):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(path, 0o700)
+        self.command = ociruntime.runtime_command(self.directory)
+        """What conmon and this runtime run as the OCI runtime: crun, or how it runs here (`ociruntime`)."""
         self.images = images
         self.init = init
         self.volumes = volumes if volumes is not None else VolumeStore(
@@ -179,7 +179,7 @@ class ContainerRuntime:
                     await prepare(container)
                 except Exception as exc:
                     raise TaskRejected(f"cannot prepare the task: {exc}") from None
-            await self._runc("start", task_id, what="start the container")
+            await self._oci("start", task_id, what="start the container")
         except BaseException:
             await self._remove(task_id, container)
             raise
@@ -263,7 +263,7 @@ class ContainerRuntime:
         _write_text(directory / "config.json", json.dumps(spec), mode=0o600)
 
     async def _create(self, task_id: str, directory: Path) -> Container:
-        """conmon runs `runc create`: the container exists, its process waits for `runc start`."""
+        """conmon runs `crun create`: the container exists, its process waits for `crun start`."""
         (directory / "conmon").mkdir(mode=0o700, exist_ok=True)
         # A task with a TTY: conmon holds the terminal's master side and logs what the task writes to it.
         terminal = json.loads((directory / "config.json").read_text())["process"].get("terminal", False)
@@ -272,11 +272,11 @@ class ContainerRuntime:
             process = processes.Child(
                 [
                     CONMON, *(["--terminal"] if terminal else []), "--api-version", "1",
-                    "-c", task_id, "-u", task_id, "-n", task_id, "-r", shutil.which(RUNC) or RUNC, "-b", str(directory),
+                    "-c", task_id, "-u", task_id, "-n", task_id, "-r", self.command, "-b", str(directory),
                     "-p", str(directory / "pid"), "-P", str(directory / "conmon.pid"),
                     "-l", f"k8s-file:{directory / 'log'}", "--log-size-max", str(logs.LOG_MAX_BYTES),
                     "--exit-dir", str(directory), "--socket-dir-path", str(directory / "conmon"),
-                    "--log-level", "error", "--runtime-arg", f"--root={self.runc_root}",
+                    "--log-level", "error", "--runtime-arg", f"--root={self.state_root}",
                 ],
                 stdin=processes.DEVNULL, stdout=processes.DEVNULL, stderr=processes.DEVNULL, pass_fds=(write_end,),
                 env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "_OCI_SYNCPIPE": str(write_end)},
@@ -296,7 +296,7 @@ class ContainerRuntime:
         if pid <= 0:
             detail = ""
             try:
-                detail = _runc_error(str(json.loads(message).get("message", "")).encode()) if message else ""
+                detail = ociruntime.error_text(str(json.loads(message).get("message", "")).encode()) if message else ""
             except ValueError:
                 pass
             raise TaskRejected(f"cannot create the container: {detail or 'conmon gave no answer'}")
@@ -330,14 +330,14 @@ class ContainerRuntime:
             await self._remove(task_id)
         return container
 
-    async def _runc(self, *args: str, what: str) -> None:
+    async def _oci(self, *args: str, what: str) -> None:
         process = processes.Child(
-            [RUNC, f"--root={self.runc_root}", *args],
+            [self.command, f"--root={self.state_root}", *args],
             stdin=processes.DEVNULL, stdout=processes.DEVNULL, stderr=processes.PIPE,
         )
         _, stderr = await process.communicate()
         if process.returncode != 0:
-            raise TaskRejected(f"cannot {what}: {_runc_error(stderr)}")
+            raise TaskRejected(f"cannot {what}: {ociruntime.error_text(stderr)}")
 
     async def _remove(self, task_id: str, container: Container | None = None) -> None:
         """Kill and delete the container, unmount its secrets and root filesystem, remove its directory."""
@@ -345,14 +345,14 @@ class ContainerRuntime:
         if container is None:
             container = self._container(task_id, directory) if directory.exists() else None
         if container is not None:
-            # SIGKILL and conmon's exit first: `runc delete --force` alone polls for the death in 100 ms steps.
+            # SIGKILL and conmon's exit first, so `delete --force` finds nothing left to kill.
             await container.signal(signal.SIGKILL)
             await container._wait_monitor(RELEASE_TIMEOUT)
             container._close()
         try:
-            await self._runc("delete", "--force", task_id, what=f"delete container {task_id}")
+            await self._oci("delete", "--force", task_id, what=f"delete container {task_id}")
         except TaskRejected as exc:
-            if "does not exist" not in str(exc):
+            if not ociruntime.gone(str(exc)):
                 log.warning("%s", exc)
         await asyncio.to_thread(self._remove_files, task_id, directory)
 
@@ -443,9 +443,9 @@ class Container:
     async def signal(self, signum: int) -> None:
         """Send `signum` to the container's first process (as `docker kill --signal`); nothing if it ended."""
         try:
-            await self.runtime._runc("kill", self.task_id, str(int(signum)), what="signal the container")
+            await self.runtime._oci("kill", self.task_id, str(int(signum)), what="signal the container")
         except TaskRejected as exc:
-            if not any(words in str(exc) for words in ("not running", "does not exist", "container not")):
+            if not ociruntime.gone(str(exc)):
                 raise
 
     async def stop(self, grace_ns: int | None) -> int:
@@ -479,16 +479,21 @@ class Container:
                 yield line
 
     async def exec(self, argv: list[str], timeout: float, *, output_limit: int) -> tuple[int | None, bytes]:
-        """Run `argv` in the running container, as `docker exec` does: `runc exec` puts it in the container's
-        namespaces and cgroup, as its user, in its working directory, with its environment and confinement.
-        Returns its exit code and the first `output_limit` bytes of its stdout and stderr together (runc copies
-        each stream on its own, so lines of the two may come out of order; the rest is read and dropped, so a
-        chatty process never blocks on a full pipe). One still running after `timeout`
-        seconds is killed with its process group (runc makes it a session leader, so the group is what it
-        started) and its code is None; cancelling the call kills it likewise. If runc cannot run it (the
-        container ended, no such program), the code is runc's and the output says why."""
+        """Run `argv` in the running container, as `docker exec` does: `crun exec` puts it in the container's
+        namespaces and cgroup, as its user, in its working directory, with its environment and confinement (the
+        container's own process spec, with `argv` for its arguments). Returns its exit code and the first
+        `output_limit` bytes of its stdout and stderr together (each stream is copied on its own, so lines of
+        the two may come out of order; the rest is read and dropped, so a chatty process never blocks on a full
+        pipe). One still running after `timeout` seconds is killed with its process group and crun's, and its
+        code is None; cancelling the call kills it likewise. If crun cannot run it (the container ended, no such
+        program), the code is crun's and the output says why."""
         loop = asyncio.get_running_loop()
-        pid_file = self.directory / f"exec-{random_ids.token_hex(8)}.pid"
+        name = f"exec-{random_ids.token_hex(8)}"
+        pid_file = self.directory / f"{name}.pid"
+        process_file = self.directory / f"{name}.json"
+        spec = json.loads((self.directory / "config.json").read_text())["process"]
+        spec.pop("consoleSize", None)
+        _write_text(process_file, json.dumps({**spec, "args": list(argv), "terminal": False}), mode=0o600)
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
         output = bytearray()
@@ -507,8 +512,8 @@ class Container:
         try:
             try:
                 process = processes.Child(
-                    [RUNC, f"--root={self.runtime.runc_root}", "exec", "--pid-file", str(pid_file), self.task_id]
-                    + argv,
+                    [self.runtime.command, f"--root={self.runtime.state_root}", "exec", "--pid-file", str(pid_file),
+                     "--process", str(process_file), self.task_id],
                     stdin=processes.DEVNULL, stdout=write_end, stderr=write_end, start_new_session=True,
                 )
             finally:
@@ -523,24 +528,29 @@ class Container:
                 give_up = loop.time() + RELEASE_TIMEOUT
                 while process.returncode is None:
                     try:
-                        # While runc runs, its child (the group's leader) is alive or only just reaped: its PID is
-                        # not reused.
-                        os.killpg(int(pid_file.read_text()), signal.SIGKILL)
-                        break
+                        # While crun runs, its child is alive or only just reaped: its PID is not reused. crun
+                        # starts it in a session of its own, whose group is what it started.
+                        exec_group = os.getpgid(int(pid_file.read_text()))
                     except ProcessLookupError:
-                        break  # it ended by itself just now
+                        exec_group = process.pid  # it ended by itself just now
                     except (FileNotFoundError, ValueError):
-                        # runc writes the PID once the process runs, within milliseconds; killing runc before
-                        # would leave the process behind, unless runc never gets that far.
+                        # crun writes the PID once the process runs, within milliseconds; killing crun before
+                        # would leave the process behind, unless crun never gets that far.
                         if loop.time() > give_up:
                             process.kill()
                             break
                         await asyncio.sleep(0.01)
+                        continue
+                    for group in (exec_group, process.pid):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(group, signal.SIGKILL)
+                    break
                 await process.wait()
             drain()
             loop.remove_reader(read_end)
             os.close(read_end)
             pid_file.unlink(missing_ok=True)
+            process_file.unlink(missing_ok=True)
         return code, bytes(output)
 
     async def release(self) -> None:
@@ -569,10 +579,10 @@ def release_all(directory: str | Path, images: ImageStore, volumes: VolumeStore 
     for task_id in runtime.task_ids():
         directory_of_task = runtime.tasks_dir / task_id
         deleted = subprocess.run(
-            [RUNC, f"--root={runtime.runc_root}", "delete", "--force", task_id], capture_output=True
+            [runtime.command, f"--root={runtime.state_root}", "delete", "--force", task_id], capture_output=True
         )
-        if deleted.returncode != 0 and b"does not exist" not in deleted.stderr:
-            failures.append(f"container of task {task_id}: {_runc_error(deleted.stderr)}")
+        if deleted.returncode != 0 and not ociruntime.gone(ociruntime.error_text(deleted.stderr)):
+            failures.append(f"container of task {task_id}: {ociruntime.error_text(deleted.stderr)}")
             continue
         try:
             conmon_pid = int((directory_of_task / "conmon.pid").read_text())
@@ -622,15 +632,6 @@ def _read_sync_pipe(fd: int, timeout: float) -> bytes:
             return data
         data += chunk
     return data.split(b"\n", 1)[0]
-
-
-def _runc_error(stderr: bytes) -> str:
-    """runc's own words (`time=... level=error msg="..."`) without its logging decoration."""
-    text = stderr.decode(errors="replace").strip()
-    marker = 'msg="'
-    if marker in text:
-        text = text[text.rindex(marker) + len(marker):].rstrip('"')
-    return text or "runc failed"
 
 
 def _write_text(path: Path, text: str, mode: int = 0o644) -> None:

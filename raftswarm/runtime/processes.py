@@ -1,4 +1,4 @@
-"""The runtime's child processes (conmon, runc), started without stopping the event loop.
+"""The runtime's child processes (conmon, crun), started without stopping the event loop.
 
 uvloop's `create_subprocess_exec` forks the whole node on the loop's thread: with a node's ~60 MB heap that is
 ~2.5 ms of CPU and ~7 ms with the loop stopped per child, against ~0.1 ms and ~0.9 ms for `subprocess.Popen`,

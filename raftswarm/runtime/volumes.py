@@ -63,6 +63,7 @@ from typing import Any
 
 from ..errors import ControlError
 from ..objects.volumes import ANONYMOUS_LABEL, LOCAL_DRIVER, binds_device, local_options_problem, volume_name_problem
+from .ociruntime import RUNTIME
 from .mounts import (
     BIND,
     TMPFS,
@@ -90,8 +91,9 @@ that nothing is reached by path), and real images nest a few dozen levels; a dee
 message rather than running the node out of descriptors."""
 COPY_CHUNK = 1 << 20
 
-_RUNTIME = "runc"
-"""The OCI runtime `runtime.containers` runs; asked whether it knows recursively read-only mounts."""
+_RUNTIME = RUNTIME
+"""The OCI runtime `runtime.containers` runs; asked whether it knows recursively read-only mounts (`features`,
+which crun 1.8 does not have: then none are made recursively read-only)."""
 _RRO_KERNEL = (5, 12)
 """mount_setattr(2), which rro needs, came with Linux 5.12."""
 
