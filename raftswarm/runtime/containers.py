@@ -134,7 +134,9 @@ class ContainerRuntime:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(path, 0o700)
         self.command = ociruntime.runtime_command(self.directory)
-        """What conmon and this runtime run as the OCI runtime: crun, or how it runs here (`ociruntime`)."""
+        """What runs `create` (conmon) and `exec`, which put processes in cgroups: crun, or how it runs here
+        (`ociruntime`). `start`, `kill` and `delete` run crun itself (`crun`), whatever the host's cgroups."""
+        self.crun = ociruntime.crun()
         self.images = images
         self.init = init
         self.volumes = volumes if volumes is not None else VolumeStore(
@@ -332,7 +334,7 @@ class ContainerRuntime:
 
     async def _oci(self, *args: str, what: str) -> None:
         process = processes.Child(
-            [self.command, f"--root={self.state_root}", *args],
+            [self.crun, f"--root={self.state_root}", *args],
             stdin=processes.DEVNULL, stdout=processes.DEVNULL, stderr=processes.PIPE,
         )
         _, stderr = await process.communicate()
@@ -579,7 +581,7 @@ def release_all(directory: str | Path, images: ImageStore, volumes: VolumeStore 
     for task_id in runtime.task_ids():
         directory_of_task = runtime.tasks_dir / task_id
         deleted = subprocess.run(
-            [runtime.command, f"--root={runtime.state_root}", "delete", "--force", task_id], capture_output=True
+            [runtime.crun, f"--root={runtime.state_root}", "delete", "--force", task_id], capture_output=True
         )
         if deleted.returncode != 0 and not ociruntime.gone(ociruntime.error_text(deleted.stderr)):
             failures.append(f"container of task {task_id}: {ociruntime.error_text(deleted.stderr)}")

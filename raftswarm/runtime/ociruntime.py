@@ -7,8 +7,8 @@ with crun against 4.7-5.3 s with runc, alternating runs: runc is a Go program, a
 Hybrid cgroups. On a host with cgroup v1 hierarchies under /sys/fs/cgroup and a cgroup2 hierarchy at
 /sys/fs/cgroup/unified that has a controller (here hugetlb), crun 1.8 refuses to run ("cgroups in hybrid mode
 not supported"). Without that mount it sees a v1 host and makes each container's cgroup in every v1 hierarchy,
-with its limits and device rules, as runc does. So there crun runs through `runtime_command`'s wrapper: a
-shell script that gives it a mount namespace of its own without the cgroup2 mount. The namespace is a slave
+with its limits and device rules, as runc does. So there `create` and `exec` run through `runtime_command`'s
+wrapper: a shell script that gives crun a mount namespace of its own without the cgroup2 mount. The namespace is a slave
 of the host's (mounts made on the host later still reach it, and from it the container's) and ends with the
 crun process; the container gets its own mount namespace from it, as always.
 
@@ -43,14 +43,19 @@ def missing() -> str | None:
     return None
 
 
+def crun() -> str:
+    """crun itself: what runs `start`, `kill` and `delete`, which make no cgroup and put nothing in one, and
+    work on any host (the wrapper would cost each ~5 ms of CPU: two shells, unshare and umount)."""
+    return shutil.which(RUNTIME) or RUNTIME
+
+
 def runtime_command(directory: Path) -> str:
-    """The program conmon and the node run as the OCI runtime: crun, or on a hybrid cgroup host the wrapper,
+    """The program that runs `create` (conmon runs it) and `exec`: crun, or on a hybrid cgroup host the wrapper,
     written into `directory` (the node's runtime directory, root's only) once."""
-    crun = shutil.which(RUNTIME) or RUNTIME
     if not hybrid_cgroups():
-        return crun
+        return crun()
     wrapper = Path(directory) / WRAPPER_NAME
-    text = _WRAPPER.format(unified=UNIFIED, crun=crun)
+    text = _WRAPPER.format(unified=UNIFIED, crun=crun())
     try:
         current = wrapper.read_text()
     except OSError:
