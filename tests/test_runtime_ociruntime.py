@@ -4,7 +4,7 @@ Docker's words. The containers it runs are tested in test_runtime.py and test_se
 from __future__ import annotations
 
 import os
-import stat
+import subprocess
 
 import pytest
 
@@ -35,29 +35,37 @@ def cgroups(tmp_path, monkeypatch):
         ("cgroup2", None, "cpu memory pids", False),  # v2 only
     ],
 )
-def test_hybrid_cgroups_are_v1_hierarchies_beside_a_v2_one_with_controllers(cgroups, root, unified, controllers, hybrid):
+def test_hybrid_cgroups_are_v1_hierarchies_beside_a_v2_one_with_controllers(
+    cgroups, root, unified, controllers, hybrid
+):
     cgroups(root, unified, controllers)
     assert ociruntime.hybrid_cgroups() is hybrid
 
 
-def test_on_a_hybrid_host_crun_runs_through_a_wrapper_only_root_can_change(cgroups, tmp_path):
+def test_on_a_hybrid_host_create_and_exec_run_crun_in_a_mount_namespace_without_the_cgroup2_mount(cgroups):
     cgroups("tmpfs", "cgroup2", "hugetlb")
-    command = ociruntime.runtime_command(tmp_path)
-    wrapper = tmp_path / ociruntime.WRAPPER_NAME
-    assert command == str(wrapper)
-    mode = wrapper.stat().st_mode
-    assert stat.S_IMODE(mode) == 0o700 and wrapper.stat().st_uid == os.getuid()
-    text = wrapper.read_text()
-    assert "unshare --mount --propagation slave" in text and f"umount {ociruntime.UNIFIED}" in text
-    assert (ociruntime.shutil.which("crun") or "crun") in text
-    wrapper.write_text("#!/bin/sh\nexec /bin/evil \"$@\"\n")  # changed behind the node's back
-    assert ociruntime.runtime_command(tmp_path) == command and wrapper.read_text() == text
+    argv = ociruntime.create_argv()
+    assert os.path.basename(argv[0]) == "unshare" and argv[1:5] == ["--mount", "--propagation", "slave", "--"]
+    assert os.path.basename(argv[5]) == "sh" and argv[6] == "-c" and argv[7].startswith(f"umount {ociruntime.UNIFIED} ")
+    assert argv[8] == ociruntime.crun() and os.path.basename(argv[8]) == "crun"
 
 
-def test_elsewhere_crun_runs_as_it_is(cgroups, tmp_path):
+def test_crun_in_that_namespace_sees_no_cgroup2_mount_and_the_host_keeps_its_own():
+    """On this host, as it is: what `create` and `exec` run under shows cgroup v1 only."""
+    if not ociruntime.hybrid_cgroups():
+        pytest.skip("this host has no hybrid cgroup layout")
+    if os.geteuid() != 0:
+        pytest.skip("a mount namespace needs root")
+    argv = ociruntime.create_argv()
+    mounts = subprocess.run([*argv[:-1], "cat", "/proc/self/mounts"], capture_output=True, text=True, check=True)
+    assert ociruntime.UNIFIED not in [line.split()[1] for line in mounts.stdout.splitlines()]
+    assert " /sys/fs/cgroup/memory cgroup " in mounts.stdout
+    assert ociruntime.hybrid_cgroups()  # the node's own namespace is untouched
+
+
+def test_elsewhere_crun_runs_as_it_is(cgroups):
     cgroups("cgroup2", None, "cpu memory")
-    assert ociruntime.runtime_command(tmp_path) == (ociruntime.shutil.which("crun") or "crun")
-    assert not (tmp_path / ociruntime.WRAPPER_NAME).exists()
+    assert ociruntime.create_argv() == [ociruntime.crun()]
 
 
 def test_crun_errors_read_as_docker_says_them():

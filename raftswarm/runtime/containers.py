@@ -13,9 +13,10 @@ For each task the agent starts, `ContainerRuntime.start`:
 6. `crun start`s it.
 
 Why crun and conmon. crun is the OCI runtime (`runtime.ociruntime` says why, and how it runs on a hybrid
-cgroup host). conmon, podman's container monitor, is the supervisor that outlives the agent: a small C process per container (about 0.5 MB PSS with its container,
-against 2.6 MB for Docker's containerd-shim) that is the container's parent, writes its output to a log file
-(`runtime.logs`) and its exit code to a file, and exits after it. A restarted agent finds each task's
+cgroup host). conmon, podman's container monitor, is the supervisor that outlives the agent: a small C process
+per container (about 0.5 MB PSS with its container, against 2.6 MB for Docker's containerd-shim) that is the
+container's parent, writes its output to a log file (`runtime.logs`) and its exit code to a file, and exits
+after it. A restarted agent finds each task's
 directory, and reattaches through conmon's PID and the container's state, so nothing runs twice.
 
 A node's files, under the runtime's directory (in the worker's state directory; no container sees any):
@@ -30,7 +31,6 @@ A node's files, under the runtime's directory (in the worker's state directory; 
     tasks/<task id>/conmon/       conmon's link back to the task directory, where it makes its attach socket
                                   (unused: tasks have no stdin)
     crun/                         crun's state (--root)
-    crun-without-cgroup2          how crun runs on a hybrid cgroup host (`runtime.ociruntime`)
 
 Without root nothing here can run: there is no fallback to host processes (see `unavailable`).
 """
@@ -133,7 +133,7 @@ class ContainerRuntime:
         for path in (self.directory, self.tasks_dir, self.state_root):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(path, 0o700)
-        self.command = ociruntime.runtime_command(self.directory)
+        self.create_argv = ociruntime.create_argv()
         """What runs `create` (conmon) and `exec`, which put processes in cgroups: crun, or how it runs here
         (`ociruntime`). `start`, `kill` and `delete` run crun itself (`crun`), whatever the host's cgroups."""
         self.crun = ociruntime.crun()
@@ -274,11 +274,12 @@ class ContainerRuntime:
             process = processes.Child(
                 [
                     CONMON, *(["--terminal"] if terminal else []), "--api-version", "1",
-                    "-c", task_id, "-u", task_id, "-n", task_id, "-r", self.command, "-b", str(directory),
+                    "-c", task_id, "-u", task_id, "-n", task_id, "-r", self.create_argv[0], "-b", str(directory),
                     "-p", str(directory / "pid"), "-P", str(directory / "conmon.pid"),
                     "-l", f"k8s-file:{directory / 'log'}", "--log-size-max", str(logs.LOG_MAX_BYTES),
                     "--exit-dir", str(directory), "--socket-dir-path", str(directory / "conmon"),
-                    "--log-level", "error", "--runtime-arg", f"--root={self.state_root}",
+                    "--log-level", "error",
+                    *(f"--runtime-arg={arg}" for arg in [*self.create_argv[1:], f"--root={self.state_root}"]),
                 ],
                 stdin=processes.DEVNULL, stdout=processes.DEVNULL, stderr=processes.DEVNULL, pass_fds=(write_end,),
                 env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "_OCI_SYNCPIPE": str(write_end)},
@@ -514,8 +515,8 @@ class Container:
         try:
             try:
                 process = processes.Child(
-                    [self.runtime.command, f"--root={self.runtime.state_root}", "exec", "--pid-file", str(pid_file),
-                     "--process", str(process_file), self.task_id],
+                    [*self.runtime.create_argv, f"--root={self.runtime.state_root}", "exec",
+                     "--pid-file", str(pid_file), "--process", str(process_file), self.task_id],
                     stdin=processes.DEVNULL, stdout=write_end, stderr=write_end, start_new_session=True,
                 )
             finally:

@@ -1,37 +1,29 @@
 """The OCI runtime every task's container runs under: crun, and what it needs on a host with hybrid cgroups.
 
-Why crun. `python3 -m bench swarm` (100 replicas on 3 managers + 2 workers, the 2-core machine) took 1.6-2.3 s
-with crun against 4.7-5.3 s with runc, alternating runs: runc is a Go program, and each container's `create`,
-`start`, `kill` and `delete` start a Go runtime, ~25 ms of CPU per container where crun's C takes a few.
+Why crun. `python3 -m bench swarm` (100 replicas on 3 managers + 2 workers, the 2-core machine) took 1.6-2.4 s
+with crun against 4.1-6.2 s with runc: runc is a Go program, and each container's `create`, `start`, `kill`
+and `delete` start a Go runtime, ~25 ms of CPU per container where crun's C takes a few.
 
 Hybrid cgroups. On a host with cgroup v1 hierarchies under /sys/fs/cgroup and a cgroup2 hierarchy at
 /sys/fs/cgroup/unified that has a controller (here hugetlb), crun 1.8 refuses to run ("cgroups in hybrid mode
 not supported"). Without that mount it sees a v1 host and makes each container's cgroup in every v1 hierarchy,
-with its limits and device rules, as runc does. So there `create` and `exec` run through `runtime_command`'s
-wrapper: a shell script that gives crun a mount namespace of its own without the cgroup2 mount. The namespace is a slave
-of the host's (mounts made on the host later still reach it, and from it the container's) and ends with the
-crun process; the container gets its own mount namespace from it, as always.
+with its limits and device rules, as runc does. So there `create` and `exec` run crun under `unshare`, in a mount
+namespace of its own without the cgroup2 mount (`create_argv`). The namespace is a slave of the host's (mounts
+made on the host later still reach it, and from it the container's) and ends with the crun process; the
+container gets its own mount namespace from it, as always. `start`, `kill` and `delete` make no cgroup and put
+nothing in one: they run crun itself (`crun`), which spares each two execs and an unshare (~5 ms of CPU).
 
 crun's words for an error are not runc's; Docker's users know runc's (`error_text`).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-from pathlib import Path
 
 RUNTIME = "crun"
 PACKAGE = "crun"
 CGROUP_ROOT = "/sys/fs/cgroup"
 UNIFIED = "/sys/fs/cgroup/unified"
-WRAPPER_NAME = "crun-without-cgroup2"
-
-_WRAPPER = """#!/bin/sh
-# Written by raftswarm (raftswarm/runtime/ociruntime.py): crun refuses hybrid cgroup v1/v2 hosts, so it runs in a
-# mount namespace of its own where the cgroup2 hierarchy at {unified} is not mounted.
-exec unshare --mount --propagation slave -- /bin/sh -c 'umount {unified} 2>/dev/null; exec "$0" "$@"' {crun} "$@"
-"""
 
 
 def missing() -> str | None:
@@ -44,29 +36,21 @@ def missing() -> str | None:
 
 
 def crun() -> str:
-    """crun itself: what runs `start`, `kill` and `delete`, which make no cgroup and put nothing in one, and
-    work on any host (the wrapper would cost each ~5 ms of CPU: two shells, unshare and umount)."""
+    """crun itself: what runs `start`, `kill` and `delete`."""
     return shutil.which(RUNTIME) or RUNTIME
 
 
-def runtime_command(directory: Path) -> str:
-    """The program that runs `create` (conmon runs it) and `exec`: crun, or on a hybrid cgroup host the wrapper,
-    written into `directory` (the node's runtime directory, root's only) once."""
+def create_argv() -> list[str]:
+    """What runs `create` (conmon runs it: the first word is its runtime, the rest its runtime arguments) and
+    `exec`, the commands that put processes in cgroups: crun, or on a hybrid cgroup host crun in a mount
+    namespace without the cgroup2 mount. The container's own arguments follow."""
     if not hybrid_cgroups():
-        return crun()
-    wrapper = Path(directory) / WRAPPER_NAME
-    text = _WRAPPER.format(unified=UNIFIED, crun=crun())
-    try:
-        current = wrapper.read_text()
-    except OSError:
-        current = None
-    if current != text:
-        temporary = wrapper.with_name(f".{WRAPPER_NAME}.{os.getpid()}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o700)
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-        os.replace(temporary, wrapper)
-    return str(wrapper)
+        return [crun()]
+    unmount = f'umount {UNIFIED} 2>/dev/null; exec "$0" "$@"'  # $0: crun; a failed umount: crun says why
+    return [
+        shutil.which("unshare") or "unshare", "--mount", "--propagation", "slave", "--",
+        shutil.which("sh") or "/bin/sh", "-c", unmount, crun(),
+    ]
 
 
 def hybrid_cgroups() -> bool:
