@@ -223,6 +223,18 @@ async def test_a_host_mode_port_answers_only_on_the_node_running_its_task_and_ta
         assert shown == {**host_port, "PublishedPort": shown["PublishedPort"]}
         assert await _served_by(worker.ip, shown["PublishedPort"], 1) == {hostname_of(picked)}
         await client.service_remove("dynamic")
+        # A task that ended by itself still says where it was published, as Docker's do.
+        brief = python_spec("brief", ["sh", "-c", "sleep 2; exit 3"], replicas=1, Placement=on_worker)
+        brief["EndpointSpec"] = {"Ports": [{"TargetPort": 80, "PublishMode": "host"}]}
+        await client.service_create(brief)
+
+        async def failed() -> dict | None:
+            ended = [t for t in await client.task_list({"service": ["brief"]}) if t["Status"]["State"] == "failed"]
+            return ended[0] if ended else None
+
+        (port,) = (await eventually(failed, "the brief task's end"))["Status"]["PortStatus"]["Ports"]
+        assert (port["TargetPort"], port["PublishMode"]) == (80, "host") and low <= port["PublishedPort"] <= high
+        await client.service_remove("brief")
 
         # Egress: a task on an overlay reaches a node's address outside its overlays (masqueraded).
         outside = ["python3", "-c", f"import socket; print(socket.create_connection(('{worker.ip}', 9090), timeout=5).recv(200).decode(), flush=True); import time; time.sleep(1000)"]

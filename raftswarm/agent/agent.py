@@ -100,6 +100,7 @@ class _TaskController:
         self.task = task
         self.state = TaskState.of(task["Status"]["State"])
         self.running = running
+        self._host_ports: list[tuple[str, int, int]] = []
         self._changed = asyncio.Event()
         self._probes = TaskOwner(f"task {task['ID']}", log)
         """The task's health probes (`runtime.health.watch`), closed when its container stops or the agent closes."""
@@ -128,7 +129,10 @@ class _TaskController:
                 container["ContainerID"] = self.running.container_id
                 container["PID"] = self.running.pid
             status["ContainerStatus"] = container
-        ports = self.agent.networks.host_ports(self.task["ID"]) if self.agent.networks is not None else []
+        if self.agent.networks is not None:
+            # Kept once known: the reports after the task ended still say where it was published, as Docker's do.
+            self._host_ports = self.agent.networks.host_ports(self.task["ID"]) or self._host_ports
+        ports = self._host_ports
         if ports:
             # Docker's PortStatus: the host-mode ports as the node published them (`service ps`: PORTS).
             status["PortStatus"] = {
