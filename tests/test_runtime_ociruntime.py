@@ -22,8 +22,10 @@ def cgroups(tmp_path, monkeypatch):
         types = {ociruntime.CGROUP_ROOT: root, str(unified): unified_type}
         monkeypatch.setattr(ociruntime, "_mount_types", lambda: {k: v for k, v in types.items() if v})
         (unified / "cgroup.controllers").write_text(controllers + "\n")
+        ociruntime.hybrid_cgroups.cache_clear()  # read once per process: this test's layout is read anew
 
-    return set_layout
+    yield set_layout
+    ociruntime.hybrid_cgroups.cache_clear()  # and the host's own after it
 
 
 @pytest.mark.parametrize(

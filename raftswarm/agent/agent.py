@@ -132,13 +132,12 @@ class _TaskController:
         if self.agent.networks is not None:
             # Kept once known: the reports after the task ended still say where it was published, as Docker's do.
             self._host_ports = self.agent.networks.host_ports(self.task["ID"]) or self._host_ports
-        ports = self._host_ports
-        if ports:
+        if self._host_ports:
             # Docker's PortStatus: the host-mode ports as the node published them (`service ps`: PORTS).
             status["PortStatus"] = {
                 "Ports": [
                     {"Protocol": protocol, "TargetPort": target, "PublishedPort": published, "PublishMode": "host"}
-                    for protocol, published, target in ports
+                    for protocol, published, target in self._host_ports
                 ]
             }
         self.agent.report(self.task["ID"], status)

@@ -253,7 +253,7 @@ class Dispatcher:
             # A node that is up but has something failing says so in its status (`node inspect`).
             await self._record_ready(node_id, message)
         if node is not None and labels is not None:
-            await self._record_engine_labels(node, labels)
+            await self._record_engine_labels(node_id, labels)
         self._issuers[node_id] = issuer
         managers, rotation, gossip_keys = self._swarm_view()
         # The role the swarm wants this node in: a node whose certificate says otherwise renews it and
@@ -279,15 +279,13 @@ class Dispatcher:
         except RaftswarmError as exc:
             log.info("could not record node %s ready: %s", node_id, exc)
 
-    async def _record_engine_labels(self, node: StoredObject, labels: dict[str, str]) -> None:
-        """Write the node's engine labels if they changed; a write that fails is tried again at its next
-        heartbeat, as the store still shows the old ones."""
-        if ((node.data.get("Description") or {}).get("Engine") or {}).get("Labels", {}) == labels:
-            return
+    async def _record_engine_labels(self, node_id: str, labels: dict[str, str]) -> None:
+        """Write the node's engine labels if they changed (`set_engine_labels` reads this manager's state and
+        writes nothing when they did not); a write that fails is tried again at its next heartbeat."""
         try:
-            await self.control.set_engine_labels(node.id, labels)
+            await self.control.set_engine_labels(node_id, labels)
         except RaftswarmError as exc:
-            log.info("could not record the engine labels of node %s: %s", node.id, exc)
+            log.info("could not record the engine labels of node %s: %s", node_id, exc)
 
     def _swarm_view(self) -> tuple[dict[str, str], str | None, list[bytes]]:
         """The managers' addresses, the pending root's key ID and the gossip keys (newest first), as of this

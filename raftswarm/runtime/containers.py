@@ -584,8 +584,9 @@ def release_all(directory: str | Path, images: ImageStore, volumes: VolumeStore 
         deleted = subprocess.run(
             [runtime.crun, f"--root={runtime.state_root}", "delete", "--force", task_id], capture_output=True
         )
-        if deleted.returncode != 0 and not ociruntime.gone(ociruntime.error_text(deleted.stderr)):
-            failures.append(f"container of task {task_id}: {ociruntime.error_text(deleted.stderr)}")
+        reason = ociruntime.error_text(deleted.stderr)
+        if deleted.returncode != 0 and not ociruntime.gone(reason):
+            failures.append(f"container of task {task_id}: {reason}")
             continue
         try:
             conmon_pid = int((directory_of_task / "conmon.pid").read_text())

@@ -18,6 +18,7 @@ crun's words for an error are not runc's; Docker's users know runc's (`error_tex
 
 from __future__ import annotations
 
+import functools
 import shutil
 
 RUNTIME = "crun"
@@ -53,8 +54,10 @@ def create_argv() -> list[str]:
     ]
 
 
+@functools.cache
 def hybrid_cgroups() -> bool:
-    """Whether cgroup v1 hierarchies and a cgroup2 one with controllers are both mounted (crun refuses that)."""
+    """Whether cgroup v1 hierarchies and a cgroup2 one with controllers are both mounted (crun refuses that).
+    Read once: every task start asks (`missing`), and a host does not change its cgroup layout under a node."""
     types = _mount_types()
     if types.get(CGROUP_ROOT) != "tmpfs" or types.get(UNIFIED) != "cgroup2":
         return False
@@ -77,8 +80,8 @@ def _mount_types() -> dict[str, str]:
 
 def error_text(stderr: bytes) -> str:
     """crun's message, without the decoration runc's logging would add, in Docker's words where it has its own."""
-    text = stderr.decode(errors="replace").strip().splitlines()
-    message = text[-1] if text else ""
+    lines = stderr.decode(errors="replace").strip().splitlines()
+    message = lines[-1] if lines else ""
     if message.startswith("executable file `") and "` not found in $PATH" in message:
         program = message[len("executable file `"):message.index("` not found in $PATH")]
         return f'exec: "{program}": executable file not found in $PATH'
