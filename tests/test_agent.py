@@ -250,7 +250,8 @@ async def test_a_secret_is_visible_only_inside_the_task_that_uses_it_and_never_o
         assert shown == [hashlib.sha256(value.encode()).hexdigest(), "440 1000 1001", hostname]
         init = task["Status"]["ContainerStatus"]["PID"]
         assert "/run/secrets" in _mount_points(init)
-        (held,) = _tmpfs_mounts_under(worker.state_dir)  # where the worker keeps the reader's secrets
+        runtime_root = swarm.exec_root(worker) or worker.state_dir  # the worker's containers' bundles
+        (held,) = _tmpfs_mounts_under(runtime_root)  # where the worker keeps the reader's secrets
 
         # Another task on the same node, which does not reference the secret, cannot find it: it has no
         # secrets of its own, the reader's PID does not exist in its PID namespace, the node's files are not
@@ -268,13 +269,13 @@ async def test_a_secret_is_visible_only_inside_the_task_that_uses_it_and_never_o
             for view in ("cmdline", "environ"):
                 assert value.encode() not in Path(f"/proc/{pid}/{view}").read_bytes()
 
-        # Not in the host's mount table, nor in any file of the worker on disk (state dir, log): the worker
-        # keeps it on the task's tmpfs (memory), under its state dir, where only the host's root reaches.
+        # Not in the host's mount table, nor in any file of the worker (state dir, log, execution root): the
+        # worker keeps it on the task's tmpfs (memory), in the task's bundle, where only the host's root reaches.
         for pid in ("self", 1, worker.pid):
             assert not any(point.startswith("/run/secrets") for point in _mount_points(pid))
         assert not os.path.lexists("/run/secrets")
-        assert _tmpfs_mounts_under(worker.state_dir) == [held] and (held / "db").read_bytes() == value.encode()
-        for root in (worker.state_dir, worker.log_path.parent):
+        assert _tmpfs_mounts_under(runtime_root) == [held] and (held / "db").read_bytes() == value.encode()
+        for root in {worker.state_dir, worker.log_path.parent, runtime_root}:
             for path in _files_on_disk(root):
                 assert value.encode() not in path.read_bytes(), path
 
@@ -284,7 +285,7 @@ async def test_a_secret_is_visible_only_inside_the_task_that_uses_it_and_never_o
         assert not any(
             "/run/secrets" in _mount_points(pid) for pid in os.listdir("/proc") if pid.isdigit() and _readable(pid)
         )
-        await eventually(lambda: _no_tmpfs_under(worker.state_dir), "the reader's secrets tmpfs to be unmounted")
+        await eventually(lambda: _no_tmpfs_under(runtime_root), "the reader's secrets tmpfs to be unmounted")
         await eventually(lambda: _secret_free(client, secret["ID"]), "the secret to be unused")
         await client.secret_remove(secret["ID"])
 

@@ -236,8 +236,9 @@ async def test_down_removes_what_a_failed_up_left_behind(clusters, network):
     assert left.state == "failed"
     assert sum(node.running() for node in left.nodes) == 4  # everyone but worker2 was started and still runs
     if network == "netns":
-        # The registry, the bridge, a namespace and a veth per node, and the registry's DNAT table.
-        assert len(left.resources) == 1 + 1 + 2 * 5 + 1
+        # The registry, the nodes' execution-root tmpfs, the bridge, a namespace and a veth per node, and the
+        # registry's DNAT table.
+        assert len(left.resources) == 1 + 1 + 1 + 2 * 5 + 1
     pids = recorded_processes(left)
     left.down()
     assert_nothing_left(name, directory, pids)

@@ -172,6 +172,11 @@ class Tasks:
         assert errors == []
         assert await self.leftovers() == []
 
+    def _exec_root_mounts(self) -> list[str]:
+        if self.runtime.exec_root == self.runtime.directory:
+            return []  # counted with the directory's
+        return _mounts_under(self.runtime.exec_root)
+
     async def leftovers(self) -> list[str]:
         """What is left of this test's tasks once released (processes get WAIT seconds to be gone)."""
         async with asyncio.timeout(WAIT):
@@ -182,6 +187,8 @@ class Tasks:
             [f"task directory {task_id}" for task_id in self.runtime.task_ids()]
             + [f"crun state {name}" for name in os.listdir(self.runtime.state_root)]
             + [f"mount {point}" for point in _mounts_under(self.runtime.directory)]
+            + [f"mount {point}" for point in self._exec_root_mounts()]
+            + [f"log {name}" for name in os.listdir(self.runtime.logs_dir)]
             + [f"rootfs {task_id}" for task_id in self.task_ids if (containers_dir / task_id).exists()]
             + [f"cgroup {path}" for task_id in self.task_ids for path in _cgroups_of(task_id)]
         )
@@ -742,6 +749,33 @@ async def test_release_removes_the_container_its_mounts_cgroup_and_directory(tas
     assert tasks.runtime.task_ids() == []
     assert not _alive(container.pid)
     assert await tasks.leftovers() == []
+
+
+async def test_an_exec_root_holds_bundles_and_crun_state_and_the_state_dir_keeps_the_logs(tmp_path, images):
+    # dockerd's --exec-root: what exists only while a container does goes there (a tmpfs, best); logs stay on disk.
+    exec_root = tmp_path / "exec-root"
+    tasks = Tasks(ContainerRuntime(tmp_path / "rt", images, exec_root=exec_root), images)
+    try:
+        task = tasks.task("sh", "-c", "echo started; sleep 100", secrets=[secret_ref("id", "db")])
+        running = await tasks.start(task, {"id": b"x"})
+        bundle = exec_root / "tasks" / running.task_id
+        assert (bundle / "config.json").is_file() and (bundle / "conmon.pid").is_file()
+        assert os.path.ismount(bundle / "secrets")
+        assert os.listdir(exec_root / "crun") == [running.task_id]
+        assert not (tmp_path / "rt" / "tasks").exists() or os.listdir(tmp_path / "rt" / "tasks") == []
+        assert running.log_path == tmp_path / "rt" / "logs" / running.task_id
+        async with asyncio.timeout(WAIT):
+            while b"started" not in running.log_path.read_bytes():
+                await asyncio.sleep(0.05)
+        ended = await tasks.start(tasks.task("true"))
+        assert await asyncio.wait_for(ended.wait(), WAIT) == 0
+        # What a killed node left, found and removed through both roots.
+        assert await asyncio.to_thread(containers.release_all, tmp_path / "rt", images, exec_root=exec_root) == []
+        assert not _alive(running.pid)
+        assert os.listdir(exec_root / "tasks") == [] and os.listdir(tmp_path / "rt" / "logs") == []
+        assert await tasks.leftovers() == []
+    finally:
+        await tasks.close()
 
 
 async def test_release_all_removes_every_container_a_stopped_node_left(tasks, images):

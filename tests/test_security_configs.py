@@ -120,7 +120,8 @@ async def test_a_config_is_visible_only_inside_the_task_that_uses_it_and_never_o
         ]
         init = task["Status"]["ContainerStatus"]["PID"]
         assert "/etc/needle/app.conf" in _mount_points(init)
-        (held,) = _tmpfs_mounts_under(worker.state_dir)  # where the worker keeps the reader's configs: memory
+        runtime_root = swarm.exec_root(worker) or worker.state_dir  # the worker's containers' bundles
+        (held,) = _tmpfs_mounts_under(runtime_root)  # where the worker keeps the reader's configs: memory
 
         # Another task on the same node, which does not use the config, cannot find it: not at the target, not
         # through the reader's root (its PID is not in the snoop's PID namespace), not at the worker's host path.
@@ -136,10 +137,10 @@ async def test_a_config_is_visible_only_inside_the_task_that_uses_it_and_never_o
             for view in ("cmdline", "environ"):
                 assert value.encode() not in Path(f"/proc/{pid}/{view}").read_bytes()
 
-        # On the worker, only in the task's tmpfs (memory): in no file of its state directory or log on disk, and
-        # in no file of any node's on disk (the managers' Raft log is encrypted).
+        # On the worker, only in the task's tmpfs (memory): in no file of its state directory, log or execution
+        # root, and in no file of any node's on disk (the managers' Raft log is encrypted).
         assert (held / "0").read_bytes() == value.encode()
-        for root in (worker.state_dir, worker.log_path.parent, swarm.directory):
+        for root in (worker.state_dir, worker.log_path.parent, runtime_root, swarm.directory):
             for path in _files_on_disk(root):
                 if path.is_socket():
                     continue
@@ -151,7 +152,7 @@ async def test_a_config_is_visible_only_inside_the_task_that_uses_it_and_never_o
         await eventually(lambda: _none_left(marker, init), "the tasks' processes and the reader's init to end")
 
         async def unmounted() -> bool:
-            return not _tmpfs_mounts_under(worker.state_dir)
+            return not _tmpfs_mounts_under(runtime_root)
 
         await eventually(unmounted, "the reader's configs tmpfs to be unmounted", within=60)
         await eventually(lambda: _unused(client, config["ID"]), "the config to be unused")

@@ -50,7 +50,7 @@ import pytest
 
 from raftswarm.api.client import ApiClient
 from raftswarm.node.state_dir import StateDir
-from raftswarm.localcluster.swarm import SwarmCluster
+from raftswarm.localcluster.swarm import EXEC_ROOTS, SwarmCluster
 from raftswarm.runtime.containers import INIT_BINARY, unavailable
 
 from test_services import create_secret, converged, eventually
@@ -315,7 +315,12 @@ def api(swarm: SwarmCluster) -> ApiClient:
 
 def task_dir(swarm: SwarmCluster, task_id: str, node: str = "manager1") -> Path:
     """The task's directory in the node's container runtime (bundle, conmon files, secrets mount point)."""
-    return StateDir(swarm.node(node).state_dir).worker_containers / "tasks" / task_id
+    return runtime_exec_root(swarm, swarm.node(node)) / "tasks" / task_id
+
+
+def runtime_exec_root(swarm: SwarmCluster, node: Any) -> Path:
+    """Where the node's containers' bundles and crun's state are: the cluster's tmpfs as root, else its state dir."""
+    return swarm.exec_root(node) or StateDir(node.state_dir).worker_containers
 
 
 def random_secret(kind: str) -> bytes:
@@ -430,17 +435,18 @@ async def attack(
 
 def host_paths(swarm: SwarmCluster) -> list[str]:
     """Every path of the cluster an attacker would go for: each node's directory, state dir, certificates, key,
-    KEK, Raft log, API socket, pidfile and log; its container runtime's bundles, conmon files, crun state and
-    secrets mounts (of the tasks there now); the cluster's record; and the node daemon's default locations."""
+    KEK, Raft log, API socket, pidfile and log; its container runtime's bundles, conmon files, crun state, task
+    logs and secrets mounts (of the tasks there now), wherever its execution root is; the cluster's record; and
+    the node daemon's default locations."""
     paths: set[Path] = {swarm.directory, swarm.directory / "cluster.json", swarm.directory.parent}
     for node in swarm.nodes:
         state = StateDir(node.state_dir)
         paths |= {
             node.directory, node.state_dir, node.socket, node.pidfile, node.log_path, state.certificates,
             state.node_key, state.node_cert, state.root_ca_cert, state.kek, state.raft, state.node_state,
-            state.images, state.worker_containers,
+            state.images, state.worker_containers, runtime_exec_root(swarm, node),
         }
-        for directory in (state.certificates, state.raft, state.worker_containers):
+        for directory in (state.certificates, state.raft, state.worker_containers, runtime_exec_root(swarm, node)):
             paths |= set(directory.rglob("*"))
         paths |= set(state.images.glob("*")) | set(state.images.glob("*/*"))
     found = sorted(str(path) for path in paths)
@@ -490,9 +496,16 @@ def mount_of(path: Path, table: list[Mount]) -> Mount:
 
 
 def secrets_mounts(clusters: Path) -> set[str]:
-    """The mount points of the tmpfs mounts under the clusters directory: the tasks' secrets."""
+    """The mount points of the tmpfs mounts under the clusters directory: the tasks' secrets; not the tmpfs of
+    each cluster's execution roots (`run/`), which the search for secret bytes goes through like any directory."""
     inside = f"{clusters}/"
-    return {mount.mount_point for mount in mounts() if mount.mount_point.startswith(inside) and mount.fstype == "tmpfs"}
+    return {
+        mount.mount_point
+        for mount in mounts()
+        if mount.mount_point.startswith(inside)
+        and mount.fstype == "tmpfs"
+        and Path(mount.mount_point).name != EXEC_ROOTS
+    }
 
 
 def encodings(secret: bytes) -> list[bytes]:

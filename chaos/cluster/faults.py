@@ -208,7 +208,7 @@ class Nemesis:
             await api.node_remove(old_id, force=True)
         state = StateDir(node.state_dir)
         if state.worker_containers.is_dir():
-            release_all(state.worker_containers, ImageStore(state.images))
+            release_all(state.worker_containers, ImageStore(state.images), exec_root=cluster.exec_root(node))
         # The old identity's overlay namespaces: `cluster down` only knows the nodes' current IDs.
         for namespace in network_namespaces():
             if namespace.startswith(f"{namespace_prefix(old_id)}ov-"):

@@ -16,6 +16,11 @@ bridge's host address, where an nftables DNAT rule (with route_localnet on the b
 Its storage is shared by the clusters of one clusters directory and kept across `down`/`up`; `samples`
 (`images.samples`) are pushed into it as `library/<name>` when `up` starts.
 
+Execution roots. As root, the nodes' `--exec-root`s (their containers' bundles and crun's state, written and
+removed at every task start and stop) are directories of one tmpfs per cluster (`run/`, source `rsw-<name>`),
+as /run is on a host with systemd; on this machine's ext4 each new file costs a search past recently deleted
+inodes. Task logs stay in the state directories.
+
 Records. Everything lives in one directory per cluster: each node's state dir, log, API socket and pidfile,
 and `cluster.json`. Every node, namespace and interface is written to `cluster.json` before it is made, and
 every node process writes its pidfile itself before it becomes the node, so `down` -- from this process or,
@@ -62,6 +67,7 @@ REGISTRY_STORAGE = ".registry"
 taken for a cluster."""
 
 DEFAULT_NAME = "default"
+EXEC_ROOTS = "run"
 RECORD_FILE = "cluster.json"
 RECORD_VERSION = 1
 SWARM_PORT = 2377
@@ -334,6 +340,7 @@ class SwarmCluster:
                 await cluster._start_registry(base, samples)
                 cluster.docker_hub = docker_hub
             extra = {name: [*(["--init"] if init else []), *(node_args or {}).get(name, ())] for name in names}
+            cluster._mount_exec_roots()
             cluster._plan(names, addresses, heartbeat_period, extra)
             if cluster.network == NETNS:
                 cluster._create_network()
@@ -403,6 +410,30 @@ class SwarmCluster:
             self.nodes.append(node)
         self.save()
 
+    def _mount_exec_roots(self) -> None:
+        """As root, a tmpfs for the nodes' execution roots (their `--exec-root`: bundles and crun's state, made
+        and removed at every task start and stop), recorded before it is mounted. Without root, nodes keep
+        them in their state directories."""
+        if os.geteuid() != 0:
+            return
+        run_dir = self.directory / EXEC_ROOTS
+        run_dir.mkdir(mode=0o700)
+        self.resources.append({"kind": "tmpfs", "name": str(run_dir)})
+        self.save()
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "mode=0700,nosuid,nodev", f"rsw-{self.name}", str(run_dir)],
+            capture_output=True, text=True,
+        )
+        if mounted.returncode != 0:
+            raise ClusterError(f"could not mount a tmpfs at {run_dir}: {mounted.stderr.strip()}")
+
+    def exec_root(self, node: ClusterNode) -> Path | None:
+        """Where `node` keeps its containers' execution state, if not in its state directory."""
+        run_dir = self.directory / EXEC_ROOTS
+        if {"kind": "tmpfs", "name": str(run_dir)} not in self.resources:
+            return None
+        return run_dir / node.name
+
     def _node_argv(self, node: ClusterNode, heartbeat_period: float | None, extra: Sequence[str]) -> list[str]:
         argv = [
             sys.executable,
@@ -417,6 +448,9 @@ class SwarmCluster:
             "--socket",
             str(node.socket),
         ]
+        exec_root = self.exec_root(node)
+        if exec_root is not None:
+            argv += ["--exec-root", str(exec_root)]
         if heartbeat_period is not None:
             argv += ["--heartbeat-period", str(heartbeat_period)]
         if self.registry is not None:
@@ -775,7 +809,9 @@ class SwarmCluster:
             # and the overlay namespaces such a node could not remove.
             state = StateDir(node.state_dir)
             if state.worker_containers.is_dir():
-                failures += release_all(state.worker_containers, ImageStore(state.images))
+                failures += release_all(
+                    state.worker_containers, ImageStore(state.images), exec_root=self.exec_root(node)
+                )
             if state.volumes.is_dir():
                 # A bind-like volume left mounted would have the directory's removal delete what it binds.
                 failures += unmount_all(state.volumes)
@@ -811,7 +847,12 @@ def _remove_registry_resource(resource: Resource) -> None:
     """Remove what a cluster records besides its bridge, veths and namespaces: the registry's nftables table
     and the registry itself."""
     kind, name = resource["kind"], resource["name"]
-    if kind == "nftables":
+    if kind == "tmpfs":
+        if os.path.ismount(name):
+            done = subprocess.run(["umount", name], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise ClusterError(f"could not unmount the tmpfs at {name}: {done.stderr.strip()}")
+    elif kind == "nftables":
         if name in nft_tables():
             done = subprocess.run(["nft", "delete", "table", "ip", name], capture_output=True, text=True)
             if done.returncode != 0:

@@ -94,6 +94,8 @@ class NodeConfig:
     """dockerd's --insecure-registry: registries (host:port or CIDR) reached without TLS verification."""
     registry_aliases: dict[str, str] = field(default_factory=dict)
     """Registry name as users write it -> where this node reaches it (the local cluster's localhost:5000)."""
+    exec_root: Path | None = None
+    """dockerd's --exec-root: the containers' execution state (bundles, crun's state); None: in the state dir."""
     init: bool = False
     """dockerd's --init: tasks whose ContainerSpec.Init is unset run under an init (tini) as PID 1."""
     labels: dict[str, str] = field(default_factory=dict)
@@ -150,6 +152,7 @@ class NodeDaemon:
             protected={
                 self.state_dir.root: "the node's state directory",
                 self.config.socket.parent: "the directory of the node's API socket",
+                **({self.config.exec_root: "the node's execution root"} if self.config.exec_root else {}),
             },
         )
         self.registry = RegistryClient(
@@ -265,7 +268,13 @@ class NodeDaemon:
         self.agent = Agent(
             self.session,
             self.session.context,
-            ContainerRuntime(self.state_dir.worker_containers, self.images, init=self.config.init, volumes=self.volumes),
+            ContainerRuntime(
+                self.state_dir.worker_containers,
+                self.images,
+                exec_root=self.config.exec_root,
+                init=self.config.init,
+                volumes=self.volumes,
+            ),
             NodeImages(self.images, self.registry),
             networks,
         )

@@ -89,6 +89,7 @@ def _aliases(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--listen-addr", default="0.0.0.0:2377", show_default=True, help="Address for cluster management (Raft, CA, dispatcher).")
 @click.option("--advertise-addr", default=None, help="Address other nodes reach this one at (HOST[:PORT]); default: the listen address.")
 @click.option("--heartbeat-period", default=5.0, show_default=True, help="Seconds between a node's heartbeats to the dispatcher.")
+@click.option("--exec-root", type=click.Path(file_okay=False), default=None, help="Where the node keeps its containers' execution state (bundles, crun's state), as dockerd's --exec-root; best on a tmpfs. [default: in the state directory]")
 @click.option("--socket", "socket_path", default=_default_socket, show_default="/run/raftswarm/raftswarm.sock as root", help="Unix socket of the client API.")
 @click.option("--force-new-cluster", is_flag=True, help="On a manager that lost quorum: become a one-manager cluster, keeping all committed state.")
 @click.option("--tick-ms", default=100, show_default=True, help="Raft tick period.")
@@ -130,6 +131,7 @@ def main(
     listen_addr: str,
     advertise_addr: str | None,
     heartbeat_period: float,
+    exec_root: str | None,
     socket_path: str,
     force_new_cluster: bool,
     tick_ms: int,
@@ -154,6 +156,7 @@ def main(
     config = NodeConfig(
         state_dir=Path(state_dir),
         socket=Path(socket_path),
+        exec_root=Path(exec_root).absolute() if exec_root else None,
         listen_host=host,
         listen_port=port,
         advertise_addr=advertise_addr,

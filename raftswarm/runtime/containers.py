@@ -19,10 +19,12 @@ container's parent, writes its output to a log file (`runtime.logs`) and its exi
 after it. A restarted agent finds each task's
 directory, and reattaches through conmon's PID and the container's state, so nothing runs twice.
 
-A node's files, under the runtime's directory (in the worker's state directory; no container sees any):
+A node's files. Under the runtime's execution root (`exec_root`: the node's `--exec-root`, as dockerd's; by
+default the runtime's directory), what exists only while a container does, read and written at every start and
+stop, best on a tmpfs (on this machine's ext4, without a journal, each new inode costs a search past recently
+deleted ones):
 
     tasks/<task id>/config.json   the OCI bundle (the rootfs is the image store's overlay)
-    tasks/<task id>/log           the output, conmon's k8s-file format
     tasks/<task id>/<task id>     the exit code, written by conmon when the container ended
     tasks/<task id>/conmon.pid, pid    conmon's PID, the container's init's PID
     tasks/<task id>/hosts, hostname, resolv.conf
@@ -31,6 +33,13 @@ A node's files, under the runtime's directory (in the worker's state directory; 
     tasks/<task id>/conmon/       conmon's link back to the task directory, where it makes its attach socket
                                   (unused: tasks have no stdin)
     crun/                         crun's state (--root)
+
+and under the runtime's directory (in the worker's state directory), what may grow, kept on disk as Docker keeps
+its container logs:
+
+    logs/<task id>                the output, conmon's k8s-file format
+
+No container sees any of these.
 
 Without root nothing here can run: there is no fallback to host processes (see `unavailable`).
 """
@@ -121,16 +130,25 @@ def task_addresses(task: Mapping[str, Any]) -> list[str]:
 
 
 class ContainerRuntime:
-    """A node's containers, kept under `directory` (in the worker's state directory). `images` is the node's
-    image store; `init` is the node's default for ContainerSpec.Init (dockerd's `--init`)."""
+    """A node's containers: their logs kept under `directory` (in the worker's state directory), their bundles
+    and crun's state under `exec_root` (default: `directory`). `images` is the node's image store; `init` is
+    the node's default for ContainerSpec.Init (dockerd's `--init`)."""
 
     def __init__(
-        self, directory: Path, images: ImageStore, *, init: bool = False, volumes: VolumeStore | None = None
+        self,
+        directory: Path,
+        images: ImageStore,
+        *,
+        exec_root: Path | None = None,
+        init: bool = False,
+        volumes: VolumeStore | None = None,
     ) -> None:
         self.directory = Path(directory)
-        self.tasks_dir = self.directory / "tasks"
-        self.state_root = self.directory / ociruntime.RUNTIME
-        for path in (self.directory, self.tasks_dir, self.state_root):
+        self.exec_root = Path(exec_root) if exec_root is not None else self.directory
+        self.tasks_dir = self.exec_root / "tasks"
+        self.state_root = self.exec_root / ociruntime.RUNTIME
+        self.logs_dir = self.directory / "logs"
+        for path in (self.directory, self.exec_root, self.tasks_dir, self.state_root, self.logs_dir):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(path, 0o700)
         self.create_argv = ociruntime.create_argv()
@@ -150,6 +168,9 @@ class ContainerRuntime:
         if not task_id.isalnum():
             raise TaskRejected(f"task ID {task_id!r} is not alphanumeric")
         return self.tasks_dir / task_id
+
+    def log_path(self, task_id: str) -> Path:
+        return self.logs_dir / task_id
 
     async def start(
         self,
@@ -276,7 +297,7 @@ class ContainerRuntime:
                     CONMON, *(["--terminal"] if terminal else []), "--api-version", "1",
                     "-c", task_id, "-u", task_id, "-n", task_id, "-r", self.create_argv[0], "-b", str(directory),
                     "-p", str(directory / "pid"), "-P", str(directory / "conmon.pid"),
-                    "-l", f"k8s-file:{directory / 'log'}", "--log-size-max", str(logs.LOG_MAX_BYTES),
+                    "-l", f"k8s-file:{self.log_path(task_id)}", "--log-size-max", str(logs.LOG_MAX_BYTES),
                     "--exit-dir", str(directory), "--socket-dir-path", str(directory / "conmon"),
                     "--log-level", "error",
                     *(f"--runtime-arg={arg}" for arg in [*self.create_argv[1:], f"--root={self.state_root}"]),
@@ -371,6 +392,7 @@ class ContainerRuntime:
         except ImageError as exc:
             log.warning("task %s: %s", task_id, exc)
         shutil.rmtree(directory, ignore_errors=True)
+        self.log_path(task_id).unlink(missing_ok=True)
 
 
 class Container:
@@ -399,7 +421,7 @@ class Container:
 
     @property
     def log_path(self) -> Path:
-        return self.directory / "log"
+        return self.runtime.log_path(self.task_id)
 
     def _monitor_gone(self) -> bool:
         return self._pidfd is None or bool(select.select([self._pidfd], [], [], 0)[0])
@@ -573,11 +595,18 @@ class Container:
             self._pidfd = None
 
 
-def release_all(directory: str | Path, images: ImageStore, volumes: VolumeStore | None = None) -> list[str]:
-    """Kill and remove every container under `directory` (what a stopped or killed node left): for harnesses
-    tearing nodes down, outside any event loop. With the node's `volumes`, the tasks' volumes are released too.
-    Returns what could not be removed."""
-    runtime = ContainerRuntime(Path(directory), images, volumes=volumes)
+def release_all(
+    directory: str | Path,
+    images: ImageStore,
+    volumes: VolumeStore | None = None,
+    exec_root: str | Path | None = None,
+) -> list[str]:
+    """Kill and remove every container of the runtime at `directory` and `exec_root` (what a stopped or killed
+    node left): for harnesses tearing nodes down, outside any event loop. With the node's `volumes`, the tasks'
+    volumes are released too. Returns what could not be removed."""
+    runtime = ContainerRuntime(
+        Path(directory), images, exec_root=Path(exec_root) if exec_root is not None else None, volumes=volumes
+    )
     failures = []
     for task_id in runtime.task_ids():
         directory_of_task = runtime.tasks_dir / task_id
