@@ -17,10 +17,12 @@ import asyncio
 import base64
 import glob
 import io
+import json
 import os
 import select
 import signal
 import stat
+import subprocess
 import tarfile
 import time
 import uuid
@@ -762,6 +764,12 @@ async def test_an_exec_root_holds_bundles_and_crun_state_and_the_state_dir_keeps
         assert (bundle / "config.json").is_file() and (bundle / "conmon.pid").is_file()
         assert os.path.ismount(bundle / "secrets")
         assert os.listdir(exec_root / "crun") == [running.task_id]
+        # Started without `crun start` (runtime.ociruntime.start): crun itself sees it running.
+        state = subprocess.run(
+            [tasks.runtime.crun, f"--root={exec_root / 'crun'}", "state", running.task_id],
+            capture_output=True, text=True, check=True,
+        )
+        assert json.loads(state.stdout)["status"] == "running"
         assert not (tmp_path / "rt" / "tasks").exists() or os.listdir(tmp_path / "rt" / "tasks") == []
         assert running.log_path == tmp_path / "rt" / "logs" / running.task_id
         async with asyncio.timeout(WAIT):

@@ -10,7 +10,7 @@ For each task the agent starts, `ContainerRuntime.start`:
 4. writes the bundle's config.json (Docker's confinement: namespaces, capabilities, seccomp, masked paths,
    cgroup limits) and has conmon run `crun create`: the container's namespaces exist, its process waits;
 5. lets the agent plug the task's network namespace (`/proc/<pid>/ns/net`) into its networks;
-6. `crun start`s it.
+6. starts it, as `crun start` does (`ociruntime.start`).
 
 Why crun and conmon. crun is the OCI runtime (`runtime.ociruntime` says why, and how it runs on a hybrid
 cgroup host). conmon, podman's container monitor, is the supervisor that outlives the agent: a small C process
@@ -202,7 +202,10 @@ class ContainerRuntime:
                     await prepare(container)
                 except Exception as exc:
                     raise TaskRejected(f"cannot prepare the task: {exc}") from None
-            await self._oci("start", task_id, what="start the container")
+            try:
+                ociruntime.start(self.state_root, task_id)
+            except ociruntime.StartFailed as exc:
+                raise TaskRejected(f"cannot start the container: {exc}") from None
         except BaseException:
             await self._remove(task_id, container)
             raise
