@@ -644,6 +644,23 @@ def test_in_use_survives_a_restart_and_mount_resumes(store, busybox):
     assert mounts_under(store.root) == []
 
 
+@pytest.mark.parametrize("left", [b"", b"{", b"[]", b'{"image": 1, "layers": []}'])
+def test_a_task_record_a_machine_crash_mangled_is_a_task_holding_no_image(store, busybox, left):
+    # The record is written without fsync at every task start; after a crash its container is gone anyway.
+    merged = store.mount_rootfs("task1", "busybox")
+    (merged / "kept").write_text("x")
+    overlay.unmount(merged)  # as after a reboot
+    (store.root / "containers" / "task1" / "image.json").write_bytes(left)
+    restarted = ImageStore(store.root)
+    assert restarted.in_use() == {}
+    assert restarted.mount_rootfs("task1", "busybox") == merged  # the task can still be mounted and released
+    assert (merged / "kept").read_text() == "x"
+    assert restarted.in_use() == {busybox.id: {"task1"}}
+    restarted.release_rootfs("task1")
+    assert mounts_under(store.root) == [] and not (store.root / "containers" / "task1").exists()
+    assert restarted.remove(busybox.id, force=True)
+
+
 def test_many_layers_mount_through_short_links(store, tmp_path):
     tars = [tar_bytes([entry(f"layer{i}", data=str(i).encode())]) for i in range(100)]
     built = build(tars)

@@ -20,7 +20,7 @@ from raftswarm.api.client import ApiClient, ApiError
 from raftswarm.ca.certificates import client_ssl_context
 from raftswarm.rpc.channel import RpcClient, RpcError
 from raftswarm.node.state_dir import StateDir
-from raftswarm.localcluster.swarm import SwarmCluster
+from raftswarm.localcluster.swarm import EXEC_ROOTS, SwarmCluster
 
 pytestmark = pytest.mark.slow
 
@@ -427,8 +427,9 @@ async def test_no_file_of_any_node_holds_a_secret_in_plaintext(swarm):
         in_memory = []
         for path in swarm.directory.rglob("*"):
             if path.is_file() and not path.is_socket() and marker in path.read_bytes():
-                # Only the tasks' own secrets mounts may hold it, and those are memory, never a disk.
-                assert any(path.is_relative_to(mount) for mount in memory), f"{path} holds the secret on a disk"
+                # Only the tasks' own secrets mounts may hold it, and those are memory (a tmpfs of its own at the
+                # secrets directory, not the nodes' execution roots'), never a disk.
+                assert path.parent in memory, f"{path} holds the secret outside a secrets tmpfs"
                 assert path.name == "needle" and path.parent.name == "secrets", f"{path} holds the secret"
                 in_memory.append(path)
         assert len(in_memory) == 5, in_memory  # one tmpfs per task
@@ -439,7 +440,8 @@ async def test_no_file_of_any_node_holds_a_secret_in_plaintext(swarm):
         async def unmounted() -> bool:
             # The agents stop the containers after the tasks are gone from the store (a `sleep` as PID 1 takes
             # its 10 s grace period), and unmount each secrets tmpfs as they release them.
-            return not [m for m in tmpfs_mounts() if m.is_relative_to(swarm.directory)]
+            exec_roots = swarm.directory / EXEC_ROOTS  # the nodes' execution roots: a tmpfs for the cluster's life
+            return not [m for m in tmpfs_mounts() if m.is_relative_to(swarm.directory) and m != exec_roots]
 
         await eventually(unmounted, "the secrets tmpfs mounts of the removed tasks to go", within=60)
 

@@ -41,6 +41,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -67,6 +68,8 @@ from .errors import (
 )
 from ..objects.reference import Reference, parse
 from .unpack import COPY_CHUNK, decompressed, unpack_layer
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DigestMismatch",
@@ -460,7 +463,8 @@ class ImageStore:
         with self._lock:
             users: dict[str, set[str]] = {}
             for task_id, record in self._tasks.items():
-                users.setdefault(record["image"], set()).add(task_id)
+                if record["image"] is not None:
+                    users.setdefault(record["image"], set()).add(task_id)
             return users
 
     # -- removing ----------------------------------------------------------------------------------------
@@ -574,7 +578,7 @@ class ImageStore:
             task_dir = self._containers / task_id
             merged = task_dir / "merged"
             existing = self._tasks.get(task_id)
-            if existing is not None and existing["image"] != image_id:
+            if existing is not None and existing["image"] not in (image_id, None):
                 raise ImageError(
                     f"task {task_id} already has a root filesystem of image {_short(existing['image'])}; "
                     f"release it first"
@@ -587,7 +591,9 @@ class ImageStore:
             for name in ("upper", "work", "merged"):
                 (task_dir / name).mkdir(mode=0o755, parents=True, exist_ok=True)
             task_record = {"image": image_id, "layers": diff_ids}
-            _write_json_atomic(task_dir / "image.json", task_record)
+            # Not fsynced: written under the store's lock at every task start, and a machine crash that lost
+            # it ends the task's container too (`_read_tasks` takes an unreadable record for no image).
+            _write_json_atomic(task_dir / "image.json", task_record, durable=False)
             self._tasks[task_id] = task_record
             lowers = [
                 overlay.ensure_link(self.root, digests.hex_of(diff_id), self._layer_dir(diff_id) / "diff")
@@ -780,7 +786,16 @@ class ImageStore:
     def _read_tasks(self) -> dict[str, dict[str, Any]]:
         tasks = {}
         for record in self._containers.glob("*/image.json"):
-            tasks[record.parent.name] = json.loads(record.read_bytes())
+            try:
+                task_record = json.loads(record.read_bytes())
+                if not isinstance(task_record.get("image"), str) or not isinstance(task_record.get("layers"), list):
+                    raise ValueError("not a task record")
+            except (OSError, ValueError, AttributeError) as exc:
+                # What a machine crash can leave of a record written without fsync: the task is still known,
+                # so releasing it removes its directories, but it holds no image or layer in use.
+                log.warning("task %s: unreadable root filesystem record %s: %s", record.parent.name, record, exc)
+                task_record = {"image": None, "layers": []}
+            tasks[record.parent.name] = task_record
         return tasks
 
 
@@ -852,24 +867,27 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _write_json_atomic(path: Path, value: Any) -> None:
-    _write_bytes_atomic(path, json.dumps(value, indent=1, sort_keys=True).encode())
+def _write_json_atomic(path: Path, value: Any, durable: bool = True) -> None:
+    _write_bytes_atomic(path, json.dumps(value, indent=1, sort_keys=True).encode(), durable)
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, fsync it and rename it over `path`: a crash leaves
-    the old content or the new, never a mix."""
+def _write_bytes_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write `data` to a temporary file beside `path` and rename it over `path`: a crash of the process leaves
+    the old content or the new, never a mix. `durable`: fsync the file and its directory, so that a crash of
+    the machine does too."""
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.rename(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(path: Path) -> None:
