@@ -822,7 +822,7 @@ class SwarmCluster:
                     ip_command("netns", "delete", namespace)
                 except ClusterError as exc:
                     failures.append(str(exc))
-        self.resources, removal_failures = remove_recorded(self.resources, _remove_registry_resource)
+        self.resources, removal_failures = remove_recorded(self.resources, _remove_other_resource)
         failures += removal_failures
         self.state = "down"
         if failures or keep_state:
@@ -843,9 +843,9 @@ class SwarmCluster:
         self.down()
 
 
-def _remove_registry_resource(resource: Resource) -> None:
-    """Remove what a cluster records besides its bridge, veths and namespaces: the registry's nftables table
-    and the registry itself."""
+def _remove_other_resource(resource: Resource) -> None:
+    """Remove what a cluster records besides its bridge, veths and namespaces: the tmpfs of its nodes'
+    execution roots, the registry's nftables table and the registry itself."""
     kind, name = resource["kind"], resource["name"]
     if kind == "tmpfs":
         if os.path.ismount(name):
