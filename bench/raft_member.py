@@ -90,7 +90,7 @@ def main() -> None:
     WorkloadPlan.add_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    eventloop.freeze_imports()  # as a node does (raftswarm.node.main)
+    eventloop.tune_collector()  # as a node does (raftswarm.node.main)
     eventloop.run(lambda: serve(args.state_dir, args.port, WorkloadPlan.from_args(args)))
 
 

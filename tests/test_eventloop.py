@@ -147,12 +147,15 @@ def test_a_connection_aborted_before_its_handshake_is_closed_and_its_handshake_r
     assert eventloop.run(scenario) == "ConnectionAbortedError"
 
 
-def test_freeze_imports_takes_the_imported_heap_out_of_the_collectors_generations():
+def test_tune_collector_takes_the_imported_heap_out_of_the_collectors_generations_and_collects_less_often():
     code = (
         "import gc; import raftswarm.node.daemon; from raftswarm import eventloop;"
-        "before = gc.get_freeze_count(); eventloop.freeze_imports(); print(before, gc.get_freeze_count(), gc.get_count()[2])"
+        "before = gc.get_freeze_count(); eventloop.tune_collector();"
+        "print(before, gc.get_freeze_count(), gc.get_count()[2], *gc.get_threshold())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
-    before, frozen, oldest = map(int, out.split())
+    before, frozen, oldest, young, middle, old = map(int, out.split())
     assert before == 0 and frozen > 10_000, "a node's imports are tens of thousands of objects"
     assert oldest == 0, "nothing is left for a full collection to walk"
+    assert (young, middle, old) == (eventloop.YOUNG_THRESHOLD, eventloop.OLDER_THRESHOLD, eventloop.OLDER_THRESHOLD)
+    assert young > 700, "fewer collections than CPython's default"

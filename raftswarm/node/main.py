@@ -174,7 +174,7 @@ def main(
         labels=_engine_labels(labels),
     )
     try:
-        eventloop.freeze_imports()
+        eventloop.tune_collector()
         eventloop.run(lambda: NodeDaemon(config).run())
     except RaftswarmError as exc:
         raise click.ClickException(str(exc)) from None
