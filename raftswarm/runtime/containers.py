@@ -153,7 +153,7 @@ class ContainerRuntime:
             os.chmod(path, 0o700)
         self.create_argv = ociruntime.create_argv()
         """What runs `create` (conmon) and `exec`, which put processes in cgroups: crun, or how it runs here
-        (`ociruntime`). `start`, `kill` and `delete` run crun itself (`crun`), whatever the host's cgroups."""
+        (`ociruntime`). `kill` and `delete` run crun itself (`crun`), whatever the host's cgroups."""
         self.crun = ociruntime.crun()
         self.images = images
         self.init = init

@@ -13,15 +13,16 @@ makes each container's cgroup in every v1 hierarchy, with its limits and device 
 namespace is a slave of the host's (mounts made on the host later still reach it, and from it the container's)
 and ends with the crun process; the container gets its own mount namespace from it, as always. It costs each
 task start an unshare, a shell and a umount that reads the whole mount table (~5 ms of CPU with 100 tasks
-running). `start`, `kill` and `delete` make no cgroup and put nothing in one: they always run crun itself (`crun`).
+running). `kill` and `delete` make no cgroup and put nothing in one: they always run crun itself (`crun`), and
+`start` runs no crun at all.
 
 Starting a created container (`start`) is what `crun start` does, without a crun process (~4 ms of CPU and an
 exec per task start). `crun create` leaves the container's init blocked reading a FIFO in crun's state
 directory (`<root>/<id>/exec.fifo`, as runc's `exec.fifo`); `crun start` reads the container's status and its
 config (for poststart hooks and sd_notify, which tasks never have), then opens the FIFO for writing, unlinks it
 and writes one byte, and the init goes on to exec the task's process; crun tells a created container from a
-started one by whether the FIFO exists. A crun that kept its state otherwise would fail every task start with
-"no exec.fifo" (the tests start containers), not start one wrongly.
+started one by whether the FIFO exists. A crun that kept its state otherwise would fail every task start ("is not
+created: no .../exec.fifo"; the tests start containers), not start one wrongly.
 
 crun's words for an error are not runc's; Docker's users know runc's (`error_text`).
 """
@@ -50,7 +51,7 @@ def missing() -> str | None:
 
 
 def crun() -> str:
-    """crun itself: what runs `start`, `kill` and `delete`."""
+    """crun itself: what runs `kill` and `delete`."""
     return shutil.which(RUNTIME) or RUNTIME
 
 
