@@ -250,7 +250,7 @@ async def test_a_secret_is_visible_only_inside_the_task_that_uses_it_and_never_o
         assert shown == [hashlib.sha256(value.encode()).hexdigest(), "440 1000 1001", hostname]
         init = task["Status"]["ContainerStatus"]["PID"]
         assert "/run/secrets" in _mount_points(init)
-        runtime_root = swarm.exec_root(worker) or worker.state_dir  # the worker's containers' bundles
+        runtime_root = swarm.exec_root(worker)  # the worker's containers' bundles
         (held,) = _tmpfs_mounts_under(runtime_root)  # where the worker keeps the reader's secrets
 
         # Another task on the same node, which does not reference the secret, cannot find it: it has no

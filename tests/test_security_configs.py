@@ -120,7 +120,7 @@ async def test_a_config_is_visible_only_inside_the_task_that_uses_it_and_never_o
         ]
         init = task["Status"]["ContainerStatus"]["PID"]
         assert "/etc/needle/app.conf" in _mount_points(init)
-        runtime_root = swarm.exec_root(worker) or worker.state_dir  # the worker's containers' bundles
+        runtime_root = swarm.exec_root(worker)  # the worker's containers' bundles
         (held,) = _tmpfs_mounts_under(runtime_root)  # where the worker keeps the reader's configs: memory
 
         # Another task on the same node, which does not use the config, cannot find it: not at the target, not

@@ -315,12 +315,7 @@ def api(swarm: SwarmCluster) -> ApiClient:
 
 def task_dir(swarm: SwarmCluster, task_id: str, node: str = "manager1") -> Path:
     """The task's directory in the node's container runtime (bundle, conmon files, secrets mount point)."""
-    return runtime_exec_root(swarm, swarm.node(node)) / "tasks" / task_id
-
-
-def runtime_exec_root(swarm: SwarmCluster, node: Any) -> Path:
-    """Where the node's containers' bundles and crun's state are: the cluster's tmpfs as root, else its state dir."""
-    return swarm.exec_root(node) or StateDir(node.state_dir).worker_containers
+    return swarm.exec_root(swarm.node(node)) / "tasks" / task_id
 
 
 def random_secret(kind: str) -> bytes:
@@ -440,13 +435,13 @@ def host_paths(swarm: SwarmCluster) -> list[str]:
     the node daemon's default locations."""
     paths: set[Path] = {swarm.directory, swarm.directory / "cluster.json", swarm.directory.parent}
     for node in swarm.nodes:
-        state = StateDir(node.state_dir)
+        state, exec_root = StateDir(node.state_dir), swarm.exec_root(node)
         paths |= {
             node.directory, node.state_dir, node.socket, node.pidfile, node.log_path, state.certificates,
             state.node_key, state.node_cert, state.root_ca_cert, state.kek, state.raft, state.node_state,
-            state.images, state.worker_containers, runtime_exec_root(swarm, node),
+            state.images, state.worker_containers, exec_root,
         }
-        for directory in (state.certificates, state.raft, state.worker_containers, runtime_exec_root(swarm, node)):
+        for directory in (state.certificates, state.raft, state.worker_containers, exec_root):
             paths |= set(directory.rglob("*"))
         paths |= set(state.images.glob("*")) | set(state.images.glob("*/*"))
     found = sorted(str(path) for path in paths)

@@ -427,12 +427,16 @@ class SwarmCluster:
         if mounted.returncode != 0:
             raise ClusterError(f"could not mount a tmpfs at {run_dir}: {mounted.stderr.strip()}")
 
-    def exec_root(self, node: ClusterNode) -> Path | None:
-        """Where `node` keeps its containers' execution state, if not in its state directory."""
+    def _exec_roots(self) -> Path | None:
+        """The tmpfs of the nodes' execution roots, if this cluster has one (`_mount_exec_roots`)."""
         run_dir = self.directory / EXEC_ROOTS
-        if {"kind": "tmpfs", "name": str(run_dir)} not in self.resources:
-            return None
-        return run_dir / node.name
+        return run_dir if {"kind": "tmpfs", "name": str(run_dir)} in self.resources else None
+
+    def exec_root(self, node: ClusterNode) -> Path:
+        """Where `node` keeps its containers' bundles and crun's state: its directory of the cluster's tmpfs, or
+        without one the node's default, in its state directory."""
+        run_dir = self._exec_roots()
+        return run_dir / node.name if run_dir is not None else StateDir(node.state_dir).worker_containers
 
     def _node_argv(self, node: ClusterNode, heartbeat_period: float | None, extra: Sequence[str]) -> list[str]:
         argv = [
@@ -448,9 +452,8 @@ class SwarmCluster:
             "--socket",
             str(node.socket),
         ]
-        exec_root = self.exec_root(node)
-        if exec_root is not None:
-            argv += ["--exec-root", str(exec_root)]
+        if self._exec_roots() is not None:
+            argv += ["--exec-root", str(self.exec_root(node))]
         if heartbeat_period is not None:
             argv += ["--heartbeat-period", str(heartbeat_period)]
         if self.registry is not None:

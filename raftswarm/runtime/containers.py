@@ -139,7 +139,7 @@ class ContainerRuntime:
         directory: Path,
         images: ImageStore,
         *,
-        exec_root: Path | None = None,
+        exec_root: str | Path | None = None,
         init: bool = False,
         volumes: VolumeStore | None = None,
     ) -> None:
@@ -394,8 +394,9 @@ class ContainerRuntime:
             self.images.release_rootfs(task_id)
         except ImageError as exc:
             log.warning("task %s: %s", task_id, exc)
-        shutil.rmtree(directory, ignore_errors=True)
+        # The task's directory goes last: a crash halfway leaves the task listed, and releasing it again finishes.
         self.log_path(task_id).unlink(missing_ok=True)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class Container:
@@ -607,9 +608,7 @@ def release_all(
     """Kill and remove every container of the runtime at `directory` and `exec_root` (what a stopped or killed
     node left): for harnesses tearing nodes down, outside any event loop. With the node's `volumes`, the tasks'
     volumes are released too. Returns what could not be removed."""
-    runtime = ContainerRuntime(
-        Path(directory), images, exec_root=Path(exec_root) if exec_root is not None else None, volumes=volumes
-    )
+    runtime = ContainerRuntime(Path(directory), images, exec_root=exec_root, volumes=volumes)
     failures = []
     for task_id in runtime.task_ids():
         directory_of_task = runtime.tasks_dir / task_id
