@@ -163,6 +163,28 @@ async def test_tasks_on_an_overlay_reach_a_service_by_name_through_its_vip_and_o
             await client.service_remove(name)
 
 
+async def test_sysctls_of_a_tasks_interfaces_are_set_on_them(swarm):
+    # eth0 (the overlay) and eth1 (the gateway bridge) are plugged in after the container is made, which is
+    # when crun sets sysctls; the runtime sets these once they are there, before the command starts.
+    script = "cat /proc/sys/net/ipv4/conf/eth0/rp_filter /proc/sys/net/ipv4/conf/eth1/arp_ignore; sleep 1000"
+    sysctls = {"net.ipv4.conf.eth0.rp_filter": "2", "net.ipv4.conf.eth1.arp_ignore": "1"}
+    async with api(swarm) as client:
+        await client.network_create({"Name": "tuned", "Driver": "overlay"})
+        made = spec("tuned", ["sh", "-c", script], replicas=1, Networks=[{"Target": "tuned"}])
+        made["TaskTemplate"]["ContainerSpec"]["Sysctls"] = sysctls
+        await client.service_create(made)
+        (task,) = await eventually(lambda: converged(client, "tuned", 1), "the task to run", within=90)
+        logged = await eventually(lambda: _lines(client, task["ID"], 2), "the task's output", within=30)
+        assert logged == ["2", "1"]
+        await client.service_remove("tuned")
+
+
+async def _lines(client: ApiClient, task_id: str, count: int) -> list[str] | None:
+    """The task's output lines once it has logged `count` of them."""
+    lines = [line.decode().strip() async for _, line in client.task_logs(task_id)]
+    return lines if len(lines) >= count else None
+
+
 def _fetch(host: str, port: int) -> str:
     with socket.create_connection((host, port), timeout=2) as connection:
         return connection.recv(200).decode()

@@ -183,6 +183,46 @@ async def test_namespaced_sysctls_are_set_in_the_tasks_namespaces_only(tasks):
     assert Path("/proc/sys/kernel/shmmni").read_text().strip() != "1234"  # the host's own is untouched
 
 
+async def _plug_eth0(container) -> None:
+    """What the node's networking does, reduced to one interface: an `eth0` in the task's namespace (a veth
+    pair with both ends there, gone with the namespace)."""
+    done = await asyncio.create_subprocess_exec(
+        "nsenter", f"--net={container.netns_path}", "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert await done.wait() == 0, (await done.stderr.read()).decode()
+
+
+async def test_sysctls_of_the_tasks_interfaces_are_set_once_they_are_plugged_in(tasks):
+    # crun writes a container's sysctls before eth0 is there; the runtime writes these after `prepare`.
+    sysctls = {"net.ipv4.conf.eth0.rp_filter": "2", "net.ipv4.neigh.eth0.retrans_time_ms": "1200",
+               "net.ipv4.conf.all.arp_ignore": "1"}
+    script = "cat /proc/sys/net/ipv4/conf/eth0/rp_filter /proc/sys/net/ipv4/neigh/eth0/retrans_time_ms " \
+             "/proc/sys/net/ipv4/conf/all/arp_ignore"
+    host = Path("/proc/sys/net/ipv4/conf/all/arp_ignore").read_text()
+    container = await tasks.start(tasks.task("sh", "-c", script, Sysctls=sysctls), prepare=_plug_eth0)
+    code = await asyncio.wait_for(container.wait(), WAIT)
+    out, _ = output_of(await lines_of(container))
+    assert (code, out.split()) == (0, ["2", "1200", "1"])
+    assert Path("/proc/sys/net/ipv4/conf/all/arp_ignore").read_text() == host  # the host's own is untouched
+
+
+@pytest.mark.parametrize(
+    "sysctls, message",
+    [
+        ({"net.ipv4.conf.eth1.rp_filter": "2"}, 'sysctl "net.ipv4.conf.eth1.rp_filter": the task has no interface eth1'),
+        ({"net.ipv4.conf.eth0.no_such_setting": "1"}, 'sysctl "net.ipv4.conf.eth0.no_such_setting" = "1": there is no such'),
+        ({"net.ipv4.conf.eth0.rp_filter": "many"}, 'sysctl "net.ipv4.conf.eth0.rp_filter" = "many": Invalid argument'),
+    ],
+)
+async def test_a_sysctl_of_an_interface_that_cannot_be_set_rejects_the_task(tasks, sysctls, message):
+    task = tasks.task("true", Sysctls=sysctls)
+    with pytest.raises(TaskRejected, match=message):
+        await tasks.start(task, prepare=_plug_eth0)
+    assert not (tasks.runtime.tasks_dir / task["ID"]).exists()
+    assert await tasks.leftovers() == []
+
+
 # -- Ulimits -----------------------------------------------------------------------------------------------
 
 
@@ -272,6 +312,8 @@ async def test_a_task_with_a_tty_has_a_terminal_and_its_output_is_logged(tasks):
         ({"CapabilityAdd": ["SYS_EVERYTHING"]}, 'unknown capability: "CAP_SYS_EVERYTHING"'),
         ({"Sysctls": {"vm.swappiness": "10"}}, 'sysctl "vm.swappiness" is not in a separate kernel namespace'),
         ({"Sysctls": {"net.ipv4.ip_forward": "yes"}}, "ip_forward"),  # runc's own words on writing it
+        # A task started with no network has no interface but lo.
+        ({"Sysctls": {"net.ipv4.conf.eth0.rp_filter": "2"}}, 'sysctl "net.ipv4.conf.eth0.rp_filter": the task has no interface eth0'),
         ({"Ulimits": [{"Name": "files", "Soft": 1, "Hard": 1}]}, "invalid ulimit type: files"),
         ({"Ulimits": [{"Name": "nofile", "Soft": 9, "Hard": 1}]}, "soft limit must be less than or equal to hard"),
         ({"Hosts": ["db:192.0.2.10"]}, 'extra host "db:192.0.2.10" is not "IP_ADDRESS HOSTNAME'),

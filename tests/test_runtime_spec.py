@@ -7,7 +7,13 @@ import json
 import pytest
 
 from raftswarm.runtime.seccomp import default_profile
-from raftswarm.objects.containerspec import ALL_CAPABILITIES, RLIM_INFINITY, InvalidContainerSpec, parse_signal
+from raftswarm.objects.containerspec import (
+    ALL_CAPABILITIES,
+    RLIM_INFINITY,
+    InvalidContainerSpec,
+    parse_signal,
+    sysctl_interface,
+)
 from raftswarm.runtime.spec import DEFAULT_PATH, STOP_SIGNAL_ANNOTATION, NoCommand, UnknownUser, resolve_user, task_spec
 
 PASSWD = """root:x:0:0:root:/root:/bin/bash
@@ -355,6 +361,25 @@ def test_a_sysctl_of_the_host_is_refused(key, message):
 
 def test_no_sysctl_section_without_sysctls():
     assert "sysctl" not in make_spec()["linux"]
+
+
+@pytest.mark.parametrize(
+    "key, interface",
+    [
+        ("net.ipv4.conf.eth0.rp_filter", "eth0"), ("net.ipv6.conf.eth1.accept_ra", "eth1"),
+        ("net.ipv4.neigh.eth0.retrans_time_ms", "eth0"), ("net.ipv6.neigh.eth2.base_reachable_time_ms", "eth2"),
+        # every namespace has these from the start, and crun sets them
+        ("net.ipv4.conf.all.rp_filter", None), ("net.ipv6.conf.default.accept_ra", None),
+        ("net.ipv4.conf.lo.rp_filter", None), ("net.ipv4.ip_forward", None), ("net.ipv4.conf", None),
+        ("net.core.somaxconn", None), ("kernel.shmmax", None),
+    ],
+)
+def test_sysctls_of_interfaces_are_left_to_the_runtime_after_the_interfaces_are_plugged_in(key, interface):
+    assert sysctl_interface(key) == interface
+    settings = {key: "1", "net.core.somaxconn": "1024"}
+    expected = {"net.core.somaxconn": "1024"} if interface else settings
+    assert make_spec({"Sysctls": settings})["linux"]["sysctl"] == expected
+    assert "sysctl" not in make_spec({"Sysctls": {"net.ipv4.conf.eth0.rp_filter": "2"}})["linux"]
 
 
 # -- Ulimits -----------------------------------------------------------------------------------------------

@@ -123,6 +123,23 @@ def sysctls(settings: dict, namespaces: list[dict]) -> dict[str, str]:
     return checked
 
 
+INTERFACE_SYSCTL_GROUPS = frozenset({("ipv4", "conf"), ("ipv6", "conf"), ("ipv4", "neigh"), ("ipv6", "neigh")})
+"""net.<family>.<group>.<interface>.<setting>: the sysctls of one network interface."""
+
+EVERY_INTERFACE = frozenset({"all", "default", "lo"})
+"""What those sysctls may name besides a task's own interfaces: every namespace has these from the start."""
+
+
+def sysctl_interface(key: str) -> str | None:
+    """The interface a sysctl is of (`eth0` for net.ipv4.conf.eth0.rp_filter), or None for any other sysctl,
+    including those of `all`, `default` and `lo`. A task's interfaces are plugged in after its namespaces are
+    made: the runtime leaves these out of the container's spec and the node sets them once they are there."""
+    parts = key.split(".")
+    if len(parts) < 5 or parts[0] != "net" or (parts[1], parts[2]) not in INTERFACE_SYSCTL_GROUPS:
+        return None
+    return None if parts[3] in EVERY_INTERFACE else parts[3]
+
+
 def rlimits(ulimits: list[dict]) -> list[dict]:
     """ContainerSpec.Ulimits as OCI rlimits; a later entry for the same name replaces an earlier one."""
     by_type: dict[str, dict] = {}

@@ -68,9 +68,10 @@ from ..images.store import ImageStore
 from . import files, logs, ociruntime, processes
 from .configs import InvalidConfigTarget, config_files, config_mounts, mount_configs, unmount_configs
 from .mounts import InvalidMount
+from .netsysctls import SysctlFailed, set_interface_sysctls
 from .secrets import SECRETS_DIR, InvalidSecretTarget, mount_secrets, secret_files, unmount_secrets
 from .spec import DEFAULT_STOP_SIGNAL, STOP_SIGNAL_ANNOTATION, NoCommand, UnknownUser, task_spec
-from ..objects.containerspec import InvalidContainerSpec
+from ..objects.containerspec import InvalidContainerSpec, sysctl_interface
 from .templates import context_of, expand_task, local_node
 from .volumes import VolumeError, VolumeStore, task_mounts
 
@@ -184,7 +185,8 @@ class ContainerRuntime:
         secrets it references, `configs` config ID -> the config ({"Spec", "Data"}) for the configs it
         references, as the dispatcher delivered them. `prepare` runs once the container's namespaces exist and
         before its process starts (the agent plugs its network interfaces in); if it raises, the task is
-        rejected. Raises TaskRejected if it cannot run; nothing of it is left then."""
+        rejected. The sysctls of the task's interfaces are set after it (`runtime.netsysctls`). Raises
+        TaskRejected if it cannot run; nothing of it is left then."""
         reason = unavailable()
         if reason is not None:
             raise TaskRejected(reason)
@@ -202,6 +204,11 @@ class ContainerRuntime:
                     await prepare(container)
                 except Exception as exc:
                     raise TaskRejected(f"cannot prepare the task: {exc}") from None
+            if interface_sysctls := _interface_sysctls(task):
+                try:
+                    await asyncio.to_thread(set_interface_sysctls, container.netns_path, interface_sysctls)
+                except SysctlFailed as exc:
+                    raise TaskRejected(str(exc)) from None
             try:
                 ociruntime.start(self.state_root, task_id)
             except ociruntime.StartFailed as exc:
@@ -633,6 +640,12 @@ def release_all(
         except OSError as exc:
             failures.append(f"container of task {task_id}: {exc}")
     return failures
+
+
+def _interface_sysctls(task: Mapping[str, Any]) -> dict[str, str]:
+    """The task's sysctls of network interfaces, which the container's spec leaves out (`runtime.netsysctls`)."""
+    settings = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Sysctls") or {}
+    return {key: str(value) for key, value in settings.items() if sysctl_interface(key) is not None}
 
 
 def _open_conmon(pid: int, task_id: str) -> int | None:

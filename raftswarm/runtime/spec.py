@@ -21,7 +21,7 @@ import posixpath
 
 from raftswarm.errors import RaftswarmError
 from raftswarm.runtime.seccomp import default_profile
-from ..objects.containerspec import parse_signal, rlimits, sysctls, tweak_capabilities
+from ..objects.containerspec import parse_signal, rlimits, sysctl_interface, sysctls, tweak_capabilities
 
 OCI_VERSION = "1.0.2"
 
@@ -135,8 +135,12 @@ def task_spec(
         "cgroupsPath": cgroups_path,
         "seccomp": default_profile(),
     }
-    if container.get("Sysctls"):
-        linux["sysctl"] = sysctls(container["Sysctls"], namespaces)
+    own_sysctls = {
+        key: value for key, value in sysctls(container.get("Sysctls") or {}, namespaces).items()
+        if sysctl_interface(key) is None  # the interfaces come later: the node sets theirs (node.networking)
+    }
+    if own_sysctls:
+        linux["sysctl"] = own_sysctls
     return {
         "ociVersion": OCI_VERSION,
         "process": process,
