@@ -224,7 +224,22 @@ SERVICES: list[Step] = [
         until=running(2),
         within=60,
     ),
-    Cli("service ls (3 services)", ("service", "ls", *JSON), output="listing"),
+    # A sysctl of the task's eth0: its interfaces come after the container is made (moby#47619).
+    Cli(
+        "service create interface sysctl",
+        (
+            "service", "create", "-d", "--name", "cf-tuned", "--network", "cf-net",
+            "--sysctl", "net.ipv4.conf.eth0.rp_filter=2", *IMAGE, "sleep", "1000",
+        ),
+    ),
+    Cli(
+        "service ps interface sysctl until 1 running",
+        ("service", "ps", "cf-tuned", "--filter", "desired-state=running", *JSON),
+        output="listing",
+        until=running(1),
+        within=60,
+    ),
+    Cli("service ls (4 services)", ("service", "ls", *JSON), output="listing"),
 ]
 
 BAD_INPUT: list[Step] = [
@@ -297,7 +312,7 @@ STACKS: list[Step] = [
 ]
 
 CLEANUP: list[Step] = [
-    Cli("service rm", ("service", "rm", "cf-web", "cf-once", "cf-global")),
+    Cli("service rm", ("service", "rm", "cf-web", "cf-once", "cf-global", "cf-tuned")),
     Cli("service ls after rm", ("service", "ls", *JSON), output="listing", until=empty),
     Cli("network rm after its services", ("network", "rm", "cf-net"), until=succeeds),
     Cli("secret rm after its services", ("secret", "rm", "cf-secret")),
