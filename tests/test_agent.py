@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 
-from raftswarm.api.client import ApiClient
+from raftswarm.api.client import ApiClient, ApiError
 from raftswarm.cli.main import main
 from raftswarm.localcluster.swarm import ClusterNode, SwarmCluster
 from raftswarm.runtime.containers import unavailable
@@ -231,6 +231,37 @@ def _mount_points(pid: int | str) -> set[str]:
 
 
 @pytest.mark.security
+async def test_a_task_whose_secrets_outgrow_an_rpc_frame_still_gets_them_all(swarm, marker):
+    # 18 secrets of 500 kB: 9 MB, more than one 8 MiB answer of the assignment stream holds.
+    ids = await ids_by_name(swarm)
+    count, size = 18, 500_000
+    async with api(swarm) as client:
+        references = []
+        for i in range(count):
+            secret = await create_secret(client, f"agent-big-{i}", bytes([65 + i]) * size)
+            references.append({
+                "SecretID": secret["ID"], "SecretName": f"agent-big-{i}",
+                "File": {"Name": f"big-{i}", "UID": "0", "GID": "0", "Mode": 0o400},
+            })
+        show = "for f in /run/secrets/big-*; do echo $(wc -c < $f) $(head -c 1 $f); done | sort -k2; exec sleep 1000"
+        await client.service_create(on_node(ids["worker2"], "big", ["sh", "-c", show], marker, Secrets=references))
+        (task,) = await eventually(lambda: converged(client, "big", 1), "the task to run", within=60)
+        shown = await eventually(lambda: _lines(client, task["ID"], count), "its secrets' sizes")
+        assert shown == [f"{size} {chr(65 + i)}" for i in range(count)]
+        await client.service_remove("big")
+        for i in range(count):
+            await eventually(lambda i=i: _removed_secret(client, f"agent-big-{i}"), "the secret's removal")
+
+
+async def _removed_secret(client: ApiClient, name: str) -> bool:
+    """Remove a secret once no task uses it any more (its service's tasks stop first)."""
+    try:
+        await client.secret_remove(name)
+    except ApiError:
+        return False
+    return True
+
+
 async def test_a_secret_is_visible_only_inside_the_task_that_uses_it_and_never_on_the_nodes_disk(swarm, marker):
     ids = await ids_by_name(swarm)
     worker = swarm.node("worker1")

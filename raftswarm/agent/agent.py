@@ -344,6 +344,8 @@ class Agent:
         self.configs: dict[str, dict[str, Any]] = {}
         """Config ID -> {"Spec", "Data"}: in memory only, as secrets."""
         self.assignment_session: str | None = None
+        self._paged: dict[str, Any] | None = None
+        """The pages of an assignment set so far, while more are to come (`dispatcher.paginate`)."""
         self._retired: set[_TaskController] = set()
         """Controllers of tasks no longer assigned here, until their process has stopped."""
         self._reports: dict[str, dict[str, Any]] = {}
@@ -481,6 +483,13 @@ class Agent:
 
     def _apply(self, answer: dict[str, Any]) -> None:
         self.assignment_session = answer["session"]
+        if answer.get("page", 0) == 0:
+            self._paged = None  # an answer starts afresh, even if the pages of one before it were cut short
+        if answer.get("more") or self._paged is not None:
+            self._paged = _merged(self._paged, answer)
+            if answer.get("more"):
+                return  # the dispatcher sends the next page at once; the set is applied whole
+            answer, self._paged = self._paged, None
         complete = answer.get("type") == "complete"
         if complete:
             self.secrets = {}
@@ -552,3 +561,15 @@ class Agent:
 def _unassigned(task_id: str) -> dict[str, Any]:
     """What the agent knows of a task it found running but the swarm no longer assigns to it."""
     return {"ID": task_id, "DesiredState": TaskState.SHUTDOWN.api, "Status": {"State": TaskState.RUNNING.api}}
+
+
+_LISTED = ("tasks", "removed_tasks", "secrets", "removed_secrets", "configs", "removed_configs")
+
+
+def _merged(so_far: dict[str, Any] | None, page: dict[str, Any]) -> dict[str, Any]:
+    """One page of an assignment set added to the ones before it: the first page's type, every list joined."""
+    if so_far is None:
+        return {"type": page.get("type"), **{key: list(page.get(key) or []) for key in _LISTED}}
+    for key in _LISTED:
+        so_far[key].extend(page.get(key) or [])
+    return so_far

@@ -10,6 +10,10 @@ session there.
 
 Assignments are a long-poll stream per node (`dispatcher.assignments`): the first answer of a session is
 the complete set, each later one the changes since the previous answer, sent as soon as there are any.
+Every answer names the next one to ask for (`session`); a node that asks for any other (it lost an answer,
+or restarted) gets the complete set again. A set larger than `ASSIGNMENT_PAGE_BYTES` -- secrets of up to
+500 KiB and configs of up to 1000 KiB add up -- comes in pages, each within an RPC frame, that the node asks
+for in turn and applies together once the last (`more` false) has come.
 A node gets only its own tasks (from ASSIGNED to RUNNING; a task leaves the set once it has ended) and
 exactly the secrets and configs those tasks reference, with their data; a secret or config no task of the
 node references any more is sent as a removal. Status reports (`dispatcher.update_task_status`) are
@@ -25,8 +29,11 @@ import base64
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+import msgpack
 
 from ..ca.authority import CertificateAuthority
 from ..ca.certificates import NodeIdentity, subject_key_id
@@ -55,6 +62,13 @@ SESSION_INVALID = "session_invalid"
 starts a new one by heartbeating without a session."""
 MAX_ASSIGNMENT_WAIT = 30.0
 """Longest an assignments call waits for a change before answering with none (the caller asks again)."""
+ASSIGNMENT_PAGE_BYTES = 4 << 20
+"""Most bytes of secrets, configs and tasks in one answer of `dispatcher.assignments` (one item larger than
+this is a page of its own): half of an RPC frame (`rpc.channel.MAX_RPC_FRAME`), whose answer would otherwise
+be refused as too large to send."""
+_PAGED = ("removed_tasks", "removed_secrets", "removed_configs", "secrets", "configs", "tasks")
+"""What an answer lists, in the order pages take it: a page never holds a task before the secrets and configs
+it uses (the node applies the pages together anyway)."""
 MAX_STATUS_TEXT = 1024
 """Longest Message or Err an agent may report (a task's error is a line, not a log)."""
 MAX_PROBLEMS = 20
@@ -79,13 +93,41 @@ def _delivered(task: StoredObject) -> bool:
 
 
 class _AssignmentSession:
-    """What one node's assignment stream has been sent: task versions, secret and config IDs."""
+    """What one node's assignment stream has been sent: task versions, secret and config IDs; the pages of
+    the last answer still to send; and `id`, what the node is to ask for next."""
 
     def __init__(self) -> None:
         self.id = new_object_id()
         self.tasks: dict[str, int] = {}
         self.secrets: set[str] = set()
         self.configs: set[str] = set()
+        self.pages: deque[dict[str, Any]] = deque()
+
+    def answer(self, page: dict[str, Any]) -> dict[str, Any]:
+        """`page`, naming the answer to ask for after it."""
+        self.id = new_object_id()
+        return {**page, "session": self.id}
+
+
+def paginate(answer: dict[str, Any], budget: int) -> list[dict[str, Any]]:
+    """An assignment answer cut into pages of at most `budget` bytes of listed items (msgpack-encoded, as the
+    RPC frame holds them), in `_PAGED` order; each page says its number and whether `more` follow."""
+    pages: list[dict[str, Any]] = []
+    page = {key: [] for key in _PAGED}
+    size = 0
+    for key in _PAGED:
+        for item in answer[key]:
+            item_size = len(msgpack.packb(item, use_bin_type=True))
+            if size + item_size > budget and size:
+                pages.append(page)
+                page, size = {key: [] for key in _PAGED}, 0
+            page[key].append(item)
+            size += item_size
+    pages.append(page)
+    return [
+        {"type": answer["type"], **page, "page": number, "more": number < len(pages) - 1}
+        for number, page in enumerate(pages)
+    ]
 
 
 class _StatusReport:
@@ -343,15 +385,18 @@ class Dispatcher:
         if complete:
             session = self._assignment_sessions[node_id] = _AssignmentSession()
         assert session is not None
+        if session.pages:
+            return session.answer(session.pages.popleft())
         deadline = asyncio.get_running_loop().time() + timeout
         event = self._assigned_changed.setdefault(node_id, asyncio.Event())
         while True:
             event.clear()
             answer = self._assignment_changes(node_id, session, complete)
             remaining = deadline - asyncio.get_running_loop().time()
-            changes = ("tasks", "removed_tasks", "secrets", "removed_secrets", "configs", "removed_configs")
-            if complete or any(answer[key] for key in changes) or remaining <= 0:
-                return answer
+            if complete or any(answer[key] for key in _PAGED) or remaining <= 0:
+                first, *rest = paginate(answer, ASSIGNMENT_PAGE_BYTES)
+                session.pages.extend(rest)
+                return session.answer(first)
             try:
                 async with asyncio.timeout(remaining):
                     await event.wait()
@@ -390,7 +435,6 @@ class Dispatcher:
         session.secrets = {secret["ID"] for secret in new_secrets} | (session.secrets & wanted_secrets)
         session.configs = {config["ID"] for config in new_configs} | (session.configs & wanted_configs)
         return {
-            "session": session.id,
             "type": "complete" if complete else "incremental",
             "tasks": [api_view(task) for task in changed],
             "removed_tasks": removed,

@@ -45,8 +45,8 @@ PREAMBLE_RPC = b"RSWRPC01"
 PREAMBLE_BYTES = 8
 
 MAX_RPC_FRAME = 8 << 20
-"""Largest RPC frame from a caller with a certificate: a secret is at most 500 KiB and an assignment set a
-few MiB; a caller cannot make us buffer more."""
+"""Largest RPC frame from a caller with a certificate: a secret is at most 500 KiB, and an assignment set that
+holds more than `manager.dispatcher.ASSIGNMENT_PAGE_BYTES` comes in pages; a caller cannot make us buffer more."""
 
 MAX_ANONYMOUS_RPC_FRAME = 64 << 10
 """Largest RPC frame from a caller without a certificate. Its only calls are `ca.root` and the join, whose
