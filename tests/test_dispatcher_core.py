@@ -15,8 +15,9 @@ import pytest
 from instant_store import InstantLeader, instant_store
 
 from raftswarm.ca.certificates import NodeIdentity, NodeRole
-from raftswarm.objects.kinds import NODES
-from raftswarm.manager.dispatcher import SESSION_INVALID, Dispatcher
+from raftswarm.agent.session import _next_heartbeat
+from raftswarm.objects.kinds import NETWORKS, NODES
+from raftswarm.manager.dispatcher import ATTACHMENT_WAIT_HEARTBEAT, ATTACHMENT_WAIT_LIMIT, SESSION_INVALID, Dispatcher
 from raftswarm.manager.heartbeats import (
     DOWN_AFTER_MISSED,
     Alive,
@@ -397,6 +398,49 @@ async def test_a_heartbeat_answers_its_session_and_an_ended_one_is_refused_with_
         await dispatcher.heartbeat(identity, {"session": first["session"]})
     assert refused.value.code == SESSION_INVALID
     assert (await dispatcher.heartbeat(identity, {}))["session"] != first["session"]
+
+
+async def test_a_node_whose_ingress_address_is_being_allocated_is_told_to_heartbeat_again_soon():
+    dispatcher, driver = _dispatcher(5.0, A)
+    store = driver.store
+
+    def write(kind: str, object_id: str, data: dict[str, Any]) -> None:
+        store.apply(store.state.version + 1, encode_transaction([put(kind, object_id, data)]))
+
+    identity = NodeIdentity(A, NodeRole.WORKER, "cluster")
+    first = await dispatcher.heartbeat(identity, {})
+    assert "next" not in first  # the swarm has no ingress network: there is nothing to wait for
+    ingress = {"ID": "ingress1", "Spec": {"Name": "ingress", "Ingress": True}}
+    write(NETWORKS, "ingress1", ingress)
+    waiting = await dispatcher.heartbeat(identity, {"session": first["session"]})
+    assert (waiting["next"], waiting["period"], waiting["attachments"]) == (ATTACHMENT_WAIT_HEARTBEAT, 5.0, [])
+    assert _next_heartbeat(waiting, waiting["period"]) == ATTACHMENT_WAIT_HEARTBEAT
+    attachment = {"Network": ingress, "Addresses": ["10.0.0.3/24"]}
+    write(NODES, A, {**store.state.get(NODES, A).data, "Attachments": [attachment]})
+    allocated = await dispatcher.heartbeat(identity, {"session": first["session"]})
+    assert "next" not in allocated and allocated["attachments"] == [attachment]
+    assert _next_heartbeat(allocated, allocated["period"]) == 5.0
+    assert dispatcher.heartbeats.session_of(A) == first["session"]  # its period and session stay as they were
+
+
+async def test_a_node_whose_ingress_address_does_not_come_heartbeats_soon_only_for_a_while():
+    now = [100.0]
+    dispatcher, driver = _dispatcher(5.0, A)
+    dispatcher._clock = lambda: now[0]
+    store = driver.store
+    ingress = {"ID": "ingress1", "Spec": {"Name": "ingress", "Ingress": True}}
+    store.apply(store.state.version + 1, encode_transaction([put(NETWORKS, "ingress1", ingress)]))
+    identity = NodeIdentity(A, NodeRole.WORKER, "cluster")
+    session = (await dispatcher.heartbeat(identity, {}))["session"]
+    now[0] += ATTACHMENT_WAIT_LIMIT - 0.5
+    assert "next" in await dispatcher.heartbeat(identity, {"session": session})
+    now[0] += 1.0  # the allocator cannot give it an address (a full subnet): back to its period
+    assert "next" not in await dispatcher.heartbeat(identity, {"session": session})
+
+
+@pytest.mark.parametrize("sooner", [None, 0, -1, 7.5, True, "0.1", float("nan")])
+def test_a_heartbeat_answer_without_a_usable_sooner_time_means_the_period(sooner):
+    assert _next_heartbeat({"next": sooner}, 5.0) == 5.0
 
 
 async def test_a_heartbeat_with_a_bad_issuer_is_refused_and_changes_nothing():

@@ -1,6 +1,7 @@
 """`Session`: a node's connection to the swarm's dispatcher.
 
-It heartbeats the leader at the period the dispatcher asks for. A follower answers `not_leader` with the
+It heartbeats the leader at the period the dispatcher asks for, or sooner when an answer says when (`next`:
+a node whose ingress address is still being allocated). A follower answers `not_leader` with the
 leader's address and the session moves there; a manager that does not answer is skipped for the next one
 it knows, with a backoff, so a node follows failovers without operator help.
 
@@ -73,7 +74,7 @@ class Session:
                     if self._on_heartbeat is not None:
                         self._on_heartbeat(answer)
                     backoff = 0.05
-                    await asyncio.sleep(self.period)
+                    await asyncio.sleep(_next_heartbeat(answer, self.period))
                     continue
                 except RpcError as exc:
                     if exc.code == REMOVED:
@@ -103,3 +104,11 @@ class Session:
         finally:
             if client is not None:
                 await client.close()
+
+
+def _next_heartbeat(answer: dict[str, Any], period: float) -> float:
+    """Seconds until the next heartbeat: the answer's `next` if it names a sooner one, else the period."""
+    sooner = answer.get("next")
+    if isinstance(sooner, int | float) and not isinstance(sooner, bool) and 0 < sooner < period:
+        return float(sooner)
+    return period

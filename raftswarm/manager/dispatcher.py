@@ -51,7 +51,7 @@ from ..objects.tasks import TaskState
 from ..rpc.channel import REMOVED, RpcError, RpcServer
 from .screening import Broken, check_task
 from .serviceapi import MAX_OPERATIONS_PER_TRANSACTION
-from ..objects.kinds import CONFIGS, SECRETS, TASKS, new_object_id
+from ..objects.kinds import CONFIGS, NETWORKS, SECRETS, TASKS, new_object_id
 from ..objects.stored import api_view, config_data, secret_data
 from ..objects.specs import referenced_configs, referenced_secrets
 
@@ -69,6 +69,14 @@ be refused as too large to send."""
 _PAGED = ("removed_tasks", "removed_secrets", "removed_configs", "secrets", "configs", "tasks")
 """What an answer lists, in the order pages take it: a page never holds a task before the secrets and configs
 it uses (the node applies the pages together anyway)."""
+ATTACHMENT_WAIT_HEARTBEAT = 0.25
+"""Seconds after which a node whose ingress address is not allocated yet heartbeats again (the answer's `next`),
+instead of a whole period: it joins the routing mesh as soon as the allocator has written the address, as
+dockerd does when SwarmKit's session stream brings it the node object. Its period, by which it is judged
+down, stays what it was."""
+ATTACHMENT_WAIT_LIMIT = 10.0
+"""... for at most this long: an address the allocator cannot give (its subnet is full) is no reason for a
+node to heartbeat four times a second for good."""
 MAX_STATUS_TEXT = 1024
 """Longest Message or Err an agent may report (a task's error is a line, not a log)."""
 MAX_PROBLEMS = 20
@@ -216,6 +224,8 @@ class Dispatcher:
         self._view: tuple[dict[str, str], str | None, list[bytes]] = ({}, None, [])
         self._view_version = -1
         self._issuers: dict[str, str] = {}
+        self._attachment_wait: dict[str, float] = {}
+        """Since when each node has heartbeated without the ingress address the swarm owes it."""
         """Node ID -> key ID of the root that issued the certificate it last heartbeated with."""
         self._assigned: dict[str, dict[str, StoredObject]] = {}
         """Node ID -> its delivered tasks, kept current from a store watch."""
@@ -244,6 +254,7 @@ class Dispatcher:
         long-poll still waiting ends with `removed`), heartbeat session and issuer."""
         self.heartbeats.remove(node_id)
         self._issuers.pop(node_id, None)
+        self._attachment_wait.pop(node_id, None)
         if self._assignment_sessions.pop(node_id, None) is not None:
             self._wake(node_id)
 
@@ -297,19 +308,27 @@ class Dispatcher:
         if node is not None and labels is not None:
             await self._record_engine_labels(node_id, labels)
         self._issuers[node_id] = issuer
-        managers, rotation, gossip_keys = self._swarm_view()
+        managers, rotation, gossip_keys, ingress_id = self._swarm_view()
+        attachments = (node.data.get("Attachments") or []) if node else []
         # The role the swarm wants this node in: a node whose certificate says otherwise renews it and
         # switches roles (promote/demote), as SwarmKit's agents do. During a root rotation, the root every
         # node should move to.
-        return {
+        answer = {
             "session": decision.session,
             "period": decision.period,
             "role": node.data["Spec"]["Role"] if node else None,
             "managers": managers,
             "rotation": rotation,
             "gossip_keys": gossip_keys,
-            "attachments": (node.data.get("Attachments") or []) if node else [],
+            "attachments": attachments,
         }
+        if ingress_id is None or any(a["Network"]["ID"] == ingress_id for a in attachments):
+            self._attachment_wait.pop(node_id, None)
+        elif self._clock() - self._attachment_wait.setdefault(node_id, self._clock()) < ATTACHMENT_WAIT_LIMIT:
+            # Its ingress address is being allocated (a node that just joined): it asks again soon, and joins
+            # the routing mesh within a fraction of a second of the allocation rather than a period after.
+            answer["next"] = min(decision.period, ATTACHMENT_WAIT_HEARTBEAT)
+        return answer
 
     async def _record_ready(self, node_id: str, message: str = "") -> None:
         """Write that a node heard from is ready (a concurrent change of the node's object, such as its own Raft
@@ -329,9 +348,9 @@ class Dispatcher:
         except RaftswarmError as exc:
             log.info("could not record the engine labels of node %s: %s", node_id, exc)
 
-    def _swarm_view(self) -> tuple[dict[str, str], str | None, list[bytes]]:
-        """The managers' addresses, the pending root's key ID and the gossip keys (newest first), as of this
-        manager's applied state. Every
+    def _swarm_view(self) -> tuple[dict[str, str], str | None, list[bytes], str | None]:
+        """The managers' addresses, the pending root's key ID, the gossip keys (newest first) and the ingress
+        network's ID, as of this manager's applied state. Every
         heartbeat needs them, so they are derived again only when the store has changed since (scanning all
         nodes and parsing the CA for each of thousands of heartbeats a second would not scale)."""
         state = self.control.store.state
@@ -340,10 +359,12 @@ class Dispatcher:
             cluster = state.get(CLUSTER, CLUSTER_KEY)
             rotation = CertificateAuthority.from_state(cluster.data["CA"]).rotation if cluster else None
             keys = sorted((cluster.data.get("NetworkBootstrapKeys") or []) if cluster else [], key=lambda k: -k["LamportTime"])
+            ingress = next((n for n in state.list(NETWORKS) if n.data["Spec"].get("Ingress")), None)
             self._view = (
                 managers,
                 subject_key_id(rotation.pending_root.certificate) if rotation else None,
                 [base64.b64decode(k["Key"]) for k in keys],
+                ingress.id if ingress is not None else None,
             )
             self._view_version = state.version
         return self._view
