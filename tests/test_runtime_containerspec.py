@@ -26,7 +26,9 @@ from test_runtime import SECOND, WAIT, Tasks, _app_rootfs, lines_of, output_of, 
 from raftswarm.images import archive, samples
 from raftswarm.images.store import ImageStore
 from raftswarm.runtime import containers
+from raftswarm.objects.containerspec import InvalidContainerSpec, sysctls
 from raftswarm.runtime.containers import ContainerRuntime, TaskRejected
+from raftswarm.runtime.netsysctls import SysctlFailed, set_interface_sysctls
 
 _UNAVAILABLE = containers.unavailable()
 pytestmark = pytest.mark.skipif(_UNAVAILABLE is not None, reason=f"containers cannot run here: {_UNAVAILABLE}")
@@ -223,6 +225,26 @@ async def test_a_sysctl_of_an_interface_that_cannot_be_set_rejects_the_task(task
     assert await tasks.leftovers() == []
 
 
+@pytest.mark.security
+async def test_a_sysctl_name_cannot_lead_the_node_out_of_proc_sys(tasks, tmp_path):
+    # The node writes an interface's sysctls itself, as root, under /proc/sys: a name whose words make a host
+    # path (an absolute one, or one climbing out with ..) must write nothing, at the API's check, at the
+    # runtime's and in the writer itself (for a task that reached the node around both).
+    target = tmp_path / "host"
+    (target / "x").mkdir(parents=True)
+    keys = [f"net.ipv4.conf.{target}.x.y", f"net.ipv4.conf.eth0/../../../../../..{target}.x.y", "net.ipv4.conf..x.y"]
+    for key in keys:
+        with pytest.raises(InvalidContainerSpec, match="is not a sysctl name"):
+            sysctls({key: "1"}, [{"type": "network"}])
+        with pytest.raises(TaskRejected, match="is not a sysctl name"):
+            await tasks.start(tasks.task("true", Sysctls={key: "1"}), prepare=_plug_eth0)
+        with pytest.raises(SysctlFailed, match="is not the sysctl of a network interface"):
+            set_interface_sysctls("/proc/self/ns/net", {key: "1"})
+    assert [str(p) for p in target.rglob("*")] == [str(target / "x")]
+    assert await tasks.leftovers() == []
+
+
+# -- Ulimits -----------------------------------------------------------------------------------------------
 # -- Ulimits -----------------------------------------------------------------------------------------------
 
 

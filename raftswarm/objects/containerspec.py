@@ -5,6 +5,7 @@ the container from the same readings (runtime.spec, runtime.files), so the two c
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 
 from ..errors import RaftswarmError
@@ -98,12 +99,20 @@ def _capability_names(names: list[str]) -> list[str]:
     return normalized
 
 
+SYSCTL_NAME = re.compile(r"[^./\s\x00]+(\.[^./\s\x00]+)+")
+"""A sysctl's name: words (an interface's name among them) joined by dots, none empty, none with a slash."""
+
+
 def sysctls(settings: dict, namespaces: list[dict]) -> dict[str, str]:
     """ContainerSpec.Sysctls, each one checked as runc checks it: it must belong to a namespace of the task's own
     (every one in `namespaces` is: the network namespace the agent prepares too)."""
     own = {namespace["type"] for namespace in namespaces}
     checked = {}
     for key, value in settings.items():
+        if not SYSCTL_NAME.fullmatch(key):
+            # Its words become a path under /proc/sys: one holding a slash, or none at all, would lead
+            # out of it.
+            raise InvalidContainerSpec(f'sysctl "{key}" is not a sysctl name: dot-separated words without slashes')
         if key in IPC_SYSCTLS or key.startswith("fs.mqueue."):
             needed = "ipc"
         elif key.startswith("net."):

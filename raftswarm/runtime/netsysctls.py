@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import RaftswarmError
-from ..objects.containerspec import sysctl_interface
+from ..objects.containerspec import SYSCTL_NAME, sysctl_interface
 
 _CLONE_NEWNET = 0x40000000
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -53,6 +53,8 @@ def set_interface_sysctls(netns: str, settings: Mapping[str, str]) -> None:
 
 
 def _write(key: str, value: str) -> None:
+    if not SYSCTL_NAME.fullmatch(key) or sysctl_interface(key) is None:
+        raise SysctlFailed(f'"{key}" is not the sysctl of a network interface')  # checked at create, and again here
     path = Path("/proc/sys", *key.split("."))
     if not path.parent.is_dir():
         raise SysctlFailed(f'sysctl "{key}": the task has no interface {sysctl_interface(key)}')
