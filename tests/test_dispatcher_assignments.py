@@ -15,7 +15,7 @@ from test_dispatcher_core import A, _dispatcher
 from raftswarm.agent.agent import _merged
 from raftswarm.ca.certificates import NodeIdentity, NodeRole
 from raftswarm.manager.dispatcher import ASSIGNMENT_PAGE_BYTES, paginate
-from raftswarm.objects.kinds import CONFIGS, TASKS
+from raftswarm.objects.kinds import CONFIGS, NODES, TASKS
 from raftswarm.rpc.channel import MAX_RPC_FRAME
 from raftswarm.store import put
 from raftswarm.store.state import encode_transaction
@@ -120,3 +120,25 @@ def test_one_item_larger_than_the_budget_is_a_page_of_its_own():
     answer = {key: [] for key in ("tasks", "removed_tasks", "secrets", "removed_secrets", "configs", "removed_configs")}
     pages = paginate({**answer, "type": "complete", "secrets": [{"ID": "s", "Data": bytes(50)}]}, 10)
     assert len(pages) == 1 and len(pages[0]["secrets"]) == 1
+
+
+async def test_the_pages_left_for_a_node_marked_down_are_dropped_and_it_gets_the_complete_set_back():
+    configs = [put(CONFIGS, f"c{i}", _config(f"c{i}", bytes([i]) * CONFIG_BYTES)) for i in range(6)]
+    dispatcher, driver = _dispatcher(0.02, A)  # heartbeats every 20 ms: silent, A is down within ~0.1 s
+    store = driver.store
+    store.apply(store.state.version + 1, encode_transaction([*configs, put(TASKS, "t1", _task("t1", A, "c0"))]))
+    running = asyncio.create_task(dispatcher.run())
+    try:
+        first = await _first(dispatcher, 1)
+        store.apply(store.state.version + 1, encode_transaction([put(TASKS, "t2", _task("t2", A, *[f"c{i}" for i in range(1, 6)]))]))
+        paged = await dispatcher.assignments(ON_A, {"session": first["session"], "timeout": 1})
+        assert paged["type"] == "incremental" and paged["more"]  # 5 configs of ~1000 KiB: pages are left
+        for _ in range(200):
+            if dispatcher.control.store.state.get(NODES, A).data["Status"]["State"] == "down":
+                break
+            await asyncio.sleep(0.01)
+        assert A not in dispatcher._assignment_sessions
+        back = await dispatcher.assignments(ON_A, {"session": paged["session"], "timeout": 0})
+        assert (back["type"], back["page"]) == ("complete", 0)
+    finally:
+        await _stop(running)

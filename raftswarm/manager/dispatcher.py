@@ -603,6 +603,10 @@ class Dispatcher:
         if not sweep.leading:
             return
         for node_id in sweep.down:
+            # What its assignment stream still had to send (pages of a large set) is not kept for a node that
+            # is gone: back, it asks for the answer after its last one, and gets the complete set again.
+            self._assignment_sessions.pop(node_id, None)
+            self._attachment_wait.pop(node_id, None)
             try:
                 if self.heartbeats.still_silent(node_id):
                     await self.control.set_node_status(node_id, DOWN, "heartbeat failure")
