@@ -244,6 +244,11 @@ async def test_a_sysctl_name_cannot_lead_the_node_out_of_proc_sys(tasks, tmp_pat
     assert await tasks.leftovers() == []
 
 
+def test_the_namespace_of_a_task_that_is_gone_is_a_clear_failure():
+    with pytest.raises(SysctlFailed, match="cannot enter the task's network namespace: No such file"):
+        set_interface_sysctls("/proc/0/ns/net", {"net.ipv4.conf.eth0.rp_filter": "1"})
+
+
 # -- Ulimits -----------------------------------------------------------------------------------------------
 # -- Ulimits -----------------------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ for the purpose and ended after, so no thread the node reuses is ever left in a 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import threading
 from collections.abc import Mapping
@@ -36,10 +37,14 @@ def set_interface_sysctls(netns: str, settings: Mapping[str, str]) -> None:
 
     def write_all() -> None:
         try:
-            with open(netns, "rb", buffering=0) as namespace:
-                if _LIBC.setns(namespace.fileno(), _CLONE_NEWNET) != 0:
+            try:
+                with open(netns, "rb", buffering=0) as namespace:
+                    entered = _LIBC.setns(namespace.fileno(), _CLONE_NEWNET) == 0
                     error = ctypes.get_errno()
-                    raise SysctlFailed(f"cannot enter the task's network namespace: {os.strerror(error)}")
+            except OSError as exc:  # the task is gone already
+                entered, error = False, exc.errno or 0
+            if not entered:
+                raise SysctlFailed(f"cannot enter the task's network namespace: {os.strerror(error)}")
             for key, value in settings.items():
                 _write(key, value)
         except BaseException as exc:  # noqa: BLE001 -- handed to the caller's thread
@@ -61,5 +66,5 @@ def _write(key: str, value: str) -> None:
     try:
         path.write_text(value)
     except OSError as exc:
-        reason = "there is no such setting" if exc.errno == 2 else exc.strerror
+        reason = "there is no such setting" if exc.errno == errno.ENOENT else exc.strerror
         raise SysctlFailed(f'sysctl "{key}" = "{value}": {reason}') from None
