@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from raftswarm.manager.allocator import allocate_network
 from raftswarm.manager.reconciler import reconcile, view_of
 from raftswarm.objects.kinds import SERVICES, TASKS
+from raftswarm.objects.networks import ingress_network_spec, validate_network_spec
 from raftswarm.store import ClusterState, Committed, Operation, create, delete, update
 from raftswarm.store.state import encode_transaction
 
@@ -265,3 +267,16 @@ def test_each_slot_keeps_the_history_limit_of_ended_tasks():
     assert len(ended) == 5
     assert len(swarm.live()) == 1
 
+
+
+def test_nodes_a_full_ingress_subnet_leaves_without_an_address_get_one_warning_a_pass(caplog):
+    spec = {**ingress_network_spec(), "IPAM": {"Driver": "default", "Config": [{"Subnet": "10.0.9.0/29"}]}}
+    ingress = {**allocate_network(validate_network_spec(spec), {}), "ID": "ingress1"}
+    swarm = Swarm(*(node(f"node{i:02d}") for i in range(12)))
+    swarm.commit([create("networks", "ingress1", ingress)])
+    with caplog.at_level("WARNING", logger="raftswarm.manager.reconciler"):
+        swarm.round()
+    addressed = [n for n in view_of(swarm.state).nodes.values() if n.data.get("Attachments")]
+    assert len(addressed) == 5  # a /29 without its network, broadcast and gateway addresses
+    (warning,) = [r.getMessage() for r in caplog.records if "ingress address" in r.getMessage()]
+    assert warning.startswith("7 nodes get no ingress address (node05 ...): no available addresses on network ingress")

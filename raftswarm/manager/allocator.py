@@ -206,6 +206,10 @@ class AddressBook:
 
     held: dict[str, set[ipaddress.IPv4Address]] = field(default_factory=dict)
     recent: dict[str, set[ipaddress.IPv4Address]] = field(default_factory=dict)
+    exhausted: dict[str, PoolExhausted] = field(default_factory=dict)
+    """Networks found to have no address left. A book only fills up, so each later request on one of them
+    fails at once instead of scanning the subnet again: a /24 ingress network and 1,000 nodes made every
+    reconciler pass scan it 750 times (`bench schedule --scenario scale`, the leader's CPU 4x)."""
 
     def hold(self, network_id: str, address: ipaddress.IPv4Address) -> None:
         self.held.setdefault(network_id, set()).add(address)
@@ -240,6 +244,8 @@ def _address(text: str) -> ipaddress.IPv4Address:
 
 def _allocate_address(network: dict[str, Any], book: AddressBook) -> str:
     """A free address of `network` in CIDR form ("10.0.1.5/24"), now held in `book`."""
+    if (exhausted := book.exhausted.get(network["ID"])) is not None:
+        raise exhausted
     config = network["IPAMOptions"]["Configs"][0]
     subnet = ipaddress.IPv4Network(config["Subnet"])
     span = ipaddress.IPv4Network(config["Range"]) if config.get("Range") else subnet
@@ -254,10 +260,11 @@ def _allocate_address(network: dict[str, Any], book: AddressBook) -> str:
     if chosen is None:
         chosen = next((a for a in sorted(recent) if a in span and usable(a)), None)
     if chosen is None:
-        raise PoolExhausted(
+        exhausted = book.exhausted[network["ID"]] = PoolExhausted(
             f"no available addresses on network {network['Spec']['Name']} ({span}): every address is held by a"
             " service or task; scale down, remove services, or use a network with a larger subnet"
         )
+        raise exhausted
     book.hold(network["ID"], chosen)
     return f"{chosen}/{subnet.prefixlen}"
 
@@ -439,8 +446,9 @@ def allocate_node_attachments(node: dict[str, Any], networks: View, book: Addres
     for attachment in node.get("Attachments") or ():
         if attachment["Network"]["ID"] == ingress["ID"]:
             return [attachment]
+    address = _allocate_address(ingress, book)  # first: a full subnet fails before anything is copied
     shown = {key: copy.deepcopy(value) for key, value in ingress.items() if not key.startswith("_")}
-    return [{"Network": shown, "Addresses": [_allocate_address(ingress, book)]}]
+    return [{"Network": shown, "Addresses": [address]}]
 
 
 def network_in_use(network_id: str, services: View, tasks: View) -> list[str]:

@@ -493,6 +493,7 @@ def _allocate_networks(work: _Working) -> None:
     nodes = {node_id: o.data for node_id, o in work.view.nodes.items()}
     book = None
     ingress = ingress_network(networks)
+    unaddressed: list[str] = []
     for node_id, node in sorted(nodes.items()):
         if ingress is None or any(a["Network"]["ID"] == ingress["ID"] for a in node.get("Attachments") or ()):
             continue
@@ -501,11 +502,14 @@ def _allocate_networks(work: _Working) -> None:
         try:
             attachments = allocate_node_attachments(node, networks, book)
         except AllocationError as exc:
-            log.warning("node %s gets no ingress address: %s", node_id, exc)
+            unaddressed.append(node_id)
+            failure = exc
             continue
         if attachments != (node.get("Attachments") or []):
             work.changed_nodes[node_id] = {**node, "Attachments": attachments}
             work.allocated = True
+    if unaddressed:  # one line a pass, not one per node: a full ingress subnet leaves hundreds without
+        log.warning("%d nodes get no ingress address (%s ...): %s", len(unaddressed), unaddressed[0], failure)
     for task_id in sorted(work.tasks):
         task = work.tasks[task_id]
         service = work.services.get(task.get("ServiceID", ""))
