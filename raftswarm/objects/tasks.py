@@ -34,10 +34,16 @@ class TaskState(IntEnum):
         """The state named by a Docker API string such as "running" (or the state itself)."""
         if isinstance(state, TaskState):
             return state
+        found = _BY_API.get(state)  # the API's own spelling, in one look: a reconciler pass asks 10,000s of times
+        if found is not None:
+            return found
         try:
             return cls[state.upper()]
         except KeyError:
             raise ValueError(f"unknown task state {state!r}; expected one of {', '.join(s.api for s in cls)}") from None
+
+
+_BY_API: dict[str, TaskState] = {state.api: state for state in TaskState}
 
 
 def can_move(from_state: TaskState | str, to_state: TaskState | str) -> bool:
