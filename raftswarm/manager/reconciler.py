@@ -534,15 +534,21 @@ def _allocate_networks(work: _Working) -> None:
 
 
 def _schedule(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
-    to_place, running = [], []
+    live = []
     for task in work.tasks.values():
         service = work.services.get(task.get("ServiceID", ""))
         if service is None or not holds_slot(task) or task["ID"] in work.unallocated:
             continue
-        placed = {**task, "HostPorts": _host_ports(service)}
+        live.append((task, service))
+    if not any(observed_state(task) <= TaskState.PENDING for task, _ in live):
+        return  # most rounds: nothing to place, and no copy of every task made for the scheduler
+    ports: dict[str, list[dict[str, Any]]] = {}
+    to_place, running = [], []
+    for task, service in live:
+        if (host_ports := ports.get(service["ID"])) is None:
+            host_ports = ports[service["ID"]] = _host_ports(service)  # read, never changed, by the scheduler
+        placed = {**task, "HostPorts": host_ports}
         (to_place if observed_state(task) <= TaskState.PENDING else running).append(placed)
-    if not to_place:
-        return
     for decision in schedule(nodes.values(), to_place, running):
         task = work.tasks[decision.task_id]
         if isinstance(decision, Assignment):
