@@ -64,6 +64,17 @@ services:
 """
 
 
+def ps_until_running(name: str, command: str, target: str, count: int) -> Cli:
+    """`docker service ps` or `docker stack ps` of `target`'s tasks meant to run, asked until `count` run."""
+    return Cli(
+        name,
+        (command, "ps", target, "--filter", "desired-state=running", *JSON),
+        output="listing",
+        until=running(count),
+        within=60,
+    )
+
+
 def write_files(workdir: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "stack.yml").write_text(COMPOSE)
@@ -170,13 +181,7 @@ WEB_FLAGS = (
 
 SERVICES: list[Step] = [
     Cli("service create (documented flags)", ("service", "create", "-d", *WEB_FLAGS, *IMAGE, "sleep", "1000")),
-    Cli(
-        "service ps until 2 running",
-        ("service", "ps", "cf-web", "--filter", "desired-state=running", *JSON),
-        output="listing",
-        until=running(2),
-        within=60,
-    ),
+    ps_until_running("service ps until 2 running", "service", "cf-web", 2),
     Cli("service ls", ("service", "ls", *JSON), output="listing"),
     Cli("service inspect", ("service", "inspect", "cf-web"), output="json"),
     Sdk("sdk inspect_service", lambda api, v: api.inspect_service("cf-web")),
@@ -198,13 +203,7 @@ SERVICES: list[Step] = [
         ),
     ),
     Cli("service scale", ("service", "scale", "-d", "cf-web=1")),
-    Cli(
-        "service ps until 1 running",
-        ("service", "ps", "cf-web", "--filter", "desired-state=running", *JSON),
-        output="listing",
-        until=running(1),
-        within=60,
-    ),
+    ps_until_running("service ps until 1 running", "service", "cf-web", 1),
     Cli("service rollback", ("service", "rollback", "-d", "cf-web")),
     Cli(
         "service rollback completes",
@@ -217,13 +216,7 @@ SERVICES: list[Step] = [
         "service create global",
         ("service", "create", "-d", "--name", "cf-global", "--mode", "global", *IMAGE, "sleep", "1000"),
     ),
-    Cli(
-        "service ps global until 2 running",
-        ("service", "ps", "cf-global", "--filter", "desired-state=running", *JSON),
-        output="listing",
-        until=running(2),
-        within=60,
-    ),
+    ps_until_running("service ps global until 2 running", "service", "cf-global", 2),
     # A sysctl of the task's eth0: its interfaces come after the container is made (moby#47619).
     Cli(
         "service create interface sysctl",
@@ -232,13 +225,7 @@ SERVICES: list[Step] = [
             "--sysctl", "net.ipv4.conf.eth0.rp_filter=2", *IMAGE, "sleep", "1000",
         ),
     ),
-    Cli(
-        "service ps interface sysctl until 1 running",
-        ("service", "ps", "cf-tuned", "--filter", "desired-state=running", *JSON),
-        output="listing",
-        until=running(1),
-        within=60,
-    ),
+    ps_until_running("service ps interface sysctl until 1 running", "service", "cf-tuned", 1),
     Cli("service ls (4 services)", ("service", "ls", *JSON), output="listing"),
 ]
 
@@ -293,13 +280,7 @@ STACKS: list[Step] = [
     Cli("stack deploy", ("stack", "deploy", "--resolve-image", "never", "-c", "{workdir}/stack.yml", "cf-st")),
     Cli("stack ls", ("stack", "ls", *JSON), output="listing"),
     Cli("stack services", ("stack", "services", "cf-st", *JSON), output="listing"),
-    Cli(
-        "stack ps until running",
-        ("stack", "ps", "cf-st", "--filter", "desired-state=running", *JSON),
-        output="listing",
-        until=running(1),
-        within=60,
-    ),
+    ps_until_running("stack ps until running", "stack", "cf-st", 1),
     Cli("service inspect (stack's)", ("service", "inspect", "cf-st_app"), output="json"),
     Cli("network inspect (stack's)", ("network", "inspect", "cf-st_front"), output="json"),
     Cli(

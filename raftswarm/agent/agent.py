@@ -563,13 +563,10 @@ def _unassigned(task_id: str) -> dict[str, Any]:
     return {"ID": task_id, "DesiredState": TaskState.SHUTDOWN.api, "Status": {"State": TaskState.RUNNING.api}}
 
 
-_LISTED = ("tasks", "removed_tasks", "secrets", "removed_secrets", "configs", "removed_configs")
-
-
 def _merged(so_far: dict[str, Any] | None, page: dict[str, Any]) -> dict[str, Any]:
     """One page of an assignment set added to the ones before it: the first page's type, every list joined."""
-    if so_far is None:
-        return {"type": page.get("type"), **{key: list(page.get(key) or []) for key in _LISTED}}
-    for key in _LISTED:
-        so_far[key].extend(page.get(key) or [])
-    return so_far
+    merged = so_far if so_far is not None else {"type": page.get("type")}
+    for key, value in page.items():
+        if isinstance(value, list):
+            merged.setdefault(key, []).extend(value)
+    return merged

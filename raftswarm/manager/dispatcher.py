@@ -225,12 +225,12 @@ class Dispatcher:
         """The node's --heartbeat-period; the swarm's Dispatcher.HeartbeatPeriod wins when an operator set it."""
         self.heartbeats = Heartbeats()
         self._clock = clock
-        self._view: tuple[dict[str, str], str | None, list[bytes]] = ({}, None, [])
+        self._view: tuple[dict[str, str], str | None, list[bytes], str | None] = ({}, None, [], None)
         self._view_version = -1
         self._issuers: dict[str, str] = {}
+        """Node ID -> key ID of the root that issued the certificate it last heartbeated with."""
         self._attachment_wait: dict[str, float] = {}
         """Since when each node has heartbeated without the ingress address the swarm owes it."""
-        """Node ID -> key ID of the root that issued the certificate it last heartbeated with."""
         self._assigned: dict[str, dict[str, StoredObject]] = {}
         """Node ID -> its delivered tasks, kept current from a store watch."""
         self._node_of: dict[str, str] = {}

@@ -539,16 +539,15 @@ def _schedule(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
         service = work.services.get(task.get("ServiceID", ""))
         if service is None or not holds_slot(task) or task["ID"] in work.unallocated:
             continue
-        live.append((task, service))
-    if not any(observed_state(task) <= TaskState.PENDING for task, _ in live):
+        live.append((task, service, observed_state(task) <= TaskState.PENDING))
+    if not any(unplaced for _, _, unplaced in live):
         return  # most rounds: nothing to place, and no copy of every task made for the scheduler
     ports: dict[str, list[dict[str, Any]]] = {}
     to_place, running = [], []
-    for task, service in live:
+    for task, service, unplaced in live:
         if (host_ports := ports.get(service["ID"])) is None:
             host_ports = ports[service["ID"]] = _host_ports(service)  # read, never changed, by the scheduler
-        placed = {**task, "HostPorts": host_ports}
-        (to_place if observed_state(task) <= TaskState.PENDING else running).append(placed)
+        (to_place if unplaced else running).append({**task, "HostPorts": host_ports})
     for decision in schedule(nodes.values(), to_place, running):
         task = work.tasks[decision.task_id]
         if isinstance(decision, Assignment):
