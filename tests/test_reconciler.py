@@ -280,3 +280,11 @@ def test_nodes_a_full_ingress_subnet_leaves_without_an_address_get_one_warning_a
     assert len(addressed) == 5  # a /29 without its network, broadcast and gateway addresses
     (warning,) = [r.getMessage() for r in caplog.records if "ingress address" in r.getMessage()]
     assert warning.startswith("7 nodes get no ingress address (node05 ...): no available addresses on network ingress")
+
+
+def test_after_a_change_the_next_round_waits_as_long_as_the_last_one_planned_within_bounds():
+    from raftswarm.manager.reconciler import _DEBOUNCE, _PAUSE_LIMIT, _pause
+
+    assert _pause(0.0002) == _DEBOUNCE  # a small swarm: rounds of ~1 ms answer a burst within the debounce
+    assert _pause(0.05) == 0.05  # 10,000 tasks: the loop gets as much time for everything else as the round took
+    assert _pause(30.0) == _PAUSE_LIMIT  # however slow a round, a change is planned for within the limit

@@ -227,8 +227,11 @@ def addresses_in_use(networks: View, services: View, tasks: View, nodes: View | 
         for vip in (service.get("Endpoint") or {}).get("VirtualIPs") or ():
             book.hold(vip["NetworkID"], _address(vip["Addr"]))
     for task in tasks.values():
+        attachments = task.get("NetworksAttachments")
+        if not attachments:
+            continue
         ended = is_terminal(observed_state(task))
-        for attachment in task.get("NetworksAttachments") or ():
+        for attachment in attachments:
             network_id = attachment["Network"]["ID"]
             for text in attachment.get("Addresses") or ():
                 if ended:

@@ -83,6 +83,11 @@ _WATCHED_KINDS = frozenset({SERVICES, TASKS, NODES, CLUSTER, NETWORKS})
 _DEBOUNCE = 0.005
 """After a change, wait this long for more before planning: agents report in bursts and one round can
 answer them all."""
+_PAUSE_LIMIT = 0.25
+"""After a change, wait at least as long as the last round's planning took (up to this): a round holds the
+event loop for its whole pass over every task (~50 ms with 10,000), and agents reporting one after another
+would otherwise keep it planning nearly all the time, starving the API, the dispatcher and Raft, whose
+work the next round needs. With a few hundred tasks a round takes ~1 ms and the pause stays at `_DEBOUNCE`."""
 _LEADERSHIP_CHECK = 0.5
 MAX_NEW_TASKS_PER_ROUND = 1_000
 """Tasks reconciliation creates in one round. A round is synchronous work over every task, so creating a
@@ -352,8 +357,9 @@ def _plan(
 
 
 def _release_delayed_starts(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
+    ready = TaskState.READY.api
     for task_id, task in list(work.tasks.items()):
-        if task["DesiredState"] != TaskState.READY.api or "_StartAfter" not in task:
+        if task["DesiredState"] != ready or "_StartAfter" not in task:
             continue
         waiting_for = [
             other for other in task.get("_StartAfterStopped") or () if _still_stopping(work.tasks.get(other), nodes)
@@ -399,19 +405,19 @@ def _wait_for_predecessors(work: _Working, service: dict[str, Any], tasks: list[
 def _leave_unavailable_nodes(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> set[str]:
     """Shut down the live tasks of nodes that are down, drained or removed; their services need new ones."""
     affected = set()
-    for task_id, task in list(work.tasks.items()):
-        node_id = task.get("NodeID")
-        if not node_id or not holds_slot(task) or task.get("ServiceID") not in work.services:
-            continue
-        node = nodes.get(node_id)
-        if node is None:
-            reason = "node removed from the swarm"
-        elif node["Status"].get("State") == "down":
-            reason = "node is down"
+    unavailable = {}
+    for node_id, node in nodes.items():
+        if node["Status"].get("State") == "down":
+            unavailable[node_id] = "node is down"
         elif node["Spec"].get("Availability") == "drain":
-            reason = "node is drained"
-        else:
+            unavailable[node_id] = "node is drained"
+    for task_id, task in list(work.tasks.items()):  # the node first: most tasks are on a usable one
+        node_id = task.get("NodeID")
+        if not node_id or (node_id in nodes and node_id not in unavailable):
             continue
+        if not holds_slot(task) or task.get("ServiceID") not in work.services:
+            continue
+        reason = unavailable.get(node_id, "node removed from the swarm")
         work.shut_down(task_id, f"task shut down: {reason}")
         affected.add(task["ServiceID"])
     return affected
@@ -424,7 +430,7 @@ def _restart_ended_tasks(work: _Working, nodes: Mapping[str, dict[str, Any]]) ->
     not replaced."""
     for task_id, task in list(work.tasks.items()):
         state = observed_state(task)
-        if not is_terminal(state) or desired_state(task) >= TaskState.SHUTDOWN:
+        if state < TaskState.COMPLETE or desired_state(task) >= TaskState.SHUTDOWN:  # not ended, or handled
             continue
         made_for = task_iteration(task)
         if made_for is not None and state == TaskState.COMPLETE:
@@ -510,10 +516,11 @@ def _allocate_networks(work: _Working) -> None:
             work.allocated = True
     if unaddressed:  # one line a pass, not one per node: a full ingress subnet leaves hundreds without
         log.warning("%d nodes get no ingress address (%s ...): %s", len(unaddressed), unaddressed[0], failure)
-    for task_id in sorted(work.tasks):
+    unplaced = sorted(task_id for task_id, task in work.tasks.items() if observed_state(task) <= TaskState.PENDING)
+    for task_id in unplaced:
         task = work.tasks[task_id]
         service = work.services.get(task.get("ServiceID", ""))
-        if service is None or not holds_slot(task) or observed_state(task) > TaskState.PENDING:
+        if service is None or not holds_slot(task):
             continue
         if book is None:
             book = addresses_in_use(networks, work.services, work.tasks, nodes)
@@ -534,6 +541,8 @@ def _allocate_networks(work: _Working) -> None:
 
 
 def _schedule(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
+    if all(observed_state(task) > TaskState.PENDING for task in work.tasks.values()):
+        return  # most rounds: nothing to place, and no copy of every task made for the scheduler
     live = []
     for task in work.tasks.values():
         service = work.services.get(task.get("ServiceID", ""))
@@ -541,7 +550,7 @@ def _schedule(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
             continue
         live.append((task, service, observed_state(task) <= TaskState.PENDING))
     if not any(unplaced for _, _, unplaced in live):
-        return  # most rounds: nothing to place, and no copy of every task made for the scheduler
+        return
     ports: dict[str, list[dict[str, Any]]] = {}
     to_place, running = [], []
     for task, service, unplaced in live:
@@ -560,13 +569,13 @@ def _schedule(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
 def _stop_unassigned(work: _Working) -> None:
     """A task told to stop before it reached a node never runs: it is shut down on the spot."""
     for task_id, task in list(work.tasks.items()):
-        if desired_state(task) >= TaskState.SHUTDOWN and observed_state(task) < TaskState.ASSIGNED:
+        if observed_state(task) < TaskState.ASSIGNED and desired_state(task) >= TaskState.SHUTDOWN:
             work.set_status(task_id, TaskState.SHUTDOWN, "shut down before it was assigned to a node")
 
 
 def _reap(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
     gone = []
-    progress = set()
+    history = []  # tasks that ended and stay, but for the history limit
     for task_id, task in work.tasks.items():
         state = observed_state(task)
         service = work.services.get(task.get("ServiceID", ""))
@@ -574,13 +583,16 @@ def _reap(work: _Working, nodes: Mapping[str, dict[str, Any]]) -> None:
             node = nodes.get(task.get("NodeID") or "")
             if is_terminal(state) or node is None or node["Status"].get("State") == "down":
                 gone.append(task_id)
+                continue
         elif desired_state(task) == TaskState.REMOVE and (is_terminal(state) or state < TaskState.ASSIGNED):
             gone.append(task_id)
+            continue
         elif state == TaskState.COMPLETE and task_iteration(task) == job_iteration(service) and is_job(service["Spec"]):
-            progress.add(task_id)
+            continue  # a job's progress: kept whatever the history limit
+        if is_terminal(state):
+            history.append(task)
     for task_id in gone:
         work.remove(task_id)
-    history = [task for task_id, task in work.tasks.items() if task_id not in progress]
     for task_id in tasks_to_reap(history, work.view.history_limit):
         work.remove(task_id)
 
@@ -605,6 +617,8 @@ class Reconciler:
         self._changed = asyncio.Event()
         self.rounds = 0
         self.failed_rounds = 0
+        self._planning_seconds = 0.0
+        """How long the last round's planning (`view_of` and `reconcile`) held the event loop."""
         self._screen = Screen(_report_skipped)
 
     @property
@@ -647,11 +661,13 @@ class Reconciler:
         while self.driver.is_leader:
             self._changed.clear()
             try:
+                started = time.perf_counter()
                 view = view_of(self.store.state, self._screen)
                 nodes_now = _nodes_fingerprint(view.nodes.values())
                 outcome = reconcile(
                     view, reconciled=reconciled, nodes_changed=nodes_now != nodes_seen, now=self._clock(), new_id=self._new_id
                 )
+                self._planning_seconds = time.perf_counter() - started
             except Exception:
                 # A bug, not bad data (the screen keeps that out): say so loudly and try again, never stop
                 # reconciling for good.
@@ -687,8 +703,14 @@ class Reconciler:
                     await self._changed.wait()
             except TimeoutError:
                 continue
-            await asyncio.sleep(_DEBOUNCE)
+            await asyncio.sleep(_pause(self._planning_seconds))
             return
+
+
+def _pause(planning_seconds: float) -> float:
+    """How long to wait after a change before the next round plans, given how long the last one's planning
+    took: `_DEBOUNCE`, or as long as that planning up to `_PAUSE_LIMIT`."""
+    return min(max(_DEBOUNCE, planning_seconds), _PAUSE_LIMIT)
 
 
 def _report_skipped(kind: str, object_id: str, problem: str) -> None:

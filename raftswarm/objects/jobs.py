@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .tasks import TaskState, desired_state, is_terminal, observed_state
+from .tasks import TaskState, desired_state, observed_state
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENT",
@@ -111,7 +111,7 @@ def run_state(task: dict[str, Any]) -> TaskState:
 def holds_slot(task: dict[str, Any]) -> bool:
     """Whether a task holds its slot (or node): not ended, and not told to stop. As `tasks.is_live`, but a
     job's task, whose DesiredState is complete, is not told to stop either."""
-    return not is_terminal(observed_state(task)) and desired_state(task) <= TaskState.COMPLETE
+    return observed_state(task) < TaskState.COMPLETE and desired_state(task) <= TaskState.COMPLETE
 
 
 def service_status(service: dict[str, Any], tasks: Iterable[dict[str, Any]]) -> dict[str, int]:

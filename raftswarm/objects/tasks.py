@@ -53,17 +53,32 @@ def can_move(from_state: TaskState | str, to_state: TaskState | str) -> bool:
 
 def is_terminal(state: TaskState | str) -> bool:
     """Whether a task in `state` has finished for good (COMPLETE or any later state)."""
-    return TaskState.of(state) >= TaskState.COMPLETE
+    if state.__class__ is TaskState:
+        return state >= _COMPLETE
+    return TaskState.of(state) >= _COMPLETE
+
+
+# The three below run several times per task in every reconciler round (10,000s of calls): the API's own
+# spelling is found in one dictionary look, anything else goes the long way through `TaskState.of`.
+_COMPLETE = TaskState.COMPLETE
+_of_api = _BY_API.get
 
 
 def observed_state(task: dict[str, Any]) -> TaskState:
     """The task's Status.State (new when it has none)."""
-    return TaskState.of((task.get("Status") or {}).get("State") or "new")
+    status = task.get("Status")
+    state = status.get("State") if status else None
+    if state.__class__ is str and (found := _of_api(state)) is not None:
+        return found
+    return TaskState.of(state or "new")
 
 
 def desired_state(task: dict[str, Any]) -> TaskState:
     """The task's DesiredState (running when it has none)."""
-    return TaskState.of(task.get("DesiredState") or "running")
+    state = task.get("DesiredState")
+    if state.__class__ is str and (found := _of_api(state)) is not None:
+        return found
+    return TaskState.of(state or "running")
 
 
 def is_live(task: dict[str, Any]) -> bool:
