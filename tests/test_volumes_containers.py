@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -190,6 +191,10 @@ async def test_a_bind_of_an_existing_directory_is_shared_with_the_node_and_a_mis
         Mounts=[{"Type": "bind", "Source": str(shared), "Target": "/b"}],
     )
     assert (code, out) == (0, "hello task\n") and (shared / "from-task").read_text() == "hello node\n"
+    code, out, _ = await run(  # a file, as /etc/localtime is often bound
+        node, "cat", "/etc/from-node", Mounts=[{"Type": "bind", "Source": str(shared / "from-node"), "Target": "/etc/from-node", "ReadOnly": True}],
+    )
+    assert (code, out) == (0, "hello task\n")
     missing = tmp_path / "missing"
     message = await rejected(node, "true", Mounts=[{"Type": "bind", "Source": str(missing), "Target": "/b"}])
     assert message == f'invalid mount config for type "bind": bind source path does not exist: {missing}'
@@ -200,6 +205,37 @@ async def test_a_bind_of_an_existing_directory_is_shared_with_the_node_and_a_mis
     assert code == 0 and missing.is_dir()
     message = await rejected(node, "true", Mounts=[{"Type": "bind", "Source": "relative", "Target": "/b"}])
     assert message == "invalid bind mount source, must be an absolute path: relative"
+
+
+async def test_a_shared_bind_sees_what_the_node_mounts_in_its_source_later_and_a_private_one_does_not(node, tmp_path):
+    """Docker's bind propagation through the node's pinned, staged bind: rshared (and rslave) keep the task's
+    bind in the source's peer group, so a tmpfs the node mounts under the source after the task started shows in
+    it; rprivate, Docker's default, does not."""
+    source = tmp_path / "exported"
+    source.mkdir()
+    subprocess.run(["mount", "--bind", str(source), str(source)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(source)], check=True)
+        watch = "while [ ! -e /b/go ] && [ $n -lt 200 ]; do n=$((n+1)); sleep 0.05; done; ls /b/late; echo done"
+        started = {}
+        for propagation in ("rshared", "rslave", "rprivate"):
+            (source / propagation).mkdir()
+            started[propagation] = await node.tasks.start(node.tasks.task(
+                "sh", "-c", f"n=0; echo ready; {watch.replace('/b/late', f'/b/{propagation}')}",
+                Mounts=[{"Type": "bind", "Source": str(source), "Target": "/b", "BindOptions": {"Propagation": propagation}}],
+            ))
+        for propagation, container in started.items():
+            await until_logged(container, b"ready")
+        for propagation in started:
+            subprocess.run(["mount", "-t", "tmpfs", "late", str(source / propagation)], check=True)
+            (source / propagation / "mark").write_text("")
+        (source / "go").write_text("")  # in the source itself: every task sees it, whatever its propagation
+        seen = {p: output_of(await until_logged(c, b"done"))[0] for p, c in started.items()}
+        assert seen == {"rshared": "ready\nmark\ndone\n", "rslave": "ready\nmark\ndone\n", "rprivate": "ready\ndone\n"}
+    finally:
+        for propagation in ("rshared", "rslave", "rprivate"):
+            subprocess.run(["umount", str(source / propagation)], check=False, capture_output=True)
+        subprocess.run(["umount", "-l", str(source)], check=False)
 
 
 async def test_an_image_volume_gets_an_anonymous_volume_filled_from_the_image_and_removed_with_the_task(node):
@@ -344,6 +380,63 @@ async def test_symlinks_a_task_leaves_in_a_volume_stay_inside_tasks_and_the_node
     assert (code, out) == (0, "conf/app.ini\n")
     data = Path(node.volumes.inspect("links")["Mountpoint"])
     assert stat.S_ISLNK(os.lstat(data / "ini").st_mode)
+
+
+def _swap_for_link_to_state(source: Path, node: Node) -> None:
+    """What a task that can write beside `source` does to a bind another task is about to get: the directory
+    moved away and a symlink to the node's state directory put in its place."""
+    source.rename(source.with_name(source.name + ".moved"))
+    source.symlink_to(node.state)
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("kind", ["bind", "volume"])
+async def test_a_bind_source_swapped_for_a_symlink_after_its_check_is_refused(node, tmp_path, monkeypatch, kind):
+    """The race of a bind source's check against its mount, lost by the node on purpose: right after the check
+    before the mount has passed, the directory becomes a symlink to the node's state directory. The pin, which
+    follows no symlink, refuses it, and nothing is mounted: a task's bind, and a bind-like volume's device (whose
+    creation checks it once before)."""
+    shared = tmp_path / "shared" / "d"
+    shared.mkdir(parents=True)
+    checked = node.volumes.bind_source
+    checks = []
+
+    def check_then_swap(source: str, **kwargs) -> str:
+        real = checked(source, **kwargs)
+        checks.append(source)
+        if checks.count(str(shared)) == (1 if kind == "bind" else 2):  # the check the mount is made after
+            _swap_for_link_to_state(shared, node)
+        return real
+
+    monkeypatch.setattr(node.volumes, "bind_source", check_then_swap)
+    if kind == "bind":
+        mount = {"Type": "bind", "Source": str(shared), "Target": "/b"}
+    else:
+        options = {"type": "none", "o": "bind", "device": str(shared)}
+        mount = volume_mount("swapped", "/b", VolumeOptions={"DriverConfig": {"Options": options}})
+    message = await rejected(node, "ls", "/b", Mounts=[mount])
+    assert f'invalid mount config for type "{kind}": bind source path {shared} changed while it was checked' in message
+    assert _mounts_under(tmp_path) == []
+
+
+@pytest.mark.security
+async def test_a_bind_source_swapped_for_a_symlink_after_it_is_pinned_still_mounts_what_was_checked(node, tmp_path, monkeypatch):
+    """The same race lost later, between the pin and the runtime's mount (crun, in the container's namespace):
+    the task sees the directory that was checked, never the node's state directory the symlink names."""
+    shared = tmp_path / "shared" / "d"
+    shared.mkdir(parents=True)
+    (shared / "whose").write_text("the task's own\n")
+    (node.state / "whose").write_text("the node's state\n")
+    create = node.runtime._create
+
+    async def swap_then_create(task_id, directory):
+        _swap_for_link_to_state(shared, node)
+        return await create(task_id, directory)
+
+    monkeypatch.setattr(node.runtime, "_create", swap_then_create)
+    code, out, _ = await run(node, "sh", "-c", "cat /b/whose; ls /b", Mounts=[{"Type": "bind", "Source": str(shared), "Target": "/b"}])
+    assert (code, out) == (0, "the task's own\nwhose\n")
+    assert _mounts_under(tmp_path) == []  # the staging bind is gone once the container is made
 
 
 @pytest.mark.security

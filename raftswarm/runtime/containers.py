@@ -30,6 +30,8 @@ deleted ones):
     tasks/<task id>/hosts, hostname, resolv.conf
     tasks/<task id>/secrets/      mount point of the task's secrets tmpfs while it exists
     tasks/<task id>/configs/      mount point of the task's configs tmpfs while it exists
+    tasks/<task id>/binds/<n>     the task's bind sources, bound here from the node's pinned descriptors of them
+                                  while crun creates the container (`volumes.Pinned`), and unmounted after
     tasks/<task id>/conmon/       conmon's link back to the task directory, where it makes its attach socket
                                   (unused: tasks have no stdin)
     crun/                         crun's state (--root)
@@ -73,7 +75,7 @@ from .secrets import SECRETS_DIR, InvalidSecretTarget, mount_secrets, secret_fil
 from .spec import DEFAULT_STOP_SIGNAL, STOP_SIGNAL_ANNOTATION, NoCommand, UnknownUser, task_spec
 from ..objects.containerspec import InvalidContainerSpec, sysctl_interface
 from .templates import context_of, expand_task, local_node
-from .volumes import VolumeError, VolumeStore, task_mounts
+from .volumes import TaskMounts, VolumeError, VolumeStore, task_mounts, unmount_all
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +199,11 @@ class ContainerRuntime:
         directory.mkdir(mode=0o700)
         container = None
         try:
-            await asyncio.to_thread(self._write_bundle, task, secrets, directory, configs or {})
-            container = await self._create(task_id, directory)
+            own_mounts = await asyncio.to_thread(self._write_bundle, task, secrets, directory, configs or {})
+            try:
+                container = await self._create(task_id, directory)
+            finally:
+                own_mounts.close()  # the binds are made: their sources need not be held any more
             if prepare is not None:
                 try:
                     await prepare(container)
@@ -224,8 +229,8 @@ class ContainerRuntime:
         secrets: Mapping[str, bytes],
         directory: Path,
         configs: Mapping[str, Mapping[str, Any]],
-    ) -> None:
-
+    ) -> TaskMounts:
+        """Write the task's bundle; its binds' sources stay pinned in what it returns until it is closed."""
         task_id = task["ID"]
         try:
             task = expand_task(task, local_node())  # swarmkit's templates: Hostname, Env values, mounts
@@ -247,53 +252,59 @@ class ContainerRuntime:
             own_mounts = task_mounts(
                 self.volumes, task_id=task_id, container_id=container_id, mounts=container_spec.get("Mounts") or [],
                 image_volumes=list((image.config.get("config") or {}).get("Volumes") or {}), rootfs=rootfs,
+                staging=directory / "binds",
             )
         except (InvalidMount, VolumeError) as exc:
             raise TaskRejected(str(exc)) from None
-        try:
-            file_list = secret_files(container_spec, secrets)
-            # The secrets tmpfs is bound read-only at /run/secrets: no config target can be made in it.
-            config_list = config_files(
-                container_spec, configs, context_of(task, local_node()), [SECRETS_DIR] if file_list else []
-            )
-            hosts = files.hosts_file(hostname, task_addresses(task), container_spec.get("Hosts") or [])
-            resolv_conf = files.resolv_conf(bool(task.get("NetworksAttachments")), dns=container_spec.get("DNSConfig"))
-            spec = task_spec(
-                task=task,
-                image_config=image.config.get("config") or {},
-                rootfs=str(rootfs),
-                hostname=hostname,
-                passwd=files.read_in_rootfs(rootfs, "etc/passwd"),
-                group=files.read_in_rootfs(rootfs, "etc/group"),
-                netns=None,
-                secrets_dir=str(directory / "secrets") if file_list else None,
-                resolv_conf=str(directory / "resolv.conf"),
-                hosts=str(directory / "hosts"),
-                hostname_file=str(directory / "hostname"),
-                cgroups_path=f"/{CGROUP_PARENT}/{task_id}",
-                limits=limits,
-                mounts=own_mounts.mounts,
-            )
-        except (NoCommand, UnknownUser, InvalidSecretTarget, InvalidConfigTarget, InvalidContainerSpec) as exc:
-            raise TaskRejected(str(exc)) from None
-        if own_mounts.rootfs_propagation:
-            spec["linux"]["rootfsPropagation"] = own_mounts.rootfs_propagation
-        spec["mounts"] += config_mounts(directory / "configs", config_list)  # last: over any other mount
-        init = container_spec.get("Init")
-        if init if init is not None else self.init:
-            spec["process"]["args"] = [INIT_PATH, "--", *spec["process"]["args"]]
-            spec["mounts"].append(
-                {"destination": INIT_PATH, "type": "bind", "source": INIT_BINARY, "options": ["rbind", "ro"]}
-            )
-        spec["annotations"] |= {"io.raftswarm.task.id": task_id, "io.raftswarm.container.id": container_id}
-        _write_text(directory / "hosts", hosts)
-        _write_text(directory / "hostname", f"{hostname}\n")
-        _write_text(directory / "resolv.conf", resolv_conf)
-        if file_list:
-            mount_secrets(directory / "secrets", file_list)
-        if config_list:
-            mount_configs(directory / "configs", config_list)
-        _write_text(directory / "config.json", json.dumps(spec), mode=0o600)
+        try:  # from here on, whatever fails leaves no source pinned
+            try:
+                file_list = secret_files(container_spec, secrets)
+                # The secrets tmpfs is bound read-only at /run/secrets: no config target can be made in it.
+                config_list = config_files(
+                    container_spec, configs, context_of(task, local_node()), [SECRETS_DIR] if file_list else []
+                )
+                hosts = files.hosts_file(hostname, task_addresses(task), container_spec.get("Hosts") or [])
+                resolv_conf = files.resolv_conf(bool(task.get("NetworksAttachments")), dns=container_spec.get("DNSConfig"))
+                spec = task_spec(
+                    task=task,
+                    image_config=image.config.get("config") or {},
+                    rootfs=str(rootfs),
+                    hostname=hostname,
+                    passwd=files.read_in_rootfs(rootfs, "etc/passwd"),
+                    group=files.read_in_rootfs(rootfs, "etc/group"),
+                    netns=None,
+                    secrets_dir=str(directory / "secrets") if file_list else None,
+                    resolv_conf=str(directory / "resolv.conf"),
+                    hosts=str(directory / "hosts"),
+                    hostname_file=str(directory / "hostname"),
+                    cgroups_path=f"/{CGROUP_PARENT}/{task_id}",
+                    limits=limits,
+                    mounts=own_mounts.mounts,
+                )
+            except (NoCommand, UnknownUser, InvalidSecretTarget, InvalidConfigTarget, InvalidContainerSpec) as exc:
+                raise TaskRejected(str(exc)) from None
+            if own_mounts.rootfs_propagation:
+                spec["linux"]["rootfsPropagation"] = own_mounts.rootfs_propagation
+            spec["mounts"] += config_mounts(directory / "configs", config_list)  # last: over any other mount
+            init = container_spec.get("Init")
+            if init if init is not None else self.init:
+                spec["process"]["args"] = [INIT_PATH, "--", *spec["process"]["args"]]
+                spec["mounts"].append(
+                    {"destination": INIT_PATH, "type": "bind", "source": INIT_BINARY, "options": ["rbind", "ro"]}
+                )
+            spec["annotations"] |= {"io.raftswarm.task.id": task_id, "io.raftswarm.container.id": container_id}
+            _write_text(directory / "hosts", hosts)
+            _write_text(directory / "hostname", f"{hostname}\n")
+            _write_text(directory / "resolv.conf", resolv_conf)
+            if file_list:
+                mount_secrets(directory / "secrets", file_list)
+            if config_list:
+                mount_configs(directory / "configs", config_list)
+            _write_text(directory / "config.json", json.dumps(spec), mode=0o600)
+        except BaseException:
+            own_mounts.close()
+            raise
+        return own_mounts
 
     async def _create(self, task_id: str, directory: Path) -> Container:
         """conmon runs `crun create`: the container exists, its process waits for `crun start`."""
@@ -393,6 +404,9 @@ class ContainerRuntime:
     def _remove_files(self, task_id: str, directory: Path) -> None:
         unmount_secrets(directory / "secrets")
         unmount_configs(directory / "configs")
+        if left := unmount_all(directory / "binds"):  # a start cut short; rmtree would delete through them
+            log.error("task %s: bind sources still mounted, its directory is kept: %s", task_id, "; ".join(left))
+            return
         try:
             self.volumes.release(task_id)  # and its anonymous volumes removed, as swarmkit's RemoveVolume
         except (OSError, VolumeError) as exc:

@@ -28,7 +28,12 @@ Where raftswarm is stricter, on purpose (DESIGN, security property 5: a task see
 - a bind source (or a bind-like volume's device) that is, is inside or contains one of the node's protected
   directories (its state directory, its API socket's directory, this store) is refused, and so is one on a proc
   file system: /proc/<pid>/root reaches every file of the node. Sources are resolved (symlinks followed on the
-  node) before the check, and the resolved path is what is mounted.
+  node) before the check, and the resolved path is what is mounted: pinned (`pin_bind_source`), so that a
+  directory swapped for a symlink between the check and the mount -- by a task that can write next to it -- fails
+  the pin or is not followed. A local volume's device is mounted through the node's descriptor of it; a task's
+  bind is first bound from that descriptor into its task directory, where no task can change anything, and the
+  runtime binds it from there (it mounts in the container's own mount namespace, where the node's descriptor, of
+  a mount in the node's, cannot be mounted).
 - driver options mount only a tmpfs or a bind of a node directory (`objects.volumes`).
 
 How the node touches what tasks wrote: never through a symlink. Copying up, the image's directory is found as
@@ -56,7 +61,7 @@ import stat
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +74,7 @@ from .mounts import (
     TMPFS,
     InvalidMount,
     MountInfo,
+    MountPoint,
     in_mount_order,
     mount_of,
     oci_mount,
@@ -103,6 +109,7 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.syscall.restype = ctypes.c_long
 
 _MNT_DETACH = 2
+_AT_FDCWD = -100
 _SYS_OPENAT2 = 437  # the same number on every architecture
 _RESOLVE_NO_MAGICLINKS, _RESOLVE_NO_SYMLINKS, _RESOLVE_BENEATH, _RESOLVE_IN_ROOT = 0x02, 0x04, 0x08, 0x10
 
@@ -364,6 +371,23 @@ class VolumeStore:
             for user in gone:
                 self.release(user)
 
+    def pin_bind_source(self, source: str, *, create: bool = False, kind: str = BIND) -> Pinned:
+        """`bind_source`, held: the checked path opened (O_PATH) through no symlink, and still that path once
+        open. A mount of `Pinned.path` mounts what was checked, whatever has been renamed or swapped since.
+        Close it once the mount is made (with the container). Raises InvalidMount."""
+        real = self.bind_source(source, create=create, kind=kind)
+        try:
+            fd = _openat2(_AT_FDCWD, real, os.O_PATH, _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS)
+        except OSError as exc:
+            raise InvalidMount(
+                f'invalid mount config for type "{kind}": bind source path {source} changed while it was checked: '
+                f"{exc.strerror}"
+            ) from None
+        if os.readlink(f"/proc/self/fd/{fd}") != real:  # a directory on the way was renamed meanwhile
+            os.close(fd)
+            raise InvalidMount(f'invalid mount config for type "{kind}": bind source path {source} changed while it was checked')
+        return Pinned(real, fd)
+
     def bind_source(self, source: str, *, create: bool = False, kind: str = BIND) -> str:
         """The node path a bind of `source` mounts: resolved, checked against the protected directories and proc
         file systems, and there (made with `create`, as BindOptions.CreateMountpoint). Raises InvalidMount."""
@@ -459,13 +483,19 @@ class VolumeStore:
         flags, data = _mount_flags(options.get("o", ""))
         device = options.get("device", "")
         if flags & _MS_BIND:
-            device = self.bind_source(device, kind="volume")
-        fstype = options.get("type", "")
+            with self.pin_bind_source(device, kind="volume") as pinned:
+                self._mount_at_data(volume, flags, data, pinned.real, pinned.path)
+            return
+        self._mount_at_data(volume, flags, data, device, device)
+
+    def _mount_at_data(self, volume: _Volume, flags: int, data: str, device: str, source: str) -> None:
+        """Mount `source` (named `device` in errors) at the volume's data directory, as `_mount_device` says."""
+        fstype = (volume.options or {}).get("type", "")
         target = os.fsencode(volume.data)
         plain = flags & ~_PROPAGATION_TYPES
         steps = []
         if not flags & _MS_REMOUNT or data:
-            steps.append((device.encode(), fstype.encode(), plain, data.encode()))
+            steps.append((source.encode(), fstype.encode(), plain, data.encode()))
         if flags & _PROPAGATION_TYPES:
             steps.append((b"", b"", flags & (_PROPAGATION_TYPES | _MS_REC | _MS_SILENT), b""))
         if plain & (_MS_BIND | _MS_RDONLY) == _MS_BIND | _MS_RDONLY:
@@ -509,12 +539,60 @@ class VolumeStore:
 
 
 @dataclass
+class Pinned:
+    """A checked bind source held open (`VolumeStore.pin_bind_source`): `real` is its path as checked, `path`
+    the node's descriptor of it, which a mount in the node's mount namespace follows to the very directory or
+    file that was checked."""
+
+    real: str
+    fd: int
+    staged: Path | None = None
+
+    @property
+    def path(self) -> str:
+        return f"/proc/self/fd/{self.fd}"
+
+    def stage(self, at: Path) -> str:
+        """Bind what is pinned (recursively, as the task's own bind will be) at `at`, made for it in a directory
+        of the node's; returns that path, which `close` unmounts."""
+        if stat.S_ISDIR(os.stat(self.path).st_mode):
+            at.mkdir(mode=0o700)
+        else:
+            at.touch(mode=0o600, exist_ok=False)
+        if _libc.mount(os.fsencode(self.path), os.fsencode(at), None, _MS_BIND | _MS_REC, None) != 0:
+            raise InvalidMount(f"cannot bind mount source path {self.real}: {os.strerror(ctypes.get_errno()).lower()}")
+        self.staged = at
+        return str(at)
+
+    def close(self) -> None:
+        if self.staged is not None:
+            _unmount(self.staged)
+            self.staged = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Pinned:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+@dataclass
 class TaskMounts:
     """What a task's container mounts besides Docker's defaults: OCI mounts in mount order, and the root
-    propagation they need (None: the runtime's)."""
+    propagation they need (None: the runtime's). Its binds' sources are `pinned`: keep it open until the container
+    is created (its mounts made), then `close` it."""
 
     mounts: list[dict[str, Any]]
     rootfs_propagation: str | None
+    pinned: list[Pinned] = field(default_factory=list)
+
+    def close(self) -> None:
+        for pinned in self.pinned:
+            pinned.close()
+        self.pinned = []
 
 
 def task_mounts(
@@ -525,34 +603,53 @@ def task_mounts(
     mounts: Sequence[Mapping[str, Any]],
     image_volumes: Sequence[str],
     rootfs: Path,
+    staging: Path,
 ) -> TaskMounts:
     """Make the mounts of a task (ContainerSpec.Mounts, templates expanded, and the image's VOLUMEs) ready on this
     node: binds checked, volumes created, mounted and filled from the task's root file system `rootfs`. The volumes
     count as used by `task_id` -- also when this raises -- until `store.release(task_id)`. Raises InvalidMount or
-    VolumeError with the message the task is rejected with."""
+    VolumeError with the message the task is rejected with. Binds are staged in `staging`, a directory of the
+    node's that no task sees: close what this returns once the container is created."""
     points = plan_mounts(mounts, image_volumes)
     recursive_readonly = any(point.readonly for point in points) and recursive_readonly_supported()
     made = []
-    for point in points:
-        if point.type == TMPFS:
-            source = "tmpfs"
-        elif point.type == BIND:
-            source = store.bind_source(point.source, create=point.create_source)
-            problem = propagation_problem(source, point.propagation, _mount_table())
-            if problem is not None:
-                raise InvalidMount(problem)
-        else:
-            fill = None
-            if point.copy_data:
-                fill = functools.partial(fill_from_image, rootfs, point.destination, from_image=point.from_image)
-            source = str(
-                store.mount(
-                    point.source, user=task_id, container_id=container_id, labels=point.labels,
-                    options=point.driver_options, remove_with_user=point.anonymous, fill=fill,
-                )
+    pinned: list[Pinned] = []
+    try:
+        for point in points:
+            made.append(_task_mount(store, point, task_id, container_id, rootfs, recursive_readonly, pinned, staging))
+    except BaseException:
+        for held in pinned:
+            held.close()
+        raise
+    return TaskMounts(in_mount_order(made), rootfs_propagation(points), pinned)
+
+
+def _task_mount(
+    store: VolumeStore, point: MountPoint, task_id: str, container_id: str, rootfs: Path, recursive_readonly: bool,
+    pinned: list[Pinned], staging: Path,
+) -> dict[str, Any]:
+    """The OCI mount of one of `task_mounts`' points, its bind source pinned and staged (added to `pinned`)."""
+    if point.type == TMPFS:
+        source = "tmpfs"
+    elif point.type == BIND:
+        held = store.pin_bind_source(point.source, create=point.create_source)
+        pinned.append(held)
+        problem = propagation_problem(held.real, point.propagation, _mount_table())
+        if problem is not None:
+            raise InvalidMount(problem)
+        staging.mkdir(mode=0o700, exist_ok=True)
+        source = held.stage(staging / str(len(pinned)))
+    else:
+        fill = None
+        if point.copy_data:
+            fill = functools.partial(fill_from_image, rootfs, point.destination, from_image=point.from_image)
+        source = str(
+            store.mount(
+                point.source, user=task_id, container_id=container_id, labels=point.labels,
+                options=point.driver_options, remove_with_user=point.anonymous, fill=fill,
             )
-        made.append(oci_mount(point, source, recursive_readonly=recursive_readonly))
-    return TaskMounts(in_mount_order(made), rootfs_propagation(points))
+        )
+    return oci_mount(point, source, recursive_readonly=recursive_readonly)
 
 
 def fill_from_image(rootfs: Path, destination: str, volume: Path, *, from_image: bool = False) -> None:
