@@ -150,6 +150,9 @@ class Round:
     operations: list[Operation]
     wake_at: float | None
     reconciled: dict[str, str]
+    warnings: tuple[str, ...] = ()
+    """What the round could not do and an operator should hear of, such as nodes a full ingress subnet leaves
+    without an address; the loop logs each once, when it first appears, not every round."""
 
 
 def spec_fingerprint(service: dict[str, Any]) -> str:
@@ -197,6 +200,7 @@ class _Working:
     changed_services: set[str] = field(default_factory=set)
     changed_nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     unallocated: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
     """Tasks that could not get their network addresses this round: not scheduled."""
     allocated: bool = False
     wake_at: float | None = None
@@ -333,7 +337,7 @@ def reconcile(
     _schedule(work, nodes)
     _stop_unassigned(work)
     _reap(work, nodes)
-    return Round(work.operations(), work.wake_at, fingerprints)
+    return Round(work.operations(), work.wake_at, fingerprints, tuple(work.warnings))
 
 
 def _plan(
@@ -514,8 +518,8 @@ def _allocate_networks(work: _Working) -> None:
         if attachments != (node.get("Attachments") or []):
             work.changed_nodes[node_id] = {**node, "Attachments": attachments}
             work.allocated = True
-    if unaddressed:  # one line a pass, not one per node: a full ingress subnet leaves hundreds without
-        log.warning("%d nodes get no ingress address (%s ...): %s", len(unaddressed), unaddressed[0], failure)
+    if unaddressed:  # one line, not one per node: a full ingress subnet leaves hundreds without
+        work.warnings.append(f"{len(unaddressed)} nodes get no ingress address ({unaddressed[0]} ...): {failure}")
     unplaced = sorted(task_id for task_id, task in work.tasks.items() if observed_state(task) <= TaskState.PENDING)
     for task_id in unplaced:
         task = work.tasks[task_id]
@@ -619,6 +623,7 @@ class Reconciler:
         self.failed_rounds = 0
         self._planning_seconds = 0.0
         """How long the last round's planning (`view_of` and `reconcile`) held the event loop."""
+        self._warned: tuple[str, ...] = ()
         self._screen = Screen(_report_skipped)
 
     @property
@@ -686,7 +691,17 @@ class Reconciler:
                 await asyncio.sleep(_DEBOUNCE)
                 continue
             reconciled, nodes_seen = outcome.reconciled, nodes_now
+            self._say(outcome.warnings)
             await self._wait(outcome.wake_at)
+
+    def _say(self, warnings: tuple[str, ...]) -> None:
+        """Log the warnings a round gave that the last one did not; and once, when there are none any more."""
+        for warning in warnings:
+            if warning not in self._warned:
+                log.warning("%s", warning)
+        if self._warned and not warnings:
+            log.info("the control loops have nothing to warn of any more")
+        self._warned = warnings
 
     async def _wait(self, wake_at: float | None) -> None:
         """Until the store changes or `wake_at` passes; returns early, with nothing to do, only if this
