@@ -8,7 +8,9 @@ node ID, `{workdir}` the directory of the files.
 
 from __future__ import annotations
 
+import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from conformance_steps import Cli, Sdk, Step, empty, running, succeeds
@@ -73,6 +75,11 @@ def ps_until_running(name: str, command: str, target: str, count: int) -> Cli:
         until=running(count),
         within=60,
     )
+
+
+def create(title: str, name: str, *flags: str) -> Cli:
+    """`docker service create -d --name NAME FLAGS` of the busybox image, for input one swarm may refuse."""
+    return Cli(title, ("service", "create", "-d", "--name", name, *flags, *IMAGE))
 
 
 def write_files(workdir: Path) -> None:
@@ -229,21 +236,70 @@ SERVICES: list[Step] = [
     Cli("service ls (4 services)", ("service", "ls", *JSON), output="listing"),
 ]
 
+def _completed(count: int) -> Callable[[subprocess.CompletedProcess[str]], bool]:
+    """For `service ps --format '{{json .}}'` of a job: exactly `count` tasks, all Complete."""
+
+    def holds(done: subprocess.CompletedProcess[str]) -> bool:
+        lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+        return len(lines) == count and all(line.get("CurrentState", "").startswith("Complete") for line in lines)
+
+    return holds
+
+
+OPTS_FLAGS = (
+    "--name", "cf-opts", "--replicas", "1", "--hostname", "cf-{{.Task.Slot}}", "--workdir", "/tmp",
+    "--entrypoint", "sleep", "--read-only", "--cap-add", "CAP_NET_ADMIN", "--cap-drop", "CAP_CHOWN",
+    "--ulimit", "nofile=1024:2048", "--limit-pids", "100", "--dns", "10.0.0.2", "--host", "cf.example:10.1.2.3",
+    "--endpoint-mode", "dnsrr", "--network", "cf-net", "--publish", "mode=host,published=8081,target=80",
+    "--replicas-max-per-node", "1", "--placement-pref", "spread=node.labels.cf", "--tty", "--stop-signal", "SIGINT",
+    "--secret", "source=cf-secret,target=custom,mode=0400", "--config", "source=cf-config,target=/cf.conf,uid=0,mode=0440",
+    "--mount", "type=tmpfs,target=/scratch,tmpfs-size=1m",
+)  # fmt: skip
+
+MORE_SERVICES: list[Step] = [
+    Cli("service create (runtime options)", ("service", "create", "-d", *OPTS_FLAGS, *IMAGE, "1000")),
+    ps_until_running("service ps runtime options until 1 running", "service", "cf-opts", 1),
+    Cli("service inspect (runtime options)", ("service", "inspect", "cf-opts"), output="json"),
+    Cli("service update --force", ("service", "update", "-d", "--force", "cf-opts")),
+    ps_until_running("service ps after --force until 1 running", "service", "cf-opts", 1),
+    Cli(
+        "service create replicated-job",
+        ("service", "create", "-d", "--name", "cf-job", "--mode", "replicated-job", "--replicas", "2", *IMAGE, "true"),
+    ),
+    Cli(
+        "service ps job until 2 complete",
+        ("service", "ps", "cf-job", *JSON),
+        output="listing",
+        until=_completed(2),
+        within=60,
+    ),
+    Cli("service ls (with a job)", ("service", "ls", "--filter", "name=cf-job", *JSON), output="listing"),
+    Cli("service inspect job", ("service", "inspect", "cf-job"), output="json"),
+    Cli("node update --availability pause", ("node", "update", "--availability", "pause", "{worker}")),
+    Cli("node inspect paused", ("node", "inspect", "{worker}", "--format", "{{json .Spec}}"), output="json"),
+    Cli("node update --availability active", ("node", "update", "--availability", "active", "{worker}")),
+    Cli("swarm update --task-history-limit", ("swarm", "update", "--task-history-limit", "3")),
+    Cli("info .Swarm after update", ("info", "--format", "{{json .Swarm.Cluster}}"), output="json"),
+    Sdk("sdk inspect_swarm after update", lambda api, v: api.inspect_swarm()["Spec"]),
+    Cli("swarm update back", ("swarm", "update", "--task-history-limit", "5")),
+]
+
+MORE_BAD_INPUT: list[Step] = [
+    create("service create published port in use", "cf-bad-port", "--publish", "8080:80"),
+    create("service create reservation over limit", "cf-bad-res", "--reserve-memory", "100M", "--limit-memory", "50M"),
+    create("service create bad hostname template", "cf-bad-tmpl", "--hostname", "{{.Nope}}"),
+    create("service create bind without source", "cf-bad-mount", "--mount", "type=bind,target=/x"),
+    create("service create job with max replicas", "cf-bad-job", "--mode", "global-job", "--replicas-max-per-node", "1"),
+    Cli("service update job replicas", ("service", "update", "-d", "--replicas", "3", "cf-job")),
+    Cli("service rm what bad input made", ("service", "rm", "cf-bad-port", "cf-bad-res", "cf-bad-tmpl", "cf-bad-mount", "cf-bad-job")),
+]
+
 BAD_INPUT: list[Step] = [
     Cli("service create duplicate name", ("service", "create", "-d", "--name", "cf-web", *IMAGE, "sleep", "1")),
-    Cli(
-        "service create bad constraint",
-        ("service", "create", "-d", "--name", "cf-bad", "--constraint", "node.role=worker", *IMAGE),
-    ),
-    Cli(
-        "service create unknown secret",
-        ("service", "create", "-d", "--name", "cf-bad", "--secret", "cf-nosecret", *IMAGE),
-    ),
-    Cli(
-        "service create unknown network",
-        ("service", "create", "-d", "--name", "cf-bad", "--network", "cf-nonet", *IMAGE),
-    ),
-    Cli("service create bad name", ("service", "create", "-d", "--name", "cf_bad!", *IMAGE)),
+    create("service create bad constraint", "cf-bad", "--constraint", "node.role=worker"),
+    create("service create unknown secret", "cf-bad", "--secret", "cf-nosecret"),
+    create("service create unknown network", "cf-bad", "--network", "cf-nonet"),
+    create("service create bad name", "cf_bad!"),
     Cli("service inspect unknown", ("service", "inspect", "cf-nosvc"), output="json"),
     Cli("service ps unknown", ("service", "ps", "cf-nosvc")),
     Cli("service update unknown", ("service", "update", "-d", "--replicas", "2", "cf-nosvc")),
@@ -293,7 +349,7 @@ STACKS: list[Step] = [
 ]
 
 CLEANUP: list[Step] = [
-    Cli("service rm", ("service", "rm", "cf-web", "cf-once", "cf-global", "cf-tuned")),
+    Cli("service rm", ("service", "rm", "cf-web", "cf-once", "cf-global", "cf-tuned", "cf-opts", "cf-job")),
     Cli("service ls after rm", ("service", "ls", *JSON), output="listing", until=empty),
     Cli("network rm after its services", ("network", "rm", "cf-net"), until=succeeds),
     Cli("secret rm after its services", ("secret", "rm", "cf-secret")),
@@ -316,5 +372,6 @@ REFUSED: list[Step] = [
 ]
 
 SCENARIO: list[Step] = (
-    SWARM_AND_NODES + NETWORKS + SECRETS_AND_CONFIGS + SERVICES + BAD_INPUT + STACKS + CLEANUP + REFUSED
+    SWARM_AND_NODES + NETWORKS + SECRETS_AND_CONFIGS + SERVICES + MORE_SERVICES + BAD_INPUT + MORE_BAD_INPUT + STACKS
+    + CLEANUP + REFUSED
 )

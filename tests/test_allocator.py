@@ -127,6 +127,20 @@ def test_a_second_ingress_network_and_a_taken_name_are_refused():
 # -- services and tasks ------------------------------------------------------------------------------------
 
 
+def test_a_service_on_no_network_publishing_nothing_has_an_empty_endpoint_as_in_docker_swarm():
+    """SwarmKit's allocator never takes such a service up: Docker swarm shows `"Endpoint": {"Spec": {}}` though
+    its EndpointSpec says vip (conformance: `service inspect job`). On a network, or publishing, it gets one."""
+    networks, services, tasks = swarm()
+    back = add_network(networks, {"Name": "back"})
+    assert add_service(networks, services, tasks, service("plain"))["Endpoint"] == {"Spec": {}}
+    assert add_service(networks, services, tasks, service("host", ports=[{"TargetPort": 80, "PublishedPort": 81, "PublishMode": "host"}]))["Endpoint"]["Spec"]["Mode"] == "vip"
+    on_back = add_service(networks, services, tasks, service("back", networks=[back["ID"]]))["Endpoint"]
+    assert on_back["Spec"] == {"Mode": "vip", "Ports": []} and len(on_back["VirtualIPs"]) == 1
+    # Leaving its last network frees its address and empties its endpoint.
+    left = {**services["back"], "Spec": service("back")["Spec"]}
+    assert allocate_endpoint(left, networks, services, addresses_in_use(networks, services, tasks)) == {"Spec": {}}
+
+
 def test_a_service_gets_an_ingress_vip_first_then_one_per_network_and_a_dynamic_port():
     networks, services, tasks = swarm()
     add_network(networks, {"Name": "back"})

@@ -26,7 +26,7 @@ from raftswarm.objects.specs import (
 )
 from raftswarm.objects.validation import InvalidSpec
 from raftswarm.runtime.configs import InvalidConfigTarget, config_files
-from raftswarm.runtime.templates import TemplateError, context_of
+from raftswarm.objects.templates import TemplateError, context_of
 from raftswarm.store import delete, put
 from raftswarm.store.state import encode_transaction
 

@@ -165,7 +165,8 @@ async def test_a_config_in_use_is_refused_removal_until_no_service_references_it
     await api.service_create(service("api", reference(config)))
     with pytest.raises(ApiError) as refused:
         await api.config_remove(config["ID"])
-    assert str(refused.value) == "config 'shared.conf' is in use by the following services: api, web"
+    by_id = [s["Spec"]["Name"] for s in sorted(await api.service_list(), key=lambda s: s["ID"])]  # as SwarmKit's index
+    assert str(refused.value) == f"config 'shared.conf' is in use by the following services: {', '.join(by_id)}"
 
     # Rotation: the services move to a new config (`--config-rm shared.conf --config-add shared.conf.v2`).
     rotated = await api.config_inspect((await api.config_create({"Name": "shared.conf.v2", "Data": b64(b"2")}))["ID"])

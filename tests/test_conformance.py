@@ -93,6 +93,41 @@ ALLOWED: list[Allowed] = [
         "the same sentence, with the network's and the service's names where dockerd gives their IDs",
     ),
     Allowed("sdk version", "key", ".GoVersion|.GitCommit|.BuildTime", "raftswarm is not a Go build of moby"),
+    Allowed(
+        "service ps runtime options*|service ps after --force*", "value", "cf-opts.1.Ports",
+        "dockerd publishes a host-mode port on IPv4 and IPv6 and reports each binding (the CLI prints "
+        "`*:8081->80/tcp` twice); raftswarm publishes it on IPv4 (its DNAT is an `ip` nftables table) and reports one",
+        raftswarm="[*]:8081->80/tcp",
+    ),
+    Allowed(
+        "service ps runtime options*|service ps after --force*|service ps job*", "value|row", "cf-opts.1.Node|cf-job.*",
+        "which of two nodes the scheduler finds equal gets a task (the manager and the worker, neither holding the "
+        "service's tasks): SwarmKit takes them in Go's map order, raftswarm the node with the fewest tasks, then "
+        "the smaller ID; a job's task in slot 0 is named after its node, so its row's name follows the choice",
+    ),
+    Allowed(
+        "service create bind without source", "exit|message|output", "",
+        "raftswarm refuses at create the bind mount Docker's executor refuses on the node "
+        "(daemon/cluster/executor/container/validate.go), where Docker swarm accepts the service and rejects "
+        "each of its tasks; DESIGN: bad input gets a clear error and changes nothing",
+    ),
+    Allowed(
+        "service rm what bad input made", "message|output", "",
+        "follows from `service create bind without source`: raftswarm made no cf-bad-mount to remove",
+    ),
+    Allowed(
+        "secret rm in use|config rm in use|sdk remove_secret in use", "message", "",
+        "the same services in another order: both list them by service ID, as SwarmKit's store index gives "
+        "them, and IDs are random",
+        raftswarm="*in use by the following services: cf-web, cf-opts|*in use by the following services: cf-opts, cf-web",
+    ),
+    Allowed(
+        "service create bad hostname template", "message", "",
+        "SwarmKit's check, with the template engine's own words after `expanding hostname failed`: Go's "
+        "text/template names a position and a Go type (`template: expansion:1:2: ... in type *template.Context`), "
+        "raftswarm the template and the fields there are",
+        raftswarm="*expanding the hostname*failed*can't evaluate field Nope*",
+    ),
 ]  # fmt: skip
 """Differences that stay, each with its reason. Keep it short: anything else gets fixed in raftswarm."""
 

@@ -1,20 +1,20 @@
-"""Docker's service templates (`runtime.templates`): what each field of swarmkit's template context gives,
+"""Docker's service templates (`objects.templates`): what each field of swarmkit's template context gives,
 where a ContainerSpec is expanded (Hostname, Env values, mounts), Go's printing, trim markers and string
 constants, and the errors Go's text/template would give."""
 
 import pytest
 
 from raftswarm.objects.containerspec import InvalidContainerSpec
-from raftswarm.runtime.templates import (
+from raftswarm.objects.templates import (
     TemplateError,
     context_of,
     expand,
     expand_container_spec,
     expand_mount,
     expand_task,
-    local_node,
     task_name,
 )
+from raftswarm.runtime.containers import local_node
 
 NODE = {"Hostname": "worker-3", "Platform": {"Architecture": "x86_64", "OS": "linux"}}
 

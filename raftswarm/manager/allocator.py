@@ -282,7 +282,9 @@ def _addresses(span: ipaddress.IPv4Network) -> Iterable[ipaddress.IPv4Address]:
 
 def allocate_endpoint(service: dict[str, Any], networks: View, services: View, book: AddressBook) -> dict[str, Any]:
     """The service's Endpoint: {"Spec": <EndpointSpec, {"Mode": "vip"} when none>, "Ports": [...],
-    "VirtualIPs": [{"NetworkID": ..., "Addr": "10.0.1.2/24"}]}, the last two left out when empty.
+    "VirtualIPs": [{"NetworkID": ..., "Addr": "10.0.1.2/24"}]}, the last two left out when empty; and only
+    {"Spec": {}} for a service that joins no network and publishes no port, which SwarmKit's allocator never
+    takes up (Docker swarm shows it so, whatever its EndpointSpec says).
 
     Ingress-mode ports are unique across the swarm: a requested one another service publishes (in either
     mode) is refused naming that service, and PublishedPort 0 takes the first free of 30000-32767.
@@ -295,13 +297,17 @@ def allocate_endpoint(service: dict[str, Any], networks: View, services: View, b
     previous = service.get("Endpoint") or {}
     others = {sid: other for sid, other in services.items() if sid != service.get("ID")}
     ports = _resolve_ports(endpoint_spec.get("Ports") or [], previous.get("Ports") or [], others)
+    with_ingress = _publishes_ingress(ports)
+    joined = _service_networks(spec.get("TaskTemplate") or {}, networks, with_ingress)
+    if not ports and not joined:
+        return {"Spec": {}}
     endpoint: dict[str, Any] = {"Spec": endpoint_spec}
     if ports:
         endpoint["Ports"] = ports
     if (endpoint_spec.get("Mode") or "vip") == "vip":
         previous_vips = {vip["NetworkID"]: vip["Addr"] for vip in previous.get("VirtualIPs") or ()}
         vips = []
-        for network_id in _service_networks(spec.get("TaskTemplate") or {}, networks, _publishes_ingress(ports)):
+        for network_id in joined:
             addr = previous_vips.get(network_id) or _allocate_address(networks[network_id], book)
             vips.append({"NetworkID": network_id, "Addr": addr})
         if vips:

@@ -94,9 +94,12 @@ async def remove_unreferenced(
         # read, this delete fails if one committed meanwhile (it may reference the object), and reads again.
         # One that commits after this delete finds the object gone (`config_checks`, `_secret_checks`).
         lock = await allocation_lock(store)
-        users = sorted(
-            s.data["Spec"]["Name"] for s in await store.list(SERVICES) if current.id in referenced(s.data["Spec"])
-        )
+        # By service ID, as SwarmKit's store index gives them (Docker's order: not the names').
+        users = [
+            s.data["Spec"]["Name"]
+            for s in sorted(await store.list(SERVICES), key=lambda s: s.id)
+            if current.id in referenced(s.data["Spec"])
+        ]
         if users:
             plural = "s" if len(users) > 1 else ""
             raise ControlError(

@@ -61,6 +61,7 @@ from .defaults import (
     effective_update_config,
 )
 from .placement import InvalidPlacement, parse_constraint, spread_label
+from .templates import TemplateError, expand_container_spec
 from .validation import (
     INT64_MIN,
     UINT32_MAX,
@@ -286,7 +287,25 @@ def _task_template(value: Any, path: str) -> None:
 
 
 def _container_spec(value: Any, path: str) -> None:
-    check_fields(an_object(value, path), path, _CONTAINER_SPEC, {"Image": "name the image to run, e.g. nginx:1.27"})
+    container = check_fields(an_object(value, path), path, _CONTAINER_SPEC, {"Image": "name the image to run, e.g. nginx:1.27"})
+    _templates(container, path)
+
+
+_SAMPLE_TASK = {
+    "ID": "taskid", "ServiceID": "serviceid", "Slot": 1, "NodeID": "nodeid",
+    "Annotations": {"Name": "taskname"}, "ServiceAnnotations": {"Name": "servicename"},
+}  # fmt: skip
+_SAMPLE_NODE = {"Hostname": "nodeHostname", "Platform": {"OS": "os", "Architecture": "architecture"}}
+"""The task and node SwarmKit expands a new spec's templates for (controlapi validateContainerSpec): the service's
+name and labels are not there, so a template naming a service label fails at create, in Docker swarm too."""
+
+
+def _templates(container: dict[str, Any], path: str) -> None:
+    """SwarmKit's check at create: the hostname, env and mount templates expand for a sample task."""
+    try:
+        expand_container_spec({**_SAMPLE_TASK, "Spec": {"ContainerSpec": container}}, _SAMPLE_NODE)
+    except TemplateError as exc:
+        fail(path, str(exc))
 
 
 def _image(value: Any, path: str) -> None:
@@ -470,16 +489,9 @@ def _config_references(value: Any, path: str) -> None:
 
 
 def _resources(value: Any, path: str) -> None:
-    resources = check_fields(an_object(value, path), path, _RESOURCES)
-    limits, reservations = resources.get("Limits", {}), resources.get("Reservations", {})
-    for key in ("NanoCPUs", "MemoryBytes"):
-        limit, reserved = limits.get(key, 0), reservations.get(key, 0)
-        if limit and reserved > limit:  # a limit of 0 is no limit
-            fail(
-                at(at(path, "Reservations"), key),
-                f"the reservation ({reserved}) is larger than the limit ({limit}, {path}.Limits.{key});"
-                " a task could never get what it reserves",
-            )
+    # A reservation above the limit is not refused: SwarmKit's validateResourceRequirements checks each value
+    # alone, Docker swarm accepts the service, the scheduler reserves and the container is limited.
+    check_fields(an_object(value, path), path, _RESOURCES)
 
 
 def _nano_cpus(value: Any, path: str) -> None:

@@ -8,7 +8,7 @@ files are named by their position; each is bound read-only at its target. runc m
 directories above it that the image lacks, in the task's own upper layer, so any target works, as in Docker.
 
 A config whose Templating is "golang" is a Go template, expanded for the task before it is written
-(`runtime.templates`: {{.Service.Name}}, {{.Task.Slot}}, {{.Node.Hostname}}, ...), as SwarmKit's
+(`objects.templates`: {{.Service.Name}}, {{.Task.Slot}}, {{.Node.Hostname}}, ...), as SwarmKit's
 ExpandConfigSpec does on the worker.
 """
 
@@ -24,7 +24,7 @@ from ..errors import RaftswarmError
 from ..objects.defaults import DEFAULT_SECRET_MODE
 from ..objects.specs import TEMPLATE_DRIVER, config_target
 from .secrets import SecretFile, mount_secrets, unmount_secrets
-from .templates import Struct, TemplateError, expand
+from ..objects.templates import Struct, TemplateError, expand
 
 MAX_CONFIG_FILES = 1000
 """As `secrets.MAX_SECRET_FILES`: more configs than this in one task is not a real service."""

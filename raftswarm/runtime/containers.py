@@ -54,10 +54,12 @@ import errno
 import json
 import logging
 import os
+import platform
 import select
 import secrets as random_ids
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -74,7 +76,7 @@ from .netsysctls import SysctlFailed, set_interface_sysctls
 from .secrets import SECRETS_DIR, InvalidSecretTarget, mount_secrets, secret_files, unmount_secrets
 from .spec import DEFAULT_STOP_SIGNAL, STOP_SIGNAL_ANNOTATION, NoCommand, UnknownUser, task_spec
 from ..objects.containerspec import InvalidContainerSpec, sysctl_interface
-from .templates import context_of, expand_task, local_node
+from ..objects.templates import context_of, expand_task
 from .volumes import TaskMounts, VolumeError, VolumeStore, task_mounts, unmount_all
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,13 @@ def unavailable() -> str | None:
     if shutil.which(CONMON) is None:
         return f"{CONMON} is missing: install the Debian package conmon (./setup does)"
     return ociruntime.missing()
+
+
+def local_node() -> dict[str, Any]:
+    """This node's Description as the manager records it when the node joins (`controlapi.new_node_object`):
+    the hostname of the node process and its platform."""
+    architecture = platform.machine() or "x86_64"
+    return {"Hostname": socket.gethostname(), "Platform": {"Architecture": architecture, "OS": "linux"}}
 
 
 def _has_cap_sys_admin() -> bool:

@@ -92,7 +92,7 @@ def task_spec(
     host paths bind-mounted at /run/secrets (read-only), /etc/resolv.conf, /etc/hosts and /etc/hostname.
     `limits` is the service's Resources.Limits (MemoryBytes, NanoCPUs, Pids). `mounts` are the OCI mounts of the
     task's own mounts and volumes, in mount order (`runtime.volumes.task_mounts`). The task's ContainerSpec is
-    taken as it is: expand its templates first (`runtime.templates.expand_task`).
+    taken as it is: expand its templates first (`objects.templates.expand_task`).
     """
     container = task.get("Spec", {}).get("ContainerSpec", {})
     uid, gid, additional_gids = resolve_user(container.get("User") or image_config.get("User") or "", passwd, group)

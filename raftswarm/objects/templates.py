@@ -20,14 +20,12 @@ prints them: a map as `map[k1:v1 k2:v2]`, a struct as `{v1 v2}`.
 from __future__ import annotations
 
 import copy
-import platform
 import re
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..objects.containerspec import InvalidContainerSpec
+from .containerspec import InvalidContainerSpec
 
 
 class TemplateError(InvalidContainerSpec):
@@ -41,11 +39,6 @@ class Struct:
     fields: dict[str, Any]
 
 
-def local_node() -> dict[str, Any]:
-    """This node's Description as the manager records it when the node joins (`controlapi.new_node_object`):
-    the hostname of the node process and its platform."""
-    architecture = platform.machine() or "x86_64"
-    return {"Hostname": socket.gethostname(), "Platform": {"Architecture": architecture, "OS": "linux"}}
 
 
 def task_name(task: Mapping[str, Any]) -> str:
