@@ -278,6 +278,22 @@ MORE_SERVICES: list[Step] = [
     Cli("node update --availability pause", ("node", "update", "--availability", "pause", "{worker}")),
     Cli("node inspect paused", ("node", "inspect", "{worker}", "--format", "{{json .Spec}}"), output="json"),
     Cli("node update --availability active", ("node", "update", "--availability", "active", "{worker}")),
+    Cli(
+        "service update (flags that add and remove)",
+        (
+            "service", "update", "-d", "--env-add", "CF3=3", "--env-rm", "CF2", "--label-rm", "cf",
+            "--mount-add", "type=tmpfs,target=/more", "--mount-rm", "/scratch", "--publish-add", "published=8082,target=81",
+            "--secret-rm", "cf-secret", "--update-order", "start-first", "--update-failure-action", "continue",
+            "--rollback-parallelism", "2", "--replicas-max-per-node", "2", "--health-cmd", "true", "--no-healthcheck=false",
+            "cf-opts",
+        ),
+    ),
+    ps_until_running("service ps after update until 1 running", "service", "cf-opts", 1),
+    Cli("service inspect after update", ("service", "inspect", "cf-opts"), output="json"),
+    Cli("service ls --filter mode=global", ("service", "ls", "--filter", "mode=global", *JSON), output="listing"),
+    Cli("service ls --filter label=cf", ("service", "ls", "--filter", "label=cf", *JSON), output="listing"),
+    Cli("node ls --filter role=manager", ("node", "ls", "--filter", "role=manager", *JSON), output="listing"),
+    Cli("service logs (exit only)", ("service", "logs", "--tail", "1", "cf-web"), output="none"),
     Cli("swarm update --task-history-limit", ("swarm", "update", "--task-history-limit", "3")),
     Cli("info .Swarm after update", ("info", "--format", "{{json .Swarm.Cluster}}"), output="json"),
     Sdk("sdk inspect_swarm after update", lambda api, v: api.inspect_swarm()["Spec"]),
@@ -290,8 +306,21 @@ MORE_BAD_INPUT: list[Step] = [
     create("service create bad hostname template", "cf-bad-tmpl", "--hostname", "{{.Nope}}"),
     create("service create bind without source", "cf-bad-mount", "--mount", "type=bind,target=/x"),
     create("service create job with max replicas", "cf-bad-job", "--mode", "global-job", "--replicas-max-per-node", "1"),
+    create("service create bad update order", "cf-bad-order", "--update-order", "sideways"),
+    create("service create negative replicas max", "cf-bad-max", "--replicas-max-per-node", "-1"),
+    create("service create same target twice", "cf-bad-twice", "--mount", "type=tmpfs,target=/t", "--mount", "type=tmpfs,target=/t"),
+    create("service create unknown config", "cf-bad-cfg", "--config", "cf-noconfig"),
+    create("service create two ports alike", "cf-bad-ports", "--publish", "9090:80", "--publish", "9090:81"),
+    Cli("service update unknown flag value", ("service", "update", "-d", "--update-delay", "-1s", "cf-web")),
+    Cli("service update network-add unknown", ("service", "update", "-d", "--network-add", "cf-nonet", "cf-web")),
     Cli("service update job replicas", ("service", "update", "-d", "--replicas", "3", "cf-job")),
-    Cli("service rm what bad input made", ("service", "rm", "cf-bad-port", "cf-bad-res", "cf-bad-tmpl", "cf-bad-mount", "cf-bad-job")),
+    Cli(
+        "service rm what bad input made",
+        (
+            "service", "rm", "cf-bad-port", "cf-bad-res", "cf-bad-tmpl", "cf-bad-mount", "cf-bad-job", "cf-bad-order",
+            "cf-bad-max", "cf-bad-twice", "cf-bad-cfg", "cf-bad-ports",
+        ),
+    ),
 ]
 
 BAD_INPUT: list[Step] = [

@@ -52,7 +52,7 @@ ALLOWED: list[Allowed] = [
         "*", "message+", "",
         "raftswarm's message holds every word of Docker's, in order, and adds the field or the value it refuses",
     ),
-    Allowed("node ls", "value", "*.EngineVersion", "the engine is raftswarm, not dockerd: it names itself"),
+    Allowed("node ls*", "value", "*.EngineVersion", "the engine is raftswarm, not dockerd: it names itself"),
     Allowed(
         "network ls", "row", "bridge|host|none|docker_gwbridge",
         "raftswarm has no container API, so no node-local networks (bridge, host, none); its gateway bridge is "
@@ -94,13 +94,14 @@ ALLOWED: list[Allowed] = [
     ),
     Allowed("sdk version", "key", ".GoVersion|.GitCommit|.BuildTime", "raftswarm is not a Go build of moby"),
     Allowed(
-        "service ps runtime options*|service ps after --force*", "value", "cf-opts.1.Ports",
+        "service ps runtime options*|service ps after --force*|service ps after update*", "value", "cf-opts.1.Ports",
         "dockerd publishes a host-mode port on IPv4 and IPv6 and reports each binding (the CLI prints "
         "`*:8081->80/tcp` twice); raftswarm publishes it on IPv4 (its DNAT is an `ip` nftables table) and reports one",
         raftswarm="[*]:8081->80/tcp",
     ),
     Allowed(
-        "service ps runtime options*|service ps after --force*|service ps job*", "value|row", "cf-opts.1.Node|cf-job.*",
+        "service ps runtime options*|service ps after --force*|service ps after update*|service ps job*", "value|row",
+        "cf-opts.1.Node|cf-job.*",
         "which of two nodes the scheduler finds equal gets a task (the manager and the worker, neither holding the "
         "service's tasks): SwarmKit takes them in Go's map order, raftswarm the node with the fewest tasks, then "
         "the smaller ID; a job's task in slot 0 is named after its node, so its row's name follows the choice",

@@ -389,11 +389,11 @@ def test_a_global_service_without_max_replicas_is_accepted():
         ("Mode", {"Global": {}}, "TaskTemplate.Placement.MaxReplicas", "only be used with replicated mode"),
         # Update and rollback configs.
         ("UpdateConfig.Parallelism", -1, "UpdateConfig.Parallelism", ">= 0"),
-        ("UpdateConfig.Delay", -1, "UpdateConfig.Delay", "nanoseconds"),
+        ("UpdateConfig.Delay", -1, "UpdateConfig.Delay", "TaskSpec: update-delay cannot be negative"),
         ("UpdateConfig.FailureAction", "stop", "UpdateConfig.FailureAction", "pause, continue, rollback"),
-        ("UpdateConfig.Monitor", -SECOND, "UpdateConfig.Monitor", "nanoseconds"),
-        ("UpdateConfig.MaxFailureRatio", 1.5, "UpdateConfig.MaxFailureRatio", "from 0 to 1"),
-        ("UpdateConfig.MaxFailureRatio", -0.1, "UpdateConfig.MaxFailureRatio", "from 0 to 1"),
+        ("UpdateConfig.Monitor", -SECOND, "UpdateConfig.Monitor", "TaskSpec: update-monitor cannot be negative"),
+        ("UpdateConfig.MaxFailureRatio", 1.5, "UpdateConfig.MaxFailureRatio", "cannot be less than 0 or bigger than 1"),
+        ("UpdateConfig.MaxFailureRatio", -0.1, "UpdateConfig.MaxFailureRatio", "cannot be less than 0 or bigger than 1"),
         ("UpdateConfig.MaxFailureRatio", math.nan, "UpdateConfig.MaxFailureRatio", "from 0 to 1"),
         ("UpdateConfig.MaxFailureRatio", "0.5", "UpdateConfig.MaxFailureRatio", "number"),
         ("UpdateConfig.Order", "random", "UpdateConfig.Order", "stop-first, start-first"),
@@ -745,7 +745,7 @@ def test_empty_strings_the_docker_cli_sends_read_as_dockers_defaults():
 
 
 def test_an_unknown_choice_is_still_refused_after_empty_strings_became_defaults():
-    with pytest.raises(InvalidSpec, match="UpdateConfig.Order: must be one of stop-first, start-first"):
+    with pytest.raises(InvalidSpec, match="UpdateConfig.Order: unrecognized update order .*: must be one of stop-first, start-first"):
         validate_service_spec(
             {"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}, "UpdateConfig": {"Order": "sideways"}}
         )

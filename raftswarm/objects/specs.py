@@ -546,9 +546,32 @@ def _mode(value: Any, path: str) -> None:
 
 
 def _failure_ratio(value: Any, path: str) -> None:
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or not 0 <= value <= 1:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         fail(path, f"must be a number from 0 to 1, got {shown(value)}")
+    if not 0 <= value <= 1:
+        fail(path, f"TaskSpec: update-maxfailureratio cannot be less than 0 or bigger than 1, got {shown(value)}")
+
+
+def _update_duration(name: str) -> Check:
+    """UpdateConfig.Delay or Monitor, a negative one refused in SwarmKit's words (controlapi validateUpdate)."""
+
+    def check(value: Any, path: str) -> None:
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            fail(path, f"TaskSpec: update-{name} cannot be negative, got {value} ns")
+        duration(value, path)
+
+    return check
+
+
+def _update_choice(what: str, choices: tuple[str, ...]) -> Check:
+    """UpdateConfig.Order or FailureAction, an unknown one refused in dockerd's words (its convert package)."""
+
+    def check(value: Any, path: str) -> None:
+        if isinstance(value, str) and value not in choices:
+            fail(path, f"unrecognized {what} {value}: must be one of {', '.join(choices)}")
+        choice(value, path, choices)
+
+    return check
 
 
 def _endpoint(value: Any, path: str) -> None:
@@ -759,11 +782,11 @@ _TASK_SPEC = {
 }
 _UPDATE_CONFIG = {
     "Parallelism": int_in(meaning=" (0 updates all tasks at once)"),
-    "Delay": duration,
-    "FailureAction": one_of(*_UPDATE_FAILURE_ACTIONS),
-    "Monitor": duration,
+    "Delay": _update_duration("delay"),
+    "FailureAction": _update_choice("update failure action", _UPDATE_FAILURE_ACTIONS),
+    "Monitor": _update_duration("monitor"),
     "MaxFailureRatio": _failure_ratio,
-    "Order": one_of(*_UPDATE_ORDERS),
+    "Order": _update_choice("update order", _UPDATE_ORDERS),
 }
 _MODE = {
     "Replicated": object_of(
