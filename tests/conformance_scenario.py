@@ -150,6 +150,13 @@ NETWORKS: list[Step] = [
     Cli("network create second", ("network", "create", "-d", "overlay", "cf-net2")),
     Cli("network rm", ("network", "rm", "cf-net2")),
     Cli("network rm unknown", ("network", "rm", "cf-nonet")),
+    Cli("network create internal", ("network", "create", "-d", "overlay", "--internal", "--label", "cf=2", "cf-internal")),
+    Cli("network inspect internal", ("network", "inspect", "cf-internal"), output="json"),
+    Cli("network ls --filter label", ("network", "ls", "--filter", "label=cf=2", *JSON), output="listing"),
+    Cli("network ls --filter name", ("network", "ls", "--filter", "name=cf-int", *JSON), output="listing"),
+    Cli("network rm internal", ("network", "rm", "cf-internal")),
+    Cli("network create bridge scope swarm", ("network", "create", "-d", "bridge", "--scope", "swarm", "cf-bridge")),
+    Cli("network rm bridge scope swarm", ("network", "rm", "cf-bridge")),
 ]
 
 SECRETS_AND_CONFIGS: list[Step] = [
@@ -173,6 +180,16 @@ SECRETS_AND_CONFIGS: list[Step] = [
     Cli("config inspect unknown", ("config", "inspect", "cf-noconfig"), output="json"),
     Cli("config create scratch", ("config", "create", "cf-config2", "-"), stdin="x"),
     Cli("config rm", ("config", "rm", "cf-config2")),
+    Cli("secret ls --filter label", ("secret", "ls", "--filter", "label=cf", *JSON), output="listing"),
+    Cli("config ls --filter name", ("config", "ls", "--filter", "name=cf-conf", *JSON), output="listing"),
+    Cli(
+        "config create template",
+        ("config", "create", "--template-driver", "golang", "cf-tmpl", "-"),
+        stdin="service {{.Service.Name}}\n",
+    ),
+    Cli("config inspect template", ("config", "inspect", "cf-tmpl"), output="json"),
+    Cli("config create unknown template driver", ("config", "create", "--template-driver", "jinja", "cf-badtmpl", "-"), stdin="x"),
+    Cli("swarm unlock-key without autolock", ("swarm", "unlock-key")),
     Cli("secret create scratch", ("secret", "create", "cf-secret2", "-"), stdin="x"),
     Cli("secret rm", ("secret", "rm", "cf-secret2")),
 ]
@@ -382,7 +399,7 @@ CLEANUP: list[Step] = [
     Cli("service ls after rm", ("service", "ls", *JSON), output="listing", until=empty),
     Cli("network rm after its services", ("network", "rm", "cf-net"), until=succeeds),
     Cli("secret rm after its services", ("secret", "rm", "cf-secret")),
-    Cli("config rm after its services", ("config", "rm", "cf-config")),
+    Cli("config rm after its services", ("config", "rm", "cf-config", "cf-tmpl")),
     Cli("secret ls after rm", ("secret", "ls", *JSON), output="listing", until=empty, within=10),
     Cli(
         "network ls driver=overlay after rm",

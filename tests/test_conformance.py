@@ -123,6 +123,22 @@ ALLOWED: list[Allowed] = [
         raftswarm="*in use by the following services: cf-web, cf-opts|*in use by the following services: cf-opts, cf-web",
     ),
     Allowed(
+        "network ls --filter name", "row", "cf-internal",
+        "dockerd 20.10 matches a swarm network's name filter against the whole name only (it hands the filter to "
+        "SwarmKit's exact Names); raftswarm matches part of the name, as Docker documents `--filter name` and "
+        "does for local networks",
+    ),
+    Allowed(
+        "network create bridge scope swarm|network rm bridge scope swarm", "exit|message|output", "",
+        "raftswarm's swarm networks are overlays: a swarm-scoped bridge network (a local bridge on every node) "
+        "is refused with a clear message rather than accepted and not provided",
+    ),
+    Allowed(
+        "config create unknown template driver", "exit|message|output", "",
+        "Docker swarm stores a config with a template driver it does not have and fails each task that uses it; "
+        "raftswarm refuses it at create (DESIGN: bad input gets a clear error and changes nothing)",
+    ),
+    Allowed(
         "service create bad hostname template", "message", "",
         "SwarmKit's check, with the template engine's own words after `expanding hostname failed`: Go's "
         "text/template names a position and a Go type (`template: expansion:1:2: ... in type *template.Context`), "
