@@ -54,6 +54,72 @@ configs:
     file: ./stack-config.txt
 """
 
+RICH_COMPOSE = """\
+version: "3.8"
+services:
+  web:
+    image: busybox
+    command: ["sleep", "1000"]
+    init: true
+    hostname: "web-{{.Task.Slot}}"
+    environment:
+      MODE: rich
+      EMPTY: ""
+    labels: {cf.container: "1"}
+    healthcheck:
+      test: ["CMD", "true"]
+      interval: 2s
+      timeout: 1s
+      retries: 2
+      start_period: 1s
+    stop_grace_period: 3s
+    stop_signal: SIGTERM
+    ulimits:
+      nofile: {soft: 1024, hard: 2048}
+    logging:
+      driver: json-file
+      options: {max-size: "1m"}
+    ports:
+      - target: 80
+        published: 8090
+        protocol: tcp
+        mode: ingress
+    volumes:
+      - type: volume
+        source: data
+        target: /data
+      - type: tmpfs
+        target: /cache
+        tmpfs: {size: 1048576}
+    networks:
+      back:
+        aliases: [rich-web]
+    deploy:
+      mode: replicated
+      replicas: 2
+      endpoint_mode: vip
+      labels: {cf.service: "1"}
+      resources:
+        limits: {cpus: "0.5", memory: 64M}
+        reservations: {cpus: "0.1", memory: 16M}
+      restart_policy: {condition: on-failure, delay: 2s, max_attempts: 3, window: 30s}
+      update_config: {parallelism: 2, delay: 1s, failure_action: rollback, monitor: 2s, max_failure_ratio: 0.3, order: start-first}
+      rollback_config: {parallelism: 1, delay: 1s, failure_action: pause, order: stop-first}
+      placement:
+        constraints: [node.role == worker]
+        preferences: [{spread: node.labels.cf}]
+        max_replicas_per_node: 2
+volumes:
+  data:
+    driver: local
+    labels: {cf: "1"}
+networks:
+  back:
+    driver: overlay
+    attachable: true
+    labels: {cf: "1"}
+"""
+
 # Valid YAML and a valid compose file, so the CLI sends it: the manager must refuse the constraint.
 BAD_COMPOSE = """\
 version: "3.8"
@@ -86,6 +152,7 @@ def write_files(workdir: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "stack.yml").write_text(COMPOSE)
     (workdir / "bad-stack.yml").write_text(BAD_COMPOSE)
+    (workdir / "rich-stack.yml").write_text(RICH_COMPOSE)
     (workdir / "stack-secret.txt").write_text("stack secret\n")
     (workdir / "stack-config.txt").write_text("stack config\n")
     (workdir / "big-secret").write_bytes(b"s" * (SECRET_LIMIT + 1024))
@@ -389,6 +456,13 @@ STACKS: list[Step] = [
         "stack deploy bad constraint",
         ("stack", "deploy", "--resolve-image", "never", "-c", "{workdir}/bad-stack.yml", "cf-bad"),
     ),
+    Cli("stack deploy (rich)", ("stack", "deploy", "--resolve-image", "never", "-c", "{workdir}/rich-stack.yml", "cf-rich")),
+    Cli("stack services (rich)", ("stack", "services", "cf-rich", *JSON), output="listing"),
+    ps_until_running("stack ps (rich) until running", "stack", "cf-rich", 2),
+    Cli("service inspect (rich)", ("service", "inspect", "cf-rich_web"), output="json"),
+    Cli("network inspect (rich)", ("network", "inspect", "cf-rich_back"), output="json"),
+    Cli("stack deploy (rich) again", ("stack", "deploy", "--resolve-image", "never", "-c", "{workdir}/rich-stack.yml", "cf-rich")),
+    Cli("stack rm (rich)", ("stack", "rm", "cf-rich")),
     Cli("stack rm", ("stack", "rm", "cf-st")),
     Cli("stack rm (the failed one)", ("stack", "rm", "cf-bad")),
     Cli("stack ls after rm", ("stack", "ls", *JSON), output="listing", until=empty),
