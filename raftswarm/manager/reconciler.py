@@ -200,8 +200,9 @@ class _Working:
     changed_services: set[str] = field(default_factory=set)
     changed_nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     unallocated: set[str] = field(default_factory=set)
-    warnings: list[str] = field(default_factory=list)
     """Tasks that could not get their network addresses this round: not scheduled."""
+    warnings: list[str] = field(default_factory=list)
+    """What `Round.warnings` will say."""
     allocated: bool = False
     wake_at: float | None = None
 
