@@ -14,6 +14,8 @@ from raftswarm.errors import ControlError
 from raftswarm.manager.configapi import ConfigApi
 from raftswarm.manager.serviceapi import ServiceApi
 from raftswarm.objects.kinds import CONFIGS, SECRETS, SERVICES
+from raftswarm.store import update
+from raftswarm.store.state import Action
 
 
 def _file(name: str) -> dict[str, Any]:
@@ -48,3 +50,25 @@ async def test_a_removal_overtaken_by_a_service_that_references_the_object_is_re
     with pytest.raises(ControlError, match=f"{kind} 'shared' is in use by the following service: web"):
         await remove("shared")
     assert overtaken and await store.get(stored_kind, object_id) is not None
+
+
+async def test_a_service_the_control_loops_change_while_it_is_removed_is_still_removed():
+    """`service rm` names no version: a write of the service between the removal's read and its delete (the
+    updater recording a rolling update's progress) makes it read again, not fail (found by CI: the teardown of
+    a test that rotated a config during an update)."""
+    store, _ = instant_store()
+    services = ServiceApi(store)
+    service_id = await services.create_service({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}})
+    transact = store.transact
+    written = []
+
+    async def the_updater_writes_first(operations: Any, *args: Any, **kwargs: Any) -> Any:
+        if not written and any(op.kind == SERVICES and op.action is Action.DELETE for op in operations):
+            current = await store.get(SERVICES, service_id)
+            written.append(current.version)
+            await transact([update(SERVICES, current.id, {**current.data, "UpdateStatus": {"State": "updating"}})])
+        return await transact(operations, *args, **kwargs)
+
+    store.transact = the_updater_writes_first  # type: ignore[method-assign]
+    await services.remove_service("web")
+    assert written and await store.get(SERVICES, service_id) is None

@@ -32,6 +32,9 @@ from .updater import IN_PROGRESS
 MAX_OPERATIONS_PER_TRANSACTION = 500
 """Bulk changes (removing a service with thousands of tasks) go in several transactions of at most this
 many operations, so no Raft entry comes near the transport's frame limit."""
+REMOVE_RETRIES = 20
+"""How often a service's removal reads it again after the control loops changed it under the removal; each of
+their writes is one round apart, so this many in a row means something is wrong."""
 MAX_SWARM_TASKS = 100_000
 """The most tasks all services together may ask for: the replicas of every replicated service, plus one per
 node for every global service. Every manager keeps every task in memory, about 2 KiB each in the store
@@ -246,11 +249,19 @@ class ServiceApi:
 
     async def remove_service(self, ref: str) -> None:
         """Docker's `DELETE /services/{id}`: the service goes at once; its tasks are told to stop and are
-        deleted by the reaper once they have."""
-        current = await self.service(ref)
-        await self.store.transact(
-            [delete(SERVICES, current.id, expect=current.version), delete(SERVICE_NAMES, spec_name(current))]
-        )
+        deleted by the reaper once they have. The request names no version: a service the control loops write
+        meanwhile (a rolling update's status, its endpoint) is read again, not refused."""
+        for _ in range(REMOVE_RETRIES):
+            current = await self.service(ref)
+            try:
+                await self.store.transact(
+                    [delete(SERVICES, current.id, expect=current.version), delete(SERVICE_NAMES, spec_name(current))]
+                )
+                break
+            except Conflict:
+                continue
+        else:
+            raise ControlError(f"service {ref} kept changing while it was being removed; retry", 503)
         await self._remove_tasks(current.id)
 
     async def _remove_tasks(self, service_id: str) -> None:
