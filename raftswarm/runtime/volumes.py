@@ -383,10 +383,11 @@ class VolumeStore:
                 f'invalid mount config for type "{kind}": bind source path {source} changed while it was checked: '
                 f"{exc.strerror}"
             ) from None
-        if os.readlink(f"/proc/self/fd/{fd}") != real:  # a directory on the way was renamed meanwhile
-            os.close(fd)
+        pinned = Pinned(real, fd)
+        if os.readlink(pinned.path) != real:  # a directory on the way was renamed meanwhile
+            pinned.close()
             raise InvalidMount(f'invalid mount config for type "{kind}": bind source path {source} changed while it was checked')
-        return Pinned(real, fd)
+        return pinned
 
     def bind_source(self, source: str, *, create: bool = False, kind: str = BIND) -> str:
         """The node path a bind of `source` mounts: resolved, checked against the protected directories and proc
